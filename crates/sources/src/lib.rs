@@ -1,0 +1,75 @@
+//! Mail sources: where mail comes from, behind one [`MailSource`] trait.
+//!
+//! A source lists what is waiting in the watched folder, fetches raw MIME for the
+//! ids the pipeline asks for, and settles mails (moves them to a processed or
+//! error folder, marks them read, or deletes them) only when the pipeline says
+//! the ticket is committed. Sources never decide anything about tickets.
+//!
+//! Remote ids are stable strings that name one copy of a mail in one mailbox:
+//! IMAP `"{uidvalidity}:{uid}"`, POP3 the UIDL, a drop folder the file name.
+
+pub mod drop_folder;
+pub mod error;
+pub mod imap;
+pub mod pop3;
+pub mod tls;
+
+pub use error::SourceError;
+
+/// One mail waiting in the source, as listed (before its body is fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub remote_id: String,
+    /// Size in bytes as the server reports it, when it does.
+    pub size: Option<u64>,
+}
+
+/// One fetched mail: its remote id and its raw bytes exactly as received.
+#[derive(Debug, Clone)]
+pub struct RemoteMail {
+    pub remote_id: String,
+    pub raw: Vec<u8>,
+}
+
+/// Where a mail goes once the robot is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ticket committed: apply the mailbox's settle action (move to the
+    /// processed folder, mark read, or delete).
+    Processed,
+    /// Could not be processed: move to the error folder (sources without
+    /// folders leave it where it is; the journal remembers it).
+    Failed,
+}
+
+/// What to do with a processed mail in the remote mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettleAction {
+    Move,
+    MarkRead,
+    Delete,
+}
+
+/// A mailbox the robot reads from.
+///
+/// Calls come in this order within one session: `list`, then any number of
+/// `fetch` and `settle`, then `close`. A source may reconnect on its own.
+#[async_trait::async_trait]
+pub trait MailSource: Send {
+    /// Every mail currently waiting in the watched folder. Mails the robot
+    /// has already settled may still appear (e.g. a failed move); the
+    /// pipeline filters them by remote id.
+    async fn list(&mut self) -> Result<Vec<Listing>, SourceError>;
+
+    /// Raw MIME for the given remote ids, in any order. Ids that vanished
+    /// since `list` are left out of the result, not reported as errors.
+    async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError>;
+
+    /// Applies the outcome to each mail. Must be idempotent: settling a mail
+    /// that was already settled (or is gone) succeeds.
+    async fn settle(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError>;
+
+    /// Ends the session cleanly (IMAP LOGOUT, POP3 QUIT which commits deletes).
+    async fn close(&mut self) -> Result<(), SourceError>;
+}

@@ -1,0 +1,5 @@
+//! Test harness shared by integration tests and benchmarks: a real Dovecot
+//! started on free loopback ports, and generators of realistic mail.
+
+pub mod dovecot;
+pub mod generate;
