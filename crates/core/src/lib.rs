@@ -1,0 +1,18 @@
+//! The robot's pure logic: what a mail says, what kind it is, which ticket it
+//! belongs to. No I/O here — everything is a function of bytes and lookups, so
+//! it is tested on fixtures alone and can be replayed ("reprocess") after a fix.
+
+pub mod classify;
+pub mod decide;
+pub mod fingerprint;
+pub mod html;
+pub mod mail;
+pub mod parse;
+pub mod subject;
+pub mod tag;
+
+pub use classify::MailKind;
+pub use decide::{Decision, Lookups, decide};
+pub use mail::{Address, Attachment, ParsedMail};
+pub use parse::{ParseError, parse};
+pub use tag::TagFormat;

@@ -1,0 +1,71 @@
+//! The robot's memory: mailboxes, the mail journal, tickets and their entries,
+//! attachments (content-addressed) and the outbox.
+//!
+//! Callers use the [`Store`] trait; [`SqliteStore`] is the embedded default.
+//! A PostgreSQL implementation for several nodes implements the same trait.
+//!
+//! The journal is what makes the robot exactly-once: a mail is written (raw
+//! bytes + row in state `fetched`) and committed before anything changes in
+//! the remote mailbox; its ticket change and its new state are written in one
+//! transaction; the remote mailbox is settled only after that, and the
+//! settlement is recorded last. Every step can be repeated after a crash.
+
+mod error;
+pub mod model;
+mod schema;
+mod sqlite;
+
+pub use error::StoreError;
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use mailrobot_core::TagFormat;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Rules that shape processing; kept in the store's settings.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessingRules {
+    pub tag: TagFormat,
+}
+
+pub trait Store: Send + Sync {
+    // --- mailboxes ---
+    fn add_mailbox(&self, new: &NewMailbox) -> Result<Mailbox>;
+    fn mailboxes(&self) -> Result<Vec<Mailbox>>;
+    fn mailbox_by_name(&self, name: &str) -> Result<Option<Mailbox>>;
+    fn mailbox(&self, id: i64) -> Result<Mailbox>;
+    /// The sealed secret (password) of a mailbox, if it has one.
+    fn mailbox_secret(&self, id: i64) -> Result<Option<Vec<u8>>>;
+    fn set_mailbox_enabled(&self, id: i64, enabled: bool) -> Result<()>;
+    fn remove_mailbox(&self, id: i64) -> Result<()>;
+    /// Records how a poll went: resets or raises the failure count and the
+    /// time the next poll is due.
+    fn record_poll(&self, id: i64, result: &PollRecord) -> Result<()>;
+
+    // --- journal ---
+    /// What the journal already knows of these remote ids in one mailbox.
+    fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>>;
+    /// Stores fetched mails (raw bytes, state `fetched`) in one transaction.
+    /// Remote ids already journaled are skipped. Returns how many were new.
+    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
+    /// Processes up to `limit` journaled mails in state `fetched` (of one
+    /// mailbox, or all), in arrival order, in one transaction.
+    fn process_pending(&self, mailbox_id: Option<i64>, limit: usize, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>>;
+    /// Processed or failed mails whose remote copy is not settled yet.
+    fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;
+    fn mark_settled(&self, journal_ids: &[i64]) -> Result<()>;
+    /// Puts failed mails back to `fetched` so the next pass processes them
+    /// again (after a fix). Returns how many.
+    fn retry_failed(&self, mailbox_id: Option<i64>) -> Result<usize>;
+
+    // --- views ---
+    fn tickets(&self) -> Result<Vec<TicketSummary>>;
+    fn ticket(&self, id: i64) -> Result<Option<TicketDetail>>;
+    fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>>;
+    fn counts(&self) -> Result<Counts>;
+
+    // --- settings ---
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}

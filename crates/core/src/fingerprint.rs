@@ -1,0 +1,158 @@
+//! Content fingerprint for deduplication across mailboxes.
+//!
+//! Two copies of one mail (the same mail reaching `support@` through To and
+//! `helpdesk@` through Cc, or one fetched twice) differ only in what servers
+//! add on the way: trace headers, spam verdicts, line endings. The fingerprint
+//! hashes the mail without those, so copies agree while two different mails
+//! that happen to reuse a Message-ID do not.
+
+use sha2::{Digest, Sha256};
+
+/// Headers added or rewritten in transit or by the receiving server. Names
+/// ending in `-` are prefixes.
+const TRANSIT_HEADERS: &[&str] = &[
+    "received",
+    "received-spf",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+    "x-delivered-to",
+    "envelope-to",
+    "x-envelope-to",
+    "x-envelope-from",
+    "x-rcpt-to",
+    "x-original-recipient",
+    "authentication-results",
+    "arc-",
+    "x-spam-",
+    "x-virus-",
+    "x-rspamd-",
+    "x-amavis-",
+    "x-ms-exchange-organization-",
+    "x-ms-exchange-crosstenant-",
+    "x-ms-exchange-transport-",
+    "x-forefront-",
+    "x-microsoft-antispam",
+    "x-eopattributedmessage",
+    "x-eoptenantattributedmessage",
+    "x-ms-office365-filtering-",
+    "x-originatororg",
+    "x-ms-traffictypediagnostic",
+    "status",
+    "x-status",
+    "x-keywords",
+    "x-uid",
+    "x-imapbase",
+    "content-length",
+    "lines",
+    "x-dovecot-",
+];
+
+fn is_transit_header(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    TRANSIT_HEADERS
+        .iter()
+        .any(|t| if t.ends_with('-') { name.starts_with(t) } else { name == *t })
+}
+
+/// Splits raw bytes into the header block and the body (after the blank line).
+pub fn split_header_body(raw: &[u8]) -> (&[u8], &[u8]) {
+    let mut pos = 0;
+    while pos < raw.len() {
+        let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..line_end];
+        if line == b"\n" || line == b"\r\n" {
+            return (&raw[..pos], &raw[line_end..]);
+        }
+        pos = line_end;
+    }
+    (raw, &[])
+}
+
+/// Header fields as (name, unfolded value) in order, from a raw header block.
+pub fn header_fields(block: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
+    let mut fields: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(b' ');
+                value.extend_from_slice(trim(line));
+            }
+            continue;
+        }
+        match line.iter().position(|&b| b == b':') {
+            Some(colon) => fields.push((trim(&line[..colon]), trim(&line[colon + 1..]).to_vec())),
+            // Not a header line (junk, or an mbox "From " line): part of the
+            // content all the same.
+            None => fields.push((b"", trim(line).to_vec())),
+        }
+    }
+    fields
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// SHA-256 (hex) of the mail without transit headers, with unfolded header
+/// values, LF line endings and no trailing blank lines.
+pub fn content_fingerprint(raw: &[u8]) -> String {
+    let (block, body) = split_header_body(raw);
+    let mut hasher = Sha256::new();
+    for (name, value) in header_fields(block) {
+        let name = String::from_utf8_lossy(name);
+        if is_transit_header(&name) {
+            continue;
+        }
+        hasher.update(name.to_ascii_lowercase().as_bytes());
+        hasher.update(b":");
+        hasher.update(&value);
+        hasher.update(b"\n");
+    }
+    hasher.update(b"\n");
+    let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    for line in body[..body_end].split(|&b| b == b'\n') {
+        hasher.update(line.strip_suffix(b"\r").unwrap_or(line));
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIL: &str = "From: a@example.com\r\nTo: b@example.com\r\nSubject: Hi\r\n there\r\nMessage-ID: <1@x>\r\n\r\nBody\r\n";
+
+    #[test]
+    fn copies_with_other_trace_headers_and_line_endings_agree() {
+        let copy = format!(
+            "Return-Path: <a@example.com>\nDelivered-To: c@example.com\nReceived: from x by y;\n Mon, 1 Jan 2024 00:00:00 +0000\nX-Spam-Score: 1\n{}\n\n",
+            MAIL.replace("\r\n", "\n").trim_end()
+        );
+        assert_eq!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(copy.as_bytes()));
+    }
+
+    #[test]
+    fn other_content_differs() {
+        let other = MAIL.replace("Body", "Other body");
+        assert_ne!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(other.as_bytes()));
+        let other_subject = MAIL.replace("Subject: Hi", "Subject: Ho");
+        assert_ne!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(other_subject.as_bytes()));
+    }
+
+    #[test]
+    fn splits_and_unfolds() {
+        let (head, body) = split_header_body(MAIL.as_bytes());
+        assert_eq!(body, b"Body\r\n");
+        let fields = header_fields(head);
+        assert_eq!(fields[2].0, b"Subject");
+        assert_eq!(fields[2].1, b"Hi there");
+    }
+}

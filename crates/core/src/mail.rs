@@ -1,0 +1,68 @@
+use crate::classify::MailKind;
+
+/// A mail address with its decoded display name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    pub name: Option<String>,
+    /// Lower-cased addr-spec; may be empty for a group without members.
+    pub email: String,
+}
+
+/// An attachment or inline part (not a text or HTML body part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub content_id: Option<String>,
+    pub inline: bool,
+    /// The decoded content.
+    pub data: Vec<u8>,
+}
+
+impl Attachment {
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Everything the robot needs from one mail, decoded best-effort.
+#[derive(Debug, Clone)]
+pub struct ParsedMail {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    pub subject: String,
+    pub from: Option<Address>,
+    pub reply_to: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    /// RFC 3339, when the Date header could be read.
+    pub date: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Message ids this mail refers to, in order: In-Reply-To, References,
+    /// and for a bounce the Message-ID of the returned original.
+    pub refers_to: Vec<String>,
+    /// Subject of the embedded original of a bounce, if any.
+    pub original_subject: Option<String>,
+    /// Plain text; derived from the HTML body when the mail has no text part.
+    pub text_body: String,
+    /// The HTML body as received (sanitize before display: [`crate::html`]).
+    pub html_body: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub kind: MailKind,
+    /// The robot must not answer this mail automatically (auto-reply, bounce,
+    /// Precedence bulk/junk/list, mailing lists).
+    pub no_auto_answer: bool,
+    /// SHA-256 (hex) of the mail without its trace headers: equal for copies
+    /// of one mail delivered to several mailboxes.
+    pub fingerprint: String,
+    /// Decoding problems met on the way (kept for the journal, not fatal).
+    pub warnings: Vec<String>,
+}
+
+impl ParsedMail {
+    /// The address a ticket's requester is: Reply-To if given, else From.
+    pub fn requester(&self) -> Option<&Address> {
+        self.reply_to.first().or(self.from.as_ref())
+    }
+}

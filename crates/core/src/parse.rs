@@ -1,0 +1,184 @@
+//! Raw bytes → [`ParsedMail`], best effort: broken charsets, bad encodings and
+//! missing headers degrade what is read, they do not stop it. Only input that
+//! is not a mail at all is an error.
+
+use std::borrow::Cow;
+
+use mail_parser::{Addr, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+
+use crate::classify::{bounced_original, classify};
+use crate::fingerprint::{content_fingerprint, header_fields, split_header_body};
+use crate::mail::{Address, Attachment, ParsedMail};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("the message is empty")]
+    Empty,
+    #[error("no header fields found: this is not an e-mail message (first bytes: {0:?})")]
+    NoHeader(String),
+    #[error("the MIME structure could not be read")]
+    Unreadable,
+}
+
+/// Parses one raw mail.
+pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::Empty);
+    }
+    if !starts_with_header_field(raw) {
+        let head = String::from_utf8_lossy(&raw[..raw.len().min(24)]).into_owned();
+        return Err(ParseError::NoHeader(head));
+    }
+    let msg = MessageParser::default().parse(raw).ok_or(ParseError::Unreadable)?;
+    Ok(read(&msg, raw))
+}
+
+/// A mail starts with a header field: a name of printable ASCII without
+/// spaces, then a colon.
+fn starts_with_header_field(raw: &[u8]) -> bool {
+    let (block, _) = split_header_body(raw);
+    header_fields(block).first().is_some_and(|(name, _)| {
+        !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':')
+    })
+}
+
+fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
+    let subject = msg.subject().unwrap_or_default().trim().to_string();
+    let from = msg.from().and_then(|a| a.first()).and_then(address);
+    let mut warnings = Vec::new();
+    for (i, part) in msg.parts.iter().enumerate() {
+        if part.is_encoding_problem {
+            warnings.push(format!("part {i}: content could not be decoded as declared; kept as read"));
+        }
+    }
+    let (kind, no_auto_answer) = classify(msg, from.as_ref().map(|a| a.email.as_str()), &subject);
+
+    let in_reply_to = id_list(msg.in_reply_to());
+    let references = id_list(msg.references());
+    let mut refers_to: Vec<String> = Vec::new();
+    for id in in_reply_to.iter().chain(&references) {
+        push_unique(&mut refers_to, id);
+    }
+    let mut original_subject = None;
+    if kind == crate::MailKind::Bounce {
+        let (original_id, subject) = bounced_original(msg);
+        if let Some(id) = original_id {
+            push_unique(&mut refers_to, &id);
+        }
+        original_subject = subject;
+    }
+
+    ParsedMail {
+        message_id: msg.message_id().map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
+        subject,
+        from,
+        reply_to: addresses(msg.reply_to()),
+        to: addresses(msg.to()),
+        cc: addresses(msg.cc()),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        in_reply_to,
+        references,
+        refers_to,
+        original_subject,
+        text_body: text_body(msg),
+        html_body: html_body(msg),
+        attachments: attachments(msg),
+        kind,
+        no_auto_answer,
+        fingerprint: content_fingerprint(raw),
+        warnings,
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, id: &str) {
+    if !list.iter().any(|known| known == id) {
+        list.push(id.to_string());
+    }
+}
+
+fn address(addr: &Addr<'_>) -> Option<Address> {
+    let email = addr.address.as_deref().unwrap_or("").trim().to_lowercase();
+    let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string);
+    (!email.is_empty() || name.is_some()).then_some(Address { name, email })
+}
+
+fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address> {
+    list.map(|l| l.iter().filter_map(address).collect()).unwrap_or_default()
+}
+
+fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
+    let ids: Vec<&str> = match value {
+        HeaderValue::Text(id) => vec![id.as_ref()],
+        HeaderValue::TextList(ids) => ids.iter().map(Cow::as_ref).collect(),
+        _ => Vec::new(),
+    };
+    ids.into_iter().map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect()
+}
+
+fn text_body(msg: &Message<'_>) -> String {
+    let mut text = String::new();
+    for id in &msg.text_body {
+        let Some(part) = msg.parts.get(*id as usize) else { continue };
+        let piece: Cow<'_, str> = match &part.body {
+            PartType::Text(t) => Cow::Borrowed(t.as_ref()),
+            PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
+            _ => continue,
+        };
+        if !text.is_empty() && !piece.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&piece);
+    }
+    text
+}
+
+fn html_body(msg: &Message<'_>) -> Option<String> {
+    let html: Vec<&str> = msg
+        .html_body
+        .iter()
+        .filter_map(|id| match &msg.parts.get(*id as usize)?.body {
+            PartType::Html(h) => Some(h.as_ref()),
+            _ => None,
+        })
+        .collect();
+    (!html.is_empty()).then(|| html.join("\n"))
+}
+
+/// Parts that are neither text nor HTML bodies nor report machinery.
+fn attachments(msg: &Message<'_>) -> Vec<Attachment> {
+    msg.attachments()
+        .filter(|part| {
+            !part.is_content_type("message", "delivery-status")
+                && !part.is_content_type("message", "disposition-notification")
+                && !part.is_content_type("text", "rfc822-headers")
+        })
+        .map(|part| {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.c_subtype.as_deref() {
+                    Some(sub) => format!("{}/{}", ct.c_type, sub),
+                    None => ct.c_type.to_string(),
+                })
+                .map(|ct| ct.to_ascii_lowercase())
+                .unwrap_or_else(|| match part.body {
+                    PartType::Message(_) => "message/rfc822".to_string(),
+                    PartType::Text(_) => "text/plain".to_string(),
+                    _ => "application/octet-stream".to_string(),
+                });
+            let disposition_inline = part
+                .content_disposition()
+                .map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
+            let content_id = part
+                .content_id()
+                .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+                .filter(|id| !id.is_empty());
+            Attachment {
+                filename: part.attachment_name().map(str::to_string),
+                inline: disposition_inline.unwrap_or(content_id.is_some()),
+                content_type,
+                content_id,
+                data: part.contents().to_vec(),
+            }
+        })
+        .collect()
+}

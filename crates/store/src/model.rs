@@ -1,0 +1,183 @@
+use serde::{Deserialize, Serialize};
+
+/// Kinds of mailbox the robot can read.
+pub const MAILBOX_KINDS: &[&str] = &["imap", "pop3", "drop-folder"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mailbox {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub enabled: bool,
+    /// Kind-specific settings (host, folders…); never holds secrets.
+    pub config: serde_json::Value,
+    pub has_secret: bool,
+    pub poll_seconds: i64,
+    pub max_message_bytes: i64,
+    /// `ok`, `error`, or `new` before the first poll.
+    pub status: String,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i64,
+    pub last_poll_at: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMailbox {
+    pub name: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    /// Already sealed by the caller (context `mailbox:{name}:secret`).
+    pub sealed_secret: Option<Vec<u8>>,
+    pub poll_seconds: i64,
+    pub max_message_bytes: i64,
+}
+
+/// How one poll of a mailbox went.
+#[derive(Debug, Clone)]
+pub struct PollRecord {
+    pub error: Option<String>,
+    /// RFC 3339 time of the next poll.
+    pub next_poll_at: String,
+}
+
+/// A mail on its way into the journal: fetched, or refused before download.
+#[derive(Debug, Clone)]
+pub struct IncomingMail<'a> {
+    pub remote_id: String,
+    /// The raw bytes; empty when `rejected`.
+    pub raw: &'a [u8],
+    pub size: u64,
+    /// Why the mail was not downloaded (e.g. over the size limit): it is
+    /// journaled as `failed` with this reason and settled to the error folder.
+    pub rejected: Option<String>,
+}
+
+impl<'a> IncomingMail<'a> {
+    pub fn fetched(remote_id: impl Into<String>, raw: &'a [u8]) -> Self {
+        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None }
+    }
+
+    pub fn rejected(remote_id: impl Into<String>, size: u64, reason: impl Into<String>) -> Self {
+        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()) }
+    }
+}
+
+/// Where the remote copy of a journaled mail must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettleTo {
+    Processed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMail {
+    pub journal_id: i64,
+    pub remote_id: String,
+    pub state: String,
+    pub settled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    pub journal_id: i64,
+    pub remote_id: String,
+    pub settle_to: SettleTo,
+}
+
+/// What processing made of one journaled mail.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessedMail {
+    pub journal_id: i64,
+    pub mailbox_id: i64,
+    pub remote_id: String,
+    pub subject: Option<String>,
+    pub state: String,
+    pub kind: Option<String>,
+    pub ticket_id: Option<i64>,
+    pub created_ticket: bool,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketSummary {
+    pub id: i64,
+    pub subject: String,
+    pub requester: Option<String>,
+    pub requester_name: Option<String>,
+    pub status: String,
+    pub entries: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentView {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub content_id: Option<String>,
+    pub inline: bool,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryView {
+    pub position: i64,
+    pub journal_id: i64,
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: String,
+    pub kind: String,
+    pub date: Option<String>,
+    pub text_body: String,
+    pub html_body: Option<String>,
+    pub attachments: Vec<AttachmentView>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketDetail {
+    #[serde(flatten)]
+    pub summary: TicketSummary,
+    pub entries: Vec<EntryView>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<String>,
+    pub mailbox_id: Option<i64>,
+}
+
+/// One row of the journal: one fetched copy of a mail.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub journal_id: i64,
+    pub mailbox: String,
+    pub remote_id: String,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub state: String,
+    pub kind: Option<String>,
+    pub ticket_id: Option<i64>,
+    pub reason: Option<String>,
+    pub size: i64,
+    pub raw_sha256: Option<String>,
+    pub settled: bool,
+    pub fetched_at: String,
+    pub processed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub tickets: i64,
+    pub messages: i64,
+    pub fetched: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub unsettled: i64,
+}

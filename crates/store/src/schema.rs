@@ -1,0 +1,115 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` holds how many
+//! have run. Never edit a shipped migration: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the backbone.
+    r#"
+CREATE TABLE mailboxes (
+    id                   INTEGER PRIMARY KEY,
+    name                 TEXT NOT NULL UNIQUE,
+    kind                 TEXT NOT NULL,
+    enabled              INTEGER NOT NULL DEFAULT 1,
+    config               TEXT NOT NULL,
+    sealed_secret        BLOB,
+    poll_seconds         INTEGER NOT NULL,
+    max_message_bytes    INTEGER NOT NULL,
+    status               TEXT NOT NULL DEFAULT 'new',
+    last_error           TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_poll_at         TEXT,
+    next_poll_at         TEXT,
+    created_at           TEXT NOT NULL
+);
+
+-- Content-addressed bytes: raw mails and decoded attachments, stored once.
+CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL,
+    data   BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE tickets (
+    id             INTEGER PRIMARY KEY,
+    subject        TEXT NOT NULL,
+    requester      TEXT,
+    requester_name TEXT,
+    status         TEXT NOT NULL DEFAULT 'open',
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+
+-- The journal: one row per fetched copy of a mail.
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY,
+    mailbox_id   INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    remote_id    TEXT NOT NULL,
+    raw_sha256   TEXT REFERENCES blobs(sha256),
+    size         INTEGER NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('fetched', 'processed', 'failed')),
+    kind         TEXT,
+    message_id   TEXT,
+    fingerprint  TEXT,
+    subject      TEXT,
+    from_addr    TEXT,
+    ticket_id    INTEGER REFERENCES tickets(id),
+    reason       TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    settled      INTEGER NOT NULL DEFAULT 0,
+    fetched_at   TEXT NOT NULL,
+    processed_at TEXT,
+    settled_at   TEXT,
+    UNIQUE (mailbox_id, remote_id)
+);
+CREATE INDEX messages_pending ON messages(state, mailbox_id) WHERE state = 'fetched';
+CREATE INDEX messages_unsettled ON messages(mailbox_id) WHERE settled = 0 AND state <> 'fetched';
+CREATE INDEX messages_message_id ON messages(message_id);
+CREATE INDEX messages_fingerprint ON messages(fingerprint);
+
+CREATE TABLE ticket_entries (
+    id           INTEGER PRIMARY KEY,
+    ticket_id    INTEGER NOT NULL REFERENCES tickets(id),
+    position     INTEGER NOT NULL,
+    journal_id   INTEGER NOT NULL UNIQUE REFERENCES messages(id),
+    kind         TEXT NOT NULL,
+    message_id   TEXT,
+    from_addr    TEXT,
+    from_name    TEXT,
+    subject      TEXT NOT NULL,
+    date         TEXT,
+    text_body    TEXT NOT NULL,
+    html_body    TEXT,
+    created_at   TEXT NOT NULL,
+    UNIQUE (ticket_id, position)
+);
+
+CREATE TABLE entry_attachments (
+    entry_id     INTEGER NOT NULL REFERENCES ticket_entries(id),
+    position     INTEGER NOT NULL,
+    filename     TEXT,
+    content_type TEXT NOT NULL,
+    content_id   TEXT,
+    inline       INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    blob_sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+    PRIMARY KEY (entry_id, position)
+) WITHOUT ROWID;
+
+-- Mail and webhooks the robot sends, retried until delivered (later issues).
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    ticket_id       INTEGER REFERENCES tickets(id),
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL
+);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
