@@ -14,7 +14,7 @@ use crate::mail::{Address, Attachment, ParsedMail};
 pub enum ParseError {
     #[error("the message is empty")]
     Empty,
-    #[error("no header fields found: this is not an e-mail message (first bytes: {0:?})")]
+    #[error("no header fields found: this is not an e-mail message (it starts with \"{0}\")")]
     NoHeader(String),
     #[error("the MIME structure could not be read")]
     Unreadable,
@@ -26,10 +26,17 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         return Err(ParseError::Empty);
     }
     if !starts_with_header_field(raw) {
-        let head = String::from_utf8_lossy(&raw[..raw.len().min(24)]).into_owned();
+        let head: String = raw
+            .iter()
+            .take(16)
+            .flat_map(|b| std::ascii::escape_default(*b))
+            .map(char::from)
+            .collect();
         return Err(ParseError::NoHeader(head));
     }
-    let msg = MessageParser::default().parse(raw).ok_or(ParseError::Unreadable)?;
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(ParseError::Unreadable)?;
     Ok(read(&msg, raw))
 }
 
@@ -48,7 +55,9 @@ fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
     let mut warnings = Vec::new();
     for (i, part) in msg.parts.iter().enumerate() {
         if part.is_encoding_problem {
-            warnings.push(format!("part {i}: content could not be decoded as declared; kept as read"));
+            warnings.push(format!(
+                "part {i}: content could not be decoded as declared; kept as read"
+            ));
         }
     }
     let (kind, no_auto_answer) = classify(msg, from.as_ref().map(|a| a.email.as_str()), &subject);
@@ -69,7 +78,10 @@ fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
     }
 
     ParsedMail {
-        message_id: msg.message_id().map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
+        message_id: msg
+            .message_id()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty()),
         subject,
         from,
         reply_to: addresses(msg.reply_to()),
@@ -98,12 +110,18 @@ fn push_unique(list: &mut Vec<String>, id: &str) {
 
 fn address(addr: &Addr<'_>) -> Option<Address> {
     let email = addr.address.as_deref().unwrap_or("").trim().to_lowercase();
-    let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string);
+    let name = addr
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
     (!email.is_empty() || name.is_some()).then_some(Address { name, email })
 }
 
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address> {
-    list.map(|l| l.iter().filter_map(address).collect()).unwrap_or_default()
+    list.map(|l| l.iter().filter_map(address).collect())
+        .unwrap_or_default()
 }
 
 fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
@@ -112,13 +130,19 @@ fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
         HeaderValue::TextList(ids) => ids.iter().map(Cow::as_ref).collect(),
         _ => Vec::new(),
     };
-    ids.into_iter().map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect()
+    ids.into_iter()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn text_body(msg: &Message<'_>) -> String {
     let mut text = String::new();
     for id in &msg.text_body {
-        let Some(part) = msg.parts.get(*id as usize) else { continue };
+        let Some(part) = msg.parts.get(*id as usize) else {
+            continue;
+        };
         let piece: Cow<'_, str> = match &part.body {
             PartType::Text(t) => Cow::Borrowed(t.as_ref()),
             PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
@@ -170,7 +194,12 @@ fn attachments(msg: &Message<'_>) -> Vec<Attachment> {
                 .map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
             let content_id = part
                 .content_id()
-                .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+                .map(|id| {
+                    id.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                })
                 .filter(|id| !id.is_empty());
             Attachment {
                 filename: part.attachment_name().map(str::to_string),

@@ -24,9 +24,15 @@ pub fn has_reply_prefix(subject: &str) -> bool {
 }
 
 fn strip_one(text: &str) -> Option<&str> {
-    let word_end = text.find(|c: char| !c.is_alphabetic()).unwrap_or(text.len());
+    let word_end = text
+        .find(|c: char| !c.is_alphabetic())
+        .unwrap_or(text.len());
     let word = &text[..word_end];
-    if word.is_empty() || !MARKERS.iter().any(|m| m.eq_ignore_ascii_case(word) || word.to_lowercase() == *m) {
+    if word.is_empty()
+        || !MARKERS
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(word) || word.to_lowercase() == *m)
+    {
         return None;
     }
     let mut rest = &text[word_end..];
@@ -41,7 +47,10 @@ fn strip_one(text: &str) -> Option<&str> {
         }
     }
     // "Réf. :" and "RE :" (French typography) put a dot or a space before the colon.
-    let rest = rest.strip_prefix('.').unwrap_or(rest).trim_start_matches(' ');
+    let rest = rest
+        .strip_prefix('.')
+        .unwrap_or(rest)
+        .trim_start_matches(' ');
     rest.strip_prefix(':')
 }
 
@@ -52,7 +61,10 @@ mod tests {
 
     #[test]
     fn strips_prefix_chains() {
-        assert_eq!(strip_reply_prefixes("Re: AW: Fwd: WG: SV: RE : Printer"), "Printer");
+        assert_eq!(
+            strip_reply_prefixes("Re: AW: Fwd: WG: SV: RE : Printer"),
+            "Printer"
+        );
         assert_eq!(strip_reply_prefixes("Re[2]: AW(3): x"), "x");
         assert_eq!(strip_reply_prefixes("Réf. : demande"), "demande");
         assert_eq!(strip_reply_prefixes("Meeting: Monday"), "Meeting: Monday");

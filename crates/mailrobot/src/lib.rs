@@ -1,0 +1,14 @@
+//! The mailrobot application: configuration, the mail pipeline, the polling
+//! scheduler, the HTTP endpoints, the CLI commands and the demo.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod crash;
+pub mod demo;
+pub mod http;
+pub mod mailbox_config;
+pub mod metrics;
+pub mod pipeline;
+pub mod scheduler;
+pub mod serve;

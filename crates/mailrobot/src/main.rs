@@ -1,1 +1,140 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use mailrobot::app::App;
+use mailrobot::cli::*;
+use mailrobot::commands::{self, print_json};
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(format: LogFormat, long_running: bool) {
+    // Commands that print their own results log only warnings by default.
+    let default = if long_running { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("MAILROBOT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(
+        cli.log_format,
+        matches!(
+            cli.command,
+            Command::Serve { .. } | Command::Demo { once: false, .. }
+        ),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // Do not wait for blocking tasks a stopped poll left behind: their work
+    // is either committed or repeatable.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let app = App::open(&cli.data_dir)?;
+    match cli.command {
+        Command::Serve { listen } => mailrobot::serve::serve(&app, listen).await?,
+        Command::RunOnce { json } => return run_once(&app, json).await,
+        Command::Mailbox(command) => match command {
+            MailboxCommand::Add(add) => {
+                let mailbox = commands::mailbox_add(&app, &add)?;
+                println!("Added mailbox {} ({}).", mailbox.name, mailbox.kind);
+            }
+            MailboxCommand::List { json } => commands::mailbox_list(&app, json)?,
+            MailboxCommand::Enable { name } => {
+                let m = commands::find_mailbox(app.store.as_ref(), &name)?;
+                app.store.set_mailbox_enabled(m.id, true)?;
+                println!("Mailbox {name} enabled.");
+            }
+            MailboxCommand::Disable { name } => {
+                let m = commands::find_mailbox(app.store.as_ref(), &name)?;
+                app.store.set_mailbox_enabled(m.id, false)?;
+                println!("Mailbox {name} disabled.");
+            }
+            MailboxCommand::Remove { name } => {
+                let m = commands::find_mailbox(app.store.as_ref(), &name)?;
+                app.store.remove_mailbox(m.id)?;
+                println!("Mailbox {name} removed; its journal and tickets stay.");
+            }
+        },
+        Command::Tickets(TicketsCommand::List { json }) => commands::tickets_list(&app, json)?,
+        Command::Tickets(TicketsCommand::Show { number, json }) => {
+            commands::tickets_show(&app, &number, json)?
+        }
+        Command::Messages(MessagesCommand::List {
+            json,
+            state,
+            mailbox,
+        }) => commands::messages_list(&app, json, state, mailbox)?,
+        Command::Messages(MessagesCommand::Retry { mailbox }) => {
+            let id = match mailbox {
+                Some(name) => Some(commands::find_mailbox(app.store.as_ref(), &name)?.id),
+                None => None,
+            };
+            let n = app.store.retry_failed(id)?;
+            println!("{n} failed mails queued again; the next pass processes them.");
+        }
+        Command::Settings(command) => commands::settings(&app, &command)?,
+        Command::Demo { once, listen } => mailrobot::demo::run(&app, once, listen).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
+    let pipeline = app.pipeline()?;
+    let results = mailrobot::scheduler::run_once(&pipeline).await?;
+    let mut failed = 0;
+    let mut reports = Vec::new();
+    for (mailbox, result) in &results {
+        match result {
+            Ok(r) => {
+                if !json {
+                    println!(
+                        "{}: {} listed, {} fetched, {} processed, {} duplicates, {} failed, {} new tickets, {} settled",
+                        mailbox.name,
+                        r.listed,
+                        r.fetched,
+                        r.processed,
+                        r.duplicates,
+                        r.failed,
+                        r.tickets_created,
+                        r.settled
+                    );
+                }
+                reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": true, "report": r}));
+            }
+            Err(err) => {
+                failed += 1;
+                eprintln!("{}: could not be polled: {err}", mailbox.name);
+                reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": false, "error": err.to_string()}));
+            }
+        }
+    }
+    if json {
+        print_json(&serde_json::Value::Array(reports));
+    }
+    if results.is_empty() && !json {
+        println!("No enabled mailboxes. Add one with `mailrobot mailbox add`.");
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -51,7 +51,12 @@ pub trait Store: Send + Sync {
     fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
     /// Processes up to `limit` journaled mails in state `fetched` (of one
     /// mailbox, or all), in arrival order, in one transaction.
-    fn process_pending(&self, mailbox_id: Option<i64>, limit: usize, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>>;
+    fn process_pending(
+        &self,
+        mailbox_id: Option<i64>,
+        limit: usize,
+        rules: &ProcessingRules,
+    ) -> Result<Vec<ProcessedMail>>;
     /// Processed or failed mails whose remote copy is not settled yet.
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;
     fn mark_settled(&self, journal_ids: &[i64]) -> Result<()>;

@@ -1,0 +1,73 @@
+//! What every command needs: the data directory, the store and the secret box.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use mailrobot_core::TagFormat;
+use mailrobot_secrets::SecretBox;
+use mailrobot_store::{ProcessingRules, SqliteStore, Store};
+
+use crate::pipeline::{BatchLimits, Pipeline};
+
+pub const DB_FILE: &str = "mailrobot.db";
+pub const SETTING_TICKET_PREFIX: &str = "ticket.prefix";
+pub const SETTING_TICKET_DIGITS: &str = "ticket.digits";
+
+pub struct App {
+    pub data_dir: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+}
+
+impl App {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        create_private_dir(data_dir)?;
+        let store = SqliteStore::open(&data_dir.join(DB_FILE))?;
+        let secrets = SecretBox::load(data_dir)?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            store: Arc::new(store) as Arc<dyn Store>,
+            secrets: Arc::new(secrets),
+        })
+    }
+
+    pub fn tag_format(&self) -> anyhow::Result<TagFormat> {
+        let default = TagFormat::default();
+        let prefix = self
+            .store
+            .setting(SETTING_TICKET_PREFIX)?
+            .unwrap_or(default.prefix);
+        let digits = match self.store.setting(SETTING_TICKET_DIGITS)? {
+            Some(d) => d.parse().with_context(|| {
+                format!("setting {SETTING_TICKET_DIGITS} is not a number: {d:?}")
+            })?,
+            None => default.digits,
+        };
+        Ok(TagFormat { prefix, digits })
+    }
+
+    pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
+        Ok(Pipeline {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            rules: ProcessingRules {
+                tag: self.tag_format()?,
+            },
+            limits: BatchLimits::default(),
+        })
+    }
+}
+
+/// The data directory holds the database and the master key: owner only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The command line — the contract outside checks drive. Add freely; do not
+//! rename or remove.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailrobot",
+    version,
+    about = "Turns mail into tickets, exactly once."
+)]
+pub struct Cli {
+    /// Where the database, the master key and the demo's files live.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROBOT_DATA_DIR",
+        default_value = "./mailrobot-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MAILROBOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Poll every enabled mailbox on its schedule and serve /healthz and /metrics.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8025", env = "MAILROBOT_LISTEN")]
+        listen: SocketAddr,
+    },
+    /// One pass over every enabled mailbox, then exit (non-zero if a mailbox could not be polled).
+    RunOnce {
+        /// Print the per-mailbox reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, list, enable, disable or remove mailboxes.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// Tickets made from mail.
+    #[command(subcommand)]
+    Tickets(TicketsCommand),
+    /// The mail journal: one row per fetched copy of a mail.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
+    /// Show or change settings (ticket number format).
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// The whole story on embedded defaults: sample mails dropped into a
+    /// drop folder become tickets; then keeps serving.
+    Demo {
+        /// Run the story and exit instead of serving afterwards.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Add a mailbox. Passwords come from an environment variable or stdin, never the command line.
+    Add(MailboxAdd),
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Enable {
+        name: String,
+    },
+    Disable {
+        name: String,
+    },
+    /// Stop watching a mailbox; its journal and tickets stay.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MailboxKindArg {
+    Imap,
+    Pop3,
+    DropFolder,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TlsArg {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SettleArg {
+    Move,
+    MarkRead,
+    Delete,
+}
+
+#[derive(Debug, Args)]
+pub struct MailboxAdd {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: MailboxKindArg,
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Default: 143 (IMAP) / 110 (POP3), or 993 / 995 with --tls tls.
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[arg(long, value_enum, default_value_t = TlsArg::Tls)]
+    pub tls: TlsArg,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[arg(long, default_value = "INBOX")]
+    pub folder: String,
+    #[arg(long, default_value = "Processed")]
+    pub processed_folder: String,
+    #[arg(long, default_value = "Failed")]
+    pub error_folder: String,
+    /// What happens to a processed mail in an IMAP mailbox.
+    #[arg(long, value_enum, default_value_t = SettleArg::Move)]
+    pub settle: SettleArg,
+    /// POP3: leave processed mails on the server.
+    #[arg(long)]
+    pub keep_on_server: bool,
+    /// Drop folder: the directory holding inbox/, tmp/, processed/, failed/.
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    #[arg(long, default_value_t = 60)]
+    pub poll_seconds: i64,
+    /// Larger mails are not downloaded; they are journaled as failed.
+    #[arg(long, default_value_t = 50)]
+    pub max_message_mb: i64,
+    /// Add it disabled (enable later with `mailbox enable`).
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketsCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        /// e.g. TKT-000123 (or 123)
+        number: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+        /// fetched, processed or failed
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// Put failed mails back in the queue; the next pass processes them again.
+    Retry {
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    Show,
+    /// Keys: ticket.prefix (default "TKT-"), ticket.digits (default 6).
+    Set {
+        key: String,
+        value: String,
+    },
+}

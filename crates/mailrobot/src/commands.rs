@@ -1,0 +1,385 @@
+//! The CLI's commands, printing for people or (`--json`) for programs.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, anyhow, bail};
+use mailrobot_core::TagFormat;
+use mailrobot_secrets::Secret;
+use mailrobot_sources::{SettleAction, TlsMode};
+use mailrobot_store::{Mailbox, MessageFilter, NewMailbox, Store, TicketSummary};
+use serde_json::{Value, json};
+
+use crate::app::{App, SETTING_TICKET_DIGITS, SETTING_TICKET_PREFIX};
+use crate::cli::*;
+use crate::mailbox_config::*;
+
+pub fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
+
+fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
+    if let Some(var) = &add.password_env {
+        let value = std::env::var(var).map_err(|_| {
+            anyhow!("environment variable {var} (named by --password-env) is not set or not UTF-8")
+        })?;
+        if value.is_empty() {
+            bail!("environment variable {var} is empty; put the mailbox password in it");
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    if add.password_stdin {
+        if std::io::stdin().is_terminal() {
+            eprintln!("Password for mailbox {} (one line):", add.name);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let value = line.trim_end_matches(['\r', '\n']).to_string();
+        if value.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(None)
+}
+
+fn tls_mode(tls: TlsArg) -> TlsMode {
+    match tls {
+        TlsArg::None => TlsMode::None,
+        TlsArg::Starttls => TlsMode::StartTls,
+        TlsArg::Tls => TlsMode::Tls,
+    }
+}
+
+pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
+    let need = |value: &Option<String>, flag: &str| {
+        value
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| anyhow!("--kind {:?} needs {flag}", add.kind))
+    };
+    let default_port = |plain: u16, implicit_tls: u16| {
+        add.port.unwrap_or(if add.tls == TlsArg::Tls {
+            implicit_tls
+        } else {
+            plain
+        })
+    };
+    let config = match add.kind {
+        MailboxKindArg::Imap => MailboxConfig::Imap(ImapSettings {
+            host: need(&add.host, "--host")?,
+            port: default_port(143, 993),
+            tls: tls_mode(add.tls),
+            username: need(&add.username, "--username")?,
+            folder: add.folder.clone(),
+            processed_folder: add.processed_folder.clone(),
+            error_folder: add.error_folder.clone(),
+            settle: match add.settle {
+                SettleArg::Move => SettleAction::Move,
+                SettleArg::MarkRead => SettleAction::MarkRead,
+                SettleArg::Delete => SettleAction::Delete,
+            },
+        }),
+        MailboxKindArg::Pop3 => MailboxConfig::Pop3(Pop3Settings {
+            host: need(&add.host, "--host")?,
+            port: default_port(110, 995),
+            tls: tls_mode(add.tls),
+            username: need(&add.username, "--username")?,
+            keep_on_server: add.keep_on_server,
+        }),
+        MailboxKindArg::DropFolder => {
+            let path = add
+                .path
+                .clone()
+                .ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("bad path {}", path.display()))?;
+            MailboxConfig::DropFolder(DropFolderSettings { path })
+        }
+    };
+    let password = read_password(add)?;
+    if matches!(config, MailboxConfig::Imap(_) | MailboxConfig::Pop3(_)) && password.is_none() {
+        bail!(
+            "--kind {} needs a password: --password-env VAR (the variable holding it) or --password-stdin",
+            config.kind()
+        );
+    }
+    if add.poll_seconds < 1 {
+        bail!("--poll-seconds must be at least 1");
+    }
+    if let MailboxConfig::DropFolder(s) = &config {
+        // Create the folder layout now so writers can start dropping files.
+        mailrobot_sources::DropFolderSource::open(s.path.clone())
+            .map_err(|e| anyhow!("cannot prepare the drop folder {}: {e}", s.path.display()))?;
+    }
+    let sealed_secret = password.map(|p| app.secrets.seal_str(&p, &secret_context(&add.name)));
+    let mailbox = app.store.add_mailbox(&NewMailbox {
+        name: add.name.clone(),
+        kind: config.kind().to_string(),
+        config: config.to_stored_json(),
+        sealed_secret,
+        poll_seconds: add.poll_seconds,
+        max_message_bytes: add.max_message_mb.max(1) << 20,
+    })?;
+    if add.disabled {
+        app.store.set_mailbox_enabled(mailbox.id, false)?;
+    }
+    Ok(app.store.mailbox(mailbox.id)?)
+}
+
+pub fn mailbox_json(m: &Mailbox) -> Value {
+    json!({
+        "name": m.name,
+        "kind": m.kind,
+        "enabled": m.enabled,
+        "settings": m.config,
+        "password": if m.has_secret { "set" } else { "none" },
+        "poll_seconds": m.poll_seconds,
+        "max_message_bytes": m.max_message_bytes,
+        "status": m.status,
+        "last_error": m.last_error,
+        "consecutive_failures": m.consecutive_failures,
+        "last_poll_at": m.last_poll_at,
+        "next_poll_at": m.next_poll_at,
+        "created_at": m.created_at,
+    })
+}
+
+pub fn mailbox_list(app: &App, json_out: bool) -> anyhow::Result<()> {
+    let mailboxes = app.store.mailboxes()?;
+    if json_out {
+        print_json(&Value::Array(mailboxes.iter().map(mailbox_json).collect()));
+        return Ok(());
+    }
+    if mailboxes.is_empty() {
+        println!("No mailboxes. Add one with `mailrobot mailbox add`.");
+    }
+    for m in &mailboxes {
+        let state = if m.enabled {
+            m.status.as_str()
+        } else {
+            "disabled"
+        };
+        println!(
+            "{:<20} {:<12} {:<8} {}",
+            m.name,
+            m.kind,
+            state,
+            m.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub fn find_mailbox(store: &dyn Store, name: &str) -> anyhow::Result<Mailbox> {
+    store.mailbox_by_name(name)?.ok_or_else(|| {
+        anyhow!("no mailbox named {name:?}; `mailrobot mailbox list` shows the names")
+    })
+}
+
+pub fn ticket_json(t: &TicketSummary, tag: &TagFormat) -> Value {
+    json!({
+        "number": tag.number(t.id as u64),
+        "tag": tag.tag(t.id as u64),
+        "subject": t.subject,
+        "requester": t.requester,
+        "requester_name": t.requester_name,
+        "status": t.status,
+        "entries": t.entries,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+    })
+}
+
+pub fn tickets_list(app: &App, json_out: bool) -> anyhow::Result<()> {
+    let tag = app.tag_format()?;
+    let tickets = app.store.tickets()?;
+    if json_out {
+        print_json(&Value::Array(
+            tickets.iter().map(|t| ticket_json(t, &tag)).collect(),
+        ));
+        return Ok(());
+    }
+    for t in &tickets {
+        println!(
+            "{:<12} {:<6} {:>3} entries  {:<28} {}",
+            tag.number(t.id as u64),
+            t.status,
+            t.entries,
+            t.requester.as_deref().unwrap_or("-"),
+            t.subject
+        );
+    }
+    Ok(())
+}
+
+pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<()> {
+    let tag = app.tag_format()?;
+    let id = tag
+        .parse_number(number)
+        .ok_or_else(|| anyhow!("{number:?} is not a ticket number like {}", tag.number(123)))?;
+    let ticket = app
+        .store
+        .ticket(id as i64)?
+        .ok_or_else(|| anyhow!("no ticket {}", tag.number(id)))?;
+    if json_out {
+        let mut value = ticket_json(&ticket.summary, &tag);
+        value["entries"] = Value::Array(
+            ticket
+                .entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "position": e.position,
+                        "message_id": e.message_id,
+                        "from": e.from,
+                        "from_name": e.from_name,
+                        "subject": e.subject,
+                        "kind": e.kind,
+                        "date": e.date,
+                        "text": e.text_body,
+                        "has_html": e.html_body.is_some(),
+                        "attachments": e.attachments.iter().map(|a| json!({
+                            "filename": a.filename, "content_type": a.content_type, "size": a.size,
+                            "inline": a.inline, "content_id": a.content_id, "sha256": a.sha256,
+                        })).collect::<Vec<_>>(),
+                        "created_at": e.created_at,
+                    })
+                })
+                .collect(),
+        );
+        print_json(&value);
+        return Ok(());
+    }
+    let s = &ticket.summary;
+    println!(
+        "{} {}  [{}]  requester {}",
+        tag.tag(s.id as u64),
+        s.subject,
+        s.status,
+        s.requester.as_deref().unwrap_or("-")
+    );
+    for e in &ticket.entries {
+        println!(
+            "\n#{} {} from {} — {}",
+            e.position,
+            e.kind,
+            e.from.as_deref().unwrap_or("?"),
+            e.subject
+        );
+        for line in e.text_body.lines().take(8) {
+            println!("    {line}");
+        }
+        for a in &e.attachments {
+            println!(
+                "    📎 {} ({}, {} bytes)",
+                a.filename.as_deref().unwrap_or("(unnamed)"),
+                a.content_type,
+                a.size
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn messages_list(
+    app: &App,
+    json_out: bool,
+    state: Option<String>,
+    mailbox: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(s) = &state
+        && !matches!(s.as_str(), "fetched" | "processed" | "failed")
+    {
+        bail!("--state must be fetched, processed or failed (got {s:?})");
+    }
+    let mailbox_id = match mailbox {
+        Some(name) => Some(find_mailbox(app.store.as_ref(), &name)?.id),
+        None => None,
+    };
+    let tag = app.tag_format()?;
+    let rows = app.store.messages(&MessageFilter { state, mailbox_id })?;
+    if json_out {
+        print_json(&Value::Array(
+            rows.iter()
+                .map(|m| {
+                    json!({
+                        "id": m.journal_id,
+                        "mailbox": m.mailbox,
+                        "remote_id": m.remote_id,
+                        "message_id": m.message_id,
+                        "subject": m.subject,
+                        "from": m.from,
+                        "state": m.state,
+                        "kind": m.kind,
+                        "ticket": m.ticket_id.map(|t| tag.number(t as u64)),
+                        "reason": m.reason,
+                        "size": m.size,
+                        "sha256": m.raw_sha256,
+                        "settled": m.settled,
+                        "fetched_at": m.fetched_at,
+                        "processed_at": m.processed_at,
+                    })
+                })
+                .collect(),
+        ));
+        return Ok(());
+    }
+    for m in &rows {
+        println!(
+            "{:>6} {:<14} {:<9} {:<10} {:<12} {}{}",
+            m.journal_id,
+            m.mailbox,
+            m.state,
+            m.kind.as_deref().unwrap_or("-"),
+            m.ticket_id
+                .map(|t| tag.number(t as u64))
+                .unwrap_or_else(|| "-".into()),
+            m.subject.as_deref().unwrap_or(&m.remote_id),
+            m.reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
+    match command {
+        SettingsCommand::Show => {
+            let tag = app.tag_format()?;
+            println!("{SETTING_TICKET_PREFIX} = {}", tag.prefix);
+            println!("{SETTING_TICKET_DIGITS} = {}", tag.digits);
+        }
+        SettingsCommand::Set { key, value } => {
+            match key.as_str() {
+                SETTING_TICKET_PREFIX => {
+                    if value.is_empty()
+                        || value.contains([']', '['])
+                        || value.chars().any(char::is_whitespace)
+                    {
+                        bail!("ticket.prefix must be non-empty, without spaces or brackets");
+                    }
+                }
+                SETTING_TICKET_DIGITS => {
+                    let digits: usize = value.parse().context("ticket.digits must be a number")?;
+                    if !(1..=12).contains(&digits) {
+                        bail!("ticket.digits must be between 1 and 12");
+                    }
+                }
+                other => bail!(
+                    "unknown setting {other:?}; known: {SETTING_TICKET_PREFIX}, {SETTING_TICKET_DIGITS}"
+                ),
+            }
+            app.store.set_setting(key, value)?;
+            println!("{key} = {value}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Crash injection at the pipeline's step boundaries, for the exactly-once
+//! tests: `MAILROBOT_CRASH_AT=after-journal` kills the process (no unwinding,
+//! no destructors, like SIGKILL) the first time that point is reached;
+//! `after-journal:3` the third time. Unset, a point costs one atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const CRASH_ENV: &str = "MAILROBOT_CRASH_AT";
+
+/// Every step boundary of one mail's path, in order.
+pub const POINTS: &[&str] = &[
+    "after-fetch",
+    "after-journal",
+    "after-process",
+    "after-settle",
+    "after-mark-settled",
+];
+
+struct Armed {
+    point: String,
+    nth: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var(CRASH_ENV).ok()?;
+            let (point, nth) = match spec.split_once(':') {
+                Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
+                None => (spec, 1),
+            };
+            Some(Armed {
+                point,
+                nth,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Dies here if the environment asks for it.
+pub fn point(name: &str) {
+    let Some(armed) = armed() else { return };
+    if armed.point == name && armed.hits.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth {
+        eprintln!("mailrobot: injected crash at {name}");
+        // SAFETY: _exit ends the process at once; nothing is left to observe.
+        unsafe { libc::_exit(86) };
+    }
+}

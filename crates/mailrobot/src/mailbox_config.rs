@@ -1,0 +1,144 @@
+//! Typed mailbox settings (stored as JSON beside the mailbox) and the source
+//! each kind opens.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mailrobot_secrets::{Secret, SecretBox};
+use mailrobot_sources::{
+    Credentials, DropFolderSource, ImapConfig, ImapSource, MailSource, Pop3Config, Pop3Source,
+    SettleAction, SourceError, TlsMode,
+};
+use mailrobot_store::Mailbox;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MailboxConfig {
+    Imap(ImapSettings),
+    Pop3(Pop3Settings),
+    DropFolder(DropFolderSettings),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: String,
+    pub folder: String,
+    pub processed_folder: String,
+    pub error_folder: String,
+    pub settle: SettleAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pop3Settings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: String,
+    pub keep_on_server: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DropFolderSettings {
+    pub path: PathBuf,
+}
+
+/// The context a mailbox's password is sealed for.
+pub fn secret_context(mailbox_name: &str) -> String {
+    format!("mailbox:{mailbox_name}:password")
+}
+
+/// How long one network step may take before the poll gives up.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl MailboxConfig {
+    pub fn from_mailbox(mailbox: &Mailbox) -> Result<Self, SourceError> {
+        let mut value = mailbox.config.clone();
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("kind".into(), mailbox.kind.clone().into());
+        }
+        serde_json::from_value(value).map_err(|e| {
+            SourceError::permanent(format!(
+                "mailbox {} has unreadable settings ({e}); remove and add it again",
+                mailbox.name
+            ))
+        })
+    }
+
+    /// The JSON stored in the mailbox row (the kind lives in its own column).
+    pub fn to_stored_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("mailbox settings serialize");
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("kind");
+        }
+        value
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MailboxConfig::Imap(_) => "imap",
+            MailboxConfig::Pop3(_) => "pop3",
+            MailboxConfig::DropFolder(_) => "drop-folder",
+        }
+    }
+
+    /// Connects to the mailbox. The password is opened from its sealed form
+    /// here and lives only as long as the connection setup needs it.
+    pub async fn open(
+        &self,
+        mailbox: &Mailbox,
+        sealed_secret: Option<&[u8]>,
+        secrets: &SecretBox,
+    ) -> Result<Box<dyn MailSource>, SourceError> {
+        let password = || -> Result<Secret, SourceError> {
+            let sealed = sealed_secret.ok_or_else(|| {
+                SourceError::permanent(format!(
+                    "mailbox {} has no password stored; add it again with --password-env",
+                    mailbox.name
+                ))
+            })?;
+            secrets
+                .open_str(sealed, &secret_context(&mailbox.name))
+                .map_err(|e| SourceError::permanent(e.to_string()))
+        };
+        Ok(match self {
+            MailboxConfig::Imap(s) => Box::new(
+                ImapSource::connect(ImapConfig {
+                    host: s.host.clone(),
+                    port: s.port,
+                    tls: s.tls,
+                    credentials: Credentials::Password {
+                        username: s.username.clone(),
+                        password: password()?.expose().to_string(),
+                    },
+                    folder: s.folder.clone(),
+                    processed_folder: s.processed_folder.clone(),
+                    error_folder: s.error_folder.clone(),
+                    settle: s.settle,
+                    extra_ca_file: None,
+                    timeout: NETWORK_TIMEOUT,
+                })
+                .await?,
+            ),
+            MailboxConfig::Pop3(s) => Box::new(
+                Pop3Source::connect(Pop3Config {
+                    host: s.host.clone(),
+                    port: s.port,
+                    tls: s.tls,
+                    credentials: Credentials::Password {
+                        username: s.username.clone(),
+                        password: password()?.expose().to_string(),
+                    },
+                    keep_on_server: s.keep_on_server,
+                    extra_ca_file: None,
+                    timeout: NETWORK_TIMEOUT,
+                })
+                .await?,
+            ),
+            MailboxConfig::DropFolder(s) => Box::new(DropFolderSource::open(s.path.clone())?),
+        })
+    }
+}

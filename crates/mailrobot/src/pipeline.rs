@@ -1,0 +1,314 @@
+//! The path of one mail (DESIGN.md): fetch → journal → process → settle →
+//! record. Each arrow is a committed step, so a crash between any two loses
+//! nothing and duplicates nothing:
+//!
+//! - crash before the journal commit: the mail is still in the mailbox and
+//!   is fetched again;
+//! - after the journal, before processing: the next pass processes it from
+//!   the stored raw bytes (`fetched` rows) before talking to the server;
+//! - after processing, before settling: the next pass settles it (`settled = 0`);
+//! - after settling, before recording it: settling again is a no-op.
+//!
+//! Many mails share each commit (one fsync per batch, not per mail).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mailrobot_secrets::SecretBox;
+use mailrobot_sources::{Listing, MailSource, Outcome, SourceError};
+use mailrobot_store::{IncomingMail, Mailbox, ProcessingRules, SettleTo, Store, StoreError};
+use serde::Serialize;
+
+use crate::crash;
+use crate::mailbox_config::MailboxConfig;
+
+/// How much one batch may hold: bounds memory and the work lost to a crash.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_mails: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_mails: 500,
+            max_bytes: 32 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl PollError {
+    /// Worth retrying soon (network trouble) rather than waiting for a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PollError::Source(e) => e.is_transient(),
+            PollError::Store(_) | PollError::Join(_) => true,
+        }
+    }
+}
+
+/// What one poll of one mailbox did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollReport {
+    pub mailbox: String,
+    pub listed: usize,
+    pub fetched: usize,
+    pub rejected: usize,
+    pub processed: usize,
+    pub failed: usize,
+    pub duplicates: usize,
+    pub tickets_created: usize,
+    pub settled: usize,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+    pub rules: ProcessingRules,
+    pub limits: BatchLimits,
+}
+
+impl Pipeline {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, PollError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+    }
+
+    /// One pass over one mailbox.
+    pub async fn poll(&self, mailbox: &Mailbox) -> Result<PollReport, PollError> {
+        let mut report = PollReport {
+            mailbox: mailbox.name.clone(),
+            ..Default::default()
+        };
+        // Mails journaled by a pass that died are processed first, without
+        // the server: they are already safe here.
+        self.process(mailbox.id, &mut report).await?;
+
+        let config = MailboxConfig::from_mailbox(mailbox)?;
+        let id = mailbox.id;
+        let sealed = self.blocking(move |s| s.mailbox_secret(id)).await?;
+        let mut source = config
+            .open(mailbox, sealed.as_deref(), &self.secrets)
+            .await?;
+        let result = self
+            .poll_source(mailbox, source.as_mut(), &mut report)
+            .await;
+        // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
+        let closed = source.close().await;
+        result?;
+        closed?;
+        Ok(report)
+    }
+
+    async fn poll_source(
+        &self,
+        mailbox: &Mailbox,
+        source: &mut dyn MailSource,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        // Settle what an earlier pass processed but could not settle.
+        self.settle(mailbox.id, source, report).await?;
+
+        let listing = source.list().await?;
+        report.listed = listing.len();
+        let ids: Vec<String> = listing.iter().map(|l| l.remote_id.clone()).collect();
+        let id = mailbox.id;
+        let known: HashSet<String> = self
+            .blocking(move |s| s.known_remote_ids(id, &ids))
+            .await?
+            .into_iter()
+            .map(|k| k.remote_id)
+            .collect();
+
+        let max = mailbox.max_message_bytes.max(0) as u64;
+        let (too_large, new): (Vec<Listing>, Vec<Listing>) = listing
+            .into_iter()
+            .filter(|l| !known.contains(&l.remote_id))
+            .partition(|l| l.size.is_some_and(|size| size > max));
+
+        if !too_large.is_empty() {
+            report.rejected += too_large.len();
+            let rejected: Vec<(String, u64)> = too_large
+                .iter()
+                .map(|l| (l.remote_id.clone(), l.size.unwrap_or(0)))
+                .collect();
+            self.blocking(move |s| {
+                let incoming: Vec<IncomingMail<'_>> = rejected
+                    .iter()
+                    .map(|(rid, size)| {
+                        IncomingMail::rejected(
+                            rid.clone(),
+                            *size,
+                            format!(
+                                "message is {size} bytes, over this mailbox's limit of {max} bytes; \
+                                 raise --max-message-mb or handle it by hand"
+                            ),
+                        )
+                    })
+                    .collect();
+                s.journal(id, &incoming)
+            })
+            .await?;
+        }
+
+        for batch in batches(&new, self.limits) {
+            let ids: Vec<String> = batch.iter().map(|l| l.remote_id.clone()).collect();
+            let fetched = source.fetch(&ids).await?;
+            crash::point("after-fetch");
+            report.fetched += fetched.len();
+            self.blocking(move |s| {
+                let incoming: Vec<IncomingMail<'_>> = fetched
+                    .iter()
+                    .map(|m| {
+                        // Sources that list no sizes are checked here.
+                        if m.raw.len() as u64 > max {
+                            IncomingMail::rejected(
+                                m.remote_id.clone(),
+                                m.raw.len() as u64,
+                                format!(
+                                    "message is {} bytes, over this mailbox's limit of {max} bytes",
+                                    m.raw.len()
+                                ),
+                            )
+                        } else {
+                            IncomingMail::fetched(m.remote_id.clone(), &m.raw)
+                        }
+                    })
+                    .collect();
+                s.journal(id, &incoming)
+            })
+            .await?;
+            crash::point("after-journal");
+            self.process(mailbox.id, report).await?;
+            crash::point("after-process");
+            self.settle(mailbox.id, source, report).await?;
+        }
+        // Rejected mails (no batch of their own) still need settling.
+        self.settle(mailbox.id, source, report).await?;
+        Ok(())
+    }
+
+    /// Processes everything journaled but not yet processed for the mailbox.
+    async fn process(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
+        loop {
+            let rules = self.rules.clone();
+            let limit = self.limits.max_mails;
+            let done = self
+                .blocking(move |s| s.process_pending(Some(mailbox_id), limit, &rules))
+                .await?;
+            for mail in &done {
+                match (mail.state.as_str(), mail.kind.as_deref()) {
+                    ("failed", _) => report.failed += 1,
+                    (_, Some("duplicate")) => report.duplicates += 1,
+                    _ => report.processed += 1,
+                }
+                report.tickets_created += usize::from(mail.created_ticket);
+            }
+            crate::metrics::record_processed(&report.mailbox, &done);
+            if done.len() < limit {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies processed/failed outcomes in the remote mailbox, then records
+    /// that it happened.
+    async fn settle(
+        &self,
+        mailbox_id: i64,
+        source: &mut dyn MailSource,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let pending = self.blocking(move |s| s.unsettled(mailbox_id)).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let outcomes: Vec<(String, Outcome)> = pending
+            .iter()
+            .map(|u| {
+                let outcome = match u.settle_to {
+                    SettleTo::Processed => Outcome::Processed,
+                    SettleTo::Failed => Outcome::Failed,
+                };
+                (u.remote_id.clone(), outcome)
+            })
+            .collect();
+        source.settle(&outcomes).await?;
+        crash::point("after-settle");
+        let ids: Vec<i64> = pending.iter().map(|u| u.journal_id).collect();
+        report.settled += ids.len();
+        self.blocking(move |s| s.mark_settled(&ids)).await?;
+        crash::point("after-mark-settled");
+        Ok(())
+    }
+}
+
+/// Splits new mails into batches by count and announced size.
+fn batches(mails: &[Listing], limits: BatchLimits) -> Vec<&[Listing]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, mail) in mails.iter().enumerate() {
+        let size = mail.size.unwrap_or(0);
+        let count = i - start;
+        if count > 0 && (count >= limits.max_mails || bytes + size > limits.max_bytes) {
+            out.push(&mails[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < mails.len() {
+        out.push(&mails[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(sizes: &[u64]) -> Vec<Listing> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Listing {
+                remote_id: i.to_string(),
+                size: Some(*s),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes_and_keep_big_mails_alone() {
+        let limits = BatchLimits {
+            max_mails: 3,
+            max_bytes: 100,
+        };
+        let mails = listing(&[10, 10, 10, 10, 90, 20, 500, 1]);
+        let sizes: Vec<Vec<u64>> = batches(&mails, limits)
+            .iter()
+            .map(|b| b.iter().map(|l| l.size.unwrap()).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]]
+        );
+        assert!(batches(&[], limits).is_empty());
+    }
+}

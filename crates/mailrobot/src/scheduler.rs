@@ -1,0 +1,179 @@
+//! Polling: `run-once` polls every enabled mailbox once; `serve` keeps one
+//! loop per mailbox. Mailboxes are independent: one that fails backs off on
+//! its own schedule and never holds up the others.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mailrobot_store::{Mailbox, PollRecord};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::pipeline::{Pipeline, PollError, PollReport};
+
+/// Longest wait between polls of a failing mailbox.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How often `serve` looks for added, enabled or disabled mailboxes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Delay before the next poll: the mailbox's interval after success; after
+/// failures, the interval doubled per consecutive failure, capped.
+pub fn next_delay(poll_seconds: i64, consecutive_failures: i64) -> Duration {
+    let base = poll_seconds.max(1) as u64;
+    if consecutive_failures <= 0 {
+        return Duration::from_secs(base);
+    }
+    let factor = 1u64 << consecutive_failures.min(16);
+    Duration::from_secs(base.saturating_mul(factor)).min(MAX_BACKOFF)
+}
+
+/// Polls one mailbox and records the outcome (status, error, next poll).
+pub async fn poll_and_record(
+    pipeline: &Pipeline,
+    mailbox: &Mailbox,
+) -> (Result<PollReport, PollError>, Duration) {
+    let started = Instant::now();
+    let result = pipeline.poll(mailbox).await;
+    let failures = match &result {
+        Ok(_) => 0,
+        Err(_) => mailbox.consecutive_failures + 1,
+    };
+    let delay = next_delay(mailbox.poll_seconds, failures);
+    let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    let record = PollRecord {
+        error: result.as_ref().err().map(ToString::to_string),
+        next_poll_at: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    match &result {
+        Ok(report) => tracing::info!(
+            mailbox = %mailbox.name, listed = report.listed, fetched = report.fetched,
+            processed = report.processed, failed = report.failed, duplicates = report.duplicates,
+            tickets_created = report.tickets_created, settled = report.settled,
+            seconds = started.elapsed().as_secs_f64(), "poll done"
+        ),
+        Err(err) => tracing::warn!(
+            mailbox = %mailbox.name, error = %err, consecutive_failures = failures,
+            retry_in_seconds = delay.as_secs(), "poll failed; backing off"
+        ),
+    }
+    crate::metrics::record_poll(
+        &mailbox.name,
+        result.is_ok(),
+        started.elapsed().as_secs_f64(),
+        failures,
+    );
+    let store = pipeline.store.clone();
+    let id = mailbox.id;
+    if let Err(err) = tokio::task::spawn_blocking(move || store.record_poll(id, &record))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        tracing::error!(mailbox = %mailbox.name, error = %err, "could not record the poll outcome");
+    }
+    (result, delay)
+}
+
+/// One pass over every enabled mailbox, all at once.
+pub async fn run_once(
+    pipeline: &Pipeline,
+) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
+    let store = pipeline.store.clone();
+    let mailboxes = tokio::task::spawn_blocking(move || store.mailboxes()).await??;
+    let polls = mailboxes
+        .into_iter()
+        .filter(|m| m.enabled)
+        .map(|mailbox| async move {
+            let (result, _) = poll_and_record(pipeline, &mailbox).await;
+            (mailbox, result)
+        });
+    Ok(futures::future::join_all(polls).await)
+}
+
+/// Keeps one polling loop per enabled mailbox until `stop` turns true.
+pub async fn run_forever(pipeline: Pipeline, mut stop: watch::Receiver<bool>) {
+    let mut loops: HashMap<i64, JoinHandle<()>> = HashMap::new();
+    loop {
+        loops.retain(|_, handle| !handle.is_finished());
+        let store = pipeline.store.clone();
+        match tokio::task::spawn_blocking(move || store.mailboxes()).await {
+            Ok(Ok(mailboxes)) => {
+                for mailbox in mailboxes.into_iter().filter(|m| m.enabled) {
+                    if !loops.contains_key(&mailbox.id) {
+                        tracing::info!(mailbox = %mailbox.name, kind = %mailbox.kind, "watching mailbox");
+                        let id = mailbox.id;
+                        loops.insert(
+                            id,
+                            tokio::spawn(mailbox_loop(pipeline.clone(), id, stop.clone())),
+                        );
+                    }
+                }
+            }
+            Ok(Err(err)) => tracing::error!(error = %err, "could not list mailboxes"),
+            Err(err) => tracing::error!(error = %err, "could not list mailboxes"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Stopping mid-poll is safe: every step is committed or repeatable.
+    for (_, handle) in loops {
+        handle.abort();
+    }
+}
+
+async fn mailbox_loop(pipeline: Pipeline, id: i64, mut stop: watch::Receiver<bool>) {
+    loop {
+        let store = pipeline.store.clone();
+        let mailbox = match tokio::task::spawn_blocking(move || store.mailbox(id)).await {
+            Ok(Ok(m)) if m.enabled => m,
+            Ok(Ok(_)) | Ok(Err(mailrobot_store::StoreError::NoSuchMailbox(_))) => return,
+            Ok(Err(err)) => {
+                tracing::error!(mailbox_id = id, error = %err, "could not read mailbox");
+                tokio::time::sleep(RELOAD_EVERY).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        // A backoff recorded by an earlier process is honoured too.
+        if let Some(wait) = mailbox.next_poll_at.as_deref().and_then(until) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(RELOAD_EVERY * 5)) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        let (_, delay) = tokio::select! {
+            done = poll_and_record(&pipeline, &mailbox) => done,
+            _ = stop.changed() => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay.min(RELOAD_EVERY * 5)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How long until an RFC 3339 time, if it is in the future.
+fn until(at: &str) -> Option<Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    (at.with_timezone(&Utc) - Utc::now())
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(next_delay(60, 0), Duration::from_secs(60));
+        assert_eq!(next_delay(60, 1), Duration::from_secs(120));
+        assert_eq!(next_delay(60, 3), Duration::from_secs(480));
+        assert_eq!(next_delay(60, 40), MAX_BACKOFF);
+        assert_eq!(next_delay(0, 0), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,103 @@
+//! `mailrobot serve`: the polling loops and the HTTP endpoints, until SIGTERM.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::http::{HttpState, router};
+use crate::scheduler::run_forever;
+
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// An exclusive lock on the data directory for one `serve`. It is a kernel
+/// lock (flock): a killed process loses it at once, so a crash never blocks
+/// the restart.
+pub struct ServeLock {
+    _file: File,
+}
+
+impl ServeLock {
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another `mailrobot serve` is running on {} (pid {}); stop it first, or use another --data-dir",
+                data_dir.display(),
+                holder.trim()
+            );
+        }
+        file.set_len(0)?;
+        use std::io::Write;
+        (&file).write_all(std::process::id().to_string().as_bytes())?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C; returns within seconds of either.
+pub async fn serve(app: &App, listen: SocketAddr) -> anyhow::Result<()> {
+    let _lock = ServeLock::acquire(&app.data_dir)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let pipeline = app.pipeline()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; is another program using that port? choose one with --listen"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, data_dir = %app.data_dir.display(), "mailrobot serving");
+    println!(
+        "mailrobot serving on http://{local} (data dir {})",
+        app.data_dir.display()
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = HttpState {
+        store: app.store.clone(),
+        metrics,
+    };
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+    let polling = tokio::spawn(run_forever(pipeline, stop_rx));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Polls stop at once (their work is committed or repeatable); give
+    // in-flight HTTP answers a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = polling.await;
+        let _ = http.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
