@@ -20,12 +20,7 @@ fn main() {
     let mut code = String::from("pub const DEMO_MAILS: &[(&str, &[u8])] = &[\n");
     for name in &names {
         let path = dir.join(name);
-        writeln!(
-            code,
-            "    ({name:?}, include_bytes!({:?})),",
-            path.display().to_string()
-        )
-        .unwrap();
+        writeln!(code, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
     }
     code.push_str("];\n");
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("demo_mails.rs");

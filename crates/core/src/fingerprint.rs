@@ -50,23 +50,14 @@ const TRANSIT_HEADERS: &[&str] = &[
 
 fn is_transit_header(name: &str) -> bool {
     let name = name.trim().to_ascii_lowercase();
-    TRANSIT_HEADERS.iter().any(|t| {
-        if t.ends_with('-') {
-            name.starts_with(t)
-        } else {
-            name == *t
-        }
-    })
+    TRANSIT_HEADERS.iter().any(|t| if t.ends_with('-') { name.starts_with(t) } else { name == *t })
 }
 
 /// Splits raw bytes into the header block and the body (after the blank line).
 pub fn split_header_body(raw: &[u8]) -> (&[u8], &[u8]) {
     let mut pos = 0;
     while pos < raw.len() {
-        let line_end = raw[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |i| pos + i + 1);
+        let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
         let line = &raw[pos..line_end];
         if line == b"\n" || line == b"\r\n" {
             return (&raw[..pos], &raw[line_end..]);
@@ -102,14 +93,8 @@ pub fn header_fields(block: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -129,10 +114,7 @@ pub fn content_fingerprint(raw: &[u8]) -> String {
         hasher.update(b"\n");
     }
     hasher.update(b"\n");
-    let body_end = body
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
+    let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     for line in body[..body_end].split(|&b| b == b'\n') {
         hasher.update(line.strip_suffix(b"\r").unwrap_or(line));
         hasher.update(b"\n");
@@ -144,7 +126,8 @@ pub fn content_fingerprint(raw: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const MAIL: &str = "From: a@example.com\r\nTo: b@example.com\r\nSubject: Hi\r\n there\r\nMessage-ID: <1@x>\r\n\r\nBody\r\n";
+    const MAIL: &str =
+        "From: a@example.com\r\nTo: b@example.com\r\nSubject: Hi\r\n there\r\nMessage-ID: <1@x>\r\n\r\nBody\r\n";
 
     #[test]
     fn copies_with_other_trace_headers_and_line_endings_agree() {
@@ -152,24 +135,15 @@ mod tests {
             "Return-Path: <a@example.com>\nDelivered-To: c@example.com\nReceived: from x by y;\n Mon, 1 Jan 2024 00:00:00 +0000\nX-Spam-Score: 1\n{}\n\n",
             MAIL.replace("\r\n", "\n").trim_end()
         );
-        assert_eq!(
-            content_fingerprint(MAIL.as_bytes()),
-            content_fingerprint(copy.as_bytes())
-        );
+        assert_eq!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(copy.as_bytes()));
     }
 
     #[test]
     fn other_content_differs() {
         let other = MAIL.replace("Body", "Other body");
-        assert_ne!(
-            content_fingerprint(MAIL.as_bytes()),
-            content_fingerprint(other.as_bytes())
-        );
+        assert_ne!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(other.as_bytes()));
         let other_subject = MAIL.replace("Subject: Hi", "Subject: Ho");
-        assert_ne!(
-            content_fingerprint(MAIL.as_bytes()),
-            content_fingerprint(other_subject.as_bytes())
-        );
+        assert_ne!(content_fingerprint(MAIL.as_bytes()), content_fingerprint(other_subject.as_bytes()));
     }
 
     #[test]

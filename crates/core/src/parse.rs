@@ -4,7 +4,8 @@
 
 use std::borrow::Cow;
 
-use mail_parser::{Addr, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::{Addr, Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::classify::{bounced_original, classify};
 use crate::fingerprint::{content_fingerprint, header_fields, split_header_body};
@@ -26,17 +27,20 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         return Err(ParseError::Empty);
     }
     if !starts_with_header_field(raw) {
-        let head: String = raw
-            .iter()
-            .take(16)
-            .flat_map(|b| std::ascii::escape_default(*b))
-            .map(char::from)
-            .collect();
+        let head: String = raw.iter().take(16).flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect();
         return Err(ParseError::NoHeader(head));
     }
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or(ParseError::Unreadable)?;
+    // Raw 8-bit header bytes that are not UTF-8 (RFC 6532) are a legacy
+    // charset; Windows-1252 is what such senders almost always mean.
+    let (block, _) = split_header_body(raw);
+    let transcoded;
+    let readable = if std::str::from_utf8(block).is_ok() {
+        raw
+    } else {
+        transcoded = [legacy_text(block).as_bytes(), &raw[block.len()..]].concat();
+        &transcoded[..]
+    };
+    let msg = MessageParser::default().parse(readable).ok_or(ParseError::Unreadable)?;
     Ok(read(&msg, raw))
 }
 
@@ -44,9 +48,9 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
 /// spaces, then a colon.
 fn starts_with_header_field(raw: &[u8]) -> bool {
     let (block, _) = split_header_body(raw);
-    header_fields(block).first().is_some_and(|(name, _)| {
-        !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':')
-    })
+    header_fields(block)
+        .first()
+        .is_some_and(|(name, _)| !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':'))
 }
 
 fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
@@ -55,9 +59,7 @@ fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
     let mut warnings = Vec::new();
     for (i, part) in msg.parts.iter().enumerate() {
         if part.is_encoding_problem {
-            warnings.push(format!(
-                "part {i}: content could not be decoded as declared; kept as read"
-            ));
+            warnings.push(format!("part {i}: content could not be decoded as declared; kept as read"));
         }
     }
     let (kind, no_auto_answer) = classify(msg, from.as_ref().map(|a| a.email.as_str()), &subject);
@@ -78,10 +80,7 @@ fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
     }
 
     ParsedMail {
-        message_id: msg
-            .message_id()
-            .map(|id| id.trim().to_string())
-            .filter(|id| !id.is_empty()),
+        message_id: msg.message_id().map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
         subject,
         from,
         reply_to: addresses(msg.reply_to()),
@@ -110,18 +109,12 @@ fn push_unique(list: &mut Vec<String>, id: &str) {
 
 fn address(addr: &Addr<'_>) -> Option<Address> {
     let email = addr.address.as_deref().unwrap_or("").trim().to_lowercase();
-    let name = addr
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string);
+    let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string);
     (!email.is_empty() || name.is_some()).then_some(Address { name, email })
 }
 
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address> {
-    list.map(|l| l.iter().filter_map(address).collect())
-        .unwrap_or_default()
+    list.map(|l| l.iter().filter_map(address).collect()).unwrap_or_default()
 }
 
 fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
@@ -130,11 +123,60 @@ fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
         HeaderValue::TextList(ids) => ids.iter().map(Cow::as_ref).collect(),
         _ => Vec::new(),
     };
-    ids.into_iter()
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string)
-        .collect()
+    ids.into_iter().map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect()
+}
+
+/// Bytes in a legacy 8-bit charset, read as Windows-1252.
+fn legacy_text(bytes: &[u8]) -> String {
+    match charset_decoder(b"windows-1252") {
+        Some(decode) => decode(bytes),
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// The undecoded content of a part, as it stands in the raw message.
+fn raw_content<'a>(msg: &'a Message<'_>, part: &MessagePart<'_>) -> &'a [u8] {
+    let raw = msg.raw_message();
+    let start = (part.offset_body as usize).min(raw.len());
+    let end = (part.offset_end as usize).clamp(start, raw.len());
+    &raw[start..end]
+}
+
+/// A text part declared without a charset whose 8-bit bytes are not UTF-8
+/// was decoded with replacement characters: read it again as a legacy charset.
+fn repaired_text<'a>(msg: &Message<'_>, part: &MessagePart<'_>, text: &'a str) -> Cow<'a, str> {
+    let no_charset = part.content_type().is_none_or(|ct| ct.attribute("charset").is_none());
+    if text.contains('\u{FFFD}') && no_charset && part.encoding == Encoding::None {
+        Cow::Owned(legacy_text(raw_content(msg, part)).trim_end().to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Base64 read the lenient way RFC 2045 asks for: characters outside the
+/// alphabet are skipped, decoding stops at padding, a cut-off tail is dropped.
+fn lenient_base64(encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in encoded {
+        let value = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }
 
 fn text_body(msg: &Message<'_>) -> String {
@@ -144,7 +186,7 @@ fn text_body(msg: &Message<'_>) -> String {
             continue;
         };
         let piece: Cow<'_, str> = match &part.body {
-            PartType::Text(t) => Cow::Borrowed(t.as_ref()),
+            PartType::Text(t) => repaired_text(msg, part, t),
             PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
             _ => continue,
         };
@@ -168,13 +210,12 @@ fn html_body(msg: &Message<'_>) -> Option<String> {
     (!html.is_empty()).then(|| html.join("\n"))
 }
 
-/// Parts that are neither text nor HTML bodies nor report machinery.
+/// Parts that are neither text nor HTML bodies nor delivery-report machinery.
 fn attachments(msg: &Message<'_>) -> Vec<Attachment> {
     msg.attachments()
         .filter(|part| {
             !part.is_content_type("message", "delivery-status")
                 && !part.is_content_type("message", "disposition-notification")
-                && !part.is_content_type("text", "rfc822-headers")
         })
         .map(|part| {
             let content_type = part
@@ -189,24 +230,24 @@ fn attachments(msg: &Message<'_>) -> Vec<Attachment> {
                     PartType::Text(_) => "text/plain".to_string(),
                     _ => "application/octet-stream".to_string(),
                 });
-            let disposition_inline = part
-                .content_disposition()
-                .map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
+            let disposition_inline = part.content_disposition().map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
             let content_id = part
                 .content_id()
-                .map(|id| {
-                    id.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_string()
-                })
+                .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>').to_string())
                 .filter(|id| !id.is_empty());
             Attachment {
                 filename: part.attachment_name().map(str::to_string),
                 inline: disposition_inline.unwrap_or(content_id.is_some()),
                 content_type,
                 content_id,
-                data: part.contents().to_vec(),
+                data: if part.is_encoding_problem
+                    && part.content_transfer_encoding().is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"))
+                {
+                    // The parser gave up and kept the encoded text: decode it leniently.
+                    lenient_base64(raw_content(msg, part))
+                } else {
+                    part.contents().to_vec()
+                },
             }
         })
         .collect()

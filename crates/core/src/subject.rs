@@ -4,8 +4,8 @@
 /// Reply and forward markers, compared case-insensitively, each followed by
 /// an optional `[n]` or `(n)` counter and a colon.
 const MARKERS: &[&str] = &[
-    "re", "aw", "antw", "antwort", "sv", "vs", "vl", "ref", "réf", "rif", "odp", "yn", "fwd", "fw",
-    "wg", "tr", "rv", "enc", "i", "doorst", "trs", "fs",
+    "re", "aw", "antw", "antwort", "sv", "vs", "vl", "ref", "réf", "rif", "odp", "yn", "fwd", "fw", "wg", "tr", "rv",
+    "enc", "i", "doorst", "trs", "fs",
 ];
 
 /// `"Re: AW: Fwd:  Printer"` → `"Printer"`. Only leading markers go; a colon
@@ -24,15 +24,9 @@ pub fn has_reply_prefix(subject: &str) -> bool {
 }
 
 fn strip_one(text: &str) -> Option<&str> {
-    let word_end = text
-        .find(|c: char| !c.is_alphabetic())
-        .unwrap_or(text.len());
+    let word_end = text.find(|c: char| !c.is_alphabetic()).unwrap_or(text.len());
     let word = &text[..word_end];
-    if word.is_empty()
-        || !MARKERS
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(word) || word.to_lowercase() == *m)
-    {
+    if word.is_empty() || !MARKERS.iter().any(|m| m.eq_ignore_ascii_case(word) || word.to_lowercase() == *m) {
         return None;
     }
     let mut rest = &text[word_end..];
@@ -47,10 +41,7 @@ fn strip_one(text: &str) -> Option<&str> {
         }
     }
     // "Réf. :" and "RE :" (French typography) put a dot or a space before the colon.
-    let rest = rest
-        .strip_prefix('.')
-        .unwrap_or(rest)
-        .trim_start_matches(' ');
+    let rest = rest.strip_prefix('.').unwrap_or(rest).trim_start_matches(' ');
     rest.strip_prefix(':')
 }
 
@@ -61,10 +52,7 @@ mod tests {
 
     #[test]
     fn strips_prefix_chains() {
-        assert_eq!(
-            strip_reply_prefixes("Re: AW: Fwd: WG: SV: RE : Printer"),
-            "Printer"
-        );
+        assert_eq!(strip_reply_prefixes("Re: AW: Fwd: WG: SV: RE : Printer"), "Printer");
         assert_eq!(strip_reply_prefixes("Re[2]: AW(3): x"), "x");
         assert_eq!(strip_reply_prefixes("Réf. : demande"), "demande");
         assert_eq!(strip_reply_prefixes("Meeting: Monday"), "Meeting: Monday");

@@ -14,10 +14,7 @@ pub struct TagFormat {
 
 impl Default for TagFormat {
     fn default() -> Self {
-        Self {
-            prefix: "TKT-".to_string(),
-            digits: 6,
-        }
+        Self { prefix: "TKT-".to_string(), digits: 6 }
     }
 }
 
@@ -48,9 +45,7 @@ impl TagFormat {
         let mut rest = subject;
         while let Some(open) = rest.find('[') {
             let after = &rest[open + 1..];
-            if let Some(id) =
-                strip_prefix_ignore_case(after, &self.prefix).and_then(leading_id_then_close)
-            {
+            if let Some(id) = strip_prefix_ignore_case(after, &self.prefix).and_then(leading_id_then_close) {
                 return Some(id);
             }
             rest = after;
@@ -61,23 +56,16 @@ impl TagFormat {
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
 }
 
 /// `000123]…` → 123; digits must be followed by `]` (optionally after spaces).
 fn leading_id_then_close(text: &str) -> Option<u64> {
-    let end = text
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(text.len());
+    let end = text.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(text.len());
     if end == 0 || end > 19 {
         return None;
     }
-    text[end..]
-        .trim_start()
-        .starts_with(']')
-        .then(|| text[..end].parse().ok())?
+    text[end..].trim_start().starts_with(']').then(|| text[..end].parse().ok())?
 }
 
 #[cfg(test)]
@@ -96,10 +84,7 @@ mod tests {
     #[test]
     fn finds_tags_through_prefixes_and_case() {
         let f = TagFormat::default();
-        assert_eq!(
-            f.find("Re: AW: Fwd: WG: SV: RE : [TKT-000123] Printer"),
-            Some(123)
-        );
+        assert_eq!(f.find("Re: AW: Fwd: WG: SV: RE : [TKT-000123] Printer"), Some(123));
         assert_eq!(f.find("printer [tkt-000042] still broken"), Some(42));
         assert_eq!(f.find("[TKT-] nothing"), None);
         assert_eq!(f.find("[TKT-12x] nothing"), None);
@@ -110,10 +95,7 @@ mod tests {
 
     #[test]
     fn custom_prefix() {
-        let f = TagFormat {
-            prefix: "HD#".into(),
-            digits: 4,
-        };
+        let f = TagFormat { prefix: "HD#".into(), digits: 4 };
         assert_eq!(f.tag(5), "[HD#0005]");
         assert_eq!(f.find("Re: [hd#0005] x"), Some(5));
         assert_eq!(f.find("Re: [TKT-000005] x"), None);
@@ -132,8 +114,7 @@ mod tests {
 
     fn reply_prefix() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
-            "Re: ", "RE: ", "AW: ", "Fwd: ", "FW: ", "WG: ", "SV: ", "RE : ", "Antw: ", "Re[2]: ",
-            "Réf. : ",
+            "Re: ", "RE: ", "AW: ", "Fwd: ", "FW: ", "WG: ", "SV: ", "RE : ", "Antw: ", "Re[2]: ", "Réf. : ",
         ])
         .prop_map(str::to_string)
     }

@@ -30,16 +30,10 @@ fn observed(raw: &[u8], expected: &Value) -> Value {
         Err(err) => return json!({ "parse": "error", "error": err.to_string() }),
     };
     let tag = TagFormat::default();
-    let ticket_tag = tag
-        .find(&mail.subject)
-        .or_else(|| mail.original_subject.as_deref().and_then(|s| tag.find(s)));
+    let ticket_tag = tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| tag.find(s)));
     let text_contains: Vec<&Value> = expected["text_contains"]
         .as_array()
-        .map(|want| {
-            want.iter()
-                .filter(|s| mail.text_body.contains(s.as_str().unwrap_or("\u{0}")))
-                .collect()
-        })
+        .map(|want| want.iter().filter(|s| mail.text_body.contains(s.as_str().unwrap_or("\u{0}"))).collect())
         .unwrap_or_default();
     json!({
         "parse": "ok",
@@ -92,30 +86,19 @@ fn every_fixture_matches_its_expectations() {
     for path in &files {
         let expected_path = path.with_extension("expected.json");
         let expected: Value = match std::fs::read_to_string(&expected_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())),
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())),
             Err(_) => {
-                failures.push(format!(
-                    "{}: no {}",
-                    path.display(),
-                    expected_path.display()
-                ));
+                failures.push(format!("{}: no {}", path.display(), expected_path.display()));
                 continue;
             }
         };
         let raw = std::fs::read(path).unwrap();
         let got = observed(&raw, &expected);
-        let name = path
-            .strip_prefix(fixtures_dir())
-            .unwrap()
-            .display()
-            .to_string();
+        let name = path.strip_prefix(fixtures_dir()).unwrap().display().to_string();
         if expected["parse"] == "error" {
             let want = expected["error_contains"].as_str().unwrap_or("");
             if got["parse"] != "error" || !got["error"].as_str().unwrap_or("").contains(want) {
-                failures.push(format!(
-                    "{name}: expected a parse error containing {want:?}, got {got}"
-                ));
+                failures.push(format!("{name}: expected a parse error containing {want:?}, got {got}"));
             }
             continue;
         }
@@ -125,10 +108,7 @@ fn every_fixture_matches_its_expectations() {
         }
         for key in COMPARED {
             if expected[*key] != got[*key] {
-                failures.push(format!(
-                    "{name}: {key}: expected {} got {}",
-                    expected[*key], got[*key]
-                ));
+                failures.push(format!("{name}: {key}: expected {} got {}", expected[*key], got[*key]));
             }
         }
         if let Some(group) = expected["fingerprint_group"].as_str() {
@@ -144,20 +124,12 @@ fn every_fixture_matches_its_expectations() {
         let first = &members[0].1;
         for (path, key) in members {
             if key != first {
-                failures.push(format!(
-                    "{}: dedup key differs from the rest of group {group}",
-                    path.display()
-                ));
+                failures.push(format!("{}: dedup key differs from the rest of group {group}", path.display()));
             }
         }
         if let Some(other) = keys_seen.insert(first.clone(), group.clone()) {
             failures.push(format!("groups {group} and {other} share a dedup key"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} fixture mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} fixture mismatches:\n{}", failures.len(), failures.join("\n"));
 }

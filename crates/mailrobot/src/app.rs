@@ -34,14 +34,9 @@ impl App {
 
     pub fn tag_format(&self) -> anyhow::Result<TagFormat> {
         let default = TagFormat::default();
-        let prefix = self
-            .store
-            .setting(SETTING_TICKET_PREFIX)?
-            .unwrap_or(default.prefix);
+        let prefix = self.store.setting(SETTING_TICKET_PREFIX)?.unwrap_or(default.prefix);
         let digits = match self.store.setting(SETTING_TICKET_DIGITS)? {
-            Some(d) => d.parse().with_context(|| {
-                format!("setting {SETTING_TICKET_DIGITS} is not a number: {d:?}")
-            })?,
+            Some(d) => d.parse().with_context(|| format!("setting {SETTING_TICKET_DIGITS} is not a number: {d:?}"))?,
             None => default.digits,
         };
         Ok(TagFormat { prefix, digits })
@@ -51,12 +46,26 @@ impl App {
         Ok(Pipeline {
             store: self.store.clone(),
             secrets: self.secrets.clone(),
-            rules: ProcessingRules {
-                tag: self.tag_format()?,
-            },
-            limits: BatchLimits::default(),
+            rules: ProcessingRules { tag: self.tag_format()? },
+            limits: batch_limits()?,
         })
     }
+}
+
+/// Batch size: `MAILROBOT_BATCH_MAILS` (default 500 mails per commit).
+/// Smaller batches lose less work to a crash; larger ones fsync less often.
+pub const BATCH_ENV: &str = "MAILROBOT_BATCH_MAILS";
+
+fn batch_limits() -> anyhow::Result<BatchLimits> {
+    let mut limits = BatchLimits::default();
+    if let Ok(value) = std::env::var(BATCH_ENV) {
+        limits.max_mails = value
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("{BATCH_ENV} must be a positive number, got {value:?}"))?;
+    }
+    Ok(limits)
 }
 
 /// The data directory holds the database and the master key: owner only.

@@ -7,19 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mailrobot",
-    version,
-    about = "Turns mail into tickets, exactly once."
-)]
+#[command(name = "mailrobot", version, about = "Turns mail into tickets, exactly once.")]
 pub struct Cli {
     /// Where the database, the master key and the demo's files live.
-    #[arg(
-        long,
-        global = true,
-        env = "MAILROBOT_DATA_DIR",
-        default_value = "./mailrobot-data"
-    )]
+    #[arg(long, global = true, env = "MAILROBOT_DATA_DIR", default_value = "./mailrobot-data")]
     pub data_dir: PathBuf,
 
     /// Log format on stderr.

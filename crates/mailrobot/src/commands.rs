@@ -14,17 +14,13 @@ use crate::cli::*;
 use crate::mailbox_config::*;
 
 pub fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
 }
 
 fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
     if let Some(var) = &add.password_env {
-        let value = std::env::var(var).map_err(|_| {
-            anyhow!("environment variable {var} (named by --password-env) is not set or not UTF-8")
-        })?;
+        let value = std::env::var(var)
+            .map_err(|_| anyhow!("environment variable {var} (named by --password-env) is not set or not UTF-8"))?;
         if value.is_empty() {
             bail!("environment variable {var} is empty; put the mailbox password in it");
         }
@@ -35,10 +31,7 @@ fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
             eprintln!("Password for mailbox {} (one line):", add.name);
         }
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from stdin")?;
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
         let value = line.trim_end_matches(['\r', '\n']).to_string();
         if value.is_empty() {
             bail!("no password on stdin");
@@ -58,18 +51,10 @@ fn tls_mode(tls: TlsArg) -> TlsMode {
 
 pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
     let need = |value: &Option<String>, flag: &str| {
-        value
-            .clone()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| anyhow!("--kind {:?} needs {flag}", add.kind))
+        value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| anyhow!("--kind {:?} needs {flag}", add.kind))
     };
-    let default_port = |plain: u16, implicit_tls: u16| {
-        add.port.unwrap_or(if add.tls == TlsArg::Tls {
-            implicit_tls
-        } else {
-            plain
-        })
-    };
+    let default_port =
+        |plain: u16, implicit_tls: u16| add.port.unwrap_or(if add.tls == TlsArg::Tls { implicit_tls } else { plain });
     let config = match add.kind {
         MailboxKindArg::Imap => MailboxConfig::Imap(ImapSettings {
             host: need(&add.host, "--host")?,
@@ -93,12 +78,8 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             keep_on_server: add.keep_on_server,
         }),
         MailboxKindArg::DropFolder => {
-            let path = add
-                .path
-                .clone()
-                .ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
-            let path = std::path::absolute(&path)
-                .with_context(|| format!("bad path {}", path.display()))?;
+            let path = add.path.clone().ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
+            let path = std::path::absolute(&path).with_context(|| format!("bad path {}", path.display()))?;
             MailboxConfig::DropFolder(DropFolderSettings { path })
         }
     };
@@ -160,26 +141,16 @@ pub fn mailbox_list(app: &App, json_out: bool) -> anyhow::Result<()> {
         println!("No mailboxes. Add one with `mailrobot mailbox add`.");
     }
     for m in &mailboxes {
-        let state = if m.enabled {
-            m.status.as_str()
-        } else {
-            "disabled"
-        };
-        println!(
-            "{:<20} {:<12} {:<8} {}",
-            m.name,
-            m.kind,
-            state,
-            m.last_error.as_deref().unwrap_or("")
-        );
+        let state = if m.enabled { m.status.as_str() } else { "disabled" };
+        println!("{:<20} {:<12} {:<8} {}", m.name, m.kind, state, m.last_error.as_deref().unwrap_or(""));
     }
     Ok(())
 }
 
 pub fn find_mailbox(store: &dyn Store, name: &str) -> anyhow::Result<Mailbox> {
-    store.mailbox_by_name(name)?.ok_or_else(|| {
-        anyhow!("no mailbox named {name:?}; `mailrobot mailbox list` shows the names")
-    })
+    store
+        .mailbox_by_name(name)?
+        .ok_or_else(|| anyhow!("no mailbox named {name:?}; `mailrobot mailbox list` shows the names"))
 }
 
 pub fn ticket_json(t: &TicketSummary, tag: &TagFormat) -> Value {
@@ -200,9 +171,7 @@ pub fn tickets_list(app: &App, json_out: bool) -> anyhow::Result<()> {
     let tag = app.tag_format()?;
     let tickets = app.store.tickets()?;
     if json_out {
-        print_json(&Value::Array(
-            tickets.iter().map(|t| ticket_json(t, &tag)).collect(),
-        ));
+        print_json(&Value::Array(tickets.iter().map(|t| ticket_json(t, &tag)).collect()));
         return Ok(());
     }
     for t in &tickets {
@@ -223,10 +192,7 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
     let id = tag
         .parse_number(number)
         .ok_or_else(|| anyhow!("{number:?} is not a ticket number like {}", tag.number(123)))?;
-    let ticket = app
-        .store
-        .ticket(id as i64)?
-        .ok_or_else(|| anyhow!("no ticket {}", tag.number(id)))?;
+    let ticket = app.store.ticket(id as i64)?.ok_or_else(|| anyhow!("no ticket {}", tag.number(id)))?;
     if json_out {
         let mut value = ticket_json(&ticket.summary, &tag);
         value["entries"] = Value::Array(
@@ -265,34 +231,18 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
         s.requester.as_deref().unwrap_or("-")
     );
     for e in &ticket.entries {
-        println!(
-            "\n#{} {} from {} — {}",
-            e.position,
-            e.kind,
-            e.from.as_deref().unwrap_or("?"),
-            e.subject
-        );
+        println!("\n#{} {} from {} — {}", e.position, e.kind, e.from.as_deref().unwrap_or("?"), e.subject);
         for line in e.text_body.lines().take(8) {
             println!("    {line}");
         }
         for a in &e.attachments {
-            println!(
-                "    📎 {} ({}, {} bytes)",
-                a.filename.as_deref().unwrap_or("(unnamed)"),
-                a.content_type,
-                a.size
-            );
+            println!("    📎 {} ({}, {} bytes)", a.filename.as_deref().unwrap_or("(unnamed)"), a.content_type, a.size);
         }
     }
     Ok(())
 }
 
-pub fn messages_list(
-    app: &App,
-    json_out: bool,
-    state: Option<String>,
-    mailbox: Option<String>,
-) -> anyhow::Result<()> {
+pub fn messages_list(app: &App, json_out: bool, state: Option<String>, mailbox: Option<String>) -> anyhow::Result<()> {
     if let Some(s) = &state
         && !matches!(s.as_str(), "fetched" | "processed" | "failed")
     {
@@ -337,14 +287,9 @@ pub fn messages_list(
             m.mailbox,
             m.state,
             m.kind.as_deref().unwrap_or("-"),
-            m.ticket_id
-                .map(|t| tag.number(t as u64))
-                .unwrap_or_else(|| "-".into()),
+            m.ticket_id.map(|t| tag.number(t as u64)).unwrap_or_else(|| "-".into()),
             m.subject.as_deref().unwrap_or(&m.remote_id),
-            m.reason
-                .as_deref()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default()
+            m.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
         );
     }
     Ok(())
@@ -360,10 +305,7 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
         SettingsCommand::Set { key, value } => {
             match key.as_str() {
                 SETTING_TICKET_PREFIX => {
-                    if value.is_empty()
-                        || value.contains([']', '['])
-                        || value.chars().any(char::is_whitespace)
-                    {
+                    if value.is_empty() || value.contains([']', '[']) || value.chars().any(char::is_whitespace) {
                         bail!("ticket.prefix must be non-empty, without spaces or brackets");
                     }
                 }
@@ -373,9 +315,7 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
                         bail!("ticket.digits must be between 1 and 12");
                     }
                 }
-                other => bail!(
-                    "unknown setting {other:?}; known: {SETTING_TICKET_PREFIX}, {SETTING_TICKET_DIGITS}"
-                ),
+                other => bail!("unknown setting {other:?}; known: {SETTING_TICKET_PREFIX}, {SETTING_TICKET_DIGITS}"),
             }
             app.store.set_setting(key, value)?;
             println!("{key} = {value}");

@@ -9,13 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const CRASH_ENV: &str = "MAILROBOT_CRASH_AT";
 
 /// Every step boundary of one mail's path, in order.
-pub const POINTS: &[&str] = &[
-    "after-fetch",
-    "after-journal",
-    "after-process",
-    "after-settle",
-    "after-mark-settled",
-];
+pub const POINTS: &[&str] = &["after-fetch", "after-journal", "after-process", "after-settle", "after-mark-settled"];
 
 struct Armed {
     point: String,
@@ -32,11 +26,7 @@ fn armed() -> Option<&'static Armed> {
                 Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
                 None => (spec, 1),
             };
-            Some(Armed {
-                point,
-                nth,
-                hits: AtomicU64::new(0),
-            })
+            Some(Armed { point, nth, hits: AtomicU64::new(0) })
         })
         .as_ref()
 }

@@ -23,29 +23,20 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
     let mailbox = match app.store.mailbox_by_name(DEMO_MAILBOX)? {
         Some(m) => m,
         None => {
-            println!(
-                "1. Adding drop-folder mailbox {DEMO_MAILBOX:?} at {}",
-                drop_dir.display()
-            );
+            println!("1. Adding drop-folder mailbox {DEMO_MAILBOX:?} at {}", drop_dir.display());
             mailbox_add(app, &demo_mailbox(&drop_dir))?
         }
     };
     let drop_dir = match crate::mailbox_config::MailboxConfig::from_mailbox(&mailbox)? {
         crate::mailbox_config::MailboxConfig::DropFolder(s) => s.path,
-        _ => anyhow::bail!(
-            "mailbox {DEMO_MAILBOX:?} exists but is not a drop folder; use another --data-dir"
-        ),
+        _ => anyhow::bail!("mailbox {DEMO_MAILBOX:?} exists but is not a drop folder; use another --data-dir"),
     };
 
     // Writers put a file in tmp/ and rename it into inbox/ (the Maildir
     // convention), so the robot never sees half a file. Names are unique per
     // run so a second demo drops new files (which then dedupe).
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
-    println!(
-        "2. Dropping {} sample mails into {}/inbox",
-        samples::DEMO_MAILS.len(),
-        drop_dir.display()
-    );
+    println!("2. Dropping {} sample mails into {}/inbox", samples::DEMO_MAILS.len(), drop_dir.display());
     let mut dropped = Vec::new();
     for (name, bytes) in samples::DEMO_MAILS {
         let file = format!("{stamp}-{name}");
@@ -61,10 +52,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
     let report = result.context("the demo mailbox could not be polled")?;
 
     let tag = app.tag_format()?;
-    let rows = app.store.messages(&MessageFilter {
-        state: None,
-        mailbox_id: Some(mailbox.id),
-    })?;
+    let rows = app.store.messages(&MessageFilter { state: None, mailbox_id: Some(mailbox.id) })?;
     for (name, file) in &dropped {
         let Some(row) = rows.iter().find(|r| &r.remote_id == file) else {
             println!("   {name:<38} → not seen (still in the inbox?)");
@@ -72,10 +60,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
         };
         let ticket = row.ticket_id.map(|t| tag.number(t as u64));
         let what = match (row.state.as_str(), row.kind.as_deref(), &ticket) {
-            ("failed", _, _) => format!(
-                "FAILED, kept in failed/: {}",
-                row.reason.as_deref().unwrap_or("")
-            ),
+            ("failed", _, _) => format!("FAILED, kept in failed/: {}", row.reason.as_deref().unwrap_or("")),
             (_, Some("duplicate"), Some(t)) => {
                 format!("duplicate of a mail already on {t}: no new entry")
             }
@@ -111,11 +96,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
             t.subject
         );
     }
-    println!(
-        "\nTry: mailrobot --data-dir {} tickets show {} --json",
-        app.data_dir.display(),
-        tag.number(1)
-    );
+    println!("\nTry: mailrobot --data-dir {} tickets show {} --json", app.data_dir.display(), tag.number(1));
     if once {
         return Ok(());
     }

@@ -19,10 +19,7 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {
@@ -40,15 +37,9 @@ async fn healthz(State(state): State<HttpState>) -> Response {
                 .collect();
             Json(json!({"status": "ok", "counts": counts, "mailboxes": mailboxes})).into_response()
         }
-        Ok(Err(err)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "error", "error": err.to_string()})),
-        )
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": err.to_string()})))
             .into_response(),
-        Err(err) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"status": "error", "error": err.to_string()})),
-        )
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "error", "error": err.to_string()})))
             .into_response(),
     }
 }
@@ -57,17 +48,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let store = state.store.clone();
     if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || store.counts()).await {
         metrics::gauge!("mailrobot_tickets").set(counts.tickets as f64);
-        metrics::gauge!("mailrobot_journal_messages", "state" => "fetched")
-            .set(counts.fetched as f64);
-        metrics::gauge!("mailrobot_journal_messages", "state" => "processed")
-            .set(counts.processed as f64);
-        metrics::gauge!("mailrobot_journal_messages", "state" => "failed")
-            .set(counts.failed as f64);
+        metrics::gauge!("mailrobot_journal_messages", "state" => "fetched").set(counts.fetched as f64);
+        metrics::gauge!("mailrobot_journal_messages", "state" => "processed").set(counts.processed as f64);
+        metrics::gauge!("mailrobot_journal_messages", "state" => "failed").set(counts.failed as f64);
         metrics::gauge!("mailrobot_journal_unsettled").set(counts.unsettled as f64);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

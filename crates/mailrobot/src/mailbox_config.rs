@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use mailrobot_secrets::{Secret, SecretBox};
 use mailrobot_sources::{
-    Credentials, DropFolderSource, ImapConfig, ImapSource, MailSource, Pop3Config, Pop3Source,
-    SettleAction, SourceError, TlsMode,
+    Credentials, DropFolderSource, ImapConfig, ImapSource, MailSource, Pop3Config, Pop3Source, SettleAction,
+    SourceError, TlsMode,
 };
 use mailrobot_store::Mailbox;
 use serde::{Deserialize, Serialize};
@@ -100,9 +100,7 @@ impl MailboxConfig {
                     mailbox.name
                 ))
             })?;
-            secrets
-                .open_str(sealed, &secret_context(&mailbox.name))
-                .map_err(|e| SourceError::permanent(e.to_string()))
+            secrets.open_str(sealed, &secret_context(&mailbox.name)).map_err(|e| SourceError::permanent(e.to_string()))
         };
         Ok(match self {
             MailboxConfig::Imap(s) => Box::new(

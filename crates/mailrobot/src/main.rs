@@ -9,30 +9,24 @@ use tracing_subscriber::EnvFilter;
 fn init_logs(format: LogFormat, long_running: bool) {
     // Commands that print their own results log only warnings by default.
     let default = if long_running { "info" } else { "warn" };
-    let filter =
-        EnvFilter::try_from_env("MAILROBOT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("MAILROBOT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    // Crates that log through `log` (async-imap) trace every command they
+    // send, LOGIN's password included: cap them below trace, whatever
+    // MAILROBOT_LOG asks for.
+    if log::max_level() > log::LevelFilter::Debug {
+        log::set_max_level(log::LevelFilter::Debug);
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(
-        cli.log_format,
-        matches!(
-            cli.command,
-            Command::Serve { .. } | Command::Demo { once: false, .. }
-        ),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    init_logs(cli.log_format, matches!(cli.command, Command::Serve { .. } | Command::Demo { once: false, .. }));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
@@ -74,14 +68,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Tickets(TicketsCommand::List { json }) => commands::tickets_list(&app, json)?,
-        Command::Tickets(TicketsCommand::Show { number, json }) => {
-            commands::tickets_show(&app, &number, json)?
+        Command::Tickets(TicketsCommand::Show { number, json }) => commands::tickets_show(&app, &number, json)?,
+        Command::Messages(MessagesCommand::List { json, state, mailbox }) => {
+            commands::messages_list(&app, json, state, mailbox)?
         }
-        Command::Messages(MessagesCommand::List {
-            json,
-            state,
-            mailbox,
-        }) => commands::messages_list(&app, json, state, mailbox)?,
         Command::Messages(MessagesCommand::Retry { mailbox }) => {
             let id = match mailbox {
                 Some(name) => Some(commands::find_mailbox(app.store.as_ref(), &name)?.id),
@@ -132,9 +122,5 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     if results.is_empty() && !json {
         println!("No enabled mailboxes. Add one with `mailrobot mailbox add`.");
     }
-    Ok(if failed > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -10,17 +10,14 @@ pub fn record_processed(mailbox: &str, done: &[ProcessedMail]) {
         counter!("mailrobot_mails_total", "mailbox" => mailbox.to_string(), "state" => mail.state.clone(), "kind" => kind)
             .increment(1);
         if mail.created_ticket {
-            counter!("mailrobot_tickets_created_total", "mailbox" => mailbox.to_string())
-                .increment(1);
+            counter!("mailrobot_tickets_created_total", "mailbox" => mailbox.to_string()).increment(1);
         }
     }
 }
 
 pub fn record_poll(mailbox: &str, ok: bool, seconds: f64, consecutive_failures: i64) {
     let outcome = if ok { "ok" } else { "error" };
-    counter!("mailrobot_polls_total", "mailbox" => mailbox.to_string(), "outcome" => outcome)
-        .increment(1);
+    counter!("mailrobot_polls_total", "mailbox" => mailbox.to_string(), "outcome" => outcome).increment(1);
     metrics::histogram!("mailrobot_poll_seconds", "mailbox" => mailbox.to_string()).record(seconds);
-    gauge!("mailrobot_mailbox_consecutive_failures", "mailbox" => mailbox.to_string())
-        .set(consecutive_failures as f64);
+    gauge!("mailrobot_mailbox_consecutive_failures", "mailbox" => mailbox.to_string()).set(consecutive_failures as f64);
 }

@@ -31,10 +31,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self {
-            max_mails: 500,
-            max_bytes: 32 << 20,
-        }
+        Self { max_mails: 500, max_bytes: 32 << 20 }
     }
 }
 
@@ -91,10 +88,7 @@ impl Pipeline {
 
     /// One pass over one mailbox.
     pub async fn poll(&self, mailbox: &Mailbox) -> Result<PollReport, PollError> {
-        let mut report = PollReport {
-            mailbox: mailbox.name.clone(),
-            ..Default::default()
-        };
+        let mut report = PollReport { mailbox: mailbox.name.clone(), ..Default::default() };
         // Mails journaled by a pass that died are processed first, without
         // the server: they are already safe here.
         self.process(mailbox.id, &mut report).await?;
@@ -102,12 +96,8 @@ impl Pipeline {
         let config = MailboxConfig::from_mailbox(mailbox)?;
         let id = mailbox.id;
         let sealed = self.blocking(move |s| s.mailbox_secret(id)).await?;
-        let mut source = config
-            .open(mailbox, sealed.as_deref(), &self.secrets)
-            .await?;
-        let result = self
-            .poll_source(mailbox, source.as_mut(), &mut report)
-            .await;
+        let mut source = config.open(mailbox, sealed.as_deref(), &self.secrets).await?;
+        let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
         // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
         let closed = source.close().await;
         result?;
@@ -128,12 +118,8 @@ impl Pipeline {
         report.listed = listing.len();
         let ids: Vec<String> = listing.iter().map(|l| l.remote_id.clone()).collect();
         let id = mailbox.id;
-        let known: HashSet<String> = self
-            .blocking(move |s| s.known_remote_ids(id, &ids))
-            .await?
-            .into_iter()
-            .map(|k| k.remote_id)
-            .collect();
+        let known: HashSet<String> =
+            self.blocking(move |s| s.known_remote_ids(id, &ids)).await?.into_iter().map(|k| k.remote_id).collect();
 
         let max = mailbox.max_message_bytes.max(0) as u64;
         let (too_large, new): (Vec<Listing>, Vec<Listing>) = listing
@@ -143,10 +129,8 @@ impl Pipeline {
 
         if !too_large.is_empty() {
             report.rejected += too_large.len();
-            let rejected: Vec<(String, u64)> = too_large
-                .iter()
-                .map(|l| (l.remote_id.clone(), l.size.unwrap_or(0)))
-                .collect();
+            let rejected: Vec<(String, u64)> =
+                too_large.iter().map(|l| (l.remote_id.clone(), l.size.unwrap_or(0))).collect();
             self.blocking(move |s| {
                 let incoming: Vec<IncomingMail<'_>> = rejected
                     .iter()
@@ -180,10 +164,7 @@ impl Pipeline {
                             IncomingMail::rejected(
                                 m.remote_id.clone(),
                                 m.raw.len() as u64,
-                                format!(
-                                    "message is {} bytes, over this mailbox's limit of {max} bytes",
-                                    m.raw.len()
-                                ),
+                                format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
                             )
                         } else {
                             IncomingMail::fetched(m.remote_id.clone(), &m.raw)
@@ -208,9 +189,7 @@ impl Pipeline {
         loop {
             let rules = self.rules.clone();
             let limit = self.limits.max_mails;
-            let done = self
-                .blocking(move |s| s.process_pending(Some(mailbox_id), limit, &rules))
-                .await?;
+            let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, &rules)).await?;
             for mail in &done {
                 match (mail.state.as_str(), mail.kind.as_deref()) {
                     ("failed", _) => report.failed += 1,
@@ -284,31 +263,16 @@ mod tests {
     use super::*;
 
     fn listing(sizes: &[u64]) -> Vec<Listing> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Listing {
-                remote_id: i.to_string(),
-                size: Some(*s),
-            })
-            .collect()
+        sizes.iter().enumerate().map(|(i, s)| Listing { remote_id: i.to_string(), size: Some(*s) }).collect()
     }
 
     #[test]
     fn batches_respect_count_and_bytes_and_keep_big_mails_alone() {
-        let limits = BatchLimits {
-            max_mails: 3,
-            max_bytes: 100,
-        };
+        let limits = BatchLimits { max_mails: 3, max_bytes: 100 };
         let mails = listing(&[10, 10, 10, 10, 90, 20, 500, 1]);
-        let sizes: Vec<Vec<u64>> = batches(&mails, limits)
-            .iter()
-            .map(|b| b.iter().map(|l| l.size.unwrap()).collect())
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]]
-        );
+        let sizes: Vec<Vec<u64>> =
+            batches(&mails, limits).iter().map(|b| b.iter().map(|l| l.size.unwrap()).collect()).collect();
+        assert_eq!(sizes, vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]]);
         assert!(batches(&[], limits).is_empty());
     }
 }

@@ -29,10 +29,7 @@ pub fn next_delay(poll_seconds: i64, consecutive_failures: i64) -> Duration {
 }
 
 /// Polls one mailbox and records the outcome (status, error, next poll).
-pub async fn poll_and_record(
-    pipeline: &Pipeline,
-    mailbox: &Mailbox,
-) -> (Result<PollReport, PollError>, Duration) {
+pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<PollReport, PollError>, Duration) {
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
     let failures = match &result {
@@ -57,12 +54,7 @@ pub async fn poll_and_record(
             retry_in_seconds = delay.as_secs(), "poll failed; backing off"
         ),
     }
-    crate::metrics::record_poll(
-        &mailbox.name,
-        result.is_ok(),
-        started.elapsed().as_secs_f64(),
-        failures,
-    );
+    crate::metrics::record_poll(&mailbox.name, result.is_ok(), started.elapsed().as_secs_f64(), failures);
     let store = pipeline.store.clone();
     let id = mailbox.id;
     if let Err(err) = tokio::task::spawn_blocking(move || store.record_poll(id, &record))
@@ -76,18 +68,13 @@ pub async fn poll_and_record(
 }
 
 /// One pass over every enabled mailbox, all at once.
-pub async fn run_once(
-    pipeline: &Pipeline,
-) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
+pub async fn run_once(pipeline: &Pipeline) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
     let store = pipeline.store.clone();
     let mailboxes = tokio::task::spawn_blocking(move || store.mailboxes()).await??;
-    let polls = mailboxes
-        .into_iter()
-        .filter(|m| m.enabled)
-        .map(|mailbox| async move {
-            let (result, _) = poll_and_record(pipeline, &mailbox).await;
-            (mailbox, result)
-        });
+    let polls = mailboxes.into_iter().filter(|m| m.enabled).map(|mailbox| async move {
+        let (result, _) = poll_and_record(pipeline, &mailbox).await;
+        (mailbox, result)
+    });
     Ok(futures::future::join_all(polls).await)
 }
 
@@ -103,10 +90,7 @@ pub async fn run_forever(pipeline: Pipeline, mut stop: watch::Receiver<bool>) {
                     if !loops.contains_key(&mailbox.id) {
                         tracing::info!(mailbox = %mailbox.name, kind = %mailbox.kind, "watching mailbox");
                         let id = mailbox.id;
-                        loops.insert(
-                            id,
-                            tokio::spawn(mailbox_loop(pipeline.clone(), id, stop.clone())),
-                        );
+                        loops.insert(id, tokio::spawn(mailbox_loop(pipeline.clone(), id, stop.clone())));
                     }
                 }
             }
@@ -158,10 +142,7 @@ async fn mailbox_loop(pipeline: Pipeline, id: i64, mut stop: watch::Receiver<boo
 /// How long until an RFC 3339 time, if it is in the future.
 fn until(at: &str) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
-    (at.with_timezone(&Utc) - Utc::now())
-        .to_std()
-        .ok()
-        .filter(|d| !d.is_zero())
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]

@@ -55,21 +55,15 @@ pub async fn serve(app: &App, listen: SocketAddr) -> anyhow::Result<()> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     let pipeline = app.pipeline()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}; is another program using that port? choose one with --listen"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; is another program using that port? choose one with --listen")
+    })?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, data_dir = %app.data_dir.display(), "mailrobot serving");
-    println!(
-        "mailrobot serving on http://{local} (data dir {})",
-        app.data_dir.display()
-    );
+    println!("mailrobot serving on http://{local} (data dir {})", app.data_dir.display());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = HttpState {
-        store: app.store.clone(),
-        metrics,
-    };
+    let state = HttpState { store: app.store.clone(), metrics };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, router(state))

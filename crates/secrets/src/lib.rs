@@ -39,9 +39,13 @@ const HEADER_LEN: usize = MAGIC.len() + KEY_ID_LEN + NONCE_LEN;
 pub enum SecretError {
     #[error("{MASTER_KEY_ENV} (or a previous key) is not 32 bytes as 64 hex digits or base64")]
     BadKeyEncoding,
-    #[error("the master key file {path} could not be read or created: {source} — check the data directory's permissions")]
+    #[error(
+        "the master key file {path} could not be read or created: {source} — check the data directory's permissions"
+    )]
     KeyFile { path: String, source: std::io::Error },
-    #[error("this secret was sealed with key {0}, which is not loaded: set {MASTER_KEY_ENV} or {PREVIOUS_KEYS_ENV} to that key")]
+    #[error(
+        "this secret was sealed with key {0}, which is not loaded: set {MASTER_KEY_ENV} or {PREVIOUS_KEYS_ENV} to that key"
+    )]
     UnknownKey(String),
     #[error("a stored secret is damaged or belongs elsewhere; enter it again")]
     Corrupt,

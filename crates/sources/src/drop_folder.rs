@@ -1,0 +1,247 @@
+//! A local drop folder as a mail source: other programs put `*.eml` files
+//! into `DIR/inbox` (writing them in `DIR/tmp` first and renaming, so the
+//! robot never sees half a file); settled files move to `DIR/processed` or
+//! `DIR/failed`. Remote ids are file names.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::{Listing, MailSource, Outcome, RemoteMail, SourceError};
+
+const SUBDIRS: [&str; 4] = ["inbox", "tmp", "processed", "failed"];
+
+/// A drop folder on the local file system.
+#[derive(Debug, Clone)]
+pub struct DropFolderSource {
+    root: PathBuf,
+}
+
+impl DropFolderSource {
+    /// Opens the folder, creating `DIR/{inbox,tmp,processed,failed}`.
+    pub fn open(path: PathBuf) -> Result<Self, SourceError> {
+        for sub in SUBDIRS {
+            let dir = path.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| {
+                SourceError::permanent(format!(
+                    "cannot create drop folder directory {}: {e} — check that the path is right \
+                     and writable by the robot",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(DropFolderSource { root: path })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+
+    /// Runs blocking file work off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, SourceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PathBuf) -> Result<T, SourceError> + Send + 'static,
+    {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(root))
+            .await
+            .map_err(|e| SourceError::transient(format!("drop folder task failed: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl MailSource for DropFolderSource {
+    async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {
+        self.blocking(|root| list_inbox(&root.join("inbox"))).await
+    }
+
+    async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
+        let ids = remote_ids.to_vec();
+        self.blocking(move |root| {
+            let inbox = root.join("inbox");
+            let mut mails = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(path) = inbox_path(&inbox, &id) else {
+                    continue;
+                };
+                match fs::read(&path) {
+                    Ok(raw) => mails.push(RemoteMail { remote_id: id, raw }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        tracing::debug!(file = %id, "drop folder: file gone before fetch; skipped")
+                    }
+                    Err(e) => return Err(io_error("reading", &path, e)),
+                }
+            }
+            Ok(mails)
+        })
+        .await
+    }
+
+    async fn settle(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError> {
+        let outcomes = outcomes.to_vec();
+        self.blocking(move |root| {
+            let inbox = root.join("inbox");
+            let mut touched = [false, false];
+            for (id, outcome) in outcomes {
+                let Some(src) = inbox_path(&inbox, &id) else { continue };
+                let (idx, target) = match outcome {
+                    Outcome::Processed => (0, root.join("processed")),
+                    Outcome::Failed => (1, root.join("failed")),
+                };
+                match move_no_clobber(&src, &target, &id)? {
+                    Some(dest) => {
+                        touched[idx] = true;
+                        tracing::debug!(from = %src.display(), to = %dest.display(), "drop folder: settled");
+                    }
+                    None => tracing::debug!(file = %id, "drop folder: already settled"),
+                }
+            }
+            // The renames are durable only once both directories are synced.
+            if touched.iter().any(|t| *t) {
+                sync_dir(&inbox)?;
+            }
+            for (idx, name) in ["processed", "failed"].iter().enumerate() {
+                if touched[idx] {
+                    sync_dir(&root.join(name))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+fn list_inbox(inbox: &Path) -> Result<Vec<Listing>, SourceError> {
+    let entries = fs::read_dir(inbox).map_err(|e| io_error("listing", inbox, e))?;
+    let mut listings = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("listing", inbox, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(file = ?entry.path(), "drop folder: file name is not UTF-8; ignored");
+            continue;
+        };
+        if !name.ends_with(".eml") || name.starts_with('.') {
+            continue;
+        }
+        // metadata() of a DirEntry does not follow symlinks: only real files count.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("reading metadata of", &entry.path(), e)),
+        };
+        if meta.is_file() {
+            listings.push(Listing { remote_id: name.to_string(), size: Some(meta.len()) });
+        }
+    }
+    listings.sort_by(|a, b| a.remote_id.cmp(&b.remote_id));
+    Ok(listings)
+}
+
+/// The inbox path for a remote id, refusing anything that is not a plain
+/// file name (ids come from the journal, but never trust a path).
+fn inbox_path(inbox: &Path, id: &str) -> Option<PathBuf> {
+    let plain = !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');
+    if !plain {
+        tracing::warn!(remote_id = %id, "drop folder: not a file name; skipped");
+        return None;
+    }
+    Some(inbox.join(id))
+}
+
+/// Moves `src` into `dir` under `name`, or `stem-N.ext` if that name is
+/// taken: never overwrites. Returns `None` if `src` is gone (already settled).
+fn move_no_clobber(src: &Path, dir: &Path, name: &str) -> Result<Option<PathBuf>, SourceError> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, Some(e)),
+        _ => (name, None),
+    };
+    for n in 0u32.. {
+        let candidate = match (n, ext) {
+            (0, _) => name.to_string(),
+            (n, Some(ext)) => format!("{stem}-{n}.{ext}"),
+            (n, None) => format!("{stem}-{n}"),
+        };
+        let dest = dir.join(&candidate);
+        // link + unlink is a rename that fails instead of replacing an
+        // existing file, even if another process races us.
+        match fs::hard_link(src, &dest) {
+            Ok(()) => {
+                fs::remove_file(src).or_else(ignore_not_found).map_err(|e| io_error("removing", src, e))?;
+                return Ok(Some(dest));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !src.exists() => return Ok(None),
+            // File systems without hard links: check, then rename.
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied) => {
+                if dest.exists() {
+                    continue;
+                }
+                return match fs::rename(src, &dest) {
+                    Ok(()) => Ok(Some(dest)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_error("moving", src, e)),
+                };
+            }
+            Err(e) => return Err(io_error("moving", src, e)),
+        }
+    }
+    unreachable!("u32 suffixes exhausted")
+}
+
+fn ignore_not_found(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SourceError> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io_error("syncing", dir, e))
+}
+
+fn io_error(doing: &str, path: &Path, e: io::Error) -> SourceError {
+    let message = format!("drop folder: {doing} {} failed: {e}", path.display());
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            SourceError::permanent(format!("{message} — give the robot access to the folder"))
+        }
+        io::ErrorKind::NotFound => SourceError::permanent(format!("{message} — check the drop folder path")),
+        _ => SourceError::transient(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clash_gets_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(b.join("m.eml"), "old").unwrap();
+        fs::write(b.join("m-1.eml"), "older").unwrap();
+        fs::write(a.join("m.eml"), "new").unwrap();
+        let dest = move_no_clobber(&a.join("m.eml"), &b, "m.eml").unwrap().unwrap();
+        assert_eq!(dest, b.join("m-2.eml"));
+        assert_eq!(fs::read_to_string(b.join("m.eml")).unwrap(), "old");
+        assert_eq!(fs::read_to_string(dest).unwrap(), "new");
+        assert!(move_no_clobber(&a.join("m.eml"), &b, "m.eml").unwrap().is_none());
+    }
+
+    #[test]
+    fn ids_must_be_file_names() {
+        let inbox = Path::new("/x/inbox");
+        assert!(inbox_path(inbox, "../etc/passwd").is_none());
+        assert!(inbox_path(inbox, "..").is_none());
+        assert_eq!(inbox_path(inbox, "a.eml").unwrap(), inbox.join("a.eml"));
+    }
+}

@@ -50,9 +50,7 @@ impl From<std::io::Error> for SourceError {
     fn from(err: std::io::Error) -> Self {
         use std::io::ErrorKind::*;
         match err.kind() {
-            NotFound | PermissionDenied | InvalidInput | InvalidData => {
-                Self::permanent(err.to_string())
-            }
+            NotFound | PermissionDenied | InvalidInput | InvalidData => Self::permanent(err.to_string()),
             _ => Self::transient(err.to_string()),
         }
     }

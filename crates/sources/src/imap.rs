@@ -1,0 +1,873 @@
+//! IMAP source (RFC 3501 + MOVE 6851 + UIDPLUS 4315) on async-imap.
+//!
+//! async-imap handles the wire (framing, literals, parsing); the commands
+//! whose tagged status matters (SEARCH, FETCH, STORE, MOVE, COPY, EXPUNGE)
+//! run through `run_command` below, because async-imap's streaming
+//! helpers stop at the tagged reply without checking whether it was NO.
+//!
+//! Remote ids are `"{uidvalidity}:{uid}"`. Bodies are fetched with
+//! `BODY.PEEK[]` so nothing is marked \Seen before the robot commits.
+//!
+//! Logging: this module logs each command at debug level, never secrets.
+//! async-imap itself logs every raw protocol line, LOGIN and AUTHENTICATE
+//! included, through the `log` crate at *trace* level: a binary must keep
+//! the `async_imap` target below trace (e.g. `async_imap=info` in its filter).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, ResponseCode, Status};
+use async_imap::types::Capability;
+use futures::TryStreamExt;
+use tokio::io::BufWriter;
+
+use crate::credentials::{Credentials, xoauth2_raw};
+use crate::tls::{self, TlsMode, Transport};
+use crate::{Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
+
+/// Longest sequence set put in one command. Dovecot accepts 64 KiB lines
+/// and most servers 8 KiB or more; longer sets are split into several
+/// commands rather than risk a BAD.
+const MAX_SET_LEN: usize = 4000;
+
+/// One IMAP mailbox to read from.
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub credentials: Credentials,
+    /// The watched folder, usually "INBOX".
+    pub folder: String,
+    /// Where processed mails go when `settle` is [`SettleAction::Move`].
+    pub processed_folder: String,
+    /// Where mails that could not be processed go.
+    pub error_folder: String,
+    pub settle: SettleAction,
+    /// PEM file of extra trusted CAs (else `MAILROBOT_CA_FILE`, else webpki roots only).
+    pub extra_ca_file: Option<PathBuf>,
+    /// Bound on every network step: connect, handshake, each command, and
+    /// each response while a long FETCH streams in.
+    pub timeout: Duration,
+}
+
+impl ImapConfig {
+    fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+type Io = BufWriter<Transport>;
+type Session = async_imap::Session<Io>;
+
+/// Server extensions the settle logic depends on.
+#[derive(Debug, Clone, Copy)]
+struct Extensions {
+    /// RFC 6851: UID MOVE.
+    r#move: bool,
+    /// RFC 4315: UID EXPUNGE (expunge only our mails).
+    uidplus: bool,
+}
+
+struct Connection {
+    session: Session,
+    ext: Extensions,
+    /// UIDVALIDITY of the watched folder while it is selected.
+    selected: Option<u32>,
+}
+
+/// An IMAP mailbox as a [`MailSource`]. Reconnects on its own after a
+/// network error; the next call starts a fresh session.
+pub struct ImapSource {
+    cfg: ImapConfig,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    conn: Option<Connection>,
+    /// Test hook: pretend the server lacks these extensions.
+    without: Option<Extensions>,
+}
+
+impl std::fmt::Debug for ImapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSource").field("cfg", &self.cfg).field("connected", &self.conn.is_some()).finish()
+    }
+}
+
+impl ImapSource {
+    /// Connects, logs in, checks capabilities, makes sure the watched
+    /// folder exists and creates the processed/error folders if missing.
+    pub async fn connect(cfg: ImapConfig) -> Result<Self, SourceError> {
+        let tls_config = match cfg.tls {
+            TlsMode::None => None,
+            TlsMode::StartTls | TlsMode::Tls => Some(tls::client_config(cfg.extra_ca_file.as_deref())?),
+        };
+        let mut source = ImapSource { cfg, tls_config, conn: None, without: None };
+        source.ensure_connected().await?;
+        Ok(source)
+    }
+
+    /// Whether the server offers UID MOVE (else COPY + STORE + EXPUNGE).
+    pub fn has_move(&self) -> Option<bool> {
+        self.conn.as_ref().map(|c| c.ext.r#move)
+    }
+
+    /// Test hook: behave as if the server lacked MOVE and/or UIDPLUS, to
+    /// exercise the fallbacks against a server that has them.
+    #[doc(hidden)]
+    pub fn disable_extensions(&mut self, no_move: bool, no_uidplus: bool) {
+        let off = Extensions { r#move: no_move, uidplus: no_uidplus };
+        self.without = Some(off);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.ext.r#move &= !no_move;
+            conn.ext.uidplus &= !no_uidplus;
+        }
+    }
+
+    async fn ensure_connected(&mut self) -> Result<&mut Connection, SourceError> {
+        if self.conn.is_none() {
+            let mut conn = open_session(&self.cfg, self.tls_config.clone()).await?;
+            if let Some(off) = self.without {
+                conn.ext.r#move &= !off.r#move;
+                conn.ext.uidplus &= !off.uidplus;
+            }
+            prepare_folders(&self.cfg, &mut conn).await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Forgets the connection after a network error so the next call
+    /// reconnects instead of talking into a broken stream.
+    fn note(&mut self, err: SourceError) -> SourceError {
+        if err.is_transient() {
+            self.conn = None;
+        }
+        err
+    }
+
+    async fn list_inner(&mut self) -> Result<Vec<Listing>, SourceError> {
+        let cfg = self.cfg.clone();
+        let conn = self.ensure_connected().await?;
+        let validity = select(&cfg, conn).await?;
+
+        // MarkRead leaves processed mails in the folder: only unseen ones wait.
+        let criteria = match cfg.settle {
+            SettleAction::MarkRead => "UNSEEN UNDELETED",
+            SettleAction::Move | SettleAction::Delete => "UNDELETED",
+        };
+        let mut uids = BTreeSet::new();
+        run_command(&mut conn.session, &format!("UID SEARCH {criteria}"), cfg.timeout, |resp| {
+            if let Response::MailboxData(MailboxDatum::Search(found)) = resp {
+                uids.extend(found.iter().copied());
+            }
+        })
+        .await
+        .map_err(|e| e.into_source(&cfg, &format!("searching folder {:?}", cfg.folder)))?;
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let mut sizes: HashMap<u32, u64> = HashMap::with_capacity(uids.len());
+        let wanted: Vec<u32> = uids.iter().copied().collect();
+        for set in uid_sets(&wanted, MAX_SET_LEN) {
+            run_command(&mut conn.session, &format!("UID FETCH {set} (UID RFC822.SIZE)"), cfg.timeout, |resp| {
+                if let Response::Fetch(_, attrs) = resp {
+                    let (mut uid, mut size) = (None, None);
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::Rfc822Size(s) => size = Some(u64::from(*s)),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(u), Some(s)) = (uid, size) {
+                        sizes.insert(u, s);
+                    }
+                }
+            })
+            .await
+            .map_err(|e| e.into_source(&cfg, "reading mail sizes"))?;
+        }
+
+        Ok(uids
+            .into_iter()
+            .map(|uid| Listing { remote_id: format!("{validity}:{uid}"), size: sizes.get(&uid).copied() })
+            .collect())
+    }
+
+    async fn fetch_inner(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
+        let cfg = self.cfg.clone();
+        let conn = self.ensure_connected().await?;
+        let validity = match conn.selected {
+            Some(v) => v,
+            None => select(&cfg, conn).await?,
+        };
+        let uids = current_uids(remote_ids, validity, "fetch");
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let mut mails = Vec::with_capacity(uids.len());
+        // A server may answer a FETCH twice for one UID (e.g. with a flag
+        // update in between); hand each mail out once.
+        let mut seen = HashSet::with_capacity(uids.len());
+        for set in uid_sets(&uids, MAX_SET_LEN) {
+            run_command(
+                &mut conn.session,
+                &format!("UID FETCH {set} (UID RFC822.SIZE BODY.PEEK[])"),
+                cfg.timeout,
+                |resp| {
+                    if let Response::Fetch(_, attrs) = resp {
+                        let (mut uid, mut body) = (None, None);
+                        for a in attrs {
+                            match a {
+                                AttributeValue::Uid(u) => uid = Some(*u),
+                                AttributeValue::BodySection { section: None, data, .. } => body = data.as_deref(),
+                                _ => {}
+                            }
+                        }
+                        // Unsolicited FETCHes (flag changes by others) carry no body.
+                        if let (Some(uid), Some(body)) = (uid, body)
+                            && uids.binary_search(&uid).is_ok()
+                            && seen.insert(uid)
+                        {
+                            mails.push(RemoteMail { remote_id: format!("{validity}:{uid}"), raw: body.to_vec() });
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(|e| e.into_source(&cfg, "fetching mails"))?;
+        }
+        Ok(mails)
+    }
+
+    async fn settle_inner(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let cfg = self.cfg.clone();
+        let conn = self.ensure_connected().await?;
+        let validity = match conn.selected {
+            Some(v) => v,
+            None => select(&cfg, conn).await?,
+        };
+        let ids_for = |wanted: Outcome| -> Vec<String> {
+            outcomes.iter().filter(|(_, o)| *o == wanted).map(|(id, _)| id.clone()).collect()
+        };
+        // Ids from an older UIDVALIDITY name nothing in today's folder:
+        // there is nothing left to settle for them.
+        let processed = current_uids(&ids_for(Outcome::Processed), validity, "settle");
+        let failed = current_uids(&ids_for(Outcome::Failed), validity, "settle");
+
+        if !processed.is_empty() {
+            match cfg.settle {
+                SettleAction::Move => move_uids(&cfg, conn, &processed, &cfg.processed_folder).await?,
+                SettleAction::MarkRead => {
+                    for set in uid_sets(&processed, MAX_SET_LEN) {
+                        run_command(
+                            &mut conn.session,
+                            &format!("UID STORE {set} +FLAGS.SILENT (\\Seen)"),
+                            cfg.timeout,
+                            |_| {},
+                        )
+                        .await
+                        .map_err(|e| e.into_source(&cfg, "marking mails read"))?;
+                    }
+                }
+                SettleAction::Delete => delete_uids(&cfg, conn, &processed).await?,
+            }
+        }
+        if !failed.is_empty() {
+            move_uids(&cfg, conn, &failed, &cfg.error_folder).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a call; if it failed with a network error on a connection kept
+/// from an earlier call (the server may have timed it out meanwhile), runs
+/// it once more on a fresh connection. Safe because list and fetch only
+/// read and settle is idempotent.
+macro_rules! with_retry {
+    ($self:ident, $call:expr) => {{
+        let reused = $self.conn.is_some();
+        match $call.await {
+            Err(e) if reused && e.is_transient() => {
+                tracing::debug!(server = %$self.cfg.endpoint(), error = %e, "retrying on a fresh connection");
+                $self.conn = None;
+                let r = $call.await;
+                r.map_err(|e| $self.note(e))
+            }
+            r => r.map_err(|e| $self.note(e)),
+        }
+    }};
+}
+
+#[async_trait::async_trait]
+impl MailSource for ImapSource {
+    async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {
+        with_retry!(self, self.list_inner())
+    }
+
+    async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
+        with_retry!(self, self.fetch_inner(remote_ids))
+    }
+
+    async fn settle(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError> {
+        with_retry!(self, self.settle_inner(outcomes))
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        if let Some(mut conn) = self.conn.take() {
+            // Nothing depends on LOGOUT succeeding: IMAP changes are already
+            // committed, so a failure here is only worth a log line.
+            match tokio::time::timeout(self.cfg.timeout, conn.session.logout()).await {
+                Ok(Ok(())) => tracing::debug!(server = %self.cfg.endpoint(), "IMAP LOGOUT"),
+                Ok(Err(e)) => {
+                    tracing::debug!(server = %self.cfg.endpoint(), error = %e, "IMAP LOGOUT failed")
+                }
+                Err(_) => tracing::debug!(server = %self.cfg.endpoint(), "IMAP LOGOUT timed out"),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session set-up
+
+async fn open_session(
+    cfg: &ImapConfig,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Connection, SourceError> {
+    let server = cfg.endpoint();
+    let tcp = tls::connect_tcp("IMAP", &cfg.host, cfg.port, cfg.timeout).await?;
+    let transport = match (cfg.tls, &tls_config) {
+        (TlsMode::Tls, Some(tc)) => {
+            tls::tls_handshake("IMAP", tcp, &cfg.host, cfg.port, tc.clone(), cfg.timeout).await?
+        }
+        _ => Transport::Plain(tcp),
+    };
+    let mut client = async_imap::Client::new(BufWriter::new(transport));
+    read_greeting(cfg, &mut client).await?;
+
+    if let (TlsMode::StartTls, Some(tc)) = (cfg.tls, &tls_config) {
+        tracing::debug!(%server, "IMAP STARTTLS");
+        timed(cfg, "STARTTLS", client.run_command_and_check_ok("STARTTLS", None)).await?.map_err(|e| {
+            SourceError::permanent(format!(
+                "IMAP server {server} refused STARTTLS: {} — use tls (port 993) or check \
+                     the server's TLS setup",
+                async_error_text(&e)
+            ))
+        })?;
+        let Transport::Plain(tcp) = client.into_inner().into_inner() else {
+            unreachable!("STARTTLS runs on a plain connection");
+        };
+        let upgraded = tls::tls_handshake("IMAP", tcp, &cfg.host, cfg.port, tc.clone(), cfg.timeout).await?;
+        client = async_imap::Client::new(BufWriter::new(upgraded));
+    }
+
+    let mut session = login(cfg, client).await?;
+
+    let caps = timed(cfg, "CAPABILITY", session.capabilities())
+        .await?
+        .map_err(|e| ImapError::from(e).into_source(cfg, "reading capabilities"))?;
+    let has = |name: &str| caps.iter().any(|c| matches!(c, Capability::Atom(a) if a.eq_ignore_ascii_case(name)));
+    let ext = Extensions { r#move: has("MOVE"), uidplus: has("UIDPLUS") };
+    tracing::debug!(%server, r#move = ext.r#move, uidplus = ext.uidplus, "IMAP logged in");
+    if !ext.r#move {
+        tracing::info!(%server, "IMAP server lacks MOVE: settling uses COPY + STORE + EXPUNGE");
+    }
+    Ok(Connection { session, ext, selected: None })
+}
+
+async fn read_greeting(cfg: &ImapConfig, client: &mut async_imap::Client<Io>) -> Result<(), SourceError> {
+    let server = cfg.endpoint();
+    let greeting = timed(cfg, "greeting", client.read_response())
+        .await?
+        .map_err(|e| SourceError::transient(format!("IMAP server {server}: reading greeting failed: {e}")))?
+        .ok_or_else(|| {
+            SourceError::transient(format!(
+                "IMAP server {server} closed the connection before greeting — is this an IMAP port?"
+            ))
+        })?;
+    match greeting.parsed() {
+        Response::Data { status: Status::Ok | Status::PreAuth, .. } => Ok(()),
+        Response::Data { status: Status::Bye, information, .. } => Err(SourceError::transient(format!(
+            "IMAP server {server} refused the connection: {}",
+            information.as_deref().unwrap_or("BYE")
+        ))),
+        other => Err(SourceError::permanent(format!(
+            "IMAP server {server} sent an unexpected greeting ({other:?}) — check that the port \
+             speaks IMAP and that the TLS mode ({}) matches it",
+            cfg.tls
+        ))),
+    }
+}
+
+/// Answers the server's XOAUTH2 challenge once; an empty line afterwards
+/// acknowledges the error details a server sends before its NO.
+struct XOAuth2 {
+    initial: Option<String>,
+}
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.initial.take().unwrap_or_default()
+    }
+}
+
+async fn login(cfg: &ImapConfig, client: async_imap::Client<Io>) -> Result<Session, SourceError> {
+    let server = cfg.endpoint();
+    let user = cfg.credentials.username();
+    tracing::debug!(%server, %user, mechanism = cfg.credentials.mechanism(), "IMAP login");
+    let result = match &cfg.credentials {
+        Credentials::Password { username, password } => timed(cfg, "LOGIN", client.login(username, password)).await?,
+        Credentials::XOAuth2 { username, access_token } => {
+            let auth = XOAuth2 { initial: Some(xoauth2_raw(username, access_token)) };
+            timed(cfg, "AUTHENTICATE XOAUTH2", client.authenticate("XOAUTH2", auth)).await?
+        }
+    };
+    result.map_err(|(e, _client)| login_error(cfg, e))
+}
+
+fn login_error(cfg: &ImapConfig, e: async_imap::error::Error) -> SourceError {
+    let server = cfg.endpoint();
+    let user = cfg.credentials.username();
+    let what = match cfg.credentials {
+        Credentials::Password { .. } => "login",
+        Credentials::XOAuth2 { .. } => "XOAUTH2 login",
+    };
+    match e {
+        async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
+            let text = async_error_text(&e);
+            let upper = text.to_ascii_uppercase();
+            if upper.contains("[UNAVAILABLE]") || upper.contains("TEMPORARY") {
+                SourceError::transient(format!(
+                    "IMAP {what} to {server} as {user} failed: {text} — the server's \
+                     authentication is temporarily unavailable; will retry"
+                ))
+            } else if upper.contains("PLAINTEXT") || upper.contains("PRIVACYREQUIRED") {
+                SourceError::permanent(format!(
+                    "IMAP {what} to {server} as {user} failed: {text} — the server refuses \
+                     passwords over an unencrypted connection: use tls or starttls"
+                ))
+            } else {
+                let hint = match cfg.credentials {
+                    Credentials::Password { .. } => "check the username and password",
+                    Credentials::XOAuth2 { .. } => {
+                        "the access token was refused: check the connection's scopes \
+                         (IMAP.AccessAsUser.All) or run Setup Authentication again"
+                    }
+                };
+                SourceError::permanent(format!("IMAP {what} to {server} as {user} failed: {text} — {hint}"))
+            }
+        }
+        other => ImapError::from(other).into_source(cfg, &format!("logging in as {user}")),
+    }
+}
+
+/// Makes sure the watched folder exists and creates the processed and
+/// error folders when missing.
+async fn prepare_folders(cfg: &ImapConfig, conn: &mut Connection) -> Result<(), SourceError> {
+    let mut wanted: Vec<&str> = vec![&cfg.error_folder];
+    // The processed folder is only ever used by the Move action.
+    if cfg.settle == SettleAction::Move {
+        wanted.push(&cfg.processed_folder);
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    for folder in wanted {
+        if folder.eq_ignore_ascii_case("INBOX") || folder_exists(cfg, &mut conn.session, folder).await? {
+            continue;
+        }
+        create_folder(cfg, &mut conn.session, folder).await?;
+    }
+    // Fails early, with a clear message, if the watched folder is missing.
+    select(cfg, conn).await?;
+    Ok(())
+}
+
+async fn folder_exists(cfg: &ImapConfig, session: &mut Session, folder: &str) -> Result<bool, SourceError> {
+    tracing::debug!(server = %cfg.endpoint(), %folder, "IMAP LIST");
+    let listing = async {
+        let names = session.list(Some(""), Some(folder)).await?;
+        names.try_collect::<Vec<_>>().await
+    };
+    let names = timed(cfg, "LIST", listing)
+        .await?
+        .map_err(|e| ImapError::from(e).into_source(cfg, &format!("looking up folder {folder:?}")))?;
+    Ok(names.iter().any(|n| n.name() == folder))
+}
+
+async fn create_folder(cfg: &ImapConfig, session: &mut Session, folder: &str) -> Result<(), SourceError> {
+    let server = cfg.endpoint();
+    tracing::debug!(%server, %folder, "IMAP CREATE");
+    match timed(cfg, "CREATE", session.create(folder)).await? {
+        Ok(()) => {
+            tracing::info!(%server, %folder, "created IMAP folder");
+            Ok(())
+        }
+        // Someone else (another robot node) may have created it meanwhile.
+        Err(e) if async_error_text(&e).to_ascii_uppercase().contains("ALREADYEXISTS") => Ok(()),
+        Err(async_imap::error::Error::No(s)) => Err(SourceError::permanent(format!(
+            "IMAP folder {folder:?} is missing on {server} and could not be created: {} — create \
+             it by hand or change the folder name in the mailbox settings",
+            server_text(&s)
+        ))),
+        Err(e) => Err(ImapError::from(e).into_source(cfg, &format!("creating folder {folder:?}"))),
+    }
+}
+
+/// SELECTs the watched folder and returns its UIDVALIDITY.
+async fn select(cfg: &ImapConfig, conn: &mut Connection) -> Result<u32, SourceError> {
+    let server = cfg.endpoint();
+    tracing::debug!(%server, folder = %cfg.folder, "IMAP SELECT");
+    conn.selected = None;
+    let mailbox = timed(cfg, "SELECT", conn.session.select(&cfg.folder)).await?.map_err(|e| match e {
+        async_imap::error::Error::No(s) => SourceError::permanent(format!(
+            "IMAP folder {:?} cannot be opened on {server}: {} — check the folder name in the \
+             mailbox settings",
+            cfg.folder,
+            server_text(&s)
+        )),
+        other => ImapError::from(other).into_source(cfg, &format!("opening folder {:?}", cfg.folder)),
+    })?;
+    let validity = mailbox.uid_validity.ok_or_else(|| {
+        SourceError::permanent(format!(
+            "IMAP server {server} sent no UIDVALIDITY for {:?}: it cannot be used as a source",
+            cfg.folder
+        ))
+    })?;
+    conn.selected = Some(validity);
+    Ok(validity)
+}
+
+// ---------------------------------------------------------------------------
+// Settling
+
+async fn move_uids(cfg: &ImapConfig, conn: &mut Connection, uids: &[u32], target: &str) -> Result<(), SourceError> {
+    let context = format!("moving mails to {target:?}");
+    for set in uid_sets(uids, MAX_SET_LEN) {
+        let result = match move_or_copy(cfg, conn, &set, target).await {
+            // The target vanished since connect (someone deleted it): make
+            // it again and retry once, as RFC 3501 suggests for TRYCREATE.
+            Err(ImapError::No(text)) if text.to_ascii_uppercase().contains("[TRYCREATE]") => {
+                tracing::info!(server = %cfg.endpoint(), folder = %target, "IMAP folder gone; creating it again");
+                create_folder(cfg, &mut conn.session, target).await?;
+                move_or_copy(cfg, conn, &set, target).await
+            }
+            other => other,
+        };
+        result.map_err(|e| e.into_source(cfg, &context))?;
+        if !conn.ext.r#move {
+            expunge_uids(cfg, conn, &set).await?;
+        }
+    }
+    Ok(())
+}
+
+/// UID MOVE, or only the UID COPY half of the fallback (the caller expunges).
+async fn move_or_copy(cfg: &ImapConfig, conn: &mut Connection, set: &str, target: &str) -> Result<(), ImapError> {
+    let verb = if conn.ext.r#move { "MOVE" } else { "COPY" };
+    let command = format!("UID {verb} {set} {}", quote(target));
+    run_command(&mut conn.session, &command, cfg.timeout, |_| {}).await
+}
+
+async fn delete_uids(cfg: &ImapConfig, conn: &mut Connection, uids: &[u32]) -> Result<(), SourceError> {
+    for set in uid_sets(uids, MAX_SET_LEN) {
+        expunge_uids(cfg, conn, &set).await?;
+    }
+    Ok(())
+}
+
+/// Flags the set \Deleted and expunges it: only these UIDs with UIDPLUS,
+/// the whole folder's \Deleted mails without.
+async fn expunge_uids(cfg: &ImapConfig, conn: &mut Connection, set: &str) -> Result<(), SourceError> {
+    run_command(&mut conn.session, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"), cfg.timeout, |_| {})
+        .await
+        .map_err(|e| e.into_source(cfg, "flagging mails \\Deleted"))?;
+    let cmd = if conn.ext.uidplus { format!("UID EXPUNGE {set}") } else { "EXPUNGE".to_string() };
+    run_command(&mut conn.session, &cmd, cfg.timeout, |_| {}).await.map_err(|e| e.into_source(cfg, "expunging mails"))
+}
+
+// ---------------------------------------------------------------------------
+// Commands and errors
+
+/// What went wrong with one command, before it gets context.
+#[derive(Debug)]
+enum ImapError {
+    Timeout(Duration),
+    Io(std::io::Error),
+    /// The server closed the connection (after a BYE, if it sent one).
+    Closed(Option<String>),
+    No(String),
+    Bad(String),
+    Other(String),
+}
+
+impl From<async_imap::error::Error> for ImapError {
+    fn from(e: async_imap::error::Error) -> Self {
+        use async_imap::error::Error as E;
+        match e {
+            E::Io(io) => ImapError::Io(io),
+            E::ConnectionLost => ImapError::Closed(None),
+            E::No(s) => ImapError::No(server_text(&s)),
+            E::Bad(s) => ImapError::Bad(server_text(&s)),
+            other => ImapError::Other(other.to_string()),
+        }
+    }
+}
+
+impl ImapError {
+    /// Maps to transient (network, timeouts, BYE, server-side trouble
+    /// codes) or permanent (refused commands) with what was being done.
+    fn into_source(self, cfg: &ImapConfig, doing: &str) -> SourceError {
+        let server = cfg.endpoint();
+        match self {
+            ImapError::Timeout(t) => SourceError::transient(format!(
+                "IMAP server {server} did not answer within {t:?} while {doing}; will retry"
+            )),
+            ImapError::Io(e) => {
+                SourceError::transient(format!("IMAP connection to {server} failed while {doing}: {e}; will retry"))
+            }
+            ImapError::Closed(bye) => SourceError::transient(format!(
+                "IMAP server {server} closed the connection while {doing}{}; will retry",
+                bye.map(|b| format!(" (BYE {b})")).unwrap_or_default()
+            )),
+            ImapError::No(text) => {
+                let upper = text.to_ascii_uppercase();
+                let temporary = ["[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]", "[OVERQUOTA]"]
+                    .iter()
+                    .any(|c| upper.contains(c));
+                if temporary {
+                    SourceError::transient(format!("IMAP server {server} refused {doing} for now: {text}; will retry"))
+                } else {
+                    SourceError::permanent(format!(
+                        "IMAP server {server} refused {doing}: {text} — check the folder names and the \
+                         account's rights"
+                    ))
+                }
+            }
+            ImapError::Bad(text) => SourceError::permanent(format!(
+                "IMAP server {server} rejected the command for {doing} as invalid: {text} — this \
+                 server may not support what the robot needs; please report it"
+            )),
+            ImapError::Other(text) => SourceError::transient(format!("IMAP error from {server} while {doing}: {text}")),
+        }
+    }
+}
+
+/// Sends one tagged command and reads every response up to its tagged
+/// completion, passing untagged data to `on_data`. Each read is bounded by
+/// `timeout`, so a long FETCH that keeps streaming is not cut off but a
+/// stalled server is.
+async fn run_command(
+    session: &mut Session,
+    command: &str,
+    timeout: Duration,
+    mut on_data: impl FnMut(&Response<'_>),
+) -> Result<(), ImapError> {
+    tracing::debug!(command = %truncate(command, 120), "IMAP >");
+    let tag = tokio::time::timeout(timeout, session.run_command(command))
+        .await
+        .map_err(|_| ImapError::Timeout(timeout))?
+        .map_err(ImapError::from)?;
+    let mut bye = None;
+    loop {
+        let resp = tokio::time::timeout(timeout, session.read_response())
+            .await
+            .map_err(|_| ImapError::Timeout(timeout))?
+            .map_err(ImapError::Io)?;
+        let Some(resp) = resp else {
+            return Err(ImapError::Closed(bye));
+        };
+        match resp.parsed() {
+            Response::Done { tag: t, status, code, information } if *t == tag => {
+                let info = information.as_deref().unwrap_or("");
+                // imap-proto takes the codes it knows out of the text; put
+                // them back so messages and checks (TRYCREATE) see them.
+                let text = match code.as_ref().and_then(code_name) {
+                    Some(name) => format!("[{name}] {info}"),
+                    None => info.to_string(),
+                };
+                tracing::debug!(status = ?status, text = %text, "IMAP <");
+                return match status {
+                    Status::Ok => Ok(()),
+                    Status::No => Err(ImapError::No(text)),
+                    Status::Bad => Err(ImapError::Bad(text)),
+                    other => Err(ImapError::Other(format!("{other:?} {text}"))),
+                };
+            }
+            Response::Data { status: Status::Bye, information, .. } => {
+                bye = Some(information.as_deref().unwrap_or("").to_string());
+            }
+            other => on_data(other),
+        }
+    }
+}
+
+/// The wire name of a response code that can come with NO/BAD.
+fn code_name(code: &ResponseCode<'_>) -> Option<&'static str> {
+    Some(match code {
+        ResponseCode::Alert => "ALERT",
+        ResponseCode::Parse => "PARSE",
+        ResponseCode::ReadOnly => "READ-ONLY",
+        ResponseCode::ReadWrite => "READ-WRITE",
+        ResponseCode::TryCreate => "TRYCREATE",
+        ResponseCode::BadCharset(_) => "BADCHARSET",
+        ResponseCode::UidNotSticky => "UIDNOTSTICKY",
+        _ => return None,
+    })
+}
+
+/// Runs an async-imap call within the configured timeout.
+async fn timed<F: std::future::Future>(cfg: &ImapConfig, what: &str, fut: F) -> Result<F::Output, SourceError> {
+    tokio::time::timeout(cfg.timeout, fut).await.map_err(|_| {
+        SourceError::transient(format!(
+            "IMAP server {} did not answer {what} within {:?}; will retry",
+            cfg.endpoint(),
+            cfg.timeout
+        ))
+    })
+}
+
+/// The server's own words from async-imap's `"code: .., info: Some(..)"`.
+fn server_text(s: &str) -> String {
+    if let Some(start) = s.find("info: Some(\"") {
+        let rest = &s[start + "info: Some(\"".len()..];
+        if let Some(end) = rest.rfind("\")") {
+            return rest[..end].replace("\\\"", "\"");
+        }
+    }
+    s.to_string()
+}
+
+fn async_error_text(e: &async_imap::error::Error) -> String {
+    match e {
+        async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => server_text(s),
+        other => other.to_string(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len()).into()
+}
+
+/// An IMAP quoted string (folder names from configuration).
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Parses `"{uidvalidity}:{uid}"`.
+pub fn parse_remote_id(id: &str) -> Option<(u32, u32)> {
+    let (v, u) = id.split_once(':')?;
+    Some((v.parse().ok()?, u.parse().ok()?))
+}
+
+/// Sorted, deduplicated UIDs of the ids that belong to `validity`; others
+/// are logged and left out.
+fn current_uids(remote_ids: &[String], validity: u32, doing: &str) -> Vec<u32> {
+    let mut uids = Vec::with_capacity(remote_ids.len());
+    for id in remote_ids {
+        match parse_remote_id(id) {
+            Some((v, uid)) if v == validity => uids.push(uid),
+            Some(_) => tracing::warn!(
+                remote_id = %id, uidvalidity = validity,
+                "IMAP {doing}: id is from an older UIDVALIDITY of the folder; skipped"
+            ),
+            None => tracing::warn!(remote_id = %id, "IMAP {doing}: not an IMAP remote id; skipped"),
+        }
+    }
+    uids.sort_unstable();
+    uids.dedup();
+    uids
+}
+
+/// Compresses sorted UIDs into sequence sets like `"1:5,7,9:12"`, split so
+/// that no set is longer than `max_len` bytes.
+pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut sets = Vec::new();
+    let mut current = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        i += 1;
+        let item = if start == end { start.to_string() } else { format!("{start}:{end}") };
+        if !current.is_empty() && current.len() + 1 + item.len() > max_len {
+            sets.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&item);
+    }
+    if !current.is_empty() {
+        sets.push(current);
+    }
+    sets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_are_compressed() {
+        assert_eq!(uid_sets(&[1, 2, 3, 4, 5, 7, 9, 10, 11, 12], 100), vec!["1:5,7,9:12"]);
+        assert_eq!(uid_sets(&[12, 9, 10, 11, 7, 1, 1], 100), vec!["1,7,9:12"]);
+        assert_eq!(uid_sets(&[], 100), Vec::<String>::new());
+        assert_eq!(uid_sets(&[4_000_000_000], 100), vec!["4000000000"]);
+    }
+
+    #[test]
+    fn long_sets_are_split() {
+        let uids: Vec<u32> = (0..1000).map(|i| i * 2).collect();
+        let sets = uid_sets(&uids, 50);
+        assert!(sets.len() > 1);
+        assert!(sets.iter().all(|s| s.len() <= 50));
+        let back: Vec<u32> = sets.iter().flat_map(|s| s.split(',')).map(|n| n.parse().unwrap()).collect();
+        assert_eq!(back, uids);
+    }
+
+    #[test]
+    fn remote_ids() {
+        assert_eq!(parse_remote_id("17:42"), Some((17, 42)));
+        assert_eq!(parse_remote_id("17"), None);
+        assert_eq!(parse_remote_id("a:1"), None);
+        assert_eq!(current_uids(&["5:3".into(), "5:1".into(), "6:2".into(), "x".into()], 5, "t"), vec![1, 3]);
+    }
+
+    #[test]
+    fn server_text_is_extracted() {
+        assert_eq!(
+            server_text("code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")"),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_text("plain"), "plain");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

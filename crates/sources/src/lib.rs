@@ -8,13 +8,19 @@
 //! Remote ids are stable strings that name one copy of a mail in one mailbox:
 //! IMAP `"{uidvalidity}:{uid}"`, POP3 the UIDL, a drop folder the file name.
 
+pub mod credentials;
 pub mod drop_folder;
 pub mod error;
 pub mod imap;
 pub mod pop3;
 pub mod tls;
 
+pub use credentials::Credentials;
+pub use drop_folder::DropFolderSource;
 pub use error::SourceError;
+pub use imap::{ImapConfig, ImapSource};
+pub use pop3::{Pop3Config, Pop3Source};
+pub use tls::TlsMode;
 
 /// One mail waiting in the source, as listed (before its body is fetched).
 #[derive(Debug, Clone, PartialEq, Eq)]

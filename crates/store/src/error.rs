@@ -2,13 +2,8 @@
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error(
-        "could not open the database at {path}: {source} — check that the data directory exists and is writable"
-    )]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    #[error("could not open the database at {path}: {source} — check that the data directory exists and is writable")]
+    Open { path: String, source: rusqlite::Error },
     #[error("a mailbox named {0:?} already exists; choose another name or remove it first")]
     MailboxExists(String),
     #[error("no mailbox with id {0}")]

@@ -56,21 +56,11 @@ pub struct IncomingMail<'a> {
 
 impl<'a> IncomingMail<'a> {
     pub fn fetched(remote_id: impl Into<String>, raw: &'a [u8]) -> Self {
-        Self {
-            remote_id: remote_id.into(),
-            raw,
-            size: raw.len() as u64,
-            rejected: None,
-        }
+        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None }
     }
 
     pub fn rejected(remote_id: impl Into<String>, size: u64, reason: impl Into<String>) -> Self {
-        Self {
-            remote_id: remote_id.into(),
-            raw: &[],
-            size,
-            rejected: Some(reason.into()),
-        }
+        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()) }
     }
 }
 

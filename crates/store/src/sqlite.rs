@@ -33,22 +33,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl SqliteStore {
     /// Opens (creating if needed) `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-        let store = Self {
-            conn: Mutex::new(conn),
-        };
+        conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        let store = Self { conn: Mutex::new(conn) };
         store.migrate()?;
         Ok(store)
     }
@@ -59,10 +50,7 @@ impl SqliteStore {
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                known,
-            });
+            return Err(StoreError::SchemaTooNew { found: version, known });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tracing::info!(migration = i + 1, "applying schema migration");
@@ -113,8 +101,11 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
 
 fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
     let sha = sha256_hex(data);
-    tx.prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, ?3)")?
-        .execute(params![sha, data.len() as i64, data])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, ?3)")?.execute(params![
+        sha,
+        data.len() as i64,
+        data
+    ])?;
     Ok(sha)
 }
 
@@ -154,57 +145,36 @@ impl Store for SqliteStore {
 
     fn mailboxes(&self) -> Result<Vec<Mailbox>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {MAILBOX_COLUMNS} FROM mailboxes ORDER BY id"
-        ))?;
-        let rows = stmt
-            .query_map([], mailbox_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = conn.prepare(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes ORDER BY id"))?;
+        let rows = stmt.query_map([], mailbox_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     fn mailbox_by_name(&self, name: &str) -> Result<Option<Mailbox>> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
-                &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE name = ?1"),
-                [name],
-                mailbox_from_row,
-            )
+            .query_row(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE name = ?1"), [name], mailbox_from_row)
             .optional()?)
     }
 
     fn mailbox(&self, id: i64) -> Result<Mailbox> {
         let conn = self.lock();
-        conn.query_row(
-            &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"),
-            [id],
-            mailbox_from_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NoSuchMailbox(id))
+        conn.query_row(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"), [id], mailbox_from_row)
+            .optional()?
+            .ok_or(StoreError::NoSuchMailbox(id))
     }
 
     fn mailbox_secret(&self, id: i64) -> Result<Option<Vec<u8>>> {
         let conn = self.lock();
-        conn.query_row(
-            "SELECT sealed_secret FROM mailboxes WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(StoreError::NoSuchMailbox(id))
+        conn.query_row("SELECT sealed_secret FROM mailboxes WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::NoSuchMailbox(id))
     }
 
     fn set_mailbox_enabled(&self, id: i64, enabled: bool) -> Result<()> {
-        self.write(|tx| {
-            match tx.execute(
-                "UPDATE mailboxes SET enabled = ?2 WHERE id = ?1",
-                params![id, enabled],
-            )? {
-                0 => Err(StoreError::NoSuchMailbox(id)),
-                _ => Ok(()),
-            }
+        self.write(|tx| match tx.execute("UPDATE mailboxes SET enabled = ?2 WHERE id = ?1", params![id, enabled])? {
+            0 => Err(StoreError::NoSuchMailbox(id)),
+            _ => Ok(()),
         })
     }
 
@@ -241,23 +211,14 @@ impl Store for SqliteStore {
 
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, state, settled FROM messages WHERE mailbox_id = ?1 AND remote_id = ?2",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, state, settled FROM messages WHERE mailbox_id = ?1 AND remote_id = ?2")?;
         let mut known = Vec::new();
         for remote_id in remote_ids {
-            if let Some((journal_id, state, settled)) = stmt
-                .query_row(params![mailbox_id, remote_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?
+            if let Some((journal_id, state, settled)) =
+                stmt.query_row(params![mailbox_id, remote_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
             {
-                known.push(KnownMail {
-                    journal_id,
-                    remote_id: remote_id.clone(),
-                    state,
-                    settled,
-                });
+                known.push(KnownMail { journal_id, remote_id: remote_id.clone(), state, settled });
             }
         }
         Ok(known)
@@ -321,11 +282,7 @@ impl Store for SqliteStore {
                 Ok(Unsettled {
                     journal_id: r.get(0)?,
                     remote_id: r.get(1)?,
-                    settle_to: if state == "failed" {
-                        SettleTo::Failed
-                    } else {
-                        SettleTo::Processed
-                    },
+                    settle_to: if state == "failed" { SettleTo::Failed } else { SettleTo::Processed },
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -338,8 +295,7 @@ impl Store for SqliteStore {
         }
         self.write(|tx| {
             let at = now();
-            let mut stmt = tx
-                .prepare_cached("UPDATE messages SET settled = 1, settled_at = ?2 WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached("UPDATE messages SET settled = 1, settled_at = ?2 WHERE id = ?1")?;
             for id in journal_ids {
                 stmt.execute(params![id, at])?;
             }
@@ -361,21 +317,14 @@ impl Store for SqliteStore {
     fn tickets(&self) -> Result<Vec<TicketSummary>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!("{TICKET_SUMMARY_SQL} ORDER BY t.id"))?;
-        let rows = stmt
-            .query_map([], ticket_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map([], ticket_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     fn ticket(&self, id: i64) -> Result<Option<TicketDetail>> {
         let conn = self.lock();
-        let Some(summary) = conn
-            .query_row(
-                &format!("{TICKET_SUMMARY_SQL} WHERE t.id = ?1"),
-                [id],
-                ticket_from_row,
-            )
-            .optional()?
+        let Some(summary) =
+            conn.query_row(&format!("{TICKET_SUMMARY_SQL} WHERE t.id = ?1"), [id], ticket_from_row).optional()?
         else {
             return Ok(None);
         };
@@ -484,11 +433,7 @@ impl Store for SqliteStore {
 
     fn setting(&self, key: &str) -> Result<Option<String>> {
         let conn = self.lock();
-        Ok(conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     fn set_setting(&self, key: &str, value: &str) -> Result<()> {
@@ -519,11 +464,7 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     })
 }
 
-fn read_pending(
-    tx: &Transaction<'_>,
-    mailbox_id: Option<i64>,
-    limit: usize,
-) -> Result<Vec<Pending>> {
+fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize) -> Result<Vec<Pending>> {
     let mut stmt = tx.prepare_cached(
         "SELECT m.id, m.mailbox_id, m.remote_id, b.data FROM messages m
          LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
@@ -546,22 +487,12 @@ fn read_pending(
 /// Parses, decides and writes one mail inside the batch transaction. A mail
 /// that cannot be parsed (or crashes the parser) is marked failed with the
 /// reason; the batch goes on.
-fn process_one(
-    tx: &Transaction<'_>,
-    mail: Pending,
-    rules: &ProcessingRules,
-    at: &str,
-) -> Result<ProcessedMail> {
+fn process_one(tx: &Transaction<'_>, mail: Pending, rules: &ProcessingRules, at: &str) -> Result<ProcessedMail> {
     let parsed = match catch_unwind(AssertUnwindSafe(|| parse(&mail.raw))) {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(err)) => return fail(tx, mail, format!("cannot be read as an e-mail: {err}"), at),
         Err(_) => {
-            return fail(
-                tx,
-                mail,
-                "the parser crashed on this mail; kept for a later retry".to_string(),
-                at,
-            );
+            return fail(tx, mail, "the parser crashed on this mail; kept for a later retry".to_string(), at);
         }
     };
     let lookups = lookups(tx, &parsed, mail.journal_id, rules)?;
@@ -625,30 +556,19 @@ fn fail(tx: &Transaction<'_>, mail: Pending, reason: String, at: &str) -> Result
     })
 }
 
-fn lookups(
-    tx: &Transaction<'_>,
-    mail: &ParsedMail,
-    journal_id: i64,
-    rules: &ProcessingRules,
-) -> Result<Lookups> {
+fn lookups(tx: &Transaction<'_>, mail: &ParsedMail, journal_id: i64, rules: &ProcessingRules) -> Result<Lookups> {
     // An earlier processed copy with the same Message-ID and content.
     let duplicate_of = tx
         .prepare_cached(
             "SELECT ticket_id FROM messages WHERE fingerprint = ?1 AND message_id IS ?2
              AND state = 'processed' AND id <> ?3 ORDER BY id LIMIT 1",
         )?
-        .query_row(
-            params![mail.fingerprint, mail.message_id, journal_id],
-            |r| r.get::<_, Option<i64>>(0),
-        )
+        .query_row(params![mail.fingerprint, mail.message_id, journal_id], |r| r.get::<_, Option<i64>>(0))
         .optional()?
         .map(|t| t.map(|t| t as u64));
 
-    let tag = rules.tag.find(&mail.subject).or_else(|| {
-        mail.original_subject
-            .as_deref()
-            .and_then(|s| rules.tag.find(s))
-    });
+    let tag =
+        rules.tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| rules.tag.find(s)));
     let tagged_ticket = match tag {
         Some(id) => tx
             .prepare_cached("SELECT id FROM tickets WHERE id = ?1")?
@@ -670,21 +590,13 @@ fn lookups(
             }
         }
     }
-    Ok(Lookups {
-        duplicate_of,
-        tagged_ticket,
-        thread_ticket,
-    })
+    Ok(Lookups { duplicate_of, tagged_ticket, thread_ticket })
 }
 
 fn create_ticket(tx: &Transaction<'_>, mail: &ParsedMail, at: &str) -> Result<i64> {
     let requester = mail.requester();
     let subject = mailrobot_core::subject::strip_reply_prefixes(&mail.subject);
-    let subject = if subject.is_empty() {
-        "(no subject)"
-    } else {
-        subject
-    };
+    let subject = if subject.is_empty() { "(no subject)" } else { subject };
     tx.prepare_cached(
         "INSERT INTO tickets (subject, requester, requester_name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
     )?
@@ -697,17 +609,9 @@ fn create_ticket(tx: &Transaction<'_>, mail: &ParsedMail, at: &str) -> Result<i6
     Ok(tx.last_insert_rowid())
 }
 
-fn add_entry(
-    tx: &Transaction<'_>,
-    ticket: i64,
-    journal_id: i64,
-    mail: &ParsedMail,
-    at: &str,
-) -> Result<()> {
+fn add_entry(tx: &Transaction<'_>, ticket: i64, journal_id: i64, mail: &ParsedMail, at: &str) -> Result<()> {
     let position: i64 = tx
-        .prepare_cached(
-            "SELECT COALESCE(MAX(position), 0) + 1 FROM ticket_entries WHERE ticket_id = ?1",
-        )?
+        .prepare_cached("SELECT COALESCE(MAX(position), 0) + 1 FROM ticket_entries WHERE ticket_id = ?1")?
         .query_row([ticket], |r| r.get(0))?;
     tx.prepare_cached(
         "INSERT INTO ticket_entries (ticket_id, position, journal_id, kind, message_id, from_addr, from_name,
@@ -747,7 +651,6 @@ fn add_entry(
     }
     // Replies reopen nothing yet (statuses come with the web UI); they do
     // mark the ticket as changed.
-    tx.prepare_cached("UPDATE tickets SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![ticket, at])?;
+    tx.prepare_cached("UPDATE tickets SET updated_at = ?2 WHERE id = ?1")?.execute(params![ticket, at])?;
     Ok(())
 }

@@ -38,14 +38,8 @@ fn journal_is_idempotent_per_remote_id() {
     let (_d, s) = store();
     let mb = mailbox(&s, "a");
     let raw = mail("1@x", "Hello", "", "Body");
-    assert_eq!(
-        s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(),
-        1
-    );
-    assert_eq!(
-        s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(),
-        0
-    );
+    assert_eq!(s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(), 1);
+    assert_eq!(s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(), 0);
     let known = s.known_remote_ids(mb, &["r1".into(), "r2".into()]).unwrap();
     assert_eq!(known.len(), 1);
     assert_eq!(known[0].state, "fetched");
@@ -57,30 +51,14 @@ fn new_mail_makes_a_ticket_and_replies_join_it() {
     let (_d, s) = store();
     let mb = mailbox(&s, "a");
     let first = mail("1@x", "Printer broken", "", "It is broken");
-    let by_header = mail(
-        "2@x",
-        "Re: Printer broken",
-        "In-Reply-To: <1@x>\r\n",
-        "Still broken",
-    );
+    let by_header = mail("2@x", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still broken");
     let by_tag = mail("3@x", "AW: Re: [TKT-000001] Printer broken", "", "Thanks");
-    s.journal(mb, &[IncomingMail::fetched("r1", &first)])
-        .unwrap();
+    s.journal(mb, &[IncomingMail::fetched("r1", &first)]).unwrap();
     s.process_pending(Some(mb), 100, &rules()).unwrap();
-    s.journal(
-        mb,
-        &[
-            IncomingMail::fetched("r2", &by_header),
-            IncomingMail::fetched("r3", &by_tag),
-        ],
-    )
-    .unwrap();
+    s.journal(mb, &[IncomingMail::fetched("r2", &by_header), IncomingMail::fetched("r3", &by_tag)]).unwrap();
     let out = s.process_pending(Some(mb), 100, &rules()).unwrap();
     assert_eq!(out.len(), 2);
-    assert!(
-        out.iter()
-            .all(|p| p.ticket_id == Some(1) && !p.created_ticket)
-    );
+    assert!(out.iter().all(|p| p.ticket_id == Some(1) && !p.created_ticket));
     let tickets = s.tickets().unwrap();
     assert_eq!(tickets.len(), 1);
     assert_eq!(tickets[0].entries, 3);
@@ -97,18 +75,14 @@ fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
     let a = mailbox(&s, "a");
     let b = mailbox(&s, "b");
     let original = mail("same@x", "Question", "", "Body one");
-    let copy = [b"Received: from relay by mx; Mon, 1 Jan 2024 00:00:00 +0000\r\nDelivered-To: b@example.com\r\n".as_slice(), &original].concat();
+    let copy = [
+        b"Received: from relay by mx; Mon, 1 Jan 2024 00:00:00 +0000\r\nDelivered-To: b@example.com\r\n".as_slice(),
+        &original,
+    ]
+    .concat();
     let reused_id = mail("same@x", "Question", "", "A different body");
-    s.journal(a, &[IncomingMail::fetched("1", &original)])
-        .unwrap();
-    s.journal(
-        b,
-        &[
-            IncomingMail::fetched("1", &copy),
-            IncomingMail::fetched("2", &reused_id),
-        ],
-    )
-    .unwrap();
+    s.journal(a, &[IncomingMail::fetched("1", &original)]).unwrap();
+    s.journal(b, &[IncomingMail::fetched("1", &copy), IncomingMail::fetched("2", &reused_id)]).unwrap();
     let out = s.process_pending(None, 100, &rules()).unwrap();
     assert_eq!(out[0].kind.as_deref(), Some("mail"));
     assert_eq!(out[1].kind.as_deref(), Some("duplicate"));
@@ -123,18 +97,9 @@ fn auto_replies_and_bounces_never_open_tickets() {
     let (_d, s) = store();
     let mb = mailbox(&s, "a");
     let first = mail("1@x", "Need help", "", "Help");
-    let oof_known = mail(
-        "2@x",
-        "Automatic reply: Need help",
-        "Auto-Submitted: auto-replied\r\nIn-Reply-To: <1@x>\r\n",
-        "Away",
-    );
-    let oof_unknown = mail(
-        "3@x",
-        "Out of Office",
-        "Auto-Submitted: auto-replied\r\n",
-        "Away",
-    );
+    let oof_known =
+        mail("2@x", "Automatic reply: Need help", "Auto-Submitted: auto-replied\r\nIn-Reply-To: <1@x>\r\n", "Away");
+    let oof_unknown = mail("3@x", "Out of Office", "Auto-Submitted: auto-replied\r\n", "Away");
     s.journal(
         mb,
         &[
@@ -159,45 +124,21 @@ fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
     let mb = mailbox(&s, "a");
     let junk = b"\x00\x01\x02 this is not a mail\xff\xfe".to_vec();
     let good = mail("1@x", "Fine", "", "ok");
-    s.journal(
-        mb,
-        &[
-            IncomingMail::fetched("junk", &junk),
-            IncomingMail::fetched("good", &good),
-        ],
-    )
-    .unwrap();
-    s.journal(
-        mb,
-        &[IncomingMail::rejected(
-            "huge",
-            60 << 20,
-            "message is 62914560 bytes, over the limit",
-        )],
-    )
-    .unwrap();
+    s.journal(mb, &[IncomingMail::fetched("junk", &junk), IncomingMail::fetched("good", &good)]).unwrap();
+    s.journal(mb, &[IncomingMail::rejected("huge", 60 << 20, "message is 62914560 bytes, over the limit")]).unwrap();
     let out = s.process_pending(None, 100, &rules()).unwrap();
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].state, "failed");
     assert!(out[0].reason.as_deref().unwrap().contains("not an e-mail"));
     assert_eq!(out[1].state, "processed");
-    let failed = s
-        .messages(&MessageFilter {
-            state: Some("failed".into()),
-            mailbox_id: None,
-        })
-        .unwrap();
+    let failed = s.messages(&MessageFilter { state: Some("failed".into()), mailbox_id: None }).unwrap();
     assert_eq!(failed.len(), 2);
     // Failed mails are settled to the error folder; processed ones normally.
     let unsettled = s.unsettled(mb).unwrap();
-    let failed_ids: Vec<&str> = unsettled
-        .iter()
-        .filter(|u| u.settle_to == SettleTo::Failed)
-        .map(|u| u.remote_id.as_str())
-        .collect();
+    let failed_ids: Vec<&str> =
+        unsettled.iter().filter(|u| u.settle_to == SettleTo::Failed).map(|u| u.remote_id.as_str()).collect();
     assert_eq!(failed_ids, vec!["junk", "huge"]);
-    s.mark_settled(&unsettled.iter().map(|u| u.journal_id).collect::<Vec<_>>())
-        .unwrap();
+    s.mark_settled(&unsettled.iter().map(|u| u.journal_id).collect::<Vec<_>>()).unwrap();
     assert!(s.unsettled(mb).unwrap().is_empty());
     // The raw bytes of the broken mail are kept for a retry.
     assert_eq!(s.retry_failed(None).unwrap(), 1);
@@ -210,11 +151,7 @@ fn reopening_keeps_everything() {
     {
         let s = SqliteStore::open(&path).unwrap();
         let mb = mailbox(&s, "a");
-        s.journal(
-            mb,
-            &[IncomingMail::fetched("1", &mail("1@x", "x", "", "y"))],
-        )
-        .unwrap();
+        s.journal(mb, &[IncomingMail::fetched("1", &mail("1@x", "x", "", "y"))]).unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.counts().unwrap().fetched, 1);

@@ -1,0 +1,506 @@
+//! A real Dovecot (IMAP + POP3) for tests, started from Debian's
+//! `/usr/sbin/dovecot` with a temporary configuration on free loopback ports.
+//!
+//! Mail is put in place by writing Maildir++ files directly (like an MDA
+//! would), and inspected the same way, so tests see exactly what the server
+//! stores without going through the protocol under test.
+
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where Debian's dovecot-core puts the server binary.
+pub const DOVECOT_BIN: &str = "/usr/sbin/dovecot";
+
+const DEBIAN_DH_PEM: &str = "/usr/share/dovecot/dh.pem";
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes maildir file names unique across all instances in this process.
+static DELIVERY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Certificate and key (PEM files) for Dovecot's TLS listeners.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A running Dovecot; stopped (and its temp dir removed) on drop.
+pub struct Dovecot {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    imap_port: u16,
+    pop3_port: u16,
+    imaps_port: Option<u16>,
+    pop3s_port: Option<u16>,
+    users: Vec<(String, String)>,
+    owner: (libc::uid_t, libc::gid_t),
+}
+
+impl std::fmt::Debug for Dovecot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dovecot")
+            .field("dir", &self.dir.path())
+            .field("imap_port", &self.imap_port)
+            .field("pop3_port", &self.pop3_port)
+            .field("imaps_port", &self.imaps_port)
+            .field("pop3s_port", &self.pop3s_port)
+            .finish()
+    }
+}
+
+impl Dovecot {
+    /// Whether the Dovecot binary is installed. Tests should not use this to
+    /// skip silently; [`Dovecot::start`] already fails with a clear message.
+    pub fn available() -> bool {
+        Path::new(DOVECOT_BIN).exists()
+    }
+
+    /// Starts Dovecot with plain-text IMAP and POP3 on loopback for the
+    /// given `(address, password)` users.
+    pub fn start(users: &[(&str, &str)]) -> io::Result<Dovecot> {
+        Self::start_inner(users, None)
+    }
+
+    /// Like [`Dovecot::start`], plus STARTTLS on the plain ports and implicit
+    /// TLS listeners ([`Dovecot::imaps_port`], [`Dovecot::pop3s_port`]) using
+    /// the given certificate and key.
+    pub fn start_with_tls(users: &[(&str, &str)], tls: &TlsFiles) -> io::Result<Dovecot> {
+        Self::start_inner(users, Some(tls))
+    }
+
+    fn start_inner(users: &[(&str, &str)], tls: Option<&TlsFiles>) -> io::Result<Dovecot> {
+        if !Self::available() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{DOVECOT_BIN} not found: install Debian's dovecot-imapd and dovecot-pop3d \
+                     (scripts/test.sh does) to run the IMAP/POP3 tests"
+                ),
+            ));
+        }
+        let owner = dovecot_owner()?;
+        // Free ports are picked by binding and releasing, so another process
+        // can grab one in between: retry a few times on a failed start.
+        let mut last_err = None;
+        for _ in 0..3 {
+            match Self::try_start(users, tls, owner) {
+                Ok(d) => return Ok(d),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn try_start(
+        users: &[(&str, &str)],
+        tls: Option<&TlsFiles>,
+        owner: (libc::uid_t, libc::gid_t),
+    ) -> io::Result<Dovecot> {
+        let dir = tempfile::Builder::new().prefix("mailrobot-dovecot-").tempdir()?;
+        // mkdtemp makes 0700, which hides the users file from the auth process.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let base = dir.path();
+        for sub in ["run", "state"] {
+            fs::create_dir(base.join(sub))?;
+        }
+        let mail = base.join("mail");
+        fs::create_dir(&mail)?;
+        chown(&mail, owner)?;
+
+        let users: Vec<(String, String)> = users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
+        write_users_file(&base.join("users"), &users)?;
+
+        let ports = free_ports(if tls.is_some() { 4 } else { 2 })?;
+        let (imap_port, pop3_port) = (ports[0], ports[1]);
+        let (imaps_port, pop3s_port) = if tls.is_some() { (Some(ports[2]), Some(ports[3])) } else { (None, None) };
+        let conf = base.join("dovecot.conf");
+        fs::write(&conf, config_text(base, imap_port, pop3_port, imaps_port, pop3s_port, tls))?;
+
+        let child = Command::new(DOVECOT_BIN)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(base.join("stderr.log"))?))
+            // Its own process group, so Drop can stop master and children at once.
+            .process_group(0)
+            .spawn()?;
+        let mut dovecot =
+            Dovecot { child: Some(child), dir, imap_port, pop3_port, imaps_port, pop3s_port, users, owner };
+        dovecot.wait_ready()?;
+        Ok(dovecot)
+    }
+
+    /// Waits until IMAP greets, or fails with Dovecot's own log attached.
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.imap_port));
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Err(io::Error::other(format!("dovecot exited during start ({status}); log:\n{}", self.log())));
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut line = String::new();
+                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("* OK") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "dovecot did not greet on 127.0.0.1:{} within {:?}; log:\n{}",
+                        self.imap_port,
+                        START_TIMEOUT,
+                        self.log()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3_port
+    }
+
+    /// Implicit-TLS IMAP port, when started with [`Dovecot::start_with_tls`].
+    pub fn imaps_port(&self) -> Option<u16> {
+        self.imaps_port
+    }
+
+    /// Implicit-TLS POP3 port, when started with [`Dovecot::start_with_tls`].
+    pub fn pop3s_port(&self) -> Option<u16> {
+        self.pop3s_port
+    }
+
+    /// The temp dir holding config, logs and mail.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Dovecot's log so far (and anything the master wrote to stderr).
+    pub fn log(&self) -> String {
+        let mut out = fs::read_to_string(self.dir().join("dovecot.log")).unwrap_or_default();
+        if let Ok(stderr) = fs::read_to_string(self.dir().join("stderr.log"))
+            && !stderr.is_empty()
+        {
+            let _ = write!(out, "\n[stderr]\n{stderr}");
+        }
+        out
+    }
+
+    /// Disconnects every IMAP/POP3 session of `user` (`doveadm kick`), as a
+    /// server restart or an idle timeout would.
+    pub fn kick(&self, user: &str) -> io::Result<()> {
+        let out =
+            Command::new("doveadm").arg("-c").arg(self.dir().join("dovecot.conf")).args(["kick", user]).output()?;
+        // doveadm exits 68 ("no such user") when nobody was connected.
+        if !out.status.success() && out.status.code() != Some(68) {
+            return Err(io::Error::other(format!(
+                "doveadm kick {user} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a user; Dovecot rereads the passwd-file when it changes.
+    pub fn add_user(&mut self, user: &str, password: &str) -> io::Result<()> {
+        self.users.push((user.to_string(), password.to_string()));
+        write_users_file(&self.dir().join("users"), &self.users)
+    }
+
+    /// The Maildir++ directory of `folder` ("INBOX" or any other name).
+    pub fn folder_dir(&self, user: &str, folder: &str) -> PathBuf {
+        let root = self.dir().join("mail").join(user);
+        if folder.eq_ignore_ascii_case("INBOX") { root } else { root.join(format!(".{folder}")) }
+    }
+
+    /// Delivers one mail into `folder` of `user` (created if missing).
+    pub fn deliver(&self, user: &str, folder: &str, raw: &[u8]) -> io::Result<()> {
+        self.deliver_many(user, folder, std::iter::once(raw))?;
+        Ok(())
+    }
+
+    /// Delivers many mails at once (directories are made once; each mail is
+    /// written to tmp/ and renamed into new/, as Maildir requires).
+    /// Returns how many were delivered.
+    pub fn deliver_many<I, B>(&self, user: &str, folder: &str, mails: I) -> io::Result<usize>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let folder_dir = self.ensure_folder(user, folder)?;
+        let (tmp, new) = (folder_dir.join("tmp"), folder_dir.join("new"));
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let pid = std::process::id();
+        let mut n = 0;
+        for raw in mails {
+            let raw = raw.as_ref();
+            let seq = DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed);
+            // Zero-padded counter keeps delivery order when names are sorted.
+            let name = format!("{secs}.M{seq:010}P{pid}.mailrobot-test,S={}", raw.len());
+            let tmp_path = tmp.join(&name);
+            fs::write(&tmp_path, raw)?;
+            chown(&tmp_path, self.owner)?;
+            fs::rename(&tmp_path, new.join(&name))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Creates a folder (Maildir++ layout) for `user`, owned by dovecot.
+    pub fn ensure_folder(&self, user: &str, folder: &str) -> io::Result<PathBuf> {
+        let user_dir = self.dir().join("mail").join(user);
+        let folder_dir = self.folder_dir(user, folder);
+        for d in [&user_dir, &folder_dir] {
+            if !d.exists() {
+                fs::create_dir_all(d)?;
+                chown(d, self.owner)?;
+            }
+        }
+        for sub in ["tmp", "new", "cur"] {
+            let d = folder_dir.join(sub);
+            if !d.exists() {
+                fs::create_dir(&d)?;
+                chown(&d, self.owner)?;
+            }
+        }
+        Ok(folder_dir)
+    }
+
+    /// Whether `folder` exists on disk for `user`.
+    pub fn folder_exists(&self, user: &str, folder: &str) -> bool {
+        self.folder_dir(user, folder).join("cur").is_dir()
+    }
+
+    /// Number of mails in the folder (files in new/ and cur/), including
+    /// ones flagged \Deleted but not yet expunged.
+    pub fn count(&self, user: &str, folder: &str) -> usize {
+        self.mail_files(user, folder).len()
+    }
+
+    /// Raw contents of every mail in the folder, in file-name order.
+    pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
+        self.mail_files(user, folder).iter().filter_map(|p| fs::read(p).ok()).collect()
+    }
+
+    /// Maildir flag letters of every mail in the folder, in file-name order
+    /// (`"S"` = \Seen, `"T"` = \Deleted, `""` = none; see [`is_seen`]).
+    pub fn flags(&self, user: &str, folder: &str) -> Vec<String> {
+        self.mail_files(user, folder)
+            .iter()
+            .map(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match name.rsplit_once(":2,") {
+                    Some((_, flags)) => flags.to_string(),
+                    None => String::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// `(raw, flags)` of every mail in the folder, in file-name order.
+    pub fn messages_with_flags(&self, user: &str, folder: &str) -> Vec<(Vec<u8>, String)> {
+        self.messages(user, folder).into_iter().zip(self.flags(user, folder)).collect()
+    }
+
+    fn mail_files(&self, user: &str, folder: &str) -> Vec<PathBuf> {
+        let dir = self.folder_dir(user, folder);
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = fs::read_dir(dir.join(sub)) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                        files.push(e.path());
+                    }
+                }
+            }
+        }
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        files
+    }
+}
+
+/// Whether maildir flag letters (from [`Dovecot::flags`]) include \Seen.
+pub fn is_seen(flags: &str) -> bool {
+    flags.contains('S')
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A graceful SIGTERM costs about a second per instance; the test
+            // is over and its temp dir goes away, so kill the whole process
+            // group (master, login, auth, imap, pop3) at once instead.
+            let pgid = child.id() as libc::pid_t;
+            // SAFETY: kill(2) on the process group we created has no memory effects.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Makes a self-signed certificate for `localhost` and 127.0.0.1 with the
+/// `openssl` command (which Debian's dovecot-core pulls in through ssl-cert).
+/// The certificate doubles as its own CA for clients.
+pub fn self_signed_cert(dir: &Path) -> io::Result<TlsFiles> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+        .arg("/CN=localhost")
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!("openssl req failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    // Dovecot reads the key as root at start, but keep it readable anyway.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644))?;
+    Ok(TlsFiles { cert, key })
+}
+
+fn config_text(
+    base: &Path,
+    imap_port: u16,
+    pop3_port: u16,
+    imaps_port: Option<u16>,
+    pop3s_port: Option<u16>,
+    tls: Option<&TlsFiles>,
+) -> String {
+    let b = base.display();
+    let ssl = match tls {
+        Some(t) => {
+            let mut s = format!("ssl = yes\nssl_cert = <{}\nssl_key = <{}\n", t.cert.display(), t.key.display());
+            // Debian ships DH parameters; Dovecot warns at start without them.
+            if Path::new(DEBIAN_DH_PEM).exists() {
+                let _ = writeln!(s, "ssl_dh = <{DEBIAN_DH_PEM}");
+            }
+            s
+        }
+        None => "ssl = no\n".to_string(),
+    };
+    let imaps = imaps_port.unwrap_or(0);
+    let pop3s = pop3s_port.unwrap_or(0);
+    format!(
+        r#"# Written by mailrobot-testkit for one test run.
+base_dir = {b}/run
+state_dir = {b}/state
+log_path = {b}/dovecot.log
+info_log_path = {b}/dovecot.log
+instance_name = mailrobot-test-{imap_port}
+listen = 127.0.0.1
+protocols = imap pop3
+{ssl}disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+first_valid_uid = 1
+mail_location = maildir:{b}/mail/%u
+mail_max_userip_connections = 100
+default_client_limit = 1000
+default_process_limit = 100
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {b}/users
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={b}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3s}
+  }}
+}}
+"#
+    )
+}
+
+fn write_users_file(path: &Path, users: &[(String, String)]) -> io::Result<()> {
+    let mut text = String::new();
+    for (user, password) in users {
+        let _ = writeln!(text, "{user}:{{PLAIN}}{password}::::::");
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(tmp, path)
+}
+
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    // Hold all listeners until every port is picked so they differ.
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<io::Result<_>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+fn dovecot_owner() -> io::Result<(libc::uid_t, libc::gid_t)> {
+    let name = CString::new("dovecot").expect("no NUL");
+    // getpwnam_r, not getpwnam: tests start instances from several threads.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pwd.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "user 'dovecot' not found: install Debian's dovecot-core"));
+    }
+    Ok((pwd.pw_uid, pwd.pw_gid))
+}
+
+fn chown(path: &Path, (uid, gid): (libc::uid_t, libc::gid_t)) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The CLI contract on the embedded default source: a drop folder.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_once_tells_the_story_and_leaves_consistent_json() {
+    let robot = Robot::new();
+    let out = robot.run(&["demo", "--once"]);
+    assert!(out.contains("new ticket TKT-000001"), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 6, "{tickets:#?}");
+    let first = &tickets[0];
+    assert_eq!(first["number"], "TKT-000001");
+    assert_eq!(first["tag"], "[TKT-000001]");
+    assert_eq!(first["entries"], 2);
+    assert_eq!(first["status"], "open");
+    assert!(first["requester"].as_str().unwrap().contains('@'));
+
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 12);
+    let kinds: Vec<&str> = messages.iter().filter_map(|m| m["kind"].as_str()).collect();
+    for kind in ["mail", "auto-reply", "bounce", "duplicate"] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    let failed = robot.json(&["messages", "list", "--json", "--state", "failed"]);
+    let failed = failed.as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["reason"].as_str().unwrap().contains("not an e-mail"));
+    assert_eq!(failed[0]["ticket"], serde_json::Value::Null);
+    let duplicate = messages.iter().find(|m| m["kind"] == "duplicate").unwrap();
+    assert!(duplicate["ticket"].as_str().unwrap().starts_with("TKT-"));
+
+    // The broken file is kept in failed/, the others in processed/.
+    let drop = robot.data_dir().join("demo-dropfolder");
+    assert_eq!(std::fs::read_dir(drop.join("failed")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(drop.join("processed")).unwrap().count(), 11);
+    assert_eq!(std::fs::read_dir(drop.join("inbox")).unwrap().count(), 0);
+
+    let detail = robot.ticket("TKT-000005");
+    let entries = detail["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "the duplicate must not add an entry");
+    let attachments = entries[0]["attachments"].as_array().unwrap();
+    assert!(attachments.iter().any(|a| a["content_type"] == "application/pdf" && a["size"].as_i64().unwrap() > 0));
+
+    // A second demo drops the same mails again: all dedupe, no new tickets.
+    robot.run(&["demo", "--once"]);
+    assert_eq!(robot.tickets().len(), 6);
+    assert_eq!(robot.messages().len(), 24);
+}
+
+#[test]
+fn drop_folder_ingests_renamed_files_and_ignores_tmp() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("drop", &drop);
+    std::fs::write(drop.join("tmp").join("half-written.eml"), simple_mail("a@x", "Half", "", "...")).unwrap();
+    std::fs::write(drop.join("inbox").join("1.eml"), simple_mail("b@x", "Printer", "", "broken")).unwrap();
+    std::fs::write(drop.join("inbox").join("notes.txt"), "not a mail file").unwrap();
+    let out = robot.run(&["run-once"]);
+    assert!(out.contains("1 fetched"), "{out}");
+    assert_eq!(robot.tickets().len(), 1);
+    assert!(drop.join("tmp").join("half-written.eml").exists());
+    assert!(drop.join("processed").join("1.eml").exists());
+    assert!(drop.join("inbox").join("notes.txt").exists());
+}
+
+#[test]
+fn ticket_prefix_is_configurable() {
+    let robot = Robot::new();
+    robot.run(&["settings", "set", "ticket.prefix", "HD-"]);
+    robot.run(&["settings", "set", "ticket.digits", "4"]);
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("drop", &drop);
+    std::fs::write(drop.join("inbox").join("1.eml"), simple_mail("1@x", "Hello", "", "x")).unwrap();
+    std::fs::write(drop.join("inbox").join("2.eml"), simple_mail("2@x", "Re: [hd-0001] Hello", "", "y")).unwrap();
+    robot.run(&["run-once"]);
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0]["number"], "HD-0001");
+    assert_eq!(tickets[0]["entries"], 2);
+    assert_eq!(robot.ticket("HD-0001")["tag"], "[HD-0001]");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "x",
+            "--kind",
+            "imap",
+            "--host",
+            "h",
+            "--username",
+            "u",
+            "--password-env",
+            "NOPE_NOT_SET",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE_NOT_SET"));
+    let out =
+        robot.run_raw(&["mailbox", "add", "--name", "x", "--kind", "imap", "--host", "h", "--username", "u"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-env"));
+    let out = robot.run_raw(&["tickets", "show", "TKT-000099"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket TKT-000099"));
+    let out = robot.run_raw(&["messages", "list", "--state", "weird"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fetched, processed or failed"));
+}

@@ -1,0 +1,198 @@
+//! Drives the real `mailrobot` binary in a temporary data directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailrobot");
+
+pub struct Robot {
+    pub dir: tempfile::TempDir,
+    /// Extra environment for every command (passwords, crash points).
+    pub env: Vec<(String, String)>,
+}
+
+impl Robot {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), env: Vec::new() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(self.data_dir()).args(args);
+        cmd.env_remove("MAILROBOT_CRASH_AT").env("MAILROBOT_LOG", "info,mailrobot=debug");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a command, returning its output whatever the exit code.
+    pub fn run_raw(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.run_raw(args, &[]);
+        assert!(
+            out.status.success(),
+            "mailrobot {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("mailrobot {args:?}: not JSON ({e}): {out}"))
+    }
+
+    pub fn tickets(&self) -> Vec<Value> {
+        self.json(&["tickets", "list", "--json"]).as_array().unwrap().clone()
+    }
+
+    pub fn messages(&self) -> Vec<Value> {
+        self.json(&["messages", "list", "--json"]).as_array().unwrap().clone()
+    }
+
+    pub fn ticket(&self, number: &str) -> Value {
+        self.json(&["tickets", "show", number, "--json"])
+    }
+
+    pub fn add_imap(&self, name: &str, port: u16, user: &str, password: &str, extra: &[&str]) {
+        let var = format!("PW_{}", name.replace('-', "_").to_uppercase());
+        let port = port.to_string();
+        let mut args = vec![
+            "mailbox",
+            "add",
+            "--name",
+            name,
+            "--kind",
+            "imap",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "none",
+            "--username",
+            user,
+            "--password-env",
+            &var,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run_raw(&args, &[(&var, password)]);
+        assert!(out.status.success(), "mailbox add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn add_pop3(&self, name: &str, port: u16, user: &str, password: &str, extra: &[&str]) {
+        let var = format!("PW_{}", name.replace('-', "_").to_uppercase());
+        let port = port.to_string();
+        let mut args = vec![
+            "mailbox",
+            "add",
+            "--name",
+            name,
+            "--kind",
+            "pop3",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "none",
+            "--username",
+            user,
+            "--password-env",
+            &var,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run_raw(&args, &[(&var, password)]);
+        assert!(out.status.success(), "mailbox add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn add_drop_folder(&self, name: &str, path: &Path) {
+        self.run(&["mailbox", "add", "--name", name, "--kind", "drop-folder", "--path", path.to_str().unwrap()]);
+    }
+
+    /// Starts `serve` on a free port; returns the child and its address.
+    pub fn spawn_serve(&self, env: &[(&str, &str)]) -> (Child, String) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = self.command(&["serve", "--listen", &listen]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(self.dir.path().join(format!("serve-{port}.log"))).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        (child, listen)
+    }
+
+    /// Everything every `serve` started by this robot wrote to stderr.
+    pub fn serve_logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with("serve-") {
+                all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal HTTP GET over a raw socket (no client crate needed).
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eml").join(path);
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+pub fn simple_mail(message_id: &str, subject: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <customer@example.com>\r\nTo: support@example.com\r\nSubject: {subject}\r\n\
+         Message-ID: <{message_id}>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n{headers}\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
