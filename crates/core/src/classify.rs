@@ -113,10 +113,10 @@ pub fn bounced_original(msg: &Message<'_>) -> (Option<String>, Option<String>) {
         if let PartType::Message(original) = &part.body {
             return (original.message_id().map(str::to_string), original.subject().map(str::to_string));
         }
-        if part.is_content_type("text", "rfc822-headers") {
-            if let Some(headers) = mail_parser::MessageParser::default().parse(part.contents()) {
-                return (headers.message_id().map(str::to_string), headers.subject().map(str::to_string));
-            }
+        if part.is_content_type("text", "rfc822-headers")
+            && let Some(headers) = mail_parser::MessageParser::default().parse(part.contents())
+        {
+            return (headers.message_id().map(str::to_string), headers.subject().map(str::to_string));
         }
     }
     (None, None)

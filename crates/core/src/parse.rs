@@ -41,7 +41,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         &transcoded[..]
     };
     let msg = MessageParser::default().parse(readable).ok_or(ParseError::Unreadable)?;
-    Ok(read(&msg, raw))
+    Ok(read(msg, raw))
 }
 
 /// A mail starts with a header field: a name of printable ASCII without
@@ -53,7 +53,15 @@ fn starts_with_header_field(raw: &[u8]) -> bool {
         .is_some_and(|(name, _)| !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':'))
 }
 
-fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
+fn read(mut msg: Message<'_>, raw: &[u8]) -> ParsedMail {
+    let mut mail = read_fields(&msg, raw);
+    // Last, because it moves decoded contents out of the parsed message
+    // instead of copying them (a 25 MB attachment stays one buffer).
+    mail.attachments = take_attachments(&mut msg);
+    mail
+}
+
+fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
     let subject = msg.subject().unwrap_or_default().trim().to_string();
     let from = msg.from().and_then(|a| a.first()).and_then(address);
     let mut warnings = Vec::new();
@@ -93,7 +101,7 @@ fn read(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         original_subject,
         text_body: text_body(msg),
         html_body: html_body(msg),
-        attachments: attachments(msg),
+        attachments: Vec::new(),
         kind,
         no_auto_answer,
         fingerprint: content_fingerprint(raw),
@@ -210,45 +218,56 @@ fn html_body(msg: &Message<'_>) -> Option<String> {
     (!html.is_empty()).then(|| html.join("\n"))
 }
 
-/// Parts that are neither text nor HTML bodies nor delivery-report machinery.
-fn attachments(msg: &Message<'_>) -> Vec<Attachment> {
-    msg.attachments()
-        .filter(|part| {
-            !part.is_content_type("message", "delivery-status")
-                && !part.is_content_type("message", "disposition-notification")
-        })
-        .map(|part| {
-            let content_type = part
-                .content_type()
-                .map(|ct| match ct.c_subtype.as_deref() {
-                    Some(sub) => format!("{}/{}", ct.c_type, sub),
-                    None => ct.c_type.to_string(),
-                })
-                .map(|ct| ct.to_ascii_lowercase())
-                .unwrap_or_else(|| match part.body {
-                    PartType::Message(_) => "message/rfc822".to_string(),
-                    PartType::Text(_) => "text/plain".to_string(),
-                    _ => "application/octet-stream".to_string(),
-                });
-            let disposition_inline = part.content_disposition().map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
-            let content_id = part
-                .content_id()
-                .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>').to_string())
-                .filter(|id| !id.is_empty());
-            Attachment {
-                filename: part.attachment_name().map(str::to_string),
-                inline: disposition_inline.unwrap_or(content_id.is_some()),
-                content_type,
-                content_id,
-                data: if part.is_encoding_problem
-                    && part.content_transfer_encoding().is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"))
-                {
-                    // The parser gave up and kept the encoded text: decode it leniently.
-                    lenient_base64(raw_content(msg, part))
-                } else {
-                    part.contents().to_vec()
-                },
+/// Parts that are neither text nor HTML bodies nor delivery-report
+/// machinery, with their decoded contents moved out of `msg`.
+fn take_attachments(msg: &mut Message<'_>) -> Vec<Attachment> {
+    let ids = msg.attachments.clone();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(part) = msg.parts.get(id as usize) else { continue };
+        if part.is_content_type("message", "delivery-status")
+            || part.is_content_type("message", "disposition-notification")
+        {
+            continue;
+        }
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.c_subtype.as_deref() {
+                Some(sub) => format!("{}/{}", ct.c_type, sub),
+                None => ct.c_type.to_string(),
+            })
+            .map(|ct| ct.to_ascii_lowercase())
+            .unwrap_or_else(|| match part.body {
+                PartType::Message(_) => "message/rfc822".to_string(),
+                PartType::Text(_) => "text/plain".to_string(),
+                _ => "application/octet-stream".to_string(),
+            });
+        let disposition_inline = part.content_disposition().map(|cd| cd.c_type.eq_ignore_ascii_case("inline"));
+        let content_id = part
+            .content_id()
+            .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .filter(|id| !id.is_empty());
+        let filename = part.attachment_name().map(str::to_string);
+        // The parser gave up on bad base64 and kept the encoded text.
+        let undecoded_base64 = part.is_encoding_problem
+            && part.content_transfer_encoding().is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+        let data = if undecoded_base64 {
+            lenient_base64(raw_content(msg, part))
+        } else {
+            match std::mem::take(&mut msg.parts[id as usize].body) {
+                PartType::Binary(bytes) | PartType::InlineBinary(bytes) => bytes.into_owned(),
+                PartType::Text(text) | PartType::Html(text) => text.into_owned().into_bytes(),
+                PartType::Message(inner) => inner.raw_message().to_vec(),
+                PartType::Multipart(_) => Vec::new(),
             }
-        })
-        .collect()
+        };
+        out.push(Attachment {
+            filename,
+            inline: disposition_inline.unwrap_or(content_id.is_some()),
+            content_type,
+            content_id,
+            data,
+        });
+    }
+    out
 }

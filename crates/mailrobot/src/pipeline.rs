@@ -152,7 +152,10 @@ impl Pipeline {
 
         for batch in batches(&new, self.limits) {
             let ids: Vec<String> = batch.iter().map(|l| l.remote_id.clone()).collect();
+            let started = std::time::Instant::now();
             let fetched = source.fetch(&ids).await?;
+            tracing::debug!(mails = fetched.len(), seconds = started.elapsed().as_secs_f64(), "fetched batch");
+            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after fetch");
             crash::point("after-fetch");
             report.fetched += fetched.len();
             self.blocking(move |s| {
@@ -174,10 +177,15 @@ impl Pipeline {
                 s.journal(id, &incoming)
             })
             .await?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "journaled batch");
+            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after journal");
             crash::point("after-journal");
             self.process(mailbox.id, report).await?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "processed batch");
+            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after process");
             crash::point("after-process");
             self.settle(mailbox.id, source, report).await?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "settled batch");
         }
         // Rejected mails (no batch of their own) still need settling.
         self.settle(mailbox.id, source, report).await?;
@@ -256,6 +264,16 @@ fn batches(mails: &[Listing], limits: BatchLimits) -> Vec<&[Listing]> {
         out.push(&mails[start..]);
     }
     out
+}
+
+/// Peak resident memory so far (VmHWM), for the debug log of each batch.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -22,11 +22,14 @@ CREATE TABLE mailboxes (
 );
 
 -- Content-addressed bytes: raw mails and decoded attachments, stored once.
+-- A rowid table on purpose: in a WITHOUT ROWID table every index seek would
+-- wade through the large rows.
 CREATE TABLE blobs (
-    sha256 TEXT PRIMARY KEY,
+    id     INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
     size   INTEGER NOT NULL,
     data   BLOB NOT NULL
-) WITHOUT ROWID;
+);
 
 CREATE TABLE tickets (
     id             INTEGER PRIMARY KEY,

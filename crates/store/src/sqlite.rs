@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use mailrobot_core::{Decision, Lookups, ParsedMail, decide, parse};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::io::{Read, Write};
+
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use crate::model::*;
@@ -36,7 +38,12 @@ impl SqliteStore {
         let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+        // Mails are stored whole: larger pages suit the blobs (only takes
+        // effect when the file is created).
+        conn.pragma_update(None, "page_size", 8192).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", -8_192).map_err(open_err)?;
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         let store = Self { conn: Mutex::new(conn) };
@@ -99,14 +106,30 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     })
 }
 
+/// Stores bytes once under their SHA-256. Large contents are written through
+/// SQLite's incremental blob I/O, so SQLite never holds its own copy of a
+/// 30 MB mail in memory.
 fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
     let sha = sha256_hex(data);
-    tx.prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, ?3)")?.execute(params![
-        sha,
-        data.len() as i64,
-        data
-    ])?;
+    let inserted = tx
+        .prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, zeroblob(?2))")?
+        .execute(params![sha, data.len() as i64])?;
+    if inserted == 1 && !data.is_empty() {
+        let rowid = tx.last_insert_rowid();
+        let mut blob = tx.blob_open(MAIN_DB, c"blobs", c"data", rowid, false)?;
+        blob.write_all(data).map_err(|e| StoreError::Corrupt(format!("writing blob {sha}: {e}")))?;
+    }
     Ok(sha)
+}
+
+/// Reads a stored blob into one exactly-sized buffer.
+fn read_blob(tx: &Transaction<'_>, rowid: i64, size: i64) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(size.max(0) as usize);
+    if size > 0 {
+        let mut blob = tx.blob_open(MAIN_DB, c"blobs", c"data", rowid, true)?;
+        blob.read_to_end(&mut data).map_err(|e| StoreError::Corrupt(format!("reading blob {rowid}: {e}")))?;
+    }
+    Ok(data)
 }
 
 /// One pending journal row, as read for processing.
@@ -466,22 +489,31 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
 
 fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize) -> Result<Vec<Pending>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT m.id, m.mailbox_id, m.remote_id, b.data FROM messages m
+        "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size FROM messages m
          LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
          WHERE m.state = 'fetched' AND (?1 IS NULL OR m.mailbox_id = ?1)
          ORDER BY m.id LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![mailbox_id, limit as i64], |r| {
-            Ok(Pending {
-                journal_id: r.get(0)?,
-                mailbox_id: r.get(1)?,
-                remote_id: r.get(2)?,
-                raw: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
-            })
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    let mut pending = Vec::with_capacity(rows.len());
+    for (journal_id, mailbox_id, remote_id, blob_id, size) in rows {
+        let raw = match blob_id {
+            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0))?,
+            None => Vec::new(),
+        };
+        pending.push(Pending { journal_id, mailbox_id, remote_id, raw });
+    }
+    Ok(pending)
 }
 
 /// Parses, decides and writes one mail inside the batch transaction. A mail

@@ -1,0 +1,177 @@
+//! `mailrobot-bench`: the ingest benchmark of docs/benchmarks.md.
+//!
+//! Fills a real Dovecot with generated mail (~10 KB, text/HTML/attachments,
+//! 10% replies), then measures `mailrobot run-once` over it: mails/s and peak
+//! RSS; then one mail with a 25 MB attachment; then, side by side on the same
+//! mails from the same Dovecot, django-helpdesk's `get_email`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use mailrobot_testkit::dovecot::Dovecot;
+use mailrobot_testkit::generate::{GenOptions, generate_corpus, large_attachment_mail};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Mails in the main run.
+    #[arg(long, default_value_t = 10_000)]
+    mails: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The mailrobot binary to measure (build it with --release).
+    #[arg(long, default_value = "target/release/mailrobot")]
+    mailrobot: PathBuf,
+    /// Size of the large attachment, in MB (0 skips that run).
+    #[arg(long, default_value_t = 25)]
+    large_mb: usize,
+    /// A venv made by bench/django-helpdesk/setup.sh: runs django-helpdesk side by side.
+    #[arg(long)]
+    django_venv: Option<PathBuf>,
+    /// Mails for the django-helpdesk run (the first N of the same corpus); default: --mails.
+    #[arg(long)]
+    django_mails: Option<usize>,
+}
+
+const PASSWORD: &str = "bench-password";
+
+/// Wall time and peak RSS of one child process.
+struct Measured {
+    seconds: f64,
+    max_rss_kb: i64,
+    stdout: String,
+}
+
+fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::piped()).spawn().context("spawn")?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).ok();
+        out
+    });
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; rusage is written by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    ensure!(waited == pid, "wait4 failed");
+    let stdout = reader.join().unwrap_or_default();
+    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed (status {status}): {stdout}");
+    Ok(Measured { seconds, max_rss_kb: usage.ru_maxrss, stdout })
+}
+
+fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("MAILROBOT_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("BENCH_PW", PASSWORD);
+    cmd
+}
+
+/// Adds the IMAP mailbox and runs one `run-once` over it.
+fn mailrobot_run(bin: &Path, port: u16, user: &str) -> anyhow::Result<(Measured, Value)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = port.to_string();
+    let add = robot(
+        bin,
+        &data,
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "bench",
+            "--kind",
+            "imap",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "none",
+            "--username",
+            user,
+            "--password-env",
+            "BENCH_PW",
+        ],
+    )
+    .output()?;
+    ensure!(add.status.success(), "mailbox add: {}", String::from_utf8_lossy(&add.stderr));
+    let measured = measure(&mut robot(bin, &data, &["run-once", "--json"]))?;
+    let report: Value = serde_json::from_str(&measured.stdout).context("run-once --json output")?;
+    Ok((measured, report[0]["report"].clone()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(args.mailrobot.exists(), "{} not found: run `cargo build --release` first", args.mailrobot.display());
+    let opts = GenOptions::default();
+    let users = [("bench@example.test", PASSWORD), ("large@example.test", PASSWORD), ("django@example.test", PASSWORD)];
+    let dovecot = Dovecot::start(&users)?;
+    let mut results =
+        json!({"mails": args.mails, "seed": args.seed, "nproc": std::thread::available_parallelism()?.get()});
+
+    eprintln!("== delivering {} generated mails into Dovecot", args.mails);
+    let bytes: usize = generate_corpus(args.mails, args.seed, &opts).map(|m| m.len()).sum();
+    dovecot.deliver_many("bench@example.test", "INBOX", generate_corpus(args.mails, args.seed, &opts))?;
+    eprintln!("== mailrobot run-once over {} mails ({:.1} MB)", args.mails, bytes as f64 / 1e6);
+    let (m, report) = mailrobot_run(&args.mailrobot, dovecot.imap_port(), "bench@example.test")?;
+    let fetched = report["fetched"].as_u64().unwrap_or(0) as usize;
+    ensure!(fetched == args.mails, "mailrobot fetched {fetched} of {} mails: {report}", args.mails);
+    ensure!(dovecot.count("bench@example.test", "INBOX") == 0, "mails left in INBOX");
+    let rate = args.mails as f64 / m.seconds;
+    eprintln!("   {:.2} s, {:.0} mails/s, peak RSS {:.1} MB", m.seconds, rate, m.max_rss_kb as f64 / 1024.0);
+    results["mailrobot"] = json!({
+        "seconds": m.seconds, "mails_per_second": rate, "peak_rss_mb": m.max_rss_kb as f64 / 1024.0,
+        "mean_mail_bytes": bytes / args.mails.max(1), "report": report,
+    });
+
+    if args.large_mb > 0 {
+        let mail = large_attachment_mail(args.large_mb << 20);
+        let size_mb = mail.len() as f64 / (1 << 20) as f64;
+        dovecot.deliver("large@example.test", "INBOX", &mail)?;
+        eprintln!("== one mail with a {} MB attachment ({size_mb:.1} MB as sent)", args.large_mb);
+        let (m, report) = mailrobot_run(&args.mailrobot, dovecot.imap_port(), "large@example.test")?;
+        ensure!(report["processed"] == 1, "the large mail was not processed: {report}");
+        let rss_mb = m.max_rss_kb as f64 / 1024.0;
+        eprintln!("   {:.2} s, peak RSS {rss_mb:.1} MB = {:.2}x the mail", m.seconds, rss_mb / size_mb);
+        results["large_mail"] = json!({
+            "attachment_mb": args.large_mb, "mail_mb": size_mb, "seconds": m.seconds,
+            "peak_rss_mb": rss_mb, "rss_to_mail_ratio": rss_mb / size_mb,
+        });
+    }
+
+    if let Some(venv) = &args.django_venv {
+        let n = args.django_mails.unwrap_or(args.mails).min(args.mails);
+        dovecot.deliver_many("django@example.test", "INBOX", generate_corpus(n, args.seed, &opts))?;
+        eprintln!("== django-helpdesk get_email over the first {n} of the same mails");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/django-helpdesk/run.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script)
+            .arg(venv)
+            .arg("127.0.0.1")
+            .arg(dovecot.imap_port().to_string())
+            .arg("django@example.test")
+            .env("HELPDESK_IMAP_PASSWORD", PASSWORD);
+        let m = measure(&mut cmd)?;
+        let line = m.stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+        let django: Value = serde_json::from_str(line).with_context(|| format!("run.sh output: {}", m.stdout))?;
+        let django_rate = django["mails_per_second"].as_f64().unwrap_or(0.0);
+        if django_rate <= 0.0 {
+            bail!("django-helpdesk reported no rate: {django}");
+        }
+        eprintln!("   django-helpdesk {django_rate:.1} mails/s; mailrobot is {:.0}x faster", rate / django_rate);
+        results["django_helpdesk"] = django;
+        results["speedup_vs_django_helpdesk"] = json!(rate / django_rate);
+    }
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
