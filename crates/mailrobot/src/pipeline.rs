@@ -118,8 +118,25 @@ impl Pipeline {
         report.listed = listing.len();
         let ids: Vec<String> = listing.iter().map(|l| l.remote_id.clone()).collect();
         let id = mailbox.id;
-        let known: HashSet<String> =
-            self.blocking(move |s| s.known_remote_ids(id, &ids)).await?.into_iter().map(|k| k.remote_id).collect();
+        let known = self.blocking(move |s| s.known_remote_ids(id, &ids)).await?;
+        let settled_again: Vec<(String, Outcome)> = known
+            .iter()
+            .filter(|k| k.settled && k.state != "fetched")
+            .map(|k| (k.remote_id.clone(), if k.state == "failed" { Outcome::Failed } else { Outcome::Processed }))
+            .collect();
+        if !settled_again.is_empty() {
+            if source.resettle_if_listed_again() {
+                tracing::warn!(mailbox = %mailbox.name, mails = settled_again.len(), "settled mails are back in the mailbox; settling them again");
+                source.settle(&settled_again).await?;
+            } else if mailbox.kind == "drop-folder" {
+                tracing::warn!(
+                    mailbox = %mailbox.name, files = settled_again.len(),
+                    "files named like ones already processed are in the drop folder's inbox; they are left alone: \
+                     give every new file a unique name (write to tmp/, then rename into inbox/)"
+                );
+            }
+        }
+        let known: HashSet<String> = known.into_iter().map(|k| k.remote_id).collect();
 
         let max = mailbox.max_message_bytes.max(0) as u64;
         let (too_large, new): (Vec<Listing>, Vec<Listing>) = listing

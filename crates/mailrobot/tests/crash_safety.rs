@@ -62,6 +62,24 @@ fn a_crash_at_every_step_boundary_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn pop3_deletes_lost_with_the_session_are_redone() {
+    // Dying after the journal recorded the settlement but before QUIT loses
+    // the server-side deletes; the next pass must delete them again.
+    for point in ["after-settle", "after-mark-settled"] {
+        let dc = Dovecot::start(&[(USER, PASSWORD)]).unwrap();
+        dc.deliver_many(USER, "INBOX", generate_corpus(12, 3, &no_replies())).unwrap();
+        let robot = Robot::new();
+        robot.add_pop3("pop", dc.pop3_port(), USER, PASSWORD, &[]);
+        let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", point)]);
+        assert_eq!(out.status.code(), Some(86), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(dc.count(USER, "INBOX"), 12, "{point}: no QUIT, so nothing is deleted yet");
+        robot.run(&["run-once"]);
+        assert_exactly_once(&robot, 12);
+        assert_eq!(dc.count(USER, "INBOX"), 0, "{point}: deletes not redone");
+    }
+}
+
+#[test]
 fn sigkill_at_random_moments_while_1000_mails_flow() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);

@@ -319,6 +319,10 @@ impl MailSource for ImapSource {
         with_retry!(self, self.settle_inner(outcomes))
     }
 
+    fn resettle_if_listed_again(&self) -> bool {
+        true
+    }
+
     async fn close(&mut self) -> Result<(), SourceError> {
         if let Some(mut conn) = self.conn.take() {
             // Nothing depends on LOGOUT succeeding: IMAP changes are already

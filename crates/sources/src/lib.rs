@@ -78,4 +78,12 @@ pub trait MailSource: Send {
 
     /// Ends the session cleanly (IMAP LOGOUT, POP3 QUIT which commits deletes).
     async fn close(&mut self) -> Result<(), SourceError>;
+
+    /// Whether a mail the robot settled that is listed again means the settle
+    /// did not take effect (POP3 deletes lost with a failed QUIT, an IMAP
+    /// move undone), so the pipeline must settle it again. False where a
+    /// listed name can be a new mail (a drop folder reusing a file name).
+    fn resettle_if_listed_again(&self) -> bool {
+        false
+    }
 }

@@ -441,6 +441,11 @@ impl MailSource for Pop3Source {
         with_retry!(self, self.settle_inner(outcomes))
     }
 
+    fn resettle_if_listed_again(&self) -> bool {
+        // Deletes only take effect at QUIT; kept mails are listed by design.
+        !self.cfg.keep_on_server
+    }
+
     async fn close(&mut self) -> Result<(), SourceError> {
         self.close_inner().await
     }
