@@ -52,7 +52,7 @@ impl App {
     }
 }
 
-/// Batch size: `MAILROBOT_BATCH_MAILS` (default 500 mails per commit).
+/// Batch size: `MAILROBOT_BATCH_MAILS` (default 2,000 mails per commit).
 /// Smaller batches lose less work to a crash; larger ones fsync less often.
 pub const BATCH_ENV: &str = "MAILROBOT_BATCH_MAILS";
 

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mailrobot_secrets::SecretBox;
-use mailrobot_sources::{Listing, MailSource, Outcome, SourceError};
+use mailrobot_sources::{Listing, MailSource, Outcome, RemoteMail, SourceError};
 use mailrobot_store::{IncomingMail, Mailbox, ProcessingRules, SettleTo, Store, StoreError};
 use serde::Serialize;
 
@@ -31,7 +31,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self { max_mails: 500, max_bytes: 32 << 20 }
+        Self { max_mails: 2000, max_bytes: 32 << 20 }
     }
 }
 
@@ -167,45 +167,86 @@ impl Pipeline {
             .await?;
         }
 
-        for batch in batches(&new, self.limits) {
-            let ids: Vec<String> = batch.iter().map(|l| l.remote_id.clone()).collect();
-            let started = std::time::Instant::now();
-            let fetched = source.fetch(&ids).await?;
-            tracing::debug!(mails = fetched.len(), seconds = started.elapsed().as_secs_f64(), "fetched batch");
-            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after fetch");
+        // Two lanes run side by side: the server lane (fetch, settle) and the
+        // database lane (journal, process). Batch k is processed while batch
+        // k+1 downloads, and settled while batch k+1 is journaled; each step
+        // still waits for the commit it depends on.
+        let batches = batches(&new, self.limits);
+        let ids_of = |i: usize| -> Option<Vec<String>> {
+            batches.get(i).map(|b| b.iter().map(|l| l.remote_id.clone()).collect())
+        };
+        let mut fetched = match ids_of(0) {
+            Some(ids) => Some(source.fetch(&ids).await?),
+            None => None,
+        };
+        if let Some(batch) = fetched.take() {
             crash::point("after-fetch");
-            report.fetched += fetched.len();
-            self.blocking(move |s| {
-                let incoming: Vec<IncomingMail<'_>> = fetched
-                    .iter()
-                    .map(|m| {
-                        // Sources that list no sizes are checked here.
-                        if m.raw.len() as u64 > max {
-                            IncomingMail::rejected(
-                                m.remote_id.clone(),
-                                m.raw.len() as u64,
-                                format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
-                            )
-                        } else {
-                            IncomingMail::fetched(m.remote_id.clone(), &m.raw)
-                        }
-                    })
-                    .collect();
-                s.journal(id, &incoming)
-            })
-            .await?;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "journaled batch");
-            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after journal");
+            report.fetched += batch.len();
+            self.journal(id, max, batch).await?;
             crash::point("after-journal");
-            self.process(mailbox.id, report).await?;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "processed batch");
-            tracing::debug!(hwm_kb = peak_rss_kb(), "memory after process");
+        }
+        for k in 0..batches.len() {
+            let started = std::time::Instant::now();
+            let next_ids = ids_of(k + 1);
+            let fetch_next = async {
+                match &next_ids {
+                    Some(ids) => source.fetch(ids).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (processed, next) = tokio::join!(self.process(mailbox.id, report), fetch_next);
+            processed?;
             crash::point("after-process");
-            self.settle(mailbox.id, source, report).await?;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "settled batch");
+            let next = next?;
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                hwm_kb = peak_rss_kb(),
+                "processed batch, fetched the next"
+            );
+            if next.is_some() {
+                crash::point("after-fetch");
+            }
+            report.fetched += next.as_ref().map_or(0, Vec::len);
+            let journal_next = async {
+                match next {
+                    Some(batch) => self.journal(id, max, batch).await,
+                    None => Ok(()),
+                }
+            };
+            let (settled, journaled) = tokio::join!(self.settle(mailbox.id, source, report), journal_next);
+            settled?;
+            journaled?;
+            if k + 1 < batches.len() {
+                crash::point("after-journal");
+            }
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "settled batch, journaled the next");
         }
         // Rejected mails (no batch of their own) still need settling.
         self.settle(mailbox.id, source, report).await?;
+        Ok(())
+    }
+
+    /// Stores a fetched batch in the journal (one commit).
+    async fn journal(&self, mailbox_id: i64, max: u64, fetched: Vec<RemoteMail>) -> Result<(), PollError> {
+        self.blocking(move |s| {
+            let incoming: Vec<IncomingMail<'_>> = fetched
+                .iter()
+                .map(|m| {
+                    // Sources that list no sizes are checked here.
+                    if m.raw.len() as u64 > max {
+                        IncomingMail::rejected(
+                            m.remote_id.clone(),
+                            m.raw.len() as u64,
+                            format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
+                        )
+                    } else {
+                        IncomingMail::fetched(m.remote_id.clone(), &m.raw)
+                    }
+                })
+                .collect();
+            s.journal(mailbox_id, &incoming)
+        })
+        .await?;
         Ok(())
     }
 
