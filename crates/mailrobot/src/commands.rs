@@ -209,7 +209,8 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
                         "kind": e.kind,
                         "date": e.date,
                         "text": e.text_body,
-                        "has_html": e.html_body.is_some(),
+                        // HTML is stored as received and made safe only for display.
+                        "html": e.html_body.as_deref().map(mailrobot_core::html::sanitize),
                         "attachments": e.attachments.iter().map(|a| json!({
                             "filename": a.filename, "content_type": a.content_type, "size": a.size,
                             "inline": a.inline, "content_id": a.content_id, "sha256": a.sha256,

@@ -45,6 +45,13 @@ fn demo_once_tells_the_story_and_leaves_consistent_json() {
     assert_eq!(entries.len(), 1, "the duplicate must not add an entry");
     let attachments = entries[0]["attachments"].as_array().unwrap();
     assert!(attachments.iter().any(|a| a["content_type"] == "application/pdf" && a["size"].as_i64().unwrap() > 0));
+    // HTML is shown sanitised: the demo's HTML-only mail keeps its content and
+    // its inline logo (cid:), loses what a browser would act on (<meta>, style).
+    let html_ticket = robot.ticket("TKT-000004");
+    let html = html_ticket["entries"][0]["html"].as_str().expect("the HTML-only request has HTML");
+    assert!(html.contains("cid:logo-contoso@contoso.com") && html.contains("contact form"), "{html}");
+    assert!(!html.contains("http-equiv") && !html.contains("style="), "{html}");
+    assert!(!html_ticket["entries"][0]["text"].as_str().unwrap().is_empty(), "text derived from HTML");
 
     // A second demo drops the same mails again: all dedupe, no new tickets.
     robot.run(&["demo", "--once"]);

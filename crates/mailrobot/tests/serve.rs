@@ -34,9 +34,26 @@ fn serve_polls_answers_health_and_metrics_and_stops_on_sigterm() {
     std::fs::rename(drop.join("tmp/1.eml"), drop.join("inbox/1.eml")).unwrap();
     assert!(wait_until(Duration::from_secs(15), || drop.join("processed/1.eml").exists()), "{}", robot.serve_logs());
 
-    // The CLI works while serve holds the database.
+    // The CLI works while serve holds the database, and a mailbox added now
+    // is picked up without a restart.
     assert_eq!(robot.tickets().len(), 1);
     robot.run(&["mailbox", "list", "--json"]);
+    let late = robot.dir.path().join("late");
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "late",
+        "--kind",
+        "drop-folder",
+        "--path",
+        late.to_str().unwrap(),
+        "--poll-seconds",
+        "1",
+    ]);
+    std::fs::write(late.join("inbox/2.eml"), simple_mail("2@x", "Added later", "", "hi")).unwrap();
+    assert!(wait_until(Duration::from_secs(15), || late.join("processed/2.eml").exists()), "{}", robot.serve_logs());
+    assert_eq!(robot.tickets().len(), 2);
 
     let (status, metrics) = http_get(&address, "/metrics").unwrap();
     assert_eq!(status, 200);
@@ -45,7 +62,7 @@ fn serve_polls_answers_health_and_metrics_and_stops_on_sigterm() {
     let (_, health) = http_get(&address, "/healthz").unwrap();
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["counts"]["tickets"], 1);
+    assert_eq!(health["counts"]["tickets"], 2);
 
     // A second serve on the same data dir is refused with a clear message.
     let second = robot.run_raw(&["serve", "--listen", &format!("127.0.0.1:{}", free_port())], &[]);
