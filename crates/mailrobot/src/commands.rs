@@ -104,6 +104,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         kind: config.kind().to_string(),
         config: config.to_stored_json(),
         sealed_secret,
+        connection_id: None,
         poll_seconds: add.poll_seconds,
         max_message_bytes: add.max_message_mb.max(1) << 20,
     })?;

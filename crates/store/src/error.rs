@@ -6,6 +6,8 @@ pub enum StoreError {
     Open { path: String, source: rusqlite::Error },
     #[error("a mailbox named {0:?} already exists; choose another name or remove it first")]
     MailboxExists(String),
+    #[error("a {what} named {name:?} already exists; choose another name")]
+    Exists { what: &'static str, name: String },
     #[error("no mailbox with id {0}")]
     NoSuchMailbox(i64),
     #[error(

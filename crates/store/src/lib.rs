@@ -10,11 +10,14 @@
 //! transaction; the remote mailbox is settled only after that, and the
 //! settlement is recorded last. Every step can be repeated after a crash.
 
+pub mod auth;
 mod error;
 pub mod model;
 mod schema;
 mod sqlite;
+mod sqlite_auth;
 
+pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
 pub use sqlite::SqliteStore;

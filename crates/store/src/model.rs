@@ -12,6 +12,8 @@ pub struct Mailbox {
     /// Kind-specific settings (host, folders…); never holds secrets.
     pub config: serde_json::Value,
     pub has_secret: bool,
+    /// The service connection whose tokens authenticate this mailbox.
+    pub connection_id: Option<i64>,
     pub poll_seconds: i64,
     pub max_message_bytes: i64,
     /// `ok`, `error`, or `new` before the first poll.
@@ -30,6 +32,7 @@ pub struct NewMailbox {
     pub config: serde_json::Value,
     /// Already sealed by the caller (context `mailbox:{name}:secret`).
     pub sealed_secret: Option<Vec<u8>>,
+    pub connection_id: Option<i64>,
     pub poll_seconds: i64,
     pub max_message_bytes: i64,
 }

@@ -115,4 +115,72 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 2: service connections (OAuth2 app registrations, connections, tokens).
+    r#"
+-- An app registration at an identity provider: Microsoft 365 (client id +
+-- directory tenant) or a generic OAuth2 server. Secrets are sealed.
+CREATE TABLE tenants (
+    id                  INTEGER PRIMARY KEY,
+    name                TEXT NOT NULL UNIQUE,
+    provider            TEXT NOT NULL CHECK (provider IN ('microsoft365', 'oauth2')),
+    client_id           TEXT NOT NULL,
+    directory           TEXT,
+    authority_url       TEXT,
+    graph_url           TEXT,
+    ews_url             TEXT,
+    authorize_url       TEXT,
+    token_url           TEXT,
+    sealed_secret       BLOB,
+    secret_set_at       TEXT,
+    secret_expires_at   TEXT,
+    sealed_certificate  BLOB,
+    certificate_info    TEXT,
+    created_at          TEXT NOT NULL
+);
+
+CREATE TABLE connections (
+    id                   INTEGER PRIMARY KEY,
+    name                 TEXT NOT NULL UNIQUE,
+    tenant_id            INTEGER NOT NULL REFERENCES tenants(id),
+    capability           TEXT NOT NULL,
+    mode                 TEXT NOT NULL CHECK (mode IN ('delegated', 'application')),
+    scopes               TEXT NOT NULL,
+    state                TEXT NOT NULL DEFAULT 'not_authenticated',
+    last_error           TEXT,
+    sealed_refresh_token BLOB,
+    authenticated_name   TEXT,
+    authenticated_upn    TEXT,
+    authenticated_oid    TEXT,
+    granted_scopes       TEXT,
+    authenticated_at     TEXT,
+    refreshed_at         TEXT,
+    -- Cross-process single flight for refreshes: who holds it, until when.
+    refresh_lock_owner   TEXT,
+    refresh_lock_until   TEXT,
+    created_at           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL
+);
+
+CREATE TABLE access_tokens (
+    connection_id INTEGER NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    resource      TEXT NOT NULL,
+    sealed_token  BLOB NOT NULL,
+    expires_at    TEXT NOT NULL,
+    PRIMARY KEY (connection_id, resource)
+) WITHOUT ROWID;
+
+-- Pending Setup Authentication flows: state is single-use and expires.
+CREATE TABLE auth_flows (
+    state           TEXT PRIMARY KEY,
+    connection_id   INTEGER NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    sealed_verifier BLOB NOT NULL,
+    nonce           TEXT NOT NULL,
+    redirect_uri    TEXT NOT NULL,
+    initiator       TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    expires_at      TEXT NOT NULL
+) WITHOUT ROWID;
+
+ALTER TABLE mailboxes ADD COLUMN connection_id INTEGER REFERENCES connections(id);
+"#,
 ];

@@ -21,10 +21,10 @@ use crate::schema::MIGRATIONS;
 use crate::{ProcessingRules, Result, Store, StoreError};
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    pub(crate) conn: Mutex<Connection>,
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -68,13 +68,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the open
         // transaction rolls back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
@@ -84,7 +84,7 @@ impl SqliteStore {
 }
 
 const MAILBOX_COLUMNS: &str = "id, name, kind, enabled, config, sealed_secret IS NOT NULL, poll_seconds, \
-     max_message_bytes, status, last_error, consecutive_failures, last_poll_at, next_poll_at, created_at";
+     max_message_bytes, status, last_error, consecutive_failures, last_poll_at, next_poll_at, created_at, connection_id";
 
 fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     let config: String = row.get(4)?;
@@ -103,6 +103,7 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
         last_poll_at: row.get(11)?,
         next_poll_at: row.get(12)?,
         created_at: row.get(13)?,
+        connection_id: row.get(14)?,
     })
 }
 
@@ -149,8 +150,8 @@ impl Store for SqliteStore {
                 return Err(StoreError::MailboxExists(new.name.clone()));
             }
             tx.execute(
-                "INSERT INTO mailboxes (name, kind, config, sealed_secret, poll_seconds, max_message_bytes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO mailboxes (name, kind, config, sealed_secret, poll_seconds, max_message_bytes, created_at,
+                 connection_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     new.name,
                     new.kind,
@@ -158,7 +159,8 @@ impl Store for SqliteStore {
                     new.sealed_secret,
                     new.poll_seconds,
                     new.max_message_bytes,
-                    now()
+                    now(),
+                    new.connection_id
                 ],
             )?;
             Ok(tx.last_insert_rowid())

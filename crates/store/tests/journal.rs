@@ -15,6 +15,7 @@ fn mailbox(store: &SqliteStore, name: &str) -> i64 {
             kind: "drop-folder".into(),
             config: serde_json::json!({"path": "/tmp/x"}),
             sealed_secret: None,
+            connection_id: None,
             poll_seconds: 60,
             max_message_bytes: 50 << 20,
         })
@@ -161,6 +162,7 @@ fn reopening_keeps_everything() {
             kind: "imap".into(),
             config: serde_json::json!({}),
             sealed_secret: None,
+            connection_id: None,
             poll_seconds: 1,
             max_message_bytes: 1,
         }),

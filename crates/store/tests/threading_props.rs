@@ -47,7 +47,7 @@ proptest! {
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let mb = store.add_mailbox(&NewMailbox {
             name: "m".into(), kind: "drop-folder".into(), config: serde_json::json!({}),
-            sealed_secret: None, poll_seconds: 60, max_message_bytes: 1 << 20,
+            sealed_secret: None, connection_id: None, poll_seconds: 60, max_message_bytes: 1 << 20,
         }).unwrap().id;
 
         // The thread root of each mail, and each root's ticket number: roots
