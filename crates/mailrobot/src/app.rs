@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
-use mailrobot_store::{ProcessingRules, SqliteStore, Store};
+use mailrobot_store::{AuthStore, ProcessingRules, SqliteStore, Store};
 
 use crate::pipeline::{BatchLimits, Pipeline};
 
@@ -17,19 +18,34 @@ pub const SETTING_TICKET_DIGITS: &str = "ticket.digits";
 pub struct App {
     pub data_dir: PathBuf,
     pub store: Arc<dyn Store>,
+    /// The same database, seen through its service-connection side.
+    pub auth_store: Arc<dyn AuthStore>,
     pub secrets: Arc<SecretBox>,
+    broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
 
 impl App {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         create_private_dir(data_dir)?;
-        let store = SqliteStore::open(&data_dir.join(DB_FILE))?;
+        let sqlite = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let secrets = SecretBox::load(data_dir)?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
-            store: Arc::new(store) as Arc<dyn Store>,
+            store: sqlite.clone() as Arc<dyn Store>,
+            auth_store: sqlite as Arc<dyn AuthStore>,
             secrets: Arc::new(secrets),
+            broker_cell: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The token broker, made on first use (commands that never need a
+    /// token never build an HTTP client).
+    pub fn broker(&self) -> anyhow::Result<Arc<TokenBroker>> {
+        if let Some(broker) = self.broker_cell.get() {
+            return Ok(broker.clone());
+        }
+        let broker = Arc::new(TokenBroker::new(self.auth_store.clone(), self.secrets.clone())?);
+        Ok(self.broker_cell.get_or_init(|| broker).clone())
     }
 
     pub fn tag_format(&self) -> anyhow::Result<TagFormat> {
@@ -47,6 +63,7 @@ impl App {
             store: self.store.clone(),
             secrets: self.secrets.clone(),
             rules: ProcessingRules { tag: self.tag_format()? },
+            broker: Some(self.broker()?),
             limits: batch_limits()?,
         })
     }

@@ -33,6 +33,11 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8025", env = "MAILROBOT_LISTEN")]
         listen: SocketAddr,
+        /// The address people's browsers reach this server at (behind a proxy:
+        /// the https address they see). Setup Authentication redirects to
+        /// {public-url}/wm/externalAuth/redirect.html.
+        #[arg(long, env = "MAILROBOT_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// One pass over every enabled mailbox, then exit (non-zero if a mailbox could not be polled).
     RunOnce {
@@ -52,6 +57,12 @@ pub enum Command {
     /// Show or change settings (ticket number format).
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// App registrations at an identity provider (Microsoft 365 or any OAuth2 server).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Service connections: tenant + capability + mode, with their tokens.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -66,7 +77,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
     /// Add a mailbox. Passwords come from an environment variable or stdin, never the command line.
-    Add(MailboxAdd),
+    Add(Box<MailboxAdd>),
     List {
         #[arg(long)]
         json: bool,
@@ -88,6 +99,8 @@ pub enum MailboxKindArg {
     Imap,
     Pop3,
     DropFolder,
+    /// Exchange / Microsoft Graph, through a service connection.
+    Graph,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -140,6 +153,12 @@ pub struct MailboxAdd {
     /// Drop folder: the directory holding inbox/, tmp/, processed/, failed/.
     #[arg(long)]
     pub path: Option<PathBuf>,
+    /// Graph: the service connection whose tokens open the mailbox.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Graph: the mailbox address (a user's or a shared mailbox).
+    #[arg(long)]
+    pub address: Option<String>,
     #[arg(long, default_value_t = 60)]
     pub poll_seconds: i64,
     /// Larger mails are not downloaded; they are journaled as failed.
@@ -189,5 +208,101 @@ pub enum SettingsCommand {
     Set {
         key: String,
         value: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProviderArg {
+    Microsoft365,
+    Oauth2,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register an app registration's credentials. The client secret comes
+    /// from an environment variable or stdin, never the command line.
+    Add(Box<TenantAdd>),
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantAdd {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = ProviderArg::Microsoft365)]
+    pub provider: ProviderArg,
+    /// Application (client) ID of the app registration.
+    #[arg(long)]
+    pub client_id: String,
+    /// Directory (tenant) ID, a GUID or a domain (Microsoft 365).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Name of the environment variable holding the client secret.
+    #[arg(long)]
+    pub client_secret_env: Option<String>,
+    /// Read the client secret from the first line of standard input.
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+    /// When the client secret expires (YYYY-MM-DD): the robot warns 30 days before.
+    #[arg(long)]
+    pub secret_expires: Option<String>,
+    /// PEM file with the app's certificate and RSA private key, used instead of a secret.
+    #[arg(long)]
+    pub certificate_file: Option<PathBuf>,
+    /// Sign-in host without tenant (default https://login.microsoftonline.com).
+    #[arg(long)]
+    pub authority_url: Option<String>,
+    /// Graph host without version (default https://graph.microsoft.com).
+    #[arg(long)]
+    pub graph_url: Option<String>,
+    /// Full EWS URL (default https://outlook.office365.com/EWS/Exchange.asmx).
+    #[arg(long)]
+    pub ews_url: Option<String>,
+    /// Generic OAuth2: the authorize endpoint.
+    #[arg(long)]
+    pub authorize_url: Option<String>,
+    /// Generic OAuth2: the token endpoint.
+    #[arg(long)]
+    pub token_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// graph, ews, imap, pop or smtp
+        #[arg(long)]
+        capability: String,
+        /// delegated or application
+        #[arg(long)]
+        mode: String,
+        /// Scopes instead of the capability's defaults (repeat the flag).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Start Setup Authentication: prints the URL to open; `serve` receives the redirect.
+    Authorize {
+        name: String,
+        #[arg(long, env = "MAILROBOT_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Pre-fill the sign-in name.
+        #[arg(long)]
+        login_hint: Option<String>,
+    },
+    /// Get a token now and show the connection's state.
+    Test {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }

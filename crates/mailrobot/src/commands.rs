@@ -55,6 +55,12 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
     };
     let default_port =
         |plain: u16, implicit_tls: u16| add.port.unwrap_or(if add.tls == TlsArg::Tls { implicit_tls } else { plain });
+    let settle = match add.settle {
+        SettleArg::Move => SettleAction::Move,
+        SettleArg::MarkRead => SettleAction::MarkRead,
+        SettleArg::Delete => SettleAction::Delete,
+    };
+    let mut connection_id = None;
     let config = match add.kind {
         MailboxKindArg::Imap => MailboxConfig::Imap(ImapSettings {
             host: need(&add.host, "--host")?,
@@ -64,11 +70,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             folder: add.folder.clone(),
             processed_folder: add.processed_folder.clone(),
             error_folder: add.error_folder.clone(),
-            settle: match add.settle {
-                SettleArg::Move => SettleAction::Move,
-                SettleArg::MarkRead => SettleAction::MarkRead,
-                SettleArg::Delete => SettleAction::Delete,
-            },
+            settle,
         }),
         MailboxKindArg::Pop3 => MailboxConfig::Pop3(Pop3Settings {
             host: need(&add.host, "--host")?,
@@ -81,6 +83,26 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             let path = add.path.clone().ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
             let path = std::path::absolute(&path).with_context(|| format!("bad path {}", path.display()))?;
             MailboxConfig::DropFolder(DropFolderSettings { path })
+        }
+        MailboxKindArg::Graph => {
+            let name = need(&add.connection, "--connection")?;
+            let connection = app
+                .auth_store
+                .connection_by_name(&name)?
+                .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))?;
+            if connection.capability != "graph" {
+                bail!("connection {name} is for {}, not graph (Exchange / Microsoft Graph)", connection.capability);
+            }
+            connection_id = Some(connection.id);
+            MailboxConfig::Graph(GraphSettings {
+                connection: name,
+                address: need(&add.address, "--address")?,
+                // Graph names the inbox by its well-known name.
+                folder: if add.folder == "INBOX" { "inbox".into() } else { add.folder.clone() },
+                processed_folder: add.processed_folder.clone(),
+                error_folder: add.error_folder.clone(),
+                settle,
+            })
         }
     };
     let password = read_password(add)?;
@@ -104,7 +126,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         kind: config.kind().to_string(),
         config: config.to_stored_json(),
         sealed_secret,
-        connection_id: None,
+        connection_id,
         poll_seconds: add.poll_seconds,
         max_message_bytes: add.max_message_mb.max(1) << 20,
     })?;

@@ -104,7 +104,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
         "\n5. Serving: drop more .eml files into {}/inbox (write to tmp/ first, then rename). Ctrl-C stops.",
         drop_dir.display()
     );
-    crate::serve::serve(app, listen).await
+    crate::serve::serve(app, listen, None).await
 }
 
 fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
@@ -123,6 +123,8 @@ fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
         settle: SettleArg::Move,
         keep_on_server: false,
         path: Some(drop_dir.to_path_buf()),
+        connection: None,
+        address: None,
         poll_seconds: 5,
         max_message_mb: 50,
         disabled: false,

@@ -3,23 +3,92 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Form, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use mailrobot_auth::TokenBroker;
+use mailrobot_auth::model::REDIRECT_PATH;
 use mailrobot_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
 use serde_json::json;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
+    pub broker: Arc<TokenBroker>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        // The seed's redirect path, so app registrations made by its guide work.
+        .route(REDIRECT_PATH, get(redirect_query).post(redirect_form))
+        .with_state(state)
+}
+
+/// What the identity platform sends back to the redirect URI.
+#[derive(Debug, Default, Deserialize)]
+pub struct RedirectParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn redirect_query(State(state): State<HttpState>, Query(params): Query<RedirectParams>) -> Response {
+    complete_setup(state, params).await
+}
+
+async fn redirect_form(State(state): State<HttpState>, Form(params): Form<RedirectParams>) -> Response {
+    complete_setup(state, params).await
+}
+
+async fn complete_setup(state: HttpState, params: RedirectParams) -> Response {
+    let Some(flow_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Setup Authentication failed",
+            "The answer carries no state: start Setup Authentication again.",
+        );
+    };
+    let error = params.error.as_deref().map(|e| (e, params.error_description.as_deref().unwrap_or("")));
+    // Flows started from the CLI are bound to their server-side record; the
+    // admin UI will bind its flows to the browser session.
+    let result = state
+        .broker
+        .complete_authorization(flow_state, params.code.as_deref(), error, |initiator| initiator == "cli")
+        .await;
+    match result {
+        Ok(connection) => page(
+            StatusCode::OK,
+            "Setup Authentication complete",
+            &format!(
+                "Connection {} is ready{}. You can close this window.",
+                connection.name,
+                connection.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default()
+            ),
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "Setup Authentication failed");
+            page(StatusCode::BAD_REQUEST, "Setup Authentication failed", &err.to_string())
+        }
+    }
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{t}</h1><p>{m}</p></body></html>",
+        t = escape(title),
+        m = escape(message)
+    );
+    (status, Html(body)).into_response()
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

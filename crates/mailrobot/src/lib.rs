@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod commands_auth;
 pub mod crash;
 pub mod demo;
 pub mod http;

@@ -18,6 +18,20 @@ pub enum MailboxConfig {
     Imap(ImapSettings),
     Pop3(Pop3Settings),
     DropFolder(DropFolderSettings),
+    Graph(GraphSettings),
+}
+
+/// Exchange / Microsoft Graph through a service connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GraphSettings {
+    /// The connection's name when the mailbox was added (the mailbox row
+    /// holds its id).
+    pub connection: String,
+    pub address: String,
+    pub folder: String,
+    pub processed_folder: String,
+    pub error_folder: String,
+    pub settle: SettleAction,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,6 +96,7 @@ impl MailboxConfig {
             MailboxConfig::Imap(_) => "imap",
             MailboxConfig::Pop3(_) => "pop3",
             MailboxConfig::DropFolder(_) => "drop-folder",
+            MailboxConfig::Graph(_) => "graph",
         }
     }
 
@@ -137,6 +152,13 @@ impl MailboxConfig {
                 .await?,
             ),
             MailboxConfig::DropFolder(s) => Box::new(DropFolderSource::open(s.path.clone())?),
+            MailboxConfig::Graph(s) => {
+                return Err(SourceError::permanent(format!(
+                    "reading mail through Microsoft Graph ({}) is not available in this version yet; \
+                     the connection's tokens are checked on every poll",
+                    s.address
+                )));
+            }
         })
     }
 }

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let app = App::open(&cli.data_dir)?;
     match cli.command {
-        Command::Serve { listen } => mailrobot::serve::serve(&app, listen).await?,
+        Command::Serve { listen, public_url } => mailrobot::serve::serve(&app, listen, public_url).await?,
         Command::RunOnce { json } => return run_once(&app, json).await,
         Command::Mailbox(command) => match command {
             MailboxCommand::Add(add) => {
@@ -81,6 +81,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{n} failed mails queued again; the next pass processes them.");
         }
         Command::Settings(command) => commands::settings(&app, &command)?,
+        Command::Tenant(command) => mailrobot::commands_auth::tenant_command(&app, &command)?,
+        Command::Connection(command) => return mailrobot::commands_auth::connection_command(&app, &command).await,
         Command::Demo { once, listen } => mailrobot::demo::run(&app, once, listen).await?,
     }
     Ok(ExitCode::SUCCESS)

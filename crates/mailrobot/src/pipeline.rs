@@ -43,6 +43,8 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Auth(#[from] mailrobot_auth::AuthError),
 }
 
 impl PollError {
@@ -51,7 +53,15 @@ impl PollError {
         match self {
             PollError::Source(e) => e.is_transient(),
             PollError::Store(_) | PollError::Join(_) => true,
+            PollError::Auth(e) => e.is_transient(),
         }
+    }
+
+    /// The mailbox waits for a person (its connection needs Setup
+    /// Authentication, or a new secret): no network until then.
+    pub fn is_paused(&self) -> bool {
+        matches!(self, PollError::Auth(mailrobot_auth::AuthError::Blocked { .. }))
+            || matches!(self, PollError::Auth(mailrobot_auth::AuthError::Refused { state: Some(_), .. }))
     }
 }
 
@@ -75,6 +85,8 @@ pub struct Pipeline {
     pub secrets: Arc<SecretBox>,
     pub rules: ProcessingRules,
     pub limits: BatchLimits,
+    /// Tokens for mailboxes behind a service connection.
+    pub broker: Option<Arc<mailrobot_auth::TokenBroker>>,
 }
 
 impl Pipeline {
@@ -94,6 +106,16 @@ impl Pipeline {
         self.process(mailbox.id, &mut report).await?;
 
         let config = MailboxConfig::from_mailbox(mailbox)?;
+        if let Some(connection_id) = mailbox.connection_id {
+            // Every poll proves the connection still yields a token; a
+            // connection that needs a person pauses the mailbox here,
+            // without a network call.
+            let broker = self.broker.as_ref().ok_or_else(|| {
+                SourceError::permanent("this process has no token broker for service connections".to_string())
+            })?;
+            let token = broker.access_token(connection_id).await?;
+            tracing::debug!(mailbox = %mailbox.name, expires_at = %token.expires_at, "access token ready");
+        }
         let id = mailbox.id;
         let sealed = self.blocking(move |s| s.mailbox_secret(id)).await?;
         let mut source = config.open(mailbox, sealed.as_deref(), &self.secrets).await?;

@@ -36,10 +36,14 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
         Ok(_) => 0,
         Err(_) => mailbox.consecutive_failures + 1,
     };
-    let delay = next_delay(mailbox.poll_seconds, failures);
+    let paused = result.as_ref().err().is_some_and(PollError::is_paused);
+    // A paused mailbox is checked at its normal pace: the check is local and
+    // it should resume as soon as a person has fixed its connection.
+    let delay = if paused { next_delay(mailbox.poll_seconds, 0) } else { next_delay(mailbox.poll_seconds, failures) };
     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let record = PollRecord {
         error: result.as_ref().err().map(ToString::to_string),
+        paused,
         next_poll_at: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     match &result {

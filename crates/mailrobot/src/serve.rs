@@ -49,7 +49,7 @@ impl ServeLock {
 }
 
 /// Runs until SIGTERM or Ctrl-C; returns within seconds of either.
-pub async fn serve(app: &App, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) -> anyhow::Result<()> {
     let _lock = ServeLock::acquire(&app.data_dir)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -59,11 +59,15 @@ pub async fn serve(app: &App, listen: SocketAddr) -> anyhow::Result<()> {
         format!("cannot listen on {listen}; is another program using that port? choose one with --listen")
     })?;
     let local = listener.local_addr()?;
+    // Recorded so `connection authorize` builds redirect URIs that reach us.
+    let public_url =
+        public_url.map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{local}"));
+    app.store.set_setting(crate::commands_auth::SETTING_PUBLIC_URL, &public_url)?;
     tracing::info!(address = %local, data_dir = %app.data_dir.display(), "mailrobot serving");
-    println!("mailrobot serving on http://{local} (data dir {})", app.data_dir.display());
+    println!("mailrobot serving on http://{local} (public URL {public_url}, data dir {})", app.data_dir.display());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = HttpState { store: app.store.clone(), metrics };
+    let state = HttpState { store: app.store.clone(), metrics, broker: app.broker()? };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, router(state))

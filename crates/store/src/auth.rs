@@ -112,6 +112,13 @@ pub trait AuthStore: Send + Sync {
     fn tenant(&self, id: i64) -> Result<Option<Tenant>>;
     fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
     fn tenant_secret(&self, id: i64) -> Result<Option<Vec<u8>>>;
+    /// Replaces the sealed client secret and/or certificate (None leaves it).
+    fn set_tenant_credentials(
+        &self,
+        id: i64,
+        sealed_secret: Option<&[u8]>,
+        sealed_certificate: Option<&[u8]>,
+    ) -> Result<()>;
     fn tenant_certificate(&self, id: i64) -> Result<Option<Vec<u8>>>;
 
     fn add_connection(&self, new: &NewConnection) -> Result<Connection>;

@@ -41,6 +41,8 @@ pub struct NewMailbox {
 #[derive(Debug, Clone)]
 pub struct PollRecord {
     pub error: Option<String>,
+    /// The mailbox waits for a person (status `paused` instead of `error`).
+    pub paused: bool,
     /// RFC 3339 time of the next poll.
     pub next_poll_at: String,
 }

@@ -224,10 +224,10 @@ impl Store for SqliteStore {
                     params![id, now(), record.next_poll_at],
                 )?,
                 Some(error) => tx.execute(
-                    "UPDATE mailboxes SET status = 'error', last_error = ?2,
+                    "UPDATE mailboxes SET status = ?5, last_error = ?2,
                      consecutive_failures = consecutive_failures + 1, last_poll_at = ?3, next_poll_at = ?4
                      WHERE id = ?1",
-                    params![id, error, now(), record.next_poll_at],
+                    params![id, error, now(), record.next_poll_at, if record.paused { "paused" } else { "error" }],
                 )?,
             };
             Ok(())

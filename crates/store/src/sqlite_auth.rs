@@ -119,6 +119,26 @@ impl AuthStore for SqliteStore {
         Ok(conn.query_row("SELECT sealed_secret FROM tenants WHERE id = ?1", [id], |r| r.get(0)).optional()?.flatten())
     }
 
+    fn set_tenant_credentials(
+        &self,
+        id: i64,
+        sealed_secret: Option<&[u8]>,
+        sealed_certificate: Option<&[u8]>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            if let Some(sealed) = sealed_secret {
+                tx.execute(
+                    "UPDATE tenants SET sealed_secret = ?2, secret_set_at = ?3 WHERE id = ?1",
+                    params![id, sealed, now()],
+                )?;
+            }
+            if let Some(sealed) = sealed_certificate {
+                tx.execute("UPDATE tenants SET sealed_certificate = ?2 WHERE id = ?1", params![id, sealed])?;
+            }
+            Ok(())
+        })
+    }
+
     fn tenant_certificate(&self, id: i64) -> Result<Option<Vec<u8>>> {
         let conn = self.lock();
         Ok(conn

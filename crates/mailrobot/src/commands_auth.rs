@@ -1,0 +1,311 @@
+//! Tenants (app registrations) and service connections on the command line.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, anyhow, bail};
+use mailrobot_auth::broker::{tenant_certificate_context, tenant_secret_context};
+use mailrobot_auth::model::{PROVIDER_MICROSOFT365, PROVIDER_OAUTH2};
+use mailrobot_auth::{AuthError, Capability, ConnectionState, Mode};
+use mailrobot_secrets::Secret;
+use mailrobot_store::{AuthStore, Connection, NewConnection, NewTenant, Tenant};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::cli::{ConnectionCommand, ProviderArg, TenantAdd, TenantCommand};
+use crate::commands::print_json;
+
+pub const SETTING_PUBLIC_URL: &str = "public_url";
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8025";
+
+fn read_client_secret(add: &TenantAdd) -> anyhow::Result<Option<Secret>> {
+    if let Some(var) = &add.client_secret_env {
+        let value = std::env::var(var)
+            .map_err(|_| anyhow!("environment variable {var} (named by --client-secret-env) is not set"))?;
+        if value.trim().is_empty() {
+            bail!("environment variable {var} is empty; put the client secret's value in it");
+        }
+        return Ok(Some(Secret::new(value.trim())));
+    }
+    if add.client_secret_stdin {
+        if std::io::stdin().is_terminal() {
+            eprintln!("Client secret for tenant {} (the secret's Value, one line):", add.name);
+        }
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the client secret from stdin")?;
+        let value = line.trim().to_string();
+        if value.is_empty() {
+            bail!("no client secret on stdin");
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(None)
+}
+
+/// http:// is for tests and loopback; anywhere else a token would cross the
+/// network in clear.
+fn check_url(flag: &str, value: &Option<String>) -> anyhow::Result<()> {
+    let Some(value) = value else { return Ok(()) };
+    let url = url::Url::parse(value).with_context(|| format!("{flag} {value:?} is not a URL"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                eprintln!("warning: {flag} {value} uses http://: tokens and secrets would travel unencrypted");
+            }
+            Ok(())
+        }
+        other => bail!("{flag} must be an https:// URL (got {other}://)"),
+    }
+}
+
+fn parse_expiry(date: &str) -> anyhow::Result<String> {
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .with_context(|| format!("--secret-expires {date:?} is not a date like 2027-06-30"))?;
+    Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+pub fn tenant_add(app: &App, add: &TenantAdd) -> anyhow::Result<Tenant> {
+    let provider = match add.provider {
+        ProviderArg::Microsoft365 => PROVIDER_MICROSOFT365,
+        ProviderArg::Oauth2 => PROVIDER_OAUTH2,
+    };
+    if provider == PROVIDER_MICROSOFT365 && add.tenant.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        bail!("--tenant is needed: the app registration's Directory (tenant) ID, or the tenant's domain");
+    }
+    if provider == PROVIDER_OAUTH2 && (add.authorize_url.is_none() || add.token_url.is_none()) {
+        bail!("--provider oauth2 needs --authorize-url and --token-url");
+    }
+    for (flag, value) in [
+        ("--authority-url", &add.authority_url),
+        ("--graph-url", &add.graph_url),
+        ("--ews-url", &add.ews_url),
+        ("--authorize-url", &add.authorize_url),
+        ("--token-url", &add.token_url),
+    ] {
+        check_url(flag, value)?;
+    }
+    let secret = read_client_secret(add)?;
+    let certificate = match &add.certificate_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let cert = mailrobot_auth::assertion::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            Some((Secret::new(pem), format!("SHA-256 thumbprint {}", cert.thumbprint_sha256_hex())))
+        }
+        None => None,
+    };
+    if secret.is_none() && certificate.is_none() {
+        bail!("give the client secret (--client-secret-env VAR or --client-secret-stdin) or --certificate-file PEM");
+    }
+    let secret_expires_at = add.secret_expires.as_deref().map(parse_expiry).transpose()?;
+    // Sealing needs the tenant's id in the context: insert, then seal.
+    let tenant = app.auth_store.add_tenant(&NewTenant {
+        name: add.name.clone(),
+        provider: provider.to_string(),
+        client_id: add.client_id.trim().to_string(),
+        directory: add.tenant.as_ref().map(|t| t.trim().to_string()),
+        authority_url: add.authority_url.clone(),
+        graph_url: add.graph_url.clone(),
+        ews_url: add.ews_url.clone(),
+        authorize_url: add.authorize_url.clone(),
+        token_url: add.token_url.clone(),
+        sealed_secret: None,
+        secret_expires_at,
+        sealed_certificate: None,
+        certificate_info: certificate.as_ref().map(|(_, info)| info.clone()),
+    })?;
+    let sealed_secret = secret.map(|s| app.secrets.seal_str(&s, &tenant_secret_context(&tenant)));
+    let sealed_certificate =
+        certificate.map(|(pem, _)| app.secrets.seal_str(&pem, &tenant_certificate_context(&tenant)));
+    app.auth_store.set_tenant_credentials(tenant.id, sealed_secret.as_deref(), sealed_certificate.as_deref())?;
+    Ok(app.auth_store.tenant(tenant.id)?.expect("tenant just added"))
+}
+
+pub fn tenant_json(t: &Tenant) -> Value {
+    json!({
+        "name": t.name,
+        "provider": t.provider,
+        "client_id": t.client_id,
+        "tenant": t.directory,
+        "authority_url": t.authority_url,
+        "graph_url": t.graph_url,
+        "ews_url": t.ews_url,
+        "authorize_url": t.authorize_url,
+        "token_url": t.token_url,
+        // The secret itself is write-only: only when it was set.
+        "client_secret": t.secret_set_at.as_ref().map(|at| format!("set on {at}")),
+        "secret_expires_at": t.secret_expires_at,
+        "certificate": t.certificate_info,
+        "created_at": t.created_at,
+    })
+}
+
+pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Add(add) => {
+            let t = tenant_add(app, add)?;
+            println!("Added tenant {} (client id {}).", t.name, t.client_id);
+        }
+        TenantCommand::List { json } => {
+            let tenants = app.auth_store.tenants()?;
+            if *json {
+                print_json(&Value::Array(tenants.iter().map(tenant_json).collect()));
+            } else {
+                for t in &tenants {
+                    let credential = if t.has_certificate {
+                        "certificate"
+                    } else if t.has_secret {
+                        "secret"
+                    } else {
+                        "none"
+                    };
+                    println!("{:<20} {:<12} {:<38} {}", t.name, t.provider, t.client_id, credential);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find_connection(store: &dyn AuthStore, name: &str) -> anyhow::Result<Connection> {
+    store
+        .connection_by_name(name)?
+        .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))
+}
+
+pub fn connection_json(app: &App, c: &Connection) -> anyhow::Result<Value> {
+    let tenant = app.auth_store.tenant(c.tenant_id)?;
+    let capability = c.capability.parse::<Capability>().map(|cap| cap.label()).unwrap_or("");
+    Ok(json!({
+        "name": c.name,
+        "tenant": tenant.map(|t| t.name),
+        "capability": c.capability,
+        "capability_label": capability,
+        "mode": c.mode,
+        "scopes": c.scopes,
+        "state": c.state,
+        "last_error": c.last_error,
+        "authenticated_as": if c.authenticated_at.is_some() {
+            json!({"name": c.authenticated_name, "username": c.authenticated_upn, "oid": c.authenticated_oid})
+        } else { Value::Null },
+        "granted_scopes": c.granted_scopes,
+        "authenticated_at": c.authenticated_at,
+        "refreshed_at": c.refreshed_at,
+        "created_at": c.created_at,
+    }))
+}
+
+/// The public URL for redirects: the flag or env, else what `serve` recorded.
+pub fn public_url(app: &App, given: Option<&str>) -> anyhow::Result<String> {
+    Ok(match given {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => app.store.setting(SETTING_PUBLIC_URL)?.unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_string()),
+    })
+}
+
+pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        ConnectionCommand::Add { name, tenant, capability, mode, scopes } => {
+            let tenant = app.auth_store.tenant_by_name(tenant)?.ok_or_else(|| anyhow!("no tenant named {tenant:?}"))?;
+            let capability: Capability = capability.parse().map_err(|e: String| anyhow!(e))?;
+            let mode: Mode = mode.parse().map_err(|e: String| anyhow!(e))?;
+            let scopes = if scopes.is_empty() {
+                if tenant.provider == PROVIDER_OAUTH2 {
+                    bail!("a generic OAuth2 tenant has no default scopes: give them with --scope (repeatable)");
+                }
+                capability.default_scopes(mode)
+            } else {
+                scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect()
+            };
+            if mode == Mode::Application && scopes.iter().any(|s| !s.ends_with("/.default")) {
+                bail!("application mode (client credentials) takes one scope of the form {{resource}}/.default");
+            }
+            let c = app.auth_store.add_connection(&NewConnection {
+                name: name.clone(),
+                tenant_id: tenant.id,
+                capability: capability.as_str().into(),
+                mode: mode.as_str().into(),
+                scopes,
+            })?;
+            println!("Added connection {} ({}, {}).", c.name, capability.label(), c.mode);
+            if mode == Mode::Delegated {
+                println!("Next: run Setup Authentication with `mailrobot connection authorize {}`.", c.name);
+            }
+        }
+        ConnectionCommand::Authorize { name, public_url: given, login_hint } => {
+            let c = find_connection(app.auth_store.as_ref(), name)?;
+            let public = public_url(app, given.as_deref())?;
+            let url = app.broker()?.begin_authorization(c.id, &public, "cli", login_hint.as_deref()).await?;
+            println!("{url}");
+            eprintln!(
+                "Open this URL in a browser and sign in within 10 minutes. `mailrobot serve` must be reachable at \
+                 {public}{} to receive the answer.",
+                mailrobot_auth::model::REDIRECT_PATH
+            );
+        }
+        ConnectionCommand::Test { name, json } => {
+            let c = find_connection(app.auth_store.as_ref(), name)?;
+            // A connection waiting for a person is reported as stored: no network call.
+            let outcome = if ConnectionState::parse(&c.state).blocks_token_requests() {
+                Err(AuthError::Blocked {
+                    connection: c.name.clone(),
+                    state: ConnectionState::parse(&c.state).as_str(),
+                    reason: c.last_error.clone().unwrap_or_default(),
+                })
+            } else {
+                app.broker()?.access_token(c.id).await
+            };
+            let c = find_connection(app.auth_store.as_ref(), name)?;
+            let mut value = connection_json(app, &c)?;
+            value["ok"] = json!(outcome.is_ok());
+            match &outcome {
+                Ok(token) => {
+                    value["token_expires_at"] = json!(token.expires_at.to_rfc3339());
+                    value["resource"] = json!(token.resource);
+                }
+                Err(err) => value["error"] = json!(err.to_string()),
+            }
+            if *json {
+                print_json(&value);
+            } else {
+                match &outcome {
+                    Ok(token) => println!(
+                        "{}: {} — token for {} valid until {}{}",
+                        c.name,
+                        c.state,
+                        token.resource,
+                        token.expires_at.to_rfc3339(),
+                        c.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default()
+                    ),
+                    Err(err) => println!("{}: {} — {err}", c.name, c.state),
+                }
+            }
+            return Ok(if outcome.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) });
+        }
+        ConnectionCommand::List { json } => {
+            let connections = app.auth_store.connections()?;
+            if *json {
+                let rows = connections.iter().map(|c| connection_json(app, c)).collect::<anyhow::Result<Vec<_>>>()?;
+                print_json(&Value::Array(rows));
+            } else {
+                for c in &connections {
+                    println!(
+                        "{:<20} {:<6} {:<12} {:<18} {}",
+                        c.name,
+                        c.capability,
+                        c.mode,
+                        c.state,
+                        c.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
