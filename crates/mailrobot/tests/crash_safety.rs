@@ -88,12 +88,12 @@ fn sigkill_at_random_moments_while_1000_mails_flow() {
     let robot = Robot::new();
     robot.add_imap("support", dc.imap_port(), USER, PASSWORD, &["--poll-seconds", "1"]);
     // Small batches make many commits, so kills land between all kinds of steps.
-    let env = [("MAILROBOT_BATCH_MAILS", "25")];
+    let env = [("MAILROBOT_BATCH_MAILS", "5")];
     let mut kills = 0;
     let mut left_at_kill = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..30 {
         let (mut child, _) = robot.spawn_serve(&env);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(150..700)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(60..300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
