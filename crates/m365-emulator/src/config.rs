@@ -1,0 +1,230 @@
+//! The emulator's setup: tenants, app registrations, users and consents.
+//!
+//! The same types are read from `--config FILE.json`, posted to the admin API and passed to the
+//! Rust API, so a test can move between the three without translating anything.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Everything the emulator starts with. The JSON config file has exactly this shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Setup {
+    pub tenants: Vec<TenantSpec>,
+    pub apps: Vec<AppSpec>,
+    pub users: Vec<UserSpec>,
+    /// Consents granted up front (user consent when `username` is set, admin consent otherwise).
+    pub consents: Vec<ConsentSpec>,
+}
+
+/// How a tenant reads scopes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantMode {
+    /// Microsoft identity platform rules: `{resource}/{permission}` scopes, one resource per token,
+    /// `/.default` for client credentials.
+    #[default]
+    Microsoft,
+    /// A plain OAuth2 server (Google-like): scopes are opaque strings, all of them go into one token.
+    Generic,
+}
+
+/// A directory (tenant).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Tenant id (a GUID). Generated when absent.
+    pub id: Option<String>,
+    /// Primary domain, e.g. `contoso.onmicrosoft.com`. Usable in URLs instead of the id.
+    pub domain: String,
+    /// Display name.
+    pub name: String,
+    pub mode: TenantMode,
+    /// `expires_in` of access tokens (Microsoft: 3599, randomised between 60 and 90 minutes in reality).
+    pub access_token_lifetime_seconds: u64,
+    /// Lifetime of each refresh token from its issue (Microsoft: 90 days). Past it: AADSTS70008.
+    pub refresh_token_lifetime_seconds: u64,
+    /// When set, a refresh token unused for this long fails with AADSTS700082.
+    pub refresh_token_inactivity_seconds: Option<u64>,
+    /// How long a refresh token stays usable after it was redeemed (and so replaced by a new
+    /// one). 0 (default) = single use. Microsoft itself does not revoke redeemed refresh tokens:
+    /// set a large value to imitate that.
+    pub refresh_token_reuse_grace_seconds: u64,
+    /// Whether a refresh returns a new refresh token (Microsoft: always). Google does not rotate.
+    pub rotate_refresh_tokens: bool,
+    /// Whether users may consent to delegated permissions themselves. When false, a user who
+    /// would need the consent page gets AADSTS90094 (admin approval required).
+    pub user_consent_allowed: bool,
+}
+
+impl Default for TenantSpec {
+    fn default() -> Self {
+        TenantSpec {
+            id: None,
+            domain: String::new(),
+            name: String::new(),
+            mode: TenantMode::Microsoft,
+            access_token_lifetime_seconds: 3599,
+            refresh_token_lifetime_seconds: 90 * 24 * 3600,
+            refresh_token_inactivity_seconds: None,
+            refresh_token_reuse_grace_seconds: 0,
+            rotate_refresh_tokens: true,
+            user_consent_allowed: true,
+        }
+    }
+}
+
+impl TenantSpec {
+    /// A tenant with Microsoft's defaults and the given domain.
+    pub fn new(domain: impl Into<String>) -> Self {
+        TenantSpec { domain: domain.into(), ..Default::default() }
+    }
+}
+
+/// A client secret of an app registration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub value: String,
+    /// RFC 3339; absent = never expires.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl SecretSpec {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretSpec { value: value.into(), expires_at: None }
+    }
+}
+
+/// A certificate credential of an app registration (public part only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// PEM, `-----BEGIN CERTIFICATE-----`.
+    pub pem: String,
+}
+
+/// An app registration (plus its service principal, which the emulator does not model apart).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppSpec {
+    /// Home tenant: id or domain.
+    pub tenant: String,
+    /// Application (client) id. Generated (a GUID) when absent.
+    pub client_id: Option<String>,
+    pub name: String,
+    /// Registered redirect URIs; the authorize request must use one of them exactly.
+    pub redirect_uris: Vec<String>,
+    pub secrets: Vec<SecretSpec>,
+    pub certificates: Vec<CertificateSpec>,
+    /// Delegated permissions granted tenant-wide by admin consent, e.g.
+    /// `https://graph.microsoft.com/Mail.ReadWrite.Shared` (no resource prefix = Microsoft Graph).
+    pub delegated_permissions: Vec<String>,
+    /// Application permissions (app roles) granted by admin consent, e.g.
+    /// `https://graph.microsoft.com/Mail.ReadWrite`, `https://outlook.office365.com/full_access_as_app`.
+    pub application_permissions: Vec<String>,
+    /// A public client (desktop/mobile): no secret, and presenting one is an error (AADSTS700025).
+    pub public_client: bool,
+    /// Whether the app may be used through `/common` and `/organizations` and by users of other
+    /// tenants. Single-tenant apps get AADSTS50194 there, as in Entra.
+    pub multi_tenant: bool,
+    /// Application ID URIs under which this app is itself a resource (besides `api://{client_id}`).
+    pub identifier_uris: Vec<String>,
+    /// Conditional Access blocks this workload identity: client credentials fail with AADSTS53003.
+    pub blocked_by_conditional_access: bool,
+}
+
+/// A user account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserSpec {
+    /// Tenant id or domain.
+    pub tenant: String,
+    /// User principal name, e.g. `robot@contoso.onmicrosoft.com`.
+    pub username: String,
+    pub password: String,
+    /// Display name; defaults to the username.
+    pub name: Option<String>,
+    /// Object id (a GUID). Generated when absent.
+    pub oid: Option<String>,
+    /// Mail address (the `email` claim); defaults to the username.
+    pub email: Option<String>,
+    /// Multi-factor authentication required: sign-in asks for `mfa_code`, and refresh tokens
+    /// obtained without MFA fail with AADSTS50076.
+    pub mfa_required: bool,
+    /// The one-time code the MFA step accepts (default `123456`).
+    pub mfa_code: Option<String>,
+    /// Conditional Access blocks this user: sign-in shows AADSTS53003, token requests fail with it.
+    pub blocked_by_conditional_access: bool,
+}
+
+/// A consent to grant or revoke.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsentSpec {
+    pub tenant: String,
+    pub client_id: String,
+    /// The user who consents; absent = admin consent for the whole tenant.
+    pub username: Option<String>,
+    /// Delegated permissions, e.g. `https://graph.microsoft.com/Mail.ReadWrite.Shared`. On revoke,
+    /// empty = all.
+    pub scopes: Vec<String>,
+}
+
+/// A change to a user's flags (absent fields are left as they are).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserUpdate {
+    pub tenant: String,
+    pub username: String,
+    pub mfa_required: Option<bool>,
+    pub blocked_by_conditional_access: Option<bool>,
+    pub name: Option<String>,
+}
+
+/// Tokens for a user without the browser dance: what a finished authorization code flow returns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssueSpec {
+    pub tenant: String,
+    pub client_id: String,
+    pub username: String,
+    /// As on the authorize request; include `offline_access` for a refresh token, `openid` for an
+    /// id_token. The resource scopes are consented for the user as a side effect.
+    pub scopes: Vec<String>,
+    /// Mark the session as having passed MFA.
+    pub mfa: bool,
+}
+
+/// A fault to inject into the next `count` requests to an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSpec {
+    /// `token`, `authorize`, `login`, `openid_configuration`, `jwks`, `instance_discovery`,
+    /// `introspect`, `userinfo`, `logout`, `other`, or `*` for any of them.
+    pub endpoint: String,
+    /// How many requests this fault applies to.
+    pub count: u32,
+    /// Answer with this HTTP status (Microsoft-shaped JSON body) instead of handling the request.
+    pub status: Option<u16>,
+    /// `Retry-After` seconds to send with `status`.
+    pub retry_after: Option<u64>,
+    /// Wait this long before answering (or before the status / the drop).
+    pub latency_ms: u64,
+    /// Close the connection without an answer.
+    pub drop_connection: bool,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            endpoint: "token".into(),
+            count: 1,
+            status: None,
+            retry_after: None,
+            latency_ms: 0,
+            drop_connection: false,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Fault injection and request counters, per endpoint.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::EmulatorError;
+use crate::config::FaultSpec;
+use crate::error::StsError;
+
+/// Endpoint names faults and counters are kept under.
+pub const ENDPOINTS: [&str; 10] = [
+    "authorize",
+    "login",
+    "token",
+    "logout",
+    "openid_configuration",
+    "jwks",
+    "instance_discovery",
+    "introspect",
+    "userinfo",
+    "other",
+];
+
+/// Which endpoint a request path belongs to; `None` for the admin API (never faulted or counted).
+pub(crate) fn classify(path: &str) -> Option<&'static str> {
+    if path == "/_admin" || path.starts_with("/_admin/") {
+        return None;
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Some(match segs.as_slice() {
+        [_, "oauth2", "v2.0", "authorize"] => "authorize",
+        [_, "oauth2", "v2.0", "token"] => "token",
+        [_, "oauth2", "v2.0", "logout"] => "logout",
+        [_, "login" | "mfa" | "consent"] => "login",
+        [_, "v2.0", ".well-known", "openid-configuration"] | [_, ".well-known", "openid-configuration"] => {
+            "openid_configuration"
+        }
+        [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => "jwks",
+        [_, "discovery", "instance"] => "instance_discovery",
+        ["introspect"] => "introspect",
+        ["oidc", "userinfo"] => "userinfo",
+        _ => "other",
+    })
+}
+
+/// Counters of one endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EndpointStats {
+    /// Requests received (faulted ones included).
+    pub requests: u64,
+    /// Requests a fault was applied to.
+    pub faults: u64,
+    /// Answers by HTTP status (`"200"`, `"400"`…); dropped connections count as `"dropped"`.
+    pub status: BTreeMap<String, u64>,
+}
+
+/// Request counters (`GET /_admin/stats`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub endpoints: BTreeMap<String, EndpointStats>,
+    /// Successful token requests by grant type.
+    pub grants: BTreeMap<String, u64>,
+    /// AADSTS error codes answered (token endpoint and sign-in), e.g. `"7000215": 1`.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Requests received by an endpoint (0 if none).
+    pub fn requests(&self, endpoint: &str) -> u64 {
+        self.endpoints.get(endpoint).map_or(0, |e| e.requests)
+    }
+
+    /// How often an AADSTS code was answered.
+    pub fn error_count(&self, code: u32) -> u64 {
+        self.errors.get(&code.to_string()).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pending: Vec<FaultSpec>,
+    pub stats: Stats,
+}
+
+impl Faults {
+    pub fn add(&mut self, f: FaultSpec) -> Result<(), EmulatorError> {
+        if f.endpoint != "*" && !ENDPOINTS.contains(&f.endpoint.as_str()) {
+            return Err(EmulatorError::Invalid(format!(
+                "unknown endpoint '{}' (one of {}, or *)",
+                f.endpoint,
+                ENDPOINTS.join(", ")
+            )));
+        }
+        if let Some(s) = f.status {
+            StatusCode::from_u16(s).map_err(|_| EmulatorError::Invalid(format!("bad status {s}")))?;
+        }
+        if f.count == 0 {
+            return Err(EmulatorError::Invalid("count must be at least 1".into()));
+        }
+        self.pending.push(f);
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    pub fn pending(&self) -> Vec<FaultSpec> {
+        self.pending.clone()
+    }
+
+    /// Counts a request and takes the fault that applies to it, if any (first added, first used).
+    pub fn on_request(&mut self, endpoint: &str) -> Option<FaultSpec> {
+        let e = self.stats.endpoints.entry(endpoint.to_string()).or_default();
+        e.requests += 1;
+        let i = self.pending.iter().position(|f| f.endpoint == endpoint || f.endpoint == "*")?;
+        e.faults += 1;
+        let f = &mut self.pending[i];
+        f.count -= 1;
+        let taken = f.clone();
+        if f.count == 0 {
+            self.pending.remove(i);
+        }
+        Some(taken)
+    }
+
+    pub fn on_response(&mut self, endpoint: &str, status: &str) {
+        *self.stats.endpoints.entry(endpoint.to_string()).or_default().status.entry(status.to_string()).or_default() +=
+            1;
+    }
+
+    pub fn count_grant(&mut self, grant: &str) {
+        *self.stats.grants.entry(grant.to_string()).or_default() += 1;
+    }
+
+    pub fn count_error(&mut self, code: u32) {
+        *self.stats.errors.entry(code.to_string()).or_default() += 1;
+    }
+}
+
+/// The STS error an injected status stands for, so clients see Microsoft's shape.
+pub(crate) fn fault_error(status: StatusCode, retry_after: Option<u64>) -> StsError {
+    let e = match status.as_u16() {
+        429 => {
+            StsError::new("temporarily_unavailable", 90055, "There are too many incoming requests. Try again later.")
+        }
+        503 => StsError::new("temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
+        _ => StsError::new(
+            "server_error",
+            50000,
+            "There was an error issuing a token or an issue with our sign-in service. Try again later.",
+        ),
+    };
+    StsError { retry_after, ..e.with_status(status) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_endpoints() {
+        assert_eq!(classify("/contoso.test/oauth2/v2.0/token"), Some("token"));
+        assert_eq!(classify("/common/v2.0/.well-known/openid-configuration"), Some("openid_configuration"));
+        assert_eq!(classify("/common/discovery/instance"), Some("instance_discovery"));
+        assert_eq!(classify("/t/discovery/v2.0/keys"), Some("jwks"));
+        assert_eq!(classify("/t/login"), Some("login"));
+        assert_eq!(classify("/_admin/stats"), None);
+        assert_eq!(classify("/"), Some("other"));
+    }
+
+    #[test]
+    fn faults_are_used_up_in_order() {
+        let mut f = Faults::default();
+        f.add(FaultSpec { count: 2, status: Some(429), ..Default::default() }).unwrap();
+        f.add(FaultSpec { endpoint: "*".into(), status: Some(503), ..Default::default() }).unwrap();
+        assert_eq!(f.on_request("token").unwrap().status, Some(429));
+        assert_eq!(f.on_request("jwks").unwrap().status, Some(503));
+        assert_eq!(f.on_request("token").unwrap().status, Some(429));
+        assert!(f.on_request("token").is_none());
+        assert_eq!(f.stats.requests("token"), 3);
+        assert_eq!(f.stats.endpoints["token"].faults, 2);
+        assert!(f.add(FaultSpec { endpoint: "nope".into(), ..Default::default() }).is_err());
+    }
+}

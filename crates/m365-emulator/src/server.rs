@@ -1,0 +1,417 @@
+//! The HTTP(S) server and the in-process handle tests use.
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that an injected fault can
+//! close a connection without answering, and so that plain and TLS listeners share one path.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::config::{AppSpec, ConsentSpec, FaultSpec, IssueSpec, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate};
+use crate::error::Trace;
+use crate::faults::{Stats, classify, fault_error};
+use crate::jwt::SigningKey;
+use crate::state::Emu;
+use crate::tls::SelfSignedTls;
+use crate::{EmulatorError, admin, authorize, discovery, token};
+
+/// How the emulator serves HTTPS.
+#[derive(Debug, Clone)]
+pub enum TlsSetup {
+    /// A certificate chain and its private key, PEM text.
+    Pem { cert_chain_pem: String, key_pem: String },
+    /// A CA and a certificate for `localhost` / `127.0.0.1` generated at start;
+    /// [`Emulator::ca_pem`] gives the CA to trust.
+    SelfSigned,
+}
+
+/// How to start an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen; port 0 picks a free one. Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// The base URL clients use (issuer, endpoints). Default: derived from the listen address.
+    pub public_url: Option<String>,
+    pub tls: Option<TlsSetup>,
+    /// Tenants, apps, users and consents to start with.
+    pub setup: Setup,
+    /// RS256 signing key, PKCS#8 PEM. Default: one key generated per process.
+    pub signing_key_pem: Option<String>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            public_url: None,
+            tls: None,
+            setup: Setup::default(),
+            signing_key_pem: None,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// Plain HTTP on a free loopback port.
+    pub fn http(setup: Setup) -> Self {
+        EmulatorConfig { setup, ..Default::default() }
+    }
+
+    /// HTTPS with a generated CA on a free loopback port.
+    pub fn https(setup: Setup) -> Self {
+        EmulatorConfig { setup, tls: Some(TlsSetup::SelfSigned), ..Default::default() }
+    }
+}
+
+pub(crate) fn router(emu: Arc<Emu>) -> Router {
+    Router::new()
+        .route("/", get(discovery::index))
+        .route("/error", get(discovery::error_lookup))
+        .route("/introspect", get(discovery::introspect_get).post(discovery::introspect_post))
+        .route("/oidc/userinfo", get(discovery::userinfo))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize::authorize).post(authorize::authorize))
+        .route("/{tenant}/oauth2/v2.0/token", post(token::token_post).get(token::token_get))
+        .route("/{tenant}/oauth2/v2.0/logout", get(authorize::logout))
+        .route("/{tenant}/login", post(authorize::login_post))
+        .route("/{tenant}/mfa", post(authorize::mfa_post))
+        .route("/{tenant}/consent", post(authorize::consent_post))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
+        .route("/{tenant}/discovery/keys", get(discovery::keys))
+        .route("/{tenant}/discovery/instance", get(discovery::instance_discovery))
+        .merge(admin::routes())
+        .with_state(emu)
+}
+
+/// The service error that makes hyper close a connection without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+struct Dropped;
+
+/// One request: counters, faults, then the router.
+async fn handle(req: Request<Incoming>, router: Router, emu: Arc<Emu>) -> Result<Response<Body>, Dropped> {
+    let endpoint = classify(req.uri().path());
+    let fault = endpoint.and_then(|ep| emu.faults().on_request(ep));
+    let record = |status: &str| {
+        if let Some(ep) = endpoint {
+            emu.faults().on_response(ep, status);
+        }
+    };
+    if let Some(f) = fault {
+        tracing::info!(endpoint = endpoint.unwrap_or_default(), ?f, "injecting fault");
+        if f.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        if f.drop_connection {
+            record("dropped");
+            return Err(Dropped);
+        }
+        if let Some(status) = f.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            let trace = Trace::new(req.headers(), emu.clock.now_ms());
+            let resp = trace.error_response(&fault_error(status, f.retry_after), &emu.base_url);
+            record(status.as_str());
+            return Ok(resp);
+        }
+    }
+    let resp = match router.oneshot(req.map(Body::new)).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    record(resp.status().as_str());
+    Ok(resp)
+}
+
+async fn serve_connection<I>(io: I, router: Router, emu: Arc<Emu>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(req, router.clone(), emu.clone()));
+    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    emu: Arc<Emu>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot use the listener: {e}");
+            return;
+        }
+    };
+    let router = router(emu.clone());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (router, emu, tls) = (router.clone(), emu.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => serve_connection(TokioIo::new(s), router, emu).await,
+                            Err(e) => tracing::debug!("TLS handshake: {e}"),
+                        },
+                        None => serve_connection(TokioIo::new(stream), router, emu).await,
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Emulator {
+    emu: Arc<Emu>,
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Starts the server on its own thread and tokio runtime (usable from sync and async tests
+    /// alike) and returns once it listens.
+    pub fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        let key = match &config.signing_key_pem {
+            Some(pem) => Arc::new(SigningKey::from_pkcs8_pem(pem)?),
+            None => SigningKey::shared()?,
+        };
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        listener.set_nonblocking(true)?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let (acceptor, ca_pem) = match &config.tls {
+            None => (None, None),
+            Some(TlsSetup::Pem { cert_chain_pem, key_pem }) => {
+                (Some(TlsAcceptor::from(crate::tls::server_config(cert_chain_pem, key_pem)?)), None)
+            }
+            Some(TlsSetup::SelfSigned) => {
+                let ip = addr.ip().to_string();
+                let tls = SelfSignedTls::generate(&["localhost", ip.as_str()])?;
+                let cfg = crate::tls::server_config(&tls.cert_pem, &tls.key_pem)?;
+                (Some(TlsAcceptor::from(cfg)), Some(tls.ca_pem))
+            }
+        };
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let base_url = config
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let emu = Arc::new(Emu::new(base_url, key, config.setup.clone())?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("m365-emulator")
+            .enable_all()
+            .build()?;
+        let (tx, rx) = oneshot::channel();
+        let server_emu = emu.clone();
+        let thread = std::thread::Builder::new().name("m365-emulator".into()).spawn(move || {
+            runtime.block_on(serve(listener, acceptor, server_emu, rx));
+            // Dropping the runtime here ends the connection tasks still running.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })?;
+        tracing::info!(url = %emu.base_url, "m365-emulator listening");
+        Ok(Emulator { emu, addr, ca_pem, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// `http(s)://127.0.0.1:PORT` (or the configured public URL), without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.emu.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The generated CA certificate (PEM) with [`TlsSetup::SelfSigned`].
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// `{base}/{tenant}`: an MSAL authority.
+    pub fn authority(&self, tenant: &str) -> String {
+        format!("{}/{tenant}", self.base_url())
+    }
+
+    pub fn authorize_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/authorize", self.base_url())
+    }
+
+    pub fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.base_url())
+    }
+
+    pub fn jwks_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/discovery/v2.0/keys", self.base_url())
+    }
+
+    pub fn openid_configuration_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/v2.0/.well-known/openid-configuration", self.base_url())
+    }
+
+    /// The `iss` of tokens for a tenant id.
+    pub fn issuer(&self, tenant_id: &str) -> String {
+        self.emu.issuer(tenant_id)
+    }
+
+    /// `{base}/introspect` (see the README for Dovecot).
+    pub fn introspection_url(&self) -> String {
+        format!("{}/introspect", self.base_url())
+    }
+
+    /// The signing key (its PEM starts another emulator whose tokens verify the same way).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.emu.key
+    }
+
+    pub fn add_tenant(&self, spec: TenantSpec) -> Result<TenantSpec, EmulatorError> {
+        self.emu.add_tenant(spec)
+    }
+
+    pub fn add_app(&self, spec: AppSpec) -> Result<AppSpec, EmulatorError> {
+        self.emu.add_app(spec)
+    }
+
+    pub fn add_user(&self, spec: UserSpec) -> Result<UserSpec, EmulatorError> {
+        self.emu.add_user(spec)
+    }
+
+    /// Adds tenants, apps, users and consents (as `POST /_admin/setup`).
+    pub fn load(&self, setup: &Setup) -> Result<(), EmulatorError> {
+        self.emu.load(setup)
+    }
+
+    /// The directory now, generated ids filled in (as `GET /_admin/state`).
+    pub fn state(&self) -> Setup {
+        self.emu.dump()
+    }
+
+    pub fn grant_consent(&self, spec: ConsentSpec) -> Result<(), EmulatorError> {
+        self.emu.grant_consent(spec)
+    }
+
+    pub fn revoke_consent(&self, spec: ConsentSpec) -> Result<(), EmulatorError> {
+        self.emu.revoke_consent(spec)
+    }
+
+    /// Revokes the user's refresh tokens and sessions (refresh then fails with AADSTS70008).
+    pub fn revoke_user_tokens(&self, tenant: &str, username: &str) -> Result<(), EmulatorError> {
+        self.emu.revoke_user_tokens(tenant, username)
+    }
+
+    /// The refresh tokens issued to a user that the emulator still holds: lets a test check a
+    /// client never stores or logs them in clear.
+    pub fn refresh_tokens_of(&self, tenant: &str, username: &str) -> Result<Vec<String>, EmulatorError> {
+        self.emu.refresh_tokens_of(tenant, username)
+    }
+
+    /// Changes the password (earlier refresh tokens then fail with AADSTS50173).
+    pub fn change_password(&self, tenant: &str, username: &str, password: &str) -> Result<(), EmulatorError> {
+        self.emu.change_password(tenant, username, password)
+    }
+
+    pub fn update_user(&self, update: UserUpdate) -> Result<UserSpec, EmulatorError> {
+        self.emu.update_user(update)
+    }
+
+    pub fn add_secret(&self, tenant: &str, client_id: &str, secret: SecretSpec) -> Result<(), EmulatorError> {
+        self.emu.add_secret(tenant, client_id, secret)
+    }
+
+    /// Expires one secret (or all with `None`) as of now; returns how many.
+    pub fn expire_secret(&self, tenant: &str, client_id: &str, value: Option<&str>) -> Result<usize, EmulatorError> {
+        self.emu.expire_secret(tenant, client_id, value)
+    }
+
+    /// A token response (JSON) as a finished authorization code flow would give, without the
+    /// browser (as `POST /_admin/tokens`).
+    pub fn issue_tokens(&self, spec: &IssueSpec) -> Result<serde_json::Value, EmulatorError> {
+        token::issue_for_admin(&self.emu, spec)
+    }
+
+    pub fn inject_fault(&self, fault: FaultSpec) -> Result<(), EmulatorError> {
+        self.emu.faults().add(fault)
+    }
+
+    pub fn clear_faults(&self) {
+        self.emu.faults().clear()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.emu.faults().stats.clone()
+    }
+
+    pub fn reset_stats(&self) {
+        self.emu.faults().stats = Stats::default();
+    }
+
+    /// Back to the start setup; grants, sessions, faults, counters and clock offset dropped.
+    pub fn reset(&self) -> Result<(), EmulatorError> {
+        self.emu.reset(false)
+    }
+
+    /// Like [`Emulator::reset`], but the directory is left empty.
+    pub fn clear(&self) -> Result<(), EmulatorError> {
+        self.emu.reset(true)
+    }
+
+    /// Moves the emulator clock forward (tokens, codes and secrets expire accordingly).
+    pub fn advance_clock(&self, seconds: i64) {
+        self.emu.clock.advance(seconds);
+    }
+
+    /// The emulator clock, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.emu.clock.now_s()
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

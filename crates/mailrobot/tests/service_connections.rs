@@ -1,0 +1,532 @@
+//! Service connections end to end, against the Microsoft identity platform
+//! emulator: Setup Authentication through `serve`'s redirect endpoint,
+//! application mode, rotation across processes, single-flight refreshes,
+//! revocation pausing mailboxes, secret problems, and secrets at rest.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use m365_emulator::{
+    AppSpec, ConsentSpec, Emulator, EmulatorConfig, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec,
+};
+use serde_json::Value;
+
+const CLIENT_ID: &str = "5a1b2c3d-0000-4000-8000-00000000c11e";
+const SECRET: &str = "Cl1ent~Secret.Value-That-Must-Not-Leak";
+const DOMAIN: &str = "contoso.test";
+const ADMIN: &str = "ada.admin@contoso.test";
+const ADMIN_PASSWORD: &str = "Passw0rd!Ada";
+
+struct World {
+    emu: Emulator,
+    robot: Robot,
+    serve_port: u16,
+}
+
+/// An emulated tenant with the app registration the seed's guide makes, and
+/// a robot with that tenant added.
+fn world(access_token_lifetime: u64) -> World {
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec { access_token_lifetime_seconds: access_token_lifetime, ..TenantSpec::new(DOMAIN) })
+        .unwrap();
+    let serve_port = free_port();
+    emu.add_app(AppSpec {
+        tenant: DOMAIN.into(),
+        client_id: Some(CLIENT_ID.into()),
+        name: "Service desk robot".into(),
+        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        secrets: vec![SecretSpec::new(SECRET)],
+        application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    emu.add_user(UserSpec {
+        tenant: DOMAIN.into(),
+        username: ADMIN.into(),
+        password: ADMIN_PASSWORD.into(),
+        name: Some("Ada Admin".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "contoso",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "M365_SECRET",
+            "--authority-url",
+            emu.base_url(),
+        ],
+        &[("M365_SECRET", SECRET)],
+    );
+    assert!(out.status.success(), "tenant add: {}", String::from_utf8_lossy(&out.stderr));
+    World { emu, robot, serve_port }
+}
+
+fn token_requests(emu: &Emulator) -> u64 {
+    emu.stats().requests("token")
+}
+
+/// The value of `name="field" value="…"` in a page.
+fn hidden(html: &str, field: &str) -> String {
+    let marker = format!("name=\"{field}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {field} in page: {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+/// Signs in like a person would: the sign-in page, the consent page, and
+/// back to the robot's redirect endpoint. Returns the final page's status and body.
+async fn sign_in(emu: &Emulator, authorize_url: &str, accept: bool) -> (u16, String, String) {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(authorize_url).send().await.unwrap().text().await.unwrap();
+    let flow = hidden(&page, "flow");
+    let login = format!("{}/{DOMAIN}/login", emu.base_url());
+    let mut response = http
+        .post(&login)
+        .form(&[("flow", flow.as_str()), ("username", ADMIN), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    if response.status().as_u16() == 200 {
+        let consent_page = response.text().await.unwrap();
+        assert!(consent_page.contains("permissions"), "expected the consent page: {consent_page}");
+        let flow = hidden(&consent_page, "flow");
+        let action = if accept { "accept" } else { "cancel" };
+        response = http
+            .post(format!("{}/{DOMAIN}/consent", emu.base_url()))
+            .form(&[("flow", flow.as_str()), ("action", action)])
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(response.status().as_u16(), 302, "the emulator redirects back to the robot");
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let back = http.get(&location).send().await.unwrap();
+    let status = back.status().as_u16();
+    (status, back.text().await.unwrap(), location)
+}
+
+fn authorize(robot: &Robot, connection: &str) -> String {
+    robot.run(&["connection", "authorize", connection]).lines().next().unwrap().trim().to_string()
+}
+
+fn test_json(robot: &Robot, connection: &str) -> (bool, Value) {
+    let out = robot.run_raw(&["connection", "test", connection, "--json"], &[]);
+    let value: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("connection test: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), value)
+}
+
+async fn delegated_ready(w: &World) {
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "delegated",
+    ]);
+    let url = authorize(&w.robot, "desk");
+    let (status, body, _) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ready"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_authentication_end_to_end_through_serve() {
+    let w = world(3599);
+    let (mut serve, address) = {
+        let listen = format!("127.0.0.1:{}", w.serve_port);
+        let mut cmd = w.robot.command(&["serve", "--listen", &listen]);
+        let child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn().unwrap();
+        (child, listen)
+    };
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "delegated",
+    ]);
+    let (ok, before) = test_json(&w.robot, "desk");
+    assert!(!ok);
+    assert_eq!(before["state"], "not_authenticated");
+
+    let url = authorize(&w.robot, "desk");
+    assert!(
+        url.contains(&format!(
+            "redirect_uri=http%3A%2F%2F127.0.0.1%3A{}%2Fwm%2FexternalAuth%2Fredirect.html",
+            w.serve_port
+        )),
+        "{url}"
+    );
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let (status, body, redirect) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(ADMIN), "{body}");
+
+    let (ok, after) = test_json(&w.robot, "desk");
+    assert!(ok, "{after}");
+    assert_eq!(after["state"], "ready");
+    assert_eq!(after["authenticated_as"]["username"], ADMIN);
+    assert_eq!(after["authenticated_as"]["name"], "Ada Admin");
+    assert!(after["granted_scopes"].as_str().unwrap().contains("Mail.ReadWrite.Shared"), "{after}");
+    assert!(after["token_expires_at"].is_string());
+
+    // The same answer again (a replayed state): refused, nothing changes.
+    let http = reqwest::Client::new();
+    let replay = http.get(&redirect).send().await.unwrap();
+    assert_eq!(replay.status().as_u16(), 400);
+    assert!(replay.text().await.unwrap().contains("already used"));
+    // A person who declines consent: a clear error, the connection stays ready.
+    w.emu
+        .revoke_consent(ConsentSpec {
+            tenant: DOMAIN.into(),
+            client_id: CLIENT_ID.into(),
+            username: Some(ADMIN.into()),
+            scopes: vec!["https://graph.microsoft.com/Mail.ReadWrite.Shared".into()],
+        })
+        .unwrap();
+    let url = authorize(&w.robot, "desk");
+    let (status, body, _) = sign_in(&w.emu, &url, false).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("access_denied") || body.contains("AADSTS65004"), "{body}");
+    assert_eq!(test_json(&w.robot, "desk").1["state"], "ready");
+    // A made-up state: refused.
+    let forged =
+        http.get(format!("http://{address}/wm/externalAuth/redirect.html?code=x&state=forged")).send().await.unwrap();
+    assert_eq!(forged.status().as_u16(), 400);
+
+    // The answer may come as form_post too.
+    let form = http
+        .post(format!("http://{address}/wm/externalAuth/redirect.html"))
+        .form(&[("state", "also-forged"), ("code", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 400);
+    assert!(form.text().await.unwrap().contains("unknown"));
+
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_cached_across_processes_and_rotation_survives_restarts() {
+    // 60-second tokens are always inside the robot's 5-minute renewal margin,
+    // so every process refreshes: each must use the refresh token the one
+    // before it stored (the emulator refuses an old one: no grace).
+    let w = world(3599);
+    let serve = spawn_redirect_receiver(&w);
+    delegated_ready(&w).await;
+    let before = token_requests(&w.emu);
+    for _ in 0..3 {
+        assert!(test_json(&w.robot, "desk").0);
+    }
+    assert_eq!(token_requests(&w.emu), before, "a cached token is reused by new processes");
+    drop(serve);
+
+    let w = world(60);
+    let serve = spawn_redirect_receiver(&w);
+    delegated_ready(&w).await;
+    let before = token_requests(&w.emu);
+    for _ in 0..3 {
+        let (ok, value) = test_json(&w.robot, "desk");
+        assert!(ok, "rotation lost across restarts: {value}");
+    }
+    assert_eq!(token_requests(&w.emu), before + 3);
+    assert_eq!(w.emu.stats().grants.get("refresh_token").copied().unwrap_or(0), 3);
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_processes_make_exactly_one_refresh() {
+    let w = world(3599);
+    let serve = spawn_redirect_receiver(&w);
+    delegated_ready(&w).await;
+    // Drop the cached access token so the next callers must refresh.
+    assert!(forget_cached_tokens(&w.robot.data_dir().join("mailrobot.db")), "could not clear the token cache");
+    let before = token_requests(&w.emu);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            w.robot
+                .command(&["connection", "test", "desk", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(token_requests(&w.emu) - before, 1, "eight processes, one refresh");
+    drop(serve);
+}
+
+/// Empties the robot's access-token cache, as if every token had expired
+/// (the robot has no command for it; Python's sqlite3 edits the file).
+fn forget_cached_tokens(db: &std::path::Path) -> bool {
+    std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM access_tokens'); c.commit()",
+        ])
+        .arg(db)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_pauses_mailboxes_and_stops_token_requests() {
+    let w = world(60);
+    let serve = spawn_redirect_receiver(&w);
+    delegated_ready(&w).await;
+    w.robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "shared",
+        "--kind",
+        "graph",
+        "--connection",
+        "desk",
+        "--address",
+        "servicedesk@contoso.test",
+    ]);
+    w.emu.revoke_user_tokens(DOMAIN, ADMIN).unwrap();
+
+    let out = w.robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    let mailboxes = w.robot.json(&["mailbox", "list", "--json"]);
+    assert_eq!(mailboxes[0]["status"], "paused", "{mailboxes}");
+    assert!(mailboxes[0]["last_error"].as_str().unwrap().contains("AADSTS"), "{mailboxes}");
+    let (ok, value) = test_json(&w.robot, "desk");
+    assert!(!ok);
+    assert_eq!(value["state"], "reauth_required");
+    assert!(value["last_error"].as_str().unwrap().contains("connection authorize desk"), "{value}");
+
+    // From now on nobody asks the token endpoint until Setup Authentication.
+    let before = token_requests(&w.emu);
+    w.robot.run_raw(&["run-once"], &[]);
+    test_json(&w.robot, "desk");
+    assert_eq!(token_requests(&w.emu), before);
+
+    // Setup Authentication again: ready, and the mailbox resumes.
+    let url = authorize(&w.robot, "desk");
+    let (status, body, _) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(test_json(&w.robot, "desk").0);
+    drop(serve);
+}
+
+#[test]
+fn application_mode_and_secret_problems() {
+    let w = world(3599);
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    let (ok, value) = test_json(&w.robot, "app");
+    assert!(ok, "{value}");
+    assert_eq!(value["state"], "ready");
+    assert_eq!(w.emu.stats().grants.get("client_credentials").copied(), Some(1));
+
+    // The secret expires at Microsoft: the connection says so.
+    w.emu.expire_secret(DOMAIN, CLIENT_ID, None).unwrap();
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app2",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "ews",
+        "--mode",
+        "application",
+    ]);
+    let (ok, value) = test_json(&w.robot, "app2");
+    assert!(!ok);
+    assert_eq!(value["state"], "secret_expired", "{value}");
+    assert!(value["last_error"].as_str().unwrap().contains("AADSTS7000222"), "{value}");
+}
+
+#[test]
+fn a_wrong_secret_is_secret_invalid_and_never_printed() {
+    let w = world(3599);
+    let out = w.robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "typo",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "S",
+            "--authority-url",
+            w.emu.base_url(),
+        ],
+        &[("S", "not-the-secret")],
+    );
+    assert!(out.status.success());
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "typo",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    let (ok, value) = test_json(&w.robot, "app");
+    assert!(!ok);
+    assert_eq!(value["state"], "secret_invalid", "{value}");
+    assert!(value["last_error"].as_str().unwrap().contains("AADSTS7000215"));
+    let tenants = w.robot.run(&["tenant", "list", "--json"]);
+    assert!(!tenants.contains(SECRET) && !tenants.contains("not-the-secret"));
+    assert!(tenants.contains("set on"));
+}
+
+#[test]
+fn generic_oauth2_provider() {
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec { mode: TenantMode::Generic, ..TenantSpec::new("google.test") }).unwrap();
+    emu.add_app(AppSpec {
+        tenant: "google.test".into(),
+        client_id: Some("robot.apps.example".into()),
+        secrets: vec![SecretSpec::new("gsecret")],
+        application_permissions: vec!["https://mail.google.com/".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "google",
+            "--provider",
+            "oauth2",
+            "--client-id",
+            "robot.apps.example",
+            "--client-secret-env",
+            "G",
+            "--authorize-url",
+            &emu.authorize_url("google.test"),
+            "--token-url",
+            &emu.token_url("google.test"),
+        ],
+        &[("G", "gsecret")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "gmail",
+        "--tenant",
+        "google",
+        "--capability",
+        "imap",
+        "--mode",
+        "application",
+        "--scope",
+        "https://mail.google.com/.default",
+    ]);
+    let (ok, value) = test_json(&robot, "gmail");
+    assert!(ok, "{value}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_secret_and_refresh_token_are_never_stored_or_logged_in_clear() {
+    let w = world(60);
+    let serve = spawn_redirect_receiver(&w);
+    delegated_ready(&w).await;
+    let out = w.robot.run_raw(&["connection", "test", "desk", "--json"], &[("MAILROBOT_LOG", "trace")]);
+    assert!(out.status.success());
+    let refresh_tokens = w.emu.refresh_tokens_of(DOMAIN, ADMIN).unwrap();
+    assert!(!refresh_tokens.is_empty(), "the emulator knows the refresh tokens it issued");
+    let mut needles: Vec<String> = refresh_tokens;
+    needles.push(SECRET.to_string());
+    let mut haystack = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    haystack += &w.robot.run(&["connection", "list", "--json"]);
+    haystack += &w.robot.run(&["tenant", "list", "--json"]);
+    for entry in walk(&w.robot.data_dir()) {
+        haystack += &String::from_utf8_lossy(&std::fs::read(entry).unwrap());
+    }
+    for needle in &needles {
+        assert!(!haystack.contains(needle.as_str()), "a secret is in clear in the data directory or the output");
+    }
+    drop(serve);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+/// `serve` on the port the app registration's redirect URI names.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_redirect_receiver(w: &World) -> Serve {
+    let listen = format!("127.0.0.1:{}", w.serve_port);
+    let child = w
+        .robot
+        .command(&["serve", "--listen", &listen])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
+    Serve(child)
+}
