@@ -678,3 +678,76 @@ fn certificate_credential_over_https_with_a_private_ca() {
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(value["error"].as_str().unwrap().contains("cannot reach the token endpoint"), "{value}");
 }
+
+#[test]
+fn insecure_urls_and_expiring_secrets_are_warned_about() {
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
+    emu.add_app(AppSpec {
+        tenant: DOMAIN.into(),
+        client_id: Some(CLIENT_ID.into()),
+        secrets: vec![SecretSpec::new(SECRET)],
+        application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "far",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "S",
+            "--authority-url",
+            "http://login.example.net",
+        ],
+        &[("S", SECRET)],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unencrypted"), "no warning for a non-loopback http URL");
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%d").to_string();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "near",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "S",
+            "--authority-url",
+            emu.base_url(),
+            "--secret-expires",
+            &soon,
+        ],
+        &[("S", SECRET)],
+    );
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("unencrypted"), "loopback http is fine");
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "near",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    let out = robot.run_raw(&["connection", "test", "app"], &[("MAILROBOT_LOG", "warn")]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expires soon"), "{}", String::from_utf8_lossy(&out.stderr));
+    let tenants = robot.json(&["tenant", "list", "--json"]);
+    assert!(tenants[1]["secret_expires_at"].as_str().unwrap().starts_with(&soon));
+}
