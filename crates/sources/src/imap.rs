@@ -286,25 +286,6 @@ impl ImapSource {
     }
 }
 
-/// Runs a call; if it failed with a network error on a connection kept
-/// from an earlier call (the server may have timed it out meanwhile), runs
-/// it once more on a fresh connection. Safe because list and fetch only
-/// read and settle is idempotent.
-macro_rules! with_retry {
-    ($self:ident, $call:expr) => {{
-        let reused = $self.conn.is_some();
-        match $call.await {
-            Err(e) if reused && e.is_transient() => {
-                tracing::debug!(server = %$self.cfg.endpoint(), error = %e, "retrying on a fresh connection");
-                $self.conn = None;
-                let r = $call.await;
-                r.map_err(|e| $self.note(e))
-            }
-            r => r.map_err(|e| $self.note(e)),
-        }
-    }};
-}
-
 #[async_trait::async_trait]
 impl MailSource for ImapSource {
     async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {

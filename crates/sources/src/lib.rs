@@ -8,6 +8,27 @@
 //! Remote ids are stable strings that name one copy of a mail in one mailbox:
 //! IMAP `"{uidvalidity}:{uid}"`, POP3 the UIDL, a drop folder the file name.
 
+/// Runs a source call; if it failed with a network error on a connection
+/// kept from an earlier call (the server may have timed it out meanwhile),
+/// runs it once more on a fresh connection. Safe because list and fetch only
+/// read and settle is idempotent (a new POP3 session simply repeats its
+/// DELEs). Expects `$self.conn: Option<_>`, `$self.cfg.endpoint()` and
+/// `$self.note(err)`.
+macro_rules! with_retry {
+    ($self:ident, $call:expr) => {{
+        let reused = $self.conn.is_some();
+        match $call.await {
+            Err(e) if reused && e.is_transient() => {
+                tracing::debug!(server = %$self.cfg.endpoint(), error = %e, "retrying on a fresh connection");
+                $self.conn = None;
+                let r = $call.await;
+                r.map_err(|e| $self.note(e))
+            }
+            r => r.map_err(|e| $self.note(e)),
+        }
+    }};
+}
+
 pub mod credentials;
 pub mod drop_folder;
 pub mod error;

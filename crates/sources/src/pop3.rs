@@ -408,25 +408,6 @@ impl Pop3Source {
     }
 }
 
-/// Runs a call; if it failed with a network error on a session kept from
-/// an earlier call (the server may have timed it out meanwhile), runs it
-/// once more on a fresh session. Safe because list and fetch only read and
-/// settle is idempotent (a new session simply repeats the DELEs).
-macro_rules! with_retry {
-    ($self:ident, $call:expr) => {{
-        let reused = $self.conn.is_some();
-        match $call.await {
-            Err(e) if reused && e.is_transient() => {
-                tracing::debug!(server = %$self.cfg.endpoint(), error = %e, "retrying on a fresh session");
-                $self.conn = None;
-                let r = $call.await;
-                r.map_err(|e| $self.note(e))
-            }
-            r => r.map_err(|e| $self.note(e)),
-        }
-    }};
-}
-
 #[async_trait::async_trait]
 impl MailSource for Pop3Source {
     async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {

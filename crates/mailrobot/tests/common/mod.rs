@@ -74,32 +74,16 @@ impl Robot {
     }
 
     pub fn add_imap(&self, name: &str, port: u16, user: &str, password: &str, extra: &[&str]) {
-        let var = format!("PW_{}", name.replace('-', "_").to_uppercase());
-        let port = port.to_string();
-        let mut args = vec![
-            "mailbox",
-            "add",
-            "--name",
-            name,
-            "--kind",
-            "imap",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--tls",
-            "none",
-            "--username",
-            user,
-            "--password-env",
-            &var,
-        ];
-        args.extend_from_slice(extra);
-        let out = self.run_raw(&args, &[(&var, password)]);
-        assert!(out.status.success(), "mailbox add: {}", String::from_utf8_lossy(&out.stderr));
+        self.add_with_password("imap", name, port, user, password, extra);
     }
 
     pub fn add_pop3(&self, name: &str, port: u16, user: &str, password: &str, extra: &[&str]) {
+        self.add_with_password("pop3", name, port, user, password, extra);
+    }
+
+    /// `mailbox add` for a server mailbox on loopback, the password passed
+    /// through an environment variable as users must.
+    fn add_with_password(&self, kind: &str, name: &str, port: u16, user: &str, password: &str, extra: &[&str]) {
         let var = format!("PW_{}", name.replace('-', "_").to_uppercase());
         let port = port.to_string();
         let mut args = vec![
@@ -108,7 +92,7 @@ impl Robot {
             "--name",
             name,
             "--kind",
-            "pop3",
+            kind,
             "--host",
             "127.0.0.1",
             "--port",
