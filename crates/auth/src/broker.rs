@@ -167,6 +167,24 @@ impl TokenBroker {
         Ok(self.remember(key, token))
     }
 
+    /// The Graph base URL (host without version) and EWS URL of the
+    /// connection's tenant: configured, or Microsoft's global cloud.
+    pub async fn service_urls(&self, connection_id: i64) -> Result<(String, String), AuthError> {
+        let (_, tenant) = self.load(connection_id).await?;
+        Ok((
+            tenant.graph_url.unwrap_or_else(|| crate::model::DEFAULT_GRAPH.to_string()),
+            tenant.ews_url.unwrap_or_else(|| crate::model::DEFAULT_EWS.to_string()),
+        ))
+    }
+
+    /// Forgets the connection's cached access tokens, here and in the
+    /// store: a server refused one before it expired (revoked, or its
+    /// scopes changed), so the next caller gets a new one.
+    pub async fn forget(&self, connection_id: i64) -> Result<(), AuthError> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).retain(|(c, _), _| *c != connection_id);
+        self.blocking(move |s| s.forget_tokens(connection_id)).await
+    }
+
     fn fresh_in_memory(&self, key: &(i64, String)) -> Option<AccessToken> {
         let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         memory.get(key).filter(|t| t.expires_at - EXPIRY_MARGIN > Utc::now()).cloned()

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mailrobot_secrets::{Secret, SecretBox};
+use std::sync::Arc;
+
 use mailrobot_sources::{
-    Credentials, DropFolderSource, ImapConfig, ImapSource, MailSource, Pop3Config, Pop3Source, SettleAction,
-    SourceError, TlsMode,
+    BearerTokens, Credentials, DropFolderSource, GraphConfig, GraphSource, ImapConfig, ImapSource, MailSource,
+    Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
 };
 use mailrobot_store::Mailbox;
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,17 @@ pub struct DropFolderSettings {
     pub path: PathBuf,
 }
 
+/// What opening a mailbox may need besides its settings.
+pub struct OpenContext<'a> {
+    pub sealed_secret: Option<&'a [u8]>,
+    pub secrets: &'a SecretBox,
+    /// Bearer tokens of the mailbox's service connection, and the service's
+    /// base URL (Graph host, or EWS URL).
+    pub tokens: Option<(Arc<dyn BearerTokens>, String)>,
+    /// Where an incremental source stopped last time.
+    pub sync_state: Option<String>,
+}
+
 /// The context a mailbox's password is sealed for.
 pub fn secret_context(mailbox_name: &str) -> String {
     format!("mailbox:{mailbox_name}:password")
@@ -102,12 +115,8 @@ impl MailboxConfig {
 
     /// Connects to the mailbox. The password is opened from its sealed form
     /// here and lives only as long as the connection setup needs it.
-    pub async fn open(
-        &self,
-        mailbox: &Mailbox,
-        sealed_secret: Option<&[u8]>,
-        secrets: &SecretBox,
-    ) -> Result<Box<dyn MailSource>, SourceError> {
+    pub async fn open(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<Box<dyn MailSource>, SourceError> {
+        let (sealed_secret, secrets) = (ctx.sealed_secret, ctx.secrets);
         let password = || -> Result<Secret, SourceError> {
             let sealed = sealed_secret.ok_or_else(|| {
                 SourceError::permanent(format!(
@@ -153,11 +162,23 @@ impl MailboxConfig {
             ),
             MailboxConfig::DropFolder(s) => Box::new(DropFolderSource::open(s.path.clone())?),
             MailboxConfig::Graph(s) => {
-                return Err(SourceError::permanent(format!(
-                    "reading mail through Microsoft Graph ({}) is not available in this version yet; \
-                     the connection's tokens are checked on every poll",
-                    s.address
-                )));
+                let (tokens, base_url) = ctx.tokens.ok_or_else(|| {
+                    SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name))
+                })?;
+                Box::new(
+                    GraphSource::connect(GraphConfig {
+                        base_url,
+                        address: s.address.clone(),
+                        folder: s.folder.clone(),
+                        processed_folder: s.processed_folder.clone(),
+                        error_folder: s.error_folder.clone(),
+                        settle: s.settle,
+                        tokens,
+                        timeout: NETWORK_TIMEOUT,
+                        delta_link: ctx.sync_state,
+                    })
+                    .await?,
+                )
             }
         })
     }

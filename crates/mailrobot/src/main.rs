@@ -95,6 +95,16 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for (mailbox, result) in &results {
         match result {
+            Ok(r) if r.throttled_until.is_some() => {
+                if !json {
+                    println!(
+                        "{}: throttled by the server; not polled before {}",
+                        mailbox.name,
+                        r.throttled_until.as_deref().unwrap_or("")
+                    );
+                }
+                reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": true, "report": r}));
+            }
             Ok(r) => {
                 if !json {
                     println!(

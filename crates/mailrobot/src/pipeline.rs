@@ -15,12 +15,32 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mailrobot_secrets::SecretBox;
-use mailrobot_sources::{Listing, MailSource, Outcome, RemoteMail, SourceError};
+use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SourceError};
 use mailrobot_store::{IncomingMail, Mailbox, ProcessingRules, SettleTo, Store, StoreError};
 use serde::Serialize;
 
 use crate::crash;
-use crate::mailbox_config::MailboxConfig;
+use crate::mailbox_config::{MailboxConfig, OpenContext};
+
+/// A service connection's tokens, as a source asks for them.
+struct ConnectionTokens {
+    broker: Arc<mailrobot_auth::TokenBroker>,
+    connection_id: i64,
+}
+
+#[async_trait::async_trait]
+impl BearerTokens for ConnectionTokens {
+    async fn token(&self, renew: bool) -> Result<String, SourceError> {
+        let auth = |e: mailrobot_auth::AuthError| {
+            if e.is_transient() { SourceError::transient(e.to_string()) } else { SourceError::permanent(e.to_string()) }
+        };
+        if renew {
+            self.broker.forget(self.connection_id).await.map_err(auth)?;
+        }
+        let token = self.broker.access_token(self.connection_id).await.map_err(auth)?;
+        Ok(token.token.expose().to_string())
+    }
+}
 
 /// How much one batch may hold: bounds memory and the work lost to a crash.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +77,14 @@ impl PollError {
         }
     }
 
+    /// How long the server asked for quiet, if it did (HTTP 429 Retry-After).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PollError::Source(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// The mailbox waits for a person (its connection needs Setup
     /// Authentication, or a new secret): no network until then.
     pub fn is_paused(&self) -> bool {
@@ -77,6 +105,9 @@ pub struct PollReport {
     pub duplicates: usize,
     pub tickets_created: usize,
     pub settled: usize,
+    /// Not polled: the server asked for quiet until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<String>,
 }
 
 #[derive(Clone)]
@@ -106,19 +137,25 @@ impl Pipeline {
         self.process(mailbox.id, &mut report).await?;
 
         let config = MailboxConfig::from_mailbox(mailbox)?;
+        let mut tokens = None;
         if let Some(connection_id) = mailbox.connection_id {
             // Every poll proves the connection still yields a token; a
             // connection that needs a person pauses the mailbox here,
             // without a network call.
-            let broker = self.broker.as_ref().ok_or_else(|| {
+            let broker = self.broker.clone().ok_or_else(|| {
                 SourceError::permanent("this process has no token broker for service connections".to_string())
             })?;
             let token = broker.access_token(connection_id).await?;
             tracing::debug!(mailbox = %mailbox.name, expires_at = %token.expires_at, "access token ready");
+            let (graph_url, ews_url) = broker.service_urls(connection_id).await?;
+            let base = if mailbox.kind == "graph" { graph_url } else { ews_url };
+            tokens = Some((Arc::new(ConnectionTokens { broker, connection_id }) as Arc<dyn BearerTokens>, base));
         }
         let id = mailbox.id;
-        let sealed = self.blocking(move |s| s.mailbox_secret(id)).await?;
-        let mut source = config.open(mailbox, sealed.as_deref(), &self.secrets).await?;
+        let (sealed, sync_state) =
+            self.blocking(move |s| Ok((s.mailbox_secret(id)?, s.mailbox_sync_state(id)?))).await?;
+        let context = OpenContext { sealed_secret: sealed.as_deref(), secrets: &self.secrets, tokens, sync_state };
+        let mut source = config.open(mailbox, context).await?;
         let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
         // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
         let closed = source.close().await;
@@ -245,6 +282,10 @@ impl Pipeline {
         }
         // Rejected mails (no batch of their own) still need settling.
         self.settle(mailbox.id, source, report).await?;
+        // Only now is every mail the new sync state covers in the journal.
+        if let Some(state) = source.sync_state() {
+            self.blocking(move |s| s.set_mailbox_sync_state(id, Some(&state))).await?;
+        }
         Ok(())
     }
 

@@ -30,6 +30,16 @@ pub fn next_delay(poll_seconds: i64, consecutive_failures: i64) -> Duration {
 
 /// Polls one mailbox and records the outcome (status, error, next poll).
 pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<PollReport, PollError>, Duration) {
+    // A server asked for quiet: nobody polls before then, whichever process.
+    if let Some(wait) = mailbox.throttled_until.as_deref().and_then(until) {
+        tracing::info!(mailbox = %mailbox.name, until = ?mailbox.throttled_until, "throttled by the server; not polling yet");
+        let report = PollReport {
+            mailbox: mailbox.name.clone(),
+            throttled_until: mailbox.throttled_until.clone(),
+            ..Default::default()
+        };
+        return (Ok(report), wait);
+    }
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
     let failures = match &result {
@@ -39,12 +49,20 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
     let paused = result.as_ref().err().is_some_and(PollError::is_paused);
     // A paused mailbox is checked at its normal pace: the check is local and
     // it should resume as soon as a person has fixed its connection.
-    let delay = if paused { next_delay(mailbox.poll_seconds, 0) } else { next_delay(mailbox.poll_seconds, failures) };
+    let mut delay =
+        if paused { next_delay(mailbox.poll_seconds, 0) } else { next_delay(mailbox.poll_seconds, failures) };
+    let retry_after = result.as_ref().err().and_then(PollError::retry_after);
+    let throttled_until = retry_after.map(|wait| {
+        delay = delay.max(wait);
+        (Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    });
     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let record = PollRecord {
         error: result.as_ref().err().map(ToString::to_string),
         paused,
         next_poll_at: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        throttled_until,
     };
     match &result {
         Ok(report) => tracing::info!(

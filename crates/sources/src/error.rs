@@ -10,6 +10,8 @@ use std::fmt;
 pub struct SourceError {
     kind: Kind,
     message: String,
+    /// The server asked for quiet until then (HTTP Retry-After, EWS BackOffMilliseconds).
+    retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +24,21 @@ enum Kind {
 
 impl SourceError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Transient, message: message.into() }
+        Self { kind: Kind::Transient, message: message.into(), retry_after: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Permanent, message: message.into() }
+        Self { kind: Kind::Permanent, message: message.into(), retry_after: None }
+    }
+
+    /// A transient error after which the server wants no request for `wait`.
+    pub fn throttled(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait) }
+    }
+
+    /// How long the server asked the robot to stay away, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     pub fn is_transient(&self) -> bool {

@@ -32,6 +32,7 @@ macro_rules! with_retry {
 pub mod credentials;
 pub mod drop_folder;
 pub mod error;
+pub mod graph;
 pub mod imap;
 pub mod pop3;
 pub mod tls;
@@ -39,9 +40,18 @@ pub mod tls;
 pub use credentials::Credentials;
 pub use drop_folder::DropFolderSource;
 pub use error::SourceError;
+pub use graph::{GraphConfig, GraphSource};
 pub use imap::{ImapConfig, ImapSource};
 pub use pop3::{Pop3Config, Pop3Source};
 pub use tls::TlsMode;
+
+/// Where a source gets OAuth2 bearer tokens (the service connection's token
+/// broker). Asked again when a server says a token expired mid-session.
+#[async_trait::async_trait]
+pub trait BearerTokens: Send + Sync {
+    /// A valid token; `renew` when the server refused the last one.
+    async fn token(&self, renew: bool) -> Result<String, SourceError>;
+}
 
 /// One mail waiting in the source, as listed (before its body is fetched).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,5 +116,12 @@ pub trait MailSource: Send {
     /// listed name can be a new mail (a drop folder reusing a file name).
     fn resettle_if_listed_again(&self) -> bool {
         false
+    }
+
+    /// Where an incremental source stands after `list` (Graph's deltaLink,
+    /// EWS's SyncState), to be stored once every listed mail is journaled
+    /// and handed back next time. None for sources that list everything.
+    fn sync_state(&self) -> Option<String> {
+        None
     }
 }

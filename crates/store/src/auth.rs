@@ -143,6 +143,8 @@ pub trait AuthStore: Send + Sync {
 
     fn cached_token(&self, connection_id: i64, resource: &str) -> Result<Option<CachedToken>>;
     fn put_token(&self, connection_id: i64, resource: &str, token: &CachedToken) -> Result<()>;
+    /// Drops the connection's cached access tokens (a server refused one).
+    fn forget_tokens(&self, connection_id: i64) -> Result<()>;
 
     /// Takes the connection's refresh lock for `owner` until `until` (RFC 3339)
     /// if it is free or expired. Returns whether it was taken.

@@ -41,6 +41,10 @@ pub trait Store: Send + Sync {
     /// The sealed secret (password) of a mailbox, if it has one.
     fn mailbox_secret(&self, id: i64) -> Result<Option<Vec<u8>>>;
     fn set_mailbox_enabled(&self, id: i64, enabled: bool) -> Result<()>;
+    /// Where an incremental source stands (Graph deltaLink, EWS SyncState).
+    fn mailbox_sync_state(&self, id: i64) -> Result<Option<String>>;
+    /// Stored only after every mail the state covers is journaled.
+    fn set_mailbox_sync_state(&self, id: i64, state: Option<&str>) -> Result<()>;
     fn remove_mailbox(&self, id: i64) -> Result<()>;
     /// Records how a poll went: resets or raises the failure count and the
     /// time the next poll is due.

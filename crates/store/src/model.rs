@@ -23,6 +23,8 @@ pub struct Mailbox {
     pub last_poll_at: Option<String>,
     pub next_poll_at: Option<String>,
     pub created_at: String,
+    /// A server asked for quiet until then (RFC 3339).
+    pub throttled_until: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct PollRecord {
     pub error: Option<String>,
     /// The mailbox waits for a person (status `paused` instead of `error`).
     pub paused: bool,
+    /// The server asked for quiet until then (RFC 3339).
+    pub throttled_until: Option<String>,
     /// RFC 3339 time of the next poll.
     pub next_poll_at: String,
 }

@@ -183,4 +183,10 @@ CREATE TABLE auth_flows (
 
 ALTER TABLE mailboxes ADD COLUMN connection_id INTEGER REFERENCES connections(id);
 "#,
+    // 3: where incremental sources stand (Graph deltaLink, EWS SyncState).
+    r#"
+ALTER TABLE mailboxes ADD COLUMN sync_state TEXT;
+-- A server asked for quiet (429 Retry-After): no process polls before this.
+ALTER TABLE mailboxes ADD COLUMN throttled_until TEXT;
+"#,
 ];

@@ -84,7 +84,8 @@ impl SqliteStore {
 }
 
 const MAILBOX_COLUMNS: &str = "id, name, kind, enabled, config, sealed_secret IS NOT NULL, poll_seconds, \
-     max_message_bytes, status, last_error, consecutive_failures, last_poll_at, next_poll_at, created_at, connection_id";
+     max_message_bytes, status, last_error, consecutive_failures, last_poll_at, next_poll_at, created_at, connection_id, \
+     throttled_until";
 
 fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     let config: String = row.get(4)?;
@@ -104,6 +105,7 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
         next_poll_at: row.get(12)?,
         created_at: row.get(13)?,
         connection_id: row.get(14)?,
+        throttled_until: row.get(15)?,
     })
 }
 
@@ -203,6 +205,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn mailbox_sync_state(&self, id: i64) -> Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT sync_state FROM mailboxes WHERE id = ?1", [id], |r| r.get(0)).optional()?.flatten())
+    }
+
+    fn set_mailbox_sync_state(&self, id: i64, state: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE mailboxes SET sync_state = ?2 WHERE id = ?1", params![id, state])?;
+            Ok(())
+        })
+    }
+
     fn remove_mailbox(&self, id: i64) -> Result<()> {
         // The journal keeps its rows (tickets refer to them): a removed
         // mailbox is only disabled and renamed out of the way.
@@ -220,14 +234,21 @@ impl Store for SqliteStore {
             match &record.error {
                 None => tx.execute(
                     "UPDATE mailboxes SET status = 'ok', last_error = NULL, consecutive_failures = 0,
-                     last_poll_at = ?2, next_poll_at = ?3 WHERE id = ?1",
-                    params![id, now(), record.next_poll_at],
+                     last_poll_at = ?2, next_poll_at = ?3, throttled_until = ?4 WHERE id = ?1",
+                    params![id, now(), record.next_poll_at, record.throttled_until],
                 )?,
                 Some(error) => tx.execute(
                     "UPDATE mailboxes SET status = ?5, last_error = ?2,
-                     consecutive_failures = consecutive_failures + 1, last_poll_at = ?3, next_poll_at = ?4
-                     WHERE id = ?1",
-                    params![id, error, now(), record.next_poll_at, if record.paused { "paused" } else { "error" }],
+                     consecutive_failures = consecutive_failures + 1, last_poll_at = ?3, next_poll_at = ?4,
+                     throttled_until = ?6 WHERE id = ?1",
+                    params![
+                        id,
+                        error,
+                        now(),
+                        record.next_poll_at,
+                        if record.paused { "paused" } else { "error" },
+                        record.throttled_until
+                    ],
                 )?,
             };
             Ok(())

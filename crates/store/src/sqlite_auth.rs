@@ -275,6 +275,13 @@ impl AuthStore for SqliteStore {
         self.write(|tx| put_token_tx(tx, connection_id, resource, token))
     }
 
+    fn forget_tokens(&self, connection_id: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM access_tokens WHERE connection_id = ?1", [connection_id])?;
+            Ok(())
+        })
+    }
+
     fn try_lock_refresh(&self, connection_id: i64, owner: &str, until: &str) -> Result<bool> {
         self.write(|tx| {
             let taken = tx.execute(

@@ -1,0 +1,418 @@
+//! Exchange / Microsoft Graph: one mailbox folder read through per-folder
+//! delta queries, raw MIME through `/$value`, settled by move, PATCH isRead
+//! or delete. Every request asks for immutable ids, so a message keeps its
+//! id when it moves and the journal's remote ids stay true.
+//!
+//! Layers: [`GraphClient`] speaks HTTP and Graph's error JSON (throttling
+//! with Retry-After, a fresh token after a 401); [`GraphSource`] is the
+//! mailbox logic on top.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
+
+/// Outlook allows 4 concurrent requests per app and mailbox.
+const MAX_CONCURRENT: usize = 4;
+/// Asked of the delta query; Graph may send fewer.
+const DELTA_PAGE_SIZE: usize = 200;
+/// When Graph throttles without Retry-After, wait this long (peers report
+/// that guessing short leads to longer penalties).
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct GraphConfig {
+    /// Graph host without version, e.g. `https://graph.microsoft.com`.
+    pub base_url: String,
+    /// The mailbox: a user's or a shared mailbox's address.
+    pub address: String,
+    /// Well-known name (`inbox`) or display-name path (`Inbox/Support`).
+    pub folder: String,
+    pub processed_folder: String,
+    pub error_folder: String,
+    pub settle: SettleAction,
+    pub tokens: Arc<dyn BearerTokens>,
+    pub timeout: Duration,
+    /// The deltaLink stored after the last complete pass, if any.
+    pub delta_link: Option<String>,
+}
+
+/// Graph's error JSON: `{"error":{"code","message","innerError":{…}}}`.
+#[derive(Debug, Default, Deserialize)]
+struct GraphErrorBody {
+    #[serde(default)]
+    error: GraphErrorDetail,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GraphErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// HTTP to Graph for one mailbox.
+pub struct GraphClient {
+    http: reqwest::Client,
+    cfg: GraphConfig,
+    token: tokio::sync::Mutex<Option<String>>,
+}
+
+impl GraphClient {
+    pub fn new(cfg: GraphConfig) -> Result<Self, SourceError> {
+        let tls = crate::tls::client_config(None)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .timeout(cfg.timeout)
+            .user_agent(concat!("mailrobot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
+        Ok(Self { http, cfg, token: tokio::sync::Mutex::new(None) })
+    }
+
+    /// `{base}/v1.0/users/{address}{path}`.
+    pub fn user_url(&self, path: &str) -> String {
+        let address: String = url::form_urlencoded::byte_serialize(self.cfg.address.as_bytes()).collect();
+        format!("{}/v1.0/users/{address}{path}", self.cfg.base_url.trim_end_matches('/'))
+    }
+
+    async fn bearer(&self, renew: bool) -> Result<String, SourceError> {
+        let mut cached = self.token.lock().await;
+        if renew || cached.is_none() {
+            *cached = Some(self.cfg.tokens.token(renew).await?);
+        }
+        Ok(cached.clone().unwrap_or_default())
+    }
+
+    /// Sends a request; a 401 gets one retry with a fresh token. Errors are
+    /// mapped to what the mailbox's state should say.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, SourceError> {
+        for attempt in 0..2 {
+            let token = self.bearer(attempt > 0).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(token)
+                // Ids survive moves within the mailbox (case-sensitive value).
+                .header("Prefer", "IdType=\"ImmutableId\"");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| network_error(&self.cfg, &e))?;
+            let status = response.status().as_u16();
+            if status == 401 && attempt == 0 {
+                continue;
+            }
+            if (200..300).contains(&status) {
+                return Ok(response);
+            }
+            return Err(self.error_from(response).await);
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    async fn json(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, SourceError> {
+        let response = self.send(method, url, body).await?;
+        if response.status().as_u16() == 204 {
+            return Ok(Value::Null);
+        }
+        response.json().await.map_err(|e| SourceError::transient(format!("Graph sent unreadable JSON: {e}")))
+    }
+
+    async fn error_from(&self, response: reqwest::Response) -> SourceError {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body: GraphErrorBody = response.json().await.unwrap_or_default();
+        let detail = if body.error.code.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("{}: {}", body.error.code, body.error.message)
+        };
+        let mailbox = &self.cfg.address;
+        match (status, body.error.code.as_str()) {
+            (429, _) | (503, _) | (509, _) => SourceError::throttled(
+                format!("Graph throttles mailbox {mailbox} ({detail}); waiting before the next request"),
+                retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+            ),
+            (s, _) if s >= 500 => SourceError::transient(format!("Graph failed for mailbox {mailbox}: {detail}")),
+            (403, _) => SourceError::permanent(format!(
+                "access to mailbox {mailbox} denied ({detail}). Delegated connections reach only mailboxes the \
+                 signed-in user can open (grant that user Full Access); application connections need Mail.ReadWrite \
+                 with admin consent, and an application access policy may exclude this mailbox"
+            )),
+            (404, "MailboxNotEnabledForRESTAPI") => SourceError::permanent(format!(
+                "mailbox {mailbox} cannot be reached through Graph ({detail}): it is on-premises or not licensed for \
+                 Exchange Online; use EWS or IMAP for it"
+            )),
+            (404, "ErrorInvalidUser") | (404, "ResourceNotFound") => {
+                SourceError::permanent(format!("no mailbox {mailbox} in this tenant ({detail}); check the address"))
+            }
+            (401, _) => SourceError::permanent(format!(
+                "Graph refused the connection's token for mailbox {mailbox} ({detail}); check the connection's scopes"
+            )),
+            _ => SourceError::permanent(format!("Graph refused a request for mailbox {mailbox}: {detail}")),
+        }
+    }
+}
+
+fn network_error(cfg: &GraphConfig, e: &reqwest::Error) -> SourceError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    SourceError::transient(format!("a request to Graph ({}) for mailbox {} {what}", cfg.base_url, cfg.address))
+}
+
+fn is_not_found(e: &SourceError) -> bool {
+    e.is_permanent() && (e.to_string().contains("ErrorItemNotFound") || e.to_string().contains("HTTP 404"))
+}
+
+/// A Graph mailbox folder as a [`MailSource`].
+pub struct GraphSource {
+    client: GraphClient,
+    folder_id: String,
+    processed_id: Option<String>,
+    error_id: String,
+    /// The deltaLink reached by the last complete `list`.
+    next_delta: Option<String>,
+}
+
+impl GraphSource {
+    /// Resolves the folders (creating the processed and error folders if
+    /// missing), which also proves the token and the mailbox work.
+    pub async fn connect(cfg: GraphConfig) -> Result<Self, SourceError> {
+        let client = GraphClient::new(cfg.clone())?;
+        let folder_id = resolve_folder(&client, &cfg.folder, false).await?;
+        let processed_id = match cfg.settle {
+            SettleAction::Move => Some(resolve_folder(&client, &cfg.processed_folder, true).await?),
+            _ => None,
+        };
+        let error_id = resolve_folder(&client, &cfg.error_folder, true).await?;
+        Ok(Self { client, folder_id, processed_id, error_id, next_delta: None })
+    }
+
+    /// Follows delta pages from `start` to the deltaLink; returns the ids of
+    /// messages present (not removed) and the deltaLink.
+    async fn delta(&self, start: &str) -> Result<(Vec<String>, String), SourceError> {
+        let mut url = start.to_string();
+        let mut ids = Vec::new();
+        loop {
+            let page = self.client.json(reqwest::Method::GET, &url, None).await?;
+            for item in page["value"].as_array().into_iter().flatten() {
+                let Some(id) = item["id"].as_str() else { continue };
+                // The same change can come twice; removed ones are gone.
+                if item.get("@removed").is_none() && !ids.iter().any(|known| known == id) {
+                    ids.push(id.to_string());
+                }
+            }
+            if let Some(next) = page["@odata.nextLink"].as_str() {
+                url = next.to_string();
+            } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
+                return Ok((ids, delta.to_string()));
+            } else {
+                return Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"));
+            }
+        }
+    }
+
+    fn initial_delta_url(&self) -> String {
+        let folder: String = url::form_urlencoded::byte_serialize(self.folder_id.as_bytes()).collect();
+        self.client.user_url(&format!("/mailFolders/{folder}/messages/delta?$select=id&$top={DELTA_PAGE_SIZE}"))
+    }
+}
+
+/// A folder's id from a well-known name or a `/`-separated display-name
+/// path, created (at the mailbox root) if `create` and missing.
+async fn resolve_folder(client: &GraphClient, name: &str, create: bool) -> Result<String, SourceError> {
+    const WELL_KNOWN: &[&str] = &[
+        "archive",
+        "clutter",
+        "conflicts",
+        "conversationhistory",
+        "deleteditems",
+        "drafts",
+        "inbox",
+        "junkemail",
+        "localfailures",
+        "msgfolderroot",
+        "outbox",
+        "recoverableitemsdeletions",
+        "scheduled",
+        "searchfolders",
+        "sentitems",
+        "serverfailures",
+        "syncissues",
+    ];
+    if WELL_KNOWN.contains(&name.to_ascii_lowercase().as_str()) {
+        let folder = client
+            .json(reqwest::Method::GET, &client.user_url(&format!("/mailFolders/{}", name.to_ascii_lowercase())), None)
+            .await?;
+        return folder["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| SourceError::transient("Graph folder without id"));
+    }
+    let mut parent: Option<String> = None;
+    for part in name.split('/').filter(|p| !p.is_empty()) {
+        let list_url = match &parent {
+            None => client.user_url("/mailFolders?$top=250&includeHiddenFolders=false"),
+            Some(id) => client.user_url(&format!("/mailFolders/{id}/childFolders?$top=250")),
+        };
+        let listing = client.json(reqwest::Method::GET, &list_url, None).await?;
+        let found = listing["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["displayName"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(part)))
+            .and_then(|f| f["id"].as_str().map(str::to_string));
+        let id = match found {
+            Some(id) => id,
+            None if create => {
+                let create_url = match &parent {
+                    None => client.user_url("/mailFolders"),
+                    Some(id) => client.user_url(&format!("/mailFolders/{id}/childFolders")),
+                };
+                let made = client.json(reqwest::Method::POST, &create_url, Some(&json!({"displayName": part}))).await?;
+                tracing::info!(folder = name, "created Graph mail folder");
+                made["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| SourceError::transient("created folder without id"))?
+            }
+            None => {
+                return Err(SourceError::permanent(format!(
+                    "mailbox {} has no folder {name:?}; give a well-known name (inbox) or an existing folder path",
+                    client.cfg.address
+                )));
+            }
+        };
+        parent = Some(id);
+    }
+    parent.ok_or_else(|| SourceError::permanent("an empty folder name"))
+}
+
+#[async_trait::async_trait]
+impl MailSource for GraphSource {
+    async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {
+        let (ids, delta) = match self.client.cfg.delta_link.clone() {
+            Some(link) => match self.delta(&link).await {
+                Ok(result) => result,
+                // An expired delta state (410 Gone, syncStateNotFound): start
+                // over; the journal filters what it already has.
+                Err(e)
+                    if e.to_string().contains("syncStateNotFound")
+                        || e.to_string().contains("resyncRequired")
+                        || e.to_string().contains("HTTP 410") =>
+                {
+                    tracing::warn!(mailbox = %self.client.cfg.address, "Graph delta state expired; listing the folder again");
+                    self.delta(&self.initial_delta_url()).await?
+                }
+                Err(e) => return Err(e),
+            },
+            None => self.delta(&self.initial_delta_url()).await?,
+        };
+        self.next_delta = Some(delta);
+        Ok(ids.into_iter().map(|remote_id| Listing { remote_id, size: None }).collect())
+    }
+
+    async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
+        let client = &self.client;
+        // Owned ids: async_trait futures must not borrow through closures.
+        let results: Vec<Result<Option<RemoteMail>, SourceError>> = futures::stream::iter(remote_ids.to_vec())
+            .map(|id: String| async move {
+                let url = client.user_url(&format!("/messages/{}/$value", encode(&id)));
+                match client.send(reqwest::Method::GET, &url, None).await {
+                    Ok(response) => {
+                        let raw = response.bytes().await.map_err(|e| network_error(&client.cfg, &e))?;
+                        Ok(Some(RemoteMail { remote_id: id, raw: raw.to_vec() }))
+                    }
+                    // Gone since the listing: left out, as the trait asks.
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(MAX_CONCURRENT)
+            .collect()
+            .await;
+        let mut mails = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(mail) = result? {
+                mails.push(mail);
+            }
+        }
+        Ok(mails)
+    }
+
+    async fn settle(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError> {
+        let client = &self.client;
+        let (processed_id, error_id, settle) = (self.processed_id.clone(), self.error_id.clone(), client.cfg.settle);
+        let results: Vec<Result<(), SourceError>> = futures::stream::iter(outcomes.to_vec())
+            .map(|(id, outcome): (String, Outcome)| {
+                let (processed_id, error_id) = (processed_id.clone(), error_id.clone());
+                async move {
+                    let message = client.user_url(&format!("/messages/{}", encode(&id)));
+                    let result = match (outcome, settle) {
+                        (Outcome::Failed, _) => {
+                            let body = json!({"destinationId": error_id});
+                            client.send(reqwest::Method::POST, &format!("{message}/move"), Some(&body)).await.map(drop)
+                        }
+                        (Outcome::Processed, SettleAction::Move) => {
+                            let body = json!({"destinationId": processed_id.unwrap_or_default()});
+                            client.send(reqwest::Method::POST, &format!("{message}/move"), Some(&body)).await.map(drop)
+                        }
+                        (Outcome::Processed, SettleAction::MarkRead) => client
+                            .send(reqwest::Method::PATCH, &message, Some(&json!({"isRead": true})))
+                            .await
+                            .map(drop),
+                        (Outcome::Processed, SettleAction::Delete) => {
+                            client.send(reqwest::Method::DELETE, &message, None).await.map(drop)
+                        }
+                    };
+                    match result {
+                        // Settled before (or gone): settling is idempotent.
+                        Err(e) if is_not_found(&e) => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .buffer_unordered(MAX_CONCURRENT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    fn resettle_if_listed_again(&self) -> bool {
+        true
+    }
+
+    fn sync_state(&self) -> Option<String> {
+        self.next_delta.clone()
+    }
+}
+
+fn encode(id: &str) -> String {
+    // Graph ids are base64 with '/', '+' and '=': keep them out of the path syntax.
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>().replace('+', "%2B")
+}
