@@ -409,6 +409,7 @@ impl TokenBroker {
             nonce: &flow.nonce,
             code_challenge: &flow.challenge(),
             login_hint,
+            offline_access_type: tenant.provider == crate::model::PROVIDER_OAUTH2,
         }
         .url()
         .map_err(AuthError::Config)?;

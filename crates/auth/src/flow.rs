@@ -45,6 +45,8 @@ pub struct AuthorizeRequest<'a> {
     pub nonce: &'a str,
     pub code_challenge: &'a str,
     pub login_hint: Option<&'a str>,
+    /// Ask for a refresh token the way generic providers (Google) want it.
+    pub offline_access_type: bool,
 }
 
 impl AuthorizeRequest<'_> {
@@ -66,6 +68,9 @@ impl AuthorizeRequest<'_> {
                 .append_pair("prompt", "select_account");
             if let Some(hint) = self.login_hint {
                 query.append_pair("login_hint", hint);
+            }
+            if self.offline_access_type {
+                query.append_pair("access_type", "offline");
             }
         }
         Ok(url.into())
@@ -122,6 +127,7 @@ mod tests {
             nonce: "no",
             code_challenge: "ch",
             login_hint: None,
+            offline_access_type: false,
         }
         .url()
         .unwrap();

@@ -751,3 +751,72 @@ fn insecure_urls_and_expiring_secrets_are_warned_about() {
     let tenants = robot.json(&["tenant", "list", "--json"]);
     assert!(tenants[1]["secret_expires_at"].as_str().unwrap().starts_with(&soon));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generic_oauth2_provider_with_setup_authentication() {
+    // A Google-like provider: opaque scopes, access_type=offline for a
+    // refresh token, no rotation.
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec { mode: TenantMode::Generic, rotate_refresh_tokens: false, ..TenantSpec::new(DOMAIN) })
+        .unwrap();
+    let serve_port = free_port();
+    emu.add_app(AppSpec {
+        tenant: DOMAIN.into(),
+        client_id: Some("robot.apps.example".into()),
+        secrets: vec![SecretSpec::new("gsecret")],
+        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        ..Default::default()
+    })
+    .unwrap();
+    emu.add_user(UserSpec {
+        tenant: DOMAIN.into(),
+        username: ADMIN.into(),
+        password: ADMIN_PASSWORD.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "google",
+            "--provider",
+            "oauth2",
+            "--client-id",
+            "robot.apps.example",
+            "--client-secret-env",
+            "G",
+            "--authorize-url",
+            &emu.authorize_url(DOMAIN),
+            "--token-url",
+            &emu.token_url(DOMAIN),
+        ],
+        &[("G", "gsecret")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "gmail",
+        "--tenant",
+        "google",
+        "--capability",
+        "imap",
+        "--mode",
+        "delegated",
+        "--scope",
+        "https://mail.google.com/",
+    ]);
+    let w = World { emu, robot, serve_port };
+    let _serve = spawn_redirect_receiver(&w);
+    let url = authorize(&w.robot, "gmail");
+    assert!(url.contains("access_type=offline"), "{url}");
+    let (status, body, _) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    let (ok, value) = test_json(&w.robot, "gmail");
+    assert!(ok, "{value}");
+    assert_eq!(value["state"], "ready");
+}
