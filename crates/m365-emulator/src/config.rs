@@ -15,6 +15,12 @@ pub struct Setup {
     pub users: Vec<UserSpec>,
     /// Consents granted up front (user consent when `username` is set, admin consent otherwise).
     pub consents: Vec<ConsentSpec>,
+    /// Exchange Online mailboxes (Graph mail and EWS).
+    pub mailboxes: Vec<MailboxSpec>,
+    /// Full access of users to mailboxes other than their own.
+    pub mailbox_grants: Vec<MailboxGrant>,
+    /// Application access policies (app-only access restricted to some mailboxes).
+    pub access_policies: Vec<AccessPolicySpec>,
 }
 
 /// How a tenant reads scopes.
@@ -202,7 +208,8 @@ pub struct IssueSpec {
 #[serde(default, deny_unknown_fields)]
 pub struct FaultSpec {
     /// `token`, `authorize`, `login`, `openid_configuration`, `jwks`, `instance_discovery`,
-    /// `introspect`, `userinfo`, `logout`, `other`, or `*` for any of them.
+    /// `introspect`, `userinfo`, `logout`, `graph`, `graph_value`, `graph_delta`, `graph_batch`,
+    /// `ews`, `other`, or `*` for any of them.
     pub endpoint: String,
     /// How many requests this fault applies to.
     pub count: u32,
@@ -227,4 +234,94 @@ impl Default for FaultSpec {
             drop_connection: false,
         }
     }
+}
+
+/// An Exchange Online mailbox: a user's (its address is the user's UPN) or a shared one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxSpec {
+    /// Tenant id or domain.
+    pub tenant: String,
+    /// SMTP address; a user's UPN makes it that user's mailbox.
+    pub address: String,
+    /// Defaults to the user's name or the address.
+    pub display_name: Option<String>,
+    /// REST (Graph) access disabled: Graph answers 404 `MailboxNotEnabledForRESTAPI`.
+    pub rest_disabled: bool,
+    /// Latency added to every Graph/EWS request on this mailbox, while it counts against the
+    /// concurrency limit (lets tests reach the limit).
+    pub latency_ms: u64,
+}
+
+impl MailboxSpec {
+    pub fn new(tenant: impl Into<String>, address: impl Into<String>) -> Self {
+        MailboxSpec { tenant: tenant.into(), address: address.into(), ..Default::default() }
+    }
+}
+
+/// Full access of a user to a mailbox (`Add-MailboxPermission -AccessRights FullAccess`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxGrant {
+    pub tenant: String,
+    /// The mailbox address.
+    pub mailbox: String,
+    /// The user's UPN.
+    pub username: String,
+}
+
+/// An application access policy (`New-ApplicationAccessPolicy -AccessRight RestrictAccess`):
+/// app-only tokens of the app reach only these mailboxes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessPolicySpec {
+    pub tenant: String,
+    pub client_id: String,
+    /// Mailbox addresses the app may reach; every other mailbox answers 403.
+    pub mailboxes: Vec<String>,
+}
+
+/// A mail to put into a mailbox folder, as if delivered by transport.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverSpec {
+    /// Mailbox address.
+    pub mailbox: String,
+    /// Folder id, well-known name (default `inbox`) or display name of a top-level folder.
+    pub folder: Option<String>,
+    /// The raw RFC 5322 message.
+    pub mime: String,
+    /// `receivedDateTime`; default now on the emulator clock.
+    pub received_at: Option<DateTime<Utc>>,
+    pub is_read: bool,
+}
+
+/// A message as the admin API lists it (for tests to check where mails ended up).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MessageInfo {
+    /// The current (move-changing) id.
+    pub id: String,
+    /// The immutable id (`Prefer: IdType="ImmutableId"`).
+    pub immutable_id: String,
+    pub folder_id: String,
+    /// The folder's well-known name, or its display name.
+    pub folder: String,
+    pub subject: String,
+    pub internet_message_id: String,
+    pub is_read: bool,
+    pub categories: Vec<String>,
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+/// A folder as the admin API lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FolderInfo {
+    pub id: String,
+    pub display_name: String,
+    pub well_known_name: Option<String>,
+    pub parent_id: Option<String>,
+    pub total: usize,
+    pub unread: usize,
 }

@@ -10,7 +10,7 @@ use crate::config::FaultSpec;
 use crate::error::StsError;
 
 /// Endpoint names faults and counters are kept under.
-pub const ENDPOINTS: [&str; 10] = [
+pub const ENDPOINTS: [&str; 15] = [
     "authorize",
     "login",
     "token",
@@ -20,6 +20,11 @@ pub const ENDPOINTS: [&str; 10] = [
     "instance_discovery",
     "introspect",
     "userinfo",
+    "graph",
+    "graph_value",
+    "graph_delta",
+    "graph_batch",
+    "ews",
     "other",
 ];
 
@@ -29,6 +34,17 @@ pub(crate) fn classify(path: &str) -> Option<&'static str> {
         return None;
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segs.first() == Some(&"v1.0") {
+        return Some(match segs.as_slice() {
+            ["v1.0", "$batch"] => "graph_batch",
+            [.., "$value"] => "graph_value",
+            [.., "delta" | "delta()" | "microsoft.graph.delta"] => "graph_delta",
+            _ => "graph",
+        });
+    }
+    if path.eq_ignore_ascii_case("/EWS/Exchange.asmx") {
+        return Some("ews");
+    }
     Some(match segs.as_slice() {
         [_, "oauth2", "v2.0", "authorize"] => "authorize",
         [_, "oauth2", "v2.0", "token"] => "token",
@@ -169,6 +185,11 @@ mod tests {
         assert_eq!(classify("/t/login"), Some("login"));
         assert_eq!(classify("/_admin/stats"), None);
         assert_eq!(classify("/"), Some("other"));
+        assert_eq!(classify("/v1.0/users/a@b/mailFolders/inbox/messages"), Some("graph"));
+        assert_eq!(classify("/v1.0/users/a@b/messages/X/$value"), Some("graph_value"));
+        assert_eq!(classify("/v1.0/me/mailFolders/inbox/messages/delta"), Some("graph_delta"));
+        assert_eq!(classify("/v1.0/$batch"), Some("graph_batch"));
+        assert_eq!(classify("/EWS/Exchange.asmx"), Some("ews"));
     }
 
     #[test]

@@ -26,9 +26,15 @@ mod authorize;
 mod config;
 mod discovery;
 mod error;
+mod ews;
 mod faults;
+mod graph;
+mod graphbatch;
 mod html;
 mod jwt;
+mod mail;
+mod mailadmin;
+mod mailauth;
 mod scopes;
 mod server;
 mod state;
@@ -36,8 +42,8 @@ mod tls;
 mod token;
 
 pub use config::{
-    AppSpec, CertificateSpec, ConsentSpec, FaultSpec, IssueSpec, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec,
-    UserUpdate,
+    AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, FaultSpec, FolderInfo, IssueSpec,
+    MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec, UserUpdate,
 };
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};

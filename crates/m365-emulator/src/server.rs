@@ -11,20 +11,23 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::config::{AppSpec, ConsentSpec, FaultSpec, IssueSpec, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate};
+use crate::config::{
+    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, FaultSpec, FolderInfo, IssueSpec, MailboxGrant, MailboxSpec,
+    MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
+};
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
 use crate::jwt::SigningKey;
 use crate::state::Emu;
 use crate::tls::SelfSignedTls;
-use crate::{EmulatorError, admin, authorize, discovery, token};
+use crate::{EmulatorError, admin, authorize, discovery, graph, mailadmin, token};
 
 /// How the emulator serves HTTPS.
 #[derive(Debug, Clone)]
@@ -90,7 +93,9 @@ pub(crate) fn router(emu: Arc<Emu>) -> Router {
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
         .route("/{tenant}/discovery/keys", get(discovery::keys))
         .route("/{tenant}/discovery/instance", get(discovery::instance_discovery))
+        .route("/v1.0/{*rest}", any(graph::entry))
         .merge(admin::routes())
+        .merge(mailadmin::routes())
         .with_state(emu)
 }
 
@@ -118,8 +123,15 @@ async fn handle(req: Request<Incoming>, router: Router, emu: Arc<Emu>) -> Result
             return Err(Dropped);
         }
         if let Some(status) = f.status.and_then(|s| StatusCode::from_u16(s).ok()) {
-            let trace = Trace::new(req.headers(), emu.clock.now_ms());
-            let resp = trace.error_response(&fault_error(status, f.retry_after), &emu.base_url);
+            let now = emu.clock.now_ms();
+            // Each API answers a fault in its own error shape.
+            let resp = match endpoint {
+                Some(ep) if ep.starts_with("graph") => {
+                    graph::fault_error(status, f.retry_after).response(req.headers(), now)
+                }
+                Some("ews") => crate::ews::fault_response(status, f.retry_after),
+                _ => Trace::new(req.headers(), now).error_response(&fault_error(status, f.retry_after), &emu.base_url),
+            };
             record(status.as_str());
             return Ok(resp);
         }
@@ -393,6 +405,81 @@ impl Emulator {
     /// The emulator clock, Unix seconds.
     pub fn now(&self) -> i64 {
         self.emu.clock.now_s()
+    }
+
+    /// `{base}/v1.0`: the Graph base URL to give clients.
+    pub fn graph_url(&self) -> String {
+        format!("{}/v1.0", self.base_url())
+    }
+
+    /// `{base}/EWS/Exchange.asmx`
+    pub fn ews_url(&self) -> String {
+        format!("{}/EWS/Exchange.asmx", self.base_url())
+    }
+
+    /// Creates a mailbox (a user's UPN as address makes it the user's); returns its id.
+    pub fn create_mailbox(&self, spec: MailboxSpec) -> Result<String, EmulatorError> {
+        self.emu.create_mailbox(spec)
+    }
+
+    /// Gives a user full access to a mailbox.
+    pub fn grant_mailbox_access(&self, grant: MailboxGrant) -> Result<(), EmulatorError> {
+        self.emu.grant_mailbox_access(grant)
+    }
+
+    /// Restricts an app's app-only mail access to some mailboxes.
+    pub fn set_access_policy(&self, policy: AccessPolicySpec) -> Result<(), EmulatorError> {
+        self.emu.set_access_policy(policy)
+    }
+
+    /// Delivers raw MIME into a folder; returns the message (with its ids).
+    pub fn deliver(&self, spec: DeliverSpec) -> Result<MessageInfo, EmulatorError> {
+        self.emu.deliver(spec)
+    }
+
+    /// Shorthand for [`Emulator::deliver`] into a folder, received now, unread.
+    pub fn deliver_mime(&self, mailbox: &str, folder: &str, mime: &str) -> Result<MessageInfo, EmulatorError> {
+        self.emu.deliver(DeliverSpec {
+            mailbox: mailbox.into(),
+            folder: Some(folder.into()),
+            mime: mime.into(),
+            ..Default::default()
+        })
+    }
+
+    /// The messages of a folder (id, well-known name or display name), in delivery order.
+    pub fn messages(&self, mailbox: &str, folder: &str) -> Result<Vec<MessageInfo>, EmulatorError> {
+        self.emu.mail_messages(mailbox, folder)
+    }
+
+    /// Every folder of a mailbox with its counts.
+    pub fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, EmulatorError> {
+        self.emu.mail_folders(mailbox)
+    }
+
+    /// How many messages a folder holds.
+    pub fn count(&self, mailbox: &str, folder: &str) -> Result<usize, EmulatorError> {
+        Ok(self.emu.mail_messages(mailbox, folder)?.len())
+    }
+
+    /// The stored MIME of a message (either id).
+    pub fn mime(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, EmulatorError> {
+        self.emu.mail_mime(mailbox, id)
+    }
+
+    /// Expires every delta token / sync state of the mailbox (410 syncStateNotFound next time).
+    pub fn expire_delta_tokens(&self, mailbox: &str) -> Result<(), EmulatorError> {
+        self.emu.expire_delta_tokens(mailbox)
+    }
+
+    /// Turns Graph access to a mailbox off (404 MailboxNotEnabledForRESTAPI) or back on.
+    pub fn set_rest_enabled(&self, mailbox: &str, enabled: bool) -> Result<(), EmulatorError> {
+        self.emu.set_rest_enabled(mailbox, enabled)
+    }
+
+    /// Concurrent requests per (app, mailbox) before 429 (default 4, as Outlook).
+    pub fn set_mail_concurrency_limit(&self, limit: usize) {
+        self.emu.set_mail_concurrency_limit(limit)
     }
 
     /// Stops the server and waits for its thread.

@@ -403,6 +403,7 @@ pub(crate) struct Emu {
     pub clock: Clock,
     inner: Mutex<Inner>,
     pub faults: Mutex<Faults>,
+    mail: Mutex<crate::mail::MailStore>,
     initial: Setup,
 }
 
@@ -414,6 +415,7 @@ impl Emu {
             clock: Clock::default(),
             inner: Mutex::new(Inner::default()),
             faults: Mutex::new(Faults::default()),
+            mail: Mutex::new(crate::mail::MailStore::new()),
             initial: setup.clone(),
         };
         emu.load(&setup)?;
@@ -424,6 +426,12 @@ impl Emu {
     /// is still usable for a test tool.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The mailbox store lock. Never taken while holding the directory lock's guard across it
+    /// in the other order: callers take the directory first, copy what they need, release it.
+    pub fn mail(&self) -> MutexGuard<'_, crate::mail::MailStore> {
+        self.mail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
@@ -439,6 +447,7 @@ impl Emu {
     pub fn reset(&self, empty: bool) -> Result<(), EmulatorError> {
         *self.lock() = Inner::default();
         *self.faults() = Faults::default();
+        *self.mail() = crate::mail::MailStore::new();
         self.clock.reset();
         if !empty {
             self.load(&self.initial.clone())?;
@@ -459,6 +468,15 @@ impl Emu {
         for c in &setup.consents {
             self.grant_consent(c.clone())?;
         }
+        for m in &setup.mailboxes {
+            self.create_mailbox(m.clone())?;
+        }
+        for g in &setup.mailbox_grants {
+            self.grant_mailbox_access(g.clone())?;
+        }
+        for p in &setup.access_policies {
+            self.set_access_policy(p.clone())?;
+        }
         Ok(())
     }
 
@@ -476,12 +494,15 @@ impl Emu {
                 });
             }
         }
-        Setup {
+        let mut setup = Setup {
             tenants: g.tenants.iter().map(|t| t.spec.clone()).collect(),
             apps: g.apps.iter().map(|a| a.spec.clone()).collect(),
             users: g.users.iter().map(|u| u.spec.clone()).collect(),
             consents,
-        }
+            ..Default::default()
+        };
+        self.dump_mail(&g, &mut setup);
+        setup
     }
 
     pub fn add_tenant(&self, mut spec: TenantSpec) -> Result<TenantSpec, EmulatorError> {

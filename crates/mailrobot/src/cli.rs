@@ -104,6 +104,12 @@ pub enum MailboxKindArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuthArg {
+    Password,
+    Oauth,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum TlsArg {
     None,
     Starttls,
@@ -153,9 +159,12 @@ pub struct MailboxAdd {
     /// Drop folder: the directory holding inbox/, tmp/, processed/, failed/.
     #[arg(long)]
     pub path: Option<PathBuf>,
-    /// Graph: the service connection whose tokens open the mailbox.
+    /// Graph, or IMAP/POP3 with --auth oauth: the service connection whose tokens open the mailbox.
     #[arg(long)]
     pub connection: Option<String>,
+    /// IMAP/POP3: log in with a password, or with SASL XOAUTH2 and the connection's tokens.
+    #[arg(long, value_enum, default_value_t = AuthArg::Password)]
+    pub auth: AuthArg,
     /// Graph: the mailbox address (a user's or a shared mailbox).
     #[arg(long)]
     pub address: Option<String>,

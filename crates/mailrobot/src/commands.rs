@@ -67,6 +67,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             port: default_port(143, 993),
             tls: tls_mode(add.tls),
             username: need(&add.username, "--username")?,
+            auth: login_method(app, add, "imap", &mut connection_id)?,
             folder: add.folder.clone(),
             processed_folder: add.processed_folder.clone(),
             error_folder: add.error_folder.clone(),
@@ -77,6 +78,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             port: default_port(110, 995),
             tls: tls_mode(add.tls),
             username: need(&add.username, "--username")?,
+            auth: login_method(app, add, "pop", &mut connection_id)?,
             keep_on_server: add.keep_on_server,
         }),
         MailboxKindArg::DropFolder => {
@@ -106,7 +108,10 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         }
     };
     let password = read_password(add)?;
-    if matches!(config, MailboxConfig::Imap(_) | MailboxConfig::Pop3(_)) && password.is_none() {
+    if matches!(config, MailboxConfig::Imap(_) | MailboxConfig::Pop3(_))
+        && add.auth == AuthArg::Password
+        && password.is_none()
+    {
         bail!(
             "--kind {} needs a password: --password-env VAR (the variable holding it) or --password-stdin",
             config.kind()
@@ -134,6 +139,28 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         app.store.set_mailbox_enabled(mailbox.id, false)?;
     }
     Ok(app.store.mailbox(mailbox.id)?)
+}
+
+/// `--auth oauth` binds the mailbox to a connection for `capability`.
+fn login_method(
+    app: &App,
+    add: &MailboxAdd,
+    capability: &str,
+    connection_id: &mut Option<i64>,
+) -> anyhow::Result<LoginMethod> {
+    if add.auth == AuthArg::Password {
+        return Ok(LoginMethod::Password);
+    }
+    let name = add.connection.clone().ok_or_else(|| anyhow!("--auth oauth needs --connection NAME"))?;
+    let connection = app
+        .auth_store
+        .connection_by_name(&name)?
+        .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))?;
+    if connection.capability != capability {
+        bail!("connection {name} is for {}, not {capability}", connection.capability);
+    }
+    *connection_id = Some(connection.id);
+    Ok(LoginMethod::Oauth)
 }
 
 pub fn mailbox_json(m: &Mailbox) -> Value {

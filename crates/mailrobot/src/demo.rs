@@ -124,6 +124,7 @@ fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
         keep_on_server: false,
         path: Some(drop_dir.to_path_buf()),
         connection: None,
+        auth: crate::cli::AuthArg::Password,
         address: None,
         poll_seconds: 5,
         max_message_mb: 50,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mailrobot_secrets::{Secret, SecretBox};
+use mailrobot_secrets::SecretBox;
 use std::sync::Arc;
 
 use mailrobot_sources::{
@@ -21,6 +21,16 @@ pub enum MailboxConfig {
     Pop3(Pop3Settings),
     DropFolder(DropFolderSettings),
     Graph(GraphSettings),
+}
+
+/// How an IMAP or POP3 mailbox logs in.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginMethod {
+    #[default]
+    Password,
+    /// SASL XOAUTH2 with the service connection's access token.
+    Oauth,
 }
 
 /// Exchange / Microsoft Graph through a service connection.
@@ -42,6 +52,8 @@ pub struct ImapSettings {
     pub port: u16,
     pub tls: TlsMode,
     pub username: String,
+    #[serde(default)]
+    pub auth: LoginMethod,
     pub folder: String,
     pub processed_folder: String,
     pub error_folder: String,
@@ -54,6 +66,8 @@ pub struct Pop3Settings {
     pub port: u16,
     pub tls: TlsMode,
     pub username: String,
+    #[serde(default)]
+    pub auth: LoginMethod,
     pub keep_on_server: bool,
 }
 
@@ -117,14 +131,38 @@ impl MailboxConfig {
     /// here and lives only as long as the connection setup needs it.
     pub async fn open(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<Box<dyn MailSource>, SourceError> {
         let (sealed_secret, secrets) = (ctx.sealed_secret, ctx.secrets);
-        let password = || -> Result<Secret, SourceError> {
-            let sealed = sealed_secret.ok_or_else(|| {
-                SourceError::permanent(format!(
-                    "mailbox {} has no password stored; add it again with --password-env",
-                    mailbox.name
-                ))
-            })?;
-            secrets.open_str(sealed, &secret_context(&mailbox.name)).map_err(|e| SourceError::permanent(e.to_string()))
+        // The login for IMAP/POP3: the stored password, or a fresh token.
+        let credentials = |username: &str, method: LoginMethod| {
+            let username = username.to_string();
+            let tokens = ctx.tokens.as_ref().map(|(t, _)| t.clone());
+            let sealed = sealed_secret.map(<[u8]>::to_vec);
+            let name = mailbox.name.clone();
+            async move {
+                match method {
+                    LoginMethod::Oauth => {
+                        let tokens = tokens.ok_or_else(|| {
+                            SourceError::permanent(format!(
+                                "mailbox {name} logs in with OAuth but has no service connection"
+                            ))
+                        })?;
+                        Ok::<_, SourceError>(Credentials::XOAuth2 {
+                            username,
+                            access_token: tokens.token(false).await?,
+                        })
+                    }
+                    LoginMethod::Password => {
+                        let sealed = sealed.ok_or_else(|| {
+                            SourceError::permanent(format!(
+                                "mailbox {name} has no password stored; add it again with --password-env"
+                            ))
+                        })?;
+                        let password = secrets
+                            .open_str(&sealed, &secret_context(&name))
+                            .map_err(|e| SourceError::permanent(e.to_string()))?;
+                        Ok(Credentials::Password { username, password: password.expose().to_string() })
+                    }
+                }
+            }
         };
         Ok(match self {
             MailboxConfig::Imap(s) => Box::new(
@@ -132,10 +170,7 @@ impl MailboxConfig {
                     host: s.host.clone(),
                     port: s.port,
                     tls: s.tls,
-                    credentials: Credentials::Password {
-                        username: s.username.clone(),
-                        password: password()?.expose().to_string(),
-                    },
+                    credentials: credentials(&s.username, s.auth).await?,
                     folder: s.folder.clone(),
                     processed_folder: s.processed_folder.clone(),
                     error_folder: s.error_folder.clone(),
@@ -150,10 +185,7 @@ impl MailboxConfig {
                     host: s.host.clone(),
                     port: s.port,
                     tls: s.tls,
-                    credentials: Credentials::Password {
-                        username: s.username.clone(),
-                        password: password()?.expose().to_string(),
-                    },
+                    credentials: credentials(&s.username, s.auth).await?,
                     keep_on_server: s.keep_on_server,
                     extra_ca_file: None,
                     timeout: NETWORK_TIMEOUT,

@@ -68,17 +68,24 @@ impl Dovecot {
     /// Starts Dovecot with plain-text IMAP and POP3 on loopback for the
     /// given `(address, password)` users.
     pub fn start(users: &[(&str, &str)]) -> io::Result<Dovecot> {
-        Self::start_inner(users, None)
+        Self::start_inner(users, None, None)
+    }
+
+    /// Like [`Dovecot::start`], and SASL XOAUTH2 / OAUTHBEARER logins whose
+    /// bearer tokens are checked at `introspection_url` (Dovecot's `passdb
+    /// oauth2` in `introspection_mode = auth`: a GET with the token).
+    pub fn start_with_oauth2(users: &[(&str, &str)], introspection_url: &str) -> io::Result<Dovecot> {
+        Self::start_inner(users, None, Some(introspection_url))
     }
 
     /// Like [`Dovecot::start`], plus STARTTLS on the plain ports and implicit
     /// TLS listeners ([`Dovecot::imaps_port`], [`Dovecot::pop3s_port`]) using
     /// the given certificate and key.
     pub fn start_with_tls(users: &[(&str, &str)], tls: &TlsFiles) -> io::Result<Dovecot> {
-        Self::start_inner(users, Some(tls))
+        Self::start_inner(users, Some(tls), None)
     }
 
-    fn start_inner(users: &[(&str, &str)], tls: Option<&TlsFiles>) -> io::Result<Dovecot> {
+    fn start_inner(users: &[(&str, &str)], tls: Option<&TlsFiles>, oauth2: Option<&str>) -> io::Result<Dovecot> {
         if !Self::available() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -93,7 +100,7 @@ impl Dovecot {
         // can grab one in between: retry a few times on a failed start.
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_start(users, tls, owner) {
+            match Self::try_start(users, tls, oauth2, owner) {
                 Ok(d) => return Ok(d),
                 Err(e) => last_err = Some(e),
             }
@@ -104,6 +111,7 @@ impl Dovecot {
     fn try_start(
         users: &[(&str, &str)],
         tls: Option<&TlsFiles>,
+        oauth2: Option<&str>,
         owner: (libc::uid_t, libc::gid_t),
     ) -> io::Result<Dovecot> {
         let dir = tempfile::Builder::new().prefix("mailrobot-dovecot-").tempdir()?;
@@ -124,7 +132,23 @@ impl Dovecot {
         let (imap_port, pop3_port) = (ports[0], ports[1]);
         let (imaps_port, pop3s_port) = if tls.is_some() { (Some(ports[2]), Some(ports[3])) } else { (None, None) };
         let conf = base.join("dovecot.conf");
-        fs::write(&conf, config_text(base, imap_port, pop3_port, imaps_port, pop3s_port, tls))?;
+        let mut text = config_text(base, imap_port, pop3_port, imaps_port, pop3s_port, tls);
+        if let Some(url) = oauth2 {
+            let oauth2_conf = base.join("dovecot-oauth2.conf.ext");
+            fs::write(
+                &oauth2_conf,
+                format!(
+                    "introspection_mode = auth\nintrospection_url = {url}\nusername_attribute = email\n\
+                     active_attribute = active\nactive_value = true\n"
+                ),
+            )?;
+            text = text.replace("auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer");
+            text.push_str(&format!(
+                "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                oauth2_conf.display()
+            ));
+        }
+        fs::write(&conf, text)?;
 
         let child = Command::new(DOVECOT_BIN)
             .arg("-F")

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mail;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use m365_emulator::{AppSpec, Emulator, EmulatorConfig, SecretSpec, Setup, TenantSpec, UserSpec};
@@ -56,6 +58,7 @@ pub fn setup() -> Setup {
             ..Default::default()
         }],
         consents: vec![],
+        ..Default::default()
     }
 }
 
