@@ -76,43 +76,8 @@ fn token_requests(emu: &Emulator) -> u64 {
     emu.stats().requests("token")
 }
 
-/// The value of `name="field" value="…"` in a page.
-fn hidden(html: &str, field: &str) -> String {
-    let marker = format!("name=\"{field}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {field} in page: {html}")) + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_string()
-}
-
-/// Signs in like a person would: the sign-in page, the consent page, and
-/// back to the robot's redirect endpoint. Returns the final page's status and body.
 async fn sign_in(emu: &Emulator, authorize_url: &str, accept: bool) -> (u16, String, String) {
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let page = http.get(authorize_url).send().await.unwrap().text().await.unwrap();
-    let flow = hidden(&page, "flow");
-    let login = format!("{}/{DOMAIN}/login", emu.base_url());
-    let mut response = http
-        .post(&login)
-        .form(&[("flow", flow.as_str()), ("username", ADMIN), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    if response.status().as_u16() == 200 {
-        let consent_page = response.text().await.unwrap();
-        assert!(consent_page.contains("permissions"), "expected the consent page: {consent_page}");
-        let flow = hidden(&consent_page, "flow");
-        let action = if accept { "accept" } else { "cancel" };
-        response = http
-            .post(format!("{}/{DOMAIN}/consent", emu.base_url()))
-            .form(&[("flow", flow.as_str()), ("action", action)])
-            .send()
-            .await
-            .unwrap();
-    }
-    assert_eq!(response.status().as_u16(), 302, "the emulator redirects back to the robot");
-    let location = response.headers()["location"].to_str().unwrap().to_string();
-    let back = http.get(&location).send().await.unwrap();
-    let status = back.status().as_u16();
-    (status, back.text().await.unwrap(), location)
+    common::oauth::sign_in_as(emu, DOMAIN, ADMIN, ADMIN_PASSWORD, authorize_url, accept).await
 }
 
 fn authorize(robot: &Robot, connection: &str) -> String {

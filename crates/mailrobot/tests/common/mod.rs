@@ -1,6 +1,8 @@
 //! Drives the real `mailrobot` binary in a temporary data directory.
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,228 @@
+//! Exchange / Microsoft Graph mailboxes end to end against the emulator:
+//! application and delegated connections, delta with a stored deltaLink,
+//! resync after the delta state expires, throttling, and access errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use m365_emulator::{
+    AppSpec, Emulator, EmulatorConfig, FaultSpec, MailboxGrant, MailboxSpec, SecretSpec, Setup, TenantSpec, UserSpec,
+};
+
+const CLIENT_ID: &str = "7c0ffee0-1111-4222-8333-444455556666";
+const SECRET: &str = "graph-test-secret";
+const DOMAIN: &str = "contoso.test";
+const SHARED: &str = "servicedesk@contoso.test";
+const AGENT: &str = "agent@contoso.test";
+const AGENT_PASSWORD: &str = "Agent!Pass1";
+
+fn emulator(serve_port: u16) -> Emulator {
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
+    emu.add_app(AppSpec {
+        tenant: DOMAIN.into(),
+        client_id: Some(CLIENT_ID.into()),
+        secrets: vec![SecretSpec::new(SECRET)],
+        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    emu.add_user(UserSpec {
+        tenant: DOMAIN.into(),
+        username: AGENT.into(),
+        password: AGENT_PASSWORD.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    emu.create_mailbox(MailboxSpec::new(DOMAIN, SHARED)).unwrap();
+    emu
+}
+
+fn robot_with_tenant(emu: &Emulator) -> Robot {
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "contoso",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "S",
+            "--authority-url",
+            emu.base_url(),
+            "--graph-url",
+            emu.base_url(),
+        ],
+        &[("S", SECRET)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot
+}
+
+fn deliver(emu: &Emulator, n: std::ops::Range<usize>) {
+    for i in n {
+        let mime =
+            String::from_utf8(simple_mail(&format!("g{i}@ex"), &format!("Graph request {i}"), "", "Please help"))
+                .unwrap();
+        emu.deliver_mime(SHARED, "inbox", &mime).unwrap();
+    }
+}
+
+fn add_graph_mailbox(robot: &Robot, connection: &str) {
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "shared",
+        "--kind",
+        "graph",
+        "--connection",
+        connection,
+        "--address",
+        SHARED,
+    ]);
+}
+
+#[test]
+fn application_connection_reads_a_shared_mailbox_exactly_once() {
+    let emu = emulator(free_port());
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    deliver(&emu, 0..5);
+
+    let out = robot.run(&["run-once"]);
+    assert!(out.contains("5 fetched"), "{out}");
+    assert_eq!(robot.tickets().len(), 5);
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 5);
+    assert!(emu.folders(SHARED).unwrap().iter().any(|f| f.display_name == "Failed"), "error folder created");
+
+    // The deltaLink was stored: the next pass asks only for changes.
+    deliver(&emu, 5..7);
+    let delta_before = emu.stats().requests("graph_delta");
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 7);
+    assert_eq!(emu.stats().requests("graph_delta") - delta_before, 1, "one delta page from the stored link");
+
+    // The delta state expires (410 Gone): the robot lists again and makes
+    // no ticket twice.
+    emu.expire_delta_tokens(SHARED).unwrap();
+    deliver(&emu, 7..8);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 8);
+    assert_eq!(robot.messages().len(), 8);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 8);
+}
+
+#[test]
+fn throttling_is_honoured_by_every_later_run() {
+    let emu = emulator(free_port());
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    deliver(&emu, 0..3);
+    emu.inject_fault(FaultSpec {
+        endpoint: "graph_value".into(),
+        count: 1,
+        status: Some(429),
+        retry_after: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success(), "a throttled pass reports failure");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("throttles"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Within Retry-After no process sends a request for that mailbox.
+    let before =
+        emu.stats().requests("graph") + emu.stats().requests("graph_value") + emu.stats().requests("graph_delta");
+    let out = robot.run(&["run-once"]);
+    assert!(out.contains("throttled"), "{out}");
+    let after =
+        emu.stats().requests("graph") + emu.stats().requests("graph_value") + emu.stats().requests("graph_delta");
+    assert_eq!(after, before, "a request was sent before Retry-After passed");
+
+    std::thread::sleep(Duration::from_millis(2100));
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 3);
+    assert_eq!(robot.messages().len(), 3, "every mail exactly once");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delegated_connection_needs_access_to_the_shared_mailbox() {
+    let serve_port = free_port();
+    let emu = emulator(serve_port);
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "delegated",
+    ]);
+    let listen = format!("127.0.0.1:{serve_port}");
+    let mut serve = robot
+        .command(&["serve", "--listen", &listen])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
+    let url = robot.run(&["connection", "authorize", "desk"]).lines().next().unwrap().to_string();
+    let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    add_graph_mailbox(&robot, "desk");
+    deliver(&emu, 0..2);
+    // The agent may not open the shared mailbox yet: a clear error, no ticket.
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ErrorAccessDenied") && stderr.contains("Full Access"), "{stderr}");
+    assert_eq!(robot.tickets().len(), 0);
+
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: AGENT.into() })
+        .unwrap();
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 2);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 2);
+}
