@@ -226,3 +226,106 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
     assert_eq!(robot.tickets().len(), 2);
     assert_eq!(emu.count(SHARED, "Processed").unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_and_pop3_with_xoauth2_through_a_connection() {
+    use mailrobot_testkit::dovecot::Dovecot;
+    let serve_port = free_port();
+    let emu = emulator(serve_port);
+    // Dovecot checks each bearer token at the emulator's introspection endpoint.
+    let dc = Dovecot::start_with_oauth2(&[(AGENT, "unused-password")], &emu.introspection_url()).unwrap();
+    dc.deliver(AGENT, "INBOX", &simple_mail("x1@ex", "Via IMAP XOAUTH2", "", "hello")).unwrap();
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "imapc",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "imap",
+        "--mode",
+        "delegated",
+    ]);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "popc",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "pop",
+        "--mode",
+        "delegated",
+    ]);
+    let listen = format!("127.0.0.1:{serve_port}");
+    let mut serve = robot
+        .command(&["serve", "--listen", &listen])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
+    for connection in ["imapc", "popc"] {
+        let url = robot.run(&["connection", "authorize", connection]).lines().next().unwrap().to_string();
+        let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    let port = dc.imap_port().to_string();
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "imap-oauth",
+        "--kind",
+        "imap",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "none",
+        "--username",
+        AGENT,
+        "--auth",
+        "oauth",
+        "--connection",
+        "imapc",
+    ]);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 1);
+    assert_eq!(dc.count(AGENT, "Processed"), 1);
+
+    robot.run(&["mailbox", "disable", "imap-oauth"]);
+    dc.deliver(AGENT, "INBOX", &simple_mail("x2@ex", "Via POP3 XOAUTH2", "", "hello")).unwrap();
+    let port = dc.pop3_port().to_string();
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "pop-oauth",
+        "--kind",
+        "pop3",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "none",
+        "--username",
+        AGENT,
+        "--auth",
+        "oauth",
+        "--connection",
+        "popc",
+    ]);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 2);
+    assert_eq!(dc.count(AGENT, "INBOX"), 0);
+}
