@@ -69,6 +69,9 @@ pub enum Command {
         /// Run the story and exit instead of serving afterwards.
         #[arg(long)]
         once: bool,
+        /// The local story only: a drop folder, no Microsoft 365.
+        #[arg(long)]
+        local: bool,
         #[arg(long, default_value = "127.0.0.1:8025")]
         listen: SocketAddr,
     },

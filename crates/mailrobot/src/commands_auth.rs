@@ -71,6 +71,11 @@ fn parse_expiry(date: &str) -> anyhow::Result<String> {
 }
 
 pub fn tenant_add(app: &App, add: &TenantAdd) -> anyhow::Result<Tenant> {
+    tenant_add_with_secret(app, add, read_client_secret(add)?)
+}
+
+/// Adds a tenant whose client secret (if any) the caller already holds.
+pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>) -> anyhow::Result<Tenant> {
     let provider = match add.provider {
         ProviderArg::Microsoft365 => PROVIDER_MICROSOFT365,
         ProviderArg::Oauth2 => PROVIDER_OAUTH2,
@@ -90,7 +95,6 @@ pub fn tenant_add(app: &App, add: &TenantAdd) -> anyhow::Result<Tenant> {
     ] {
         check_url(flag, value)?;
     }
-    let secret = read_client_secret(add)?;
     let certificate = match &add.certificate_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,5 +1,6 @@
-//! `mailrobot demo`: sample mails dropped into a drop folder become tickets,
-//! and the robot says what it made of each one.
+//! `mailrobot demo --local`: sample mails dropped into a drop folder become
+//! tickets, and the robot says what it made of each one. The Microsoft 365
+//! story (`mailrobot demo`) is in [`crate::demo_m365`] and reuses the report.
 
 use std::net::SocketAddr;
 
@@ -11,13 +12,14 @@ use crate::cli::{MailboxAdd, MailboxKindArg, SettleArg, TlsArg};
 use crate::commands::mailbox_add;
 use crate::scheduler::poll_and_record;
 
-mod samples {
+pub(crate) mod samples {
     include!(concat!(env!("OUT_DIR"), "/demo_mails.rs"));
 }
 
 pub const DEMO_MAILBOX: &str = "demo-inbox";
 
-pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()> {
+/// The local story: a drop folder on the embedded defaults.
+pub async fn run_local(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let drop_dir = app.data_dir.join("demo-dropfolder");
     println!("mailrobot demo — data in {}", app.data_dir.display());
     let mailbox = match app.store.mailbox_by_name(DEMO_MAILBOX)? {
@@ -47,23 +49,42 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
     }
 
     println!("3. One pass of the robot over the mailbox:\n");
+    poll_and_report(app, mailbox.id, &dropped, "kept in failed/").await?;
+    let tag = app.tag_format()?;
+    println!("\nTry: mailrobot --data-dir {} tickets show {} --json", app.data_dir.display(), tag.number(1));
+    if once {
+        return Ok(());
+    }
+    println!(
+        "\n5. Serving: drop more .eml files into {}/inbox (write to tmp/ first, then rename). Ctrl-C stops.",
+        drop_dir.display()
+    );
+    crate::serve::serve(app, listen, None).await
+}
+
+/// Polls the demo mailbox once and says what became of each sample mail
+/// (`delivered`: sample name → remote id), then lists the tickets.
+pub(crate) async fn poll_and_report(
+    app: &App,
+    mailbox_id: i64,
+    delivered: &[(String, String)],
+    failed_where: &str,
+) -> anyhow::Result<()> {
     let pipeline = app.pipeline()?;
-    let (result, _) = poll_and_record(&pipeline, &app.store.mailbox(mailbox.id)?).await;
+    let (result, _) = poll_and_record(&pipeline, &app.store.mailbox(mailbox_id)?).await;
     let report = result.context("the demo mailbox could not be polled")?;
 
     let tag = app.tag_format()?;
-    let rows = app.store.messages(&MessageFilter { state: None, mailbox_id: Some(mailbox.id) })?;
-    for (name, file) in &dropped {
-        let Some(row) = rows.iter().find(|r| &r.remote_id == file) else {
+    let rows = app.store.messages(&MessageFilter { state: None, mailbox_id: Some(mailbox_id) })?;
+    for (name, remote_id) in delivered {
+        let Some(row) = rows.iter().find(|r| &r.remote_id == remote_id) else {
             println!("   {name:<38} → not seen (still in the inbox?)");
             continue;
         };
         let ticket = row.ticket_id.map(|t| tag.number(t as u64));
         let what = match (row.state.as_str(), row.kind.as_deref(), &ticket) {
-            ("failed", _, _) => format!("FAILED, kept in failed/: {}", row.reason.as_deref().unwrap_or("")),
-            (_, Some("duplicate"), Some(t)) => {
-                format!("duplicate of a mail already on {t}: no new entry")
-            }
+            ("failed", _, _) => format!("FAILED, {failed_where}: {}", row.reason.as_deref().unwrap_or("")),
+            (_, Some("duplicate"), Some(t)) => format!("duplicate of a mail already on {t}: no new entry"),
             (_, Some("duplicate"), None) => "duplicate of a mail already journaled".to_string(),
             (_, Some(kind), Some(t)) => {
                 let first = app
@@ -86,7 +107,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
         "\n   {} mails: {} processed, {} duplicates, {} failed; {} new tickets.\n",
         report.fetched, report.processed, report.duplicates, report.failed, report.tickets_created
     );
-    println!("4. Tickets now:\n");
+    println!("   Tickets now:\n");
     for t in app.store.tickets()? {
         println!(
             "   {:<12} {:>2} entries  {:<30} {}",
@@ -96,15 +117,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
             t.subject
         );
     }
-    println!("\nTry: mailrobot --data-dir {} tickets show {} --json", app.data_dir.display(), tag.number(1));
-    if once {
-        return Ok(());
-    }
-    println!(
-        "\n5. Serving: drop more .eml files into {}/inbox (write to tmp/ first, then rename). Ctrl-C stops.",
-        drop_dir.display()
-    );
-    crate::serve::serve(app, listen, None).await
+    Ok(())
 }
 
 fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {

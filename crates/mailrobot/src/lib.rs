@@ -7,6 +7,7 @@ pub mod commands;
 pub mod commands_auth;
 pub mod crash;
 pub mod demo;
+pub mod demo_m365;
 pub mod http;
 pub mod mailbox_config;
 pub mod metrics;

@@ -7,7 +7,7 @@ use common::*;
 #[test]
 fn demo_once_tells_the_story_and_leaves_consistent_json() {
     let robot = Robot::new();
-    let out = robot.run(&["demo", "--once"]);
+    let out = robot.run(&["demo", "--once", "--local"]);
     assert!(out.contains("new ticket TKT-000001"), "{out}");
     assert!(out.contains("FAILED"), "{out}");
 
@@ -54,7 +54,7 @@ fn demo_once_tells_the_story_and_leaves_consistent_json() {
     assert!(!html_ticket["entries"][0]["text"].as_str().unwrap().is_empty(), "text derived from HTML");
 
     // A second demo drops the same mails again: all dedupe, no new tickets.
-    robot.run(&["demo", "--once"]);
+    robot.run(&["demo", "--once", "--local"]);
     assert_eq!(robot.tickets().len(), 6);
     assert_eq!(robot.messages().len(), 24);
 }
@@ -122,4 +122,31 @@ fn clear_errors_for_bad_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket TKT-000099"));
     let out = robot.run_raw(&["messages", "list", "--state", "weird"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("fetched, processed or failed"));
+}
+
+#[test]
+fn the_microsoft_365_demo_tells_the_seed_story() {
+    let robot = Robot::new();
+    let out = robot.run(&["demo", "--once"]);
+    for step in [
+        "Setup Authentication",
+        "authenticated as ada.admin@contoso.test",
+        "new ticket TKT-000001",
+        "Processed 11, Failed 1",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+    let connections = robot.json(&["connection", "list", "--json"]);
+    assert_eq!(connections[0]["state"], "ready");
+    assert_eq!(connections[0]["capability"], "graph");
+    assert_eq!(connections[0]["mode"], "delegated");
+    assert_eq!(robot.tickets().len(), 6);
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 12);
+    assert_eq!(messages.iter().filter(|m| m["kind"] == "duplicate").count(), 1);
+    assert_eq!(messages.iter().filter(|m| m["state"] == "failed").count(), 1);
+    // The tag in the AW: reply names the VPN request: arrival order was kept.
+    assert_eq!(robot.ticket("TKT-000002")["entries"].as_array().unwrap().len(), 2);
+    let tenants = robot.run(&["tenant", "list", "--json"]);
+    assert!(tenants.contains("set on"));
 }

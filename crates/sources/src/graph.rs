@@ -210,23 +210,27 @@ impl GraphSource {
     }
 
     /// Follows delta pages from `start` to the deltaLink; returns the ids of
-    /// messages present (not removed) and the deltaLink.
+    /// messages present (not removed), oldest first, and the deltaLink.
     async fn delta(&self, start: &str) -> Result<(Vec<String>, String), SourceError> {
         let mut url = start.to_string();
-        let mut ids = Vec::new();
+        let mut found: Vec<(String, String)> = Vec::new();
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
             for item in page["value"].as_array().into_iter().flatten() {
                 let Some(id) = item["id"].as_str() else { continue };
                 // The same change can come twice; removed ones are gone.
-                if item.get("@removed").is_none() && !ids.iter().any(|known| known == id) {
-                    ids.push(id.to_string());
+                if item.get("@removed").is_none() && !found.iter().any(|(known, _)| known == id) {
+                    let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
+                    found.push((id.to_string(), received));
                 }
             }
             if let Some(next) = page["@odata.nextLink"].as_str() {
                 url = next.to_string();
             } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
-                return Ok((ids, delta.to_string()));
+                // Delta pages come in no particular order; a reply must be
+                // processed after the mail it answers.
+                found.sort_by(|a, b| a.1.cmp(&b.1));
+                return Ok((found.into_iter().map(|(id, _)| id).collect(), delta.to_string()));
             } else {
                 return Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"));
             }
@@ -235,7 +239,7 @@ impl GraphSource {
 
     fn initial_delta_url(&self) -> String {
         let folder: String = url::form_urlencoded::byte_serialize(self.folder_id.as_bytes()).collect();
-        self.client.user_url(&format!("/mailFolders/{folder}/messages/delta?$select=id&$top={DELTA_PAGE_SIZE}"))
+        self.client.user_url(&format!("/mailFolders/{folder}/messages/delta?$select=id,receivedDateTime&$top={DELTA_PAGE_SIZE}"))
     }
 }
 
@@ -349,7 +353,8 @@ impl MailSource for GraphSource {
                     Err(e) => Err(e),
                 }
             })
-            .buffer_unordered(MAX_CONCURRENT)
+            // In listing order (oldest first), four at a time.
+            .buffered(MAX_CONCURRENT)
             .collect()
             .await;
         let mut mails = Vec::with_capacity(results.len());
