@@ -85,6 +85,12 @@ pub enum MailboxCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Connect, authenticate, list folders, count what waits: what an admin checks before enabling.
+    Test {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     Enable {
         name: String,
     },

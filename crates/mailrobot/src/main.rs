@@ -51,6 +51,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("Added mailbox {} ({}).", mailbox.name, mailbox.kind);
             }
             MailboxCommand::List { json } => commands::mailbox_list(&app, json)?,
+            MailboxCommand::Test { name, json } => {
+                let mailbox = commands::find_mailbox(app.store.as_ref(), &name)?;
+                let result = app.pipeline()?.probe(&mailbox).await;
+                let mut value =
+                    serde_json::json!({"mailbox": mailbox.name, "kind": mailbox.kind, "ok": result.is_ok()});
+                match &result {
+                    Ok(probe) => {
+                        value["folders"] = serde_json::to_value(&probe.folders)?;
+                        value["waiting"] = serde_json::json!(probe.waiting);
+                        value["unread"] = serde_json::json!(probe.unread);
+                    }
+                    Err(err) => value["error"] = serde_json::json!(err.to_string()),
+                }
+                if json {
+                    print_json(&value);
+                } else {
+                    match &result {
+                        Ok(probe) => {
+                            println!("{}: reachable; {} mails waiting", mailbox.name, probe.waiting);
+                            for f in &probe.folders {
+                                let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                                println!("  {:<30} {:>6} mails, {:>6} unread", f.name, count(f.total), count(f.unread));
+                            }
+                        }
+                        Err(err) => println!("{}: {err}", mailbox.name),
+                    }
+                }
+                if result.is_err() {
+                    return Ok(ExitCode::from(3));
+                }
+            }
             MailboxCommand::Enable { name } => {
                 let m = commands::find_mailbox(app.store.as_ref(), &name)?;
                 app.store.set_mailbox_enabled(m.id, true)?;

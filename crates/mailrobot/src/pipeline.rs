@@ -136,6 +136,19 @@ impl Pipeline {
         // the server: they are already safe here.
         self.process(mailbox.id, &mut report).await?;
 
+        let mut source = self.open_source(mailbox).await?;
+        let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
+        // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
+        let closed = source.close().await;
+        result?;
+        closed?;
+        Ok(report)
+    }
+
+    /// Opens the mailbox's source: its settings, its connection's tokens
+    /// (a connection that needs a person pauses the mailbox here, without a
+    /// network call), its stored password and sync state.
+    async fn open_source(&self, mailbox: &Mailbox) -> Result<Box<dyn MailSource>, PollError> {
         let config = MailboxConfig::from_mailbox(mailbox)?;
         let mut tokens = None;
         if let Some(connection_id) = mailbox.connection_id {
@@ -155,13 +168,15 @@ impl Pipeline {
         let (sealed, sync_state) =
             self.blocking(move |s| Ok((s.mailbox_secret(id)?, s.mailbox_sync_state(id)?))).await?;
         let context = OpenContext { sealed_secret: sealed.as_deref(), secrets: &self.secrets, tokens, sync_state };
-        let mut source = config.open(mailbox, context).await?;
-        let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
-        // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
-        let closed = source.close().await;
-        result?;
-        closed?;
-        Ok(report)
+        Ok(config.open(mailbox, context).await?)
+    }
+
+    /// Connects and looks around without changing anything (`mailbox test`).
+    pub async fn probe(&self, mailbox: &Mailbox) -> Result<mailrobot_sources::Probe, PollError> {
+        let mut source = self.open_source(mailbox).await?;
+        let result = source.probe().await;
+        let _ = source.close().await;
+        Ok(result?)
     }
 
     async fn poll_source(

@@ -329,3 +329,32 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     assert_eq!(robot.tickets().len(), 2);
     assert_eq!(dc.count(AGENT, "INBOX"), 0);
 }
+
+#[test]
+fn mailbox_test_lists_graph_folders() {
+    let emu = emulator(free_port());
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    deliver(&emu, 0..4);
+    let probe = robot.json(&["mailbox", "test", "shared", "--json"]);
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert_eq!(probe["waiting"], 4);
+    assert_eq!(probe["unread"], 4);
+    assert!(probe["folders"].as_array().unwrap().iter().any(|f| f["name"] == "Inbox"), "{probe}");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 4);
+    // The probe moved no delta state: the next pass still takes all four.
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 4);
+}

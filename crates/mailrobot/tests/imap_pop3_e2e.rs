@@ -154,3 +154,28 @@ fn one_broken_mailbox_does_not_stop_the_others() {
     assert_eq!(status("nobody-listening")["consecutive_failures"], 1);
     assert!(status("nobody-listening")["next_poll_at"].is_string());
 }
+
+#[test]
+fn mailbox_test_shows_folders_and_waiting_mail_without_changing_anything() {
+    let dc = dovecot();
+    dc.ensure_folder(USER, "Archive").unwrap();
+    for i in 0..3 {
+        dc.deliver(USER, "INBOX", &simple_mail(&format!("t{i}@ex"), "Waiting", "", "body")).unwrap();
+    }
+    let robot = Robot::new();
+    robot.add_imap("support", dc.imap_port(), USER, PASSWORD, &[]);
+    let probe = robot.json(&["mailbox", "test", "support", "--json"]);
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert_eq!(probe["waiting"], 3);
+    assert_eq!(probe["unread"], 3);
+    let names: Vec<&str> = probe["folders"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"INBOX") && names.contains(&"Archive"), "{names:?}");
+    assert_eq!(dc.count(USER, "INBOX"), 3, "a test changes nothing");
+    assert!(robot.messages().is_empty());
+
+    robot.add_imap("wrong", dc.imap_port(), USER, "nope", &[]);
+    let out = robot.run_raw(&["mailbox", "test", "wrong", "--json"], &[]);
+    assert!(!out.status.success());
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(value["error"].as_str().unwrap().contains("password"), "{value}");
+}

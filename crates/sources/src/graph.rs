@@ -415,6 +415,27 @@ impl MailSource for GraphSource {
     fn sync_state(&self) -> Option<String> {
         self.next_delta.clone()
     }
+
+    async fn probe(&mut self) -> Result<crate::Probe, SourceError> {
+        let listing =
+            self.client.json(reqwest::Method::GET, &self.client.user_url("/mailFolders?$top=250"), None).await?;
+        let mut folders = Vec::new();
+        let mut unread = None;
+        for folder in listing["value"].as_array().into_iter().flatten() {
+            let probe = crate::FolderProbe {
+                name: folder["displayName"].as_str().unwrap_or_default().to_string(),
+                total: folder["totalItemCount"].as_u64(),
+                unread: folder["unreadItemCount"].as_u64(),
+            };
+            if folder["id"].as_str() == Some(self.folder_id.as_str()) {
+                unread = probe.unread;
+            }
+            folders.push(probe);
+        }
+        // Counting what waits would move the delta state; this only looks.
+        let waiting = self.delta(&self.initial_delta_url()).await?.0.len();
+        Ok(crate::Probe { folders, waiting, unread })
+    }
 }
 
 fn encode(id: &str) -> String {

@@ -300,6 +300,41 @@ impl MailSource for ImapSource {
         with_retry!(self, self.settle_inner(outcomes))
     }
 
+    async fn probe(&mut self) -> Result<crate::Probe, SourceError> {
+        let waiting = self.list().await?.len();
+        let cfg = self.cfg.clone();
+        let conn = self.ensure_connected().await?;
+        let mut names = Vec::new();
+        run_command(&mut conn.session, "LIST \"\" \"*\"", cfg.timeout, |resp| {
+            if let Response::MailboxData(MailboxDatum::List { name, .. }) = resp {
+                names.push(name.to_string());
+            }
+        })
+        .await
+        .map_err(|e| e.into_source(&cfg, "listing folders"))?;
+        let mut folders = Vec::with_capacity(names.len());
+        for name in names {
+            let (mut total, mut unread) = (None, None);
+            let command = format!("STATUS {} (MESSAGES UNSEEN)", quote(&name));
+            // A folder that refuses STATUS (\Noselect) is listed without counts.
+            let _ = run_command(&mut conn.session, &command, cfg.timeout, |resp| {
+                if let Response::MailboxData(MailboxDatum::Status { status, .. }) = resp {
+                    for attribute in status {
+                        match attribute {
+                            async_imap::imap_proto::StatusAttribute::Messages(n) => total = Some(u64::from(*n)),
+                            async_imap::imap_proto::StatusAttribute::Unseen(n) => unread = Some(u64::from(*n)),
+                            _ => {}
+                        }
+                    }
+                }
+            })
+            .await;
+            folders.push(crate::FolderProbe { name, total, unread });
+        }
+        let unread = folders.iter().find(|f| f.name.eq_ignore_ascii_case(&cfg.folder)).and_then(|f| f.unread);
+        Ok(crate::Probe { folders, waiting, unread })
+    }
+
     fn resettle_if_listed_again(&self) -> bool {
         true
     }

@@ -68,6 +68,24 @@ pub struct RemoteMail {
     pub raw: Vec<u8>,
 }
 
+/// What `mailbox test` shows an admin before enabling a mailbox.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Probe {
+    /// Folders the robot can see, with counts where the server gives them.
+    pub folders: Vec<FolderProbe>,
+    /// Mails waiting in the watched folder (what the next pass would take).
+    pub waiting: usize,
+    /// Unread mails in the watched folder, where the server says.
+    pub unread: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FolderProbe {
+    pub name: String,
+    pub total: Option<u64>,
+    pub unread: Option<u64>,
+}
+
 /// Where a mail goes once the robot is done with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -116,6 +134,12 @@ pub trait MailSource: Send {
     /// listed name can be a new mail (a drop folder reusing a file name).
     fn resettle_if_listed_again(&self) -> bool {
         false
+    }
+
+    /// Connects, authenticates and looks around without changing anything.
+    async fn probe(&mut self) -> Result<Probe, SourceError> {
+        let waiting = self.list().await?.len();
+        Ok(Probe { waiting, ..Probe::default() })
     }
 
     /// Where an incremental source stands after `list` (Graph's deltaLink,
