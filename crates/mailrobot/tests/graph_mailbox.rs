@@ -155,7 +155,7 @@ fn throttling_is_honoured_by_every_later_run() {
         endpoint: "graph_value".into(),
         count: 1,
         status: Some(429),
-        retry_after: Some(2),
+        retry_after: Some(6),
         ..Default::default()
     })
     .unwrap();
@@ -172,7 +172,9 @@ fn throttling_is_honoured_by_every_later_run() {
         emu.stats().requests("graph") + emu.stats().requests("graph_value") + emu.stats().requests("graph_delta");
     assert_eq!(after, before, "a request was sent before Retry-After passed");
 
-    std::thread::sleep(Duration::from_millis(2100));
+    // Retry-After 6 s is longer than a pass waits in place (5 s): the pass
+    // ends, and the wait is stored for every later run.
+    std::thread::sleep(Duration::from_millis(6100));
     robot.run(&["run-once"]);
     assert_eq!(robot.tickets().len(), 3);
     assert_eq!(robot.messages().len(), 3, "every mail exactly once");
@@ -357,4 +359,75 @@ fn mailbox_test_lists_graph_folders() {
     // The probe moved no delta state: the next pass still takes all four.
     robot.run(&["run-once"]);
     assert_eq!(robot.tickets().len(), 4);
+}
+
+#[test]
+fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once() {
+    use rand::{Rng, SeedableRng};
+    let emu = emulator(free_port());
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    deliver(&emu, 0..200);
+
+    // While the robot works, a fault lands on a random Graph endpoint every
+    // few milliseconds — about one request in five: 429 with and without
+    // Retry-After, 503, dropped connections.
+    let emu = std::sync::Arc::new(emu);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let injector = {
+        let (emu, stop) = (emu.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+            let mut injected = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let total = emu.stats().requests("graph") + emu.stats().requests("graph_value");
+                if injected * 5 < total + 5 {
+                    let endpoint = ["graph", "graph_value", "graph_delta"][rng.gen_range(0..3)];
+                    let fault = match rng.gen_range(0..4) {
+                        0 => FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
+                        1 => FaultSpec { status: Some(429), ..Default::default() },
+                        2 => FaultSpec { status: Some(503), ..Default::default() },
+                        _ => FaultSpec { drop_connection: true, ..Default::default() },
+                    };
+                    emu.inject_fault(FaultSpec { endpoint: endpoint.into(), count: 1, ..fault }).unwrap();
+                    injected += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            injected
+        })
+    };
+    let mut passes = 0;
+    while (emu.count(SHARED, "inbox").unwrap() > 0 || robot.messages().iter().any(|m| m["settled"] == false))
+        && passes < 20
+    {
+        passes += 1;
+        robot.run_raw(&["run-once"], &[("MAILROBOT_BATCH_MAILS", "25")]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let injected = injector.join().unwrap();
+    eprintln!(
+        "{injected} faults injected; done in {passes} passes; {} Graph requests",
+        emu.stats().requests("graph") + emu.stats().requests("graph_value")
+    );
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0, "not done after {passes} passes");
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 200);
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 200, "exactly one ticket per mail");
+    assert!(tickets.iter().all(|t| t["entries"] == 1));
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 200, "each mail journaled once");
+    assert!(injected >= 40, "only {injected} faults were injected");
 }

@@ -23,6 +23,10 @@ const DELTA_PAGE_SIZE: usize = 200;
 /// When Graph throttles without Retry-After, wait this long (peers report
 /// that guessing short leads to longer penalties).
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Attempts per request before the pass gives up on it.
+const MAX_ATTEMPTS: u32 = 6;
+/// Longer waits end the pass (and are stored) rather than hold a worker.
+const MAX_WAIT_IN_PASS: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct GraphConfig {
@@ -61,6 +65,9 @@ pub struct GraphClient {
     http: reqwest::Client,
     cfg: GraphConfig,
     token: tokio::sync::Mutex<Option<String>>,
+    /// The server asked for quiet until then: shared by every request of
+    /// this mailbox.
+    quiet_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl GraphClient {
@@ -72,7 +79,7 @@ impl GraphClient {
             .user_agent(concat!("mailrobot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
-        Ok(Self { http, cfg, token: tokio::sync::Mutex::new(None) })
+        Ok(Self { http, cfg, token: tokio::sync::Mutex::new(None), quiet_until: std::sync::Mutex::new(None) })
     }
 
     /// `{base}/v1.0/users/{address}{path}`.
@@ -89,16 +96,22 @@ impl GraphClient {
         Ok(cached.clone().unwrap_or_default())
     }
 
-    /// Sends a request; a 401 gets one retry with a fresh token. Errors are
-    /// mapped to what the mailbox's state should say.
+    /// Sends a request. Throttling (429/503, with or without Retry-After)
+    /// and dropped connections are retried a few times with backoff, and a
+    /// throttle holds back every request of this mailbox, not just the one
+    /// that got it; a 401 gets one retry with a fresh token. What still fails
+    /// is mapped to what the mailbox's state should say.
     async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, SourceError> {
-        for attempt in 0..2 {
-            let token = self.bearer(attempt > 0).await?;
+        let mut renew = false;
+        let mut backoff = Duration::from_millis(500);
+        for attempt in 1..=MAX_ATTEMPTS {
+            self.wait_for_quiet().await;
+            let token = self.bearer(renew).await?;
             let mut request = self
                 .http
                 .request(method.clone(), url)
@@ -108,17 +121,57 @@ impl GraphClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| network_error(&self.cfg, &e))?;
-            let status = response.status().as_u16();
-            if status == 401 && attempt == 0 {
-                continue;
+            let (error, asked) = match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().as_u16() == 401 && !renew => {
+                    renew = true;
+                    continue;
+                }
+                Ok(response) => {
+                    let asked = retry_after(&response);
+                    (self.error_from(response).await, asked)
+                }
+                Err(e) => (network_error(&self.cfg, &e), None),
+            };
+            if !error.is_transient() || attempt == MAX_ATTEMPTS {
+                return Err(error);
             }
-            if (200..300).contains(&status) {
-                return Ok(response);
+            // The server's Retry-After, else our own growing backoff.
+            let wait = asked.unwrap_or(backoff);
+            if wait > MAX_WAIT_IN_PASS {
+                // A long quiet: end the pass; the stored not-before time
+                // keeps every process away until then.
+                return Err(error);
             }
-            return Err(self.error_from(response).await);
+            if error.retry_after().is_some() {
+                // Throttled: hold back every request of this mailbox.
+                self.hold_back(wait);
+            }
+            tracing::debug!(mailbox = %self.cfg.address, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying a Graph request");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
         }
-        unreachable!("the second attempt returns")
+        unreachable!("the last attempt returns")
+    }
+
+    /// Waits until the mailbox's throttle (if any) has passed.
+    async fn wait_for_quiet(&self) {
+        loop {
+            let until = *self.quiet_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// No request for this mailbox before `wait` has passed.
+    fn hold_back(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut quiet = self.quiet_until.lock().unwrap_or_else(|p| p.into_inner());
+        if quiet.is_none_or(|current| current < until) {
+            *quiet = Some(until);
+        }
     }
 
     async fn json(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, SourceError> {
@@ -131,12 +184,7 @@ impl GraphClient {
 
     async fn error_from(&self, response: reqwest::Response) -> SourceError {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&response);
         let body: GraphErrorBody = response.json().await.unwrap_or_default();
         let detail = if body.error.code.is_empty() {
             format!("HTTP {status}")
@@ -168,6 +216,16 @@ impl GraphClient {
             _ => SourceError::permanent(format!("Graph refused a request for mailbox {mailbox}: {detail}")),
         }
     }
+}
+
+/// Retry-After in seconds, when the server sent one.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 fn network_error(cfg: &GraphConfig, e: &reqwest::Error) -> SourceError {
