@@ -34,6 +34,9 @@ struct Args {
     /// Mails for the django-helpdesk run (the first N of the same corpus); default: --mails.
     #[arg(long)]
     django_mails: Option<usize>,
+    /// Also ingest this many mails from a Microsoft Graph mailbox (the emulator); 0 skips.
+    #[arg(long, default_value_t = 0)]
+    graph_mails: usize,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -185,6 +188,90 @@ fn main() -> anyhow::Result<()> {
         results["mailrobot_same_mails"] = json!({"mails": n, "seconds": same.seconds, "mails_per_second": same_rate});
         results["speedup_vs_django_helpdesk"] = json!(same_rate / django_rate);
     }
+    if args.graph_mails > 0 {
+        results["graph"] = graph_run(&args, &opts)?;
+    }
     println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())
+}
+
+/// mailrobot over a Graph mailbox of the emulator (application connection):
+/// mails/s, HTTP requests per mail, token requests.
+fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
+    use m365_emulator::{AppSpec, Emulator, EmulatorConfig, MailboxSpec, SecretSpec, Setup, TenantSpec};
+    let n = args.graph_mails;
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default()))?;
+    emu.add_tenant(TenantSpec::new("bench.test"))?;
+    emu.add_app(AppSpec {
+        tenant: "bench.test".into(),
+        client_id: Some("b3c4b3c4-0000-4000-8000-00000000be4c".into()),
+        secrets: vec![SecretSpec::new(PASSWORD)],
+        application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
+        ..Default::default()
+    })?;
+    emu.create_mailbox(MailboxSpec::new("bench.test", "shared@bench.test"))?;
+    eprintln!("== delivering {n} generated mails into a Graph mailbox");
+    for mail in generate_corpus(n, args.seed, opts) {
+        emu.deliver_mime("shared@bench.test", "inbox", &String::from_utf8_lossy(&mail))?;
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let base = emu.base_url().to_string();
+    let setup: [&[&str]; 3] = [
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "bench",
+            "--client-id",
+            "b3c4b3c4-0000-4000-8000-00000000be4c",
+            "--tenant",
+            "bench.test",
+            "--client-secret-env",
+            "BENCH_PW",
+            "--authority-url",
+            &base,
+            "--graph-url",
+            &base,
+        ],
+        &["connection", "add", "--name", "app", "--tenant", "bench", "--capability", "graph", "--mode", "application"],
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "graph",
+            "--kind",
+            "graph",
+            "--connection",
+            "app",
+            "--address",
+            "shared@bench.test",
+        ],
+    ];
+    for command in setup {
+        let out = robot(&args.mailrobot, &data, command).output()?;
+        ensure!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    emu.reset_stats();
+    eprintln!("== mailrobot run-once over the Graph mailbox");
+    let m = measure(&mut robot(&args.mailrobot, &data, &["run-once", "--json"]))?;
+    let report: Value = serde_json::from_str(&m.stdout)?;
+    let fetched = report[0]["report"]["fetched"].as_u64().unwrap_or(0) as usize;
+    ensure!(fetched == n, "mailrobot fetched {fetched} of {n} Graph mails: {report}");
+    let stats = emu.stats();
+    let graph_requests: u64 =
+        ["graph", "graph_value", "graph_delta", "graph_batch"].iter().map(|e| stats.requests(e)).sum();
+    let token_requests = stats.requests("token");
+    let rate = n as f64 / m.seconds;
+    eprintln!(
+        "   {:.2} s, {rate:.0} mails/s, {:.2} Graph requests per mail, {token_requests} token request(s), peak RSS {:.1} MB",
+        m.seconds,
+        graph_requests as f64 / n as f64,
+        m.max_rss_kb as f64 / 1024.0
+    );
+    Ok(json!({
+        "mails": n, "seconds": m.seconds, "mails_per_second": rate, "peak_rss_mb": m.max_rss_kb as f64 / 1024.0,
+        "graph_requests": graph_requests, "requests_per_mail": graph_requests as f64 / n as f64,
+        "token_requests": token_requests,
+    }))
 }

@@ -94,6 +94,8 @@ pub(crate) fn router(emu: Arc<Emu>) -> Router {
         .route("/{tenant}/discovery/keys", get(discovery::keys))
         .route("/{tenant}/discovery/instance", get(discovery::instance_discovery))
         .route("/v1.0/{*rest}", any(graph::entry))
+        .route("/EWS/Exchange.asmx", post(crate::ews::entry))
+        .route("/ews/exchange.asmx", post(crate::ews::entry))
         .merge(admin::routes())
         .merge(mailadmin::routes())
         .with_state(emu)

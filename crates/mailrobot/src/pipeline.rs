@@ -189,6 +189,7 @@ impl Pipeline {
         self.settle(mailbox.id, source, report).await?;
 
         let listing = source.list().await?;
+        tracing::debug!(mails = listing.len(), hwm_kb = peak_rss_kb(), "listed");
         report.listed = listing.len();
         let ids: Vec<String> = listing.iter().map(|l| l.remote_id.clone()).collect();
         let id = mailbox.id;
@@ -293,7 +294,11 @@ impl Pipeline {
             if k + 1 < batches.len() {
                 crash::point("after-journal");
             }
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "settled batch, journaled the next");
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                hwm_kb = peak_rss_kb(),
+                "settled batch, journaled the next"
+            );
         }
         // Rejected mails (no batch of their own) still need settling.
         self.settle(mailbox.id, source, report).await?;

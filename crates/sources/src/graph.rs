@@ -297,7 +297,9 @@ impl GraphSource {
 
     fn initial_delta_url(&self) -> String {
         let folder: String = url::form_urlencoded::byte_serialize(self.folder_id.as_bytes()).collect();
-        self.client.user_url(&format!("/mailFolders/{folder}/messages/delta?$select=id,receivedDateTime&$top={DELTA_PAGE_SIZE}"))
+        self.client.user_url(&format!(
+            "/mailFolders/{folder}/messages/delta?$select=id,receivedDateTime&$top={DELTA_PAGE_SIZE}"
+        ))
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mail;
+pub mod python;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

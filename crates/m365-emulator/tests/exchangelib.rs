@@ -1,0 +1,72 @@
+//! The real-client check for EWS: `exchangelib` (PyPI) against the emulator's
+//! `/EWS/Exchange.asmx` over HTTPS, with a fixed server version (no autodiscover). App-only with
+//! impersonation (exchangelib fetches its own token from the emulator) and delegated. Fails
+//! (never skips) when Python or the package cannot be set up.
+
+mod common;
+
+use common::mail::*;
+use common::python::{Script, venv_python};
+use common::*;
+use m365_emulator::{Emulator, EmulatorConfig};
+use serde_json::json;
+
+const EXCHANGELIB_VERSION: &str = "5.6.0";
+
+#[test]
+fn exchangelib_reads_and_changes_an_inbox_over_https() {
+    let python = venv_python("exchangelib", EXCHANGELIB_VERSION);
+    let emu = Emulator::start(EmulatorConfig::https(mail_setup())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().unwrap()).unwrap();
+    let delivered: Vec<_> = (0..5)
+        .map(|n| {
+            emu.deliver(m365_emulator::DeliverSpec {
+                mailbox: SHARED.into(),
+                folder: Some("inbox".into()),
+                mime: mime(n),
+                received_at: chrono::DateTime::from_timestamp(1_750_000_000 + n as i64 * 60, 0),
+                is_read: false,
+            })
+            .unwrap()
+        })
+        .collect();
+    emu.deliver_mime(USER, "inbox", &mime(42)).unwrap();
+    let user_token = user_token(&emu, USER, &["https://outlook.office365.com/EWS.AccessAsUser.All"]);
+    let mut script = Script::start(
+        &python,
+        "exchangelib_check.py",
+        &ca,
+        &json!({
+            "ews_url": emu.ews_url(), "token_url": emu.token_url(TENANT_ID), "tenant_id": TENANT_ID,
+            "client_id": DAEMON_APP, "client_secret": DAEMON_SECRET, "shared": SHARED,
+            "user": USER, "user_token": user_token,
+        }),
+    );
+    let r = script.recv();
+    assert_eq!(r["exchangelib_version"], EXCHANGELIB_VERSION);
+    assert_eq!(r["inbox_name"], "Inbox");
+    assert_eq!(r["subjects"], json!(["Request 4", "Request 3", "Request 2", "Request 1", "Request 0"]));
+    let ews = |id: &str| id.replace('-', "+").replace('_', "/");
+    let first = r["sync_first"].as_array().unwrap();
+    assert_eq!(first.len(), 5, "{r}");
+    for (c, m) in first.iter().zip(&delivered) {
+        assert_eq!(c, &json!(["create", ews(&m.id)]));
+    }
+    assert_eq!(r["mime"], json!([mime(1)]));
+    assert_eq!(r["moved_old_id"], json!(ews(&delivered[2].id)));
+    let archived = emu.messages(SHARED, "archive").unwrap();
+    assert_eq!(archived.len(), 1);
+    assert_eq!(r["moved_new_id"], json!(ews(&archived[0].id)));
+    assert_eq!(
+        r["sync_second"],
+        json!([["read_flag_change", ews(&delivered[0].id), true], ["delete", ews(&delivered[2].id), null]]),
+    );
+    assert!(emu.messages(SHARED, "inbox").unwrap().iter().find(|m| m.id == delivered[0].id).unwrap().is_read);
+    assert_eq!(r["created_folder"], true);
+    assert_eq!(r["children"], json!(["Processed"]));
+    let d = script.recv();
+    assert_eq!(d["delegated_subjects"], json!(["Request 42"]));
+    assert!(emu.stats().requests("ews") >= 8);
+}

@@ -1,0 +1,98 @@
+"""Microsoft's Graph SDK for Python (msgraph-sdk) against the emulator: list a folder's messages
+page by page and follow delta, as an application would. Reads its settings as JSON on stdin,
+prints what it saw as JSON on stdout."""
+
+import asyncio
+import json
+import ssl
+import sys
+import time
+from importlib.metadata import version
+from urllib.parse import urlparse
+
+import httpx
+from azure.core.credentials import AccessToken
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
+    MessagesRequestBuilder,
+)
+from msgraph_core import GraphClientFactory
+
+
+class StaticCredential:
+    """A TokenCredential holding a token the test obtained (MSAL is checked elsewhere)."""
+
+    def __init__(self, token):
+        self.token = token
+
+    async def get_token(self, *scopes, **kwargs):
+        return AccessToken(self.token, int(time.time()) + 3000)
+
+    async def close(self):
+        pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *args):
+        pass
+
+
+async def main(cfg):
+    host = urlparse(cfg["graph_url"]).hostname
+    auth = AzureIdentityAuthenticationProvider(
+        StaticCredential(cfg["token"]),
+        scopes=["https://graph.microsoft.com/.default"],
+        allowed_hosts=[host],
+    )
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(verify=ssl.create_default_context(cafile=cfg["ca"]))
+    )
+    adapter = GraphRequestAdapter(auth, client=http)
+    adapter.base_url = cfg["graph_url"]
+    client = GraphServiceClient(request_adapter=adapter)
+    inbox = client.users.by_user_id(cfg["mailbox"]).mail_folders.by_mail_folder_id("inbox")
+
+    out = {"msgraph_sdk_version": version("msgraph-sdk"), "pages": []}
+    query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+        top=2, select=["subject", "isRead", "receivedDateTime"]
+    )
+    page = await inbox.messages.get(request_configuration=RequestConfiguration(query_parameters=query))
+    while True:
+        out["pages"].append([m.subject for m in page.value])
+        if not page.odata_next_link:
+            break
+        page = await inbox.messages.with_url(page.odata_next_link).get()
+
+    async def delta_round(link):
+        ids, removed = [], []
+        resp = await (inbox.messages.delta.with_url(link).get() if link else inbox.messages.delta.get())
+        while True:
+            for m in resp.value:
+                extra = m.additional_data or {}
+                if "@removed" in extra:
+                    removed.append(m.id)
+                else:
+                    ids.append(m.id)
+            if resp.odata_next_link:
+                resp = await inbox.messages.delta.with_url(resp.odata_next_link).get()
+            else:
+                return ids, removed, resp.odata_delta_link
+
+    ids, _, delta_link = await delta_round(None)
+    out["delta_first"] = ids
+    # The test changes the mailbox, then the script follows the delta link.
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    ids, removed, _ = await delta_round(delta_link)
+    out["delta_second"] = ids
+    out["delta_removed"] = removed
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.stdin.readline())))
