@@ -110,6 +110,8 @@ pub enum MailboxKindArg {
     DropFolder,
     /// Exchange / Microsoft Graph, through a service connection.
     Graph,
+    /// Exchange Web Services: Exchange Server on-premises (password or connection).
+    Ews,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -174,9 +176,12 @@ pub struct MailboxAdd {
     /// IMAP/POP3: log in with a password, or with SASL XOAUTH2 and the connection's tokens.
     #[arg(long, value_enum, default_value_t = AuthArg::Password)]
     pub auth: AuthArg,
-    /// Graph: the mailbox address (a user's or a shared mailbox).
+    /// Graph / EWS: the mailbox address (a user's or a shared mailbox).
     #[arg(long)]
     pub address: Option<String>,
+    /// EWS with a password (Exchange Server on-premises): the full .../EWS/Exchange.asmx URL.
+    #[arg(long)]
+    pub ews_url: Option<String>,
     #[arg(long, default_value_t = 60)]
     pub poll_seconds: i64,
     /// Larger mails are not downloaded; they are journaled as failed.

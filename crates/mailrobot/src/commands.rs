@@ -86,6 +86,48 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             let path = std::path::absolute(&path).with_context(|| format!("bad path {}", path.display()))?;
             MailboxConfig::DropFolder(DropFolderSettings { path })
         }
+        MailboxKindArg::Ews => {
+            let address = need(&add.address, "--address")?;
+            let folder = if add.folder == "INBOX" { "inbox".to_string() } else { add.folder.clone() };
+            let (connection, mode, url, username) = match &add.connection {
+                Some(name) => {
+                    let c = app
+                        .auth_store
+                        .connection_by_name(name)?
+                        .ok_or_else(|| anyhow!("no connection named {name:?}"))?;
+                    if c.capability != "ews" {
+                        bail!("connection {name} is for {}, not ews (Exchange / Office 365)", c.capability);
+                    }
+                    connection_id = Some(c.id);
+                    let tenant_url = app.auth_store.tenant(c.tenant_id)?.and_then(|t| t.ews_url);
+                    let effective = tenant_url.unwrap_or_else(|| mailrobot_auth::model::DEFAULT_EWS.to_string());
+                    if mailrobot_sources::ews::is_exchange_online(&effective) {
+                        eprintln!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
+                    }
+                    (Some(name.clone()), Some(c.mode), None, None)
+                }
+                None => {
+                    let url = need(&add.ews_url, "--ews-url (or --connection)")?;
+                    (None, None, Some(url), Some(need(&add.username, "--username")?))
+                }
+            };
+            if let Some(url) = &url
+                && mailrobot_sources::ews::is_exchange_online(url)
+            {
+                eprintln!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
+            }
+            MailboxConfig::Ews(EwsSettings {
+                connection,
+                mode,
+                url,
+                username,
+                address,
+                folder,
+                processed_folder: add.processed_folder.clone(),
+                error_folder: add.error_folder.clone(),
+                settle,
+            })
+        }
         MailboxKindArg::Graph => {
             let name = need(&add.connection, "--connection")?;
             let connection = app
@@ -108,10 +150,12 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         }
     };
     let password = read_password(add)?;
-    if matches!(config, MailboxConfig::Imap(_) | MailboxConfig::Pop3(_))
-        && add.auth == AuthArg::Password
-        && password.is_none()
-    {
+    let needs_password = match &config {
+        MailboxConfig::Imap(_) | MailboxConfig::Pop3(_) => add.auth == AuthArg::Password,
+        MailboxConfig::Ews(s) => s.connection.is_none(),
+        _ => false,
+    };
+    if needs_password && password.is_none() {
         bail!(
             "--kind {} needs a password: --password-env VAR (the variable holding it) or --password-stdin",
             config.kind()
@@ -164,7 +208,10 @@ fn login_method(
 }
 
 pub fn mailbox_json(m: &Mailbox) -> Value {
+    let online_ews =
+        m.kind == "ews" && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
     json!({
+        "warning": online_ews.then_some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING),
         "name": m.name,
         "kind": m.kind,
         "enabled": m.enabled,

@@ -139,6 +139,7 @@ fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
         connection: None,
         auth: crate::cli::AuthArg::Password,
         address: None,
+        ews_url: None,
         poll_seconds: 5,
         max_message_mb: 50,
         disabled: false,

@@ -235,6 +235,7 @@ fn demo_mailbox(name: &str) -> MailboxAdd {
         connection: None,
         auth: AuthArg::Password,
         address: Some(SHARED.into()),
+        ews_url: None,
         poll_seconds: 10,
         max_message_mb: 50,
         disabled: false,

@@ -8,8 +8,8 @@ use mailrobot_secrets::SecretBox;
 use std::sync::Arc;
 
 use mailrobot_sources::{
-    BearerTokens, Credentials, DropFolderSource, GraphConfig, GraphSource, ImapConfig, ImapSource, MailSource,
-    Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
+    BearerTokens, Credentials, DropFolderSource, EwsAuth, EwsConfig, EwsSource, GraphConfig, GraphSource, ImapConfig,
+    ImapSource, MailSource, Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
 };
 use mailrobot_store::Mailbox;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,24 @@ pub enum MailboxConfig {
     Pop3(Pop3Settings),
     DropFolder(DropFolderSettings),
     Graph(GraphSettings),
+    Ews(EwsSettings),
+}
+
+/// Exchange Web Services: through a service connection (OAuth), or with a
+/// username and password (Exchange Server on-premises, Basic).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EwsSettings {
+    /// The connection's name and mode (`delegated`/`application`), if OAuth.
+    pub connection: Option<String>,
+    pub mode: Option<String>,
+    /// For password logins; OAuth mailboxes use their tenant's EWS URL.
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub address: String,
+    pub folder: String,
+    pub processed_folder: String,
+    pub error_folder: String,
+    pub settle: SettleAction,
 }
 
 /// How an IMAP or POP3 mailbox logs in.
@@ -124,6 +142,7 @@ impl MailboxConfig {
             MailboxConfig::Pop3(_) => "pop3",
             MailboxConfig::DropFolder(_) => "drop-folder",
             MailboxConfig::Graph(_) => "graph",
+            MailboxConfig::Ews(_) => "ews",
         }
     }
 
@@ -193,6 +212,45 @@ impl MailboxConfig {
                 .await?,
             ),
             MailboxConfig::DropFolder(s) => Box::new(DropFolderSource::open(s.path.clone())?),
+            MailboxConfig::Ews(s) => {
+                let (auth, url) = match (&s.connection, ctx.tokens.clone()) {
+                    (Some(_), Some((tokens, url))) => match s.mode.as_deref() {
+                        Some("application") => (EwsAuth::Application(tokens), url),
+                        _ => (EwsAuth::Delegated(tokens), url),
+                    },
+                    (Some(_), None) => {
+                        return Err(SourceError::permanent(format!(
+                            "mailbox {} has no service connection",
+                            mailbox.name
+                        )));
+                    }
+                    (None, _) => {
+                        let username = s.username.clone().unwrap_or_default();
+                        let Credentials::Password { password, .. } =
+                            credentials(&username, LoginMethod::Password).await?
+                        else {
+                            unreachable!("a password login yields a password");
+                        };
+                        let url =
+                            s.url.clone().ok_or_else(|| SourceError::permanent("an EWS mailbox needs --ews-url"))?;
+                        (EwsAuth::Basic { username, password }, url)
+                    }
+                };
+                Box::new(
+                    EwsSource::connect(EwsConfig {
+                        url,
+                        address: s.address.clone(),
+                        folder: s.folder.clone(),
+                        processed_folder: s.processed_folder.clone(),
+                        error_folder: s.error_folder.clone(),
+                        settle: s.settle,
+                        auth,
+                        timeout: NETWORK_TIMEOUT,
+                        sync_state: ctx.sync_state.clone(),
+                    })
+                    .await?,
+                )
+            }
             MailboxConfig::Graph(s) => {
                 let (tokens, base_url) = ctx.tokens.ok_or_else(|| {
                     SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name))

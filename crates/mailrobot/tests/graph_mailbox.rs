@@ -26,7 +26,10 @@ fn emulator(serve_port: u16) -> Emulator {
         client_id: Some(CLIENT_ID.into()),
         secrets: vec![SecretSpec::new(SECRET)],
         redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
-        application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
+        application_permissions: vec![
+            "https://graph.microsoft.com/Mail.ReadWrite".into(),
+            "https://outlook.office365.com/full_access_as_app".into(),
+        ],
         ..Default::default()
     })
     .unwrap();
@@ -43,6 +46,7 @@ fn emulator(serve_port: u16) -> Emulator {
 
 fn robot_with_tenant(emu: &Emulator) -> Robot {
     let robot = Robot::new();
+    let ews = format!("{}/EWS/Exchange.asmx", emu.base_url());
     let out = robot.run_raw(
         &[
             "tenant",
@@ -59,6 +63,8 @@ fn robot_with_tenant(emu: &Emulator) -> Robot {
             emu.base_url(),
             "--graph-url",
             emu.base_url(),
+            "--ews-url",
+            &ews,
         ],
         &[("S", SECRET)],
     );
@@ -430,4 +436,190 @@ fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once()
     let messages = robot.messages();
     assert_eq!(messages.len(), 200, "each mail journaled once");
     assert!(injected >= 40, "only {injected} faults were injected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ews_mailboxes_application_with_impersonation_and_delegated() {
+    let serve_port = free_port();
+    let emu = emulator(serve_port);
+    let robot = robot_with_tenant(&emu);
+    // Application: full_access_as_app, every request impersonates the mailbox.
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "ews-app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "ews",
+        "--mode",
+        "application",
+    ]);
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "ews-shared",
+        "--kind",
+        "ews",
+        "--connection",
+        "ews-app",
+        "--address",
+        SHARED,
+    ]);
+    deliver(&emu, 0..4);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 4);
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 4);
+    // The SyncState was stored: new mail only, no ticket twice.
+    deliver(&emu, 4..6);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 6);
+    assert_eq!(robot.messages().len(), 6);
+    let probe = robot.json(&["mailbox", "test", "ews-shared", "--json"]);
+    assert_eq!(probe["ok"], true, "{probe}");
+    robot.run(&["mailbox", "disable", "ews-shared"]);
+
+    // Delegated: EWS.AccessAsUser.All for an agent granted the shared mailbox.
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: AGENT.into() })
+        .unwrap();
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "ews-desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "ews",
+        "--mode",
+        "delegated",
+    ]);
+    let listen = format!("127.0.0.1:{serve_port}");
+    let mut serve = robot
+        .command(&["serve", "--listen", &listen])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
+    let url = robot.run(&["connection", "authorize", "ews-desk"]).lines().next().unwrap().to_string();
+    let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "ews-delegated",
+        "--kind",
+        "ews",
+        "--connection",
+        "ews-desk",
+        "--address",
+        SHARED,
+        "--settle",
+        "mark-read",
+    ]);
+    deliver(&emu, 6..8);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 8);
+    let inbox = emu.messages(SHARED, "inbox").unwrap();
+    assert_eq!(inbox.len(), 2, "mark-read leaves them in the inbox");
+    assert!(inbox.iter().all(|m| m.is_read));
+    robot.run(&["run-once"]);
+    assert_eq!(robot.messages().len(), 8, "read mails are not taken again");
+}
+
+#[test]
+fn ews_throttling_answers_are_honoured() {
+    let emu = emulator(free_port());
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "ews-app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "ews",
+        "--mode",
+        "application",
+    ]);
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "ews-shared",
+        "--kind",
+        "ews",
+        "--connection",
+        "ews-app",
+        "--address",
+        SHARED,
+    ]);
+    deliver(&emu, 0..2);
+    emu.inject_fault(FaultSpec { endpoint: "ews".into(), count: 1, status: Some(500), ..Default::default() }).unwrap();
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ErrorServerBusy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mailbox = &robot.json(&["mailbox", "list", "--json"])[0];
+    assert!(mailbox["next_poll_at"].is_string());
+}
+
+#[test]
+fn ews_pointing_at_exchange_online_is_warned_about() {
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "old-ews",
+            "--kind",
+            "ews",
+            "--ews-url",
+            "https://outlook.office365.com/EWS/Exchange.asmx",
+            "--address",
+            "desk@contoso.com",
+            "--username",
+            "desk@contoso.com",
+            "--password-env",
+            "PW",
+        ],
+        &[("PW", "pw")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-10-01"));
+    let list = robot.json(&["mailbox", "list", "--json"]);
+    assert!(list[0]["warning"].as_str().unwrap().contains("Graph"), "{list}");
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "onprem",
+            "--kind",
+            "ews",
+            "--ews-url",
+            "https://mail.contoso.local/EWS/Exchange.asmx",
+            "--address",
+            "desk@contoso.local",
+            "--username",
+            "desk",
+            "--password-env",
+            "PW",
+        ],
+        &[("PW", "pw")],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("2026-10-01"), "on-premises Exchange keeps EWS");
 }

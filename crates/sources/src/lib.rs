@@ -32,6 +32,7 @@ macro_rules! with_retry {
 pub mod credentials;
 pub mod drop_folder;
 pub mod error;
+pub mod ews;
 pub mod graph;
 pub mod imap;
 pub mod pop3;
@@ -40,6 +41,7 @@ pub mod tls;
 pub use credentials::Credentials;
 pub use drop_folder::DropFolderSource;
 pub use error::SourceError;
+pub use ews::{EwsAuth, EwsConfig, EwsSource};
 pub use graph::{GraphConfig, GraphSource};
 pub use imap::{ImapConfig, ImapSource};
 pub use pop3::{Pop3Config, Pop3Source};
