@@ -140,6 +140,7 @@ impl Pipeline {
         let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
         // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
         let closed = source.close().await;
+        tracing::debug!(mailbox = %mailbox.name, hwm_kb = peak_rss_kb(), "poll finished");
         result?;
         closed?;
         Ok(report)
@@ -188,6 +189,7 @@ impl Pipeline {
         // Settle what an earlier pass processed but could not settle.
         self.settle(mailbox.id, source, report).await?;
 
+        tracing::debug!(hwm_kb = peak_rss_kb(), "settled leftovers");
         let listing = source.list().await?;
         tracing::debug!(mails = listing.len(), hwm_kb = peak_rss_kb(), "listed");
         report.listed = listing.len();
