@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
@@ -52,6 +52,27 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let child = cmd.stdout(std::process::Stdio::piped()).spawn().context("spawn")?;
     let pid = child.id() as libc::pid_t;
+    // Peak RSS from the child's own VmHWM, sampled until it exits: wait4's
+    // ru_maxrss would also count this (large) process's pages, which a
+    // vfork-spawned child shares until exec.
+    let sampler = std::thread::spawn(move || {
+        let mut peak_kb = 0i64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if status.contains("State:\tZ") {
+                break;
+            }
+            if let Some(kb) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak_kb
+    });
     let mut stdout = child.stdout.context("stdout")?;
     let reader = std::thread::spawn(move || {
         let mut out = String::new();
@@ -65,8 +86,9 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     let seconds = started.elapsed().as_secs_f64();
     ensure!(waited == pid, "wait4 failed");
     let stdout = reader.join().unwrap_or_default();
+    let sampled_peak_kb = sampler.join().unwrap_or(0);
     ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed (status {status}): {stdout}");
-    Ok(Measured { seconds, max_rss_kb: usage.ru_maxrss, stdout })
+    Ok(Measured { seconds, max_rss_kb: sampled_peak_kb, stdout })
 }
 
 fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
