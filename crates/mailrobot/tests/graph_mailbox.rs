@@ -204,20 +204,7 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
         "--mode",
         "delegated",
     ]);
-    let listen = format!("127.0.0.1:{serve_port}");
-    let mut serve = robot
-        .command(&["serve", "--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
-    let url = robot.run(&["connection", "authorize", "desk"]).lines().next().unwrap().to_string();
-    let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
-    assert_eq!(status, 200, "{body}");
-    serve.kill().unwrap();
-    serve.wait().unwrap();
+    oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
 
     add_graph_mailbox(&robot, "desk");
     deliver(&emu, 0..2);
@@ -268,22 +255,9 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
         "--mode",
         "delegated",
     ]);
-    let listen = format!("127.0.0.1:{serve_port}");
-    let mut serve = robot
-        .command(&["serve", "--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
     for connection in ["imapc", "popc"] {
-        let url = robot.run(&["connection", "authorize", connection]).lines().next().unwrap().to_string();
-        let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
-        assert_eq!(status, 200, "{body}");
+        oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, connection, AGENT, AGENT_PASSWORD).await;
     }
-    serve.kill().unwrap();
-    serve.wait().unwrap();
 
     let port = dc.imap_port().to_string();
     robot.run(&[
@@ -497,20 +471,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
         "--mode",
         "delegated",
     ]);
-    let listen = format!("127.0.0.1:{serve_port}");
-    let mut serve = robot
-        .command(&["serve", "--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
-    let url = robot.run(&["connection", "authorize", "ews-desk"]).lines().next().unwrap().to_string();
-    let (status, body, _) = oauth::sign_in_as(&emu, DOMAIN, AGENT, AGENT_PASSWORD, &url, true).await;
-    assert_eq!(status, 200, "{body}");
-    serve.kill().unwrap();
-    serve.wait().unwrap();
+    oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, "ews-desk", AGENT, AGENT_PASSWORD).await;
     robot.run(&[
         "mailbox",
         "add",
