@@ -37,6 +37,10 @@ struct Args {
     /// Also ingest this many mails from a Microsoft Graph mailbox (the emulator); 0 skips.
     #[arg(long, default_value_t = 0)]
     graph_mails: usize,
+    /// Also ingest this many Graph mails while about one request in five is
+    /// answered 429 (with and without Retry-After), 503 or a dropped connection.
+    #[arg(long, default_value_t = 0)]
+    graph_fault_mails: usize,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -213,15 +217,21 @@ fn main() -> anyhow::Result<()> {
     if args.graph_mails > 0 {
         results["graph"] = graph_run(&args, &opts)?;
     }
+    if args.graph_fault_mails > 0 {
+        results["graph_faults"] = graph_fault_run(&args, &opts)?;
+    }
     println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())
 }
 
-/// mailrobot over a Graph mailbox of the emulator (application connection):
-/// mails/s, HTTP requests per mail, token requests.
-fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
+/// An emulated tenant with `n` generated mails in a shared mailbox, and a
+/// robot data directory with an application Graph connection to it.
+fn graph_world(
+    args: &Args,
+    opts: &GenOptions,
+    n: usize,
+) -> anyhow::Result<(m365_emulator::Emulator, tempfile::TempDir)> {
     use m365_emulator::{AppSpec, Emulator, EmulatorConfig, MailboxSpec, SecretSpec, Setup, TenantSpec};
-    let n = args.graph_mails;
     let emu = Emulator::start(EmulatorConfig::http(Setup::default()))?;
     emu.add_tenant(TenantSpec::new("bench.test"))?;
     emu.add_app(AppSpec {
@@ -274,6 +284,15 @@ fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
         let out = robot(&args.mailrobot, &data, command).output()?;
         ensure!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok((emu, dir))
+}
+
+/// mailrobot over a Graph mailbox of the emulator (application connection):
+/// mails/s, HTTP requests per mail, token requests.
+fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
+    let n = args.graph_mails;
+    let (emu, dir) = graph_world(args, opts, n)?;
+    let data = dir.path().join("data");
     emu.reset_stats();
     eprintln!("== mailrobot run-once over the Graph mailbox");
     let m = measure(&mut robot(&args.mailrobot, &data, &["run-once", "--json"]))?;
@@ -295,5 +314,70 @@ fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
         "mails": n, "seconds": m.seconds, "mails_per_second": rate, "peak_rss_mb": m.max_rss_kb as f64 / 1024.0,
         "graph_requests": graph_requests, "requests_per_mail": graph_requests as f64 / n as f64,
         "token_requests": token_requests,
+    }))
+}
+
+/// Graph ingest while about a fifth of the requests fail: every mail must
+/// end as exactly one ticket, settled in the Processed folder.
+fn graph_fault_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
+    use m365_emulator::FaultSpec;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = args.graph_fault_mails;
+    let (emu, dir) = graph_world(args, opts, n)?;
+    let data = dir.path().join("data");
+    let emu = std::sync::Arc::new(emu);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let injector = {
+        let (emu, stop) = (emu.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut injected = 0u64;
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = emu.stats().requests("graph") + emu.stats().requests("graph_value");
+                if injected * 5 < sent + 5 {
+                    k += 1;
+                    let endpoint = ["graph", "graph_value", "graph_delta"][(k % 3) as usize];
+                    let fault = match k % 4 {
+                        0 => FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
+                        1 => FaultSpec { status: Some(429), ..Default::default() },
+                        2 => FaultSpec { status: Some(503), ..Default::default() },
+                        _ => FaultSpec { drop_connection: true, ..Default::default() },
+                    };
+                    let _ = emu.inject_fault(FaultSpec { endpoint: endpoint.into(), count: 1, ..fault });
+                    injected += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            injected
+        })
+    };
+    eprintln!("== mailrobot over the Graph mailbox with ~20% of requests failing");
+    let started = Instant::now();
+    let mut passes = 0;
+    while emu.count("shared@bench.test", "inbox")? > 0 && passes < 30 {
+        passes += 1;
+        robot(&args.mailrobot, &data, &["run-once"]).output()?;
+    }
+    // One quiet pass settles what the last faulty one could not.
+    stop.store(true, Ordering::Relaxed);
+    let injected = injector.join().unwrap_or(0);
+    emu.clear_faults();
+    robot(&args.mailrobot, &data, &["run-once"]).output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let tickets: Value =
+        serde_json::from_slice(&robot(&args.mailrobot, &data, &["tickets", "list", "--json"]).output()?.stdout)?;
+    let messages: Value =
+        serde_json::from_slice(&robot(&args.mailrobot, &data, &["messages", "list", "--json"]).output()?.stdout)?;
+    let processed = emu.count("shared@bench.test", "Processed")?;
+    let journaled = messages.as_array().map_or(0, Vec::len);
+    let sent =
+        emu.stats().requests("graph") + emu.stats().requests("graph_value") + emu.stats().requests("graph_delta");
+    eprintln!(
+        "   {passes} passes, {seconds:.1} s, {injected} faults in {sent} requests; {journaled} journaled, {processed} in Processed"
+    );
+    ensure!(journaled == n && processed == n, "not exactly once: {journaled} journaled, {processed} settled of {n}");
+    Ok(json!({
+        "mails": n, "passes": passes, "seconds": seconds, "faults_injected": injected, "requests": sent,
+        "journaled": journaled, "settled": processed, "tickets": tickets.as_array().map_or(0, Vec::len),
     }))
 }
