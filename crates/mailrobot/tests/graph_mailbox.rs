@@ -584,3 +584,37 @@ fn ews_pointing_at_exchange_online_is_warned_about() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("2026-10-01"), "on-premises Exchange keeps EWS");
 }
+
+#[test]
+fn an_application_access_policy_is_named_in_the_error() {
+    let emu = emulator(free_port());
+    emu.set_access_policy(m365_emulator::AccessPolicySpec {
+        tenant: DOMAIN.into(),
+        client_id: CLIENT_ID.into(),
+        mailboxes: vec!["someone-else@contoso.test".into()],
+    })
+    .unwrap();
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    deliver(&emu, 0..1);
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ErrorAccessDenied") && stderr.contains("application access policy"), "{stderr}");
+    let mailbox = &robot.json(&["mailbox", "list", "--json"])[0];
+    assert_eq!(mailbox["status"], "error");
+    assert_eq!(robot.tickets().len(), 0);
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 1, "nothing touched");
+}
