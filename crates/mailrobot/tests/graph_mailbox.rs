@@ -18,14 +18,15 @@ const SHARED: &str = "servicedesk@contoso.test";
 const AGENT: &str = "agent@contoso.test";
 const AGENT_PASSWORD: &str = "Agent!Pass1";
 
-fn emulator(serve_port: u16) -> Emulator {
+fn emulator() -> Emulator {
     let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
     emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
     emu.add_app(AppSpec {
         tenant: DOMAIN.into(),
         client_id: Some(CLIENT_ID.into()),
         secrets: vec![SecretSpec::new(SECRET)],
-        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        // Loopback redirect URIs match on any port (Microsoft's localhost rule).
+        redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
         application_permissions: vec![
             "https://graph.microsoft.com/Mail.ReadWrite".into(),
             "https://outlook.office365.com/full_access_as_app".into(),
@@ -98,7 +99,7 @@ fn add_graph_mailbox(robot: &Robot, connection: &str) {
 
 #[test]
 fn application_connection_reads_a_shared_mailbox_exactly_once() {
-    let emu = emulator(free_port());
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -141,7 +142,7 @@ fn application_connection_reads_a_shared_mailbox_exactly_once() {
 
 #[test]
 fn throttling_is_honoured_by_every_later_run() {
-    let emu = emulator(free_port());
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -189,8 +190,7 @@ fn throttling_is_honoured_by_every_later_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delegated_connection_needs_access_to_the_shared_mailbox() {
-    let serve_port = free_port();
-    let emu = emulator(serve_port);
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -204,7 +204,7 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
         "--mode",
         "delegated",
     ]);
-    oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
+    oauth::setup_authentication(&robot, &emu, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
 
     add_graph_mailbox(&robot, "desk");
     deliver(&emu, 0..2);
@@ -225,8 +225,7 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
 #[tokio::test(flavor = "multi_thread")]
 async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     use mailrobot_testkit::dovecot::Dovecot;
-    let serve_port = free_port();
-    let emu = emulator(serve_port);
+    let emu = emulator();
     // Dovecot checks each bearer token at the emulator's introspection endpoint.
     let dc = Dovecot::start_with_oauth2(&[(AGENT, "unused-password")], &emu.introspection_url()).unwrap();
     dc.deliver(AGENT, "INBOX", &simple_mail("x1@ex", "Via IMAP XOAUTH2", "", "hello")).unwrap();
@@ -256,7 +255,7 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
         "delegated",
     ]);
     for connection in ["imapc", "popc"] {
-        oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, connection, AGENT, AGENT_PASSWORD).await;
+        oauth::setup_authentication(&robot, &emu, DOMAIN, connection, AGENT, AGENT_PASSWORD).await;
     }
 
     let port = dc.imap_port().to_string();
@@ -314,7 +313,7 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
 
 #[test]
 fn mailbox_test_lists_graph_folders() {
-    let emu = emulator(free_port());
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -344,7 +343,7 @@ fn mailbox_test_lists_graph_folders() {
 #[test]
 fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once() {
     use rand::{Rng, SeedableRng};
-    let emu = emulator(free_port());
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -414,8 +413,7 @@ fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ews_mailboxes_application_with_impersonation_and_delegated() {
-    let serve_port = free_port();
-    let emu = emulator(serve_port);
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     // Application: full_access_as_app, every request impersonates the mailbox.
     robot.run(&[
@@ -471,7 +469,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
         "--mode",
         "delegated",
     ]);
-    oauth::setup_authentication(&robot, &emu, serve_port, DOMAIN, "ews-desk", AGENT, AGENT_PASSWORD).await;
+    oauth::setup_authentication(&robot, &emu, DOMAIN, "ews-desk", AGENT, AGENT_PASSWORD).await;
     robot.run(&[
         "mailbox",
         "add",
@@ -498,7 +496,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
 
 #[test]
 fn ews_throttling_answers_are_honoured() {
-    let emu = emulator(free_port());
+    let emu = emulator();
     let robot = robot_with_tenant(&emu);
     robot.run(&[
         "connection",
@@ -587,7 +585,7 @@ fn ews_pointing_at_exchange_online_is_warned_about() {
 
 #[test]
 fn an_application_access_policy_is_named_in_the_error() {
-    let emu = emulator(free_port());
+    let emu = emulator();
     emu.set_access_policy(m365_emulator::AccessPolicySpec {
         tenant: DOMAIN.into(),
         client_id: CLIENT_ID.into(),

@@ -22,7 +22,6 @@ const ADMIN_PASSWORD: &str = "Passw0rd!Ada";
 struct World {
     emu: Emulator,
     robot: Robot,
-    serve_port: u16,
 }
 
 /// An emulated tenant with the app registration the seed's guide makes, and
@@ -31,12 +30,12 @@ fn world(access_token_lifetime: u64) -> World {
     let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
     emu.add_tenant(TenantSpec { access_token_lifetime_seconds: access_token_lifetime, ..TenantSpec::new(DOMAIN) })
         .unwrap();
-    let serve_port = free_port();
     emu.add_app(AppSpec {
         tenant: DOMAIN.into(),
         client_id: Some(CLIENT_ID.into()),
         name: "Service desk robot".into(),
-        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        // Loopback redirect URIs match on any port (Microsoft's localhost rule).
+        redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
         secrets: vec![SecretSpec::new(SECRET)],
         application_permissions: vec!["https://graph.microsoft.com/Mail.ReadWrite".into()],
         ..Default::default()
@@ -69,7 +68,7 @@ fn world(access_token_lifetime: u64) -> World {
         &[("M365_SECRET", SECRET)],
     );
     assert!(out.status.success(), "tenant add: {}", String::from_utf8_lossy(&out.stderr));
-    World { emu, robot, serve_port }
+    World { emu, robot }
 }
 
 fn token_requests(emu: &Emulator) -> u64 {
@@ -113,13 +112,8 @@ async fn delegated_ready(w: &World) {
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_authentication_end_to_end_through_serve() {
     let w = world(3599);
-    let (mut serve, address) = {
-        let listen = format!("127.0.0.1:{}", w.serve_port);
-        let mut cmd = w.robot.command(&["serve", "--listen", &listen]);
-        let child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn().unwrap();
-        (child, listen)
-    };
-    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let (mut serve, address) = w.robot.spawn_serve_anywhere();
+    assert!(http_get(&address, "/healthz").is_some());
 
     w.robot.run(&[
         "connection",
@@ -141,7 +135,7 @@ async fn setup_authentication_end_to_end_through_serve() {
     assert!(
         url.contains(&format!(
             "redirect_uri=http%3A%2F%2F127.0.0.1%3A{}%2Fwm%2FexternalAuth%2Fredirect.html",
-            w.serve_port
+            address.rsplit(':').next().unwrap()
         )),
         "{url}"
     );
@@ -483,17 +477,7 @@ impl Drop for Serve {
 }
 
 fn spawn_redirect_receiver(w: &World) -> Serve {
-    let listen = format!("127.0.0.1:{}", w.serve_port);
-    let child = w
-        .robot
-        .command(&["serve", "--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || http_get(&listen, "/healthz").is_some()));
-    Serve(child)
+    Serve(w.robot.spawn_serve_anywhere().0)
 }
 
 #[test]
@@ -724,12 +708,12 @@ async fn generic_oauth2_provider_with_setup_authentication() {
     let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
     emu.add_tenant(TenantSpec { mode: TenantMode::Generic, rotate_refresh_tokens: false, ..TenantSpec::new(DOMAIN) })
         .unwrap();
-    let serve_port = free_port();
     emu.add_app(AppSpec {
         tenant: DOMAIN.into(),
         client_id: Some("robot.apps.example".into()),
         secrets: vec![SecretSpec::new("gsecret")],
-        redirect_uris: vec![format!("http://127.0.0.1:{serve_port}/wm/externalAuth/redirect.html")],
+        // Loopback redirect URIs match on any port (Microsoft's localhost rule).
+        redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
         ..Default::default()
     })
     .unwrap();
@@ -775,7 +759,7 @@ async fn generic_oauth2_provider_with_setup_authentication() {
         "--scope",
         "https://mail.google.com/",
     ]);
-    let w = World { emu, robot, serve_port };
+    let w = World { emu, robot };
     let _serve = spawn_redirect_receiver(&w);
     let url = authorize(&w.robot, "gmail");
     assert!(url.contains("access_type=offline"), "{url}");

@@ -115,17 +115,30 @@ impl Robot {
         self.run(&["mailbox", "add", "--name", name, "--kind", "drop-folder", "--path", path.to_str().unwrap()]);
     }
 
-    /// Starts `serve` on a free port; returns the child and its address.
+    /// Starts `serve` on a port the kernel picks (no race with other tests
+    /// for a "free" port) and returns it with its address, read from what it
+    /// prints once listening — by then it has recorded its public URL.
     pub fn spawn_serve(&self, env: &[(&str, &str)]) -> (Child, String) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = self.command(&["serve", "--listen", &listen]);
+        use std::io::BufRead;
+        let log = std::fs::File::create(self.dir.path().join(format!("serve-{}.log", free_port()))).unwrap();
+        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0"]);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let log = std::fs::File::create(self.dir.path().join(format!("serve-{port}.log"))).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        (child, listen)
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}\n{}", self.serve_logs()))
+            .to_string();
+        (child, address)
+    }
+
+    pub fn spawn_serve_anywhere(&self) -> (Child, String) {
+        self.spawn_serve(&[])
     }
 
     /// Everything every `serve` started by this robot wrote to stderr.

@@ -49,26 +49,18 @@ pub async fn sign_in_as(
 }
 
 /// Runs Setup Authentication for `connection` the way an admin does: `serve`
-/// on the port the app registration's redirect URI names, `connection
-/// authorize`, then the sign-in pages.
+/// to receive the redirect (on any loopback port: Microsoft matches loopback
+/// redirect URIs without their port), `connection authorize`, then the
+/// sign-in pages.
 pub async fn setup_authentication(
     robot: &super::Robot,
     emu: &Emulator,
-    serve_port: u16,
     tenant: &str,
     connection: &str,
     username: &str,
     password: &str,
 ) {
-    let listen = format!("127.0.0.1:{serve_port}");
-    let mut serve = robot
-        .command(&["serve", "--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(super::wait_until(std::time::Duration::from_secs(10), || super::http_get(&listen, "/healthz").is_some()));
+    let (mut serve, _) = robot.spawn_serve_anywhere();
     let url = robot.run(&["connection", "authorize", connection]).lines().next().unwrap().to_string();
     let (status, body, _) = sign_in_as(emu, tenant, username, password, &url, true).await;
     let _ = serve.kill();
