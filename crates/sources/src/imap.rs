@@ -98,10 +98,7 @@ impl ImapSource {
     /// Connects, logs in, checks capabilities, makes sure the watched
     /// folder exists and creates the processed/error folders if missing.
     pub async fn connect(cfg: ImapConfig) -> Result<Self, SourceError> {
-        let tls_config = match cfg.tls {
-            TlsMode::None => None,
-            TlsMode::StartTls | TlsMode::Tls => Some(tls::client_config(cfg.extra_ca_file.as_deref())?),
-        };
+        let tls_config = tls::config_for(cfg.tls, cfg.extra_ca_file.as_deref())?;
         let mut source = ImapSource { cfg, tls_config, conn: None, without: None };
         source.ensure_connected().await?;
         Ok(source)

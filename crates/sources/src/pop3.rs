@@ -254,10 +254,7 @@ impl std::fmt::Debug for Pop3Source {
 impl Pop3Source {
     /// Connects and logs in (STLS/TLS as configured).
     pub async fn connect(cfg: Pop3Config) -> Result<Self, SourceError> {
-        let tls_config = match cfg.tls {
-            TlsMode::None => None,
-            TlsMode::StartTls | TlsMode::Tls => Some(tls::client_config(cfg.extra_ca_file.as_deref())?),
-        };
+        let tls_config = tls::config_for(cfg.tls, cfg.extra_ca_file.as_deref())?;
         let mut source = Pop3Source { cfg, tls_config, conn: None };
         source.ensure_connected().await?;
         Ok(source)

@@ -68,6 +68,17 @@ impl FromStr for TlsMode {
         }
     }
 }
+/// The TLS configuration a connection in `mode` needs: none for plain
+/// connections, else [`client_config`].
+pub fn config_for(
+    mode: TlsMode,
+    extra_ca_file: Option<&Path>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, SourceError> {
+    match mode {
+        TlsMode::None => Ok(None),
+        TlsMode::StartTls | TlsMode::Tls => client_config(extra_ca_file).map(Some),
+    }
+}
 
 /// A rustls client configuration trusting the webpki roots plus every
 /// certificate in `extra_ca_file` (or in the file named by
