@@ -64,8 +64,11 @@ pub(crate) fn classify(path: &str) -> Option<&'static str> {
 /// Counters of one endpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointStats {
-    /// Requests received (faulted ones included).
+    /// Requests received (faulted ones included), inside a `$batch` or not.
     pub requests: u64,
+    /// Of `requests`, those that came as items of a `$batch` (not HTTP requests of their own).
+    #[serde(default)]
+    pub batched: u64,
     /// Requests a fault was applied to.
     pub faults: u64,
     /// Answers by HTTP status (`"200"`, `"400"`…); dropped connections count as `"dropped"`.
@@ -86,6 +89,11 @@ impl Stats {
     /// Requests received by an endpoint (0 if none).
     pub fn requests(&self, endpoint: &str) -> u64 {
         self.endpoints.get(endpoint).map_or(0, |e| e.requests)
+    }
+
+    /// HTTP requests an endpoint received: `$batch` items not counted.
+    pub fn http_requests(&self, endpoint: &str) -> u64 {
+        self.endpoints.get(endpoint).map_or(0, |e| e.requests - e.batched)
     }
 
     /// How often an AADSTS code was answered.
@@ -140,6 +148,11 @@ impl Faults {
             self.pending.remove(i);
         }
         Some(taken)
+    }
+
+    /// Marks the request just counted by [`Faults::on_request`] as a `$batch` item.
+    pub fn on_batched(&mut self, endpoint: &str) {
+        self.stats.endpoints.entry(endpoint.to_string()).or_default().batched += 1;
     }
 
     pub fn on_response(&mut self, endpoint: &str, status: &str) {

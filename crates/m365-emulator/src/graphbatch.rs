@@ -142,7 +142,11 @@ async fn run_item(emu: &Arc<Emu>, outer: &HeaderMap, it: Item) -> Response {
         }
     };
     let endpoint = classify(uri.path());
-    let fault = endpoint.and_then(|ep| emu.faults().on_request(ep));
+    let fault = endpoint.and_then(|ep| {
+        let mut faults = emu.faults();
+        faults.on_batched(ep);
+        faults.on_request(ep)
+    });
     let resp = match fault {
         Some(f) => {
             if f.latency_ms > 0 {
