@@ -21,6 +21,69 @@ pub struct Setup {
     pub mailbox_grants: Vec<MailboxGrant>,
     /// Application access policies (app-only access restricted to some mailboxes).
     pub access_policies: Vec<AccessPolicySpec>,
+    /// The authentication schemes EWS accepts; absent: bearer tokens only (Exchange Online).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ews_auth: Option<EwsAuthSpec>,
+}
+
+/// An HTTP authentication scheme of the EWS endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EwsAuthScheme {
+    /// OAuth 2.0 bearer tokens of this emulator, as Exchange Online.
+    Bearer,
+    /// `Authorization: Basic` with a user's name and password, as Exchange Server on-premises.
+    Basic,
+    /// NTLMv2 over HTTP (MS-NTHT), bound to the TCP connection, as Exchange Server on-premises.
+    #[serde(rename = "NTLM")]
+    Ntlm,
+}
+
+impl EwsAuthScheme {
+    /// The scheme's name in `Authorization` / `WWW-Authenticate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EwsAuthScheme::Bearer => "Bearer",
+            EwsAuthScheme::Basic => "Basic",
+            EwsAuthScheme::Ntlm => "NTLM",
+        }
+    }
+}
+
+impl std::str::FromStr for EwsAuthScheme {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [EwsAuthScheme::Bearer, EwsAuthScheme::Basic, EwsAuthScheme::Ntlm]
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown EWS authentication scheme '{s}' (Bearer, Basic, NTLM)"))
+    }
+}
+
+/// Which schemes EWS accepts (`POST /_admin/ews/auth`, `Setup.ews_auth`). A 401 names each of
+/// them in its own `WWW-Authenticate` header, in this order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EwsAuthSpec {
+    pub schemes: Vec<EwsAuthScheme>,
+}
+
+impl Default for EwsAuthSpec {
+    /// Bearer only: Exchange Online.
+    fn default() -> Self {
+        EwsAuthSpec { schemes: vec![EwsAuthScheme::Bearer] }
+    }
+}
+
+impl EwsAuthSpec {
+    pub fn new(schemes: &[EwsAuthScheme]) -> Self {
+        EwsAuthSpec { schemes: schemes.to_vec() }
+    }
+
+    /// Basic and NTLM: an Exchange Server on-premises with user names and passwords.
+    pub fn on_premises() -> Self {
+        EwsAuthSpec::new(&[EwsAuthScheme::Basic, EwsAuthScheme::Ntlm])
+    }
 }
 
 /// How a tenant reads scopes.

@@ -1,13 +1,15 @@
 //! Exchange Web Services (`POST /EWS/Exchange.asmx`, SOAP 1.1) on the same mailbox store as
 //! Graph: FindFolder, GetFolder, CreateFolder, SyncFolderItems, FindItem, GetItem, MoveItem,
 //! UpdateItem and DeleteItem, with EWS's response messages (`ResponseClass`, `m:ResponseCode`), its SOAP
-//! faults, OAuth bearer tokens for Exchange Online and `ExchangeImpersonation` for app-only tokens.
+//! faults, OAuth bearer tokens for Exchange Online and `ExchangeImpersonation` for app-only tokens,
+//! or Basic / NTLM sign-in as Exchange Server on-premises (`ewsauth`).
 //!
 //! Requests are read by element local names (namespace prefixes vary between clients); answers
 //! use the `s:`/`m:`/`t:` prefixes Exchange Online uses.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,9 +19,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use roxmltree::{Document, Node};
 use serde::{Deserialize, Serialize};
 
+use crate::ewsauth::{self, Refusal};
 use crate::graph::iso;
 use crate::mail::{Folder, MailError, Mailbox, Message, from_ews_id, id_well_formed};
 use crate::mailauth::{self, Api, Caller, Denied, Need, Slot};
+use crate::server::Connection;
 use crate::state::Emu;
 
 const NS_M: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
@@ -77,7 +81,7 @@ enum Failure {
     #[error("{code}: {message}")]
     Fault { code: &'static str, message: String, back_off_ms: Option<u64> },
     #[error("401: {0}")]
-    Unauthorized(&'static str),
+    Unauthorized(Refusal),
 }
 
 impl Failure {
@@ -94,24 +98,7 @@ impl Failure {
             Failure::Fault { code, message, back_off_ms } => {
                 soap_fault(StatusCode::INTERNAL_SERVER_ERROR, code, message, *back_off_ms)
             }
-            Failure::Unauthorized(reason) => {
-                let mut r = StatusCode::UNAUTHORIZED.into_response();
-                let h = r.headers_mut();
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\", \
-                         trusted_issuers=\"00000001-0000-0000-c000-000000000000@*\", \
-                         token_types=\"app_asserted_user_v1 service_asserted_app_v1\", error=\"invalid_token\"",
-                    ),
-                );
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("2000001;reason=\"{reason}\";error_category=\"invalid_token\""))
-                {
-                    h.insert("x-ms-diagnostics", v);
-                }
-                r
-            }
+            Failure::Unauthorized(refusal) => refusal.response(),
         }
     }
 }
@@ -247,8 +234,13 @@ fn folder_change_key(f: &Folder) -> String {
 // ---- the endpoint ----
 
 /// `POST /EWS/Exchange.asmx`
-pub(crate) async fn entry(State(emu): State<Arc<Emu>>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&emu, &headers, &body).await {
+pub(crate) async fn entry(
+    State(emu): State<Arc<Emu>>,
+    conn: Option<Extension<Connection>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&emu, conn.map(|Extension(c)| c), &headers, &body).await {
         Ok(r) => r,
         Err(f) => {
             tracing::debug!(error = %f, "EWS request failed");
@@ -272,15 +264,13 @@ impl Cx<'_> {
     }
 }
 
-async fn handle(emu: &Arc<Emu>, headers: &HeaderMap, body: &[u8]) -> Result<Response, Failure> {
-    let caller = mailauth::caller(emu, headers, Api::Ews).map_err(|d| {
-        Failure::Unauthorized(match d {
-            Denied::NoToken => "No bearer token",
-            Denied::Expired => "The token has expired",
-            Denied::WrongAudience => "The audience claim value is invalid",
-            _ => "The token is invalid",
-        })
-    })?;
+async fn handle(
+    emu: &Arc<Emu>,
+    conn: Option<Connection>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Failure> {
+    let caller = ewsauth::authenticate(emu, headers, conn).map_err(Failure::Unauthorized)?;
     let xml = std::str::from_utf8(body).map_err(|_| Failure::schema("The request is not UTF-8."))?;
     let doc =
         Document::parse(xml).map_err(|e| Failure::schema(format!("The request failed schema validation: {e}")))?;

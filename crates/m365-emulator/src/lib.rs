@@ -27,6 +27,7 @@ mod config;
 mod discovery;
 mod error;
 mod ews;
+mod ewsauth;
 mod faults;
 mod graph;
 mod graphbatch;
@@ -35,6 +36,7 @@ mod jwt;
 mod mail;
 mod mailadmin;
 mod mailauth;
+mod ntlm;
 mod scopes;
 mod server;
 mod state;
@@ -42,8 +44,9 @@ mod tls;
 mod token;
 
 pub use config::{
-    AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, FaultSpec, FolderInfo, IssueSpec,
-    MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec, UserUpdate,
+    AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, EwsAuthScheme, EwsAuthSpec, FaultSpec,
+    FolderInfo, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec,
+    UserUpdate,
 };
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::EmulatorError;
-use crate::config::{AccessPolicySpec, DeliverSpec, FolderInfo, MailboxGrant, MailboxSpec, MessageInfo, Setup};
+use crate::config::{
+    AccessPolicySpec, DeliverSpec, EwsAuthSpec, FolderInfo, MailboxGrant, MailboxSpec, MessageInfo, Setup,
+};
 use crate::state::{Emu, Inner};
 
 type Result<T> = std::result::Result<T, EmulatorError>;
@@ -188,6 +190,7 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
         .route("/_admin/mailboxes/expire-delta", post(expire))
         .route("/_admin/mailboxes/rest", post(rest))
         .route("/_admin/mailboxes/concurrency", post(concurrency))
+        .route("/_admin/ews/auth", post(set_ews_auth).get(ews_auth))
 }
 
 async fn mailboxes(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
@@ -235,4 +238,13 @@ async fn concurrency(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> 
     let l: Limit = body(&b)?;
     emu.set_mail_concurrency_limit(l.limit);
     Ok(ok())
+}
+
+/// `POST /_admin/ews/auth` `{"schemes": ["Basic", "NTLM"]}`: answers the schemes now in force.
+async fn set_ews_auth(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    Ok(axum::Json(emu.set_ews_auth(body::<EwsAuthSpec>(&b)?)?).into_response())
+}
+
+async fn ews_auth(State(emu): State<Arc<Emu>>) -> Response {
+    axum::Json(emu.ews_auth_spec()).into_response()
 }

@@ -1,4 +1,5 @@
-//! `m365-emulator --listen 127.0.0.1:PORT [--tls-cert PEM --tls-key PEM] [--config FILE.json]`
+//! `m365-emulator --listen 127.0.0.1:PORT [--tls-cert PEM --tls-key PEM] [--config FILE.json]
+//! [--ews-auth Basic,NTLM]`
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -6,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use m365_emulator::{Emulator, EmulatorConfig, Setup, TlsSetup};
+use m365_emulator::{Emulator, EmulatorConfig, EwsAuthScheme, EwsAuthSpec, Setup, TlsSetup};
 
 /// A local stand-in for the Microsoft identity platform v2.0, for tests, benchmarks and demos.
 #[derive(Debug, Parser)]
@@ -33,6 +34,10 @@ struct Args {
     /// RS256 signing key (PKCS#8 PEM); default: generated at start.
     #[arg(long)]
     signing_key: Option<PathBuf>,
+    /// Authentication schemes EWS accepts, comma-separated: Bearer (Exchange Online, default),
+    /// Basic, NTLM (Exchange Server on-premises). Overrides `ews_auth` of the config file.
+    #[arg(long, value_delimiter = ',')]
+    ews_auth: Vec<EwsAuthScheme>,
 }
 
 fn read(p: &PathBuf) -> anyhow::Result<String> {
@@ -48,10 +53,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let setup: Setup = match &args.config {
+    let mut setup: Setup = match &args.config {
         Some(p) => serde_json::from_str(&read(p)?).with_context(|| format!("parsing {}", p.display()))?,
         None => Setup::default(),
     };
+    if !args.ews_auth.is_empty() {
+        setup.ews_auth = Some(EwsAuthSpec::new(&args.ews_auth));
+    }
     let mut ca_out = None;
     let tls = match (&args.tls_cert, &args.tls_key, &args.self_signed_ca_out) {
         (Some(c), Some(k), _) => Some(TlsSetup::Pem { cert_chain_pem: read(c)?, key_pem: read(k)? }),

@@ -19,8 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::{
-    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, FaultSpec, FolderInfo, IssueSpec, MailboxGrant, MailboxSpec,
-    MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
+    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, FaultSpec, FolderInfo, IssueSpec, MailboxGrant,
+    MailboxSpec, MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
 };
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
@@ -101,13 +101,27 @@ pub(crate) fn router(emu: Arc<Emu>) -> Router {
         .with_state(emu)
 }
 
+/// The TCP connection a request came on, in its extensions: NTLM binds a handshake to it. The id
+/// is unique for the server's life (a peer address can come back on a new connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Connection {
+    pub id: u64,
+    pub peer: SocketAddr,
+}
+
 /// The service error that makes hyper close a connection without an answer.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by an injected fault")]
 struct Dropped;
 
 /// One request: counters, faults, then the router.
-async fn handle(req: Request<Incoming>, router: Router, emu: Arc<Emu>) -> Result<Response<Body>, Dropped> {
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: Connection,
+    router: Router,
+    emu: Arc<Emu>,
+) -> Result<Response<Body>, Dropped> {
+    req.extensions_mut().insert(conn);
     let endpoint = classify(req.uri().path());
     let fault = endpoint.and_then(|ep| emu.faults().on_request(ep));
     let record = |status: &str| {
@@ -146,14 +160,16 @@ async fn handle(req: Request<Incoming>, router: Router, emu: Arc<Emu>) -> Result
     Ok(resp)
 }
 
-async fn serve_connection<I>(io: I, router: Router, emu: Arc<Emu>)
+async fn serve_connection<I>(io: I, conn: Connection, router: Router, emu: Arc<Emu>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| handle(req, router.clone(), emu.clone()));
+    let svc_emu = emu.clone();
+    let svc = hyper::service::service_fn(move |req| handle(req, conn, router.clone(), svc_emu.clone()));
     if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
         tracing::debug!("connection ended: {e}");
     }
+    emu.ews_auth().forget(conn.id);
 }
 
 async fn serve(
@@ -170,11 +186,12 @@ async fn serve(
         }
     };
     let router = router(emu.clone());
+    let mut next_id: u64 = 0;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -184,14 +201,16 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                next_id += 1;
+                let conn = Connection { id: next_id, peer };
                 let (router, emu, tls) = (router.clone(), emu.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => serve_connection(TokioIo::new(s), router, emu).await,
+                            Ok(s) => serve_connection(TokioIo::new(s), conn, router, emu).await,
                             Err(e) => tracing::debug!("TLS handshake: {e}"),
                         },
-                        None => serve_connection(TokioIo::new(stream), router, emu).await,
+                        None => serve_connection(TokioIo::new(stream), conn, router, emu).await,
                     }
                 });
             }
@@ -482,6 +501,17 @@ impl Emulator {
     /// Concurrent requests per (app, mailbox) before 429 (default 4, as Outlook).
     pub fn set_mail_concurrency_limit(&self, limit: usize) {
         self.emu.set_mail_concurrency_limit(limit)
+    }
+
+    /// Chooses the schemes EWS accepts (as `POST /_admin/ews/auth`): `Bearer` (Exchange Online, the
+    /// default), `Basic` and/or `NTLM` (Exchange Server on-premises, a user's name and password).
+    pub fn set_ews_auth(&self, spec: EwsAuthSpec) -> Result<EwsAuthSpec, EmulatorError> {
+        self.emu.set_ews_auth(spec)
+    }
+
+    /// The schemes EWS accepts now.
+    pub fn ews_auth(&self) -> EwsAuthSpec {
+        self.emu.ews_auth_spec()
     }
 
     /// Stops the server and waits for its thread.

@@ -404,6 +404,7 @@ pub(crate) struct Emu {
     inner: Mutex<Inner>,
     pub faults: Mutex<Faults>,
     mail: Mutex<crate::mail::MailStore>,
+    ews_auth: Mutex<crate::ewsauth::EwsAuthState>,
     initial: Setup,
 }
 
@@ -416,6 +417,7 @@ impl Emu {
             inner: Mutex::new(Inner::default()),
             faults: Mutex::new(Faults::default()),
             mail: Mutex::new(crate::mail::MailStore::new()),
+            ews_auth: Mutex::new(Default::default()),
             initial: setup.clone(),
         };
         emu.load(&setup)?;
@@ -434,6 +436,11 @@ impl Emu {
         self.mail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// EWS authentication schemes and NTLM handshakes in progress.
+    pub fn ews_auth(&self) -> MutexGuard<'_, crate::ewsauth::EwsAuthState> {
+        self.ews_auth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -448,6 +455,7 @@ impl Emu {
         *self.lock() = Inner::default();
         *self.faults() = Faults::default();
         *self.mail() = crate::mail::MailStore::new();
+        *self.ews_auth() = Default::default();
         self.clock.reset();
         if !empty {
             self.load(&self.initial.clone())?;
@@ -477,6 +485,9 @@ impl Emu {
         for p in &setup.access_policies {
             self.set_access_policy(p.clone())?;
         }
+        if let Some(a) = &setup.ews_auth {
+            self.set_ews_auth(a.clone())?;
+        }
         Ok(())
     }
 
@@ -502,6 +513,8 @@ impl Emu {
             ..Default::default()
         };
         self.dump_mail(&g, &mut setup);
+        let ews_auth = self.ews_auth_spec();
+        setup.ews_auth = (ews_auth != Default::default()).then_some(ews_auth);
         setup
     }
 

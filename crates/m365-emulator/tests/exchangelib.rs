@@ -1,14 +1,15 @@
 //! The real-client check for EWS: `exchangelib` (PyPI) against the emulator's
 //! `/EWS/Exchange.asmx` over HTTPS, with a fixed server version (no autodiscover). App-only with
-//! impersonation (exchangelib fetches its own token from the emulator) and delegated. Fails
-//! (never skips) when Python or the package cannot be set up.
+//! impersonation (exchangelib fetches its own token from the emulator) and delegated; and, with the
+//! emulator switched to Exchange Server on-premises, NTLM (requests_ntlm, pyspnego) and Basic with
+//! a user name and password. Fails (never skips) when Python or the package cannot be set up.
 
 mod common;
 
 use common::mail::*;
 use common::python::{Script, venv_python};
 use common::*;
-use m365_emulator::{Emulator, EmulatorConfig};
+use m365_emulator::{Emulator, EmulatorConfig, EwsAuthSpec, MailboxGrant};
 use serde_json::json;
 
 const EXCHANGELIB_VERSION: &str = "5.6.0";
@@ -69,4 +70,52 @@ fn exchangelib_reads_and_changes_an_inbox_over_https() {
     let d = script.recv();
     assert_eq!(d["delegated_subjects"], json!(["Request 42"]));
     assert!(emu.stats().requests("ews") >= 8);
+}
+
+#[test]
+fn exchangelib_signs_in_on_premises_with_ntlm_and_basic() {
+    let python = venv_python("exchangelib", EXCHANGELIB_VERSION);
+    let emu = Emulator::start(EmulatorConfig::https(mail_setup())).unwrap();
+    // Exchange Server on-premises: user names and passwords, no bearer tokens.
+    emu.set_ews_auth(EwsAuthSpec::on_premises()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().unwrap()).unwrap();
+    for n in [42, 43] {
+        emu.deliver_mime(USER, "inbox", &mime(n)).unwrap();
+    }
+    emu.deliver_mime(SHARED, "inbox", &mime(7)).unwrap();
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: USER.into() })
+        .unwrap();
+    let case = |name: &str, auth: &str, username: &str, password: &str, mailbox: &str| json!({"name": name, "auth": auth, "username": username, "password": password, "mailbox": mailbox});
+    let cases = [
+        case("ntlm_domain_user", "NTLM", "CONTOSO\\robot", PASSWORD, USER),
+        case("ntlm_upn_granted_shared", "NTLM", USER, PASSWORD, SHARED),
+        case("basic_upn", "BASIC", USER, PASSWORD, USER),
+        case("basic_plain_name", "BASIC", "robot", PASSWORD, USER),
+        case("ntlm_shared_without_grant", "NTLM", ALICE, PASSWORD, SHARED),
+        case("ntlm_wrong_password", "NTLM", "CONTOSO\\robot", "wrong", USER),
+        case("basic_wrong_password", "BASIC", USER, "wrong", USER),
+    ];
+    let mut script =
+        Script::start(&python, "exchangelib_onprem.py", &ca, &json!({"ews_url": emu.ews_url(), "cases": cases}));
+    let v = script.recv();
+    assert_eq!(v["exchangelib_version"], EXCHANGELIB_VERSION);
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..cases.len() {
+        let r = script.recv();
+        got.insert(r["case"].as_str().unwrap().to_string(), r);
+    }
+    let subjects = |c: &str| got[c]["subjects"].clone();
+    let error = |c: &str| got[c]["error"].clone();
+    assert_eq!(subjects("ntlm_domain_user"), json!(["Request 42", "Request 43"]), "{}", got["ntlm_domain_user"]);
+    assert_eq!(subjects("ntlm_upn_granted_shared"), json!(["Request 7"]), "{}", got["ntlm_upn_granted_shared"]);
+    assert_eq!(subjects("basic_upn"), json!(["Request 42", "Request 43"]), "{}", got["basic_upn"]);
+    assert_eq!(subjects("basic_plain_name"), json!(["Request 42", "Request 43"]), "{}", got["basic_plain_name"]);
+    assert_eq!(error("ntlm_shared_without_grant"), "ErrorAccessDenied", "{}", got["ntlm_shared_without_grant"]);
+    assert_eq!(error("ntlm_wrong_password"), "UnauthorizedError", "{}", got["ntlm_wrong_password"]);
+    assert_eq!(error("basic_wrong_password"), "UnauthorizedError", "{}", got["basic_wrong_password"]);
+    // NTLM ran its handshake: each NTLM request costs 401 (no credentials), 401 (challenge), then the answer.
+    let ews = &emu.stats().endpoints["ews"];
+    assert!(ews.status["401"] >= 6, "{ews:?}");
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mail;
+pub mod ntlm;
 pub mod python;
 
 use base64::Engine;
