@@ -27,6 +27,8 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_ATTEMPTS: u32 = 6;
 /// Longer waits end the pass (and are stored) rather than hold a worker.
 const MAX_WAIT_IN_PASS: Duration = Duration::from_secs(5);
+/// Graph's JSON batching takes up to 20 requests per `POST /$batch`.
+const BATCH_SIZE: usize = 20;
 
 #[derive(Clone)]
 pub struct GraphConfig {
@@ -60,6 +62,53 @@ struct GraphErrorDetail {
     message: String,
 }
 
+/// One request inside a `$batch`: its URL is relative to the version
+/// (`/users/{address}/messages/{id}/move`).
+#[derive(Debug, Clone)]
+struct BatchRequest {
+    method: &'static str,
+    url: String,
+    body: Option<Value>,
+}
+
+impl BatchRequest {
+    fn to_json(&self, id: usize) -> Value {
+        let mut item = json!({
+            "id": id.to_string(),
+            "method": self.method,
+            "url": self.url,
+            // Headers are per item: immutable ids must be asked for in each.
+            "headers": {"Prefer": "IdType=\"ImmutableId\""},
+        });
+        if let Some(body) = &self.body {
+            item["body"] = body.clone();
+            item["headers"]["Content-Type"] = json!("application/json");
+        }
+        item
+    }
+}
+
+/// One answer inside a `$batch` response.
+#[derive(Debug, Deserialize)]
+struct BatchResponse {
+    id: String,
+    status: u16,
+    #[serde(default)]
+    headers: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    body: Value,
+}
+
+impl BatchResponse {
+    fn retry_after(&self) -> Option<Duration> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+    }
+}
+
 /// HTTP to Graph for one mailbox.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -84,8 +133,13 @@ impl GraphClient {
 
     /// `{base}/v1.0/users/{address}{path}`.
     pub fn user_url(&self, path: &str) -> String {
+        format!("{}/v1.0{}", self.cfg.base_url.trim_end_matches('/'), self.user_path(path))
+    }
+
+    /// `/users/{address}{path}`, relative to the version (as `$batch` items want it).
+    fn user_path(&self, path: &str) -> String {
         let address: String = url::form_urlencoded::byte_serialize(self.cfg.address.as_bytes()).collect();
-        format!("{}/v1.0/users/{address}{path}", self.cfg.base_url.trim_end_matches('/'))
+        format!("/users/{address}{path}")
     }
 
     async fn bearer(&self, renew: bool) -> Result<String, SourceError> {
@@ -182,10 +236,80 @@ impl GraphClient {
         response.json().await.map_err(|e| SourceError::transient(format!("Graph sent unreadable JSON: {e}")))
     }
 
+    /// Runs `requests` through JSON batching, [`BATCH_SIZE`] per `POST
+    /// /$batch`. Graph throttles each item on its own: items answered 429/503
+    /// (or 5xx) go out again in the next round, after the longest Retry-After
+    /// among them, holding back the whole mailbox meanwhile. An item answered
+    /// 404 ErrorItemNotFound counts as done (settling is idempotent).
+    async fn batch(&self, requests: Vec<BatchRequest>) -> Result<(), SourceError> {
+        let url = format!("{}/v1.0/$batch", self.cfg.base_url.trim_end_matches('/'));
+        let mut pending: Vec<(usize, BatchRequest)> = requests.into_iter().enumerate().collect();
+        let mut backoff = Duration::from_millis(500);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut again: Vec<(usize, BatchRequest)> = Vec::new();
+            let mut last_error = None;
+            let mut asked: Option<Duration> = None;
+            let mut throttled = false;
+            for chunk in pending.chunks(BATCH_SIZE) {
+                let items: Vec<Value> = chunk.iter().map(|(i, r)| r.to_json(*i)).collect();
+                let answer = self.json(reqwest::Method::POST, &url, Some(&json!({ "requests": items }))).await?;
+                let responses: Vec<BatchResponse> =
+                    serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
+                        .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
+                // Answers may come in any order; an item without one is sent again.
+                for (i, request) in chunk {
+                    let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
+                        again.push((*i, request.clone()));
+                        continue;
+                    };
+                    if (200..300).contains(&r.status) {
+                        continue;
+                    }
+                    let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
+                    if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
+                        continue;
+                    }
+                    let item_retry_after = r.retry_after();
+                    let error = self.error_for(r.status, item_retry_after, &body);
+                    if !error.is_transient() {
+                        return Err(error);
+                    }
+                    // As for single requests: the server's Retry-After, else our backoff.
+                    asked = asked.max(item_retry_after);
+                    throttled |= error.retry_after().is_some();
+                    last_error = Some(error);
+                    again.push((*i, request.clone()));
+                }
+            }
+            let Some(error) = last_error.or_else(|| {
+                (!again.is_empty()).then(|| SourceError::transient("Graph left $batch requests unanswered"))
+            }) else {
+                return Ok(());
+            };
+            let wait = asked.unwrap_or(backoff);
+            if attempt == MAX_ATTEMPTS || wait > MAX_WAIT_IN_PASS {
+                return Err(error);
+            }
+            if throttled {
+                self.hold_back(wait);
+            }
+            tracing::debug!(mailbox = %self.cfg.address, attempt, items = again.len(), wait_ms = wait.as_millis() as u64, "retrying $batch items");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
+            pending = again;
+        }
+        unreachable!("the last attempt returns")
+    }
+
     async fn error_from(&self, response: reqwest::Response) -> SourceError {
         let status = response.status().as_u16();
         let retry_after = retry_after(&response);
         let body: GraphErrorBody = response.json().await.unwrap_or_default();
+        self.error_for(status, retry_after, &body)
+    }
+
+    /// What a Graph error answer means for the mailbox.
+    fn error_for(&self, status: u16, retry_after: Option<Duration>, body: &GraphErrorBody) -> SourceError {
         let detail = if body.error.code.is_empty() {
             format!("HTTP {status}")
         } else {
@@ -426,42 +550,34 @@ impl MailSource for GraphSource {
         Ok(mails)
     }
 
+    /// Moves, marks read or deletes through `$batch`: 20 mails per request
+    /// instead of one request each.
     async fn settle(&mut self, outcomes: &[(String, Outcome)]) -> Result<(), SourceError> {
         let client = &self.client;
-        let (processed_id, error_id, settle) = (self.processed_id.clone(), self.error_id.clone(), client.cfg.settle);
-        let results: Vec<Result<(), SourceError>> = futures::stream::iter(outcomes.to_vec())
-            .map(|(id, outcome): (String, Outcome)| {
-                let (processed_id, error_id) = (processed_id.clone(), error_id.clone());
-                async move {
-                    let message = client.user_url(&format!("/messages/{}", encode(&id)));
-                    let result = match (outcome, settle) {
-                        (Outcome::Failed, _) => {
-                            let body = json!({"destinationId": error_id});
-                            client.send(reqwest::Method::POST, &format!("{message}/move"), Some(&body)).await.map(drop)
-                        }
-                        (Outcome::Processed, SettleAction::Move) => {
-                            let body = json!({"destinationId": processed_id.unwrap_or_default()});
-                            client.send(reqwest::Method::POST, &format!("{message}/move"), Some(&body)).await.map(drop)
-                        }
-                        (Outcome::Processed, SettleAction::MarkRead) => client
-                            .send(reqwest::Method::PATCH, &message, Some(&json!({"isRead": true})))
-                            .await
-                            .map(drop),
-                        (Outcome::Processed, SettleAction::Delete) => {
-                            client.send(reqwest::Method::DELETE, &message, None).await.map(drop)
-                        }
-                    };
-                    match result {
-                        // Settled before (or gone): settling is idempotent.
-                        Err(e) if is_not_found(&e) => Ok(()),
-                        other => other,
+        let move_to = |folder: &str, message: String| BatchRequest {
+            method: "POST",
+            url: format!("{message}/move"),
+            body: Some(json!({ "destinationId": folder })),
+        };
+        let requests = outcomes
+            .iter()
+            .map(|(id, outcome)| {
+                let message = client.user_path(&format!("/messages/{}", encode(id)));
+                match (outcome, client.cfg.settle) {
+                    (Outcome::Failed, _) => move_to(&self.error_id, message),
+                    (Outcome::Processed, SettleAction::Move) => {
+                        move_to(self.processed_id.as_deref().unwrap_or_default(), message)
+                    }
+                    (Outcome::Processed, SettleAction::MarkRead) => {
+                        BatchRequest { method: "PATCH", url: message, body: Some(json!({"isRead": true})) }
+                    }
+                    (Outcome::Processed, SettleAction::Delete) => {
+                        BatchRequest { method: "DELETE", url: message, body: None }
                     }
                 }
             })
-            .buffer_unordered(MAX_CONCURRENT)
-            .collect()
-            .await;
-        results.into_iter().collect()
+            .collect();
+        client.batch(requests).await
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
