@@ -8,13 +8,16 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd dovecot-pop3d)
+# SMTP: Dovecot's submission service (AUTH, XOAUTH2) relaying to Postfix's smtp-sink.
+[ -x /usr/lib/dovecot/submission ] || missing+=(dovecot-submissiond)
+[ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The tests start their own Dovecot instances on free loopback ports; a system
-# instance the package may have started does not get in the way.
+# The tests start their own Dovecot and smtp-sink instances on free loopback
+# ports; system instances the packages may have started do not get in the way.
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

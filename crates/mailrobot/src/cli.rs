@@ -63,6 +63,9 @@ pub enum Command {
     /// Service connections: tenant + capability + mode, with their tokens.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Outbound mail over SMTP.
+    #[command(subcommand)]
+    Smtp(SmtpCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -120,11 +123,30 @@ pub enum AuthArg {
     Oauth,
 }
 
+/// How an EWS mailbox with a password logs in.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum EwsAuthArg {
+    /// NTLM when the server offers it (the password never travels), else Basic.
+    Auto,
+    Basic,
+    Ntlm,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum TlsArg {
     None,
     Starttls,
     Tls,
+}
+
+impl From<TlsArg> for mailrobot_sources::TlsMode {
+    fn from(tls: TlsArg) -> Self {
+        match tls {
+            TlsArg::None => mailrobot_sources::TlsMode::None,
+            TlsArg::Starttls => mailrobot_sources::TlsMode::StartTls,
+            TlsArg::Tls => mailrobot_sources::TlsMode::Tls,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -182,6 +204,9 @@ pub struct MailboxAdd {
     /// EWS with a password (Exchange Server on-premises): the full .../EWS/Exchange.asmx URL.
     #[arg(long)]
     pub ews_url: Option<String>,
+    /// EWS with a password: NTLM or Basic, or auto (the default) to take NTLM where the server offers it.
+    #[arg(long, value_enum)]
+    pub ews_auth: Option<EwsAuthArg>,
     #[arg(long, default_value_t = 60)]
     pub poll_seconds: i64,
     /// Larger mails are not downloaded; they are journaled as failed.
@@ -318,14 +343,59 @@ pub enum ConnectionCommand {
         #[arg(long)]
         login_hint: Option<String>,
     },
-    /// Get a token now and show the connection's state.
+    /// Get a token now and show the connection's state. For an smtp
+    /// connection, also log in to the SMTP server with it (nothing is sent).
     Test {
         name: String,
         #[arg(long)]
         json: bool,
+        /// smtp connections: the server, host[:port] (default smtp.office365.com:587).
+        #[arg(long)]
+        smtp_server: Option<String>,
+        /// smtp connections: how the SMTP connection is protected.
+        #[arg(long, value_enum, default_value_t = TlsArg::Starttls)]
+        smtp_tls: TlsArg,
+        /// smtp connections: the mailbox that logs in and sends (default: the
+        /// user who ran Setup Authentication; required in application mode).
+        #[arg(long)]
+        address: Option<String>,
     },
     List {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SmtpCommand {
+    /// Connect, secure, log in and quit: checks an SMTP server and its
+    /// credentials without sending anything.
+    Test(SmtpTest),
+}
+
+#[derive(Debug, Args)]
+pub struct SmtpTest {
+    /// host[:port]; the port defaults to 587 (starttls), 465 (tls) or 25 (none).
+    #[arg(long)]
+    pub server: String,
+    #[arg(long, value_enum, default_value_t = TlsArg::Starttls)]
+    pub tls: TlsArg,
+    /// Password login: the user name (AUTH PLAIN, or LOGIN).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// The environment variable holding the password (never the password itself).
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// OAuth login (SASL XOAUTH2) with this service connection's tokens.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// With --connection: the mailbox that logs in (default: the user who ran
+    /// Setup Authentication).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Extra trusted CA certificates (PEM) for a private or self-signed server certificate.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, anyhow, bail};
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::Secret;
-use mailrobot_sources::{SettleAction, TlsMode};
+use mailrobot_sources::{PasswordScheme, SettleAction, TlsMode};
 use mailrobot_store::{Mailbox, MessageFilter, NewMailbox, Store, TicketSummary};
 use serde_json::{Value, json};
 
@@ -60,6 +60,9 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         SettleArg::MarkRead => SettleAction::MarkRead,
         SettleArg::Delete => SettleAction::Delete,
     };
+    if add.ews_auth.is_some() && add.kind != MailboxKindArg::Ews {
+        bail!("--ews-auth is for --kind ews");
+    }
     let mut connection_id = None;
     let config = match add.kind {
         MailboxKindArg::Imap => MailboxConfig::Imap(ImapSettings {
@@ -90,6 +93,9 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             let address = need(&add.address, "--address")?;
             let folder = if add.folder == "INBOX" { "inbox".to_string() } else { add.folder.clone() };
             let (connection, mode, url, username) = match &add.connection {
+                Some(_) if add.ews_auth.is_some() => {
+                    bail!("--ews-auth is for password logins (--ews-url, --username); --connection logs in with OAuth")
+                }
                 Some(name) => {
                     let c = app
                         .auth_store
@@ -116,11 +122,17 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             {
                 eprintln!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
             }
+            let password_scheme = username.is_some().then(|| match add.ews_auth.unwrap_or(EwsAuthArg::Auto) {
+                EwsAuthArg::Auto => PasswordScheme::Auto,
+                EwsAuthArg::Basic => PasswordScheme::Basic,
+                EwsAuthArg::Ntlm => PasswordScheme::Ntlm,
+            });
             MailboxConfig::Ews(EwsSettings {
                 connection,
                 mode,
                 url,
                 username,
+                password_scheme,
                 address,
                 folder,
                 processed_folder: add.processed_folder.clone(),

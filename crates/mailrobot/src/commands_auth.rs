@@ -253,7 +253,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 mailrobot_auth::model::REDIRECT_PATH
             );
         }
-        ConnectionCommand::Test { name, json } => {
+        ConnectionCommand::Test { name, json, smtp_server, smtp_tls, address } => {
             let c = find_connection(app.auth_store.as_ref(), name)?;
             // A connection waiting for a person is reported as stored: no network call.
             let outcome = if ConnectionState::parse(&c.state).blocks_token_requests() {
@@ -267,7 +267,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
             };
             let c = find_connection(app.auth_store.as_ref(), name)?;
             let mut value = connection_json(app, &c)?;
-            value["ok"] = json!(outcome.is_ok());
+            let mut ok = outcome.is_ok();
             match &outcome {
                 Ok(token) => {
                     value["token_expires_at"] = json!(token.expires_at.to_rfc3339());
@@ -275,6 +275,19 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 }
                 Err(err) => value["error"] = json!(err.to_string()),
             }
+            // An smtp connection is only useful if the server takes its tokens.
+            if ok && c.capability == Capability::Smtp.as_str() {
+                ok = crate::commands_smtp::connection_smtp_check(
+                    app,
+                    &c,
+                    smtp_server.as_deref(),
+                    (*smtp_tls).into(),
+                    address.as_deref(),
+                    &mut value,
+                )
+                .await?;
+            }
+            value["ok"] = json!(ok);
             if *json {
                 print_json(&value);
             } else {
@@ -289,8 +302,11 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                     ),
                     Err(err) => println!("{}: {} — {err}", c.name, c.state),
                 }
+                if let Some(smtp) = value.get("smtp") {
+                    crate::commands_smtp::print_outcome(smtp);
+                }
             }
-            return Ok(if outcome.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) });
+            return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) });
         }
         ConnectionCommand::List { json } => {
             let connections = app.auth_store.connections()?;

@@ -140,6 +140,7 @@ fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
         auth: crate::cli::AuthArg::Password,
         address: None,
         ews_url: None,
+        ews_auth: None,
         poll_seconds: 5,
         max_message_mb: 50,
         disabled: false,

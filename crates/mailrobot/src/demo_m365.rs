@@ -236,6 +236,7 @@ fn demo_mailbox(name: &str) -> MailboxAdd {
         auth: AuthArg::Password,
         address: Some(SHARED.into()),
         ews_url: None,
+        ews_auth: None,
         poll_seconds: 10,
         max_message_mb: 50,
         disabled: false,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mailrobot_sources::{
     BearerTokens, Credentials, DropFolderSource, EwsAuth, EwsConfig, EwsSource, GraphConfig, GraphSource, ImapConfig,
-    ImapSource, MailSource, Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
+    ImapSource, MailSource, PasswordScheme, Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
 };
 use mailrobot_store::Mailbox;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ pub enum MailboxConfig {
 }
 
 /// Exchange Web Services: through a service connection (OAuth), or with a
-/// username and password (Exchange Server on-premises, Basic).
+/// username and password (Exchange Server on-premises, NTLM or Basic).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EwsSettings {
     /// The connection's name and mode (`delegated`/`application`), if OAuth.
@@ -34,6 +34,10 @@ pub struct EwsSettings {
     /// For password logins; OAuth mailboxes use their tenant's EWS URL.
     pub url: Option<String>,
     pub username: Option<String>,
+    /// For password logins: auto, basic or ntlm. Absent in settings stored
+    /// before NTLM came, read as auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_scheme: Option<PasswordScheme>,
     pub address: String,
     pub folder: String,
     pub processed_folder: String,
@@ -233,7 +237,8 @@ impl MailboxConfig {
                         };
                         let url =
                             s.url.clone().ok_or_else(|| SourceError::permanent("an EWS mailbox needs --ews-url"))?;
-                        (EwsAuth::Basic { username, password }, url)
+                        let scheme = s.password_scheme.unwrap_or_default();
+                        (EwsAuth::Password { username, password, scheme }, url)
                     }
                 };
                 Box::new(

@@ -23,9 +23,9 @@ use crate::crash;
 use crate::mailbox_config::{MailboxConfig, OpenContext};
 
 /// A service connection's tokens, as a source asks for them.
-struct ConnectionTokens {
-    broker: Arc<mailrobot_auth::TokenBroker>,
-    connection_id: i64,
+pub(crate) struct ConnectionTokens {
+    pub(crate) broker: Arc<mailrobot_auth::TokenBroker>,
+    pub(crate) connection_id: i64,
 }
 
 #[async_trait::async_trait]

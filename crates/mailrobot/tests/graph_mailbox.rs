@@ -6,72 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::contoso::*;
 use common::*;
-use m365_emulator::{
-    AppSpec, Emulator, EmulatorConfig, FaultSpec, MailboxGrant, MailboxSpec, SecretSpec, Setup, TenantSpec, UserSpec,
-};
-
-const CLIENT_ID: &str = "7c0ffee0-1111-4222-8333-444455556666";
-const SECRET: &str = "graph-test-secret";
-const DOMAIN: &str = "contoso.test";
-const SHARED: &str = "servicedesk@contoso.test";
-const AGENT: &str = "agent@contoso.test";
-const AGENT_PASSWORD: &str = "Agent!Pass1";
-
-fn emulator() -> Emulator {
-    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
-    emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
-    emu.add_app(AppSpec {
-        tenant: DOMAIN.into(),
-        client_id: Some(CLIENT_ID.into()),
-        secrets: vec![SecretSpec::new(SECRET)],
-        // Loopback redirect URIs match on any port (Microsoft's localhost rule).
-        redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
-        application_permissions: vec![
-            "https://graph.microsoft.com/Mail.ReadWrite".into(),
-            "https://outlook.office365.com/full_access_as_app".into(),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
-    emu.add_user(UserSpec {
-        tenant: DOMAIN.into(),
-        username: AGENT.into(),
-        password: AGENT_PASSWORD.into(),
-        ..Default::default()
-    })
-    .unwrap();
-    emu.create_mailbox(MailboxSpec::new(DOMAIN, SHARED)).unwrap();
-    emu
-}
-
-fn robot_with_tenant(emu: &Emulator) -> Robot {
-    let robot = Robot::new();
-    let ews = format!("{}/EWS/Exchange.asmx", emu.base_url());
-    let out = robot.run_raw(
-        &[
-            "tenant",
-            "add",
-            "--name",
-            "contoso",
-            "--client-id",
-            CLIENT_ID,
-            "--tenant",
-            DOMAIN,
-            "--client-secret-env",
-            "S",
-            "--authority-url",
-            emu.base_url(),
-            "--graph-url",
-            emu.base_url(),
-            "--ews-url",
-            &ews,
-        ],
-        &[("S", SECRET)],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    robot
-}
+use m365_emulator::{Emulator, FaultSpec, MailboxGrant};
 
 fn deliver(emu: &Emulator, n: std::ops::Range<usize>) {
     for i in n {
@@ -121,6 +58,10 @@ fn application_connection_reads_a_shared_mailbox_exactly_once() {
     assert_eq!(robot.tickets().len(), 5);
     assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
     assert_eq!(emu.count(SHARED, "Processed").unwrap(), 5);
+    // The five moves went out as one $batch, not five requests.
+    let stats = emu.stats();
+    assert_eq!(stats.http_requests("graph_batch"), 1);
+    assert_eq!(stats.endpoints["graph"].batched, 5);
     assert!(emu.folders(SHARED).unwrap().iter().any(|f| f.display_name == "Failed"), "error folder created");
 
     // The deltaLink was stored: the next pass asks only for changes.
@@ -373,7 +314,7 @@ fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once()
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let total = emu.stats().requests("graph") + emu.stats().requests("graph_value");
                 if injected * 5 < total + 5 {
-                    let endpoint = ["graph", "graph_value", "graph_delta"][rng.gen_range(0..3)];
+                    let endpoint = ["graph", "graph_value", "graph_delta", "graph_batch"][rng.gen_range(0..4)];
                     let fault = match rng.gen_range(0..4) {
                         0 => FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
                         1 => FaultSpec { status: Some(429), ..Default::default() },

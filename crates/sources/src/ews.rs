@@ -2,18 +2,24 @@
 //! while Microsoft still allows it). New mail by SyncFolderItems with the
 //! SyncState stored after journaling, raw MIME by GetItem, settled by
 //! MoveItem, UpdateItem (IsRead) or DeleteItem. OAuth bearer tokens
-//! (delegated, or app-only with ExchangeImpersonation + X-AnchorMailbox) or
-//! Basic credentials for on-premises servers.
+//! (delegated, or app-only with ExchangeImpersonation + X-AnchorMailbox) or,
+//! for on-premises servers, a user name and password: NTLMv2 where the
+//! server offers it (the password never travels), else Basic.
 //!
 //! Layers: the `soap` module writes requests and reads responses (pure
-//! text in, text out); [`EwsSource`] is the mailbox logic on top.
+//! text in, text out), `www_authenticate` reads a 401's offers, [`crate::ntlm`]
+//! writes the NTLM messages, `crate::http1` holds NTLM's connection;
+//! [`EwsSource`] is the mailbox logic on top.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 
-use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
+use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError, ntlm};
 
 /// Items per GetItem / MoveItem request.
 const ITEMS_PER_REQUEST: usize = 50;
@@ -29,8 +35,71 @@ pub enum EwsAuth {
     /// OAuth2 app-only tokens (full_access_as_app): every request
     /// impersonates the mailbox.
     Application(Arc<dyn BearerTokens>),
-    /// Basic authentication (Exchange Server on-premises).
-    Basic { username: String, password: String },
+    /// A user name (`DOMAIN\user`, `user@domain` or `user`) and password:
+    /// Exchange Server on-premises.
+    Password { username: String, password: String, scheme: PasswordScheme },
+}
+
+/// How a password login authenticates over HTTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordScheme {
+    /// The first request goes without credentials and the server's 401
+    /// decides: NTLM when it offers NTLM or Negotiate, else Basic. The choice
+    /// holds for the source's life.
+    #[default]
+    Auto,
+    /// The password, base64-encoded, in every request (safe only over TLS).
+    Basic,
+    /// An NTLMv2 handshake on every request; the password never travels.
+    Ntlm,
+}
+
+impl PasswordScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordScheme::Auto => "auto",
+            PasswordScheme::Basic => "basic",
+            PasswordScheme::Ntlm => "ntlm",
+        }
+    }
+}
+
+impl fmt::Display for PasswordScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PasswordScheme {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(PasswordScheme::Auto),
+            "basic" => Ok(PasswordScheme::Basic),
+            "ntlm" => Ok(PasswordScheme::Ntlm),
+            other => Err(format!("unknown EWS login {other:?}: expected \"auto\", \"basic\" or \"ntlm\"")),
+        }
+    }
+}
+
+/// How a password login goes once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Login {
+    Basic,
+    /// NTLM messages under this HTTP scheme: `NTLM`, or `Negotiate` (whose
+    /// Windows implementation takes raw NTLM messages too).
+    Ntlm(&'static str),
+}
+
+impl Login {
+    fn name(self) -> &'static str {
+        match self {
+            Login::Basic => "Basic",
+            Login::Ntlm(scheme) => scheme,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -147,9 +216,117 @@ mod soap {
     }
 }
 
+mod www_authenticate {
+    //! The challenges of a 401's `WWW-Authenticate` headers (RFC 9110 11.6.1):
+    //! comma-separated, each a scheme with a token68 or auth-params.
+
+    use super::Login;
+
+    /// One challenge: its scheme, and its token68 (NTLM's CHALLENGE message) if it has one.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Challenge {
+        pub scheme: String,
+        pub token: Option<String>,
+    }
+
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Vec<Challenge> {
+        headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse)
+            .collect()
+    }
+
+    /// The challenges of one header value. Auth-params (`realm="x"`) belong
+    /// to the challenge before them and are skipped.
+    pub fn parse(value: &str) -> Vec<Challenge> {
+        let mut challenges = Vec::new();
+        for element in elements(value) {
+            let element = element.trim();
+            let name_end = element.find(|c: char| !is_tchar(c)).unwrap_or(element.len());
+            let (name, rest) = element.split_at(name_end);
+            let rest = rest.trim_start();
+            if name.is_empty() || rest.starts_with('=') {
+                continue;
+            }
+            let token = is_token68(rest).then(|| rest.to_string());
+            challenges.push(Challenge { scheme: name.to_string(), token });
+        }
+        challenges
+    }
+
+    /// Splits at commas outside quoted strings.
+    fn elements(value: &str) -> Vec<&str> {
+        let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+        for (i, c) in value.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    parts.push(&value[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&value[start..]);
+        parts
+    }
+
+    fn is_tchar(c: char) -> bool {
+        c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    }
+
+    fn is_token68(s: &str) -> bool {
+        let body = s.trim_end_matches('=');
+        !body.is_empty() && body.chars().all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c))
+    }
+
+    pub fn offers(offered: &[Challenge], scheme: &str) -> bool {
+        offered.iter().any(|c| c.scheme.eq_ignore_ascii_case(scheme))
+    }
+
+    /// The token of the first challenge of `scheme` that has one.
+    pub fn token<'a>(offered: &'a [Challenge], scheme: &str) -> Option<&'a str> {
+        offered.iter().find(|c| c.scheme.eq_ignore_ascii_case(scheme)).and_then(|c| c.token.as_deref())
+    }
+
+    /// NTLM first (the password never travels), Negotiate next (carrying
+    /// NTLM), Basic last.
+    pub fn choose(offered: &[Challenge]) -> Option<Login> {
+        if offers(offered, "NTLM") {
+            Some(Login::Ntlm("NTLM"))
+        } else if offers(offered, "Negotiate") {
+            Some(Login::Ntlm("Negotiate"))
+        } else if offers(offered, "Basic") {
+            Some(Login::Basic)
+        } else {
+            None
+        }
+    }
+
+    /// The schemes offered, for messages: `NTLM, Negotiate` or `none`.
+    pub fn names(offered: &[Challenge]) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for c in offered {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&c.scheme)) {
+                names.push(&c.scheme);
+            }
+        }
+        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+    }
+}
+
 /// An EWS mailbox folder as a [`MailSource`].
 pub struct EwsSource {
     http: reqwest::Client,
+    /// How a password login goes, once decided (see [`PasswordScheme::Auto`]).
+    login: Mutex<Option<Login>>,
+    /// NTLM's own connection, kept between requests (see [`crate::http1`]).
+    ntlm_connection: tokio::sync::Mutex<Option<crate::http1::Connection>>,
+    tls: Arc<rustls::ClientConfig>,
     cfg: EwsConfig,
     folder_id: String,
     processed_id: Option<String>,
@@ -170,6 +347,9 @@ impl EwsSource {
             .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
         let mut source = Self {
             http,
+            login: Mutex::new(None),
+            ntlm_connection: tokio::sync::Mutex::new(None),
+            tls,
             cfg,
             folder_id: String::new(),
             processed_id: None,
@@ -191,64 +371,298 @@ impl EwsSource {
     /// The mailbox to name in DistinguishedFolderIds (delegated access to
     /// someone else's mailbox).
     fn named_mailbox(&self) -> Option<&str> {
-        matches!(self.cfg.auth, EwsAuth::Delegated(_)).then_some(self.cfg.address.as_str())
+        matches!(self.cfg.auth, EwsAuth::Delegated(_) | EwsAuth::Password { .. }).then_some(self.cfg.address.as_str())
     }
 
-    /// Posts one operation; returns the answer's text. A 401 with OAuth gets
-    /// one retry with a fresh token; ErrorServerBusy is a throttle.
+    /// Posts one operation; returns the answer's text. ErrorServerBusy is a
+    /// throttle.
     async fn call(&self, body: &str) -> Result<String, SourceError> {
         let envelope = soap::envelope(self.impersonated(), body);
-        for attempt in 0..2 {
-            let mut request = self
-                .http
-                .post(&self.cfg.url)
-                .header("Content-Type", "text/xml; charset=utf-8")
-                .header("X-AnchorMailbox", &self.cfg.address)
-                .body(envelope.clone());
-            request = match &self.cfg.auth {
-                EwsAuth::Delegated(tokens) | EwsAuth::Application(tokens) => {
-                    request.bearer_auth(tokens.token(attempt > 0).await?)
-                }
-                EwsAuth::Basic { username, password } => request.basic_auth(username, Some(password)),
-            };
-            let response = request.send().await.map_err(|e| {
-                SourceError::transient(format!(
-                    "EWS at {} for mailbox {}: {}",
-                    self.cfg.url,
-                    self.cfg.address,
-                    e.without_url()
-                ))
-            })?;
-            let status = response.status().as_u16();
-            if status == 401 && attempt == 0 && !matches!(self.cfg.auth, EwsAuth::Basic { .. }) {
-                continue;
+        let (status, text) = match &self.cfg.auth {
+            EwsAuth::Delegated(tokens) | EwsAuth::Application(tokens) => {
+                self.post_with_token(tokens.as_ref(), &envelope).await?
             }
-            let text = response.text().await.unwrap_or_default();
-            if status == 401 {
-                return Err(SourceError::permanent(format!(
-                    "EWS refused the credentials for mailbox {} (HTTP 401); check the connection or the password",
-                    self.cfg.address
-                )));
+            EwsAuth::Password { username, password, scheme } => {
+                self.post_with_password(username, password, *scheme, &envelope).await?
             }
-            if let Ok(doc) = roxmltree::Document::parse(&text)
-                && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
-                && code == "ErrorServerBusy"
-            {
-                let wait = soap::back_off(doc.root()).map(Duration::from_millis).unwrap_or(Duration::from_secs(30));
-                return Err(SourceError::throttled(
-                    format!("EWS is busy for mailbox {} (ErrorServerBusy)", self.cfg.address),
-                    wait,
-                ));
-            }
-            if status >= 500 && !text.contains("ResponseClass") {
-                return Err(SourceError::transient(format!(
-                    "EWS failed (HTTP {status}) for mailbox {}",
-                    self.cfg.address
-                )));
-            }
-            return Ok(text);
+        };
+        if let Ok(doc) = roxmltree::Document::parse(&text)
+            && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
+            && code == "ErrorServerBusy"
+        {
+            let wait = soap::back_off(doc.root()).map(Duration::from_millis).unwrap_or(Duration::from_secs(30));
+            return Err(SourceError::throttled(
+                format!("EWS is busy for mailbox {} (ErrorServerBusy)", self.cfg.address),
+                wait,
+            ));
         }
-        unreachable!("the second attempt returns")
+        if status >= 500 && !text.contains("ResponseClass") {
+            return Err(self.soap_fault(status, &text));
+        }
+        Ok(text)
+    }
+
+    /// A SOAP fault (HTTP 500) refuses the whole request. One carrying an
+    /// EWS error code (ErrorImpersonateUserDenied, ErrorAccessDenied…) will
+    /// not pass by retrying; an unexplained 5xx might.
+    fn soap_fault(&self, status: u16, text: &str) -> SourceError {
+        let mailbox = &self.cfg.address;
+        let parsed = roxmltree::Document::parse(text).ok();
+        let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
+        match (field("ResponseCode"), field("faultstring")) {
+            (Some(code), fault) if code != "ErrorInternalServerError" => SourceError::permanent(format!(
+                "EWS refused the request for mailbox {mailbox}: {code}: {}",
+                fault.unwrap_or_default()
+            )),
+            (_, Some(fault)) => {
+                SourceError::transient(format!("EWS failed (HTTP {status}) for mailbox {mailbox}: {fault}"))
+            }
+            _ => SourceError::transient(format!("EWS failed (HTTP {status}) for mailbox {mailbox}")),
+        }
+    }
+
+    fn request(&self, envelope: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.cfg.url)
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header("X-AnchorMailbox", &self.cfg.address)
+            .body(envelope.to_string())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, SourceError> {
+        request.send().await.map_err(|e| {
+            SourceError::transient(format!(
+                "EWS at {} for mailbox {}: {}",
+                self.cfg.url,
+                self.cfg.address,
+                e.without_url()
+            ))
+        })
+    }
+
+    /// The status and text of an answer.
+    async fn read(response: reqwest::Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Reads a 401's body to its end, so its connection can be reused.
+    async fn drain(&self, response: reqwest::Response) -> Result<(), SourceError> {
+        response.bytes().await.map(drop).map_err(|e| {
+            SourceError::transient(format!(
+                "EWS at {} for mailbox {}: {}",
+                self.cfg.url,
+                self.cfg.address,
+                e.without_url()
+            ))
+        })
+    }
+
+    /// OAuth: a 401 gets one retry with a fresh token.
+    async fn post_with_token(&self, tokens: &dyn BearerTokens, envelope: &str) -> Result<(u16, String), SourceError> {
+        for renew in [false, true] {
+            let response = self.send(self.request(envelope).bearer_auth(tokens.token(renew).await?)).await?;
+            if response.status() != 401 {
+                return Ok(Self::read(response).await);
+            }
+        }
+        Err(SourceError::permanent(format!(
+            "EWS refused the credentials for mailbox {} (HTTP 401); check the connection or the password",
+            self.cfg.address
+        )))
+    }
+
+    fn remembered_login(&self) -> Option<Login> {
+        *self.login.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember_login(&self, login: Login) {
+        *self.login.lock().unwrap_or_else(|e| e.into_inner()) = Some(login);
+    }
+
+    /// A password login: Basic or NTLM as configured, or as the server's
+    /// first 401 offers ([`PasswordScheme::Auto`]).
+    async fn post_with_password(
+        &self,
+        username: &str,
+        password: &str,
+        scheme: PasswordScheme,
+        envelope: &str,
+    ) -> Result<(u16, String), SourceError> {
+        let login = match (self.remembered_login(), scheme) {
+            (Some(login), _) => login,
+            (None, PasswordScheme::Basic) => Login::Basic,
+            (None, PasswordScheme::Ntlm) => Login::Ntlm("NTLM"),
+            (None, PasswordScheme::Auto) => {
+                let response = self.send(self.request(envelope)).await?;
+                if response.status() != 401 {
+                    return Ok(Self::read(response).await); // no login wanted; ask again next time
+                }
+                let offered = www_authenticate::from_headers(response.headers());
+                self.drain(response).await?;
+                let login = www_authenticate::choose(&offered).ok_or_else(|| {
+                    SourceError::permanent(format!(
+                        "EWS at {} offers no login the robot can use with a password for mailbox {} \
+                         (it offers: {}; the robot speaks NTLM, Negotiate with NTLM, and Basic)",
+                        self.cfg.url,
+                        self.cfg.address,
+                        www_authenticate::names(&offered)
+                    ))
+                })?;
+                tracing::info!(
+                    mailbox = %self.cfg.address,
+                    offered = %www_authenticate::names(&offered),
+                    login = login.name(),
+                    "EWS password login chosen"
+                );
+                if login == Login::Basic && self.cfg.url.to_ascii_lowercase().starts_with("http:") {
+                    tracing::warn!(mailbox = %self.cfg.address, "EWS offers only Basic, over plain HTTP: the password travels readable");
+                }
+                login
+            }
+        };
+        self.remember_login(login);
+        match login {
+            Login::Basic => {
+                let response = self.send(self.request(envelope).basic_auth(username, Some(password))).await?;
+                if response.status() == 401 {
+                    return Err(SourceError::permanent(format!(
+                        "EWS refused the user name or password for mailbox {} (Basic)",
+                        self.cfg.address
+                    )));
+                }
+                Ok(Self::read(response).await)
+            }
+            Login::Ntlm(http_scheme) => self.post_with_ntlm(http_scheme, username, password, envelope).await,
+        }
+    }
+
+    /// One NTLM handshake carrying the request: NEGOTIATE, the server's 401
+    /// with its CHALLENGE, then AUTHENTICATE, all on one connection the
+    /// source holds (NTLM authenticates the connection; see [`crate::http1`]).
+    /// Neither the password nor the messages are logged.
+    async fn post_with_ntlm(
+        &self,
+        http_scheme: &'static str,
+        username: &str,
+        password: &str,
+        envelope: &str,
+    ) -> Result<(u16, String), SourceError> {
+        let mut held = self.ntlm_connection.lock().await;
+        let result = self.ntlm_handshake(&mut held, http_scheme, username, password, envelope).await;
+        if result.is_err() {
+            *held = None; // start the next request on a fresh connection
+        }
+        result
+    }
+
+    async fn ntlm_handshake(
+        &self,
+        held: &mut Option<crate::http1::Connection>,
+        mut http_scheme: &'static str,
+        username: &str,
+        password: &str,
+        envelope: &str,
+    ) -> Result<(u16, String), SourceError> {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let mailbox = &self.cfg.address;
+        loop {
+            let negotiate = format!("{http_scheme} {}", b64.encode(ntlm::negotiate_message()));
+            let answer = self.post_held(held, negotiate, envelope, true).await?;
+            if answer.status != 401 {
+                return Ok((answer.status, answer.text())); // let in (or failed) without a handshake
+            }
+            let offered = www_authenticate::from_headers(&answer.headers);
+            let Some(token) = www_authenticate::token(&offered, http_scheme) else {
+                if http_scheme == "NTLM" && www_authenticate::offers(&offered, "Negotiate") {
+                    http_scheme = "Negotiate"; // NTLM inside Negotiate, as Windows accepts it
+                    self.remember_login(Login::Ntlm(http_scheme));
+                    continue;
+                }
+                return Err(SourceError::permanent(format!(
+                    "EWS at {} answered the NTLM negotiation for mailbox {mailbox} without a challenge (it offers: {}); \
+                     if the server allows only Basic, add the mailbox with --ews-auth basic",
+                    self.cfg.url,
+                    www_authenticate::names(&offered)
+                )));
+            };
+            if answer.closes() {
+                return Err(SourceError::permanent(format!(
+                    "EWS at {} closed the connection after its NTLM challenge for mailbox {mailbox}, but NTLM needs the \
+                     answer on the same connection (is a proxy in between?)",
+                    self.cfg.url
+                )));
+            }
+            let unusable = |why: String| {
+                SourceError::permanent(format!("EWS sent an unusable NTLM challenge for mailbox {mailbox}: {why}"))
+            };
+            let bytes = b64.decode(token.trim()).map_err(|_| unusable("it is not base64".into()))?;
+            let challenge = ntlm::ChallengeMessage::parse(&bytes).map_err(|e| unusable(e.to_string()))?;
+            let identity = ntlm::Identity::new(username, password);
+            let client_challenge: [u8; 8] = rand::random();
+            let authenticate =
+                ntlm::authenticate_message(&identity, &challenge, &client_challenge, ntlm::filetime(SystemTime::now()))
+                    .map_err(|e| SourceError::permanent(format!("NTLM login for mailbox {mailbox}: {e}")))?;
+            let header = format!("{http_scheme} {}", b64.encode(authenticate));
+            let answer = self.post_held(held, header, envelope, false).await?;
+            if answer.status == 401 {
+                return Err(SourceError::permanent(format!(
+                    "EWS refused the user name or password for mailbox {mailbox} (NTLM)"
+                )));
+            }
+            return Ok((answer.status, answer.text()));
+        }
+    }
+
+    /// Posts on the held connection. A handshake's first request may open
+    /// one (again, if the server closed the one kept from before); its
+    /// answer must go on the same connection or not at all.
+    async fn post_held(
+        &self,
+        held: &mut Option<crate::http1::Connection>,
+        authorization: String,
+        envelope: &str,
+        opens_handshake: bool,
+    ) -> Result<crate::http1::Answer, SourceError> {
+        let network = |e: SourceError| match e.is_transient() {
+            true => SourceError::transient(format!("EWS at {} for mailbox {}: {e}", self.cfg.url, self.cfg.address)),
+            false => e,
+        };
+        if held.as_ref().is_some_and(|c| c.is_closed()) {
+            *held = None;
+        }
+        let headers: [(HeaderName, String); 3] = [
+            (CONTENT_TYPE, "text/xml; charset=utf-8".into()),
+            (HeaderName::from_static("x-anchormailbox"), self.cfg.address.clone()),
+            (AUTHORIZATION, authorization),
+        ];
+        let reused = held.is_some();
+        if !reused {
+            if !opens_handshake {
+                return Err(SourceError::permanent(format!(
+                    "EWS at {} closed the connection after its NTLM challenge for mailbox {}, but NTLM needs the \
+                     answer on the same connection (is a proxy in between?)",
+                    self.cfg.url, self.cfg.address
+                )));
+            }
+            *held = Some(self.open_held().await.map_err(network)?);
+        }
+        let connection = held.as_mut().expect("a connection is held");
+        match connection.post(&headers, envelope).await {
+            Err(e) if reused && opens_handshake && e.is_transient() => {
+                // The kept connection went stale; a NEGOTIATE is safe to send again.
+                tracing::debug!(mailbox = %self.cfg.address, error = %e, "EWS connection went stale; opening another");
+                let connection = held.insert(self.open_held().await.map_err(network)?);
+                connection.post(&headers, envelope).await.map_err(network)
+            }
+            result => result.map_err(network),
+        }
+    }
+
+    async fn open_held(&self) -> Result<crate::http1::Connection, SourceError> {
+        let url = url::Url::parse(&self.cfg.url)
+            .map_err(|e| SourceError::permanent(format!("bad EWS URL {}: {e}", self.cfg.url)))?;
+        crate::http1::Connection::open(&url, self.tls.clone(), self.cfg.timeout).await
     }
 
     fn error(&self, doing: &str, m: &soap::ResponseMessage) -> SourceError {
@@ -522,5 +936,67 @@ mod tests {
         assert!(e.contains("<t:SmtpAddress>a&amp;b@x</t:SmtpAddress>"));
         assert!(roxmltree::Document::parse(&e).is_ok());
         assert!(!soap::envelope(None, "<m:X/>").contains("ExchangeImpersonation"));
+    }
+
+    fn challenge(scheme: &str, token: Option<&str>) -> www_authenticate::Challenge {
+        www_authenticate::Challenge { scheme: scheme.into(), token: token.map(str::to_string) }
+    }
+
+    #[test]
+    fn www_authenticate_values_parse() {
+        use www_authenticate::parse;
+        assert_eq!(parse("NTLM"), vec![challenge("NTLM", None)]);
+        assert_eq!(parse("Negotiate, NTLM"), vec![challenge("Negotiate", None), challenge("NTLM", None)]);
+        assert_eq!(
+            parse("NTLM TlRMTVNTUAACAAAADAAMADgAAAA="),
+            vec![challenge("NTLM", Some("TlRMTVNTUAACAAAADAAMADgAAAA="))]
+        );
+        // Auth-params, with commas and escaped quotes inside quoted strings, are not schemes.
+        assert_eq!(
+            parse(r#"Basic realm="mail, \"contoso\"", charset="UTF-8", NTLM,Negotiate"#),
+            vec![challenge("Basic", None), challenge("NTLM", None), challenge("Negotiate", None)]
+        );
+        assert_eq!(
+            parse(r#"Bearer realm = "", error="invalid_token", Basic realm=x"#),
+            vec![challenge("Bearer", None), challenge("Basic", None)]
+        );
+        assert!(parse("").is_empty() && parse(" , ,").is_empty());
+    }
+
+    #[test]
+    fn www_authenticate_headers_are_read_together() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append(reqwest::header::WWW_AUTHENTICATE, "Negotiate".parse().unwrap());
+        headers.append(reqwest::header::WWW_AUTHENTICATE, "NTLM".parse().unwrap());
+        headers.append(reqwest::header::WWW_AUTHENTICATE, r#"Basic realm="mail.contoso.local""#.parse().unwrap());
+        let offered = www_authenticate::from_headers(&headers);
+        assert_eq!(www_authenticate::names(&offered), "Negotiate, NTLM, Basic");
+        assert_eq!(www_authenticate::choose(&offered), Some(Login::Ntlm("NTLM")));
+    }
+
+    #[test]
+    fn password_logins_prefer_ntlm() {
+        use www_authenticate::{choose, names, parse, token};
+        assert_eq!(choose(&parse("Basic realm=\"x\", ntlm")), Some(Login::Ntlm("NTLM")));
+        assert_eq!(choose(&parse("Basic realm=\"x\", Negotiate")), Some(Login::Ntlm("Negotiate")));
+        assert_eq!(choose(&parse("Basic realm=\"x\"")), Some(Login::Basic));
+        let none = parse("Bearer realm=\"x\", Digest realm=\"y\", nonce=\"z\"");
+        assert_eq!(choose(&none), None);
+        assert_eq!(names(&none), "Bearer, Digest");
+        assert_eq!(names(&[]), "none");
+        let offered = parse("Negotiate abc=, NTLM TlRMTVNT");
+        assert_eq!(token(&offered, "ntlm"), Some("TlRMTVNT"));
+        assert_eq!(token(&offered, "Negotiate"), Some("abc="));
+        assert_eq!(token(&parse("NTLM"), "NTLM"), None);
+    }
+
+    #[test]
+    fn password_schemes_read_and_show() {
+        for scheme in [PasswordScheme::Auto, PasswordScheme::Basic, PasswordScheme::Ntlm] {
+            assert_eq!(scheme.to_string().parse::<PasswordScheme>(), Ok(scheme));
+            assert_eq!(serde_json::to_value(scheme).unwrap(), scheme.as_str());
+        }
+        assert_eq!(PasswordScheme::default(), PasswordScheme::Auto);
+        assert!("kerberos".parse::<PasswordScheme>().unwrap_err().contains("kerberos"));
     }
 }

@@ -360,13 +360,7 @@ async fn open_session(
     tls_config: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connection, SourceError> {
     let server = cfg.endpoint();
-    let tcp = tls::connect_tcp("IMAP", &cfg.host, cfg.port, cfg.timeout).await?;
-    let transport = match (cfg.tls, &tls_config) {
-        (TlsMode::Tls, Some(tc)) => {
-            tls::tls_handshake("IMAP", tcp, &cfg.host, cfg.port, tc.clone(), cfg.timeout).await?
-        }
-        _ => Transport::Plain(tcp),
-    };
+    let transport = tls::connect("IMAP", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
     let mut client = async_imap::Client::new(BufWriter::new(transport));
     read_greeting(cfg, &mut client).await?;
 

@@ -34,17 +34,21 @@ pub mod drop_folder;
 pub mod error;
 pub mod ews;
 pub mod graph;
+mod http1;
 pub mod imap;
+pub mod ntlm;
 pub mod pop3;
+pub mod smtp;
 pub mod tls;
 
 pub use credentials::Credentials;
 pub use drop_folder::DropFolderSource;
 pub use error::SourceError;
-pub use ews::{EwsAuth, EwsConfig, EwsSource};
+pub use ews::{EwsAuth, EwsConfig, EwsSource, PasswordScheme};
 pub use graph::{GraphConfig, GraphSource};
 pub use imap::{ImapConfig, ImapSource};
 pub use pop3::{Pop3Config, Pop3Source};
+pub use smtp::{SmtpConfig, SmtpLogin, SmtpSession};
 pub use tls::TlsMode;
 
 /// Where a source gets OAuth2 bearer tokens (the service connection's token

@@ -437,13 +437,7 @@ async fn open_session(
     tls_config: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connection, SourceError> {
     let server = cfg.endpoint();
-    let tcp = tls::connect_tcp("POP3", &cfg.host, cfg.port, cfg.timeout).await?;
-    let transport = match (cfg.tls, &tls_config) {
-        (TlsMode::Tls, Some(tc)) => {
-            tls::tls_handshake("POP3", tcp, &cfg.host, cfg.port, tc.clone(), cfg.timeout).await?
-        }
-        _ => Transport::Plain(tcp),
-    };
+    let transport = tls::connect("POP3", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
     let mut wire = Wire::new(transport, cfg.timeout);
     match wire.read_status().await.map_err(|e| wire_error(cfg, e, "reading the greeting"))? {
         Status::Ok(_) => {}

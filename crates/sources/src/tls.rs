@@ -164,6 +164,23 @@ impl AsyncWrite for Transport {
 
 /// Opens a TCP connection within `timeout`. `what` names the protocol in
 /// messages ("IMAP", "POP3").
+/// Opens the connection a mode starts with: TLS from the first byte for
+/// [`TlsMode::Tls`], plain TCP otherwise (STARTTLS upgrades it later).
+pub(crate) async fn connect(
+    what: &str,
+    host: &str,
+    port: u16,
+    mode: TlsMode,
+    config: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Transport, SourceError> {
+    let tcp = connect_tcp(what, host, port, timeout).await?;
+    match (mode, config) {
+        (TlsMode::Tls, Some(config)) => tls_handshake(what, tcp, host, port, config.clone(), timeout).await,
+        _ => Ok(Transport::Plain(tcp)),
+    }
+}
+
 pub(crate) async fn connect_tcp(
     what: &str,
     host: &str,

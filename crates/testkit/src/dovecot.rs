@@ -1,5 +1,6 @@
-//! A real Dovecot (IMAP + POP3) for tests, started from Debian's
-//! `/usr/sbin/dovecot` with a temporary configuration on free loopback ports.
+//! A real Dovecot (IMAP + POP3, and SMTP submission when asked) for tests,
+//! started from Debian's `/usr/sbin/dovecot` with a temporary configuration on
+//! free loopback ports.
 //!
 //! Mail is put in place by writing Maildir++ files directly (like an MDA
 //! would), and inspected the same way, so tests see exactly what the server
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Where Debian's dovecot-core puts the server binary.
 pub const DOVECOT_BIN: &str = "/usr/sbin/dovecot";
 
+/// Debian's dovecot-submissiond puts the SMTP submission service here.
+pub const SUBMISSION_BIN: &str = "/usr/lib/dovecot/submission";
+
 const DEBIAN_DH_PEM: &str = "/usr/share/dovecot/dh.pem";
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +38,19 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// What a test needs from its Dovecot beyond plain IMAP and POP3.
+#[derive(Debug, Clone, Default)]
+pub struct Options<'a> {
+    /// STARTTLS on the plain ports and implicit-TLS listeners.
+    pub tls: Option<&'a TlsFiles>,
+    /// SASL XOAUTH2 / OAUTHBEARER checked at this introspection URL.
+    pub oauth2_introspection_url: Option<&'a str>,
+    /// SMTP submission (with AUTH) relaying accepted mail to this loopback
+    /// port: Dovecot connects to its relay as soon as a client logs in, so a
+    /// submission test needs one running (see [`crate::smtp_sink::SmtpSink`]).
+    pub submission_relay_port: Option<u16>,
+}
+
 /// A running Dovecot; stopped (and its temp dir removed) on drop.
 pub struct Dovecot {
     child: Option<Child>,
@@ -42,6 +59,7 @@ pub struct Dovecot {
     pop3_port: u16,
     imaps_port: Option<u16>,
     pop3s_port: Option<u16>,
+    submission_port: Option<u16>,
     users: Vec<(String, String)>,
     owner: (libc::uid_t, libc::gid_t),
 }
@@ -68,24 +86,25 @@ impl Dovecot {
     /// Starts Dovecot with plain-text IMAP and POP3 on loopback for the
     /// given `(address, password)` users.
     pub fn start(users: &[(&str, &str)]) -> io::Result<Dovecot> {
-        Self::start_inner(users, None, None)
+        Self::start_with(users, &Options::default())
     }
 
     /// Like [`Dovecot::start`], and SASL XOAUTH2 / OAUTHBEARER logins whose
     /// bearer tokens are checked at `introspection_url` (Dovecot's `passdb
     /// oauth2` in `introspection_mode = auth`: a GET with the token).
     pub fn start_with_oauth2(users: &[(&str, &str)], introspection_url: &str) -> io::Result<Dovecot> {
-        Self::start_inner(users, None, Some(introspection_url))
+        Self::start_with(users, &Options { oauth2_introspection_url: Some(introspection_url), ..Options::default() })
     }
 
     /// Like [`Dovecot::start`], plus STARTTLS on the plain ports and implicit
     /// TLS listeners ([`Dovecot::imaps_port`], [`Dovecot::pop3s_port`]) using
     /// the given certificate and key.
     pub fn start_with_tls(users: &[(&str, &str)], tls: &TlsFiles) -> io::Result<Dovecot> {
-        Self::start_inner(users, Some(tls), None)
+        Self::start_with(users, &Options { tls: Some(tls), ..Options::default() })
     }
 
-    fn start_inner(users: &[(&str, &str)], tls: Option<&TlsFiles>, oauth2: Option<&str>) -> io::Result<Dovecot> {
+    /// Starts Dovecot for the given users with everything `options` asks for.
+    pub fn start_with(users: &[(&str, &str)], options: &Options<'_>) -> io::Result<Dovecot> {
         if !Self::available() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -95,12 +114,18 @@ impl Dovecot {
                 ),
             ));
         }
+        if options.submission_relay_port.is_some() && !Path::new(SUBMISSION_BIN).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{SUBMISSION_BIN} not found: install Debian's dovecot-submissiond (scripts/test.sh does)"),
+            ));
+        }
         let owner = dovecot_owner()?;
         // Free ports are picked by binding and releasing, so another process
         // can grab one in between: retry a few times on a failed start.
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_start(users, tls, oauth2, owner) {
+            match Self::try_start(users, options, owner) {
                 Ok(d) => return Ok(d),
                 Err(e) => last_err = Some(e),
             }
@@ -110,10 +135,10 @@ impl Dovecot {
 
     fn try_start(
         users: &[(&str, &str)],
-        tls: Option<&TlsFiles>,
-        oauth2: Option<&str>,
+        options: &Options<'_>,
         owner: (libc::uid_t, libc::gid_t),
     ) -> io::Result<Dovecot> {
+        let (tls, oauth2) = (options.tls, options.oauth2_introspection_url);
         let dir = tempfile::Builder::new().prefix("mailrobot-dovecot-").tempdir()?;
         // mkdtemp makes 0700, which hides the users file from the auth process.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
@@ -128,11 +153,20 @@ impl Dovecot {
         let users: Vec<(String, String)> = users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
         write_users_file(&base.join("users"), &users)?;
 
-        let ports = free_ports(if tls.is_some() { 4 } else { 2 })?;
+        let ports = free_ports(5)?;
         let (imap_port, pop3_port) = (ports[0], ports[1]);
         let (imaps_port, pop3s_port) = if tls.is_some() { (Some(ports[2]), Some(ports[3])) } else { (None, None) };
+        let submission_port = options.submission_relay_port.map(|_| ports[4]);
         let conf = base.join("dovecot.conf");
         let mut text = config_text(base, imap_port, pop3_port, imaps_port, pop3s_port, tls);
+        if let (Some(port), Some(relay)) = (submission_port, options.submission_relay_port) {
+            text = text.replace("protocols = imap pop3", "protocols = imap pop3 submission");
+            text.push_str(&format!(
+                "hostname = mail.example.test\nsubmission_relay_host = 127.0.0.1\nsubmission_relay_port = {relay}\n\
+                 service submission-login {{\n  inet_listener submission {{\n    address = 127.0.0.1\n    \
+                 port = {port}\n  }}\n}}\n"
+            ));
+        }
         if let Some(url) = oauth2 {
             let oauth2_conf = base.join("dovecot-oauth2.conf.ext");
             fs::write(
@@ -160,8 +194,17 @@ impl Dovecot {
             // Its own process group, so Drop can stop master and children at once.
             .process_group(0)
             .spawn()?;
-        let mut dovecot =
-            Dovecot { child: Some(child), dir, imap_port, pop3_port, imaps_port, pop3s_port, users, owner };
+        let mut dovecot = Dovecot {
+            child: Some(child),
+            dir,
+            imap_port,
+            pop3_port,
+            imaps_port,
+            pop3s_port,
+            submission_port,
+            users,
+            owner,
+        };
         dovecot.wait_ready()?;
         Ok(dovecot)
     }
@@ -215,6 +258,12 @@ impl Dovecot {
     /// Implicit-TLS POP3 port, when started with [`Dovecot::start_with_tls`].
     pub fn pop3s_port(&self) -> Option<u16> {
         self.pop3s_port
+    }
+
+    /// SMTP submission port (STARTTLS when started with TLS), when asked for
+    /// in [`Options::submission_relay_port`].
+    pub fn submission_port(&self) -> Option<u16> {
+        self.submission_port
     }
 
     /// The temp dir holding config, logs and mail.

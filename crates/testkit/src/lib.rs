@@ -1,5 +1,7 @@
 //! Test harness shared by integration tests and benchmarks: a real Dovecot
-//! started on free loopback ports, and generators of realistic mail.
+//! and a real SMTP sink started on free loopback ports, and generators of
+//! realistic mail.
 
 pub mod dovecot;
 pub mod generate;
+pub mod smtp_sink;

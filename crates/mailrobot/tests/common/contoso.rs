@@ -1,0 +1,69 @@
+//! One Microsoft 365 tenant for mailbox tests: the emulator with an app
+//! registration (delegated and application permissions for Graph and EWS), an
+//! agent who can sign in, a shared mailbox, and a robot that knows the tenant.
+
+use m365_emulator::{AppSpec, Emulator, EmulatorConfig, MailboxSpec, SecretSpec, Setup, TenantSpec, UserSpec};
+
+use super::Robot;
+
+pub const CLIENT_ID: &str = "7c0ffee0-1111-4222-8333-444455556666";
+pub const SECRET: &str = "graph-test-secret";
+pub const DOMAIN: &str = "contoso.test";
+pub const SHARED: &str = "servicedesk@contoso.test";
+pub const AGENT: &str = "agent@contoso.test";
+pub const AGENT_PASSWORD: &str = "Agent!Pass1";
+
+pub fn emulator() -> Emulator {
+    let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
+    emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
+    emu.add_app(AppSpec {
+        tenant: DOMAIN.into(),
+        client_id: Some(CLIENT_ID.into()),
+        secrets: vec![SecretSpec::new(SECRET)],
+        // Loopback redirect URIs match on any port (Microsoft's localhost rule).
+        redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
+        application_permissions: vec![
+            "https://graph.microsoft.com/Mail.ReadWrite".into(),
+            "https://outlook.office365.com/full_access_as_app".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    emu.add_user(UserSpec {
+        tenant: DOMAIN.into(),
+        username: AGENT.into(),
+        password: AGENT_PASSWORD.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    emu.create_mailbox(MailboxSpec::new(DOMAIN, SHARED)).unwrap();
+    emu
+}
+
+pub fn robot_with_tenant(emu: &Emulator) -> Robot {
+    let robot = Robot::new();
+    let ews = format!("{}/EWS/Exchange.asmx", emu.base_url());
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "contoso",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            DOMAIN,
+            "--client-secret-env",
+            "S",
+            "--authority-url",
+            emu.base_url(),
+            "--graph-url",
+            emu.base_url(),
+            "--ews-url",
+            &ews,
+        ],
+        &[("S", SECRET)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot
+}
