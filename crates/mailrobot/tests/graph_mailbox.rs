@@ -557,3 +557,76 @@ fn an_application_access_policy_is_named_in_the_error() {
     assert_eq!(robot.tickets().len(), 0);
     assert_eq!(emu.count(SHARED, "inbox").unwrap(), 1, "nothing touched");
 }
+
+#[test]
+fn a_mailbox_without_rest_access_says_so() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    add_graph_mailbox(&robot, "app");
+    emu.set_rest_enabled(SHARED, false).unwrap();
+    deliver(&emu, 0..1);
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    let listed = robot.json(&["mailbox", "list", "--json"]);
+    let error = listed[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("MailboxNotEnabledForRESTAPI") && error.contains("EWS or IMAP"), "{listed}");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 1, "nothing taken");
+}
+
+#[test]
+fn a_mail_deleted_before_a_repeated_settle_counts_as_settled() {
+    // Dying after the DELETE reached Graph but before the journal recorded
+    // it: the next pass deletes again and gets ErrorItemNotFound, which
+    // means done — not a failing mailbox.
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "app",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "application",
+    ]);
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "shared",
+        "--kind",
+        "graph",
+        "--connection",
+        "app",
+        "--address",
+        SHARED,
+        "--settle",
+        "delete",
+    ]);
+    deliver(&emu, 0..3);
+    let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", "after-settle")]);
+    assert_eq!(out.status.code(), Some(86), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0, "deleted remotely before the crash");
+    assert!(robot.messages().iter().any(|m| m["settled"] == false));
+
+    robot.run(&["run-once"]);
+    assert!(robot.messages().iter().all(|m| m["settled"] == true), "{:?}", robot.messages());
+    assert_eq!(robot.tickets().len(), 3);
+    let listed = robot.json(&["mailbox", "list", "--json"]);
+    assert!(listed[0]["last_error"].is_null(), "{listed}");
+}

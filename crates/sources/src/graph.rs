@@ -331,6 +331,10 @@ impl GraphClient {
                 "mailbox {mailbox} cannot be reached through Graph ({detail}): it is on-premises or not licensed for \
                  Exchange Online; use EWS or IMAP for it"
             )),
+            (400, "ErrorInvalidIdMalformed") => SourceError::permanent(format!(
+                "Graph does not take a message id stored for mailbox {mailbox} ({detail}): ids from EWS or from \
+                 another mailbox do not work here; `mailrobot messages list --mailbox` shows the id"
+            )),
             (404, "ErrorInvalidUser") | (404, "ResourceNotFound") => {
                 SourceError::permanent(format!("no mailbox {mailbox} in this tenant ({detail}); check the address"))
             }
@@ -617,4 +621,68 @@ impl MailSource for GraphSource {
 fn encode(id: &str) -> String {
     // Graph ids are base64 with '/', '+' and '=': keep them out of the path syntax.
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>().replace('+', "%2B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl BearerTokens for NoTokens {
+        async fn token(&self, _renew: bool) -> Result<String, SourceError> {
+            Err(SourceError::permanent("no tokens in unit tests"))
+        }
+    }
+
+    fn client() -> GraphClient {
+        GraphClient::new(GraphConfig {
+            base_url: "https://graph.example.test".into(),
+            address: "desk@contoso.test".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            tokens: Arc::new(NoTokens),
+            timeout: Duration::from_secs(5),
+            delta_link: None,
+        })
+        .unwrap()
+    }
+
+    fn error(status: u16, code: &str, retry_after: Option<u64>) -> SourceError {
+        let body = GraphErrorBody { error: GraphErrorDetail { code: code.into(), message: "m".into() } };
+        client().error_for(status, retry_after.map(Duration::from_secs), &body)
+    }
+
+    #[test]
+    fn each_documented_error_gives_a_clear_state() {
+        let denied = error(403, "ErrorAccessDenied", None);
+        assert!(denied.is_permanent() && denied.to_string().contains("application access policy"), "{denied}");
+        let rest = error(404, "MailboxNotEnabledForRESTAPI", None);
+        assert!(rest.is_permanent() && rest.to_string().contains("EWS or IMAP"), "{rest}");
+        let malformed = error(400, "ErrorInvalidIdMalformed", None);
+        assert!(malformed.is_permanent() && malformed.to_string().contains("ids from EWS"), "{malformed}");
+        let gone = error(404, "ErrorItemNotFound", None);
+        assert!(is_not_found(&gone), "{gone}");
+        let throttled = error(429, "ApplicationThrottled", Some(7));
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(7)));
+        let unannounced = error(503, "", None);
+        assert_eq!(unannounced.retry_after(), Some(DEFAULT_RETRY_AFTER), "no Retry-After: wait long, not short");
+    }
+
+    #[test]
+    fn batch_items_carry_immutable_ids_and_json_bodies() {
+        let item = BatchRequest { method: "POST", url: "/users/a/messages/X/move".into(), body: Some(json!({"d": 1})) };
+        let v = item.to_json(3);
+        assert_eq!(v["id"], "3");
+        assert_eq!(v["headers"]["Prefer"], "IdType=\"ImmutableId\"");
+        assert_eq!(v["headers"]["Content-Type"], "application/json");
+        let delete = BatchRequest { method: "DELETE", url: "/users/a/messages/X".into(), body: None }.to_json(0);
+        assert!(delete.get("body").is_none() && delete["headers"].get("Content-Type").is_none());
+        let answer: BatchResponse =
+            serde_json::from_value(json!({"id": "3", "status": 429, "headers": {"retry-after": "12"}})).unwrap();
+        assert_eq!(answer.retry_after(), Some(Duration::from_secs(12)));
+    }
 }
