@@ -187,6 +187,11 @@ impl MailboxConfig {
                 }
             }
         };
+        // XOAUTH2 sessions opened later in the pass ask for a current token.
+        let token_source = |method: LoginMethod| match method {
+            LoginMethod::Oauth => ctx.tokens.as_ref().map(|(t, _)| t.clone()),
+            LoginMethod::Password => None,
+        };
         Ok(match self {
             MailboxConfig::Imap(s) => Box::new(
                 ImapSource::connect(ImapConfig {
@@ -194,6 +199,7 @@ impl MailboxConfig {
                     port: s.port,
                     tls: s.tls,
                     credentials: credentials(&s.username, s.auth).await?,
+                    tokens: token_source(s.auth),
                     folder: s.folder.clone(),
                     processed_folder: s.processed_folder.clone(),
                     error_folder: s.error_folder.clone(),
@@ -209,6 +215,7 @@ impl MailboxConfig {
                     port: s.port,
                     tls: s.tls,
                     credentials: credentials(&s.username, s.auth).await?,
+                    tokens: token_source(s.auth),
                     keep_on_server: s.keep_on_server,
                     extra_ca_file: None,
                     timeout: NETWORK_TIMEOUT,

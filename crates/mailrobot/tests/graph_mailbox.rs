@@ -224,6 +224,17 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     assert_eq!(robot.tickets().len(), 1);
     assert_eq!(dc.count(AGENT, "Processed"), 1);
 
+    // Two hours on, the cached tokens have expired at the server: the login
+    // with the stored one is refused, and a renewed token gets in.
+    emu.advance_clock(2 * 3600);
+    dc.deliver(AGENT, "INBOX", &simple_mail("x1b@ex", "After the token expired", "", "hello")).unwrap();
+    let refreshes = || emu.stats().grants.get("refresh_token").copied().unwrap_or(0);
+    let before = refreshes();
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 2);
+    assert_eq!(refreshes(), before + 1, "the refused token was renewed once");
+    assert!(dc.log().contains("method=XOAUTH2"), "{}", dc.log());
+
     robot.run(&["mailbox", "disable", "imap-oauth"]);
     dc.deliver(AGENT, "INBOX", &simple_mail("x2@ex", "Via POP3 XOAUTH2", "", "hello")).unwrap();
     let port = dc.pop3_port().to_string();
@@ -248,7 +259,7 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
         "popc",
     ]);
     robot.run(&["run-once"]);
-    assert_eq!(robot.tickets().len(), 2);
+    assert_eq!(robot.tickets().len(), 3);
     assert_eq!(dc.count(AGENT, "INBOX"), 0);
 }
 

@@ -2,7 +2,11 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
+
+use crate::{BearerTokens, SourceError};
 
 /// Login data for IMAP and POP3.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,6 +44,20 @@ impl fmt::Debug for Credentials {
             }
         }
     }
+}
+
+/// For SASL XOAUTH2 with a token source: puts a current token (a renewed
+/// one with `renew`) into `credentials` before a session logs in, so a
+/// session opened after the last token expired does not present it again.
+pub(crate) async fn current(
+    credentials: &mut Credentials,
+    tokens: Option<&Arc<dyn BearerTokens>>,
+    renew: bool,
+) -> Result<(), SourceError> {
+    if let (Some(tokens), Credentials::XOAuth2 { access_token, .. }) = (tokens, credentials) {
+        *access_token = tokens.token(renew).await?;
+    }
+    Ok(())
 }
 
 /// The XOAUTH2 initial client response before base64:

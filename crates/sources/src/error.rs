@@ -12,6 +12,8 @@ pub struct SourceError {
     message: String,
     /// The server asked for quiet until then (HTTP Retry-After, EWS BackOffMilliseconds).
     retry_after: Option<std::time::Duration>,
+    /// The server refused the credentials themselves (not the connection).
+    login_refused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,16 +26,22 @@ enum Kind {
 
 impl SourceError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), retry_after: None }
+        Self { kind: Kind::Transient, message: message.into(), retry_after: None, login_refused: false }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Permanent, message: message.into(), retry_after: None }
+        Self { kind: Kind::Permanent, message: message.into(), retry_after: None, login_refused: false }
+    }
+
+    /// The server refused the login: permanent, unless a renewed OAuth token
+    /// gets in (sources ask for one once, see [`crate::credentials::current`]).
+    pub fn login_refused(message: impl Into<String>) -> Self {
+        Self { login_refused: true, ..Self::permanent(message) }
     }
 
     /// A transient error after which the server wants no request for `wait`.
     pub fn throttled(message: impl Into<String>, wait: std::time::Duration) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait) }
+        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait), login_refused: false }
     }
 
     /// How long the server asked the robot to stay away, if it did.
@@ -47,6 +55,10 @@ impl SourceError {
 
     pub fn is_permanent(&self) -> bool {
         self.kind == Kind::Permanent
+    }
+
+    pub fn is_login_refused(&self) -> bool {
+        self.login_refused
     }
 }
 

@@ -23,9 +23,9 @@ use async_imap::types::Capability;
 use futures::TryStreamExt;
 use tokio::io::BufWriter;
 
-use crate::credentials::{Credentials, xoauth2_raw};
+use crate::credentials::{self, Credentials, xoauth2_raw};
 use crate::tls::{self, TlsMode, Transport};
-use crate::{Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
+use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
 
 /// Longest sequence set put in one command. Dovecot accepts 64 KiB lines
 /// and most servers 8 KiB or more; longer sets are split into several
@@ -39,6 +39,10 @@ pub struct ImapConfig {
     pub port: u16,
     pub tls: TlsMode,
     pub credentials: Credentials,
+    /// With XOAUTH2: where tokens come from. Each new session logs in with a
+    /// current token, and a refused one is renewed once (it may have expired
+    /// since the last session).
+    pub tokens: Option<Arc<dyn BearerTokens>>,
     /// The watched folder, usually "INBOX".
     pub folder: String,
     /// Where processed mails go when `settle` is [`SettleAction::Move`].
@@ -123,7 +127,7 @@ impl ImapSource {
 
     async fn ensure_connected(&mut self) -> Result<&mut Connection, SourceError> {
         if self.conn.is_none() {
-            let mut conn = open_session(&self.cfg, self.tls_config.clone()).await?;
+            let mut conn = self.open_session().await?;
             if let Some(off) = self.without {
                 conn.ext.r#move &= !off.r#move;
                 conn.ext.uidplus &= !off.uidplus;
@@ -132,6 +136,20 @@ impl ImapSource {
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Logs in on a new session; with a token source, a refused token is
+    /// renewed once.
+    async fn open_session(&mut self) -> Result<Connection, SourceError> {
+        credentials::current(&mut self.cfg.credentials, self.cfg.tokens.as_ref(), false).await?;
+        match open_session(&self.cfg, self.tls_config.clone()).await {
+            Err(e) if e.is_login_refused() && self.cfg.tokens.is_some() => {
+                tracing::debug!(server = %self.cfg.endpoint(), error = %e, "IMAP token refused; renewing it once");
+                credentials::current(&mut self.cfg.credentials, self.cfg.tokens.as_ref(), true).await?;
+                open_session(&self.cfg, self.tls_config.clone()).await
+            }
+            other => other,
+        }
     }
 
     /// Forgets the connection after a network error so the next call
@@ -475,7 +493,7 @@ fn login_error(cfg: &ImapConfig, e: async_imap::error::Error) -> SourceError {
                          (IMAP.AccessAsUser.All) or run Setup Authentication again"
                     }
                 };
-                SourceError::permanent(format!("IMAP {what} to {server} as {user} failed: {text} — {hint}"))
+                SourceError::login_refused(format!("IMAP {what} to {server} as {user} failed: {text} — {hint}"))
             }
         }
         other => ImapError::from(other).into_source(cfg, &format!("logging in as {user}")),

@@ -59,6 +59,12 @@ pub trait BearerTokens: Send + Sync {
     async fn token(&self, renew: bool) -> Result<String, SourceError>;
 }
 
+impl std::fmt::Debug for dyn BearerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerTokens")
+    }
+}
+
 /// One mail waiting in the source, as listed (before its body is fetched).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::credentials::{Credentials, xoauth2_sasl};
+use crate::credentials::{self, Credentials, xoauth2_sasl};
 use crate::tls::{self, TlsMode, Transport};
-use crate::{Listing, MailSource, Outcome, RemoteMail, SourceError};
+use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SourceError};
 
 /// How many commands go out at once when the server offers PIPELINING.
 /// Commands are a few bytes each, so this never fills the send buffer
@@ -33,6 +33,10 @@ pub struct Pop3Config {
     pub port: u16,
     pub tls: TlsMode,
     pub credentials: Credentials,
+    /// With XOAUTH2: where tokens come from. Each new session logs in with a
+    /// current token, and a refused one is renewed once (it may have expired
+    /// since the last session).
+    pub tokens: Option<Arc<dyn BearerTokens>>,
     /// Leave processed mails on the server (the journal remembers their
     /// UIDLs) instead of deleting them.
     pub keep_on_server: bool,
@@ -262,7 +266,17 @@ impl Pop3Source {
 
     async fn ensure_connected(&mut self) -> Result<&mut Connection, SourceError> {
         if self.conn.is_none() {
-            self.conn = Some(open_session(&self.cfg, self.tls_config.clone()).await?);
+            credentials::current(&mut self.cfg.credentials, self.cfg.tokens.as_ref(), false).await?;
+            let conn = match open_session(&self.cfg, self.tls_config.clone()).await {
+                // A token may have expired since the last session: renew it once.
+                Err(e) if e.is_login_refused() && self.cfg.tokens.is_some() => {
+                    tracing::debug!(server = %self.cfg.endpoint(), error = %e, "POP3 token refused; renewing it once");
+                    credentials::current(&mut self.cfg.credentials, self.cfg.tokens.as_ref(), true).await?;
+                    open_session(&self.cfg, self.tls_config.clone()).await?
+                }
+                other => other?,
+            };
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
@@ -569,7 +583,7 @@ fn login_refused(cfg: &Pop3Config, text: &str) -> SourceError {
              or run Setup Authentication again"
         }
     };
-    SourceError::permanent(format!("POP3 login to {server} as {user} failed: {text} — {hint}"))
+    SourceError::login_refused(format!("POP3 login to {server} as {user} failed: {text} — {hint}"))
 }
 
 /// UIDL and LIST, joined on the message number.
@@ -723,7 +737,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let expected = xoauth2_sasl("u@example.test", "good-token");
         let server = tokio::spawn(async move {
-            for _ in 0..2 {
+            for _ in 0..4 {
                 let (s, _) = listener.accept().await.unwrap();
                 let (r, mut w) = s.into_split();
                 let mut lines = BufReader::new(r).lines();
@@ -747,6 +761,7 @@ mod tests {
             port,
             tls: TlsMode::None,
             credentials: Credentials::XOAuth2 { username: "u@example.test".into(), access_token: token.into() },
+            tokens: None,
             keep_on_server: false,
             extra_ca_file: None,
             timeout: Duration::from_secs(5),
@@ -757,6 +772,20 @@ mod tests {
         assert!(err.is_permanent(), "{msg}");
         assert!(msg.contains("[AUTH]") && msg.contains("401"), "{msg}");
         assert!(!msg.contains("bad-token"), "{msg}");
+
+        // With a token source, a refused (expired) token is renewed once, on a new connection.
+        struct Renewing(std::sync::Mutex<Vec<bool>>);
+        #[async_trait::async_trait]
+        impl BearerTokens for Renewing {
+            async fn token(&self, renew: bool) -> Result<String, SourceError> {
+                self.0.lock().unwrap().push(renew);
+                Ok(if renew { "good-token" } else { "expired-token" }.to_string())
+            }
+        }
+        let tokens = Arc::new(Renewing(std::sync::Mutex::new(Vec::new())));
+        let with_tokens = Pop3Config { tokens: Some(tokens.clone()), ..cfg("expired-token") };
+        Pop3Source::connect(with_tokens).await.unwrap();
+        assert_eq!(*tokens.0.lock().unwrap(), [false, true]);
         server.await.unwrap();
     }
 }

@@ -306,11 +306,11 @@ impl SmtpSession {
     pub async fn connect(cfg: SmtpConfig) -> Result<Self, SourceError> {
         let tls_config = tls::config_for(cfg.tls, cfg.extra_ca_file.as_deref())?;
         match Self::open(&cfg, tls_config.clone(), false).await {
-            Err(Refused::Token(err)) => {
+            Err(err) if err.is_login_refused() && matches!(cfg.login, SmtpLogin::XOAuth2 { .. }) => {
                 tracing::debug!(server = %cfg.endpoint(), error = %err, "SMTP token refused; renewing it once");
-                Self::open(&cfg, tls_config, true).await.map_err(Refused::into_error)
+                Self::open(&cfg, tls_config, true).await
             }
-            other => other.map_err(Refused::into_error),
+            other => other,
         }
     }
 
@@ -322,13 +322,13 @@ impl SmtpSession {
         cfg: &SmtpConfig,
         tls_config: Option<Arc<rustls::ClientConfig>>,
         renew_token: bool,
-    ) -> Result<Self, Refused> {
+    ) -> Result<Self, SourceError> {
         let server = cfg.endpoint();
         let transport = tls::connect("SMTP", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
         let mut wire = Wire::new(transport, cfg.timeout);
         let greeting = wire.read_reply().await.map_err(|e| wire_error(cfg, e, "reading the greeting"))?;
         if greeting.code != 220 {
-            return Err(reply_error(cfg, "greeting", &greeting).into());
+            return Err(reply_error(cfg, "greeting", &greeting));
         }
         let mut info =
             ServerInfo { greeting: greeting.text(), secured: cfg.tls == TlsMode::Tls, ..ServerInfo::default() };
@@ -338,12 +338,11 @@ impl SmtpSession {
             if !ext.starttls {
                 return Err(SourceError::permanent(format!(
                     "SMTP server {server} does not offer STARTTLS — use tls (port 465) or check the server's TLS setup"
-                ))
-                .into());
+                )));
             }
             let reply = exchange(cfg, &mut wire, "STARTTLS", "starting TLS").await?;
             if reply.code != 220 {
-                return Err(reply_error(cfg, "STARTTLS", &reply).into());
+                return Err(reply_error(cfg, "STARTTLS", &reply));
             }
             let Transport::Plain(tcp) = wire.into_transport() else {
                 unreachable!("STARTTLS runs on a plain connection");
@@ -363,7 +362,7 @@ impl SmtpSession {
         Ok(session)
     }
 
-    async fn authenticate(&mut self, renew_token: bool) -> Result<(), Refused> {
+    async fn authenticate(&mut self, renew_token: bool) -> Result<(), SourceError> {
         let cfg = &self.cfg;
         let server = cfg.endpoint();
         let Some(user) = cfg.login.username() else {
@@ -394,8 +393,7 @@ impl SmtpSession {
                         "SMTP server {server} does not offer AUTH XOAUTH2 (it offers: {}) — OAuth needs a \
                          server that supports it, such as smtp.office365.com",
                         self.ext.auth.join(" ")
-                    ))
-                    .into());
+                    )));
                 }
                 let token = tokens.token(renew_token).await?;
                 // Microsoft documents the token in answer to the 334 prompt,
@@ -403,7 +401,7 @@ impl SmtpSession {
                 tracing::debug!(%server, %user, "SMTP > AUTH XOAUTH2");
                 let prompt = exchange(cfg, &mut self.wire, "AUTH XOAUTH2", "logging in").await?;
                 if prompt.code != 334 {
-                    return Err(self.login_refused(&prompt, None).into());
+                    return Err(self.login_refused(&prompt, None));
                 }
                 tracing::debug!(%server, "SMTP > (XOAUTH2 token ***)");
                 let reply = exchange(cfg, &mut self.wire, &xoauth2_sasl(username, &token), "logging in").await?;
@@ -415,17 +413,13 @@ impl SmtpSession {
                         .map(|d| String::from_utf8_lossy(&d).into_owned())
                         .unwrap_or_else(|_| reply.text());
                     let last = exchange(cfg, &mut self.wire, "", "logging in").await?;
-                    let err = self.login_refused(&last, Some(&details));
-                    return Err(if renew_token { err.into() } else { Refused::Token(err) });
-                }
-                if reply.code != 235 && (500..600).contains(&reply.code) && !renew_token {
-                    return Err(Refused::Token(self.login_refused(&reply, None)));
+                    return Err(self.login_refused(&last, Some(&details)));
                 }
                 reply
             }
         };
         if reply.code != 235 {
-            return Err(self.login_refused(&reply, None).into());
+            return Err(self.login_refused(&reply, None));
         }
         self.info.authenticated_as = Some(user.to_string());
         Ok(())
@@ -447,7 +441,7 @@ impl SmtpSession {
             }
             _ => "check the username and password, and that the server allows SMTP AUTH for this account",
         };
-        SourceError::permanent(format!("{what} — {hint}"))
+        SourceError::login_refused(format!("{what} — {hint}"))
     }
 
     /// Sends one mail. `data` is the raw message; line ends are normalised
@@ -500,27 +494,6 @@ impl SmtpSession {
     /// Says goodbye; a server that already hung up is fine.
     pub async fn quit(mut self) {
         let _ = exchange(&self.cfg, &mut self.wire, "QUIT", "quitting").await;
-    }
-}
-
-/// Why opening a session failed: a refused OAuth token deserves one more
-/// try with a renewed token; everything else is final for this attempt.
-enum Refused {
-    Token(SourceError),
-    Other(SourceError),
-}
-
-impl Refused {
-    fn into_error(self) -> SourceError {
-        match self {
-            Refused::Token(e) | Refused::Other(e) => e,
-        }
-    }
-}
-
-impl From<SourceError> for Refused {
-    fn from(e: SourceError) -> Self {
-        Refused::Other(e)
     }
 }
 
