@@ -284,6 +284,11 @@ pub struct FaultSpec {
     pub latency_ms: u64,
     /// Close the connection without an answer.
     pub drop_connection: bool,
+    /// Apply to each matching request only with this probability (0–1), so
+    /// faults strike independently at random; `count` then bounds how often.
+    /// None: every matching request until `count` is used up.
+    #[serde(default)]
+    pub probability: Option<f64>,
 }
 
 impl Default for FaultSpec {
@@ -295,6 +300,7 @@ impl Default for FaultSpec {
             retry_after: None,
             latency_ms: 0,
             drop_connection: false,
+            probability: None,
         }
     }
 }

@@ -123,6 +123,9 @@ impl Faults {
         if f.count == 0 {
             return Err(EmulatorError::Invalid("count must be at least 1".into()));
         }
+        if f.probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(EmulatorError::Invalid("probability must be between 0 and 1".into()));
+        }
         self.pending.push(f);
         Ok(())
     }
@@ -139,7 +142,8 @@ impl Faults {
     pub fn on_request(&mut self, endpoint: &str) -> Option<FaultSpec> {
         let e = self.stats.endpoints.entry(endpoint.to_string()).or_default();
         e.requests += 1;
-        let i = self.pending.iter().position(|f| f.endpoint == endpoint || f.endpoint == "*")?;
+        let strikes = |f: &FaultSpec| f.probability.is_none_or(|p| rand::random::<f64>() < p);
+        let i = self.pending.iter().position(|f| (f.endpoint == endpoint || f.endpoint == "*") && strikes(f))?;
         e.faults += 1;
         let f = &mut self.pending[i];
         f.count -= 1;
@@ -217,5 +221,17 @@ mod tests {
         assert_eq!(f.stats.requests("token"), 3);
         assert_eq!(f.stats.endpoints["token"].faults, 2);
         assert!(f.add(FaultSpec { endpoint: "nope".into(), ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn probable_faults_strike_about_as_often_as_asked() {
+        let mut f = Faults::default();
+        let spec =
+            FaultSpec { endpoint: "graph".into(), count: u32::MAX, probability: Some(0.2), ..Default::default() };
+        f.add(spec).unwrap();
+        let struck = (0..10_000).filter(|_| f.on_request("graph").is_some()).count();
+        assert!((1_700..2_300).contains(&struck), "{struck} of 10,000");
+        assert!(f.on_request("token").is_none(), "other endpoints are spared");
+        assert!(f.add(FaultSpec { probability: Some(1.5), ..Default::default() }).is_err());
     }
 }

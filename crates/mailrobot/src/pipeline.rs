@@ -248,7 +248,11 @@ impl Pipeline {
         // database lane (journal, process). Batch k is processed while batch
         // k+1 downloads, and settled while batch k+1 is journaled; each step
         // still waits for the commit it depends on.
-        let batches = batches(&new, self.limits);
+        let limits = match source.max_batch() {
+            Some(max) => BatchLimits { max_mails: max.clamp(1, self.limits.max_mails), ..self.limits },
+            None => self.limits,
+        };
+        let batches = batches(&new, limits);
         let ids_of = |i: usize| -> Option<Vec<String>> {
             batches.get(i).map(|b| b.iter().map(|l| l.remote_id.clone()).collect())
         };

@@ -917,6 +917,11 @@ impl MailSource for EwsSource {
     fn sync_state(&self) -> Option<String> {
         self.next_sync_state.clone()
     }
+
+    /// Four GetItem requests per batch: a throttled fetch discards little.
+    fn max_batch(&self) -> Option<usize> {
+        Some(4 * ITEMS_PER_REQUEST)
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_ATTEMPTS: u32 = 6;
 /// Longer waits end the pass (and are stored) rather than hold a worker.
 const MAX_WAIT_IN_PASS: Duration = Duration::from_secs(5);
+/// Mails per fetch (see [`MailSource::max_batch`]).
+const MAX_BATCH: usize = 100;
 /// Graph's JSON batching takes up to 20 requests per `POST /$batch`.
 const BATCH_SIZE: usize = 20;
 
@@ -594,6 +596,12 @@ impl MailSource for GraphSource {
 
     fn sync_state(&self) -> Option<String> {
         self.next_delta.clone()
+    }
+
+    /// One `$value` request per mail: batches of 100 keep a throttled fetch
+    /// from discarding much.
+    fn max_batch(&self) -> Option<usize> {
+        Some(MAX_BATCH)
     }
 
     async fn probe(&mut self) -> Result<crate::Probe, SourceError> {

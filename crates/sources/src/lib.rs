@@ -154,6 +154,14 @@ pub trait MailSource: Send {
         Ok(Probe { waiting, ..Probe::default() })
     }
 
+    /// At most this many mails per `fetch`, if the source wants fewer than
+    /// the pipeline's batch: a source that pays a request per mail gains
+    /// nothing from big batches, and a fetch that fails after its retries
+    /// throws away what it downloaded for the whole batch.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
     /// Where an incremental source stands after `list` (Graph's deltaLink,
     /// EWS's SyncState), to be stored once every listed mail is journaled
     /// and handed back next time. None for sources that list everything.
