@@ -44,11 +44,25 @@ pub struct AccessToken {
 }
 
 pub fn tenant_secret_context(tenant: &Tenant) -> String {
-    format!("tenant:{}:client_secret", tenant.id)
+    sealing_context(&mailrobot_store::SealedRef::TenantSecret { tenant_id: tenant.id }).unwrap_or_default()
 }
 
 pub fn tenant_certificate_context(tenant: &Tenant) -> String {
-    format!("tenant:{}:certificate", tenant.id)
+    sealing_context(&mailrobot_store::SealedRef::TenantCertificate { tenant_id: tenant.id }).unwrap_or_default()
+}
+
+/// The context a value the auth side sealed was sealed for; None for values
+/// it does not own (mailbox passwords).
+pub fn sealing_context(at: &mailrobot_store::SealedRef) -> Option<String> {
+    use mailrobot_store::SealedRef;
+    Some(match at {
+        SealedRef::TenantSecret { tenant_id } => format!("tenant:{tenant_id}:client_secret"),
+        SealedRef::TenantCertificate { tenant_id } => format!("tenant:{tenant_id}:certificate"),
+        SealedRef::RefreshToken { connection_id } => refresh_context(*connection_id),
+        SealedRef::AccessToken { connection_id, resource } => access_context(*connection_id, resource),
+        SealedRef::AuthFlowVerifier { state } => verifier_context(state),
+        SealedRef::MailboxPassword { .. } => return None,
+    })
 }
 
 fn refresh_context(connection_id: i64) -> String {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
-use mailrobot_store::{AuthStore, ProcessingRules, SqliteStore, Store};
+use mailrobot_store::{AuthStore, ProcessingRules, SealedStore, SqliteStore, Store};
 
 use crate::pipeline::{BatchLimits, Pipeline};
 
@@ -20,6 +20,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The same database, seen through its service-connection side.
     pub auth_store: Arc<dyn AuthStore>,
+    /// The same database, seen as the sealed values it holds (key rotation).
+    pub sealed_store: Arc<dyn SealedStore>,
     pub secrets: Arc<SecretBox>,
     broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
@@ -32,7 +34,8 @@ impl App {
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             store: sqlite.clone() as Arc<dyn Store>,
-            auth_store: sqlite as Arc<dyn AuthStore>,
+            auth_store: sqlite.clone() as Arc<dyn AuthStore>,
+            sealed_store: sqlite as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
             broker_cell: std::sync::OnceLock::new(),
         })

@@ -66,6 +66,9 @@ pub enum Command {
     /// Outbound mail over SMTP.
     #[command(subcommand)]
     Smtp(SmtpCommand),
+    /// Secrets at rest: which master key sealed them; re-seal after a key change.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -398,4 +401,20 @@ pub struct SmtpTest {
     pub ca_file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// How many stored secrets each master key sealed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-seal every stored secret with the current master key (the new one in
+    /// MAILROBOT_MASTER_KEY or the key file; the old one in
+    /// MAILROBOT_PREVIOUS_MASTER_KEYS). All or nothing.
+    Reseal {
+        #[arg(long)]
+        json: bool,
+    },
 }

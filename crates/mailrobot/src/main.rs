@@ -115,6 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(command) => mailrobot::commands_auth::tenant_command(&app, &command)?,
         Command::Connection(command) => return mailrobot::commands_auth::connection_command(&app, &command).await,
         Command::Smtp(SmtpCommand::Test(test)) => return mailrobot::commands_smtp::smtp_test(&app, &test).await,
+        Command::Secrets(SecretsCommand::Status { json }) => return mailrobot::commands_secrets::status(&app, json),
+        Command::Secrets(SecretsCommand::Reseal { json }) => return mailrobot::commands_secrets::reseal(&app, json),
         Command::Demo { once, local: true, listen } => mailrobot::demo::run_local(&app, once, listen).await?,
         Command::Demo { once, local: false, listen } => mailrobot::demo_m365::run(&app, once, listen).await?,
     }

@@ -89,3 +89,70 @@ fn password_from_stdin_and_a_foreign_master_key_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("MAILROBOT_MASTER_KEY"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
+    use common::contoso::*;
+    const KEY_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const KEY_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    let emu = emulator();
+    let dc = Dovecot::start(&[(USER, PASSWORD)]).unwrap();
+    let mut robot = Robot::new();
+    let with_keys = |robot: &mut Robot, keys: &[(&str, &str)]| {
+        robot.env = keys.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    };
+    with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_A)]);
+
+    // One of each: a mailbox password, a client secret, a cached access
+    // token (application connection), a refresh token (delegated).
+    robot.add_imap("desk", dc.imap_port(), USER, PASSWORD, &[]);
+    add_tenant(&robot, &emu);
+    for (name, mode) in [("app", "application"), ("deleg", "delegated")] {
+        robot.run(&[
+            "connection",
+            "add",
+            "--name",
+            name,
+            "--tenant",
+            "contoso",
+            "--capability",
+            "graph",
+            "--mode",
+            mode,
+        ]);
+    }
+    robot.run(&["connection", "test", "app"]);
+    common::oauth::setup_authentication(&robot, &emu, DOMAIN, "deleg", AGENT, AGENT_PASSWORD).await;
+    let before = robot.json(&["secrets", "status", "--json"]);
+    let count = before["secrets"].as_u64().unwrap();
+    assert!(count >= 4, "{before}");
+    assert_eq!(before["not_current"], 0);
+
+    // A new key without the old one: nothing can be opened, nothing changes.
+    with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_B)]);
+    let out = robot.run_raw(&["secrets", "reseal"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing was changed") && stderr.contains("MAILROBOT_PREVIOUS_MASTER_KEYS"), "{stderr}");
+    assert!(stderr.contains("password of mailbox desk") && !stderr.contains(PASSWORD), "{stderr}");
+    assert_eq!(robot.json(&["secrets", "status", "--json"])["not_current"], count);
+
+    // With the old key as a previous one: everything re-sealed under the new.
+    with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_B), ("MAILROBOT_PREVIOUS_MASTER_KEYS", KEY_A)]);
+    let resealed = robot.json(&["secrets", "reseal", "--json"]);
+    assert_eq!(resealed["resealed"], count, "{resealed}");
+
+    // The old key can go: the robot still logs in everywhere.
+    with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_B)]);
+    assert_eq!(robot.json(&["secrets", "status", "--json"])["not_current"], 0);
+    dc.deliver(USER, "INBOX", &simple_mail("rot@ex", "After the rotation", "", "hello")).unwrap();
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 1);
+    for connection in ["app", "deleg"] {
+        let v = robot.json(&["connection", "test", connection, "--json"]);
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    // And the old key alone opens nothing any more.
+    with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_A)]);
+    assert_eq!(robot.json(&["secrets", "status", "--json"])["not_current"], count);
+}

@@ -167,6 +167,12 @@ impl SecretBox {
         Ok(Secret::new(text))
     }
 
+    /// The id (hex) of the key a value was sealed with, if it is one of ours.
+    pub fn key_id_of(sealed: &[u8]) -> Option<String> {
+        (sealed.len() >= HEADER_LEN && &sealed[..MAGIC.len()] == MAGIC)
+            .then(|| hex::encode(&sealed[MAGIC.len()..MAGIC.len() + KEY_ID_LEN]))
+    }
+
     /// Whether a sealed value should be re-sealed with the current key.
     pub fn needs_reseal(&self, sealed: &[u8]) -> bool {
         sealed.len() < HEADER_LEN || sealed[MAGIC.len()..MAGIC.len() + KEY_ID_LEN] != self.current.id

@@ -14,12 +14,15 @@ pub mod auth;
 mod error;
 pub mod model;
 mod schema;
+pub mod sealed;
 mod sqlite;
 mod sqlite_auth;
+mod sqlite_sealed;
 
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
+pub use sealed::{SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
 
 use mailrobot_core::TagFormat;

@@ -118,3 +118,49 @@ fn names_are_unique() {
         s.add_tenant(&NewTenant { name: "contoso".into(), provider: "microsoft365".into(), ..Default::default() });
     assert!(matches!(again, Err(StoreError::Exists { what: "tenant", .. })));
 }
+
+#[test]
+fn every_sealed_value_is_listed_and_replaced_in_place() {
+    let (_d, s) = store();
+    let c = connection(&s);
+    s.set_tenant_credentials(c.tenant_id, Some(b"secret-1"), Some(b"cert-1")).unwrap();
+    s.put_token(
+        c.id,
+        "https://graph.microsoft.com",
+        &CachedToken { sealed_token: b"at-1".to_vec(), expires_at: "2999-01-01T00:00:00Z".into() },
+    )
+    .unwrap();
+    s.create_auth_flow(&flow(c.id, "st", "2999-01-01T00:00:00Z")).unwrap();
+    let mailbox = s
+        .add_mailbox(&NewMailbox {
+            name: "desk".into(),
+            kind: "imap".into(),
+            config: serde_json::json!({}),
+            sealed_secret: Some(b"pw-1".to_vec()),
+            connection_id: None,
+            poll_seconds: 60,
+            max_message_bytes: 1 << 20,
+        })
+        .unwrap();
+
+    let values = s.sealed_values().unwrap();
+    let kinds: Vec<&SealedRef> = values.iter().map(|v| &v.at).collect();
+    assert!(kinds.contains(&&SealedRef::MailboxPassword { mailbox_id: mailbox.id, mailbox_name: "desk".into() }));
+    assert!(kinds.contains(&&SealedRef::TenantSecret { tenant_id: c.tenant_id }));
+    assert!(kinds.contains(&&SealedRef::TenantCertificate { tenant_id: c.tenant_id }));
+    assert!(
+        kinds
+            .contains(&&SealedRef::AccessToken { connection_id: c.id, resource: "https://graph.microsoft.com".into() })
+    );
+    assert!(kinds.contains(&&SealedRef::AuthFlowVerifier { state: "st".into() }));
+    assert_eq!(values.len(), 5, "no refresh token yet: {kinds:?}");
+
+    let replaced: Vec<SealedValue> =
+        values.iter().map(|v| SealedValue { at: v.at.clone(), sealed: [&v.sealed[..], b"+new"].concat() }).collect();
+    s.replace_sealed(&replaced).unwrap();
+    assert_eq!(s.mailbox_secret(mailbox.id).unwrap().unwrap(), b"pw-1+new");
+    assert_eq!(s.tenant_secret(c.tenant_id).unwrap().unwrap(), b"secret-1+new");
+    assert_eq!(s.tenant_certificate(c.tenant_id).unwrap().unwrap(), b"cert-1+new");
+    assert_eq!(s.cached_token(c.id, "https://graph.microsoft.com").unwrap().unwrap().sealed_token, b"at-1+new");
+    assert_eq!(s.take_auth_flow("st").unwrap().unwrap().sealed_verifier, [1, 2, 3, b'+', b'n', b'e', b'w']);
+}

@@ -42,6 +42,13 @@ pub fn emulator() -> Emulator {
 
 pub fn robot_with_tenant(emu: &Emulator) -> Robot {
     let robot = Robot::new();
+    add_tenant(&robot, emu);
+    robot
+}
+
+/// `tenant add contoso` pointing at the emulator (the secret through an
+/// environment variable).
+pub fn add_tenant(robot: &Robot, emu: &Emulator) {
     let ews = format!("{}/EWS/Exchange.asmx", emu.base_url());
     let out = robot.run_raw(
         &[
@@ -65,5 +72,4 @@ pub fn robot_with_tenant(emu: &Emulator) -> Robot {
         &[("S", SECRET)],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    robot
 }

@@ -1,0 +1,31 @@
+//! Every sealed value in the database, for re-sealing them all under a new
+//! master key (`mailrobot secrets reseal`). The store does not know how
+//! values are sealed; it says where each one lives and what its sealing
+//! context is made of, and swaps them all in one transaction.
+
+use crate::Result;
+
+/// Where a sealed value lives, with what its sealing context is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SealedRef {
+    MailboxPassword { mailbox_id: i64, mailbox_name: String },
+    TenantSecret { tenant_id: i64 },
+    TenantCertificate { tenant_id: i64 },
+    RefreshToken { connection_id: i64 },
+    AccessToken { connection_id: i64, resource: String },
+    AuthFlowVerifier { state: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub at: SealedRef,
+    pub sealed: Vec<u8>,
+}
+
+pub trait SealedStore: Send + Sync {
+    /// Every sealed value in the database.
+    fn sealed_values(&self) -> Result<Vec<SealedValue>>;
+    /// Puts new sealed values in place, all in one transaction: a key
+    /// rotation happens wholly or not at all.
+    fn replace_sealed(&self, values: &[SealedValue]) -> Result<()>;
+}

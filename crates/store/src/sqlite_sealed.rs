@@ -1,0 +1,78 @@
+//! [`SealedStore`] on SQLite.
+
+use rusqlite::params;
+
+use crate::Result;
+use crate::sealed::{SealedRef, SealedStore, SealedValue};
+use crate::sqlite::SqliteStore;
+
+impl SealedStore for SqliteStore {
+    fn sealed_values(&self) -> Result<Vec<SealedValue>> {
+        let conn = self.lock();
+        let mut out = Vec::new();
+        let mut collect = |sql: &str, at: &dyn Fn(&rusqlite::Row<'_>) -> rusqlite::Result<SealedRef>| -> Result<()> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Ok(SealedValue { at: at(r)?, sealed: r.get("sealed")? }))?;
+            for row in rows {
+                out.push(row?);
+            }
+            Ok(())
+        };
+        collect("SELECT id, name, sealed_secret AS sealed FROM mailboxes WHERE sealed_secret IS NOT NULL", &|r| {
+            Ok(SealedRef::MailboxPassword { mailbox_id: r.get("id")?, mailbox_name: r.get("name")? })
+        })?;
+        collect("SELECT id, sealed_secret AS sealed FROM tenants WHERE sealed_secret IS NOT NULL", &|r| {
+            Ok(SealedRef::TenantSecret { tenant_id: r.get("id")? })
+        })?;
+        collect("SELECT id, sealed_certificate AS sealed FROM tenants WHERE sealed_certificate IS NOT NULL", &|r| {
+            Ok(SealedRef::TenantCertificate { tenant_id: r.get("id")? })
+        })?;
+        collect(
+            "SELECT id, sealed_refresh_token AS sealed FROM connections WHERE sealed_refresh_token IS NOT NULL",
+            &|r| Ok(SealedRef::RefreshToken { connection_id: r.get("id")? }),
+        )?;
+        collect("SELECT connection_id, resource, sealed_token AS sealed FROM access_tokens", &|r| {
+            Ok(SealedRef::AccessToken { connection_id: r.get("connection_id")?, resource: r.get("resource")? })
+        })?;
+        collect("SELECT state, sealed_verifier AS sealed FROM auth_flows", &|r| {
+            Ok(SealedRef::AuthFlowVerifier { state: r.get("state")? })
+        })?;
+        Ok(out)
+    }
+
+    fn replace_sealed(&self, values: &[SealedValue]) -> Result<()> {
+        self.write(|tx| {
+            for v in values {
+                let sealed = &v.sealed;
+                // A row gone meanwhile (a flow used, a mailbox removed) took
+                // its secret with it: nothing to replace.
+                match &v.at {
+                    SealedRef::MailboxPassword { mailbox_id, .. } => tx.execute(
+                        "UPDATE mailboxes SET sealed_secret = ?2 WHERE id = ?1",
+                        params![mailbox_id, sealed],
+                    )?,
+                    SealedRef::TenantSecret { tenant_id } => {
+                        tx.execute("UPDATE tenants SET sealed_secret = ?2 WHERE id = ?1", params![tenant_id, sealed])?
+                    }
+                    SealedRef::TenantCertificate { tenant_id } => tx.execute(
+                        "UPDATE tenants SET sealed_certificate = ?2 WHERE id = ?1",
+                        params![tenant_id, sealed],
+                    )?,
+                    SealedRef::RefreshToken { connection_id } => tx.execute(
+                        "UPDATE connections SET sealed_refresh_token = ?2 WHERE id = ?1",
+                        params![connection_id, sealed],
+                    )?,
+                    SealedRef::AccessToken { connection_id, resource } => tx.execute(
+                        "UPDATE access_tokens SET sealed_token = ?3 WHERE connection_id = ?1 AND resource = ?2",
+                        params![connection_id, resource, sealed],
+                    )?,
+                    SealedRef::AuthFlowVerifier { state } => tx.execute(
+                        "UPDATE auth_flows SET sealed_verifier = ?2 WHERE state = ?1",
+                        params![state, sealed],
+                    )?,
+                };
+            }
+            Ok(())
+        })
+    }
+}
