@@ -11,6 +11,8 @@ missing=()
 # SMTP: Dovecot's submission service (AUTH, XOAUTH2) relaying to Postfix's smtp-sink.
 [ -x /usr/lib/dovecot/submission ] || missing+=(dovecot-submissiond)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+# Microsoft's own clients (msal, msgraph-sdk) and exchangelib run in venvs the tests make.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
