@@ -333,19 +333,9 @@ fn graph_fault_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
     let (emu, dir) = graph_world(args, opts, n)?;
     let data = dir.path().join("data");
     // Every Graph request (and $batch item) fails with about one chance in
-    // five, independently: four kinds of fault, each with p = 1 - 0.8^(1/4).
-    let p = 1.0 - 0.8f64.powf(0.25);
-    let kinds = [
-        FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
-        FaultSpec { status: Some(429), ..Default::default() },
-        FaultSpec { status: Some(503), ..Default::default() },
-        FaultSpec { drop_connection: true, ..Default::default() },
-    ];
-    for endpoint in GRAPH_ENDPOINTS {
-        for kind in &kinds {
-            let spec = FaultSpec { endpoint: endpoint.into(), count: u32::MAX, probability: Some(p), ..kind.clone() };
-            emu.inject_fault(spec)?;
-        }
+    // five, independently: 429 with and without Retry-After, 503, drops.
+    for fault in FaultSpec::graph_failure_rate(0.2) {
+        emu.inject_fault(fault)?;
     }
     eprintln!("== mailrobot over the Graph mailbox with ~20% of requests failing");
     let started = Instant::now();

@@ -305,6 +305,33 @@ impl Default for FaultSpec {
     }
 }
 
+impl FaultSpec {
+    /// Faults that make about `rate` of all Graph requests (`$batch` items
+    /// included) fail, each independently: 429 with Retry-After 1 s, 429
+    /// without, 503 and dropped connections in equal shares. Inject them all.
+    pub fn graph_failure_rate(rate: f64) -> Vec<FaultSpec> {
+        let kinds = [
+            FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
+            FaultSpec { status: Some(429), ..Default::default() },
+            FaultSpec { status: Some(503), ..Default::default() },
+            FaultSpec { drop_connection: true, ..Default::default() },
+        ];
+        // Four chances in a row: 1 - (1 - p)^4 = rate.
+        let p = 1.0 - (1.0 - rate.clamp(0.0, 1.0)).powf(1.0 / kinds.len() as f64);
+        ["graph", "graph_value", "graph_delta", "graph_batch"]
+            .iter()
+            .flat_map(|endpoint| {
+                kinds.iter().map(move |kind| FaultSpec {
+                    endpoint: endpoint.to_string(),
+                    count: u32::MAX,
+                    probability: Some(p),
+                    ..kind.clone()
+                })
+            })
+            .collect()
+    }
+}
+
 /// An Exchange Online mailbox: a user's (its address is the user's UPN) or a shared one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

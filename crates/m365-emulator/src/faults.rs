@@ -234,4 +234,17 @@ mod tests {
         assert!(f.on_request("token").is_none(), "other endpoints are spared");
         assert!(f.add(FaultSpec { probability: Some(1.5), ..Default::default() }).is_err());
     }
+
+    #[test]
+    fn a_graph_failure_rate_is_that_rate_on_each_graph_endpoint() {
+        let mut f = Faults::default();
+        for spec in FaultSpec::graph_failure_rate(0.2) {
+            f.add(spec).unwrap();
+        }
+        for endpoint in ["graph_value", "graph_batch"] {
+            let struck = (0..10_000).filter(|_| f.on_request(endpoint).is_some()).count();
+            assert!((1_700..2_300).contains(&struck), "{endpoint}: {struck} of 10,000");
+        }
+        assert!((0..1000).all(|_| f.on_request("token").is_none()));
+    }
 }

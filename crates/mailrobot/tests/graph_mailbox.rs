@@ -38,18 +38,7 @@ fn add_graph_mailbox(robot: &Robot, connection: &str) {
 fn application_connection_reads_a_shared_mailbox_exactly_once() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     deliver(&emu, 0..5);
 
@@ -85,18 +74,7 @@ fn application_connection_reads_a_shared_mailbox_exactly_once() {
 fn throttling_is_honoured_by_every_later_run() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     deliver(&emu, 0..3);
     emu.inject_fault(FaultSpec {
@@ -133,18 +111,7 @@ fn throttling_is_honoured_by_every_later_run() {
 async fn delegated_connection_needs_access_to_the_shared_mailbox() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "desk",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "delegated",
-    ]);
+    add_connection(&robot, "desk", "graph", "delegated");
     oauth::setup_authentication(&robot, &emu, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
 
     add_graph_mailbox(&robot, "desk");
@@ -171,30 +138,8 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     let dc = Dovecot::start_with_oauth2(&[(AGENT, "unused-password")], &emu.introspection_url()).unwrap();
     dc.deliver(AGENT, "INBOX", &simple_mail("x1@ex", "Via IMAP XOAUTH2", "", "hello")).unwrap();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "imapc",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "imap",
-        "--mode",
-        "delegated",
-    ]);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "popc",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "pop",
-        "--mode",
-        "delegated",
-    ]);
+    add_connection(&robot, "imapc", "imap", "delegated");
+    add_connection(&robot, "popc", "pop", "delegated");
     for connection in ["imapc", "popc"] {
         oauth::setup_authentication(&robot, &emu, DOMAIN, connection, AGENT, AGENT_PASSWORD).await;
     }
@@ -267,18 +212,7 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
 fn mailbox_test_lists_graph_folders() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     deliver(&emu, 0..4);
     let probe = robot.json(&["mailbox", "test", "shared", "--json"]);
@@ -296,41 +230,14 @@ fn mailbox_test_lists_graph_folders() {
 fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     deliver(&emu, 0..200);
 
     // Every Graph request (and $batch item) fails with about one chance in
-    // five, independently: 429 with and without Retry-After, 503, dropped
-    // connections (four faults, each with p = 1 - 0.8^(1/4)).
-    let p = 1.0 - 0.8f64.powf(0.25);
-    let kinds = [
-        FaultSpec { status: Some(429), retry_after: Some(1), ..Default::default() },
-        FaultSpec { status: Some(429), ..Default::default() },
-        FaultSpec { status: Some(503), ..Default::default() },
-        FaultSpec { drop_connection: true, ..Default::default() },
-    ];
-    for endpoint in ["graph", "graph_value", "graph_delta", "graph_batch"] {
-        for kind in &kinds {
-            emu.inject_fault(FaultSpec {
-                endpoint: endpoint.into(),
-                count: u32::MAX,
-                probability: Some(p),
-                ..kind.clone()
-            })
-            .unwrap();
-        }
+    // five, independently: 429 with and without Retry-After, 503, drops.
+    for fault in FaultSpec::graph_failure_rate(0.2) {
+        emu.inject_fault(fault).unwrap();
     }
     // Passes as `serve` runs them: a throttle longer than a pass waits in
     // place is stored, and the mailbox is skipped until then.
@@ -364,18 +271,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     // Application: full_access_as_app, every request impersonates the mailbox.
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "ews-app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "ews",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "ews-app", "ews", "application");
     robot.run(&[
         "mailbox",
         "add",
@@ -405,18 +301,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
     // Delegated: EWS.AccessAsUser.All for an agent granted the shared mailbox.
     emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: AGENT.into() })
         .unwrap();
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "ews-desk",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "ews",
-        "--mode",
-        "delegated",
-    ]);
+    add_connection(&robot, "ews-desk", "ews", "delegated");
     oauth::setup_authentication(&robot, &emu, DOMAIN, "ews-desk", AGENT, AGENT_PASSWORD).await;
     robot.run(&[
         "mailbox",
@@ -446,18 +331,7 @@ async fn ews_mailboxes_application_with_impersonation_and_delegated() {
 fn ews_throttling_answers_are_honoured() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "ews-app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "ews",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "ews-app", "ews", "application");
     robot.run(&[
         "mailbox",
         "add",
@@ -541,18 +415,7 @@ fn an_application_access_policy_is_named_in_the_error() {
     })
     .unwrap();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     deliver(&emu, 0..1);
     let out = robot.run_raw(&["run-once"], &[]);
@@ -569,18 +432,7 @@ fn an_application_access_policy_is_named_in_the_error() {
 fn a_mailbox_without_rest_access_says_so() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     add_graph_mailbox(&robot, "app");
     emu.set_rest_enabled(SHARED, false).unwrap();
     deliver(&emu, 0..1);
@@ -599,18 +451,7 @@ fn a_mail_deleted_before_a_repeated_settle_counts_as_settled() {
     // means done — not a failing mailbox.
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "app",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "graph",
-        "--mode",
-        "application",
-    ]);
+    add_connection(&robot, "app", "graph", "application");
     robot.run(&[
         "mailbox",
         "add",

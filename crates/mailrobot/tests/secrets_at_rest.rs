@@ -108,18 +108,7 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     robot.add_imap("desk", dc.imap_port(), USER, PASSWORD, &[]);
     add_tenant(&robot, &emu);
     for (name, mode) in [("app", "application"), ("deleg", "delegated")] {
-        robot.run(&[
-            "connection",
-            "add",
-            "--name",
-            name,
-            "--tenant",
-            "contoso",
-            "--capability",
-            "graph",
-            "--mode",
-            mode,
-        ]);
+        add_connection(&robot, name, "graph", mode);
     }
     robot.run(&["connection", "test", "app"]);
     common::oauth::setup_authentication(&robot, &emu, DOMAIN, "deleg", AGENT, AGENT_PASSWORD).await;

@@ -73,18 +73,7 @@ async fn smtp_connection_logs_in_with_xoauth2() {
     let (sink, dc) = submission(Some(&emu.introspection_url()), &[(AGENT, "unused-password")]);
     let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
     let robot = robot_with_tenant(&emu);
-    robot.run(&[
-        "connection",
-        "add",
-        "--name",
-        "smtpc",
-        "--tenant",
-        "contoso",
-        "--capability",
-        "smtp",
-        "--mode",
-        "delegated",
-    ]);
+    add_connection(&robot, "smtpc", "smtp", "delegated");
     oauth::setup_authentication(&robot, &emu, DOMAIN, "smtpc", AGENT, AGENT_PASSWORD).await;
 
     // connection test: a token, then an SMTP login with it as the signed-in user.

@@ -99,7 +99,8 @@ impl SmtpSink {
         self.port
     }
 
-    /// Every transaction received so far, oldest first.
+    /// Every transaction received so far, by file time: transactions close
+    /// together may come in any order.
     pub fn mails(&self) -> io::Result<Vec<SunkMail>> {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(self.dir.path().join("mail"))?
             .filter_map(Result::ok)

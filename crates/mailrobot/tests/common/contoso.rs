@@ -73,3 +73,19 @@ pub fn add_tenant(robot: &Robot, emu: &Emulator) {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `connection add NAME --tenant contoso --capability CAPABILITY --mode MODE`.
+pub fn add_connection(robot: &Robot, name: &str, capability: &str, mode: &str) {
+    robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        name,
+        "--tenant",
+        "contoso",
+        "--capability",
+        capability,
+        "--mode",
+        mode,
+    ]);
+}
