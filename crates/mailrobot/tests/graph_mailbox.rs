@@ -178,7 +178,8 @@ async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     robot.run(&["run-once"]);
     assert_eq!(robot.tickets().len(), 2);
     assert_eq!(refreshes(), before + 1, "the refused token was renewed once");
-    assert!(dc.log().contains("method=XOAUTH2"), "{}", dc.log());
+    // Dovecot's log process writes a moment later.
+    assert!(wait_until(Duration::from_secs(5), || dc.log().contains("method=XOAUTH2")), "{}", dc.log());
 
     robot.run(&["mailbox", "disable", "imap-oauth"]);
     dc.deliver(AGENT, "INBOX", &simple_mail("x2@ex", "Via POP3 XOAUTH2", "", "hello")).unwrap();

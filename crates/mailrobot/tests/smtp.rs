@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::contoso::*;
 use common::*;
 use mailrobot_testkit::dovecot::{Dovecot, Options};
@@ -86,7 +88,8 @@ async fn smtp_connection_logs_in_with_xoauth2() {
     // smtp test with the connection gives the same answer.
     let v = robot.json(&["smtp", "test", "--server", &server, "--tls", "none", "--connection", "smtpc", "--json"]);
     assert_eq!(v["ok"], true, "{v}");
-    assert!(dc.log().contains("method=XOAUTH2"), "{}", dc.log());
+    // Dovecot's log process writes a moment later.
+    assert!(wait_until(Duration::from_secs(5), || dc.log().contains("method=XOAUTH2")), "{}", dc.log());
 
     // A token for the agent does not open another mailbox: a clear refusal
     // naming the scope to check, after one renewed token.
