@@ -278,6 +278,7 @@ impl MailboxConfig {
                         tokens,
                         timeout: NETWORK_TIMEOUT,
                         delta_link: ctx.sync_state,
+                        max_message_bytes: u64::try_from(mailbox.max_message_bytes).ok(),
                     })
                     .await?,
                 )

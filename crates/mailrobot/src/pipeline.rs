@@ -322,7 +322,16 @@ impl Pipeline {
                 .iter()
                 .map(|m| {
                     // Sources that list no sizes are checked here.
-                    if m.raw.len() as u64 > max {
+                    if let Some(size) = m.oversized {
+                        IncomingMail::rejected(
+                            m.remote_id.clone(),
+                            size,
+                            format!(
+                                "message is at least {size} bytes, over this mailbox's limit of {max} bytes; \
+                                 raise --max-message-mb or handle it by hand"
+                            ),
+                        )
+                    } else if m.raw.len() as u64 > max {
                         IncomingMail::rejected(
                             m.remote_id.clone(),
                             m.raw.len() as u64,

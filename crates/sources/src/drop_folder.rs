@@ -70,7 +70,7 @@ impl MailSource for DropFolderSource {
                     continue;
                 };
                 match fs::read(&path) {
-                    Ok(raw) => mails.push(RemoteMail { remote_id: id, raw }),
+                    Ok(raw) => mails.push(RemoteMail::new(id, raw)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         tracing::debug!(file = %id, "drop folder: file gone before fetch; skipped")
                     }

@@ -852,7 +852,7 @@ impl MailSource for EwsSource {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(cleaned)
                     .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
-                mails.push(RemoteMail { remote_id: id, raw });
+                mails.push(RemoteMail::new(id, raw));
             }
         }
         Ok(mails)

@@ -47,6 +47,9 @@ pub struct GraphConfig {
     pub timeout: Duration,
     /// The deltaLink stored after the last complete pass, if any.
     pub delta_link: Option<String>,
+    /// Mails over this many bytes are not downloaded (Graph lists no sizes:
+    /// Content-Length tells, or reading stops there).
+    pub max_message_bytes: Option<u64>,
 }
 
 /// Graph's error JSON: `{"error":{"code","message","innerError":{…}}}`.
@@ -534,10 +537,7 @@ impl MailSource for GraphSource {
             .map(|id: String| async move {
                 let url = client.user_url(&format!("/messages/{}/$value", encode(&id)));
                 match client.send(reqwest::Method::GET, &url, None).await {
-                    Ok(response) => {
-                        let raw = response.bytes().await.map_err(|e| network_error(&client.cfg, &e))?;
-                        Ok(Some(RemoteMail { remote_id: id, raw: raw.to_vec() }))
-                    }
+                    Ok(response) => read_mime(&client.cfg, id, response).await.map(Some),
                     // Gone since the listing: left out, as the trait asks.
                     Err(e) if is_not_found(&e) => Ok(None),
                     Err(e) => Err(e),
@@ -626,6 +626,24 @@ impl MailSource for GraphSource {
     }
 }
 
+/// Reads a `$value` body as it streams in, giving up on a mail over the
+/// mailbox's limit as soon as that is known.
+async fn read_mime(cfg: &GraphConfig, id: String, mut response: reqwest::Response) -> Result<RemoteMail, SourceError> {
+    let limit = cfg.max_message_bytes.unwrap_or(u64::MAX);
+    let announced = response.content_length();
+    if let Some(size) = announced.filter(|size| *size > limit) {
+        return Ok(RemoteMail::oversized(id, size));
+    }
+    let mut raw = Vec::with_capacity(announced.unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(cfg, &e))? {
+        raw.extend_from_slice(&chunk);
+        if raw.len() as u64 > limit {
+            return Ok(RemoteMail::oversized(id, raw.len() as u64));
+        }
+    }
+    Ok(RemoteMail::new(id, raw))
+}
+
 fn encode(id: &str) -> String {
     // Graph ids are base64 with '/', '+' and '=': keep them out of the path syntax.
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>().replace('+', "%2B")
@@ -655,6 +673,7 @@ mod tests {
             tokens: Arc::new(NoTokens),
             timeout: Duration::from_secs(5),
             delta_link: None,
+            max_message_bytes: None,
         })
         .unwrap()
     }

@@ -247,7 +247,7 @@ impl ImapSource {
                             && uids.binary_search(&uid).is_ok()
                             && seen.insert(uid)
                         {
-                            mails.push(RemoteMail { remote_id: format!("{validity}:{uid}"), raw: body.to_vec() });
+                            mails.push(RemoteMail::new(format!("{validity}:{uid}"), body.to_vec()));
                         }
                     }
                 },

@@ -78,6 +78,20 @@ pub struct Listing {
 pub struct RemoteMail {
     pub remote_id: String,
     pub raw: Vec<u8>,
+    /// Set when the source did not download the mail because it is over the
+    /// mailbox's size limit (`raw` is then empty): how many bytes it has at
+    /// least. The pipeline records it as too large.
+    pub oversized: Option<u64>,
+}
+
+impl RemoteMail {
+    pub fn new(remote_id: String, raw: Vec<u8>) -> Self {
+        Self { remote_id, raw, oversized: None }
+    }
+
+    pub fn oversized(remote_id: String, at_least: u64) -> Self {
+        Self { remote_id, raw: Vec::new(), oversized: Some(at_least) }
+    }
 }
 
 /// What `mailbox test` shows an admin before enabling a mailbox.

@@ -338,7 +338,7 @@ impl Pop3Source {
                     Status::Ok(_) => {
                         let mut raw = Vec::new();
                         conn.wire.read_multiline(&mut raw).await.map_err(|e| wire_error(&cfg, e, "fetching mails"))?;
-                        mails.push(RemoteMail { remote_id: (*id).clone(), raw });
+                        mails.push(RemoteMail::new((*id).clone(), raw));
                     }
                     Status::Err(text) if is_server_trouble(&text) => {
                         return Err(server_trouble(&cfg, "fetching mails", &text));
