@@ -699,6 +699,41 @@ mod tests {
         assert_eq!(unannounced.retry_after(), Some(DEFAULT_RETRY_AFTER), "no Retry-After: wait long, not short");
     }
 
+    /// Without Content-Length (chunked), reading stops once the limit is
+    /// passed instead of taking the whole body.
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_stops_streaming() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request).await;
+                let _ =
+                    s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await;
+                for _ in 0..64 {
+                    let chunk = [b"400\r\n".as_slice(), &[b'x'; 1024], b"\r\n"].concat();
+                    if s.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/value");
+        let mut cfg = client().cfg.clone();
+        cfg.max_message_bytes = Some(10_000);
+        let mail = read_mime(&cfg, "big".into(), reqwest::get(&url).await.unwrap()).await.unwrap();
+        let seen = mail.oversized.expect("refused");
+        assert!(mail.raw.is_empty() && seen > 10_000 && seen < 64 * 1024, "{seen}");
+
+        cfg.max_message_bytes = Some(1 << 20);
+        let mail = read_mime(&cfg, "fits".into(), reqwest::get(&url).await.unwrap()).await.unwrap();
+        assert_eq!((mail.raw.len(), mail.oversized), (64 * 1024, None));
+    }
+
     #[test]
     fn batch_items_carry_immutable_ids_and_json_bodies() {
         let item = BatchRequest { method: "POST", url: "/users/a/messages/X/move".into(), body: Some(json!({"d": 1})) };
