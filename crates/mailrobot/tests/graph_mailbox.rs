@@ -19,19 +19,12 @@ fn deliver(emu: &Emulator, n: std::ops::Range<usize>) {
     }
 }
 
-fn add_graph_mailbox(robot: &Robot, connection: &str) {
-    robot.run(&[
-        "mailbox",
-        "add",
-        "--name",
-        "shared",
-        "--kind",
-        "graph",
-        "--connection",
-        connection,
-        "--address",
-        SHARED,
-    ]);
+/// `mailbox add shared --kind graph` over the shared mailbox, plus `extra` options.
+fn add_graph_mailbox(robot: &Robot, connection: &str, extra: &[&str]) {
+    let mut args = vec!["mailbox", "add", "--name", "shared", "--kind", "graph", "--connection", connection];
+    args.extend_from_slice(&["--address", SHARED]);
+    args.extend_from_slice(extra);
+    robot.run(&args);
 }
 
 #[test]
@@ -39,7 +32,7 @@ fn application_connection_reads_a_shared_mailbox_exactly_once() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     deliver(&emu, 0..5);
 
     let out = robot.run(&["run-once"]);
@@ -75,7 +68,7 @@ fn throttling_is_honoured_by_every_later_run() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     deliver(&emu, 0..3);
     emu.inject_fault(FaultSpec {
         endpoint: "graph_value".into(),
@@ -114,7 +107,7 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
     add_connection(&robot, "desk", "graph", "delegated");
     oauth::setup_authentication(&robot, &emu, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
 
-    add_graph_mailbox(&robot, "desk");
+    add_graph_mailbox(&robot, "desk", &[]);
     deliver(&emu, 0..2);
     // The agent may not open the shared mailbox yet: a clear error, no ticket.
     let out = robot.run_raw(&["run-once"], &[]);
@@ -214,7 +207,7 @@ fn mailbox_test_lists_graph_folders() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     deliver(&emu, 0..4);
     let probe = robot.json(&["mailbox", "test", "shared", "--json"]);
     assert_eq!(probe["ok"], true, "{probe}");
@@ -232,7 +225,7 @@ fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once()
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     deliver(&emu, 0..200);
 
     // Every Graph request (and $batch item) fails with about one chance in
@@ -417,7 +410,7 @@ fn an_application_access_policy_is_named_in_the_error() {
     .unwrap();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     deliver(&emu, 0..1);
     let out = robot.run_raw(&["run-once"], &[]);
     assert!(!out.status.success());
@@ -434,7 +427,7 @@ fn a_mailbox_without_rest_access_says_so() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    add_graph_mailbox(&robot, "app");
+    add_graph_mailbox(&robot, "app", &[]);
     emu.set_rest_enabled(SHARED, false).unwrap();
     deliver(&emu, 0..1);
     let out = robot.run_raw(&["run-once"], &[]);
@@ -453,20 +446,7 @@ fn a_mail_deleted_before_a_repeated_settle_counts_as_settled() {
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    robot.run(&[
-        "mailbox",
-        "add",
-        "--name",
-        "shared",
-        "--kind",
-        "graph",
-        "--connection",
-        "app",
-        "--address",
-        SHARED,
-        "--settle",
-        "delete",
-    ]);
+    add_graph_mailbox(&robot, "app", &["--settle", "delete"]);
     deliver(&emu, 0..3);
     let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", "after-settle")]);
     assert_eq!(out.status.code(), Some(86), "{}", String::from_utf8_lossy(&out.stderr));
@@ -485,20 +465,7 @@ fn a_graph_mail_over_the_size_limit_is_not_downloaded_but_kept_in_the_error_fold
     let emu = emulator();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "app", "graph", "application");
-    robot.run(&[
-        "mailbox",
-        "add",
-        "--name",
-        "shared",
-        "--kind",
-        "graph",
-        "--connection",
-        "app",
-        "--address",
-        SHARED,
-        "--max-message-mb",
-        "1",
-    ]);
+    add_graph_mailbox(&robot, "app", &["--max-message-mb", "1"]);
     deliver(&emu, 0..1);
     let big_body = "x".repeat(76).repeat(20_000); // ~1.5 MB
     let big = String::from_utf8(simple_mail("big@ex", "Big", "", &big_body)).unwrap();
