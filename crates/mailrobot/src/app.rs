@@ -28,7 +28,8 @@ pub struct App {
 
 impl App {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        create_private_dir(data_dir)?;
+        crate::data_dir::secure(data_dir)?;
+        crate::data_dir::prepare_database_file(&data_dir.join(DB_FILE))?;
         let sqlite = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let secrets = SecretBox::load(data_dir)?;
         Ok(Self {
@@ -86,17 +87,4 @@ fn batch_limits() -> anyhow::Result<BatchLimits> {
             .with_context(|| format!("{BATCH_ENV} must be a positive number, got {value:?}"))?;
     }
     Ok(limits)
-}
-
-/// The data directory holds the database and the master key: owner only.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    }
-    Ok(())
 }

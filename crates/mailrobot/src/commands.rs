@@ -28,7 +28,7 @@ fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
     }
     if add.password_stdin {
         if std::io::stdin().is_terminal() {
-            eprintln!("Password for mailbox {} (one line):", add.name);
+            crate::esay!("Password for mailbox {} (one line):", add.name);
         }
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
@@ -108,7 +108,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
                     let tenant_url = app.auth_store.tenant(c.tenant_id)?.and_then(|t| t.ews_url);
                     let effective = tenant_url.unwrap_or_else(|| mailrobot_auth::model::DEFAULT_EWS.to_string());
                     if mailrobot_sources::ews::is_exchange_online(&effective) {
-                        eprintln!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
+                        crate::esay!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
                     }
                     (Some(name.clone()), Some(c.mode), None, None)
                 }
@@ -120,7 +120,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             if let Some(url) = &url
                 && mailrobot_sources::ews::is_exchange_online(url)
             {
-                eprintln!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
+                crate::esay!("warning: {}", mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING);
             }
             let password_scheme = username.is_some().then(|| match add.ews_auth.unwrap_or(EwsAuthArg::Auto) {
                 EwsAuthArg::Auto => PasswordScheme::Auto,
@@ -247,11 +247,11 @@ pub fn mailbox_list(app: &App, json_out: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if mailboxes.is_empty() {
-        println!("No mailboxes. Add one with `mailrobot mailbox add`.");
+        crate::say!("No mailboxes. Add one with `mailrobot mailbox add`.");
     }
     for m in &mailboxes {
         let state = if m.enabled { m.status.as_str() } else { "disabled" };
-        println!("{:<20} {:<12} {:<8} {}", m.name, m.kind, state, m.last_error.as_deref().unwrap_or(""));
+        crate::say!("{:<20} {:<12} {:<8} {}", m.name, m.kind, state, m.last_error.as_deref().unwrap_or(""));
     }
     Ok(())
 }
@@ -284,7 +284,7 @@ pub fn tickets_list(app: &App, json_out: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for t in &tickets {
-        println!(
+        crate::say!(
             "{:<12} {:<6} {:>3} entries  {:<28} {}",
             tag.number(t.id as u64),
             t.status,
@@ -333,7 +333,7 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
         return Ok(());
     }
     let s = &ticket.summary;
-    println!(
+    crate::say!(
         "{} {}  [{}]  requester {}",
         tag.tag(s.id as u64),
         s.subject,
@@ -341,12 +341,17 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
         s.requester.as_deref().unwrap_or("-")
     );
     for e in &ticket.entries {
-        println!("\n#{} {} from {} — {}", e.position, e.kind, e.from.as_deref().unwrap_or("?"), e.subject);
+        crate::say!("\n#{} {} from {} — {}", e.position, e.kind, e.from.as_deref().unwrap_or("?"), e.subject);
         for line in e.text_body.lines().take(8) {
-            println!("    {line}");
+            crate::say!("    {line}");
         }
         for a in &e.attachments {
-            println!("    📎 {} ({}, {} bytes)", a.filename.as_deref().unwrap_or("(unnamed)"), a.content_type, a.size);
+            crate::say!(
+                "    📎 {} ({}, {} bytes)",
+                a.filename.as_deref().unwrap_or("(unnamed)"),
+                a.content_type,
+                a.size
+            );
         }
     }
     Ok(())
@@ -391,7 +396,7 @@ pub fn messages_list(app: &App, json_out: bool, state: Option<String>, mailbox: 
         return Ok(());
     }
     for m in &rows {
-        println!(
+        crate::say!(
             "{:>6} {:<14} {:<9} {:<10} {:<12} {}{}",
             m.journal_id,
             m.mailbox,
@@ -409,8 +414,8 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
     match command {
         SettingsCommand::Show => {
             let tag = app.tag_format()?;
-            println!("{SETTING_TICKET_PREFIX} = {}", tag.prefix);
-            println!("{SETTING_TICKET_DIGITS} = {}", tag.digits);
+            crate::say!("{SETTING_TICKET_PREFIX} = {}", tag.prefix);
+            crate::say!("{SETTING_TICKET_DIGITS} = {}", tag.digits);
         }
         SettingsCommand::Set { key, value } => {
             match key.as_str() {
@@ -428,7 +433,7 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
                 other => bail!("unknown setting {other:?}; known: {SETTING_TICKET_PREFIX}, {SETTING_TICKET_DIGITS}"),
             }
             app.store.set_setting(key, value)?;
-            println!("{key} = {value}");
+            crate::say!("{key} = {value}");
         }
     }
     Ok(())

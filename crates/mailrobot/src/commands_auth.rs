@@ -28,7 +28,7 @@ fn read_client_secret(add: &TenantAdd) -> anyhow::Result<Option<Secret>> {
     }
     if add.client_secret_stdin {
         if std::io::stdin().is_terminal() {
-            eprintln!("Client secret for tenant {} (the secret's Value, one line):", add.name);
+            crate::esay!("Client secret for tenant {} (the secret's Value, one line):", add.name);
         }
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("cannot read the client secret from stdin")?;
@@ -56,7 +56,7 @@ fn check_url(flag: &str, value: &Option<String>) -> anyhow::Result<()> {
                 None => false,
             };
             if !loopback {
-                eprintln!("warning: {flag} {value} uses http://: tokens and secrets would travel unencrypted");
+                crate::esay!("warning: {flag} {value} uses http://: tokens and secrets would travel unencrypted");
             }
             Ok(())
         }
@@ -154,7 +154,7 @@ pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> 
     match command {
         TenantCommand::Add(add) => {
             let t = tenant_add(app, add)?;
-            println!("Added tenant {} (client id {}).", t.name, t.client_id);
+            crate::say!("Added tenant {} (client id {}).", t.name, t.client_id);
         }
         TenantCommand::List { json } => {
             let tenants = app.auth_store.tenants()?;
@@ -169,7 +169,7 @@ pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> 
                     } else {
                         "none"
                     };
-                    println!("{:<20} {:<12} {:<38} {}", t.name, t.provider, t.client_id, credential);
+                    crate::say!("{:<20} {:<12} {:<38} {}", t.name, t.provider, t.client_id, credential);
                 }
             }
         }
@@ -237,17 +237,17 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 mode: mode.as_str().into(),
                 scopes,
             })?;
-            println!("Added connection {} ({}, {}).", c.name, capability.label(), c.mode);
+            crate::say!("Added connection {} ({}, {}).", c.name, capability.label(), c.mode);
             if mode == Mode::Delegated {
-                println!("Next: run Setup Authentication with `mailrobot connection authorize {}`.", c.name);
+                crate::say!("Next: run Setup Authentication with `mailrobot connection authorize {}`.", c.name);
             }
         }
         ConnectionCommand::Authorize { name, public_url: given, login_hint } => {
             let c = find_connection(app.auth_store.as_ref(), name)?;
             let public = public_url(app, given.as_deref())?;
             let url = app.broker()?.begin_authorization(c.id, &public, "cli", login_hint.as_deref()).await?;
-            println!("{url}");
-            eprintln!(
+            crate::say!("{url}");
+            crate::esay!(
                 "Open this URL in a browser and sign in within 10 minutes. `mailrobot serve` must be reachable at \
                  {public}{} to receive the answer.",
                 mailrobot_auth::model::REDIRECT_PATH
@@ -292,7 +292,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 print_json(&value);
             } else {
                 match &outcome {
-                    Ok(token) => println!(
+                    Ok(token) => crate::say!(
                         "{}: {} — token for {} valid until {}{}",
                         c.name,
                         c.state,
@@ -300,7 +300,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                         token.expires_at.to_rfc3339(),
                         c.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default()
                     ),
-                    Err(err) => println!("{}: {} — {err}", c.name, c.state),
+                    Err(err) => crate::say!("{}: {} — {err}", c.name, c.state),
                 }
                 if let Some(smtp) = value.get("smtp") {
                     crate::commands_smtp::print_outcome(smtp);
@@ -315,7 +315,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 print_json(&Value::Array(rows));
             } else {
                 for c in &connections {
-                    println!(
+                    crate::say!(
                         "{:<20} {:<6} {:<12} {:<18} {}",
                         c.name,
                         c.capability,

@@ -52,12 +52,12 @@ pub fn status(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             &json!({ "current_key": current, "secrets": values.len(), "by_key": by_key, "not_current": others }),
         );
     } else {
-        println!("{} stored secrets; current key {current}", values.len());
+        crate::say!("{} stored secrets; current key {current}", values.len());
         for (key, n) in &by_key {
-            println!("  {key}: {n}{}", if *key == current { " (current)" } else { "" });
+            crate::say!("  {key}: {n}{}", if *key == current { " (current)" } else { "" });
         }
         if others > 0 {
-            println!(
+            crate::say!(
                 "{others} sealed with another key: run `mailrobot secrets reseal` with that key in MAILROBOT_PREVIOUS_MASTER_KEYS"
             );
         }
@@ -93,7 +93,7 @@ pub fn reseal(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             &json!({ "resealed": count, "already_current": already, "current_key": app.secrets.current_key_id() }),
         );
     } else {
-        println!(
+        crate::say!(
             "{count} stored secret(s) re-sealed with key {}; {already} already were. The previous keys are no longer needed.",
             app.secrets.current_key_id()
         );

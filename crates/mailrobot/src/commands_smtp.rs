@@ -80,14 +80,14 @@ async fn run_check(cfg: &SmtpConfig) -> (bool, Value) {
 /// One line for people: who logged in where, or why not.
 pub fn print_outcome(value: &Value) {
     if value["ok"] == json!(true) {
-        println!(
+        crate::say!(
             "SMTP {}: logged in as {} over {} — nothing sent",
             value["server"].as_str().unwrap_or_default(),
             value["authenticated_as"].as_str().unwrap_or("(no login)"),
             if value["secured"] == json!(true) { "TLS" } else { "an unencrypted connection" }
         );
     } else {
-        println!(
+        crate::say!(
             "SMTP {}: {}",
             value["server"].as_str().unwrap_or_default(),
             value["error"].as_str().unwrap_or_default()

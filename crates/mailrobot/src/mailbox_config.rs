@@ -222,7 +222,10 @@ impl MailboxConfig {
                 })
                 .await?,
             ),
-            MailboxConfig::DropFolder(s) => Box::new(DropFolderSource::open(s.path.clone())?),
+            MailboxConfig::DropFolder(s) => Box::new(
+                DropFolderSource::open(s.path.clone())?
+                    .with_max_message_bytes(u64::try_from(mailbox.max_message_bytes).unwrap_or(0)),
+            ),
             MailboxConfig::Ews(s) => {
                 let (auth, url) = match (&s.connection, ctx.tokens.clone()) {
                     (Some(_), Some((tokens, url))) => match s.mode.as_deref() {

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            mailrobot::esay!("error: {err:#}");
             ExitCode::FAILURE
         }
     };
@@ -48,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mailbox(command) => match command {
             MailboxCommand::Add(add) => {
                 let mailbox = commands::mailbox_add(&app, &add)?;
-                println!("Added mailbox {} ({}).", mailbox.name, mailbox.kind);
+                mailrobot::say!("Added mailbox {} ({}).", mailbox.name, mailbox.kind);
             }
             MailboxCommand::List { json } => commands::mailbox_list(&app, json)?,
             MailboxCommand::Test { name, json } => {
@@ -69,13 +69,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     match &result {
                         Ok(probe) => {
-                            println!("{}: reachable; {} mails waiting", mailbox.name, probe.waiting);
+                            mailrobot::say!("{}: reachable; {} mails waiting", mailbox.name, probe.waiting);
                             for f in &probe.folders {
                                 let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
-                                println!("  {:<30} {:>6} mails, {:>6} unread", f.name, count(f.total), count(f.unread));
+                                mailrobot::say!(
+                                    "  {:<30} {:>6} mails, {:>6} unread",
+                                    f.name,
+                                    count(f.total),
+                                    count(f.unread)
+                                );
                             }
                         }
-                        Err(err) => println!("{}: {err}", mailbox.name),
+                        Err(err) => mailrobot::say!("{}: {err}", mailbox.name),
                     }
                 }
                 if result.is_err() {
@@ -85,17 +90,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             MailboxCommand::Enable { name } => {
                 let m = commands::find_mailbox(app.store.as_ref(), &name)?;
                 app.store.set_mailbox_enabled(m.id, true)?;
-                println!("Mailbox {name} enabled.");
+                mailrobot::say!("Mailbox {name} enabled.");
             }
             MailboxCommand::Disable { name } => {
                 let m = commands::find_mailbox(app.store.as_ref(), &name)?;
                 app.store.set_mailbox_enabled(m.id, false)?;
-                println!("Mailbox {name} disabled.");
+                mailrobot::say!("Mailbox {name} disabled.");
             }
             MailboxCommand::Remove { name } => {
                 let m = commands::find_mailbox(app.store.as_ref(), &name)?;
                 app.store.remove_mailbox(m.id)?;
-                println!("Mailbox {name} removed; its journal and tickets stay.");
+                mailrobot::say!("Mailbox {name} removed; its journal and tickets stay.");
             }
         },
         Command::Tickets(TicketsCommand::List { json }) => commands::tickets_list(&app, json)?,
@@ -109,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let n = app.store.retry_failed(id)?;
-            println!("{n} failed mails queued again; the next pass processes them.");
+            mailrobot::say!("{n} failed mails queued again; the next pass processes them.");
         }
         Command::Settings(command) => commands::settings(&app, &command)?,
         Command::Tenant(command) => mailrobot::commands_auth::tenant_command(&app, &command)?,
@@ -132,7 +137,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         match result {
             Ok(r) if r.throttled_until.is_some() => {
                 if !json {
-                    println!(
+                    mailrobot::say!(
                         "{}: throttled by the server; not polled before {}",
                         mailbox.name,
                         r.throttled_until.as_deref().unwrap_or("")
@@ -142,7 +147,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(r) => {
                 if !json {
-                    println!(
+                    mailrobot::say!(
                         "{}: {} listed, {} fetched, {} processed, {} duplicates, {} failed, {} new tickets, {} settled",
                         mailbox.name,
                         r.listed,
@@ -158,7 +163,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
             }
             Err(err) => {
                 failed += 1;
-                eprintln!("{}: could not be polled: {err}", mailbox.name);
+                mailrobot::esay!("{}: could not be polled: {err}", mailbox.name);
                 reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": false, "error": err.to_string()}));
             }
         }
@@ -167,7 +172,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&serde_json::Value::Array(reports));
     }
     if results.is_empty() && !json {
-        println!("No enabled mailboxes. Add one with `mailrobot mailbox add`.");
+        mailrobot::say!("No enabled mailboxes. Add one with `mailrobot mailbox add`.");
     }
     Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mailrobot_secrets::SecretBox;
-use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SourceError};
+use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{IncomingMail, Mailbox, ProcessingRules, SettleTo, Store, StoreError};
 use serde::Serialize;
 
@@ -322,23 +322,24 @@ impl Pipeline {
                 .iter()
                 .map(|m| {
                     // Sources that list no sizes are checked here.
-                    if let Some(size) = m.oversized {
-                        IncomingMail::rejected(
+                    match &m.refused {
+                        Some(Refusal::TooLarge { at_least }) => IncomingMail::rejected(
                             m.remote_id.clone(),
-                            size,
+                            *at_least,
                             format!(
-                                "message is at least {size} bytes, over this mailbox's limit of {max} bytes; \
+                                "message is at least {at_least} bytes, over this mailbox's limit of {max} bytes; \
                                  raise --max-message-mb or handle it by hand"
                             ),
-                        )
-                    } else if m.raw.len() as u64 > max {
-                        IncomingMail::rejected(
+                        ),
+                        Some(Refusal::NotAMail { reason }) => {
+                            IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
+                        }
+                        None if m.raw.len() as u64 > max => IncomingMail::rejected(
                             m.remote_id.clone(),
                             m.raw.len() as u64,
                             format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
-                        )
-                    } else {
-                        IncomingMail::fetched(m.remote_id.clone(), &m.raw)
+                        ),
+                        None => IncomingMail::fetched(m.remote_id.clone(), &m.raw),
                     }
                 })
                 .collect();

@@ -2,6 +2,12 @@
 //! into `DIR/inbox` (writing them in `DIR/tmp` first and renaming, so the
 //! robot never sees half a file); settled files move to `DIR/processed` or
 //! `DIR/failed`. Remote ids are file names.
+//!
+//! Whoever may write to the inbox is not trusted with anything else: a file
+//! is opened without following symlinks, checked on the open descriptor (a
+//! regular file, not over the size limit) and read no further than the limit,
+//! so swapping a listed file for a link to, say, the master key gets the link
+//! refused, not the key read.
 
 use std::fs;
 use std::io;
@@ -15,6 +21,8 @@ const SUBDIRS: [&str; 4] = ["inbox", "tmp", "processed", "failed"];
 #[derive(Debug, Clone)]
 pub struct DropFolderSource {
     root: PathBuf,
+    /// Files over this many bytes are refused, not read.
+    max_message_bytes: u64,
 }
 
 impl DropFolderSource {
@@ -30,7 +38,14 @@ impl DropFolderSource {
                 ))
             })?;
         }
-        Ok(DropFolderSource { root: path })
+        Ok(DropFolderSource { root: path, max_message_bytes: u64::MAX })
+    }
+
+    /// Refuses files over `max` bytes (they stay in the inbox until settled
+    /// into `failed/`).
+    pub fn with_max_message_bytes(mut self, max: u64) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -62,6 +77,7 @@ impl MailSource for DropFolderSource {
 
     async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
         let ids = remote_ids.to_vec();
+        let max = self.max_message_bytes;
         self.blocking(move |root| {
             let inbox = root.join("inbox");
             let mut mails = Vec::with_capacity(ids.len());
@@ -69,8 +85,16 @@ impl MailSource for DropFolderSource {
                 let Some(path) = inbox_path(&inbox, &id) else {
                     continue;
                 };
-                match fs::read(&path) {
-                    Ok(raw) => mails.push(RemoteMail::new(id, raw)),
+                match read_mail_file(&path, max) {
+                    Ok(FileRead::Mail(raw)) => mails.push(RemoteMail::new(id, raw)),
+                    Ok(FileRead::TooLarge(at_least)) => mails.push(RemoteMail::oversized(id, at_least)),
+                    Ok(FileRead::NotAFile(what)) => {
+                        tracing::warn!(file = %id, what, "drop folder: not a regular file; refused");
+                        mails.push(RemoteMail::not_a_mail(
+                            id,
+                            format!("the drop folder entry is {what}, not a regular file"),
+                        ))
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         tracing::debug!(file = %id, "drop folder: file gone before fetch; skipped")
                     }
@@ -118,6 +142,61 @@ impl MailSource for DropFolderSource {
     async fn close(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
+}
+
+/// What reading one inbox entry found.
+#[derive(Debug, PartialEq, Eq)]
+enum FileRead {
+    Mail(Vec<u8>),
+    /// Over the limit: at least this many bytes.
+    TooLarge(u64),
+    /// A symlink, FIFO, device, socket or directory: what it is.
+    NotAFile(&'static str),
+}
+
+/// Reads a mail file without following a symlink, judging the descriptor it
+/// opened (not the name, which may have been swapped since it was listed),
+/// and reading at most `max` + 1 bytes whatever the file claims.
+fn read_mail_file(path: &Path, max: u64) -> io::Result<FileRead> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        // O_NOFOLLOW on a symlink fails with ELOOP.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(FileRead::NotAFile("a symbolic link")),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a named pipe"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Ok(FileRead::NotAFile(what));
+    }
+    if meta.len() > max {
+        return Ok(FileRead::TooLarge(meta.len()));
+    }
+    // The file may grow after fstat: the read itself is bounded too.
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1)).read_to_end(&mut raw)?;
+    if raw.len() as u64 > max {
+        return Ok(FileRead::TooLarge(raw.len() as u64));
+    }
+    Ok(FileRead::Mail(raw))
 }
 
 fn list_inbox(inbox: &Path) -> Result<Vec<Listing>, SourceError> {
@@ -235,6 +314,29 @@ mod tests {
         assert_eq!(fs::read_to_string(b.join("m.eml")).unwrap(), "old");
         assert_eq!(fs::read_to_string(dest).unwrap(), "new");
         assert!(move_no_clobber(&a.join("m.eml"), &b, "m.eml").unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_regular_files_only_and_never_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("master.key");
+        fs::write(&secret, "SECRET-KEY-BYTES").unwrap();
+        let mail = dir.path().join("m.eml");
+        fs::write(&mail, "Subject: x\r\n\r\nbody").unwrap();
+        assert_eq!(read_mail_file(&mail, 100).unwrap(), FileRead::Mail(b"Subject: x\r\n\r\nbody".to_vec()));
+        assert_eq!(read_mail_file(&mail, 5).unwrap(), FileRead::TooLarge(18));
+
+        let link = dir.path().join("link.eml");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert_eq!(read_mail_file(&link, 100).unwrap(), FileRead::NotAFile("a symbolic link"));
+
+        let fifo = dir.path().join("fifo.eml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_mail_file(&fifo, 100).unwrap(), FileRead::NotAFile("a named pipe"));
+        assert_eq!(read_mail_file(dir.path(), 100).unwrap(), FileRead::NotAFile("a directory"));
+        assert_eq!(read_mail_file(Path::new("/dev/zero"), 100).unwrap(), FileRead::NotAFile("a device"));
     }
 
     #[test]

@@ -726,12 +726,12 @@ mod tests {
         let mut cfg = client().cfg.clone();
         cfg.max_message_bytes = Some(10_000);
         let mail = read_mime(&cfg, "big".into(), reqwest::get(&url).await.unwrap()).await.unwrap();
-        let seen = mail.oversized.expect("refused");
+        let seen = mail.oversized_at_least().expect("refused");
         assert!(mail.raw.is_empty() && seen > 10_000 && seen < 64 * 1024, "{seen}");
 
         cfg.max_message_bytes = Some(1 << 20);
         let mail = read_mime(&cfg, "fits".into(), reqwest::get(&url).await.unwrap()).await.unwrap();
-        assert_eq!((mail.raw.len(), mail.oversized), (64 * 1024, None));
+        assert_eq!((mail.raw.len(), mail.refused), (64 * 1024, None));
     }
 
     #[test]

@@ -78,19 +78,42 @@ pub struct Listing {
 pub struct RemoteMail {
     pub remote_id: String,
     pub raw: Vec<u8>,
-    /// Set when the source did not download the mail because it is over the
-    /// mailbox's size limit (`raw` is then empty): how many bytes it has at
-    /// least. The pipeline records it as too large.
-    pub oversized: Option<u64>,
+    /// Set when the source did not take the mail (`raw` is then empty):
+    /// the pipeline journals it as failed with this reason, and settles it
+    /// into the error folder.
+    pub refused: Option<Refusal>,
+}
+
+/// Why a source did not take a mail it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the mailbox's size limit: reading stopped once it had at least
+    /// this many bytes (or the server announced as many).
+    TooLarge { at_least: u64 },
+    /// Not something the robot reads as a mail (a drop folder's symlink,
+    /// device or directory): the reason says what it is.
+    NotAMail { reason: String },
 }
 
 impl RemoteMail {
     pub fn new(remote_id: String, raw: Vec<u8>) -> Self {
-        Self { remote_id, raw, oversized: None }
+        Self { remote_id, raw, refused: None }
     }
 
     pub fn oversized(remote_id: String, at_least: u64) -> Self {
-        Self { remote_id, raw: Vec::new(), oversized: Some(at_least) }
+        Self { remote_id, raw: Vec::new(), refused: Some(Refusal::TooLarge { at_least }) }
+    }
+
+    pub fn not_a_mail(remote_id: String, reason: impl Into<String>) -> Self {
+        Self { remote_id, raw: Vec::new(), refused: Some(Refusal::NotAMail { reason: reason.into() }) }
+    }
+
+    /// Whether the source refused it for being over the size limit.
+    pub fn oversized_at_least(&self) -> Option<u64> {
+        match self.refused {
+            Some(Refusal::TooLarge { at_least }) => Some(at_least),
+            _ => None,
+        }
     }
 }
 
