@@ -114,6 +114,11 @@ pub fn secret_context(mailbox_name: &str) -> String {
     format!("mailbox:{mailbox_name}:password")
 }
 
+/// The mailbox's size limit in bytes.
+fn max_message_bytes(mailbox: &Mailbox) -> u64 {
+    u64::try_from(mailbox.max_message_bytes).unwrap_or(0)
+}
+
 /// How long one network step may take before the poll gives up.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -206,6 +211,7 @@ impl MailboxConfig {
                     settle: s.settle,
                     extra_ca_file: None,
                     timeout: NETWORK_TIMEOUT,
+                    max_message_bytes: max_message_bytes(mailbox),
                 })
                 .await?,
             ),
@@ -219,13 +225,13 @@ impl MailboxConfig {
                     keep_on_server: s.keep_on_server,
                     extra_ca_file: None,
                     timeout: NETWORK_TIMEOUT,
+                    max_message_bytes: max_message_bytes(mailbox),
                 })
                 .await?,
             ),
-            MailboxConfig::DropFolder(s) => Box::new(
-                DropFolderSource::open(s.path.clone())?
-                    .with_max_message_bytes(u64::try_from(mailbox.max_message_bytes).unwrap_or(0)),
-            ),
+            MailboxConfig::DropFolder(s) => {
+                Box::new(DropFolderSource::open(s.path.clone())?.with_max_message_bytes(max_message_bytes(mailbox)))
+            }
             MailboxConfig::Ews(s) => {
                 let (auth, url) = match (&s.connection, ctx.tokens.clone()) {
                     (Some(_), Some((tokens, url))) => match s.mode.as_deref() {
@@ -281,7 +287,7 @@ impl MailboxConfig {
                         tokens,
                         timeout: NETWORK_TIMEOUT,
                         delta_link: ctx.sync_state,
-                        max_message_bytes: u64::try_from(mailbox.max_message_bytes).ok(),
+                        max_message_bytes: Some(max_message_bytes(mailbox)),
                     })
                     .await?,
                 )

@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use tokio::io::BufWriter;
 
 use crate::credentials::{self, Credentials, xoauth2_raw};
+use crate::imap_guard::FrameGuard;
 use crate::tls::{self, TlsMode, Transport};
 use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
 
@@ -55,6 +56,9 @@ pub struct ImapConfig {
     /// Bound on every network step: connect, handshake, each command, and
     /// each response while a long FETCH streams in.
     pub timeout: Duration,
+    /// Mails are downloaded no further than this many bytes plus one
+    /// (whatever RFC822.SIZE says); a longer one is refused as too large.
+    pub max_message_bytes: u64,
 }
 
 impl ImapConfig {
@@ -63,7 +67,7 @@ impl ImapConfig {
     }
 }
 
-type Io = BufWriter<Transport>;
+type Io = BufWriter<FrameGuard<Transport>>;
 type Session = async_imap::Session<Io>;
 
 /// Server extensions the settle logic depends on.
@@ -227,17 +231,25 @@ impl ImapSource {
         // A server may answer a FETCH twice for one UID (e.g. with a flag
         // update in between); hand each mail out once.
         let mut seen = HashSet::with_capacity(uids.len());
+        // Ask for no more than the limit and one byte: an honest server
+        // then never sends more, and one byte over tells "too large".
+        let max = cfg.max_message_bytes;
+        let body_item = match u32::try_from(max.saturating_add(1)) {
+            Ok(n) => format!("BODY.PEEK[]<0.{n}>"),
+            Err(_) => "BODY.PEEK[]".to_string(),
+        };
         for set in uid_sets(&uids, MAX_SET_LEN) {
             run_command(
                 &mut conn.session,
-                &format!("UID FETCH {set} (UID RFC822.SIZE BODY.PEEK[])"),
+                &format!("UID FETCH {set} (UID RFC822.SIZE {body_item})"),
                 cfg.timeout,
                 |resp| {
                     if let Response::Fetch(_, attrs) = resp {
-                        let (mut uid, mut body) = (None, None);
+                        let (mut uid, mut body, mut size) = (None, None, None);
                         for a in attrs {
                             match a {
                                 AttributeValue::Uid(u) => uid = Some(*u),
+                                AttributeValue::Rfc822Size(s) => size = Some(u64::from(*s)),
                                 AttributeValue::BodySection { section: None, data, .. } => body = data.as_deref(),
                                 _ => {}
                             }
@@ -247,7 +259,13 @@ impl ImapSource {
                             && uids.binary_search(&uid).is_ok()
                             && seen.insert(uid)
                         {
-                            mails.push(RemoteMail::new(format!("{validity}:{uid}"), body.to_vec()));
+                            let id = format!("{validity}:{uid}");
+                            let at_least = (body.len() as u64).max(size.unwrap_or(0));
+                            if at_least > max {
+                                mails.push(RemoteMail::oversized(id, at_least));
+                            } else {
+                                mails.push(RemoteMail::new(id, body.to_vec()));
+                            }
                         }
                     }
                 },
@@ -379,7 +397,8 @@ async fn open_session(
 ) -> Result<Connection, SourceError> {
     let server = cfg.endpoint();
     let transport = tls::connect("IMAP", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
-    let mut client = async_imap::Client::new(BufWriter::new(transport));
+    let guard = |t| FrameGuard::new(t, cfg.max_message_bytes.saturating_add(1));
+    let mut client = async_imap::Client::new(BufWriter::new(guard(transport)));
     read_greeting(cfg, &mut client).await?;
 
     if let (TlsMode::StartTls, Some(tc)) = (cfg.tls, &tls_config) {
@@ -391,11 +410,11 @@ async fn open_session(
                 async_error_text(&e)
             ))
         })?;
-        let Transport::Plain(tcp) = client.into_inner().into_inner() else {
+        let Transport::Plain(tcp) = client.into_inner().into_inner().into_inner() else {
             unreachable!("STARTTLS runs on a plain connection");
         };
         let upgraded = tls::tls_handshake("IMAP", tcp, &cfg.host, cfg.port, tc.clone(), cfg.timeout).await?;
-        client = async_imap::Client::new(BufWriter::new(upgraded));
+        client = async_imap::Client::new(BufWriter::new(guard(upgraded)));
     }
 
     let mut session = login(cfg, client).await?;
@@ -660,6 +679,12 @@ impl ImapError {
         match self {
             ImapError::Timeout(t) => SourceError::transient(format!(
                 "IMAP server {server} did not answer within {t:?} while {doing}; will retry"
+            )),
+            // Sending more than asked is how this server behaves, not a
+            // network accident: retrying gets the same.
+            ImapError::Io(e) if crate::imap_guard::TooMuch::find(&e).is_some() => SourceError::permanent(format!(
+                "{e} while {doing} ({server}); the robot stopped reading. Check the server, or raise the \
+                 mailbox's --max-message-mb if its mails are that large"
             )),
             ImapError::Io(e) => {
                 SourceError::transient(format!("IMAP connection to {server} failed while {doing}: {e}; will retry"))

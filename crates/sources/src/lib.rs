@@ -36,6 +36,7 @@ pub mod ews;
 pub mod graph;
 mod http1;
 pub mod imap;
+mod imap_guard;
 pub mod ntlm;
 pub mod pop3;
 pub mod smtp;

@@ -44,6 +44,9 @@ pub struct Pop3Config {
     pub extra_ca_file: Option<PathBuf>,
     /// Bound on every network step: connect, handshake, each read and write.
     pub timeout: Duration,
+    /// A mail is read no further than this many bytes (whatever LIST
+    /// announced): past it, it is refused as too large and left on the server.
+    pub max_message_bytes: u64,
 }
 
 impl Pop3Config {
@@ -63,6 +66,9 @@ mod wire {
     /// Status lines are short (RFC 2449: 512 bytes); allow some slack but
     /// do not let a confused peer grow one line without bound.
     const MAX_STATUS_LINE: usize = 64 * 1024;
+    /// CAPA, UIDL and LIST answers: about 80 bytes per mail, so this allows
+    /// a few hundred thousand mails and no more.
+    const MAX_LISTING: usize = 64 << 20;
 
     #[derive(Debug)]
     pub enum WireError {
@@ -70,6 +76,8 @@ mod wire {
         Io(std::io::Error),
         Closed,
         Protocol(String),
+        /// A line (or a multi-line answer) ran past the bound it was read with.
+        TooLong(usize),
     }
 
     /// A status answer: `+OK text` or `-ERR text`.
@@ -135,7 +143,7 @@ mod wire {
                     return Ok(());
                 }
                 if self.line.len() > limit {
-                    return Err(WireError::Protocol(format!("line longer than {limit} bytes")));
+                    return Err(WireError::TooLong(limit));
                 }
             }
         }
@@ -157,9 +165,18 @@ mod wire {
 
         /// Reads the body of a multi-line answer up to the lone "." line,
         /// removing the byte-stuffed leading dots. Line ends are kept as sent.
-        pub async fn read_multiline(&mut self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        /// Stops with [`WireError::TooLong`] once the body passes `max`
+        /// bytes: the rest is not read, so the session is out of step and
+        /// must be dropped.
+        pub async fn read_multiline(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), WireError> {
+            let start = out.len();
             loop {
-                self.read_line(usize::MAX).await?;
+                // Room for the rest of the body, its line end and a stuffed dot.
+                let budget = max.saturating_sub(out.len() - start).saturating_add(3);
+                self.read_line(budget).await.map_err(|e| match e {
+                    WireError::TooLong(_) => WireError::TooLong(max),
+                    e => e,
+                })?;
                 let line = &self.line[..];
                 if trim_eol(line) == b"." {
                     return Ok(());
@@ -168,13 +185,16 @@ mod wire {
                     Some(b'.') => out.extend_from_slice(&line[1..]),
                     _ => out.extend_from_slice(line),
                 }
+                if out.len() - start > max {
+                    return Err(WireError::TooLong(max));
+                }
             }
         }
 
         /// Reads a multi-line answer as text lines (CAPA, UIDL, LIST).
         pub async fn read_multiline_lines(&mut self) -> Result<Vec<String>, WireError> {
             let mut body = Vec::new();
-            self.read_multiline(&mut body).await?;
+            self.read_multiline(&mut body, MAX_LISTING).await?;
             Ok(String::from_utf8_lossy(&body)
                 .lines()
                 .map(|l| l.trim_end_matches('\r').to_string())
@@ -328,8 +348,10 @@ impl Pop3Source {
         wanted.dedup();
 
         let window = if conn.caps.pipelining { PIPELINE_WINDOW } else { 1 };
+        let max = usize::try_from(cfg.max_message_bytes).unwrap_or(usize::MAX);
         let mut mails = Vec::with_capacity(wanted.len());
-        for batch in wanted.chunks(window) {
+        let mut out_of_step = false;
+        'batches: for batch in wanted.chunks(window) {
             let commands: Vec<String> = batch.iter().map(|(n, _)| format!("RETR {n}")).collect();
             tracing::debug!(count = commands.len(), first = %commands[0], "POP3 > RETR");
             conn.wire.send_lines(&commands).await.map_err(|e| wire_error(&cfg, e, "fetching mails"))?;
@@ -337,8 +359,20 @@ impl Pop3Source {
                 match conn.wire.read_status().await.map_err(|e| wire_error(&cfg, e, "fetching mails"))? {
                     Status::Ok(_) => {
                         let mut raw = Vec::new();
-                        conn.wire.read_multiline(&mut raw).await.map_err(|e| wire_error(&cfg, e, "fetching mails"))?;
-                        mails.push(RemoteMail::new((*id).clone(), raw));
+                        match conn.wire.read_multiline(&mut raw, max).await {
+                            Ok(()) => mails.push(RemoteMail::new((*id).clone(), raw)),
+                            // Whatever LIST said, the mail is bigger than
+                            // the limit: refused, left on the server. The
+                            // rest of it (and of the pipelined answers) is
+                            // not read: this session is done.
+                            Err(WireError::TooLong(_)) => {
+                                tracing::warn!(message = n, remote_id = %id, limit = max, "POP3 mail over the size limit; stopped reading it");
+                                mails.push(RemoteMail::oversized((*id).clone(), raw.len() as u64));
+                                out_of_step = true;
+                                break 'batches;
+                            }
+                            Err(e) => return Err(wire_error(&cfg, e, "fetching mails")),
+                        }
                     }
                     Status::Err(text) if is_server_trouble(&text) => {
                         return Err(server_trouble(&cfg, "fetching mails", &text));
@@ -352,6 +386,12 @@ impl Pop3Source {
                     }
                 }
             }
+        }
+        if out_of_step {
+            // Mails left out are fetched by a later batch or pass; deletes
+            // sent in this session are lost with it and redone when those
+            // mails are listed again.
+            self.conn = None;
         }
         Ok(mails)
     }
@@ -670,6 +710,7 @@ fn wire_error(cfg: &Pop3Config, e: WireError, doing: &str) -> SourceError {
             SourceError::transient(format!("POP3 server {server} closed the connection while {doing}; will retry"))
         }
         WireError::Protocol(text) => protocol_error(cfg, doing, &text),
+        WireError::TooLong(limit) => protocol_error(cfg, doing, &format!("an answer longer than {limit} bytes")),
     }
 }
 
@@ -719,7 +760,7 @@ mod tests {
         let mut wire = Wire::new(Transport::Plain(tcp), Duration::from_secs(5));
         assert!(matches!(wire.read_status().await.unwrap(), Status::Ok(t) if t == "42 octets"));
         let mut body = Vec::new();
-        wire.read_multiline(&mut body).await.unwrap();
+        wire.read_multiline(&mut body, 1000).await.unwrap();
         assert_eq!(body, b"Subject: x\r\n\r\n.leading dot\r\n.\r\nlone-dot-above\r\nbare lf\n".to_vec());
         assert!(matches!(wire.read_status().await.unwrap(), Status::Err(t) if t == "no such message"));
         assert!(matches!(wire.read_status().await.unwrap(), Status::Continue(t) if t == "e30="));
@@ -765,6 +806,7 @@ mod tests {
             keep_on_server: false,
             extra_ca_file: None,
             timeout: Duration::from_secs(5),
+            max_message_bytes: 1 << 20,
         };
         Pop3Source::connect(cfg("good-token")).await.unwrap();
         let err = Pop3Source::connect(cfg("bad-token")).await.unwrap_err();

@@ -42,6 +42,7 @@ pub fn imap_config(d: &Dovecot, settle: SettleAction) -> ImapConfig {
         settle,
         extra_ca_file: None,
         timeout: Duration::from_secs(10),
+        max_message_bytes: 50 << 20,
     }
 }
 
@@ -55,6 +56,7 @@ pub fn pop3_config(d: &Dovecot, keep_on_server: bool) -> Pop3Config {
         keep_on_server,
         extra_ca_file: None,
         timeout: Duration::from_secs(10),
+        max_message_bytes: 50 << 20,
     }
 }
 
