@@ -31,6 +31,18 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
+/// `MAILROBOT_PANIC_AT=<point>` panics at that point instead: how tests
+/// show that a bug in one mailbox's poll is caught and recorded.
+pub const PANIC_ENV: &str = "MAILROBOT_PANIC_AT";
+
+/// Panics here if the environment asks for it.
+pub fn panic_point(name: &str) {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    if ARMED.get_or_init(|| std::env::var(PANIC_ENV).ok()).as_deref() == Some(name) {
+        panic!("injected panic at {name}");
+    }
+}
+
 /// Dies here if the environment asks for it.
 pub fn point(name: &str) {
     let Some(armed) = armed() else { return };

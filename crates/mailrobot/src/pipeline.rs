@@ -65,6 +65,10 @@ pub enum PollError {
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Auth(#[from] mailrobot_auth::AuthError),
+    /// A bug met in this mailbox's poll: caught, so it fails this mailbox
+    /// alone and backs off like any failure.
+    #[error("internal error while polling this mailbox (a bug; please report it with the log): {0}")]
+    Panicked(String),
 }
 
 impl PollError {
@@ -74,6 +78,7 @@ impl PollError {
             PollError::Source(e) => e.is_transient(),
             PollError::Store(_) | PollError::Join(_) => true,
             PollError::Auth(e) => e.is_transient(),
+            PollError::Panicked(_) => false,
         }
     }
 
@@ -129,8 +134,26 @@ impl Pipeline {
         Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
     }
 
-    /// One pass over one mailbox.
+    /// One pass over one mailbox. A panic inside it (a bug, perhaps met on
+    /// data a server controls) becomes this mailbox's error.
     pub async fn poll(&self, mailbox: &Mailbox) -> Result<PollReport, PollError> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.poll_inner(mailbox)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                tracing::error!(mailbox = %mailbox.name, panic = %what, "poll panicked; recorded as this mailbox's error");
+                Err(PollError::Panicked(what))
+            }
+        }
+    }
+
+    async fn poll_inner(&self, mailbox: &Mailbox) -> Result<PollReport, PollError> {
+        crash::panic_point("poll");
         let mut report = PollReport { mailbox: mailbox.name.clone(), ..Default::default() };
         // Mails journaled by a pass that died are processed first, without
         // the server: they are already safe here.

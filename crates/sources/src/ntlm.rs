@@ -77,6 +77,8 @@ pub enum NtlmError {
     NoCharset,
     #[error("the server does not accept Unicode in NTLM, and the {0} is not plain ASCII")]
     NotAscii(&'static str),
+    #[error("the NTLM answer's {0} would pass 64 KiB (the server sent that much target information)")]
+    FieldTooLong(&'static str),
 }
 
 /// Who logs in. `DOMAIN\user` names the domain; `user@domain` (a UPN) and a
@@ -113,8 +115,11 @@ pub fn negotiate_message() -> Vec<u8> {
     m.extend_from_slice(SIGNATURE);
     m.extend_from_slice(&NEGOTIATE.to_le_bytes());
     m.extend_from_slice(&CLIENT_FLAGS.to_le_bytes());
-    put_fields(&mut m, 0, LEN); // DomainNameFields
-    put_fields(&mut m, 0, LEN); // WorkstationFields
+    // DomainNameFields and WorkstationFields: empty.
+    for _ in 0..2 {
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(&LEN.to_le_bytes());
+    }
     m
 }
 
@@ -303,19 +308,19 @@ pub fn authenticate_message(
     let mut offsets = [0u32; 6];
     let mut at = HEADER;
     for (offset, part) in offsets.iter_mut().zip(payload) {
-        *offset = at as u32;
+        *offset = u32::try_from(at).map_err(|_| NtlmError::FieldTooLong("message"))?;
         at += part.len();
     }
     let [domain_at, user_at, workstation_at, lm_at, nt_at, key_at] = offsets;
     let mut m = Vec::with_capacity(at);
     m.extend_from_slice(SIGNATURE);
     m.extend_from_slice(&AUTHENTICATE.to_le_bytes());
-    put_fields(&mut m, responses.lm_response.len(), lm_at);
-    put_fields(&mut m, responses.nt_response.len(), nt_at);
-    put_fields(&mut m, domain.len(), domain_at);
-    put_fields(&mut m, user.len(), user_at);
-    put_fields(&mut m, 0, workstation_at);
-    put_fields(&mut m, 0, key_at); // EncryptedRandomSessionKey: no key exchange
+    put_fields(&mut m, responses.lm_response.len(), lm_at, "LmChallengeResponse")?;
+    put_fields(&mut m, responses.nt_response.len(), nt_at, "NtChallengeResponse")?;
+    put_fields(&mut m, domain.len(), domain_at, "DomainName")?;
+    put_fields(&mut m, user.len(), user_at, "UserName")?;
+    put_fields(&mut m, 0, workstation_at, "Workstation")?;
+    put_fields(&mut m, 0, key_at, "EncryptedRandomSessionKey")?; // no key exchange
     m.extend_from_slice(&negotiated.to_le_bytes());
     debug_assert_eq!(m.len(), HEADER);
     for part in payload {
@@ -372,11 +377,14 @@ fn field<'a>(msg: &'a [u8], at: usize, name: &'static str) -> Result<&'a [u8], N
     offset.checked_add(len).and_then(|end| msg.get(offset..end)).ok_or(NtlmError::OutOfBounds(name))
 }
 
-fn put_fields(m: &mut Vec<u8>, len: usize, offset: u32) {
-    let len = u16::try_from(len).expect("NTLM fields stay under 64 KiB");
+/// Writes a field's (Len, MaxLen, BufferOffset). The NT response carries the
+/// server's target information, so a server decides how long it is.
+fn put_fields(m: &mut Vec<u8>, len: usize, offset: u32, name: &'static str) -> Result<(), NtlmError> {
+    let len = u16::try_from(len).map_err(|_| NtlmError::FieldTooLong(name))?;
     m.extend_from_slice(&len.to_le_bytes());
     m.extend_from_slice(&len.to_le_bytes());
     m.extend_from_slice(&offset.to_le_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -420,11 +428,11 @@ mod tests {
     fn challenge_bytes(c: &ChallengeMessage) -> Vec<u8> {
         let mut m = SIGNATURE.to_vec();
         m.extend(CHALLENGE.to_le_bytes());
-        put_fields(&mut m, c.target_name.len(), 48);
+        put_fields(&mut m, c.target_name.len(), 48, "TargetName").unwrap();
         m.extend(c.flags.to_le_bytes());
         m.extend(c.server_challenge);
         m.extend([0; 8]);
-        put_fields(&mut m, c.target_info.len(), 48 + c.target_name.len() as u32);
+        put_fields(&mut m, c.target_info.len(), 48 + c.target_name.len() as u32, "TargetInfo").unwrap();
         m.extend(&c.target_name);
         m.extend(&c.target_info);
         m
@@ -660,5 +668,21 @@ mod tests {
     fn filetime_counts_from_1601() {
         assert_eq!(filetime(UNIX_EPOCH), 116_444_736_000_000_000);
         assert_eq!(filetime(UNIX_EPOCH + std::time::Duration::from_micros(1)), 116_444_736_000_000_010);
+    }
+
+    #[test]
+    fn a_challenge_with_64_kib_of_target_info_is_an_error_not_a_panic() {
+        let good = spec_challenge_message();
+        let mut c = ChallengeMessage::parse(&good).unwrap();
+        // A server's TargetInfo as long as its 16-bit length allows.
+        let mut info = Vec::new();
+        info.extend_from_slice(&2u16.to_le_bytes());
+        info.extend_from_slice(&(65_500u16).to_le_bytes());
+        info.extend(std::iter::repeat_n(0u8, 65_500));
+        info.extend_from_slice(&[0, 0, 0, 0]);
+        c.target_info = info;
+        let parsed = ChallengeMessage::parse(&challenge_bytes(&c)).unwrap();
+        let err = authenticate_message(&Identity::new("u", "p"), &parsed, &CLIENT_CHALLENGE, 0).err();
+        assert!(matches!(err, Some(NtlmError::FieldTooLong("NtChallengeResponse"))), "{err:?}");
     }
 }
