@@ -24,8 +24,8 @@ use mailrobot_store::{AuthFlow, AuthStore, Authorization, CachedToken, Connectio
 use crate::assertion::{ASSERTION_TYPE, Algorithm, Certificate};
 use crate::client::TokenClient;
 use crate::error::AuthError;
-use crate::flow::{AuthorizeRequest, FLOW_LIFETIME_MINUTES, FlowSecrets, id_claims};
-use crate::model::{ConnectionState, Endpoints, Mode, OIDC_SCOPES, REDIRECT_PATH, resource_of};
+use crate::flow::{AuthorizeRequest, FLOW_LIFETIME_MINUTES, FlowSecrets, IdTokenExpectation, id_claims};
+use crate::model::{ConnectionState, Endpoints, Mode, OIDC_SCOPES, REDIRECT_PATH, microsoft_authority, resource_of};
 use crate::protocol::{Grant, TokenResponse};
 
 /// Tokens are renewed this long before they expire, so a token handed out
@@ -445,8 +445,9 @@ impl TokenBroker {
 
     /// Finishes Setup Authentication from the redirect: checks `state`
     /// (known, unused, unexpired, same initiator), redeems the code with the
-    /// PKCE verifier, checks the id_token's nonce, and stores the refresh
-    /// token and who authenticated. Any failure leaves the connection as it was.
+    /// PKCE verifier, checks the id_token (nonce, audience, issuer, expiry),
+    /// and stores the refresh token and who authenticated. Any failure leaves
+    /// the connection as it was.
     pub async fn complete_authorization(
         &self,
         state: &str,
@@ -506,12 +507,20 @@ impl TokenBroker {
                 }
             };
         let claims = match &response.id_token {
-            Some(id_token) => id_claims(id_token).map_err(AuthError::Config)?,
+            Some(id_token) => {
+                let claims = id_claims(id_token).map_err(AuthError::Config)?;
+                claims
+                    .check(&IdTokenExpectation {
+                        authority: microsoft_authority(&tenant),
+                        client_id: &tenant.client_id,
+                        nonce: &flow.nonce,
+                        now: Utc::now().timestamp(),
+                    })
+                    .map_err(AuthError::Config)?;
+                claims
+            }
             None => Default::default(),
         };
-        if response.id_token.is_some() && claims.nonce.as_deref() != Some(flow.nonce.as_str()) {
-            return Err(AuthError::Config("the id_token's nonce does not match this sign-in; start again".into()));
-        }
         let refresh = response.refresh_token.as_deref().ok_or_else(|| {
             AuthError::Config("no refresh token came back: the connection's scopes must include offline_access".into())
         })?;

@@ -179,7 +179,7 @@ impl Endpoints {
                 token: tenant.token_url.clone().ok_or("this OAuth2 tenant has no token URL")?,
             }),
             _ => {
-                let authority = tenant.authority_url.as_deref().unwrap_or(DEFAULT_AUTHORITY).trim_end_matches('/');
+                let authority = microsoft_authority(tenant).unwrap_or(DEFAULT_AUTHORITY);
                 let directory = tenant.directory.as_deref().unwrap_or("organizations");
                 Ok(Endpoints {
                     authorize: format!("{authority}/{directory}/oauth2/v2.0/authorize"),
@@ -187,6 +187,15 @@ impl Endpoints {
                 })
             }
         }
+    }
+}
+
+/// The sign-in authority of a Microsoft 365 tenant, without a trailing slash
+/// (`https://login.microsoftonline.com`); None for generic OAuth2 providers.
+pub fn microsoft_authority(tenant: &Tenant) -> Option<&str> {
+    match tenant.provider.as_str() {
+        PROVIDER_OAUTH2 => None,
+        _ => Some(tenant.authority_url.as_deref().unwrap_or(DEFAULT_AUTHORITY).trim_end_matches('/')),
     }
 }
 

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::EmulatorError;
-use crate::config::{AppSpec, ConsentSpec, FaultSpec, IssueSpec, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate};
+use crate::config::{
+    AppSpec, ConsentSpec, FaultSpec, IdTokenFault, IssueSpec, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
+};
 use crate::state::Emu;
 
 type Result<T> = std::result::Result<T, EmulatorError>;
@@ -88,6 +90,7 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
         .route("/_admin/consents/revoke", post(revoke_consent))
         .route("/_admin/tokens", post(tokens))
         .route("/_admin/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route("/_admin/faults/id-token", post(add_id_token_fault))
         .route("/_admin/stats", get(stats))
         .route("/_admin/stats/reset", post(reset_stats))
         .route("/_admin/clock", get(clock))
@@ -167,6 +170,11 @@ async fn tokens(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
 
 async fn add_fault(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
     emu.faults().add(body::<FaultSpec>(&b)?)?;
+    Ok(created(json!({"ok": true})))
+}
+
+async fn add_id_token_fault(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    emu.faults().add_id_token(body::<IdTokenFault>(&b)?)?;
     Ok(created(json!({"ok": true})))
 }
 

@@ -266,6 +266,21 @@ pub struct IssueSpec {
     pub mfa: bool,
 }
 
+/// Claims to change in the next `count` id_tokens the token endpoint issues, so a client's
+/// id_token checks can be tried: `{"claims": {"aud": "someone-else"}}`. A `null` value removes
+/// the claim. The token is still signed with the emulator's key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdTokenFault {
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
 /// A fault to inject into the next `count` requests to an endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::EmulatorError;
-use crate::config::FaultSpec;
+use crate::config::{FaultSpec, IdTokenFault};
 use crate::error::StsError;
 
 /// Endpoint names faults and counters are kept under.
@@ -105,6 +105,7 @@ impl Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pending: Vec<FaultSpec>,
+    id_tokens: Vec<IdTokenFault>,
     pub stats: Stats,
 }
 
@@ -132,6 +133,26 @@ impl Faults {
 
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.id_tokens.clear();
+    }
+
+    pub fn add_id_token(&mut self, f: IdTokenFault) -> Result<(), EmulatorError> {
+        if f.count == 0 {
+            return Err(EmulatorError::Invalid("count must be at least 1".into()));
+        }
+        self.id_tokens.push(f);
+        Ok(())
+    }
+
+    /// The claims to change in the id_token being issued, if a tampering is queued.
+    pub fn take_id_token(&mut self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let f = self.id_tokens.first_mut()?;
+        f.count -= 1;
+        let claims = f.claims.clone();
+        if f.count == 0 {
+            self.id_tokens.remove(0);
+        }
+        Some(claims)
     }
 
     pub fn pending(&self) -> Vec<FaultSpec> {

@@ -45,8 +45,8 @@ mod token;
 
 pub use config::{
     AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, EwsAuthScheme, EwsAuthSpec, FaultSpec,
-    FolderInfo, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec,
-    UserUpdate,
+    FolderInfo, IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode,
+    TenantSpec, UserSpec, UserUpdate,
 };
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};

@@ -19,8 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::{
-    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, FaultSpec, FolderInfo, IssueSpec, MailboxGrant,
-    MailboxSpec, MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
+    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, FaultSpec, FolderInfo, IdTokenFault, IssueSpec,
+    MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
 };
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
@@ -394,6 +394,11 @@ impl Emulator {
 
     pub fn inject_fault(&self, fault: FaultSpec) -> Result<(), EmulatorError> {
         self.emu.faults().add(fault)
+    }
+
+    /// Changes claims of the next id_tokens issued (cleared with the other faults).
+    pub fn tamper_id_tokens(&self, fault: IdTokenFault) -> Result<(), EmulatorError> {
+        self.emu.faults().add_id_token(fault)
     }
 
     pub fn clear_faults(&self) {

@@ -123,7 +123,15 @@ impl Pending {
         if let Some(r) = self.refresh {
             out["refresh_token"] = json!(r);
         }
-        if let Some(id) = self.id {
+        if let Some(mut id) = self.id {
+            if let Some(changes) = emu.faults().take_id_token() {
+                for (claim, value) in changes {
+                    match value {
+                        Value::Null => id.as_object_mut().map(|o| o.remove(&claim)),
+                        value => id.as_object_mut().map(|o| o.insert(claim, value)),
+                    };
+                }
+            }
             out["id_token"] = json!(emu.key.sign(&id));
         }
         if let Some(ci) = self.client_info {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use m365_emulator::{Emulator, EmulatorConfig, FaultSpec, Setup};
+use m365_emulator::{Emulator, EmulatorConfig, FaultSpec, IdTokenFault, IssueSpec, Setup};
 use serde_json::{Value, json};
 
 fn cc_form() -> Vec<(&'static str, &'static str)> {
@@ -306,4 +306,50 @@ async fn binary_with_config_file_and_https() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(status, 200);
+}
+
+fn id_token_claims(tokens: &Value) -> Value {
+    let payload = tokens["id_token"].as_str().expect("an id_token").split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn id_tokens_can_be_tampered_with_to_test_a_clients_checks() {
+    let emu = start();
+    let issue = || {
+        emu.issue_tokens(&IssueSpec {
+            tenant: DOMAIN.into(),
+            client_id: WEB_APP.into(),
+            username: USER.into(),
+            scopes: vec!["openid".into(), "profile".into(), GRAPH_SCOPE.into()],
+            mfa: false,
+        })
+        .unwrap()
+    };
+    // Over the admin API: change aud, drop tid, for two tokens.
+    let r = client()
+        .post(format!("{}/_admin/faults/id-token", emu.base_url()))
+        .json(&json!({"claims": {"aud": "someone-else", "tid": null}, "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..2 {
+        let id = id_token_claims(&issue());
+        assert_eq!(id["aud"], "someone-else");
+        assert!(id.get("tid").is_none(), "{id}");
+        assert_eq!(id["iss"], format!("{}/{TENANT_ID}/v2.0", emu.base_url()), "the rest is as issued");
+    }
+    let id = id_token_claims(&issue());
+    assert_eq!(id["aud"], WEB_APP, "used up");
+    assert_eq!(id["tid"], TENANT_ID);
+
+    // Through the Rust API; clear_faults drops what is queued.
+    emu.tamper_id_tokens(IdTokenFault { claims: json!({"exp": 1}).as_object().unwrap().clone(), count: 1 }).unwrap();
+    assert_eq!(id_token_claims(&issue())["exp"], 1);
+    emu.tamper_id_tokens(IdTokenFault { claims: json!({"exp": 1}).as_object().unwrap().clone(), count: 5 }).unwrap();
+    emu.clear_faults();
+    assert_ne!(id_token_claims(&issue())["exp"], 1);
+    assert!(emu.tamper_id_tokens(IdTokenFault { claims: Default::default(), count: 0 }).is_err());
 }

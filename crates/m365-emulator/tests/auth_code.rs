@@ -94,6 +94,11 @@ async fn full_flow_with_pkce_consent_and_verified_claims() {
 
     let (_, id) = verify_jwt(body["id_token"].as_str().unwrap(), &keys);
     assert_eq!(id["aud"], WEB_APP);
+    // iss names the tenant by id, whatever the sign-in URL named it by.
+    assert_eq!(id["iss"], format!("{}/{TENANT_ID}/v2.0", emu.base_url()));
+    assert_eq!(id["ver"], "2.0");
+    let (id_iat, id_exp) = (id["iat"].as_i64().unwrap(), id["exp"].as_i64().unwrap());
+    assert!((id_iat - now()).abs() < 60 && id_exp > now(), "iat {id_iat}, exp {id_exp}");
     assert_eq!(id["nonce"], "n-456");
     assert_eq!(id["name"], "Mail Robot");
     assert_eq!(id["preferred_username"], USER);

@@ -21,7 +21,7 @@ use crate::cli::{AuthArg, MailboxAdd, MailboxKindArg, ProviderArg, SettleArg, Te
 use crate::commands::mailbox_add;
 use crate::commands_auth::tenant_add_with_secret;
 use crate::demo::{poll_and_report, samples};
-use crate::http::{HttpState, router};
+use crate::http::{HttpLimits, HttpState, router, serve_http};
 
 const DOMAIN: &str = "contoso.test";
 const CLIENT_ID: &str = "6d656d6f-6465-4d6f-8000-00000000d3e0";
@@ -149,8 +149,10 @@ async fn setup_authentication(app: &App, connection_id: i64, password: &str) -> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let public_url = format!("http://{}", listener.local_addr()?);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
-    let state = HttpState { store: app.store.clone(), metrics, broker: app.broker()? };
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let limits = HttpLimits::default();
+    let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_http(listener, router(state), limits, stop_rx));
 
     let result = async {
         let broker = app.broker()?;

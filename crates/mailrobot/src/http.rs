@@ -1,34 +1,234 @@
-//! The HTTP side of `serve`: liveness and metrics for now; the admin UI,
-//! REST API and OAuth redirect join here in later issues.
+//! The HTTP side of `serve`: liveness, metrics and the Setup Authentication
+//! redirect; the admin UI and REST API join here in later issues.
+//!
+//! Nothing here is authenticated, so nothing here tells secrets or details
+//! (`/healthz` says only `ok` or `error`), no request can make the store
+//! count the journal more than once per [`COUNTS_CACHE_TTL`], and slow or
+//! many clients are bounded by [`HttpLimits`].
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Form, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mailrobot_auth::TokenBroker;
 use mailrobot_auth::model::REDIRECT_PATH;
-use mailrobot_store::Store;
+use mailrobot_store::{Counts, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+pub const HEADER_TIMEOUT_ENV: &str = "MAILROBOT_HTTP_HEADER_TIMEOUT_SECS";
+pub const REQUEST_TIMEOUT_ENV: &str = "MAILROBOT_HTTP_REQUEST_TIMEOUT_SECS";
+pub const MAX_CONNECTIONS_ENV: &str = "MAILROBOT_HTTP_MAX_CONNECTIONS";
+
+/// How long /healthz and /metrics reuse one count of the journal.
+pub const COUNTS_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Limits that keep slow or many clients from tying up the HTTP side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's headers, counted from the
+    /// connection (or the previous answer on a kept-alive one); then it is closed.
+    pub header_read_timeout: Duration,
+    /// Time from the headers to the answer, the body included; then 503.
+    pub request_timeout: Duration,
+    /// Open connections at most; more wait in the kernel's accept queue. A
+    /// connection carries one request at a time (HTTP/1.1), so this also
+    /// bounds the requests in flight.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 256,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The defaults, changed by whichever of the environment variables is set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            let Some(raw) = lookup(name) else { return Ok(None) };
+            match raw.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(format!("{name}={raw:?} is not a whole number from {min} to {max}; fix or unset it")),
+            }
+        };
+        let mut limits = Self::default();
+        if let Some(secs) = number(HEADER_TIMEOUT_ENV, 1, 30)? {
+            limits.header_read_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = number(REQUEST_TIMEOUT_ENV, 1, 600)? {
+            limits.request_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = number(MAX_CONNECTIONS_ENV, 1, 65_536)? {
+            limits.max_connections = n as usize;
+        }
+        Ok(limits)
+    }
+}
 
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
     pub broker: Arc<TokenBroker>,
+    pub limits: HttpLimits,
+    counts: Arc<CountsCache>,
+}
+
+impl HttpState {
+    pub fn new(store: Arc<dyn Store>, metrics: PrometheusHandle, broker: Arc<TokenBroker>, limits: HttpLimits) -> Self {
+        Self { store, metrics, broker, limits, counts: Arc::new(CountsCache::default()) }
+    }
+}
+
+/// The last count of tickets and journal, reused for [`COUNTS_CACHE_TTL`]:
+/// counting scans the journal under the store's one lock, which the polling
+/// loops need too. Requests that come while a count runs wait for it and
+/// share its result (`None`: the store could not answer).
+#[derive(Default)]
+struct CountsCache {
+    last: tokio::sync::Mutex<Option<(Instant, Option<Counts>)>>,
+}
+
+impl CountsCache {
+    async fn get(&self, store: &Arc<dyn Store>) -> Option<Counts> {
+        let mut last = self.last.lock().await;
+        if let Some((at, counts)) = &*last
+            && at.elapsed() < COUNTS_CACHE_TTL
+        {
+            return counts.clone();
+        }
+        metrics::counter!("mailrobot_store_count_queries_total").increment(1);
+        let store = store.clone();
+        let counts = match tokio::task::spawn_blocking(move || store.counts()).await {
+            Ok(Ok(counts)) => Some(counts),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "the store cannot count the journal; /healthz answers 503");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "counting the journal failed; /healthz answers 503");
+                None
+            }
+        };
+        *last = Some((Instant::now(), counts.clone()));
+        counts
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
+    let request_timeout = state.limits.request_timeout;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // The seed's redirect path, so app registrations made by its guide work.
         .route(REDIRECT_PATH, get(redirect_query).post(redirect_form))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(request_timeout, time_limit))
+        // Outermost, so timeouts and 404s carry the headers too.
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// Serves `app` on `listener` until `stop` turns true (or its sender goes),
+/// within `limits`; then lets open requests finish.
+pub async fn serve_http(listener: TcpListener, app: Router, limits: HttpLimits, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // A free slot first: clients beyond the limit wait in the accept queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %err, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let app = app.clone();
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                // Slow or vanished clients: theirs to fix, not the operator's.
+                tracing::debug!(%peer, error = %err, "HTTP connection ended");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%path, seconds = limit.as_secs(), "an HTTP request took too long and was cut off");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Request timed out",
+                &format!("mailrobot did not answer within {} seconds; try again.", limit.as_secs()),
+            )
+        }
+    }
+}
+
+/// No caching of answers (they can name connections and users), no framing,
+/// no scripts or other loads (the pages need only their inline style), no referrer.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// What the identity platform sends back to the redirect URI.
@@ -91,31 +291,17 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
+/// Liveness for load balancers and monitors, unauthenticated: only whether
+/// the store answers. Mailbox details belong to the authenticated API.
 async fn healthz(State(state): State<HttpState>) -> Response {
-    let store = state.store.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        Ok::<_, mailrobot_store::StoreError>((store.counts()?, store.mailboxes()?))
-    })
-    .await;
-    match result {
-        Ok(Ok((counts, mailboxes))) => {
-            let mailboxes: Vec<_> = mailboxes
-                .iter()
-                .filter(|m| m.enabled)
-                .map(|m| json!({"name": m.name, "status": m.status, "last_error": m.last_error, "consecutive_failures": m.consecutive_failures}))
-                .collect();
-            Json(json!({"status": "ok", "counts": counts, "mailboxes": mailboxes})).into_response()
-        }
-        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": err.to_string()})))
-            .into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "error", "error": err.to_string()})))
-            .into_response(),
+    match state.counts.get(&state.store).await {
+        Some(_) => Json(json!({"status": "ok"})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error"}))).into_response(),
     }
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let store = state.store.clone();
-    if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || store.counts()).await {
+    if let Some(counts) = state.counts.get(&state.store).await {
         metrics::gauge!("mailrobot_tickets").set(counts.tickets as f64);
         metrics::gauge!("mailrobot_journal_messages", "state" => "fetched").set(counts.fetched as f64);
         metrics::gauge!("mailrobot_journal_messages", "state" => "processed").set(counts.processed as f64);
@@ -123,4 +309,37 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         metrics::gauge!("mailrobot_journal_unsettled").set(counts.unsettled as f64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_the_environment_within_bounds() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(HttpLimits::from_lookup(env(&[])).unwrap(), HttpLimits::default());
+        assert!(HttpLimits::default().header_read_timeout <= Duration::from_secs(30));
+        let limits = HttpLimits::from_lookup(env(&[
+            (HEADER_TIMEOUT_ENV, "2"),
+            (REQUEST_TIMEOUT_ENV, "5"),
+            (MAX_CONNECTIONS_ENV, "3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            limits,
+            HttpLimits {
+                header_read_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                max_connections: 3
+            }
+        );
+        // A header timeout over 30 s is refused, as is nonsense; the message names the variable.
+        for bad in [&[(HEADER_TIMEOUT_ENV, "45")][..], &[(HEADER_TIMEOUT_ENV, "0")], &[(MAX_CONNECTIONS_ENV, "many")]] {
+            let err = HttpLimits::from_lookup(env(bad)).unwrap_err();
+            assert!(err.contains(bad[0].0), "{err}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::http::{HttpState, router};
+use crate::http::{HttpLimits, HttpState, router, serve_http};
 use crate::scheduler::run_forever;
 
 pub const LOCK_FILE: &str = "serve.lock";
@@ -44,6 +44,7 @@ impl ServeLock {
 
 /// Runs until SIGTERM or Ctrl-C; returns within seconds of either.
 pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) -> anyhow::Result<()> {
+    let limits = HttpLimits::from_env().map_err(anyhow::Error::msg)?;
     let _lock = ServeLock::acquire(&app.data_dir)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -61,15 +62,8 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     println!("mailrobot serving on http://{local} (public URL {public_url}, data dir {})", app.data_dir.display());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = HttpState { store: app.store.clone(), metrics, broker: app.broker()? };
-    let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await
-    });
+    let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
+    let http = tokio::spawn(serve_http(listener, router(state), limits, stop_rx.clone()));
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));
 
     shutdown_signal().await;

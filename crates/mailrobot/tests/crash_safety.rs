@@ -113,9 +113,10 @@ fn sigkill_at_random_moments_while_1000_mails_flow() {
     let (mut child, address) = robot.spawn_serve(&env);
     let done = wait_until(Duration::from_secs(120), || {
         dc.count(USER, "INBOX") == 0
-            && http_get(&address, "/healthz")
-                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-                .is_some_and(|h| h["counts"]["unsettled"] == 0 && h["counts"]["fetched"] == 0)
+            && http_get(&address, "/metrics").is_some_and(|(_, m)| {
+                metric(&m, "mailrobot_journal_unsettled") == Some(0.0)
+                    && metric(&m, "mailrobot_journal_messages{state=\"fetched\"}") == Some(0.0)
+            })
     });
     child.kill().unwrap();
     child.wait().unwrap();

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -60,9 +62,14 @@ fn serve_polls_answers_health_and_metrics_and_stops_on_sigterm() {
     assert!(metrics.contains("mailrobot_polls_total"), "{metrics}");
     assert!(metrics.contains("mailrobot_tickets_created_total"), "{metrics}");
     let (_, health) = http_get(&address, "/healthz").unwrap();
-    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
-    assert_eq!(health["status"], "ok");
-    assert_eq!(health["counts"]["tickets"], 2);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&health).unwrap(), serde_json::json!({"status": "ok"}));
+    // Counts are a few seconds old at most.
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(&address, "/metrics")
+            .is_some_and(|(_, m)| metric(&m, "mailrobot_tickets") == Some(2.0))),
+        "{}",
+        http_get(&address, "/metrics").unwrap().1
+    );
 
     // A second serve on the same data dir is refused with a clear message.
     let second = robot.run_raw(&["serve", "--listen", &format!("127.0.0.1:{}", free_port())], &[]);
@@ -96,4 +103,164 @@ fn a_killed_serve_never_blocks_the_restart() {
     );
     again.kill().unwrap();
     again.wait().unwrap();
+}
+
+fn stop(mut child: std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn healthz_says_only_ok_or_error() {
+    let robot = Robot::new();
+    // A failing mailbox whose error names the server and the login.
+    robot.add_imap("secret-box", free_port(), "leaky-login@example.com", "pw", &["--poll-seconds", "1"]);
+    let (child, address) = robot.spawn_serve(&[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || robot.json(&["mailbox", "list", "--json"])[0]["last_error"].is_string()),
+        "{}",
+        robot.serve_logs()
+    );
+    let health = http_get_full(&address, "/healthz").unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&health.body).unwrap(), serde_json::json!({"status": "ok"}));
+    assert!(!health.body.contains("secret-box") && !health.body.contains("leaky-login"), "{}", health.body);
+    stop(child);
+
+    // A store that cannot answer: 503 and still no details.
+    let robot = Robot::new();
+    let (child, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some_and(|(s, _)| s == 200)));
+    let dropped = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DROP TABLE messages'); c.commit()",
+        ])
+        .arg(robot.data_dir().join("mailrobot.db"))
+        .status()
+        .unwrap();
+    assert!(dropped.success());
+    // Within the counts' cache period.
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = http_get(&address, "/healthz");
+            last.as_ref().is_some_and(|(s, _)| *s == 503)
+        }),
+        "{last:?}"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&last.unwrap().1).unwrap(),
+        serde_json::json!({"status": "error"})
+    );
+    stop(child);
+}
+
+#[test]
+fn every_answer_carries_the_security_headers() {
+    let robot = Robot::new();
+    let (child, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    // JSON, metrics, the Setup Authentication page (here refusing a redirect without state), a 404.
+    for (path, status) in
+        [("/healthz", 200), ("/metrics", 200), ("/wm/externalAuth/redirect.html", 400), ("/nope", 404)]
+    {
+        let answer = http_get_full(&address, path).unwrap();
+        assert_eq!(answer.status, status, "{path}");
+        let h =
+            |name: &str| answer.headers.get(name).map(String::as_str).unwrap_or_else(|| panic!("{path}: no {name}"));
+        assert_eq!(h("cache-control"), "no-store", "{path}");
+        let csp = h("content-security-policy");
+        for directive in ["default-src 'none'", "style-src 'unsafe-inline'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+    }
+    stop(child);
+}
+
+#[test]
+fn a_slow_client_is_cut_off_after_the_header_timeout_while_others_are_served() {
+    let robot = Robot::new();
+    let (child, address) = robot.spawn_serve(&[("MAILROBOT_HTTP_HEADER_TIMEOUT_SECS", "2")]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+
+    // A slowloris: a request line, then one header line every 300 ms, never the blank line.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    let opened = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut others_served_at = None;
+    let cut_off_after = loop {
+        if opened.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        if others_served_at.is_none() && http_get(&address, "/healthz").is_some_and(|(s, _)| s == 200) {
+            others_served_at = Some(opened.elapsed());
+        }
+        let mut buf = [0u8; 512];
+        match slow.read(&mut buf) {
+            Ok(0) => break Some(opened.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break Some(opened.elapsed()),
+        }
+        if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+            break Some(opened.elapsed());
+        }
+    };
+    let cut_off_after = cut_off_after.expect("the slow client was still connected after 15 s");
+    assert!(cut_off_after >= Duration::from_millis(1500), "cut off too early: {cut_off_after:?}");
+    assert!(cut_off_after <= Duration::from_secs(6), "cut off late: {cut_off_after:?}");
+    let served = others_served_at.expect("no one else was served");
+    assert!(served < cut_off_after, "others waited for the slow client: {served:?} vs {cut_off_after:?}");
+    stop(child);
+}
+
+#[test]
+fn connections_over_the_limit_wait_for_a_free_one() {
+    let robot = Robot::new();
+    let (child, address) =
+        robot.spawn_serve(&[("MAILROBOT_HTTP_MAX_CONNECTIONS", "2"), ("MAILROBOT_HTTP_HEADER_TIMEOUT_SECS", "3")]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    std::thread::sleep(Duration::from_millis(300));
+    // Two clients that connect and say nothing take both connections...
+    let idle: Vec<_> = (0..2).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a third is answered only once the header timeout has closed them.
+    let asked = Instant::now();
+    let (status, _) = http_get(&address, "/healthz").expect("answered once a connection was free");
+    let waited = asked.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_secs(2), "the limit did not hold the third client back: {waited:?}");
+    drop(idle);
+    stop(child);
+}
+
+#[test]
+fn a_burst_of_metrics_requests_counts_the_journal_at_most_once_per_period() {
+    let robot = Robot::new();
+    let (child, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/metrics").is_some()));
+    let counted = |address: &str| {
+        let (_, text) = http_get(address, "/metrics").unwrap();
+        metric(&text, "mailrobot_store_count_queries_total").unwrap_or_else(|| panic!("no count metric: {text}"))
+    };
+    let started = Instant::now();
+    let before = counted(&address);
+    let answers: Vec<_> = (0..40)
+        .map(|i| {
+            let address = address.clone();
+            std::thread::spawn(move || http_get(&address, if i % 2 == 0 { "/metrics" } else { "/healthz" }))
+        })
+        .collect();
+    for answer in answers {
+        assert_eq!(answer.join().unwrap().map(|(s, _)| s), Some(200));
+    }
+    let after = counted(&address);
+    // Uncached, that would be 41 counts; cached for 5 s, one per period boundary the burst crossed.
+    let allowed = 1 + started.elapsed().as_secs() / 5;
+    assert!(after - before <= allowed as f64, "{} counts for 41 requests in {:?}", after - before, started.elapsed());
+    stop(child);
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use m365_emulator::{
-    AppSpec, ConsentSpec, Emulator, EmulatorConfig, FaultSpec, SecretSpec, Setup, TenantMode, TenantSpec, UserSpec,
+    AppSpec, ConsentSpec, Emulator, EmulatorConfig, FaultSpec, IdTokenFault, SecretSpec, Setup, TenantMode, TenantSpec,
+    UserSpec,
 };
 use serde_json::Value;
 
@@ -186,6 +187,75 @@ async fn setup_authentication_end_to_end_through_serve() {
     assert_eq!(form.status().as_u16(), 400);
     assert!(form.text().await.unwrap().contains("unknown"));
 
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_token_for_another_app_issuer_or_time_is_refused_end_to_end() {
+    let w = world(3599);
+    let (mut serve, _) = w.robot.spawn_serve_anywhere();
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "delegated",
+    ]);
+    let wrong_tenant = "00000000-0000-4000-8000-000000000bad";
+    for (claims, refusal) in [
+        (serde_json::json!({"aud": "00000003-0000-0000-c000-000000000000"}), "meant for another application"),
+        (serde_json::json!({"iss": format!("{}/{wrong_tenant}/v2.0", w.emu.base_url())}), "was issued by"),
+        (serde_json::json!({"tid": wrong_tenant}), "was issued by"),
+        (serde_json::json!({"exp": chrono::Utc::now().timestamp() - 3600}), "expired at"),
+    ] {
+        w.emu.tamper_id_tokens(IdTokenFault { claims: claims.as_object().unwrap().clone(), count: 1 }).unwrap();
+        let url = authorize(&w.robot, "desk");
+        let (status, body, _) = sign_in(&w.emu, &url, true).await;
+        assert_eq!(status, 400, "{claims}: {body}");
+        assert!(body.contains(refusal), "{claims}: {body}");
+        let (ok, value) = test_json(&w.robot, "desk");
+        assert!(!ok && value["state"] == "not_authenticated", "{claims}: the connection changed: {value}");
+    }
+    // The same sign-in with the id_token as issued completes (the tenant is configured by domain name).
+    let url = authorize(&w.robot, "desk");
+    let (status, body, _) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(test_json(&w.robot, "desk").1["state"], "ready");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_that_takes_too_long_is_answered_within_the_request_timeout() {
+    let w = world(3599);
+    let (mut serve, _) = w.robot.spawn_serve(&[("MAILROBOT_HTTP_REQUEST_TIMEOUT_SECS", "1")]);
+    w.robot.run(&[
+        "connection",
+        "add",
+        "--name",
+        "desk",
+        "--tenant",
+        "contoso",
+        "--capability",
+        "graph",
+        "--mode",
+        "delegated",
+    ]);
+    let url = authorize(&w.robot, "desk");
+    // The token endpoint hangs for 4 s while the robot redeems the code.
+    w.emu.inject_fault(FaultSpec { endpoint: "token".into(), latency_ms: 4000, ..Default::default() }).unwrap();
+    let started = std::time::Instant::now();
+    let (status, body, _) = sign_in(&w.emu, &url, true).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("did not answer within 1 seconds"), "{body}");
+    assert!(started.elapsed() < Duration::from_millis(3500), "{:?}", started.elapsed());
+    assert_eq!(test_json(&w.robot, "desk").1["state"], "not_authenticated");
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

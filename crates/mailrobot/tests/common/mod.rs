@@ -161,6 +161,18 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP GET over a raw socket (no client crate needed).
 pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    http_get_full(address, path).map(|r| (r.status, r.body))
+}
+
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+/// [`http_get`] with the answer's headers.
+pub fn http_get_full(address: &str, path: &str) -> Option<HttpAnswer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -168,8 +180,19 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    Some(HttpAnswer { status, headers, body: body.to_string() })
+}
+
+/// The value of a sample in Prometheus text (`name` with its labels, as rendered).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Polls `check` until it is true or `timeout` passes.
