@@ -36,6 +36,15 @@ const REFRESH_LOCK: chrono::Duration = chrono::Duration::seconds(60);
 const SECRET_EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// An access token ready for use.
+/// Where a connection's tenant serves mail, and whether tokens may go
+/// there over `http://` to another machine.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub graph: String,
+    pub ews: String,
+    pub allow_plaintext: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct AccessToken {
     pub token: Secret,
@@ -183,12 +192,13 @@ impl TokenBroker {
 
     /// The Graph base URL (host without version) and EWS URL of the
     /// connection's tenant: configured, or Microsoft's global cloud.
-    pub async fn service_urls(&self, connection_id: i64) -> Result<(String, String), AuthError> {
+    pub async fn service_urls(&self, connection_id: i64) -> Result<ServiceUrls, AuthError> {
         let (_, tenant) = self.load(connection_id).await?;
-        Ok((
-            tenant.graph_url.unwrap_or_else(|| crate::model::DEFAULT_GRAPH.to_string()),
-            tenant.ews_url.unwrap_or_else(|| crate::model::DEFAULT_EWS.to_string()),
-        ))
+        Ok(ServiceUrls {
+            graph: tenant.graph_url.unwrap_or_else(|| crate::model::DEFAULT_GRAPH.to_string()),
+            ews: tenant.ews_url.unwrap_or_else(|| crate::model::DEFAULT_EWS.to_string()),
+            allow_plaintext: tenant.allow_plaintext,
+        })
     }
 
     /// Forgets the connection's cached access tokens, here and in the

@@ -172,7 +172,23 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// The tenant's sign-in endpoints. Refused when one is `http://` to
+    /// another machine and the tenant was not added with
+    /// `--allow-plaintext`: the client secret, codes and tokens travel there.
     pub fn of(tenant: &Tenant) -> Result<Self, String> {
+        let endpoints = Self::unchecked(tenant)?;
+        for url in [&endpoints.token, &endpoints.authorize] {
+            mailrobot_sources::plaintext::check_url(
+                url,
+                &format!("tenant {}'s secret and tokens", tenant.name),
+                tenant.allow_plaintext,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(endpoints)
+    }
+
+    fn unchecked(tenant: &Tenant) -> Result<Self, String> {
         match tenant.provider.as_str() {
             PROVIDER_OAUTH2 => Ok(Endpoints {
                 authorize: tenant.authorize_url.clone().ok_or("this OAuth2 tenant has no authorize URL")?,

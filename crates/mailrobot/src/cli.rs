@@ -218,6 +218,10 @@ pub struct MailboxAdd {
     /// Add it disabled (enable later with `mailbox enable`).
     #[arg(long)]
     pub disabled: bool,
+    /// Allow the password or token to travel unencrypted (no TLS, or an
+    /// http:// URL) to a host other than this machine. Refused otherwise.
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +322,10 @@ pub struct TenantAdd {
     /// Generic OAuth2: the token endpoint.
     #[arg(long)]
     pub token_url: Option<String>,
+    /// Allow http:// URLs to hosts other than this machine: the client
+    /// secret and tokens would travel unencrypted. Refused otherwise.
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,6 +407,10 @@ pub struct SmtpTest {
     /// Extra trusted CA certificates (PEM) for a private or self-signed server certificate.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Allow the login to travel unencrypted (--tls none) to a host other
+    /// than this machine. Refused otherwise.
+    #[arg(long)]
+    pub allow_plaintext: bool,
     #[arg(long)]
     pub json: bool,
 }

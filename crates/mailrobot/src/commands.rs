@@ -75,6 +75,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             processed_folder: add.processed_folder.clone(),
             error_folder: add.error_folder.clone(),
             settle,
+            allow_plaintext: add.allow_plaintext,
         }),
         MailboxKindArg::Pop3 => MailboxConfig::Pop3(Pop3Settings {
             host: need(&add.host, "--host")?,
@@ -83,6 +84,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             username: need(&add.username, "--username")?,
             auth: login_method(app, add, "pop", &mut connection_id)?,
             keep_on_server: add.keep_on_server,
+            allow_plaintext: add.allow_plaintext,
         }),
         MailboxKindArg::DropFolder => {
             let path = add.path.clone().ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
@@ -138,6 +140,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
                 processed_folder: add.processed_folder.clone(),
                 error_folder: add.error_folder.clone(),
                 settle,
+                allow_plaintext: add.allow_plaintext,
             })
         }
         MailboxKindArg::Graph => {
@@ -161,6 +164,18 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             })
         }
     };
+    // Before anything is read or stored: no credential goes out in clear
+    // to another machine unless the operator said so.
+    config.check_plaintext().map_err(|e| anyhow!("{e}"))?;
+    // Folder names, user names and addresses go into protocol lines.
+    if let Some(settings) = config.to_stored_json().as_object() {
+        for (key, value) in settings {
+            if let Some(text) = value.as_str() {
+                mailrobot_sources::error::refuse_line_breaks(text, &key.replace('_', " "))
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+    }
     let password = read_password(add)?;
     let needs_password = match &config {
         MailboxConfig::Imap(_) | MailboxConfig::Pop3(_) => add.auth == AuthArg::Password,

@@ -41,27 +41,12 @@ fn read_client_secret(add: &TenantAdd) -> anyhow::Result<Option<Secret>> {
     Ok(None)
 }
 
-/// http:// is for tests and loopback; anywhere else a token would cross the
-/// network in clear.
-fn check_url(flag: &str, value: &Option<String>) -> anyhow::Result<()> {
+/// https:// everywhere; http:// only to this machine, or where the
+/// operator allowed it (`--allow-plaintext`): the secret and tokens travel there.
+fn check_url(flag: &str, value: &Option<String>, allow_plaintext: bool) -> anyhow::Result<()> {
     let Some(value) = value else { return Ok(()) };
-    let url = url::Url::parse(value).with_context(|| format!("{flag} {value:?} is not a URL"))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if !loopback {
-                crate::esay!("warning: {flag} {value} uses http://: tokens and secrets would travel unencrypted");
-            }
-            Ok(())
-        }
-        other => bail!("{flag} must be an https:// URL (got {other}://)"),
-    }
+    mailrobot_sources::plaintext::check_url(value, &format!("tokens and secrets for {flag}"), allow_plaintext)
+        .map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 fn parse_expiry(date: &str) -> anyhow::Result<String> {
@@ -93,7 +78,7 @@ pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>
         ("--authorize-url", &add.authorize_url),
         ("--token-url", &add.token_url),
     ] {
-        check_url(flag, value)?;
+        check_url(flag, value, add.allow_plaintext)?;
     }
     let certificate = match &add.certificate_file {
         Some(path) => {
@@ -123,6 +108,7 @@ pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>
         secret_expires_at,
         sealed_certificate: None,
         certificate_info: certificate.as_ref().map(|(_, info)| info.clone()),
+        allow_plaintext: add.allow_plaintext,
     })?;
     let sealed_secret = secret.map(|s| app.secrets.seal_str(&s, &tenant_secret_context(&tenant)));
     let sealed_certificate =
@@ -146,6 +132,7 @@ pub fn tenant_json(t: &Tenant) -> Value {
         "client_secret": t.secret_set_at.as_ref().map(|at| format!("set on {at}")),
         "secret_expires_at": t.secret_expires_at,
         "certificate": t.certificate_info,
+        "allow_plaintext": t.allow_plaintext,
         "created_at": t.created_at,
     })
 }

@@ -122,6 +122,15 @@ pub async fn smtp_test(app: &App, test: &SmtpTest) -> anyhow::Result<ExitCode> {
         (None, None) => SmtpLogin::Anonymous,
     };
     let cfg = config(&test.server, test.tls.into(), login, test.ca_file.clone())?;
+    if !matches!(cfg.login, SmtpLogin::Anonymous) {
+        mailrobot_sources::plaintext::check_host(
+            &cfg.host,
+            cfg.tls != TlsMode::None,
+            "the SMTP login",
+            test.allow_plaintext,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    }
     let (ok, value) = run_check(&cfg).await;
     if test.json {
         print_json(&value);

@@ -144,5 +144,6 @@ fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
         poll_seconds: 5,
         max_message_mb: 50,
         disabled: false,
+        allow_plaintext: false,
     }
 }

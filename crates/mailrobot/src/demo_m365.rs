@@ -215,6 +215,7 @@ fn demo_tenant(name: &str, base_url: &str) -> TenantAdd {
         ews_url: Some(format!("{base_url}/EWS/Exchange.asmx")),
         authorize_url: None,
         token_url: None,
+        allow_plaintext: false,
     }
 }
 
@@ -242,5 +243,6 @@ fn demo_mailbox(name: &str) -> MailboxAdd {
         poll_seconds: 10,
         max_message_mb: 50,
         disabled: false,
+        allow_plaintext: false,
     }
 }

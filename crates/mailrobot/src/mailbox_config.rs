@@ -43,6 +43,13 @@ pub struct EwsSettings {
     pub processed_folder: String,
     pub error_folder: String,
     pub settle: SettleAction,
+    /// The password may go to a non-loopback `http://` URL (`--allow-plaintext`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// How an IMAP or POP3 mailbox logs in.
@@ -80,6 +87,9 @@ pub struct ImapSettings {
     pub processed_folder: String,
     pub error_folder: String,
     pub settle: SettleAction,
+    /// The password or token may go without TLS to another machine (`--allow-plaintext`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +101,9 @@ pub struct Pop3Settings {
     #[serde(default)]
     pub auth: LoginMethod,
     pub keep_on_server: bool,
+    /// The password or token may go without TLS to another machine (`--allow-plaintext`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,6 +165,22 @@ impl MailboxConfig {
             MailboxConfig::DropFolder(_) => "drop-folder",
             MailboxConfig::Graph(_) => "graph",
             MailboxConfig::Ews(_) => "ews",
+        }
+    }
+
+    /// Refuses settings that would send a password or token unencrypted to
+    /// another machine, unless the mailbox allows it. Checked when the
+    /// mailbox is added and again before every connect. (Mailboxes behind a
+    /// service connection are checked against their tenant's URLs.)
+    pub fn check_plaintext(&self) -> Result<(), SourceError> {
+        use mailrobot_sources::plaintext::{check_host, check_url};
+        match self {
+            MailboxConfig::Imap(s) => check_host(&s.host, s.tls != TlsMode::None, "the IMAP login", s.allow_plaintext),
+            MailboxConfig::Pop3(s) => check_host(&s.host, s.tls != TlsMode::None, "the POP3 login", s.allow_plaintext),
+            MailboxConfig::Ews(EwsSettings { url: Some(url), connection: None, allow_plaintext, .. }) => {
+                check_url(url, "the EWS password (Basic or NTLM)", *allow_plaintext)
+            }
+            MailboxConfig::Ews(_) | MailboxConfig::Graph(_) | MailboxConfig::DropFolder(_) => Ok(()),
         }
     }
 

@@ -174,6 +174,7 @@ impl Pipeline {
     /// network call), its stored password and sync state.
     async fn open_source(&self, mailbox: &Mailbox) -> Result<Box<dyn MailSource>, PollError> {
         let config = MailboxConfig::from_mailbox(mailbox)?;
+        config.check_plaintext()?;
         let mut tokens = None;
         if let Some(connection_id) = mailbox.connection_id {
             // Every poll proves the connection still yields a token; a
@@ -184,8 +185,10 @@ impl Pipeline {
             })?;
             let token = broker.access_token(connection_id).await?;
             tracing::debug!(mailbox = %mailbox.name, expires_at = %token.expires_at, "access token ready");
-            let (graph_url, ews_url) = broker.service_urls(connection_id).await?;
-            let base = if mailbox.kind == "graph" { graph_url } else { ews_url };
+            let urls = broker.service_urls(connection_id).await?;
+            let base = if mailbox.kind == "graph" { urls.graph } else { urls.ews };
+            // Every connect checks again: the tenant's URLs may have changed.
+            mailrobot_sources::plaintext::check_url(&base, "the connection's access token", urls.allow_plaintext)?;
             tokens = Some((Arc::new(ConnectionTokens { broker, connection_id }) as Arc<dyn BearerTokens>, base));
         }
         let id = mailbox.id;

@@ -79,3 +79,34 @@ impl From<std::io::Error> for SourceError {
         }
     }
 }
+
+/// Refuses a value that would end or split a protocol line (CR, LF) or be
+/// cut short by a server (NUL) — an IMAP folder name, a POP3 user name, an
+/// SMTP address — before it is sent: such a value could smuggle in commands.
+pub fn refuse_line_breaks(value: &str, what: &str) -> Result<(), SourceError> {
+    match value.chars().find(|c| matches!(c, '\r' | '\n' | '\0')) {
+        None => Ok(()),
+        Some(c) => Err(SourceError::permanent(format!(
+            "the {what} contains {}, which cannot be sent in a protocol line; correct it",
+            match c {
+                '\r' => "a carriage return",
+                '\n' => "a line feed",
+                _ => "a NUL character",
+            }
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_and_nul_are_refused() {
+        assert!(refuse_line_breaks("Inbox/Support", "folder name").is_ok());
+        for bad in ["a\r\nA1 DELETE INBOX", "x\ny", "a\0b"] {
+            let err = refuse_line_breaks(bad, "folder name").unwrap_err();
+            assert!(err.is_permanent() && err.to_string().contains("folder name"), "{err}");
+        }
+    }
+}

@@ -166,6 +166,15 @@ impl GraphClient {
         url: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, SourceError> {
+        // The bearer token is for the configured Graph only, whatever link
+        // a server answered or the database handed back.
+        if !crate::plaintext::same_origin(url, &self.cfg.base_url) {
+            return Err(SourceError::permanent(format!(
+                "refusing to send this mailbox's token to {}: not the configured Graph {}",
+                origin_of(url),
+                self.cfg.base_url
+            )));
+        }
         let mut renew = false;
         let mut backoff = Duration::from_millis(500);
         for attempt in 1..=MAX_ATTEMPTS {
@@ -404,6 +413,12 @@ impl GraphSource {
     /// messages present (not removed), oldest first, and the deltaLink.
     async fn delta(&self, start: &str) -> Result<(Vec<String>, String), SourceError> {
         let mut url = start.to_string();
+        if !crate::plaintext::same_origin(&url, &self.client.cfg.base_url) {
+            // A stored link elsewhere (the Graph URL changed, or the database
+            // was edited): start over at the configured Graph.
+            tracing::warn!(mailbox = %self.client.cfg.address, link_origin = %origin_of(&url), "stored Graph delta link is not on the configured Graph; listing the folder again");
+            url = self.initial_delta_url();
+        }
         let mut found: Vec<(String, String)> = Vec::new();
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
@@ -644,6 +659,12 @@ async fn read_mime(cfg: &GraphConfig, id: String, mut response: reqwest::Respons
     Ok(RemoteMail::new(id, raw))
 }
 
+/// `scheme://host[:port]` of a URL, for messages (never its path or query,
+/// which may carry tokens).
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| "an unreadable URL".into())
+}
+
 fn encode(id: &str) -> String {
     // Graph ids are base64 with '/', '+' and '=': keep them out of the path syntax.
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>().replace('+', "%2B")
@@ -676,6 +697,16 @@ mod tests {
             max_message_bytes: None,
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_never_goes_to_another_origin() {
+        let client = client();
+        for url in ["https://evil.example/v1.0/users/x/messages", "http://graph.example.test/v1.0/x"] {
+            let err = client.send(reqwest::Method::GET, url, None).await.unwrap_err();
+            assert!(err.is_permanent() && err.to_string().contains("refusing to send"), "{err}");
+            assert!(!err.to_string().contains("/v1.0"), "no path in the message: {err}");
+        }
     }
 
     fn error(status: u16, code: &str, retry_after: Option<u64>) -> SourceError {

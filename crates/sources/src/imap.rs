@@ -348,7 +348,7 @@ impl MailSource for ImapSource {
         let mut folders = Vec::with_capacity(names.len());
         for name in names {
             let (mut total, mut unread) = (None, None);
-            let command = format!("STATUS {} (MESSAGES UNSEEN)", quote(&name));
+            let command = format!("STATUS {} (MESSAGES UNSEEN)", quote(&name)?);
             // A folder that refuses STATUS (\Noselect) is listed without counts.
             let _ = run_command(&mut conn.session, &command, cfg.timeout, |resp| {
                 if let Response::MailboxData(MailboxDatum::Status { status, .. }) = resp {
@@ -474,7 +474,11 @@ async fn login(cfg: &ImapConfig, client: async_imap::Client<Io>) -> Result<Sessi
     let user = cfg.credentials.username();
     tracing::debug!(%server, %user, mechanism = cfg.credentials.mechanism(), "IMAP login");
     let result = match &cfg.credentials {
-        Credentials::Password { username, password } => timed(cfg, "LOGIN", client.login(username, password)).await?,
+        Credentials::Password { username, password } => {
+            crate::error::refuse_line_breaks(username, "IMAP user name")?;
+            crate::error::refuse_line_breaks(password, "IMAP password")?;
+            timed(cfg, "LOGIN", client.login(username, password)).await?
+        }
         Credentials::XOAuth2 { username, access_token } => {
             let auth = XOAuth2 { initial: Some(xoauth2_raw(username, access_token)) };
             timed(cfg, "AUTHENTICATE XOAUTH2", client.authenticate("XOAUTH2", auth)).await?
@@ -622,7 +626,10 @@ async fn move_uids(cfg: &ImapConfig, conn: &mut Connection, uids: &[u32], target
 /// UID MOVE, or only the UID COPY half of the fallback (the caller expunges).
 async fn move_or_copy(cfg: &ImapConfig, conn: &mut Connection, set: &str, target: &str) -> Result<(), ImapError> {
     let verb = if conn.ext.r#move { "MOVE" } else { "COPY" };
-    let command = format!("UID {verb} {set} {}", quote(target));
+    // The caller's ImapError has no room for it: a folder name with a line
+    // break is refused as the server would refuse a bad command.
+    let quoted = quote(target).map_err(|e| ImapError::Bad(e.to_string()))?;
+    let command = format!("UID {verb} {set} {quoted}");
     run_command(&mut conn.session, &command, cfg.timeout, |_| {}).await
 }
 
@@ -820,8 +827,10 @@ fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 }
 
 /// An IMAP quoted string (folder names from configuration).
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// An IMAP quoted string; CR, LF and NUL cannot be quoted and are refused.
+fn quote(s: &str) -> Result<String, SourceError> {
+    crate::error::refuse_line_breaks(s, "IMAP folder name")?;
+    Ok(format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
 }
 
 /// Parses `"{uidvalidity}:{uid}"`.
@@ -922,6 +931,7 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quote(r#"a"b\c"#).unwrap(), r#""a\"b\\c""#);
+        assert!(quote("Done\r\nA1 DELETE INBOX").is_err());
     }
 }

@@ -38,6 +38,7 @@ mod http1;
 pub mod imap;
 mod imap_guard;
 pub mod ntlm;
+pub mod plaintext;
 pub mod pop3;
 pub mod smtp;
 pub mod tls;

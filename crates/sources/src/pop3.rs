@@ -560,6 +560,8 @@ async fn authenticate(cfg: &Pop3Config, wire: &mut Wire, caps: &Capabilities) ->
                 };
             }
             tracing::debug!(%server, %user, "POP3 > USER");
+            crate::error::refuse_line_breaks(username, "POP3 user name")?;
+            crate::error::refuse_line_breaks(password, "POP3 password")?;
             wire.send_lines(&[format!("USER {username}")]).await.map_err(failed)?;
             if let Status::Err(text) | Status::Continue(text) = wire.read_status().await.map_err(failed)? {
                 return Err(refused(text));

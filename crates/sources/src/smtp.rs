@@ -460,6 +460,10 @@ impl SmtpSession {
                 cfg.endpoint()
             )));
         }
+        crate::error::refuse_line_breaks(from, "sender address (MAIL FROM)")?;
+        for r in recipients {
+            crate::error::refuse_line_breaks(r, "recipient address (RCPT TO)")?;
+        }
         let mut mail_from = format!("MAIL FROM:<{from}>");
         if self.ext.eight_bit_mime && data.iter().any(|b| *b >= 0x80) {
             mail_from.push_str(" BODY=8BITMIME");

@@ -64,6 +64,11 @@ async fn sends_mail_with_dots_and_8bit_text_to_several_recipients() {
     let refused = session.send(USER, &["not an address"], b"Subject: x\r\n\r\ny\r\n").await;
     assert!(refused.is_err());
     session.send(USER, &["c@example.org"], b"Subject: second\r\n\r\nok\r\n").await.unwrap();
+    // An address that would smuggle in a command is refused, not sent.
+    let smuggled =
+        session.send(USER, &["d@example.org>\r\nRCPT TO:<evil@example.org"], b"Subject: smuggled\r\n\r\nx\r\n");
+    let err = smuggled.await.unwrap_err();
+    assert!(err.is_permanent() && err.to_string().contains("RCPT TO"), "{err}");
     session.quit().await;
 
     let mails = sink.mails().unwrap();
@@ -79,6 +84,7 @@ async fn sends_mail_with_dots_and_8bit_text_to_several_recipients() {
     // Dots are unstuffed by the server: the body arrives as written (the sink stores LF line ends).
     assert!(data.contains("\nGrüße\n.\n..two dots\n"), "{data:?}");
     assert_eq!(with("Subject: second").recipients, ["<c@example.org>"]);
+    assert!(!mails.iter().any(|m| String::from_utf8_lossy(&m.data).contains("smuggled")), "{mails:?}");
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ pub struct Tenant {
     /// Public facts about the certificate (subject, thumbprint, expiry).
     pub certificate_info: Option<String>,
     pub created_at: String,
+    /// Tokens and secrets may go to this tenant's URLs over `http://`
+    /// (`tenant add --allow-plaintext`); otherwise only to loopback.
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +48,7 @@ pub struct NewTenant {
     pub secret_expires_at: Option<String>,
     pub sealed_certificate: Option<Vec<u8>>,
     pub certificate_info: Option<String>,
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

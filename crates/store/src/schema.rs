@@ -189,4 +189,9 @@ ALTER TABLE mailboxes ADD COLUMN sync_state TEXT;
 -- A server asked for quiet (429 Retry-After): no process polls before this.
 ALTER TABLE mailboxes ADD COLUMN throttled_until TEXT;
 "#,
+    // 4: credentials may cross a network in clear only where the operator
+    // allowed it (`tenant add --allow-plaintext`).
+    r#"
+ALTER TABLE tenants ADD COLUMN allow_plaintext INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

@@ -8,7 +8,7 @@ use crate::{Result, StoreError};
 
 const TENANT_COLUMNS: &str = "id, name, provider, client_id, directory, authority_url, graph_url, ews_url, \
      authorize_url, token_url, sealed_secret IS NOT NULL, secret_set_at, secret_expires_at, \
-     sealed_certificate IS NOT NULL, certificate_info, created_at";
+     sealed_certificate IS NOT NULL, certificate_info, created_at, allow_plaintext";
 
 fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
@@ -28,6 +28,7 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
         has_certificate: r.get(13)?,
         certificate_info: r.get(14)?,
         created_at: r.get(15)?,
+        allow_plaintext: r.get(16)?,
     })
 }
 
@@ -70,8 +71,8 @@ impl AuthStore for SqliteStore {
             tx.execute(
                 "INSERT INTO tenants (name, provider, client_id, directory, authority_url, graph_url, ews_url,
                  authorize_url, token_url, sealed_secret, secret_set_at, secret_expires_at, sealed_certificate,
-                 certificate_info, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE ?14 END, ?11, ?12, ?13, ?14)",
+                 certificate_info, created_at, allow_plaintext)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE ?14 END, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     new.name,
                     new.provider,
@@ -86,7 +87,8 @@ impl AuthStore for SqliteStore {
                     new.secret_expires_at,
                     new.sealed_certificate,
                     new.certificate_info,
-                    at
+                    at,
+                    new.allow_plaintext
                 ],
             )?;
             Ok(tx.last_insert_rowid())
