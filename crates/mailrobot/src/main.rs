@@ -131,11 +131,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let pipeline = app.pipeline()?;
     let results = mailrobot::scheduler::run_once(&pipeline).await?;
-    let mut failed = 0;
+    // Exit codes a cron job can read (README): 0 all done, 2 a mailbox
+    // failed or waits for a person, 3 none failed but a server held one back.
+    let (mut failed, mut held_back) = (0, 0);
     let mut reports = Vec::new();
     for (mailbox, result) in &results {
         match result {
             Ok(r) if r.throttled_until.is_some() => {
+                held_back += 1;
                 if !json {
                     mailrobot::say!(
                         "{}: throttled by the server; not polled before {}",
@@ -161,6 +164,11 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
                 }
                 reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": true, "report": r}));
             }
+            Err(err) if err.retry_after().is_some() => {
+                held_back += 1;
+                mailrobot::esay!("{}: held back by the server: {err}", mailbox.name);
+                reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": false, "held_back": true, "error": err.to_string()}));
+            }
             Err(err) => {
                 failed += 1;
                 mailrobot::esay!("{}: could not be polled: {err}", mailbox.name);
@@ -174,5 +182,11 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     if results.is_empty() && !json {
         mailrobot::say!("No enabled mailboxes. Add one with `mailrobot mailbox add`.");
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else if held_back > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mailrobot_store::{Mailbox, PollRecord};
+use mailrobot_store::{Mailbox, PollOutcome, PollRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,25 +42,35 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
     }
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
-    let failures = match &result {
-        Ok(_) => 0,
-        Err(_) => mailbox.consecutive_failures + 1,
+    let outcome = match &result {
+        Ok(_) => PollOutcome::Ok,
+        // A wait the server asked for is no failure: it never feeds the
+        // doubling backoff, and the mailbox shows it is held back.
+        Err(err) if err.retry_after().is_some() => PollOutcome::Throttled { message: err.to_string() },
+        Err(err) if err.is_paused() => PollOutcome::Paused { error: err.to_string() },
+        Err(err) => PollOutcome::Failed { error: err.to_string() },
     };
-    let paused = result.as_ref().err().is_some_and(PollError::is_paused);
+    let failures = match &outcome {
+        PollOutcome::Ok => 0,
+        PollOutcome::Failed { .. } => mailbox.consecutive_failures + 1,
+        PollOutcome::Paused { .. } | PollOutcome::Throttled { .. } => mailbox.consecutive_failures,
+    };
     // A paused mailbox is checked at its normal pace: the check is local and
-    // it should resume as soon as a person has fixed its connection.
-    let mut delay =
-        if paused { next_delay(mailbox.poll_seconds, 0) } else { next_delay(mailbox.poll_seconds, failures) };
+    // it should resume as soon as a person has fixed its connection. A
+    // throttled one waits as long as the server asked, and no longer.
+    let mut delay = match &outcome {
+        PollOutcome::Failed { .. } => next_delay(mailbox.poll_seconds, failures),
+        _ => next_delay(mailbox.poll_seconds, 0),
+    };
     let retry_after = result.as_ref().err().and_then(PollError::retry_after);
     let throttled_until = retry_after.map(|wait| {
-        delay = delay.max(wait);
+        delay = wait;
         (Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     });
     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let record = PollRecord {
-        error: result.as_ref().err().map(ToString::to_string),
-        paused,
+        outcome: outcome.clone(),
         next_poll_at: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         throttled_until,
     };
@@ -70,6 +80,10 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
             processed = report.processed, failed = report.failed, duplicates = report.duplicates,
             tickets_created = report.tickets_created, settled = report.settled,
             seconds = started.elapsed().as_secs_f64(), "poll done"
+        ),
+        Err(err) if matches!(outcome, PollOutcome::Throttled { .. }) => tracing::info!(
+            mailbox = %mailbox.name, error = %err, retry_in_seconds = delay.as_secs_f64(),
+            "held back by the server; polling again when it said"
         ),
         Err(err) => tracing::warn!(
             mailbox = %mailbox.name, error = %err, consecutive_failures = failures,

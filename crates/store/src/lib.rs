@@ -18,12 +18,14 @@ pub mod sealed;
 mod sqlite;
 mod sqlite_auth;
 mod sqlite_sealed;
+pub mod states;
 
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
 pub use sealed::{SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
+pub use states::MailboxStatus;
 
 use mailrobot_core::TagFormat;
 

@@ -16,8 +16,7 @@ pub struct Mailbox {
     pub connection_id: Option<i64>,
     pub poll_seconds: i64,
     pub max_message_bytes: i64,
-    /// `ok`, `error`, or `new` before the first poll.
-    pub status: String,
+    pub status: crate::MailboxStatus,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
     pub last_poll_at: Option<String>,
@@ -42,13 +41,40 @@ pub struct NewMailbox {
 /// How one poll of a mailbox went.
 #[derive(Debug, Clone)]
 pub struct PollRecord {
-    pub error: Option<String>,
-    /// The mailbox waits for a person (status `paused` instead of `error`).
-    pub paused: bool,
+    pub outcome: PollOutcome,
     /// The server asked for quiet until then (RFC 3339).
     pub throttled_until: Option<String>,
     /// RFC 3339 time of the next poll.
     pub next_poll_at: String,
+}
+
+/// What a poll ended with, as the mailbox's status will show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    Ok,
+    /// Failed: counts towards the backoff.
+    Failed {
+        error: String,
+    },
+    /// Waits for a person (its connection): no backoff, no network.
+    Paused {
+        error: String,
+    },
+    /// The server asked for quiet: not a failure, the backoff stays as it was.
+    Throttled {
+        message: String,
+    },
+}
+
+impl PollOutcome {
+    pub fn status(&self) -> crate::MailboxStatus {
+        match self {
+            PollOutcome::Ok => crate::MailboxStatus::Ok,
+            PollOutcome::Failed { .. } => crate::MailboxStatus::Error,
+            PollOutcome::Paused { .. } => crate::MailboxStatus::Paused,
+            PollOutcome::Throttled { .. } => crate::MailboxStatus::Throttled,
+        }
+    }
 }
 
 /// A mail on its way into the journal: fetched, or refused before download.

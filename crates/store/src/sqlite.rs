@@ -231,26 +231,21 @@ impl Store for SqliteStore {
 
     fn record_poll(&self, id: i64, record: &PollRecord) -> Result<()> {
         self.write(|tx| {
-            match &record.error {
-                None => tx.execute(
-                    "UPDATE mailboxes SET status = 'ok', last_error = NULL, consecutive_failures = 0,
-                     last_poll_at = ?2, next_poll_at = ?3, throttled_until = ?4 WHERE id = ?1",
-                    params![id, now(), record.next_poll_at, record.throttled_until],
-                )?,
-                Some(error) => tx.execute(
-                    "UPDATE mailboxes SET status = ?5, last_error = ?2,
-                     consecutive_failures = consecutive_failures + 1, last_poll_at = ?3, next_poll_at = ?4,
-                     throttled_until = ?6 WHERE id = ?1",
-                    params![
-                        id,
-                        error,
-                        now(),
-                        record.next_poll_at,
-                        if record.paused { "paused" } else { "error" },
-                        record.throttled_until
-                    ],
-                )?,
+            let status = record.outcome.status();
+            let (error, failures) = match &record.outcome {
+                PollOutcome::Ok => (None, "0"),
+                PollOutcome::Failed { error } => (Some(error), "consecutive_failures + 1"),
+                // Waiting for a person or for the server is no new failure.
+                PollOutcome::Paused { error } => (Some(error), "consecutive_failures"),
+                PollOutcome::Throttled { message } => (Some(message), "consecutive_failures"),
             };
+            tx.execute(
+                &format!(
+                    "UPDATE mailboxes SET status = ?2, last_error = ?3, consecutive_failures = {failures},
+                     last_poll_at = ?4, next_poll_at = ?5, throttled_until = ?6 WHERE id = ?1"
+                ),
+                params![id, status, error, now(), record.next_poll_at, record.throttled_until],
+            )?;
             Ok(())
         })
     }

@@ -1,0 +1,103 @@
+//! States the database keeps as text, as Rust enums: one place names each
+//! value, and the same enum travels from the row to the CLI's `--json` (as
+//! the same lowercase string), so no layer compares string literals.
+
+/// Defines an enum stored as text: `as_str`, `FromStr`, `Display`, serde as
+/// the same strings, and SQLite `ToSql`/`FromSql`.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{other:?} is not a {} (expected one of {})",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                text.parse().map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// How a mailbox's last poll went.
+    pub enum MailboxStatus {
+        /// Added, not polled yet.
+        New => "new",
+        Ok => "ok",
+        /// The last poll failed; the robot retries with a growing backoff.
+        Error => "error",
+        /// Waits for a person (its connection needs Setup Authentication
+        /// again, or a new client secret): no network until then.
+        Paused => "paused",
+        /// The server asked for quiet (429 Retry-After, EWS ErrorServerBusy):
+        /// not a failure; polled again once the wait is over.
+        Throttled => "throttled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trips() {
+        for status in MailboxStatus::ALL {
+            assert_eq!(status.as_str().parse::<MailboxStatus>().unwrap(), *status);
+            assert_eq!(serde_json::to_string(status).unwrap(), format!("\"{status}\""));
+        }
+        assert!("failing".parse::<MailboxStatus>().unwrap_err().contains("expected one of new, ok"));
+    }
+}
