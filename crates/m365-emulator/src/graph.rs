@@ -771,11 +771,12 @@ fn delta(cx: &Cx, folder_key: &str) -> Result<Response, GraphError> {
     cx.with(|mb| {
         let f = folder(mb, folder_key)?.id.clone();
         let path = cx.req.uri.path().to_string();
+        // Outlook spells the code with a capital S; the overview docs write `syncStateNotFound`.
         let gone = || GraphError {
             location: Some(format!("{}{path}?$deltatoken=", cx.emu.base_url)),
             ..GraphError::new(
                 StatusCode::GONE,
-                "syncStateNotFound",
+                "SyncStateNotFound",
                 "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
             )
         };
