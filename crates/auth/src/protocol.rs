@@ -135,6 +135,12 @@ pub fn classify(status: u16, body: &str, grant: Grant) -> AuthError {
     if matches!(parsed.error.as_str(), "invalid_client" | "unauthorized_client") {
         message = format!("{message} — {}", credential_advice(&parsed.error, code));
     }
+    if matches!(code, Some(28000 | 700022)) {
+        message = format!(
+            "{message} — a token is for one resource: make one connection per resource, each with that \
+             resource's scopes only"
+        );
+    }
     let state = match code {
         Some(7000215) => Some(ConnectionState::SecretInvalid),
         Some(7000222) => Some(ConnectionState::SecretExpired),
@@ -235,7 +241,10 @@ mod tests {
 
     #[test]
     fn scopes_spanning_resources_are_a_configuration_error() {
-        assert!(matches!(classify(400, &body("invalid_scope", 28000), Grant::AuthorizationCode), AuthError::Config(_)));
+        for code in [28000, 700022] {
+            let err = classify(400, &body("invalid_scope", code), Grant::AuthorizationCode);
+            assert!(matches!(&err, AuthError::Config(m) if m.contains("one connection per resource")), "{err:?}");
+        }
     }
 
     #[test]
