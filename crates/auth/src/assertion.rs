@@ -79,10 +79,10 @@ impl Certificate {
             }),
         };
         let now = chrono::Utc::now().timestamp();
-        let mut jti = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut jti);
+        // A random GUID, as Microsoft's certificate-credentials page shows it.
+        let jti = uuid::Uuid::new_v4().hyphenated().to_string();
         let claims = serde_json::json!({
-            "aud": token_url, "iss": client_id, "sub": client_id, "jti": hex::encode(jti),
+            "aud": token_url, "iss": client_id, "sub": client_id, "jti": jti,
             "nbf": now, "iat": now, "exp": now + 600,
         });
         let signing_input =
@@ -142,6 +142,24 @@ mod tests {
         assert!(header["x5t"].is_string());
         let signature = rsa::pkcs1v15::Signature::try_from(sig.as_slice()).unwrap();
         rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public).verify(input.as_bytes(), &signature).unwrap();
+    }
+
+    #[test]
+    fn jti_is_a_fresh_guid() {
+        let (cert, _) = test_cert();
+        let jti = || {
+            let (_, claims, _, _) = split(&cert.client_assertion("app-id", "https://t/token", Algorithm::Ps256));
+            claims["jti"].as_str().unwrap().to_string()
+        };
+        let (a, b) = (jti(), jti());
+        for j in [&a, &b] {
+            // 8-4-4-4-12 hex digits, version 4.
+            let groups: Vec<usize> = j.split('-').map(str::len).collect();
+            assert_eq!(groups, [8, 4, 4, 4, 12], "{j}");
+            assert!(j.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{j}");
+            assert_eq!(uuid::Uuid::parse_str(j).unwrap().get_version_num(), 4, "{j}");
+        }
+        assert_ne!(a, b, "each assertion has its own jti");
     }
 
     #[test]

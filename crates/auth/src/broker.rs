@@ -333,9 +333,7 @@ impl TokenBroker {
                     connection.name
                 )
             }
-            ConnectionState::SecretInvalid | ConnectionState::SecretExpired => {
-                format!("{message} — create a new client secret in the app registration and update the tenant")
-            }
+            // The message already says what the refused credential needs (see protocol::classify).
             _ => message.clone(),
         };
         tracing::warn!(connection = %connection.name, state = state.as_str(), reason = %advice, "connection needs a person");

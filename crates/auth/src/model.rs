@@ -232,6 +232,48 @@ pub fn resource_of(scopes: &[String]) -> String {
     }
 }
 
+/// OpenID Connect scopes: they ask for identity, and name no resource.
+const IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// The resources Microsoft 365 scopes name, in order, each once: what comes
+/// before a scope's last `/`, lower-cased (`https://graph.microsoft.com/Mail.Read`
+/// → `https://graph.microsoft.com`); a bare permission (`Mail.Read`) is
+/// Microsoft Graph's; OIDC scopes name none. `https://outlook.office.com` and
+/// `https://outlook.office365.com` stay two resources, as Entra counts them.
+pub fn resources_named(scopes: &[String]) -> Vec<String> {
+    let mut resources: Vec<String> = Vec::new();
+    for scope in scopes.iter().filter(|s| !IDENTITY_SCOPES.iter().any(|o| o.eq_ignore_ascii_case(s))) {
+        let whole = scope.trim_end_matches('/');
+        let resource = match whole.rsplit_once('/') {
+            // `https://host` alone: the resource itself, no permission after it.
+            Some((before, _)) if before.ends_with(':') || before.ends_with(":/") => whole.to_ascii_lowercase(),
+            Some((before, _)) => before.trim_end_matches('/').to_ascii_lowercase(),
+            None => DEFAULT_GRAPH.to_string(),
+        };
+        if !resources.contains(&resource) {
+            resources.push(resource);
+        }
+    }
+    resources
+}
+
+/// Entra issues a token for one resource at a time: a code redemption whose
+/// scopes span two (OIDC scopes aside) is refused, so such a connection could
+/// never work. Err says what to do instead.
+pub fn check_one_resource(scopes: &[String]) -> Result<(), String> {
+    let resources = resources_named(scopes);
+    if resources.len() > 1 {
+        return Err(format!(
+            "these scopes span {} resources ({}): Microsoft issues a token for one resource at a time and refuses \
+             such a set when Setup Authentication redeems its code; make one connection per resource, each with \
+             that resource's scopes only (openid, profile, email and offline_access may go with any)",
+            resources.len(),
+            resources.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +290,38 @@ mod tests {
             Capability::Imap.default_scopes(Mode::Delegated)[0],
             "https://outlook.office.com/IMAP.AccessAsUser.All"
         );
+    }
+
+    #[test]
+    fn scopes_of_two_resources_are_refused() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for capability in Capability::ALL {
+            for mode in [Mode::Delegated, Mode::Application] {
+                assert!(check_one_resource(&capability.default_scopes(mode)).is_ok(), "{capability} {mode:?}");
+            }
+        }
+        assert!(check_one_resource(&s(&["Mail.Read", "https://graph.microsoft.com/User.Read", "openid"])).is_ok());
+        assert!(check_one_resource(&s(&["https://Graph.Microsoft.com/Mail.Read", "EMAIL", "offline_access"])).is_ok());
+        let err = check_one_resource(&s(&[
+            "https://graph.microsoft.com/Mail.ReadWrite.Shared",
+            "https://outlook.office365.com/EWS.AccessAsUser.All",
+            "offline_access",
+        ]))
+        .unwrap_err();
+        assert!(err.contains("https://graph.microsoft.com, https://outlook.office365.com"), "{err}");
+        assert!(err.contains("one connection per resource"), "{err}");
+        // Entra counts these two Exchange Online URIs as two resources.
+        assert!(
+            check_one_resource(&s(&[
+                "https://outlook.office.com/IMAP.AccessAsUser.All",
+                "https://outlook.office365.com/SMTP.Send"
+            ]))
+            .is_err()
+        );
+        // A bare permission is Graph's.
+        assert!(check_one_resource(&s(&["Mail.Read", "https://outlook.office.com/SMTP.Send"])).is_err());
+        assert_eq!(resources_named(&s(&["api://abc/access_as_user", "openid"])), ["api://abc"]);
+        assert_eq!(resources_named(&s(&["https://mail.google.com/"])), ["https://mail.google.com"]);
     }
 
     #[test]

@@ -83,7 +83,41 @@ pub enum Grant {
 const REAUTH_CODES: &[u32] =
     &[70000, 70008, 700082, 700084, 50173, 65001, 50076, 50079, 50078, 50158, 53003, 50132, 50089, 50133, 50055];
 /// Codes that mean the app registration or its settings are wrong.
-const CONFIG_CODES: &[u32] = &[700016, 7000218, 90002, 70011, 700022, 50011, 900023, 90014, 700025, 500011];
+/// 28000 and 700022: the scopes span more than one resource.
+const CONFIG_CODES: &[u32] = &[700016, 7000218, 90002, 70011, 700022, 28000, 50011, 900023, 90014, 700025, 500011];
+
+/// What a refusal of the app's own credentials (`invalid_client`,
+/// `unauthorized_client`) means and what a person should do. Only a wrong or
+/// expired secret is cured by a new secret.
+fn credential_advice(error: &str, code: Option<u32>) -> String {
+    match code {
+        Some(7000215) => {
+            "the client secret is wrong (give the secret's Value, not its Secret ID): create a new client \
+                          secret in the app registration (Certificates & secrets) and update the tenant"
+                .into()
+        }
+        Some(7000222) => "the client secret has expired: create a new client secret in the app registration \
+                          (Certificates & secrets) and update the tenant"
+            .into(),
+        Some(700027) => "the app registration does not accept the certificate the robot signs with (not uploaded, \
+                         removed, or a different key): upload the tenant's certificate (its public part) under \
+                         Certificates & secrets in the app registration, or give the tenant the certificate and key \
+                         that are registered there"
+            .into(),
+        Some(700024) => "the client assertion was outside its validity time, so this machine's clock is off: set the \
+                         clock right (NTP); the robot asks again on its next poll"
+            .into(),
+        Some(c) => format!(
+            "the identity platform refused the app's credentials ({error}, AADSTS{c}): check the tenant's client id \
+             and its secret or certificate against the app registration; \
+             https://login.microsoftonline.com/error?code={c} explains the code"
+        ),
+        None => format!(
+            "the identity platform refused the app's credentials ({error}): check the tenant's client id and its \
+             secret or certificate against the app registration"
+        ),
+    }
+}
 
 /// What an error answer from the token endpoint means.
 pub fn classify(status: u16, body: &str, grant: Grant) -> AuthError {
@@ -97,10 +131,22 @@ pub fn classify(status: u16, body: &str, grant: Grant) -> AuthError {
         return AuthError::Transient(format!("unexpected answer from the token endpoint (HTTP {status}): {snippet}"));
     }
     let code = parsed.code();
-    let message = parsed.message();
+    let mut message = parsed.message();
+    if matches!(parsed.error.as_str(), "invalid_client" | "unauthorized_client") {
+        message = format!("{message} — {}", credential_advice(&parsed.error, code));
+    }
+    if matches!(code, Some(28000 | 700022)) {
+        message = format!(
+            "{message} — a token is for one resource: make one connection per resource, each with that \
+             resource's scopes only"
+        );
+    }
     let state = match code {
         Some(7000215) => Some(ConnectionState::SecretInvalid),
         Some(7000222) => Some(ConnectionState::SecretExpired),
+        // Clock skew: nothing in the tenant is wrong, so nothing is blocked;
+        // the next poll asks again once the clock is right.
+        Some(700024) => None,
         Some(c) if CONFIG_CODES.contains(&c) => None,
         // During Setup Authentication a refused code (reused, PKCE mismatch,
         // consent declined) ends that attempt only.
@@ -165,6 +211,40 @@ mod tests {
             classify(400, &body("invalid_scope", 700022), Grant::ClientCredentials),
             AuthError::Config(_)
         ));
+    }
+
+    #[test]
+    fn only_a_wrong_or_expired_secret_is_told_to_make_a_new_secret() {
+        for code in [7000215, 7000222] {
+            let err = classify(401, &body("invalid_client", code), Grant::ClientCredentials);
+            assert!(err.to_string().contains("create a new client secret"), "{code}: {err}");
+        }
+        // A certificate the app registration does not know: upload it, no secret.
+        let cert = classify(401, &body("invalid_client", 700027), Grant::ClientCredentials);
+        assert_eq!(state_of(cert.clone()), Some(ConnectionState::SecretInvalid));
+        let text = cert.to_string();
+        assert!(text.contains("AADSTS700027") && text.contains("upload the tenant's certificate"), "{text}");
+        assert!(!text.contains("client secret"), "{text}");
+        // Clock skew: fix the clock; the connection is not blocked for it.
+        let skew = classify(401, &body("invalid_client", 700024), Grant::RefreshToken);
+        assert!(matches!(skew, AuthError::Refused { state: None, code: Some(700024), .. }), "{skew:?}");
+        let text = skew.to_string();
+        assert!(text.contains("clock") && !text.contains("client secret"), "{text}");
+        // Any other credential refusal says its code and where to look, not "new secret".
+        let other = classify(401, &body("invalid_client", 700021), Grant::ClientCredentials);
+        let text = other.to_string();
+        assert!(text.contains("AADSTS700021") && text.contains("error?code=700021"), "{text}");
+        assert!(!text.contains("create a new client secret"), "{text}");
+        let unauthorized = classify(400, &body("unauthorized_client", 7000112), Grant::RefreshToken);
+        assert!(!unauthorized.to_string().contains("create a new client secret"), "{unauthorized}");
+    }
+
+    #[test]
+    fn scopes_spanning_resources_are_a_configuration_error() {
+        for code in [28000, 700022] {
+            let err = classify(400, &body("invalid_scope", code), Grant::AuthorizationCode);
+            assert!(matches!(&err, AuthError::Config(m) if m.contains("one connection per resource")), "{err:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,65 @@ pub struct Setup {
     /// The authentication schemes EWS accepts; absent: bearer tokens only (Exchange Online).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ews_auth: Option<EwsAuthSpec>,
+    /// EWS closed to callers (HTTP 403); absent: open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ews_block: Option<EwsBlockSpec>,
+}
+
+/// EWS closed to callers, as Exchange Online from 2026-10-01 when the organisation has not
+/// enabled EWS (`EWSEnabled`) or has not put the app's id on its allow list
+/// (`EWSAllowedAppIDs`): every call, once authenticated, is answered HTTP 403, often with a body
+/// that is not SOAP (`POST /_admin/ews/block`, `Setup.ews_block`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EwsBlockSpec {
+    /// Whether EWS refuses callers at all.
+    pub blocked: bool,
+    /// App (client) ids that still get through (`EWSAllowedAppIDs`). Callers signing in with a
+    /// password (on-premises mode) have no app id and are refused.
+    pub allowed_app_ids: Vec<String>,
+    /// What the 403 carries.
+    pub body: EwsBlockBody,
+}
+
+impl EwsBlockSpec {
+    /// Blocked for every app, answering with `body`.
+    pub fn blocked(body: EwsBlockBody) -> Self {
+        EwsBlockSpec { blocked: true, allowed_app_ids: Vec::new(), body }
+    }
+}
+
+/// The body of a blocked EWS call's 403.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EwsBlockBody {
+    /// An HTML error page (`text/html`).
+    #[default]
+    Html,
+    /// A line of plain text (`text/plain`).
+    Text,
+    /// A SOAP fault with `ErrorAccessDenied` (`text/xml`).
+    Soap,
+    /// Nothing at all.
+    Empty,
+}
+
+/// A read receipt Exchange sent for a message whose sender asked for one
+/// (`Disposition-Notification-To`): marked read, or deleted unread, without suppressing it
+/// (`GET /_admin/mailboxes/receipts`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ReadReceipt {
+    pub mailbox: String,
+    /// Where it went: the `Disposition-Notification-To` address.
+    pub to: String,
+    pub internet_message_id: String,
+    pub subject: String,
+    /// `read` (marked read) or `not-read` (deleted unread).
+    pub kind: String,
+    /// What sent it: `EWS UpdateItem`, `EWS DeleteItem` or `Graph PATCH`.
+    pub cause: String,
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// An HTTP authentication scheme of the EWS endpoint.

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use roxmltree::{Document, Node};
 use serde::{Deserialize, Serialize};
 
+use crate::config::EwsBlockBody;
 use crate::ewsauth::{self, Refusal};
 use crate::graph::iso;
 use crate::mail::{Folder, MailError, Mailbox, Message, from_ews_id, id_well_formed};
@@ -158,6 +159,38 @@ pub(crate) fn fault_response(status: StatusCode, retry_after: Option<u64>) -> Re
     )
 }
 
+/// The 403 of a blocked EWS call. Exchange Online's wording is not documented; these bodies are
+/// the emulator's, in the shapes seen in the field: an HTML page, a line of text, a SOAP fault,
+/// or nothing.
+fn blocked_response(body: EwsBlockBody) -> Response {
+    let (content_type, text) = match body {
+        EwsBlockBody::Html => (
+            "text/html; charset=utf-8",
+            "<!DOCTYPE html><html><head><title>403 - Forbidden</title></head><body><h1>403 - Forbidden: Access is \
+             denied.</h1><p>Exchange Web Services are not enabled for this organization, or this application is not \
+             on its list of applications allowed to use them.</p></body></html>"
+                .to_string(),
+        ),
+        EwsBlockBody::Text => (
+            "text/plain; charset=utf-8",
+            "EWS is blocked: Exchange Web Services are not enabled for this organization or this application."
+                .to_string(),
+        ),
+        EwsBlockBody::Soap => {
+            return soap_fault(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Exchange Web Services are not enabled for this organization or this application.",
+                None,
+            );
+        }
+        EwsBlockBody::Empty => return StatusCode::FORBIDDEN.into_response(),
+    };
+    let mut r = (StatusCode::FORBIDDEN, text).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 // ---- reading requests ----
 
 fn kids<'a, 'i>(n: Node<'a, 'i>, name: &'static str) -> impl Iterator<Item = Node<'a, 'i>> {
@@ -253,7 +286,24 @@ pub(crate) async fn entry(
 struct Cx<'a> {
     emu: &'a Arc<Emu>,
     mailbox: String,
+    /// `RequestServerVersion` of the SOAP header (empty when absent).
+    version: String,
     _slot: Slot,
+}
+
+/// Schema versions before the one that brought `SuppressReadReceipts` (Exchange 2013 SP1).
+const BEFORE_SUPPRESS_READ_RECEIPTS: [&str; 6] =
+    ["Exchange2007", "Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2", "Exchange2013"];
+
+impl Cx<'_> {
+    /// Whether the operation suppresses read receipts: `SuppressReadReceipts="true"` under a
+    /// `RequestServerVersion` whose schema has the attribute (Exchange2013_SP1 or later). Under an
+    /// older or missing version the emulator does not honour it, so a client that forgets the
+    /// version sees receipts go out here rather than in production.
+    fn suppresses_read_receipts(&self, op: Node<'_, '_>) -> bool {
+        let asked = op.attribute("SuppressReadReceipts").is_some_and(|v| v == "true" || v == "1");
+        asked && !self.version.is_empty() && !BEFORE_SUPPRESS_READ_RECEIPTS.contains(&self.version.as_str())
+    }
 }
 
 impl Cx<'_> {
@@ -271,6 +321,11 @@ async fn handle(
     body: &[u8],
 ) -> Result<Response, Failure> {
     let caller = ewsauth::authenticate(emu, headers, conn).map_err(Failure::Unauthorized)?;
+    // Exchange Online's EWS block decides by the app id, so after authentication.
+    if let Some(body) = emu.ews_block_for(&caller) {
+        tracing::debug!(client_id = %caller.client_id, "EWS blocked for this caller");
+        return Ok(blocked_response(body));
+    }
     let xml = std::str::from_utf8(body).map_err(|_| Failure::schema("The request is not UTF-8."))?;
     let doc =
         Document::parse(xml).map_err(|e| Failure::schema(format!("The request failed schema validation: {e}")))?;
@@ -281,6 +336,11 @@ async fn handle(
     let op = kid(env, "Body")
         .and_then(|b| b.children().find(|c| c.is_element()))
         .ok_or_else(|| Failure::schema("The SOAP body is empty."))?;
+    let version = kid(env, "Header")
+        .and_then(|h| kid(h, "RequestServerVersion"))
+        .and_then(|v| v.attribute("Version"))
+        .unwrap_or_default()
+        .to_string();
     let impersonated = kid(env, "Header")
         .and_then(|h| kid(h, "ExchangeImpersonation"))
         .map(|i| {
@@ -329,7 +389,7 @@ async fn handle(
             ));
         }
     };
-    let cx = Cx { emu, mailbox: slot.mailbox.clone(), _slot: slot };
+    let cx = Cx { emu, mailbox: slot.mailbox.clone(), version, _slot: slot };
     let messages = match name {
         "FindFolder" => find_folder(&cx, op)?,
         "GetFolder" => get_folder(&cx, op)?,
@@ -866,10 +926,11 @@ fn move_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
     }))
 }
 
-/// One `ItemChange` of `UpdateItem`: the read flag and categories.
-fn apply_change(mb: &mut Mailbox, change: Node<'_, '_>, now: i64) -> Result<String, EwsError> {
+/// One `ItemChange` of `UpdateItem`: the read flag and categories. Marking an unread message
+/// read sends the read receipt its sender asked for, unless `suppress`.
+fn apply_change(mb: &mut Mailbox, change: Node<'_, '_>, suppress: bool, now: i64) -> Result<String, EwsError> {
     let id = kid(change, "ItemId").and_then(|i| i.attribute("Id")).unwrap_or_default();
-    find_message(mb, id)?;
+    let was_read = find_message(mb, id)?.is_read;
     let (mut is_read, mut categories) = (None, None);
     for u in kid(change, "Updates").into_iter().flat_map(|u| u.children().filter(|c| c.is_element())) {
         let field = kid(u, "FieldURI").and_then(|f| f.attribute("FieldURI")).unwrap_or_default();
@@ -901,6 +962,9 @@ fn apply_change(mb: &mut Mailbox, change: Node<'_, '_>, now: i64) -> Result<Stri
         }
     }
     let i = mb.update_message(id, is_read, categories, now)?;
+    if is_read == Some(true) && !was_read {
+        mb.settle_receipt(i, "read", suppress, "EWS UpdateItem", now);
+    }
     Ok(format!(
         "<m:Items><t:Message>{}</t:Message></m:Items><m:ConflictResults><t:Count>0</t:Count></m:ConflictResults>",
         item_id_xml(&mb.messages[i])
@@ -918,13 +982,14 @@ fn update_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
         return Err(Failure::schema("The ConflictResolution attribute is required."));
     }
     let disposition = op.attribute("MessageDisposition");
+    let suppress = cx.suppresses_read_receipts(op);
     let now = cx.emu.clock.now_ms();
     Ok(cx.with(|mb| {
         changes
             .iter()
             .map(|c| {
                 let r = match disposition {
-                    Some("SaveOnly") => apply_change(mb, *c, now),
+                    Some("SaveOnly") => apply_change(mb, *c, suppress, now),
                     Some(_) => Err(EwsError::new(
                         "ErrorInvalidOperation",
                         "Only MessageDisposition SaveOnly applies to received messages.",
@@ -940,7 +1005,8 @@ fn update_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
     }))
 }
 
-/// `DeleteItem` (`DeleteType` `HardDelete`, `SoftDelete` or `MoveToDeletedItems`).
+/// `DeleteItem` (`DeleteType` `HardDelete`, `SoftDelete` or `MoveToDeletedItems`). Deleting an
+/// unread message sends the not-read receipt its sender asked for, unless suppressed.
 fn delete_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
     let to_deleted = match op.attribute("DeleteType") {
         Some("MoveToDeletedItems") => true,
@@ -951,11 +1017,15 @@ fn delete_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
     if ids.is_empty() {
         return Err(Failure::schema("ItemIds is required."));
     }
+    let suppress = cx.suppresses_read_receipts(op);
     let now = cx.emu.clock.now_ms();
     Ok(cx.with(|mb| {
         ids.iter()
             .map(|id| {
-                let r = find_message(mb, id).map(|_| ()).and_then(|_| {
+                let r = find_message(mb, id).map(|m| m.is_read).and_then(|was_read| {
+                    if !was_read && let Some(i) = mb.message_index(id) {
+                        mb.settle_receipt(i, "not-read", suppress, "EWS DeleteItem", now);
+                    }
                     if to_deleted {
                         mb.move_message(id, "deleteditems", now)?;
                     } else {

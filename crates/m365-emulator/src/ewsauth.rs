@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 
 use crate::EmulatorError;
-use crate::config::{EwsAuthScheme, EwsAuthSpec};
+use crate::config::{EwsAuthScheme, EwsAuthSpec, EwsBlockBody, EwsBlockSpec};
 use crate::mailauth::{self, Api, Caller, Denied};
 use crate::ntlm::{self, NtlmError};
 use crate::server::Connection;
@@ -59,6 +59,8 @@ struct Pending {
 pub(crate) struct EwsAuthState {
     pub spec: EwsAuthSpec,
     pending: HashMap<u64, Pending>,
+    /// EWS closed to callers (Exchange Online's block from 2026-10-01).
+    pub block: EwsBlockSpec,
 }
 
 impl EwsAuthState {
@@ -96,6 +98,24 @@ impl Emu {
 
     pub fn ews_auth_spec(&self) -> EwsAuthSpec {
         self.ews_auth().spec.clone()
+    }
+
+    /// Closes EWS to every caller whose app id is not allowed (or opens it again).
+    pub fn set_ews_block(&self, spec: EwsBlockSpec) -> EwsBlockSpec {
+        tracing::info!(blocked = spec.blocked, allowed = ?spec.allowed_app_ids, "EWS block set");
+        self.ews_auth().block = spec.clone();
+        spec
+    }
+
+    pub fn ews_block_spec(&self) -> EwsBlockSpec {
+        self.ews_auth().block.clone()
+    }
+
+    /// The 403 body when EWS is blocked for this caller; None when it may pass.
+    pub(crate) fn ews_block_for(&self, caller: &Caller) -> Option<EwsBlockBody> {
+        let st = self.ews_auth();
+        let allowed = st.block.allowed_app_ids.iter().any(|a| a.eq_ignore_ascii_case(&caller.client_id));
+        (st.block.blocked && !allowed).then_some(st.block.body)
     }
 }
 

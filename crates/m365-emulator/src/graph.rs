@@ -505,7 +505,7 @@ pub(crate) fn message_json(m: &Message, immutable: bool, select: Option<&[String
         "parentFolderId": m.folder,
         "conversationId": s.conversation_id,
         "isDeliveryReceiptRequested": false,
-        "isReadReceiptRequested": false,
+        "isReadReceiptRequested": s.receipt_to.is_some(),
         "isRead": m.is_read,
         "isDraft": false,
         "inferenceClassification": "focused",
@@ -661,8 +661,13 @@ fn patch_message(cx: &Cx, id: &str) -> Result<Response, GraphError> {
         .map_err(|e| GraphError::bad_request(format!("Invalid JSON in the request body: {e}")))?;
     let now = cx.emu.clock.now_ms();
     cx.with(|mb| {
-        message(mb, id)?;
+        let was_read = message(mb, id)?.is_read;
         let i = mb.update_message(id, p.is_read, p.categories, now)?;
+        // Graph has no SuppressReadReceipts: Outlook sends the receipt a sender asked for
+        // (reported in msgraph-sdk-php#1169; Microsoft documents no way around it).
+        if p.is_read == Some(true) && !was_read {
+            mb.settle_receipt(i, "read", false, "Graph PATCH", now);
+        }
         Ok(ok_json(StatusCode::OK, message_json(&mb.messages[i], cx.immutable, None, false)))
     })
 }
@@ -771,11 +776,12 @@ fn delta(cx: &Cx, folder_key: &str) -> Result<Response, GraphError> {
     cx.with(|mb| {
         let f = folder(mb, folder_key)?.id.clone();
         let path = cx.req.uri.path().to_string();
+        // Outlook spells the code with a capital S; the overview docs write `syncStateNotFound`.
         let gone = || GraphError {
             location: Some(format!("{}{path}?$deltatoken=", cx.emu.base_url)),
             ..GraphError::new(
                 StatusCode::GONE,
-                "syncStateNotFound",
+                "SyncStateNotFound",
                 "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
             )
         };

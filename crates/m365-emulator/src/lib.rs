@@ -44,9 +44,9 @@ mod tls;
 mod token;
 
 pub use config::{
-    AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, EwsAuthScheme, EwsAuthSpec, FaultSpec,
-    FolderInfo, IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantMode,
-    TenantSpec, UserSpec, UserUpdate,
+    AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, EwsAuthScheme, EwsAuthSpec, EwsBlockBody,
+    EwsBlockSpec, FaultSpec, FolderInfo, IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, ReadReceipt,
+    SecretSpec, Setup, TenantMode, TenantSpec, UserSpec, UserUpdate,
 };
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};

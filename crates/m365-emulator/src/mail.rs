@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::EmulatorError;
-use crate::config::{AccessPolicySpec, FolderInfo, MailboxSpec, MessageInfo};
+use crate::config::{AccessPolicySpec, FolderInfo, MailboxSpec, MessageInfo, ReadReceipt};
 
 /// Well-known folders every mailbox has: (well-known name, display name, parent well-known name).
 pub(crate) const WELL_KNOWN: [(&str, &str, &str); 12] = [
@@ -88,6 +88,8 @@ pub(crate) struct Summary {
     pub importance: &'static str,
     pub conversation_id: String,
     pub attachments: Vec<Attachment>,
+    /// The `Disposition-Notification-To` address: the sender asks for a read receipt (RFC 8098).
+    pub receipt_to: Option<String>,
 }
 
 fn addrs(a: Option<&mail_parser::Address<'_>>) -> Vec<Addr> {
@@ -157,7 +159,19 @@ pub(crate) fn summarize(mime: &[u8]) -> Summary {
         importance,
         conversation_id: format!("AAQkA{}", URL_SAFE.encode(&digest[..24])),
         attachments,
+        receipt_to: m.header_raw("Disposition-Notification-To").and_then(receipt_address),
     }
+}
+
+/// The address of a `Disposition-Notification-To` header (`Name <a@b>` or `a@b`).
+fn receipt_address(value: &str) -> Option<String> {
+    let value = value.trim();
+    let address = match (value.rfind('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value,
+    };
+    let address = address.trim();
+    address.contains('@').then(|| address.to_string())
 }
 
 /// Graph's `bodyPreview`: the first 255 characters of the text, whitespace collapsed.
@@ -209,6 +223,8 @@ pub(crate) struct Message {
     pub content_seq: u64,
     /// Change number of its arrival in its folder (EWS `Create` vs `Update`).
     pub created_seq: u64,
+    /// A read receipt is asked for and not yet sent nor suppressed (MAPI's "receipt pending").
+    pub receipt_pending: bool,
 }
 
 impl Message {
@@ -257,6 +273,8 @@ pub(crate) struct Mailbox {
     pub epoch: u64,
     /// The mailbox change number.
     pub seq: u64,
+    /// Read receipts sent for its messages, oldest first.
+    pub receipts: Vec<ReadReceipt>,
 }
 
 impl Mailbox {
@@ -290,6 +308,7 @@ impl Mailbox {
             full_access: Vec::new(),
             epoch: 1,
             seq: 0,
+            receipts: Vec::new(),
         }
     }
 
@@ -355,6 +374,7 @@ impl Mailbox {
         let folder = self.folder_loose(folder).ok_or(MailError::FolderNotFound)?.id.clone();
         let seq = self.next_seq();
         let summary = summarize(&mime);
+        let receipt_pending = summary.receipt_to.is_some() && !is_read;
         self.messages.push(Message {
             rest_id: new_id(REST_PREFIX),
             immutable_id: new_id(IMMUTABLE_PREFIX),
@@ -369,6 +389,7 @@ impl Mailbox {
             seq,
             content_seq: seq,
             created_seq: seq,
+            receipt_pending,
         });
         Ok(self.messages.len() - 1)
     }
@@ -431,6 +452,28 @@ impl Mailbox {
         m.seq = seq;
         m.modified_ms = now_ms;
         Ok(i)
+    }
+
+    /// The read receipt due when message `i` is read (`read`) or deleted unread (`not-read`):
+    /// sent unless `suppressed`; either way it is no longer pending (Exchange sends one at most).
+    /// Returns whether one was sent.
+    pub fn settle_receipt(&mut self, i: usize, kind: &str, suppressed: bool, cause: &str, now_ms: i64) -> bool {
+        let m = &mut self.messages[i];
+        if !std::mem::take(&mut m.receipt_pending) || suppressed {
+            return false;
+        }
+        let receipt = ReadReceipt {
+            mailbox: self.address.clone(),
+            to: m.summary.receipt_to.clone().unwrap_or_default(),
+            internet_message_id: m.summary.internet_message_id.clone(),
+            subject: m.summary.subject.clone(),
+            kind: kind.into(),
+            cause: cause.into(),
+            at: chrono::DateTime::from_timestamp_millis(now_ms),
+        };
+        tracing::info!(mailbox = %receipt.mailbox, to = %receipt.to, kind, cause, "read receipt sent");
+        self.receipts.push(receipt);
+        true
     }
 
     pub fn folder_name(&self, id: &str) -> String {
@@ -568,6 +611,32 @@ mod tests {
         assert_eq!(s.preview, "Hi there Bob");
         assert_eq!(s.importance, "high");
         assert_eq!(s.sent_ms, Some(1_751_364_000_000));
+    }
+
+    #[test]
+    fn a_receipt_request_is_read_from_the_headers_and_sent_once() {
+        let asking =
+            MIME.replace("Importance: High\r\n", "Disposition-Notification-To: \"Alice\" <alice@example.test>\r\n");
+        assert_eq!(summarize(asking.as_bytes()).receipt_to.as_deref(), Some("alice@example.test"));
+        assert_eq!(summarize(MIME.as_bytes()).receipt_to, None);
+        let mut mb = Mailbox::new("t".into(), "a@b.test".into(), "A".into(), None);
+        let i = mb.deliver("inbox", asking.into_bytes(), 0, false).unwrap();
+        assert!(mb.settle_receipt(i, "read", false, "EWS UpdateItem", 0));
+        assert!(!mb.settle_receipt(i, "read", false, "EWS UpdateItem", 0), "at most one");
+        assert_eq!(mb.receipts.len(), 1);
+        assert_eq!((mb.receipts[0].to.as_str(), mb.receipts[0].kind.as_str()), ("alice@example.test", "read"));
+        // Suppressed: none sent, and none due any more.
+        let j = mb
+            .deliver(
+                "inbox",
+                MIME.replace("Importance: High\r\n", "Disposition-Notification-To: x@y.test\r\n").into_bytes(),
+                0,
+                false,
+            )
+            .unwrap();
+        assert!(!mb.settle_receipt(j, "read", true, "EWS UpdateItem", 0));
+        assert!(!mb.settle_receipt(j, "read", false, "EWS UpdateItem", 0));
+        assert_eq!(mb.receipts.len(), 1);
     }
 
     #[test]

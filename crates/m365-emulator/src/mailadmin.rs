@@ -14,7 +14,8 @@ use serde_json::json;
 
 use crate::EmulatorError;
 use crate::config::{
-    AccessPolicySpec, DeliverSpec, EwsAuthSpec, FolderInfo, MailboxGrant, MailboxSpec, MessageInfo, Setup,
+    AccessPolicySpec, DeliverSpec, EwsAuthSpec, EwsBlockSpec, FolderInfo, MailboxGrant, MailboxSpec, MessageInfo,
+    ReadReceipt, Setup,
 };
 use crate::state::{Emu, Inner};
 
@@ -97,6 +98,16 @@ impl Emu {
         Ok(mb.message(id).ok_or_else(|| EmulatorError::NotFound(format!("message {id}")))?.mime.to_vec())
     }
 
+    /// The read receipts Exchange sent for a mailbox's messages (all mailboxes with `None`),
+    /// oldest first.
+    pub fn read_receipts(&self, mailbox: Option<&str>) -> Result<Vec<ReadReceipt>> {
+        let mail = self.mail();
+        Ok(match mailbox {
+            Some(m) => mail.get(m)?.receipts.clone(),
+            None => mail.mailboxes.iter().flat_map(|m| m.receipts.iter().cloned()).collect(),
+        })
+    }
+
     /// Every delta token and EWS sync state of the mailbox stops working (410 / ErrorInvalidSyncStateData).
     pub fn expire_delta_tokens(&self, mailbox: &str) -> Result<()> {
         self.mail().get_mut(mailbox)?.epoch += 1;
@@ -166,6 +177,11 @@ struct Limit {
 }
 
 #[derive(Deserialize)]
+struct ReceiptQuery {
+    mailbox: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct FolderQuery {
     mailbox: String,
     folder: Option<String>,
@@ -190,7 +206,9 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
         .route("/_admin/mailboxes/expire-delta", post(expire))
         .route("/_admin/mailboxes/rest", post(rest))
         .route("/_admin/mailboxes/concurrency", post(concurrency))
+        .route("/_admin/mailboxes/receipts", get(receipts))
         .route("/_admin/ews/auth", post(set_ews_auth).get(ews_auth))
+        .route("/_admin/ews/block", post(set_ews_block).get(ews_block))
 }
 
 async fn mailboxes(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
@@ -247,4 +265,18 @@ async fn set_ews_auth(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response>
 
 async fn ews_auth(State(emu): State<Arc<Emu>>) -> Response {
     axum::Json(emu.ews_auth_spec()).into_response()
+}
+
+async fn receipts(State(emu): State<Arc<Emu>>, Query(q): Query<ReceiptQuery>) -> Result<Response> {
+    Ok(axum::Json(emu.read_receipts(q.mailbox.as_deref())?).into_response())
+}
+
+/// `POST /_admin/ews/block` `{"blocked": true, "allowed_app_ids": [...], "body": "html"}`: answers
+/// the block now in force.
+async fn set_ews_block(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    Ok(axum::Json(emu.set_ews_block(body::<EwsBlockSpec>(&b)?)).into_response())
+}
+
+async fn ews_block(State(emu): State<Arc<Emu>>) -> Response {
+    axum::Json(emu.ews_block_spec()).into_response()
 }

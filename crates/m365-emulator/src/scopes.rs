@@ -114,6 +114,27 @@ impl Resource {
     }
 }
 
+impl Resource {
+    /// What "one resource" means when a token request may name only one: the canonical id,
+    /// except that Exchange Online's URIs count apart (`https://outlook.office.com` and
+    /// `https://outlook.office365.com` are two resources to Entra's token endpoint, though they
+    /// share permissions and consent).
+    pub fn token_key(&self) -> String {
+        if self.id == EXCHANGE_ID { self.uri.to_ascii_lowercase() } else { self.id.clone() }
+    }
+}
+
+/// The resources a request's scopes name, each once, in order (OIDC scopes name none).
+pub(crate) fn distinct_resources(scopes: &[Scope]) -> Vec<&Resource> {
+    let mut out: Vec<&Resource> = Vec::new();
+    for p in permissions(scopes) {
+        if !out.iter().any(|r| r.token_key() == p.resource.token_key()) {
+            out.push(&p.resource);
+        }
+    }
+    out
+}
+
 /// A permission on a resource (or, in a generic tenant, an opaque scope with an empty resource).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Permission {
@@ -256,6 +277,23 @@ mod tests {
         assert_eq!(parse("OpenID", false, &none).unwrap(), Scope::Oidc("openid".into()));
         let Scope::Perm(p) = parse("https://mail.google.com/", true, &none).unwrap() else { panic!() };
         assert_eq!(p.full(), "https://mail.google.com/");
+    }
+
+    #[test]
+    fn resources_are_counted_as_the_token_endpoint_counts_them() {
+        let parsed = |v: &[&str]| parse_all(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), false, &none);
+        let n = |v: &[&str]| distinct_resources(&parsed(v).unwrap()).len();
+        assert_eq!(n(&["openid", "Mail.Read", "https://graph.microsoft.com/User.Read", "offline_access"]), 1);
+        assert_eq!(
+            n(&["https://graph.microsoft.com/Mail.Read", "https://outlook.office365.com/EWS.AccessAsUser.All"]),
+            2
+        );
+        assert_eq!(
+            n(&["https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office365.com/SMTP.Send"]),
+            2
+        );
+        assert_eq!(n(&["https://outlook.office.com/IMAP.AccessAsUser.All", "https://OUTLOOK.office.com/SMTP.Send"]), 1);
+        assert_eq!(n(&["openid", "profile"]), 0);
     }
 
     #[test]

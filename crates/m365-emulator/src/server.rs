@@ -19,8 +19,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::{
-    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, FaultSpec, FolderInfo, IdTokenFault, IssueSpec,
-    MailboxGrant, MailboxSpec, MessageInfo, SecretSpec, Setup, TenantSpec, UserSpec, UserUpdate,
+    AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, EwsBlockSpec, FaultSpec, FolderInfo,
+    IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, ReadReceipt, SecretSpec, Setup, TenantSpec,
+    UserSpec, UserUpdate,
 };
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
@@ -493,7 +494,7 @@ impl Emulator {
         self.emu.mail_mime(mailbox, id)
     }
 
-    /// Expires every delta token / sync state of the mailbox (410 syncStateNotFound next time).
+    /// Expires every delta token / sync state of the mailbox (410 SyncStateNotFound next time).
     pub fn expire_delta_tokens(&self, mailbox: &str) -> Result<(), EmulatorError> {
         self.emu.expire_delta_tokens(mailbox)
     }
@@ -517,6 +518,19 @@ impl Emulator {
     /// The schemes EWS accepts now.
     pub fn ews_auth(&self) -> EwsAuthSpec {
         self.emu.ews_auth_spec()
+    }
+
+    /// Closes EWS to callers whose app id is not allowed, answering HTTP 403 (as Exchange Online
+    /// from 2026-10-01 without `EWSEnabled` and `EWSAllowedAppIDs`), or opens it again
+    /// (as `POST /_admin/ews/block`).
+    pub fn set_ews_block(&self, spec: EwsBlockSpec) -> EwsBlockSpec {
+        self.emu.set_ews_block(spec)
+    }
+
+    /// The read receipts Exchange sent for a mailbox's messages (every mailbox's with `None`):
+    /// marked read or deleted unread without `SuppressReadReceipts`, or marked read through Graph.
+    pub fn read_receipts(&self, mailbox: Option<&str>) -> Result<Vec<ReadReceipt>, EmulatorError> {
+        self.emu.read_receipts(mailbox)
     }
 
     /// Stops the server and waits for its thread.

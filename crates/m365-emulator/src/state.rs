@@ -488,6 +488,9 @@ impl Emu {
         if let Some(a) = &setup.ews_auth {
             self.set_ews_auth(a.clone())?;
         }
+        if let Some(b) = &setup.ews_block {
+            self.set_ews_block(b.clone());
+        }
         Ok(())
     }
 
@@ -515,6 +518,8 @@ impl Emu {
         self.dump_mail(&g, &mut setup);
         let ews_auth = self.ews_auth_spec();
         setup.ews_auth = (ews_auth != Default::default()).then_some(ews_auth);
+        let ews_block = self.ews_block_spec();
+        setup.ews_block = (ews_block != Default::default()).then_some(ews_block);
         setup
     }
 

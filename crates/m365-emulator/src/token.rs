@@ -529,6 +529,14 @@ fn redeem_code(g: &mut Inner, cx: &Ctx) -> Result<Pending, StsError> {
     }
     let requested =
         cx.form.get("scope").map(|s| scopes::split(s)).filter(|s| !s.is_empty()).unwrap_or(c.scopes.clone());
+    // The authorize request may name several resources; the redemption must ask for one (plus
+    // OIDC scopes). Field reports of the v2.0 endpoint show AADSTS28000 here.
+    if let Ok(parsed) = g.parse_scopes(&tenant, &requested)
+        && !tenant.generic()
+        && scopes::distinct_resources(&parsed).len() > 1
+    {
+        return Err(multiple_resources(28000, &requested.join(" ")));
+    }
     let out = issue_delegated(
         g,
         cx.emu,
@@ -667,24 +675,15 @@ fn client_credentials(g: &Inner, cx: &Ctx) -> Result<Pending, StsError> {
         (app.client_id.clone(), roles)
     } else {
         let parsed = g.parse_scopes(&tenant, &raw).map_err(|b| StsError::invalid_scope(&b.0))?;
-        let mut resources: Vec<&Resource> = Vec::new();
         for (s, p) in raw.iter().zip(&parsed) {
-            let Scope::Perm(p) = p else {
+            if !matches!(p, Scope::Perm(_)) {
                 return Err(StsError::invalid_scope(s));
-            };
-            if !resources.iter().any(|r| r.id == p.resource.id) {
-                resources.push(&p.resource);
             }
         }
+        let resources = scopes::distinct_resources(&parsed);
         if resources.len() > 1 {
-            return Err(StsError::new(
-                "invalid_scope",
-                700022,
-                format!(
-                    "The provided value for the input parameter scope is not valid because it contains more than one \
-                     resource. Scope {raw_scope} is not valid."
-                ),
-            ));
+            // AADSTS700022 InvalidMultipleResourcesScope (the error-code reference).
+            return Err(multiple_resources(700022, raw_scope));
         }
         for (s, p) in raw.iter().zip(&parsed) {
             if matches!(p, Scope::Perm(p) if !p.is_default()) {
@@ -734,6 +733,18 @@ fn client_credentials(g: &Inner, cx: &Ctx) -> Result<Pending, StsError> {
         access["roles"] = json!(roles);
     }
     Ok(Pending { access, id: None, refresh: None, scope: None, expires_in: lifetime, client_info: None })
+}
+
+/// Scopes of more than one resource where a token for one is asked for.
+fn multiple_resources(code: u32, scope: &str) -> StsError {
+    StsError::new(
+        "invalid_scope",
+        code,
+        format!(
+            "Provided value for the input parameter scope is not valid because it contains more than one resource. \
+             Scope {scope} is not valid."
+        ),
+    )
 }
 
 /// `aud` of a token for a resource: first-party resources keep the URI the client used, app

@@ -409,6 +409,66 @@ async fn code_redemption_errors() {
     assert_sts_error(s, &b, 400, "invalid_grant", 9002313);
 }
 
+/// The authorize request may name several resources, the redemption only one (OIDC scopes
+/// aside): otherwise AADSTS28000, as the v2.0 endpoint answers. The code is not used up by it.
+#[tokio::test]
+async fn a_redemption_may_ask_for_one_resource_only() {
+    const EWS_SCOPE: &str = "https://outlook.office365.com/EWS.AccessAsUser.All";
+    let emu = start();
+    emu.grant_consent(ConsentSpec {
+        tenant: DOMAIN.into(),
+        client_id: WEB_APP.into(),
+        username: None,
+        scopes: vec![GRAPH_SCOPE.into(), EWS_SCOPE.into()],
+    })
+    .unwrap();
+    let c = client();
+    let (verifier, challenge) = pkce();
+    let both = format!("openid offline_access {GRAPH_SCOPE} {EWS_SCOPE}");
+    let url = authorize_url(
+        &emu,
+        DOMAIN,
+        &[
+            ("client_id", WEB_APP),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT),
+            ("scope", &both),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let code = location_params(&sign_in(&c, &emu, &url, USER, PASSWORD).await)["code"].clone();
+    let redeem_for = |scope: String| {
+        let (code, verifier, emu) = (code.clone(), verifier.clone(), &emu);
+        async move {
+            post_token(
+                emu,
+                DOMAIN,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", WEB_APP),
+                    ("client_secret", WEB_SECRET),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &verifier),
+                    ("scope", &scope),
+                ],
+            )
+            .await
+        }
+    };
+    let (s, b) = redeem_for(both.clone()).await;
+    assert_sts_error(s, &b, 400, "invalid_scope", 28000);
+    assert!(b["error_description"].as_str().unwrap().contains("more than one resource"), "{b}");
+    // Exchange Online's two URIs count as two resources.
+    let (s, b) = redeem_for(format!("{EWS_SCOPE} https://outlook.office.com/SMTP.Send")).await;
+    assert_sts_error(s, &b, 400, "invalid_scope", 28000);
+    let (s, b) = redeem_for(format!("openid offline_access {EWS_SCOPE}")).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, at) = verify_jwt(b["access_token"].as_str().unwrap(), &jwks(&emu, DOMAIN).await);
+    assert_eq!(at["aud"], "https://outlook.office365.com");
+}
+
 #[tokio::test]
 async fn mfa_step_and_amr() {
     let emu = start();

@@ -244,6 +244,10 @@ async fn secret_and_scope_errors() {
     let (s, b) =
         cc(&emu, &with_scope("https://graph.microsoft.com/.default https://outlook.office365.com/.default")).await;
     assert_sts_error(s, &b, 400, "invalid_scope", 700022);
+    // Exchange Online's two URIs are two resources to the token endpoint.
+    let (s, b) =
+        cc(&emu, &with_scope("https://outlook.office.com/.default https://outlook.office365.com/.default")).await;
+    assert_sts_error(s, &b, 400, "invalid_scope", 700022);
     let (s, b) = cc(&emu, &with_scope("https://unknown.example/.default")).await;
     assert_sts_error(s, &b, 400, "invalid_resource", 500011);
     let (s, b) = cc(&emu, &sec).await;

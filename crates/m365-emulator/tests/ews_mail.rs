@@ -1,13 +1,14 @@
 //! EWS over raw SOAP: delegated and app-only (impersonation) access, folders, SyncFolderItems
-//! paging and state, GetItem MIME, MoveItem, UpdateItem read flag, DeleteItem, errors and
-//! throttling. Requests are written as Microsoft's EWS reference shows them.
+//! paging and state, GetItem MIME, MoveItem, UpdateItem read flag, DeleteItem, read receipts and
+//! SuppressReadReceipts, errors, throttling, and the 403 of a blocked EWS. Requests are written as
+//! Microsoft's EWS reference shows them.
 
 mod common;
 
 use base64::Engine;
 use common::mail::*;
 use common::*;
-use m365_emulator::{FaultSpec, MailboxGrant};
+use m365_emulator::{EwsBlockBody, EwsBlockSpec, FaultSpec, MailboxGrant};
 
 const EWS: &str = "https://outlook.office365.com";
 const EWS_SCOPE: &str = "https://outlook.office365.com/EWS.AccessAsUser.All";
@@ -21,13 +22,30 @@ async fn soap(
     header: &str,
     body: &str,
 ) -> (u16, String) {
+    let (status, content_type, text) = soap_raw(emu, token, http_headers, "Exchange2013", header, body).await;
+    if status != 401 {
+        assert_eq!(content_type, "text/xml; charset=utf-8");
+    }
+    (status, text)
+}
+
+/// Posts a SOAP request naming `version` as `RequestServerVersion`; returns the status, the
+/// Content-Type and the body, whatever they are.
+async fn soap_raw(
+    emu: &m365_emulator::Emulator,
+    token: &str,
+    http_headers: &[(&str, &str)],
+    version: &str,
+    header: &str,
+    body: &str,
+) -> (u16, String, String) {
     let xml = format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
 <soap:Envelope xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
   xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"
   xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"
   xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
-  <soap:Header><t:RequestServerVersion Version="Exchange2013" />{header}</soap:Header>
+  <soap:Header><t:RequestServerVersion Version="{version}" />{header}</soap:Header>
   <soap:Body>{body}</soap:Body>
 </soap:Envelope>"#
     );
@@ -38,11 +56,8 @@ async fn soap(
     }
     let resp = r.send().await.unwrap();
     let status = resp.status().as_u16();
-    if status != 401 {
-        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-        assert_eq!(ct, "text/xml; charset=utf-8");
-    }
-    (status, resp.text().await.unwrap())
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, content_type, resp.text().await.unwrap())
 }
 
 fn impersonate(smtp: &str) -> String {
@@ -469,4 +484,121 @@ async fn over_the_concurrency_limit_is_server_busy() {
     let v = all(&doc, "Value")[0];
     assert_eq!(v.attribute("Name"), Some("BackOffMilliseconds"));
     assert!(v.text().unwrap().parse::<u64>().unwrap() > 0);
+}
+
+fn mark_read(id: &str, attributes: &str) -> String {
+    format!(
+        r#"<m:UpdateItem MessageDisposition="SaveOnly" ConflictResolution="AutoResolve"{attributes}><m:ItemChanges><t:ItemChange>
+<t:ItemId Id="{id}" /><t:Updates><t:SetItemField><t:FieldURI FieldURI="message:IsRead" />
+<t:Message><t:IsRead>true</t:IsRead></t:Message></t:SetItemField></t:Updates></t:ItemChange></m:ItemChanges></m:UpdateItem>"#
+    )
+}
+
+fn delete(id: &str, attributes: &str) -> String {
+    format!(
+        r#"<m:DeleteItem DeleteType="MoveToDeletedItems"{attributes}><m:ItemIds><t:ItemId Id="{id}" /></m:ItemIds></m:DeleteItem>"#
+    )
+}
+
+/// Marking a mail read sends the read receipt its sender asked for, deleting it unread a not-read
+/// receipt, unless `SuppressReadReceipts="true"` under a schema version that has it
+/// (Exchange2013_SP1). Exchange sends one at most.
+#[tokio::test]
+async fn read_receipts_go_out_unless_suppressed() {
+    let emu = start_mail();
+    let token = user_token(&emu, USER, &[EWS_SCOPE]);
+    let asking: Vec<String> = (0..6)
+        .map(|n| {
+            emu.deliver_mime(USER, "inbox", &mime_asking_receipt(n)).unwrap().id.replace('-', "+").replace('_', "/")
+        })
+        .collect();
+    let plain = emu.deliver_mime(USER, "inbox", &mime(9)).unwrap().id.replace('-', "+").replace('_', "/");
+    let suppress = r#" SuppressReadReceipts="true""#;
+    let steps = [
+        ("Exchange2013_SP1", mark_read(&asking[0], "")),
+        ("Exchange2013_SP1", mark_read(&asking[1], suppress)),
+        // The attribute is not in the Exchange2013 schema: not honoured.
+        ("Exchange2013", mark_read(&asking[2], suppress)),
+        ("Exchange2016", delete(&asking[3], "")),
+        ("V2016_10_10", delete(&asking[4], suppress)),
+        // Suppressed once, nothing is due any more: reading it again or deleting it sends nothing.
+        ("Exchange2013_SP1", mark_read(&asking[5], suppress)),
+        ("Exchange2013_SP1", delete(&asking[5], "")),
+        ("Exchange2013_SP1", mark_read(&plain, "")),
+    ];
+    for (version, body) in &steps {
+        let (s, _, x) = soap_raw(&emu, &token, &[], version, "", body).await;
+        assert_eq!((s, codes(&roxmltree::Document::parse(&x).unwrap())), (200, vec!["NoError".to_string()]), "{x}");
+    }
+    let sent: Vec<(String, String, String, String)> = emu
+        .read_receipts(Some(USER))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.internet_message_id, r.to, r.kind, r.cause))
+        .collect();
+    let receipt = |n: usize, kind: &str, cause: &str| {
+        (format!("<req{n}@example.test>"), format!("customer{n}@example.test"), kind.into(), cause.into())
+    };
+    assert_eq!(
+        sent,
+        [
+            receipt(0, "read", "EWS UpdateItem"),
+            receipt(2, "read", "EWS UpdateItem"),
+            receipt(3, "not-read", "EWS DeleteItem")
+        ]
+    );
+    // The same through the admin API.
+    let url = format!("{}/_admin/mailboxes/receipts?mailbox={USER}", emu.base_url());
+    let listed: serde_json::Value = client().get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed[2]["kind"], "not-read");
+    assert!(emu.read_receipts(Some(SHARED)).unwrap().is_empty());
+}
+
+/// EWS blocked (Exchange Online from 2026-10-01 without EWSEnabled and the app on
+/// EWSAllowedAppIDs): authenticated calls get 403 with the chosen body; allowed app ids pass.
+#[tokio::test]
+async fn a_blocked_ews_answers_403_unless_the_app_is_allowed() {
+    let emu = start_mail();
+    let app = app_token(&emu, EWS).await;
+    let user = user_token(&emu, USER, &[EWS_SCOPE]);
+    let find = sync_body("inbox", None, 10);
+    for (body, content_type) in [
+        (EwsBlockBody::Html, "text/html; charset=utf-8"),
+        (EwsBlockBody::Text, "text/plain; charset=utf-8"),
+        (EwsBlockBody::Soap, "text/xml; charset=utf-8"),
+        (EwsBlockBody::Empty, ""),
+    ] {
+        emu.set_ews_block(EwsBlockSpec::blocked(body));
+        let (s, ct, x) = soap_raw(&emu, &user, &[], "Exchange2013_SP1", "", &find).await;
+        assert_eq!((s, ct.as_str()), (403, content_type), "{body:?}: {x}");
+        match body {
+            EwsBlockBody::Html => assert!(x.starts_with("<!DOCTYPE html>") && x.contains("403"), "{x}"),
+            EwsBlockBody::Text => assert!(x.contains("EWS is blocked") && !x.contains('<'), "{x}"),
+            EwsBlockBody::Soap => {
+                assert_eq!(text_of(&roxmltree::Document::parse(&x).unwrap(), "ResponseCode"), "ErrorAccessDenied")
+            }
+            EwsBlockBody::Empty => assert!(x.is_empty()),
+        }
+    }
+    // Authentication comes first: no token is still 401.
+    let (s, _, _) = soap_raw(&emu, "", &[], "Exchange2013_SP1", "", &find).await;
+    assert_eq!(s, 401);
+
+    // The allow list lets the daemon app through, not the web app (over the admin API).
+    let block = serde_json::json!({"blocked": true, "allowed_app_ids": [DAEMON_APP], "body": "text"});
+    let url = format!("{}/_admin/ews/block", emu.base_url());
+    let r = client().post(&url).json(&block).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let headers = [("X-AnchorMailbox", USER)];
+    let (s, _, x) = soap_raw(&emu, &app, &headers, "Exchange2013_SP1", &impersonate(USER), &find).await;
+    assert_eq!(s, 200, "{x}");
+    let (s, _, _) = soap_raw(&emu, &user, &[], "Exchange2013_SP1", "", &find).await;
+    assert_eq!(s, 403);
+    let now: serde_json::Value = client().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(now, block);
+
+    emu.set_ews_block(EwsBlockSpec::default());
+    let (s, _, x) = soap_raw(&emu, &user, &[], "Exchange2013_SP1", "", &find).await;
+    assert_eq!(s, 200, "{x}");
 }

@@ -1,6 +1,7 @@
 //! The real-client check for EWS: `exchangelib` (PyPI) against the emulator's
 //! `/EWS/Exchange.asmx` over HTTPS, with a fixed server version (no autodiscover). App-only with
-//! impersonation (exchangelib fetches its own token from the emulator) and delegated; and, with the
+//! impersonation (exchangelib fetches its own token from the emulator) and delegated, read receipts
+//! with and without `SuppressReadReceipts` (by schema version); and, with the
 //! emulator switched to Exchange Server on-premises, NTLM (requests_ntlm, pyspnego) and Basic with
 //! a user name and password. Fails (never skips) when Python or the package cannot be set up.
 
@@ -70,6 +71,20 @@ fn exchangelib_reads_and_changes_an_inbox_over_https() {
     let d = script.recv();
     assert_eq!(d["delegated_subjects"], json!(["Request 42"]));
     assert!(emu.stats().requests("ews") >= 8);
+
+    // Read receipts: exchangelib suppresses them from Exchange2013_SP1 on (an Exchange2016 account)
+    // and cannot before (an Exchange2013 account), so only the latter's mails get one.
+    for n in 50..54 {
+        emu.deliver_mime(USER, "inbox", &mime_asking_receipt(n)).unwrap();
+    }
+    script.send(&json!({}));
+    assert_eq!(script.recv()["receipt_versions"], json!(["Exchange2013", "Exchange2016"]));
+    let sent: Vec<(String, String)> =
+        emu.read_receipts(Some(USER)).unwrap().into_iter().map(|r| (r.internet_message_id, r.kind)).collect();
+    assert_eq!(
+        sent,
+        [("<req50@example.test>".to_string(), "read".to_string()), ("<req52@example.test>".into(), "not-read".into())]
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Graph per-folder delta: paging with Prefer: odata.maxpagesize, the deltaLink round, @removed
-//! after moves and deletes, updates, and expired tokens (410 syncStateNotFound).
+//! after moves and deletes, updates, and expired tokens (410 SyncStateNotFound, as Outlook spells it).
 
 mod common;
 
@@ -63,10 +63,10 @@ async fn delta_rounds_report_new_changed_moved_and_deleted_messages() {
 
     emu.expire_delta_tokens(USER).unwrap();
     let (s, h, b) = call(Method::GET, &delta, &t, &[], None).await;
-    assert_graph_error(s, &b, 410, "syncStateNotFound");
+    assert_graph_error(s, &b, 410, "SyncStateNotFound");
     assert!(h["location"].to_str().unwrap().ends_with("$deltatoken="));
     let (s, _, b) = call(Method::GET, &format!("{url}&$skiptoken=garbage"), &t, &[], None).await;
-    assert_graph_error(s, &b, 410, "syncStateNotFound");
+    assert_graph_error(s, &b, 410, "SyncStateNotFound");
     // Starting over works.
     let (items, _, _) = round(&url, &t, &page).await;
     assert_eq!(items.len(), 4);

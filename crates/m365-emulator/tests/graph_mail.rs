@@ -234,3 +234,29 @@ async fn send_mail_json_and_mime() {
     assert_eq!(emu.count(USER, "sentitems").unwrap(), 2, "MIME send saved, nosave not");
     let _ = MailboxSpec::default();
 }
+
+/// Graph cannot suppress read receipts: PATCHing `isRead` of a message whose sender asked for
+/// one sends it (reported against Outlook; Microsoft documents no way around it). Graph shows the
+/// request as `isReadReceiptRequested`.
+#[tokio::test]
+async fn patching_is_read_sends_the_receipt_a_sender_asked_for() {
+    let emu = start_mail();
+    let t = app_token(&emu, GRAPH).await;
+    let asking = emu.deliver_mime(USER, "inbox", &mime_asking_receipt(1)).unwrap();
+    let plain = emu.deliver_mime(USER, "inbox", &mime(2)).unwrap();
+    let base = format!("{}/users/{USER}/messages", emu.graph_url());
+    let (_, b) = gget(&format!("{base}/{}?$select=isReadReceiptRequested", asking.id), &t).await;
+    assert_eq!(b["isReadReceiptRequested"], true, "{b}");
+    let (_, b) = gget(&format!("{base}/{}?$select=isReadReceiptRequested", plain.id), &t).await;
+    assert_eq!(b["isReadReceiptRequested"], false, "{b}");
+    for m in [&asking, &asking, &plain] {
+        let (s, _, b) = call(Method::PATCH, &format!("{base}/{}", m.id), &t, &[], Some(json!({"isRead": true}))).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let sent = emu.read_receipts(None).unwrap();
+    assert_eq!(sent.len(), 1, "one receipt, once: {sent:?}");
+    assert_eq!(
+        (sent[0].to.as_str(), sent[0].kind.as_str(), sent[0].cause.as_str()),
+        ("customer1@example.test", "read", "Graph PATCH")
+    );
+}

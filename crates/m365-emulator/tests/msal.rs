@@ -1,5 +1,6 @@
 //! The real-client check: Microsoft's MSAL for Python (from PyPI) against the emulator over
-//! HTTPS — client credentials (secret, PS256 and RS256 certificates) and refresh tokens.
+//! HTTPS — client credentials (secret, PS256 and RS256 certificates), refresh tokens, and an
+//! authorization code redeemed for scopes of two resources (refused, AADSTS28000).
 //!
 //! The virtualenv is made once under Cargo's target tmp dir and reused. This test fails (it
 //! does not skip) when Python or MSAL cannot be set up: the emulator is only as good as a real
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use m365_emulator::{AppSpec, CertificateSpec, Emulator, EmulatorConfig, IssueSpec};
+use m365_emulator::{AppSpec, CertificateSpec, ConsentSpec, Emulator, EmulatorConfig, IssueSpec};
 use serde_json::{Value, json};
 
 const MSAL_VERSION: &str = "1.39.0";
@@ -105,6 +106,29 @@ fn msal_python_against_the_emulator_over_https() {
         })
         .unwrap();
     let original_rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    // An authorization code whose request named Graph and EWS (signed in here; MSAL redeems it).
+    const EWS_SCOPE: &str = "https://outlook.office365.com/EWS.AccessAsUser.All";
+    emu.grant_consent(ConsentSpec {
+        tenant: DOMAIN.into(),
+        client_id: WEB_APP.into(),
+        username: None,
+        scopes: vec![GRAPH_SCOPE.into(), EWS_SCOPE.into()],
+    })
+    .unwrap();
+    let code = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let scope = format!("openid profile offline_access {GRAPH_SCOPE} {EWS_SCOPE}");
+        let url = authorize_url(
+            &emu,
+            DOMAIN,
+            &[("client_id", WEB_APP), ("response_type", "code"), ("redirect_uri", REDIRECT), ("scope", &scope)],
+        );
+        location_params(&sign_in(&c, &emu, &url, USER, PASSWORD).await)["code"].clone()
+    });
     let web_cfg = json!({
         "authority": emu.authority(TENANT_ID),
         "client_id": WEB_APP,
@@ -112,6 +136,9 @@ fn msal_python_against_the_emulator_over_https() {
         "refresh_token": original_rt,
         "rt_scope": GRAPH_SCOPE,
         "cc_scope": "https://graph.microsoft.com/.default",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_scopes": [GRAPH_SCOPE, EWS_SCOPE],
         "cert": {"client_id": CERT_APP, "key_pem": cert.key_pem, "cert_pem": cert.cert_pem,
                  "sha1_thumbprint": cert.sha1_hex},
     });
@@ -181,6 +208,10 @@ fn msal_python_against_the_emulator_over_https() {
         assert_eq!(at["azpacr"], "2");
         assert_eq!(at["roles"], json!(["Mail.ReadWrite"]));
     }
+    // A code redeemed for two resources' scopes: refused as Entra refuses it.
+    let two = &r["code_two_resources"];
+    assert_eq!(two["error"], "invalid_scope", "{two}");
+    assert_eq!(two["error_codes"], json!([28000]), "{two}");
     let stats = emu.stats();
     assert!(stats.requests("openid_configuration") >= 1, "MSAL read the discovery document");
     assert_eq!(stats.grants["refresh_token"], 3);

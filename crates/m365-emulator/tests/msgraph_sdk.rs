@@ -1,6 +1,7 @@
 //! The real-client check for Graph mail: Microsoft's `msgraph-sdk` for Python (PyPI) lists the
-//! inbox page by page and follows delta against the emulator over HTTPS. Fails (never skips)
-//! when Python or the package cannot be set up.
+//! inbox page by page and follows delta against the emulator over HTTPS, and sees an expired
+//! delta link answered 410 `SyncStateNotFound`. Fails (never skips) when Python or the package
+//! cannot be set up.
 
 mod common;
 
@@ -89,4 +90,9 @@ fn msgraph_sdk_lists_and_follows_delta_over_https() {
     assert_eq!(r["delta_removed"], json!([delivered[0].id]));
     let stats = emu.stats();
     assert!(stats.requests("graph_delta") >= 2);
+
+    // An expired delta link: 410 Gone with Outlook's SyncStateNotFound, as the SDK reports it.
+    emu.expire_delta_tokens(SHARED).unwrap();
+    script.send(&json!({}));
+    assert_eq!(script.recv()["expired"], json!({"status": 410, "code": "SyncStateNotFound"}));
 }

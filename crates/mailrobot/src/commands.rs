@@ -153,6 +153,9 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
                 bail!("connection {name} is for {}, not graph (Exchange / Microsoft Graph)", connection.capability);
             }
             connection_id = Some(connection.id);
+            if settle == SettleAction::MarkRead {
+                eprintln!("warning: {}", mailrobot_sources::graph::MARK_READ_WARNING);
+            }
             MailboxConfig::Graph(GraphSettings {
                 connection: name,
                 address: need(&add.address, "--address")?,
@@ -237,8 +240,14 @@ fn login_method(
 pub fn mailbox_json(m: &Mailbox) -> Value {
     let online_ews =
         m.kind == "ews" && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
+    let graph_mark_read = m.kind == "graph" && m.config["settle"] == "mark-read";
+    let warning = if online_ews {
+        Some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING)
+    } else {
+        graph_mark_read.then_some(mailrobot_sources::graph::MARK_READ_WARNING)
+    };
     json!({
-        "warning": online_ews.then_some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING),
+        "warning": warning,
         "name": m.name,
         "kind": m.kind,
         "enabled": m.enabled,

@@ -217,6 +217,11 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
             if mode == Mode::Application && scopes.iter().any(|s| !s.ends_with("/.default")) {
                 bail!("application mode (client credentials) takes one scope of the form {{resource}}/.default");
             }
+            // Generic OAuth2 scopes are opaque; Microsoft's name their resource.
+            if tenant.provider != PROVIDER_OAUTH2 {
+                mailrobot_auth::model::check_one_resource(&scopes)
+                    .map_err(|e| anyhow!("connection {name} not added: {e}"))?;
+            }
             let c = app.auth_store.add_connection(&NewConnection {
                 name: name.clone(),
                 tenant_id: tenant.id,

@@ -6,7 +6,7 @@ mod common;
 
 use common::contoso::*;
 use common::*;
-use m365_emulator::{EwsAuthScheme, EwsAuthSpec, MailboxGrant};
+use m365_emulator::{EwsAuthScheme, EwsAuthSpec, EwsBlockBody, EwsBlockSpec, MailboxGrant};
 
 fn add_password_mailbox(robot: &Robot, name: &str, emu_base: &str, password: &str, extra: &[&str]) -> bool {
     let ews = format!("{emu_base}/EWS/Exchange.asmx");
@@ -102,4 +102,28 @@ fn a_server_offering_no_password_scheme_is_named() {
     let listed = robot.json(&["mailbox", "list", "--json"]);
     let error = listed[0]["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("Bearer"), "the error names what the server offers: {listed}");
+}
+
+/// A 403 that comes back on NTLM's own connection (crate::http1) is named like one through
+/// reqwest: permanent, with what an Exchange admin must check.
+#[test]
+fn a_403_after_the_ntlm_handshake_is_a_clear_mailbox_error() {
+    let emu = emulator();
+    emu.set_ews_auth(EwsAuthSpec::new(&[EwsAuthScheme::Ntlm])).unwrap();
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: AGENT.into() })
+        .unwrap();
+    emu.set_ews_block(EwsBlockSpec::blocked(EwsBlockBody::Text));
+    let robot = Robot::new();
+    assert!(add_password_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
+    deliver(&emu, 0..1);
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success());
+    let listed = robot.json(&["mailbox", "list", "--json"]);
+    let error = listed[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("HTTP 403") && error.contains("EWS is blocked"), "{listed}");
+    assert!(error.contains("Set-CASMailbox") && !error.contains("bad XML"), "{listed}");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 1, "nothing taken");
+    emu.set_ews_block(EwsBlockSpec::default());
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 1);
 }

@@ -1,6 +1,7 @@
 //! Exchange / Microsoft Graph mailboxes end to end against the emulator:
 //! application and delegated connections, delta with a stored deltaLink,
-//! resync after the delta state expires, throttling, and access errors.
+//! resync after the delta state expires, throttling, and access errors; EWS
+//! through a connection: read receipts never sent, a blocked EWS named.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use common::contoso::*;
 use common::*;
-use m365_emulator::{Emulator, FaultSpec, MailboxGrant};
+use m365_emulator::{Emulator, EwsBlockBody, EwsBlockSpec, FaultSpec, MailboxGrant};
 
 fn deliver(emu: &Emulator, n: std::ops::Range<usize>) {
     for i in n {
@@ -481,4 +482,145 @@ fn a_graph_mail_over_the_size_limit_is_not_downloaded_but_kept_in_the_error_fold
     assert!(reason.contains("at least") && reason.contains("over this mailbox's limit of 1048576 bytes"), "{reason}");
     assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
     assert_eq!(emu.count(SHARED, "Failed").unwrap(), 1, "the oversized mail is kept in the error folder");
+}
+
+/// Mails whose senders ask for a read receipt (`Disposition-Notification-To`).
+fn deliver_asking_receipts(emu: &Emulator, n: std::ops::Range<usize>) {
+    for i in n {
+        let headers = format!("Disposition-Notification-To: <customer{i}@example.com>\r\n");
+        let mime = simple_mail(&format!("rr{i}@ex"), &format!("Please confirm {i}"), &headers, "Did you read it?");
+        emu.deliver_mime(SHARED, "inbox", &String::from_utf8(mime).unwrap()).unwrap();
+    }
+}
+
+/// `mailbox add NAME --kind ews --connection CONNECTION --address SHARED`, plus `extra`.
+fn add_ews_mailbox(robot: &Robot, name: &str, connection: &str, extra: &[&str]) {
+    let mut args = vec!["mailbox", "add", "--name", name, "--kind", "ews", "--connection", connection];
+    args.extend_from_slice(&["--address", SHARED]);
+    args.extend_from_slice(extra);
+    robot.run(&args);
+}
+
+/// Outlook answers an expired delta link with 410 Gone and `SyncStateNotFound`: the robot drops
+/// the link, lists the folder again (with mark-read every old mail is still there) and makes no
+/// ticket twice; the next pass follows the new link.
+#[test]
+fn an_expired_delta_link_is_dropped_and_the_folder_listed_again() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_graph_mailbox(&robot, "app", &["--settle", "mark-read"]);
+    deliver(&emu, 0..3);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 3);
+
+    emu.expire_delta_tokens(SHARED).unwrap();
+    deliver(&emu, 3..4);
+    let out = robot.run(&["run-once"]);
+    assert!(out.contains("4 listed") && out.contains("1 fetched"), "{out}");
+    assert_eq!(robot.tickets().len(), 4);
+    assert_eq!(robot.messages().len(), 4, "no mail journaled twice");
+    assert!(emu.messages(SHARED, "inbox").unwrap().iter().all(|m| m.is_read));
+
+    let before = emu.stats().requests("graph_delta");
+    robot.run(&["run-once"]);
+    let stats = emu.stats();
+    assert_eq!(stats.requests("graph_delta") - before, 1, "one delta page from the new link");
+    assert_eq!(stats.endpoints["graph_delta"].status.get("410"), Some(&1), "the expired link was used once");
+    let listed = robot.json(&["mailbox", "list", "--json"]);
+    assert!(listed[0]["last_error"].is_null(), "{listed}");
+    assert_eq!(robot.tickets().len(), 4);
+}
+
+/// Graph has no way to suppress read receipts: mark-read through Graph sends the one a sender
+/// asked for, so `mailbox add` warns about it.
+#[test]
+fn graph_mark_read_is_warned_about_for_its_read_receipts() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "shared",
+            "--kind",
+            "graph",
+            "--connection",
+            "app",
+            "--address",
+            SHARED,
+            "--settle",
+            "mark-read",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read receipt"), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = robot.json(&["mailbox", "list", "--json"]);
+    assert!(listed[0]["warning"].as_str().unwrap_or_default().contains("--settle move"), "{listed}");
+    deliver_asking_receipts(&emu, 0..1);
+    robot.run(&["run-once"]);
+    assert_eq!(emu.read_receipts(Some(SHARED)).unwrap().len(), 1, "what the warning is about");
+}
+
+/// EWS settles without read receipts: UpdateItem (mark-read) and DeleteItem (delete) carry
+/// SuppressReadReceipts under Exchange2013_SP1; the emulator records a receipt when they do not
+/// (m365-emulator's ews_mail and exchangelib tests show that side).
+#[test]
+fn ews_settling_sends_no_read_receipts() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "ews-app", "ews", "application");
+    add_ews_mailbox(&robot, "ews-read", "ews-app", &["--settle", "mark-read"]);
+    deliver_asking_receipts(&emu, 0..3);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 3);
+    assert!(emu.messages(SHARED, "inbox").unwrap().iter().all(|m| m.is_read));
+
+    robot.run(&["mailbox", "disable", "ews-read"]);
+    add_ews_mailbox(&robot, "ews-delete", "ews-app", &["--settle", "delete"]);
+    deliver_asking_receipts(&emu, 3..6);
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 6);
+    assert_eq!(emu.count(SHARED, "deleteditems").unwrap(), 6, "deleted, the three unread among them");
+    assert_eq!(emu.read_receipts(Some(SHARED)).unwrap(), vec![], "no receipt went to a sender");
+}
+
+/// Exchange Online blocks EWS (HTTP 403, often not SOAP) unless the organisation allows the app:
+/// a permanent mailbox error that says what happened and what to do, whatever the body.
+#[test]
+fn a_blocked_ews_is_a_mailbox_error_that_says_what_to_do() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "ews-app", "ews", "application");
+    add_ews_mailbox(&robot, "ews-shared", "ews-app", &[]);
+    deliver(&emu, 0..2);
+    let last_error = |body: EwsBlockBody| {
+        emu.set_ews_block(EwsBlockSpec::blocked(body));
+        let out = robot.run_raw(&["run-once"], &[]);
+        assert!(!out.status.success(), "{body:?}");
+        let mailbox = robot.json(&["mailbox", "list", "--json"])[0].clone();
+        assert_eq!(mailbox["status"], "error", "{mailbox}");
+        mailbox["last_error"].as_str().unwrap_or_default().to_string()
+    };
+    let html = last_error(EwsBlockBody::Html);
+    assert!(html.contains("HTTP 403") && html.contains("EWS is blocked"), "{html}");
+    assert!(html.contains("Exchange Web Services are not enabled"), "the page's words, without tags: {html}");
+    assert!(html.contains("EWSAllowedAppIDs") && html.contains("--kind graph"), "{html}");
+    assert!(!html.contains("bad XML") && !html.contains('<'), "{html}");
+    let soap = last_error(EwsBlockBody::Soap);
+    assert!(soap.contains("HTTP 403") && soap.contains("ErrorAccessDenied"), "{soap}");
+    let empty = last_error(EwsBlockBody::Empty);
+    assert!(empty.contains("HTTP 403") && empty.contains("EWSAllowedAppIDs"), "{empty}");
+    assert_eq!(robot.tickets().len(), 0);
+
+    // The admin allows the app: the next pass works.
+    emu.set_ews_block(EwsBlockSpec {
+        allowed_app_ids: vec![CLIENT_ID.into()],
+        ..EwsBlockSpec::blocked(EwsBlockBody::Html)
+    });
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 2);
 }

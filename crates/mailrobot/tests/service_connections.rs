@@ -839,3 +839,35 @@ async fn generic_oauth2_provider_with_setup_authentication() {
     assert!(ok, "{value}");
     assert_eq!(value["state"], "ready");
 }
+
+/// Entra issues a token for one resource at a time and refuses a code redemption whose scopes
+/// span two: `connection add` refuses such a set up front and says what to do instead.
+#[test]
+fn scopes_of_two_resources_make_no_connection() {
+    let w = world(3599);
+    let add = |name: &str, scopes: &[&str]| {
+        let mut args =
+            vec!["connection", "add", "--name", name, "--tenant", "contoso", "--capability", "graph", "--mode"];
+        args.push("delegated");
+        for s in scopes {
+            args.extend_from_slice(&["--scope", s]);
+        }
+        w.robot.run_raw(&args, &[])
+    };
+    for scopes in [
+        &["https://graph.microsoft.com/Mail.ReadWrite.Shared", "https://outlook.office365.com/EWS.AccessAsUser.All"][..],
+        // Two names of Exchange Online are two resources to Entra.
+        &["https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office365.com/EWS.AccessAsUser.All"],
+        // A bare permission is Graph's.
+        &["Mail.Read", "https://outlook.office.com/SMTP.Send", "offline_access"],
+    ] {
+        let out = add("mixed", scopes);
+        assert!(!out.status.success(), "{scopes:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("one connection per resource") && stderr.contains("2 resources"), "{stderr}");
+    }
+    assert_eq!(w.robot.json(&["connection", "list", "--json"]), serde_json::json!([]));
+    // One resource with the OIDC scopes is fine.
+    let out = add("graph", &["https://graph.microsoft.com/Mail.ReadWrite.Shared", "openid", "email", "offline_access"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -14,6 +14,9 @@ pub struct SourceError {
     retry_after: Option<std::time::Duration>,
     /// The server refused the credentials themselves (not the connection).
     login_refused: bool,
+    /// The server no longer knows the stored sync state (Graph delta link,
+    /// EWS SyncState): list from the start.
+    sync_state_expired: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +29,21 @@ enum Kind {
 
 impl SourceError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), retry_after: None, login_refused: false }
+        Self { kind: Kind::Transient, message: message.into(), ..Self::base() }
+    }
+
+    fn base() -> Self {
+        Self {
+            kind: Kind::Permanent,
+            message: String::new(),
+            retry_after: None,
+            login_refused: false,
+            sync_state_expired: false,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Permanent, message: message.into(), retry_after: None, login_refused: false }
+        Self { kind: Kind::Permanent, message: message.into(), ..Self::base() }
     }
 
     /// The server refused the login: permanent, unless a renewed OAuth token
@@ -41,7 +54,17 @@ impl SourceError {
 
     /// A transient error after which the server wants no request for `wait`.
     pub fn throttled(message: impl Into<String>, wait: std::time::Duration) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait), login_refused: false }
+        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait), ..Self::base() }
+    }
+
+    /// The stored sync state expired: the source lists from the start (the
+    /// journal keeps it from taking a mail twice). Not retried as it is.
+    pub fn sync_state_expired(message: impl Into<String>) -> Self {
+        Self { sync_state_expired: true, ..Self::permanent(message) }
+    }
+
+    pub fn is_sync_state_expired(&self) -> bool {
+        self.sync_state_expired
     }
 
     /// How long the server asked the robot to stay away, if it did.

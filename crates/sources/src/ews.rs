@@ -134,6 +134,9 @@ mod soap {
     //! EWS requests as text, and what the robot reads from the answers.
 
     pub const NS_TYPES: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
+    /// `SuppressReadReceipts` (UpdateItem, DeleteItem) is in the schema from
+    /// Exchange 2013 SP1 on: every request names that version.
+    pub const REQUEST_SERVER_VERSION: &str = "Exchange2013_SP1";
     pub const NS_MESSAGES: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
 
     pub fn escape(text: &str) -> String {
@@ -153,7 +156,7 @@ mod soap {
         format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
              <soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:t=\"{NS_TYPES}\" xmlns:m=\"{NS_MESSAGES}\">\
-             <soap:Header><t:RequestServerVersion Version=\"Exchange2013\"/>{impersonation}</soap:Header>\
+             <soap:Header><t:RequestServerVersion Version=\"{REQUEST_SERVER_VERSION}\"/>{impersonation}</soap:Header>\
              <soap:Body>{body}</soap:Body></soap:Envelope>"
         )
     }
@@ -168,6 +171,27 @@ mod soap {
             ),
             None => format!("<t:DistinguishedFolderId Id=\"{}\"/>", escape(id)),
         }
+    }
+
+    /// DeleteItem into Deleted Items. `SuppressReadReceipts`: deleting an
+    /// unread mail would otherwise send the not-read receipt its sender asked
+    /// for (Disposition-Notification-To).
+    pub fn delete_items(item_ids: &str) -> String {
+        format!(
+            "<m:DeleteItem DeleteType=\"MoveToDeletedItems\" SuppressReadReceipts=\"true\"><m:ItemIds>{item_ids}</m:ItemIds></m:DeleteItem>"
+        )
+    }
+
+    /// UpdateItem setting IsRead. `SuppressReadReceipts`: marking a mail read
+    /// would otherwise mail a read receipt to every sender who asked for one.
+    pub fn mark_read(id: &str) -> String {
+        format!(
+            "<m:UpdateItem MessageDisposition=\"SaveOnly\" ConflictResolution=\"AutoResolve\" SuppressReadReceipts=\"true\"><m:ItemChanges>\
+             <t:ItemChange><t:ItemId Id=\"{}\"/><t:Updates><t:SetItemField><t:FieldURI FieldURI=\"message:IsRead\"/>\
+             <t:Message><t:IsRead>true</t:IsRead></t:Message></t:SetItemField></t:Updates></t:ItemChange>\
+             </m:ItemChanges></m:UpdateItem>",
+            escape(id)
+        )
     }
 
     pub fn item_ids(ids: &[String]) -> String {
@@ -386,6 +410,9 @@ impl EwsSource {
                 self.post_with_password(username, password, *scheme, &envelope).await?
             }
         };
+        if status == 403 {
+            return Err(forbidden(&self.cfg, &text));
+        }
         if let Ok(doc) = roxmltree::Document::parse(&text)
             && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
             && code == "ErrorServerBusy"
@@ -759,7 +786,10 @@ impl EwsSource {
                 .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
             if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
                 if m.code == "ErrorInvalidSyncStateData" {
-                    return Err(SourceError::permanent("ErrorInvalidSyncStateData"));
+                    return Err(SourceError::sync_state_expired(format!(
+                        "EWS no longer knows the sync state of mailbox {} (ErrorInvalidSyncStateData)",
+                        self.cfg.address
+                    )));
                 }
                 return Err(self.error("synchronising the folder", &m));
             }
@@ -808,11 +838,61 @@ impl EwsSource {
     }
 }
 
+/// HTTP 403: EWS itself is closed to this app or mailbox. Exchange Online
+/// blocks EWS from 2026-10-01 unless the organisation enables it and
+/// allows the app's id; its refusals often come with a body that is not
+/// SOAP. Retrying cannot help until an admin acts.
+fn forbidden(cfg: &EwsConfig, text: &str) -> SourceError {
+    let mailbox = &cfg.address;
+    let parsed = roxmltree::Document::parse(text).ok();
+    let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
+    let said = match (field("ResponseCode"), field("faultstring").or_else(|| field("MessageText"))) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        (Some(code), None) => code,
+        (None, Some(text)) => text,
+        // Not SOAP (often an HTML or plain-text page): a short, tag-free excerpt.
+        (None, None) => {
+            let mut plain = String::new();
+            let mut in_tag = false;
+            for c in text.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => {
+                        in_tag = false;
+                        plain.push(' ');
+                    }
+                    c if !in_tag => plain.push(c),
+                    _ => {}
+                }
+            }
+            plain.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect()
+        }
+    };
+    let said = if said.is_empty() { String::new() } else { format!(" (the server said: {said})") };
+    let what_to_do = match cfg.auth {
+        EwsAuth::Password { .. } => {
+            "an Exchange admin must allow EWS for this mailbox and client: check EWSEnabled \
+             (Set-OrganizationConfig, Set-CASMailbox) and the EWS allow and block lists"
+        }
+        _ => {
+            "Exchange Online blocks EWS from 2026-10-01 unless the organisation allows it: an Exchange admin must \
+             set EWSEnabled to true (Set-OrganizationConfig, and Set-CASMailbox for this mailbox) and add this \
+             app's client id to the EWS allow list (EWSAllowedAppIDs) — or move the mailbox to Graph \
+             (mailbox add --kind graph)"
+        }
+    };
+    SourceError::permanent(format!(
+        "EWS at {} refused mailbox {mailbox} with HTTP 403 Forbidden{said}: EWS is blocked for this app or \
+         mailbox. {what_to_do}",
+        cfg.url
+    ))
+}
+
 #[async_trait::async_trait]
 impl MailSource for EwsSource {
     async fn list(&mut self) -> Result<Vec<Listing>, SourceError> {
         let (ids, state) = match self.sync(self.cfg.sync_state.clone().as_deref()).await {
-            Err(e) if e.to_string() == "ErrorInvalidSyncStateData" => {
+            Err(e) if e.is_sync_state_expired() => {
                 tracing::warn!(mailbox = %self.cfg.address, "EWS sync state no longer valid; synchronising from the start");
                 self.sync(None).await?
             }
@@ -882,23 +962,10 @@ impl MailSource for EwsSource {
                 let folder = self.processed_id.clone().unwrap_or_default();
                 self.per_items(&processed, "moving a mail to the processed folder", move_to(&folder)).await
             }
-            SettleAction::Delete => {
-                self.per_items(&processed, "deleting a mail", |ids| {
-                    format!(
-                        "<m:DeleteItem DeleteType=\"MoveToDeletedItems\"><m:ItemIds>{ids}</m:ItemIds></m:DeleteItem>"
-                    )
-                })
-                .await
-            }
+            SettleAction::Delete => self.per_items(&processed, "deleting a mail", soap::delete_items).await,
             SettleAction::MarkRead => {
                 for id in &processed {
-                    let body = format!(
-                        "<m:UpdateItem MessageDisposition=\"SaveOnly\" ConflictResolution=\"AutoResolve\"><m:ItemChanges>\
-                         <t:ItemChange><t:ItemId Id=\"{}\"/><t:Updates><t:SetItemField><t:FieldURI FieldURI=\"message:IsRead\"/>\
-                         <t:Message><t:IsRead>true</t:IsRead></t:Message></t:SetItemField></t:Updates></t:ItemChange>\
-                         </m:ItemChanges></m:UpdateItem>",
-                        soap::escape(id)
-                    );
+                    let body = soap::mark_read(id);
                     self.per_items(std::slice::from_ref(id), "marking a mail read", |_| body.clone()).await?;
                 }
                 Ok(())
@@ -941,6 +1008,68 @@ mod tests {
         assert!(e.contains("<t:SmtpAddress>a&amp;b@x</t:SmtpAddress>"));
         assert!(roxmltree::Document::parse(&e).is_ok());
         assert!(!soap::envelope(None, "<m:X/>").contains("ExchangeImpersonation"));
+    }
+
+    /// Marking read and deleting never send read receipts, and the request
+    /// names a schema version that has the attribute.
+    #[test]
+    fn settling_suppresses_read_receipts() {
+        for body in [soap::mark_read("AAMk&1"), soap::delete_items(&soap::item_ids(&["AAMk1".into()]))] {
+            let envelope = soap::envelope(None, &body);
+            let doc = roxmltree::Document::parse(&envelope).unwrap();
+            let op = doc.descendants().find(|n| n.tag_name().name() == "Body").unwrap().first_element_child().unwrap();
+            assert_eq!(op.attribute("SuppressReadReceipts"), Some("true"), "{body}");
+            let version = doc.descendants().find(|n| n.tag_name().name() == "RequestServerVersion").unwrap();
+            assert_eq!(version.attribute("Version"), Some("Exchange2013_SP1"));
+        }
+    }
+
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl BearerTokens for NoTokens {
+        async fn token(&self, _renew: bool) -> Result<String, SourceError> {
+            Err(SourceError::permanent("no tokens in unit tests"))
+        }
+    }
+
+    fn config(auth: EwsAuth) -> EwsConfig {
+        EwsConfig {
+            url: "https://outlook.office365.com/EWS/Exchange.asmx".into(),
+            address: "desk@contoso.test".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            auth,
+            timeout: Duration::from_secs(5),
+            sync_state: None,
+        }
+    }
+
+    /// A 403 (EWS blocked, or refused by the allow or block list) is
+    /// permanent and says what to do, whatever its body.
+    #[test]
+    fn a_403_is_permanent_and_says_what_to_do() {
+        let oauth = config(EwsAuth::Application(Arc::new(NoTokens)));
+        let html =
+            "<html><head><title>403</title></head><body><h1>EWS is disabled for this organization</h1></body></html>";
+        let e = forbidden(&oauth, html);
+        let text = e.to_string();
+        assert!(e.is_permanent(), "{text}");
+        assert!(text.contains("HTTP 403") && text.contains("EWS is disabled for this organization"), "{text}");
+        assert!(!text.contains('<'), "tags stripped: {text}");
+        assert!(text.contains("EWSAllowedAppIDs") && text.contains("--kind graph"), "{text}");
+        assert!(forbidden(&oauth, "").to_string().contains("HTTP 403 Forbidden: EWS is blocked"));
+        let soap = "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><s:Fault>\
+                    <faultcode>a:ErrorAccessDenied</faultcode><faultstring>EWS is not allowed for this app.</faultstring>\
+                    <detail><e:ResponseCode xmlns:e=\"urn:e\">ErrorAccessDenied</e:ResponseCode></detail></s:Fault></s:Body></s:Envelope>";
+        let text = forbidden(&oauth, soap).to_string();
+        assert!(text.contains("ErrorAccessDenied: EWS is not allowed for this app."), "{text}");
+        let onprem =
+            config(EwsAuth::Password { username: "u".into(), password: "p".into(), scheme: PasswordScheme::Auto });
+        let text = forbidden(&onprem, "Forbidden").to_string();
+        assert!(text.contains("Set-CASMailbox") && !text.contains("--kind graph"), "{text}");
     }
 
     fn challenge(scheme: &str, token: Option<&str>) -> www_authenticate::Challenge {

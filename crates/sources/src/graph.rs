@@ -32,6 +32,13 @@ const MAX_BATCH: usize = 100;
 /// Graph's JSON batching takes up to 20 requests per `POST /$batch`.
 const BATCH_SIZE: usize = 20;
 
+/// Graph has no `SuppressReadReceipts`: Outlook sends the read receipt a
+/// sender asked for when a message is PATCHed `isRead` (reported in
+/// msgraph-sdk-php#1169; Microsoft documents no way around it).
+pub const MARK_READ_WARNING: &str = "settling by mark-read through Graph makes Exchange send a read receipt to every \
+     sender who asked for one (Graph cannot suppress it, unlike EWS): use --settle move (the default) for mailboxes \
+     that strangers write to";
+
 #[derive(Clone)]
 pub struct GraphConfig {
     /// Graph host without version, e.g. `https://graph.microsoft.com`.
@@ -330,7 +337,16 @@ impl GraphClient {
             format!("{}: {}", body.error.code, body.error.message)
         };
         let mailbox = &self.cfg.address;
-        match (status, body.error.code.as_str()) {
+        // An expired delta state: Outlook answers 410 Gone with
+        // `SyncStateNotFound` (the docs write `syncStateNotFound`, and
+        // `resyncRequired` occurs too). Any 410, and these codes in any case.
+        let code = body.error.code.as_str();
+        if status == 410 || ["syncStateNotFound", "resyncRequired"].iter().any(|c| c.eq_ignore_ascii_case(code)) {
+            return SourceError::sync_state_expired(format!(
+                "Graph no longer knows the delta state of mailbox {mailbox} ({detail}); listing the folder again"
+            ));
+        }
+        match (status, code) {
             (429, _) | (503, _) | (509, _) => SourceError::throttled(
                 format!("Graph throttles mailbox {mailbox} ({detail}); waiting before the next request"),
                 retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
@@ -527,14 +543,10 @@ impl MailSource for GraphSource {
         let (ids, delta) = match self.client.cfg.delta_link.clone() {
             Some(link) => match self.delta(&link).await {
                 Ok(result) => result,
-                // An expired delta state (410 Gone, syncStateNotFound): start
-                // over; the journal filters what it already has.
-                Err(e)
-                    if e.to_string().contains("syncStateNotFound")
-                        || e.to_string().contains("resyncRequired")
-                        || e.to_string().contains("HTTP 410") =>
-                {
-                    tracing::warn!(mailbox = %self.client.cfg.address, "Graph delta state expired; listing the folder again");
+                // The stored link is dropped: start over. The journal knows
+                // what it already has, so nothing becomes a ticket twice.
+                Err(e) if e.is_sync_state_expired() => {
+                    tracing::warn!(mailbox = %self.client.cfg.address, error = %e, "Graph delta state expired; listing the folder again");
                     self.delta(&self.initial_delta_url()).await?
                 }
                 Err(e) => return Err(e),
@@ -728,6 +740,28 @@ mod tests {
         assert_eq!(throttled.retry_after(), Some(Duration::from_secs(7)));
         let unannounced = error(503, "", None);
         assert_eq!(unannounced.retry_after(), Some(DEFAULT_RETRY_AFTER), "no Retry-After: wait long, not short");
+    }
+
+    /// Outlook answers `SyncStateNotFound` (capital S), the docs write
+    /// `syncStateNotFound`; `resyncRequired` occurs; a 410 may come bare.
+    #[test]
+    fn every_expired_delta_answer_means_start_over() {
+        for (status, code) in [
+            (410, "SyncStateNotFound"),
+            (410, "syncStateNotFound"),
+            (400, "syncStateNotFound"),
+            (400, "resyncRequired"),
+            (410, "ResyncRequired"),
+            (410, ""),
+            (410, "SomethingElse"),
+        ] {
+            let e = error(status, code, None);
+            assert!(e.is_sync_state_expired(), "{status} {code}: {e}");
+            assert!(!e.is_transient(), "not retried as it is: {status} {code}");
+        }
+        for (status, code) in [(404, "ErrorItemNotFound"), (400, "BadRequest"), (403, "ErrorAccessDenied")] {
+            assert!(!error(status, code, None).is_sync_state_expired(), "{status} {code}");
+        }
     }
 
     /// Without Content-Length (chunked), reading stops once the limit is

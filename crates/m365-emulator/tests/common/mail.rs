@@ -70,6 +70,15 @@ pub fn mime(n: usize) -> String {
     )
 }
 
+/// `mime(n)` whose sender asks for a read receipt (`Disposition-Notification-To`).
+pub fn mime_asking_receipt(n: usize) -> String {
+    mime(n).replacen(
+        "MIME-Version",
+        &format!("Disposition-Notification-To: <customer{n}@example.test>\r\nMIME-Version"),
+        1,
+    )
+}
+
 pub const WITH_ATTACHMENT: &str = "From: a@example.test\r\nTo: robot@contoso.test\r\nSubject: Invoice\r\n\
     Message-ID: <att@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n\
     --XX\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>See <b>attached</b></p>\r\n\

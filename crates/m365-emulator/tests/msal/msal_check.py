@@ -45,6 +45,12 @@ def main():
         else None
     )
 
+    # An authorization code redeemed for scopes of two resources (the authorize request may name
+    # several; the redemption may not).
+    out["code_two_resources"] = a.acquire_token_by_authorization_code(
+        cfg["code"], scopes=cfg["code_scopes"], redirect_uri=cfg["redirect_uri"]
+    )
+
     # The emulator's errors, as MSAL surfaces them.
     out["bad_secret"] = app(cfg, "wrong-secret").acquire_token_for_client(scopes=[cfg["cc_scope"]])
     out["bad_refresh"] = a.acquire_token_by_refresh_token("not-a-refresh-token", scopes=[cfg["rt_scope"]])

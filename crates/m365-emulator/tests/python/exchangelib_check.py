@@ -1,6 +1,7 @@
 """exchangelib (EWS client, PyPI) against the emulator's EWS endpoint over HTTPS: app-only with
-impersonation (its own client-credentials request to the emulator's token endpoint) and
-delegated with a given token. Reads settings as a JSON line on stdin, prints JSON lines."""
+impersonation (its own client-credentials request to the emulator's token endpoint), delegated
+with a given token, and marking read / deleting under schema versions with and without
+SuppressReadReceipts. Reads settings as a JSON line on stdin, prints JSON lines."""
 
 import json
 import sys
@@ -19,7 +20,8 @@ from exchangelib import (
     OAuth2Credentials,
     Version,
 )
-from exchangelib.version import EXCHANGE_2016
+from exchangelib.protocol import close_connections
+from exchangelib.version import EXCHANGE_2013, EXCHANGE_2016
 
 
 class EmulatorCredentials(OAuth2Credentials):
@@ -91,6 +93,29 @@ def main(cfg):
     )
     me = Account(cfg["user"], config=dconfig, autodiscover=False, access_type=DELEGATE)
     print(json.dumps({"delegated_subjects": [i.subject for i in me.inbox.all().only("subject")]}), flush=True)
+
+    # Read receipts: the test delivers mails whose senders ask for one. exchangelib sends
+    # SuppressReadReceipts="true" from Exchange 2013 SP1 on and leaves it out before.
+    sys.stdin.readline()
+    done = []
+    for build, read_subject, delete_subject in [
+        (EXCHANGE_2013, "Request 50", "Request 52"),
+        (EXCHANGE_2016, "Request 51", "Request 53"),
+    ]:
+        # exchangelib caches one protocol (with its version) per endpoint and credentials.
+        close_connections()
+        vconfig = Configuration(
+            service_endpoint=cfg["ews_url"], credentials=dcreds, auth_type=OAUTH2, version=Version(build=build)
+        )
+        acct = Account(cfg["user"], config=vconfig, autodiscover=False, access_type=DELEGATE)
+        # The emulator refuses FindItem restrictions: pick by subject here.
+        items = {i.subject: i for i in acct.inbox.all().only("subject", "is_read")}
+        item = items[read_subject]
+        item.is_read = True
+        item.save(update_fields=["is_read"])
+        items[delete_subject].delete()
+        done.append(acct.version.api_version)
+    print(json.dumps({"receipt_versions": done}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Microsoft's Graph SDK for Python (msgraph-sdk) against the emulator: list a folder's messages
-page by page and follow delta, as an application would. Reads its settings as JSON on stdin,
+page by page and follow delta, as an application would, and see an expired delta link refused. Reads its settings as JSON on stdin,
 prints what it saw as JSON on stdout."""
 
 import asyncio
@@ -17,6 +17,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
 from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
     MessagesRequestBuilder,
 )
@@ -88,10 +89,18 @@ async def main(cfg):
     # The test changes the mailbox, then the script follows the delta link.
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
-    ids, removed, _ = await delta_round(delta_link)
+    ids, removed, delta_link = await delta_round(delta_link)
     out["delta_second"] = ids
     out["delta_removed"] = removed
     print(json.dumps(out), flush=True)
+
+    # The test expires the delta state; the SDK reports what Graph answered to the old link.
+    sys.stdin.readline()
+    try:
+        await delta_round(delta_link)
+        print(json.dumps({"expired": None}), flush=True)
+    except ODataError as e:
+        print(json.dumps({"expired": {"status": e.response_status_code, "code": e.error.code}}), flush=True)
 
 
 if __name__ == "__main__":
