@@ -73,6 +73,11 @@ pub struct EndpointStats {
     pub faults: u64,
     /// Answers by HTTP status (`"200"`, `"400"`…); dropped connections count as `"dropped"`.
     pub status: BTreeMap<String, u64>,
+    /// Requests that came before the wait an injected fault asked for
+    /// (Retry-After, EWS BackOffMilliseconds) was over: a client that does
+    /// not honour them.
+    #[serde(default)]
+    pub early: u64,
 }
 
 /// Request counters (`GET /_admin/stats`).
@@ -105,6 +110,8 @@ impl Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pending: Vec<FaultSpec>,
+    /// Per endpoint: no request wanted before then (the last injected wait).
+    quiet_until: BTreeMap<String, std::time::Instant>,
     id_tokens: Vec<IdTokenFault>,
     pub stats: Stats,
 }
@@ -133,6 +140,7 @@ impl Faults {
 
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.quiet_until.clear();
         self.id_tokens.clear();
     }
 
@@ -163,6 +171,10 @@ impl Faults {
     pub fn on_request(&mut self, endpoint: &str) -> Option<FaultSpec> {
         let e = self.stats.endpoints.entry(endpoint.to_string()).or_default();
         e.requests += 1;
+        let now = std::time::Instant::now();
+        if self.quiet_until.get(endpoint).is_some_and(|until| now < *until) {
+            e.early += 1;
+        }
         let strikes = |f: &FaultSpec| f.probability.is_none_or(|p| rand::random::<f64>() < p);
         let i = self.pending.iter().position(|f| (f.endpoint == endpoint || f.endpoint == "*") && strikes(f))?;
         e.faults += 1;
@@ -171,6 +183,11 @@ impl Faults {
         let taken = f.clone();
         if f.count == 0 {
             self.pending.remove(i);
+        }
+        if let Some(seconds) = taken.retry_after.filter(|_| taken.status.is_some()) {
+            let until = now + std::time::Duration::from_secs(seconds);
+            let quiet = self.quiet_until.entry(endpoint.to_string()).or_insert(until);
+            *quiet = (*quiet).max(until);
         }
         Some(taken)
     }

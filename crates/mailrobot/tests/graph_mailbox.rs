@@ -340,16 +340,61 @@ fn ews_throttling_answers_are_honoured() {
         SHARED,
     ]);
     deliver(&emu, 0..2);
+    // Busy without a back-off: the robot's default wait (30 s) is too long
+    // to take in place, so the pass ends held back — not failed.
     emu.inject_fault(FaultSpec { endpoint: "ews".into(), count: 1, status: Some(500), ..Default::default() }).unwrap();
     let out = robot.run_raw(&["run-once"], &[]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "held back by the server: {}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ErrorServerBusy"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mailbox = &robot.json(&["mailbox", "list", "--json"])[0];
-    assert!(mailbox["next_poll_at"].is_string());
+    assert_eq!(mailbox["status"], "throttled", "{mailbox}");
+    assert_eq!(mailbox["consecutive_failures"], 0, "a wait the server asked for is no failure");
+    assert!(mailbox["next_poll_at"].is_string(), "{mailbox}");
+    // The next pass within the wait sends nothing and says so by its exit code.
+    let before = emu.stats().requests("ews");
+    assert_eq!(robot.run_raw(&["run-once"], &[]).status.code(), Some(3));
+    assert_eq!(emu.stats().requests("ews"), before);
+}
+
+/// A fifth of EWS requests answered ErrorServerBusy with a one-second
+/// back-off: one pass takes every wait in place and brings in all 100
+/// mails exactly once, never asking before a back-off is over.
+#[test]
+fn one_pass_through_a_busy_ews_takes_every_mail_exactly_once() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "ews-app", "ews", "application");
+    // mark-read: one UpdateItem per mail, so about 110 requests meet the faults.
+    add_ews_mailbox(&robot, "ews-shared", "ews-app", &["--settle", "mark-read"]);
+    deliver(&emu, 0..100);
+    emu.inject_fault(FaultSpec {
+        endpoint: "ews".into(),
+        count: 1000,
+        status: Some(429),
+        retry_after: Some(1),
+        probability: Some(0.2),
+        ..Default::default()
+    })
+    .unwrap();
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    emu.clear_faults();
+
+    let stats = emu.stats();
+    let ews = &stats.endpoints["ews"];
+    assert!(ews.faults > 0, "the faults struck: {ews:?}");
+    assert_eq!(ews.early, 0, "a request came before its back-off was over: {ews:?}");
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 100, "each mail journaled once");
+    assert_eq!(robot.tickets().len(), 100);
+    let inbox = emu.messages(SHARED, "inbox").unwrap();
+    assert_eq!(inbox.len(), 100);
+    assert!(inbox.iter().all(|m| m.is_read), "every mail settled");
+    assert_eq!(robot.json(&["mailbox", "list", "--json"])[0]["status"], "ok");
 }
 
 #[test]

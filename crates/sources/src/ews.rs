@@ -398,9 +398,33 @@ impl EwsSource {
         matches!(self.cfg.auth, EwsAuth::Delegated(_) | EwsAuth::Password { .. }).then_some(self.cfg.address.as_str())
     }
 
-    /// Posts one operation; returns the answer's text. ErrorServerBusy is a
-    /// throttle.
+    /// Posts one operation; returns the answer's text. A busy server
+    /// (ErrorServerBusy, for the request or any item in it) asking for a
+    /// short wait gets it, then the same request again: every operation the
+    /// robot sends is a read or idempotent, and a busy answer changed nothing
+    /// it will not find done (ErrorItemNotFound on a repeated move). Longer
+    /// waits end the pass as a throttle, not a failure.
     async fn call(&self, body: &str) -> Result<String, SourceError> {
+        let mut attempt = 1;
+        loop {
+            let result = match self.call_once(body).await {
+                Ok(text) => busy_items(&text, &self.cfg.address).map_or(Ok(text), Err),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if crate::throttle::wait_in_place(&e, attempt).is_some() => {
+                    let wait = e.retry_after().unwrap_or_default();
+                    tracing::debug!(mailbox = %self.cfg.address, attempt, wait_ms = wait.as_millis() as u64, "EWS busy; waiting as asked");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One POST of one operation. ErrorServerBusy is a throttle.
+    async fn call_once(&self, body: &str) -> Result<String, SourceError> {
         let envelope = soap::envelope(self.impersonated(), body);
         let (status, text) = match &self.cfg.auth {
             EwsAuth::Delegated(tokens) | EwsAuth::Application(tokens) => {
@@ -836,6 +860,18 @@ impl EwsSource {
         }
         Ok(())
     }
+}
+
+/// ErrorServerBusy in any response message of an answer: the longest wait
+/// asked for, as a throttle.
+fn busy_items(text: &str, mailbox: &str) -> Option<SourceError> {
+    let doc = roxmltree::Document::parse(text).ok()?;
+    let wait = soap::responses(&doc)
+        .into_iter()
+        .filter(|(_, m)| m.code == "ErrorServerBusy")
+        .map(|(_, m)| Duration::from_millis(m.back_off_ms.unwrap_or(30_000)))
+        .max()?;
+    Some(SourceError::throttled(format!("EWS is busy for mailbox {mailbox} (ErrorServerBusy)"), wait))
 }
 
 /// HTTP 403: EWS itself is closed to this app or mailbox. Exchange Online

@@ -23,10 +23,7 @@ const DELTA_PAGE_SIZE: usize = 200;
 /// When Graph throttles without Retry-After, wait this long (peers report
 /// that guessing short leads to longer penalties).
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// Attempts per request before the pass gives up on it.
-const MAX_ATTEMPTS: u32 = 6;
-/// Longer waits end the pass (and are stored) rather than hold a worker.
-const MAX_WAIT_IN_PASS: Duration = Duration::from_secs(5);
+use crate::throttle::{MAX_ATTEMPTS, MAX_WAIT_IN_PASS};
 /// Mails per fetch (see [`MailSource::max_batch`]).
 const MAX_BATCH: usize = 100;
 /// Graph's JSON batching takes up to 20 requests per `POST /$batch`.

@@ -41,6 +41,7 @@ pub mod ntlm;
 pub mod plaintext;
 pub mod pop3;
 pub mod smtp;
+pub mod throttle;
 pub mod tls;
 
 pub use credentials::Credentials;
