@@ -23,6 +23,13 @@ impl AuthError {
     pub fn is_transient(&self) -> bool {
         matches!(self, AuthError::Transient(_))
     }
+
+    /// A person must act on the connection (run Setup Authentication
+    /// again, give the tenant a new secret): mailboxes using it pause
+    /// rather than fail, and nothing asks the identity platform until then.
+    pub fn needs_person(&self) -> bool {
+        matches!(self, AuthError::Blocked { .. } | AuthError::Refused { state: Some(_), .. })
+    }
 }
 
 impl From<mailrobot_store::StoreError> for AuthError {

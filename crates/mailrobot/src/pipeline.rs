@@ -31,8 +31,18 @@ pub(crate) struct ConnectionTokens {
 #[async_trait::async_trait]
 impl BearerTokens for ConnectionTokens {
     async fn token(&self, renew: bool) -> Result<String, SourceError> {
+        // The kind survives: a connection that needs a person pauses the
+        // mailbox, even when it is found out mid-pass.
         let auth = |e: mailrobot_auth::AuthError| {
-            if e.is_transient() { SourceError::transient(e.to_string()) } else { SourceError::permanent(e.to_string()) }
+            let message = e.to_string();
+            let kind = if e.needs_person() {
+                SourceError::needs_person(message)
+            } else if e.is_transient() {
+                SourceError::transient(message)
+            } else {
+                SourceError::permanent(message)
+            };
+            kind.with_source(e)
         };
         if renew {
             self.broker.forget(self.connection_id).await.map_err(auth)?;
@@ -76,7 +86,8 @@ impl PollError {
     pub fn is_transient(&self) -> bool {
         match self {
             PollError::Source(e) => e.is_transient(),
-            PollError::Store(_) | PollError::Join(_) => true,
+            PollError::Store(e) => e.is_transient(),
+            PollError::Join(_) => true,
             PollError::Auth(e) => e.is_transient(),
             PollError::Panicked(_) => false,
         }
@@ -93,8 +104,11 @@ impl PollError {
     /// The mailbox waits for a person (its connection needs Setup
     /// Authentication, or a new secret): no network until then.
     pub fn is_paused(&self) -> bool {
-        matches!(self, PollError::Auth(mailrobot_auth::AuthError::Blocked { .. }))
-            || matches!(self, PollError::Auth(mailrobot_auth::AuthError::Refused { state: Some(_), .. }))
+        match self {
+            PollError::Auth(e) => e.needs_person(),
+            PollError::Source(e) => e.kind() == mailrobot_sources::ErrorKind::NeedsPerson,
+            _ => false,
+        }
     }
 }
 

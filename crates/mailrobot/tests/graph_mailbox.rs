@@ -124,6 +124,34 @@ async fn delegated_connection_needs_access_to_the_shared_mailbox() {
     assert_eq!(emu.count(SHARED, "Processed").unwrap(), 2);
 }
 
+/// The kind of an error survives the layers: a connection that needs a
+/// person, found out in the middle of a pass (Graph refuses a token the
+/// robot still thought valid, and renewing it is refused), pauses the
+/// mailbox instead of making it fail and back off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_refused_mid_pass_pauses_the_mailbox() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "desk", "graph", "delegated");
+    oauth::setup_authentication(&robot, &emu, DOMAIN, "desk", AGENT, AGENT_PASSWORD).await;
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: AGENT.into() })
+        .unwrap();
+    add_graph_mailbox(&robot, "desk", &[]);
+    robot.run(&["run-once"]);
+    // The token the robot holds is still good by its clock, not by the
+    // server's; and the refresh token is revoked.
+    emu.advance_clock(2 * 3600);
+    emu.revoke_user_tokens(DOMAIN, AGENT).unwrap();
+    deliver(&emu, 0..1);
+
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let mailbox = &robot.json(&["mailbox", "list", "--json"])[0];
+    assert_eq!(mailbox["status"], "paused", "{mailbox}");
+    assert_eq!(mailbox["consecutive_failures"], 0, "{mailbox}");
+    assert_eq!(robot.tickets().len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     use mailrobot_testkit::dovecot::Dovecot;

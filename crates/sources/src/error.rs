@@ -2,86 +2,119 @@ use std::fmt;
 
 /// What went wrong while talking to a mail source.
 ///
-/// Opaque on purpose (like lettre's error): callers ask [`is_transient`]
-/// to decide whether to back off and retry, and print it for people.
+/// Opaque on purpose (like lettre's error): callers ask [`kind`],
+/// [`is_transient`] or [`retry_after`] to decide what to do, and print it
+/// for people. The lower-level error it came from is kept as its
+/// [`source`](std::error::Error::source).
 ///
+/// [`kind`]: SourceError::kind
 /// [`is_transient`]: SourceError::is_transient
+/// [`retry_after`]: SourceError::retry_after
 #[derive(Debug)]
 pub struct SourceError {
-    kind: Kind,
+    kind: ErrorKind,
     message: String,
-    /// The server asked for quiet until then (HTTP Retry-After, EWS BackOffMilliseconds).
-    retry_after: Option<std::time::Duration>,
-    /// The server refused the credentials themselves (not the connection).
-    login_refused: bool,
-    /// The server no longer knows the stored sync state (Graph delta link,
-    /// EWS SyncState): list from the start.
-    sync_state_expired: bool,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// What kind of failure, as far as what happens next is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Network trouble, timeouts, server busy: retry later.
+pub enum ErrorKind {
+    /// Network trouble, timeouts, a server failing for now: retry later.
     Transient,
-    /// Wrong password, missing folder, refused command: a person must act.
+    /// The server asked for quiet this long (HTTP Retry-After, EWS
+    /// BackOffMilliseconds): not a failure.
+    Throttled(std::time::Duration),
+    /// Wrong settings, a refused command or folder: a person must act.
     Permanent,
+    /// The server refused the credentials themselves: permanent, unless a
+    /// renewed OAuth token gets in (sources ask for one once).
+    LoginRefused,
+    /// The server no longer knows the stored sync state (Graph delta link,
+    /// EWS SyncState): list from the start.
+    SyncStateExpired,
+    /// An answer ran past the bound it was read with (at least this many
+    /// bytes): the server sent more than the robot takes.
+    TooLarge(u64),
+    /// The credentials need a person before anything can work again (a
+    /// service connection needing Setup Authentication, a tenant needing a
+    /// new secret): the mailbox pauses; retrying cannot help.
+    NeedsPerson,
 }
 
 impl SourceError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), ..Self::base() }
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
     }
 
-    fn base() -> Self {
-        Self {
-            kind: Kind::Permanent,
-            message: String::new(),
-            retry_after: None,
-            login_refused: false,
-            sync_state_expired: false,
-        }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: Kind::Permanent, message: message.into(), ..Self::base() }
+        Self::new(ErrorKind::Permanent, message)
     }
 
     /// The server refused the login: permanent, unless a renewed OAuth token
     /// gets in (sources ask for one once, see [`crate::credentials::current`]).
     pub fn login_refused(message: impl Into<String>) -> Self {
-        Self { login_refused: true, ..Self::permanent(message) }
+        Self::new(ErrorKind::LoginRefused, message)
     }
 
-    /// A transient error after which the server wants no request for `wait`.
+    /// A wait the server asked for: no request before `wait` has passed.
     pub fn throttled(message: impl Into<String>, wait: std::time::Duration) -> Self {
-        Self { kind: Kind::Transient, message: message.into(), retry_after: Some(wait), ..Self::base() }
+        Self::new(ErrorKind::Throttled(wait), message)
     }
 
     /// The stored sync state expired: the source lists from the start (the
     /// journal keeps it from taking a mail twice). Not retried as it is.
     pub fn sync_state_expired(message: impl Into<String>) -> Self {
-        Self { sync_state_expired: true, ..Self::permanent(message) }
+        Self::new(ErrorKind::SyncStateExpired, message)
+    }
+
+    /// The credentials need a person (see [`ErrorKind::NeedsPerson`]).
+    pub fn needs_person(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NeedsPerson, message)
+    }
+
+    /// An answer over the bound it was read with; `at_least` bytes came.
+    pub fn too_large(message: impl Into<String>, at_least: u64) -> Self {
+        Self::new(ErrorKind::TooLarge(at_least), message)
+    }
+
+    /// Keeps the lower-level error this one came from.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     pub fn is_sync_state_expired(&self) -> bool {
-        self.sync_state_expired
+        self.kind == ErrorKind::SyncStateExpired
     }
 
     /// How long the server asked the robot to stay away, if it did.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
-        self.retry_after
+        match self.kind {
+            ErrorKind::Throttled(wait) => Some(wait),
+            _ => None,
+        }
     }
 
+    /// Worth trying again soon (network trouble, a server asking for quiet).
     pub fn is_transient(&self) -> bool {
-        self.kind == Kind::Transient
+        matches!(self.kind, ErrorKind::Transient | ErrorKind::Throttled(_))
     }
 
     pub fn is_permanent(&self) -> bool {
-        self.kind == Kind::Permanent
+        !self.is_transient()
     }
 
     pub fn is_login_refused(&self) -> bool {
-        self.login_refused
+        self.kind == ErrorKind::LoginRefused
     }
 }
 
@@ -91,15 +124,21 @@ impl fmt::Display for SourceError {
     }
 }
 
-impl std::error::Error for SourceError {}
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<std::io::Error> for SourceError {
     fn from(err: std::io::Error) -> Self {
         use std::io::ErrorKind::*;
-        match err.kind() {
-            NotFound | PermissionDenied | InvalidInput | InvalidData => Self::permanent(err.to_string()),
-            _ => Self::transient(err.to_string()),
-        }
+        let message = err.to_string();
+        let kind = match err.kind() {
+            NotFound | PermissionDenied | InvalidInput | InvalidData => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        };
+        Self::new(kind, message).with_source(err)
     }
 }
 

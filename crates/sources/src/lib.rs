@@ -46,7 +46,7 @@ pub mod tls;
 
 pub use credentials::Credentials;
 pub use drop_folder::DropFolderSource;
-pub use error::SourceError;
+pub use error::{ErrorKind, SourceError};
 pub use ews::{EwsAuth, EwsConfig, EwsSource, PasswordScheme};
 pub use graph::{GraphConfig, GraphSource};
 pub use imap::{ImapConfig, ImapSource};

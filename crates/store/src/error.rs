@@ -17,3 +17,41 @@ pub enum StoreError {
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
 }
+
+impl StoreError {
+    /// Worth trying again soon: the database was busy or an I/O hiccup.
+    /// A damaged database, a schema from a newer version or a name clash
+    /// need a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            StoreError::MailboxExists(_)
+            | StoreError::Exists { .. }
+            | StoreError::NoSuchMailbox(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_database_is_transient() {
+        assert!(!StoreError::SchemaTooNew { found: 9, known: 4 }.is_transient());
+        assert!(!StoreError::Corrupt("x".into()).is_transient());
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(StoreError::Sqlite(busy).is_transient());
+        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), None);
+        assert!(!StoreError::Sqlite(full).is_transient());
+    }
+}
