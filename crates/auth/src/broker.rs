@@ -201,6 +201,14 @@ impl TokenBroker {
         })
     }
 
+    /// The tenant's client id when the connection is in application mode:
+    /// its tokens name the app, not a user, so a mail server needs the
+    /// mailbox named, and a refusal is for the tenant's admin to fix.
+    pub async fn app_only_client_id(&self, connection_id: i64) -> Result<Option<String>, AuthError> {
+        let (connection, tenant) = self.load(connection_id).await?;
+        Ok((connection.mode == Mode::Application.as_str()).then_some(tenant.client_id))
+    }
+
     /// Forgets the connection's cached access tokens, here and in the
     /// store: a server refused one before it expired (revoked, or its
     /// scopes changed), so the next caller gets a new one.

@@ -21,6 +21,12 @@ pub struct Setup {
     pub mailbox_grants: Vec<MailboxGrant>,
     /// Application access policies (app-only access restricted to some mailboxes).
     pub access_policies: Vec<AccessPolicySpec>,
+    /// Apps registered as service principals in Exchange Online (`New-ServicePrincipal`): needed
+    /// for app-only IMAP, POP and SMTP AUTH.
+    pub exchange_service_principals: Vec<ServicePrincipalSpec>,
+    /// Full access of those service principals to mailboxes (`Add-MailboxPermission -User <service
+    /// principal>`).
+    pub mailbox_app_grants: Vec<MailboxAppGrant>,
     /// The authentication schemes EWS accepts; absent: bearer tokens only (Exchange Online).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ews_auth: Option<EwsAuthSpec>,
@@ -438,6 +444,28 @@ pub struct MailboxGrant {
     pub mailbox: String,
     /// The user's UPN.
     pub username: String,
+}
+
+/// An app's service principal registered in Exchange Online (`New-ServicePrincipal -AppId …
+/// -ObjectId …`). App-only IMAP, POP and SMTP AUTH logins need one, with mailbox permissions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicePrincipalSpec {
+    pub tenant: String,
+    /// The app's client id (`-AppId`).
+    pub client_id: String,
+}
+
+/// Full access of an app's Exchange service principal to a mailbox (`Add-MailboxPermission
+/// -Identity <mailbox> -User <service principal> -AccessRights FullAccess`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxAppGrant {
+    pub tenant: String,
+    /// The mailbox address.
+    pub mailbox: String,
+    /// The app's client id; its service principal must be registered first.
+    pub client_id: String,
 }
 
 /// An application access policy (`New-ApplicationAccessPolicy -AccessRight RestrictAccess`):

@@ -1,5 +1,7 @@
 //! Discovery and token-checking endpoints: OpenID configuration, JWKS, MSAL's instance
-//! discovery, userinfo, and the introspection endpoint for Dovecot's `passdb oauth2`.
+//! discovery, userinfo, and the introspection endpoints for Dovecot's `passdb oauth2`: a generic
+//! one (any valid token), and one per mail protocol that checks as Exchange Online does
+//! (`mailproto`).
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::{StsError, Trace};
 use crate::html;
+use crate::mailproto::{self, Protocol};
 use crate::state::{Emu, TenantPath};
 use crate::token::parse_params;
 
@@ -167,6 +170,92 @@ pub(crate) async fn introspect_post(State(emu): State<Arc<Emu>>, headers: Header
     }
 }
 
+/// `GET /introspect/{protocol}?mailbox=ADDR` with `Authorization: Bearer <token>` (Dovecot's
+/// `introspection_mode = auth`): 200 with the token's facts and `email` = the mailbox when Exchange
+/// Online would let the login in, else 401 with `error` and `error_description` saying why.
+/// `protocol` is Dovecot's service name (`imap`, `pop3`, `submission`) or `pop`, `smtp`.
+pub(crate) async fn introspect_protocol_get(
+    State(emu): State<Arc<Emu>>,
+    Path(protocol): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(p) = Protocol::parse(&protocol) else {
+        return unknown_protocol(&protocol);
+    };
+    let params = query.map(|q| parse_params(q.as_bytes())).unwrap_or_default();
+    let token = bearer(&headers).unwrap_or_default();
+    match mailproto::check(&emu, &token, p, params.get("mailbox").map(String::as_str)) {
+        Ok(login) => axum::Json(protocol_login(&login)).into_response(),
+        Err(refusal) => {
+            let (code, description) = (refusal.code(), refusal.description(p));
+            tracing::info!(protocol = p.name(), error = code, %description, "mail protocol login refused");
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"active": false, "error": code, "error_description": description})),
+            )
+                .into_response();
+            // A header carries visible ASCII only.
+            let quoted: String = description
+                .chars()
+                .map(|c| if c == '"' || !c.is_ascii() || c.is_ascii_control() { '\'' } else { c })
+                .collect();
+            let challenge = format!("Bearer error=\"{code}\", error_description=\"{quoted}\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+    }
+}
+
+/// `POST /introspect/{protocol}` with the form fields `token` and `mailbox` (or `?mailbox=`),
+/// RFC 7662 style: always 200, `active` tells (with `error_description` when false).
+pub(crate) async fn introspect_protocol_post(
+    State(emu): State<Arc<Emu>>,
+    Path(protocol): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(p) = Protocol::parse(&protocol) else {
+        return unknown_protocol(&protocol);
+    };
+    let form = parse_params(&body);
+    let params = query.map(|q| parse_params(q.as_bytes())).unwrap_or_default();
+    let token = form.get("token").cloned().or_else(|| bearer(&headers)).unwrap_or_default();
+    let mailbox = form.get("mailbox").or_else(|| params.get("mailbox")).map(String::as_str);
+    match mailproto::check(&emu, &token, p, mailbox) {
+        Ok(login) => axum::Json(protocol_login(&login)).into_response(),
+        Err(refusal) => axum::Json(json!({
+            "active": false,
+            "error": refusal.code(),
+            "error_description": refusal.description(p),
+        }))
+        .into_response(),
+    }
+}
+
+/// The introspection answer for a login let in: the mailbox is the user name Dovecot compares
+/// with the SASL user.
+fn protocol_login(login: &mailproto::Login) -> Value {
+    let mut out = introspection(&login.claims);
+    out["email"] = json!(login.username);
+    out["username"] = json!(login.username);
+    out
+}
+
+fn unknown_protocol(protocol: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "error": "invalid_request",
+            "error_description": format!("unknown protocol '{protocol}': use imap, pop3 (pop) or submission (smtp)"),
+        })),
+    )
+        .into_response()
+}
+
 /// `GET /oidc/userinfo` with a delegated access token.
 pub(crate) async fn userinfo(State(emu): State<Arc<Emu>>, headers: HeaderMap) -> Response {
     let claims = bearer(&headers).and_then(|t| check(&emu, &t)).filter(|c| c.get("preferred_username").is_some());
@@ -212,7 +301,8 @@ pub(crate) async fn index(State(emu): State<Arc<Emu>>) -> Response {
         &[
             &format!("Authority: {}/{{tenant}}", emu.base_url),
             "Endpoints: /{tenant}/oauth2/v2.0/authorize, /{tenant}/oauth2/v2.0/token, \
-             /{tenant}/v2.0/.well-known/openid-configuration, /{tenant}/discovery/v2.0/keys, /introspect, /_admin/…",
+             /{tenant}/v2.0/.well-known/openid-configuration, /{tenant}/discovery/v2.0/keys, /introspect, \
+             /introspect/{protocol}, /_admin/…",
         ],
     ))
     .into_response()

@@ -55,7 +55,7 @@ pub(crate) fn classify(path: &str) -> Option<&'static str> {
         }
         [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => "jwks",
         [_, "discovery", "instance"] => "instance_discovery",
-        ["introspect"] => "introspect",
+        ["introspect", ..] => "introspect",
         ["oidc", "userinfo"] => "userinfo",
         _ => "other",
     })

@@ -36,6 +36,7 @@ mod jwt;
 mod mail;
 mod mailadmin;
 mod mailauth;
+mod mailproto;
 mod ntlm;
 mod scopes;
 mod server;
@@ -45,8 +46,8 @@ mod token;
 
 pub use config::{
     AccessPolicySpec, AppSpec, CertificateSpec, ConsentSpec, DeliverSpec, EwsAuthScheme, EwsAuthSpec, EwsBlockBody,
-    EwsBlockSpec, FaultSpec, FolderInfo, IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, ReadReceipt,
-    SecretSpec, Setup, TenantMode, TenantSpec, UserSpec, UserUpdate,
+    EwsBlockSpec, FaultSpec, FolderInfo, IdTokenFault, IssueSpec, MailboxAppGrant, MailboxGrant, MailboxSpec,
+    MessageInfo, ReadReceipt, SecretSpec, ServicePrincipalSpec, Setup, TenantMode, TenantSpec, UserSpec, UserUpdate,
 };
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};

@@ -269,6 +269,8 @@ pub(crate) struct Mailbox {
     pub tombstones: Vec<Tombstone>,
     /// Users (oids) with full access besides the owner.
     pub full_access: Vec<String>,
+    /// Apps (client ids) whose Exchange service principal has full access.
+    pub app_full_access: Vec<String>,
     /// Bumped to expire every delta token and sync state at once.
     pub epoch: u64,
     /// The mailbox change number.
@@ -306,6 +308,7 @@ impl Mailbox {
             messages: Vec::new(),
             tombstones: Vec::new(),
             full_access: Vec::new(),
+            app_full_access: Vec::new(),
             epoch: 1,
             seq: 0,
             receipts: Vec::new(),
@@ -529,6 +532,8 @@ pub(crate) struct MailStore {
     pub mailboxes: Vec<Mailbox>,
     /// (tenant id, client id) → mailbox addresses the app may reach app-only.
     pub policies: HashMap<(String, String), Vec<String>>,
+    /// (tenant id, client id) of apps registered as Exchange service principals.
+    pub service_principals: Vec<(String, String)>,
     /// (client id, mailbox id) → requests in flight.
     pub inflight: HashMap<(String, String), usize>,
     /// Concurrent requests allowed per (app, mailbox); Outlook's limit is 4.
@@ -582,6 +587,11 @@ impl MailStore {
 
     pub fn set_policy(&mut self, tenant_id: String, p: &AccessPolicySpec) {
         self.policies.insert((tenant_id, p.client_id.clone()), p.mailboxes.clone());
+    }
+
+    /// Whether the app has an Exchange service principal in the tenant (`New-ServicePrincipal`).
+    pub fn has_service_principal(&self, tenant_id: &str, client_id: &str) -> bool {
+        self.service_principals.iter().any(|(t, c)| t == tenant_id && c.eq_ignore_ascii_case(client_id))
     }
 
     /// Whether an application access policy keeps the app away from the mailbox.

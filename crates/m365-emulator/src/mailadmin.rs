@@ -1,5 +1,6 @@
 //! Admin operations on mailboxes (Rust API and `/_admin/mail…` routes): create mailboxes, grant
-//! access, application access policies, deliver mail, look into folders, expire delta tokens.
+//! access (to users, and to apps' Exchange service principals), application access policies,
+//! deliver mail, look into folders, expire delta tokens.
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use serde_json::json;
 
 use crate::EmulatorError;
 use crate::config::{
-    AccessPolicySpec, DeliverSpec, EwsAuthSpec, EwsBlockSpec, FolderInfo, MailboxGrant, MailboxSpec, MessageInfo,
-    ReadReceipt, Setup,
+    AccessPolicySpec, DeliverSpec, EwsAuthSpec, EwsBlockSpec, FolderInfo, MailboxAppGrant, MailboxGrant, MailboxSpec,
+    MessageInfo, ReadReceipt, ServicePrincipalSpec, Setup,
 };
 use crate::state::{Emu, Inner};
 
@@ -53,6 +54,47 @@ impl Emu {
         let mb = mail.get_mut(&grant.mailbox)?;
         if !mb.full_access.contains(&oid) {
             mb.full_access.push(oid);
+        }
+        Ok(())
+    }
+
+    /// Registers an app's service principal in Exchange Online (`New-ServicePrincipal`); the app
+    /// must be usable in the tenant. Registering twice changes nothing.
+    pub fn register_service_principal(&self, spec: ServicePrincipalSpec) -> Result<()> {
+        let tid = self.tenant_id(&spec.tenant)?;
+        let client_id = {
+            let g = self.lock();
+            let app = g
+                .app(&spec.client_id)
+                .filter(|a| g.app_usable_in(a, &tid))
+                .ok_or_else(|| EmulatorError::NotFound(format!("app {} in tenant {}", spec.client_id, spec.tenant)))?;
+            app.client_id.clone()
+        };
+        let mut mail = self.mail();
+        if !mail.has_service_principal(&tid, &client_id) {
+            mail.service_principals.push((tid, client_id));
+        }
+        Ok(())
+    }
+
+    /// Gives an app's Exchange service principal full access to a mailbox (`Add-MailboxPermission
+    /// -User <service principal> -AccessRights FullAccess`). Like Exchange, refuses an app that
+    /// has no service principal yet.
+    pub fn grant_mailbox_access_to_app(&self, grant: MailboxAppGrant) -> Result<()> {
+        let tid = self.tenant_id(&grant.tenant)?;
+        let mut mail = self.mail();
+        if !mail.has_service_principal(&tid, &grant.client_id) {
+            return Err(EmulatorError::NotFound(format!(
+                "Exchange service principal of app {} (register it first: New-ServicePrincipal)",
+                grant.client_id
+            )));
+        }
+        let mb = mail.get_mut(&grant.mailbox)?;
+        if mb.tenant_id != tid {
+            return Err(EmulatorError::NotFound(format!("mailbox {} in tenant {}", grant.mailbox, grant.tenant)));
+        }
+        if !mb.app_full_access.iter().any(|c| c.eq_ignore_ascii_case(&grant.client_id)) {
+            mb.app_full_access.push(grant.client_id);
         }
         Ok(())
     }
@@ -146,6 +188,18 @@ impl Emu {
                     });
                 }
             }
+            for client_id in &mb.app_full_access {
+                setup.mailbox_app_grants.push(MailboxAppGrant {
+                    tenant: mb.tenant_id.clone(),
+                    mailbox: mb.address.clone(),
+                    client_id: client_id.clone(),
+                });
+            }
+        }
+        for (tenant, client_id) in &mail.service_principals {
+            setup
+                .exchange_service_principals
+                .push(ServicePrincipalSpec { tenant: tenant.clone(), client_id: client_id.clone() });
         }
         for ((tenant, client_id), mailboxes) in &mail.policies {
             setup.access_policies.push(AccessPolicySpec {
@@ -199,7 +253,9 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
     Router::new()
         .route("/_admin/mailboxes", post(mailboxes))
         .route("/_admin/mailboxes/grant", post(grant))
+        .route("/_admin/mailboxes/grant-app", post(grant_app))
         .route("/_admin/mailboxes/access-policy", post(policy))
+        .route("/_admin/exchange/service-principals", post(service_principal))
         .route("/_admin/mailboxes/deliver", post(deliver))
         .route("/_admin/mailboxes/messages", get(messages))
         .route("/_admin/mailboxes/folders", get(folders))
@@ -219,6 +275,16 @@ async fn mailboxes(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
 
 async fn grant(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
     emu.grant_mailbox_access(body(&b)?)?;
+    Ok(ok())
+}
+
+async fn grant_app(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    emu.grant_mailbox_access_to_app(body(&b)?)?;
+    Ok(ok())
+}
+
+async fn service_principal(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    emu.register_service_principal(body(&b)?)?;
     Ok(ok())
 }
 

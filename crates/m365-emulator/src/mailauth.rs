@@ -71,21 +71,36 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
 /// an audience of the API.
 pub(crate) fn caller(emu: &Emu, headers: &HeaderMap, api: Api) -> Result<Caller, Denied> {
     let token = bearer(headers).filter(|t| !t.is_empty()).ok_or(Denied::NoToken)?;
-    let claims = emu.key.verify(&token).ok_or(Denied::BadToken)?;
+    let claims = verified_claims(emu, &token)?;
+    let want = match api {
+        Api::Graph => GRAPH_ID,
+        Api::Ews => EXCHANGE_ID,
+    };
+    if audience(&claims) != want {
+        return Err(Denied::WrongAudience);
+    }
+    Ok(caller_of(&claims))
+}
+
+/// The claims of a token of this emulator that is within its lifetime (5 minutes of skew on `nbf`).
+pub(crate) fn verified_claims(emu: &Emu, token: &str) -> Result<Value, Denied> {
+    let claims = emu.key.verify(token).ok_or(Denied::BadToken)?;
     let now = emu.clock.now_s();
     let exp = claims.get("exp").and_then(Value::as_i64).ok_or(Denied::BadToken)?;
     let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
     if now >= exp || now + 300 < nbf {
         return Err(Denied::Expired);
     }
-    let aud = claims.get("aud").and_then(Value::as_str).unwrap_or_default();
-    let want = match api {
-        Api::Graph => GRAPH_ID,
-        Api::Ews => EXCHANGE_ID,
-    };
-    if scopes::canonical_resource(aud, &|_| None) != want {
-        return Err(Denied::WrongAudience);
-    }
+    Ok(claims)
+}
+
+/// The canonical resource the token's `aud` names (`GRAPH_ID`, `EXCHANGE_ID`, or the URI).
+pub(crate) fn audience(claims: &Value) -> String {
+    scopes::canonical_resource(claims.get("aud").and_then(Value::as_str).unwrap_or_default(), &|_| None)
+}
+
+/// Who the verified claims speak for, and with which permissions.
+pub(crate) fn caller_of(claims: &Value) -> Caller {
     let s = |n: &str| claims.get(n).and_then(Value::as_str).unwrap_or_default().to_string();
     let user = claims.get("scp").map(|_| (s("oid"), s("preferred_username")));
     let permissions = match &user {
@@ -96,11 +111,11 @@ pub(crate) fn caller(emu: &Emu, headers: &HeaderMap, api: Api) -> Result<Caller,
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default(),
     };
-    Ok(Caller { tenant_id: s("tid"), client_id: s("appid"), user, permissions })
+    Caller { tenant_id: s("tid"), client_id: s("appid"), user, permissions }
 }
 
 impl Caller {
-    fn has(&self, names: &[&str]) -> bool {
+    pub(crate) fn has(&self, names: &[&str]) -> bool {
         self.permissions.iter().any(|p| names.iter().any(|n| p.eq_ignore_ascii_case(n)))
     }
 

@@ -20,8 +20,8 @@ use tower::ServiceExt;
 
 use crate::config::{
     AccessPolicySpec, AppSpec, ConsentSpec, DeliverSpec, EwsAuthSpec, EwsBlockSpec, FaultSpec, FolderInfo,
-    IdTokenFault, IssueSpec, MailboxGrant, MailboxSpec, MessageInfo, ReadReceipt, SecretSpec, Setup, TenantSpec,
-    UserSpec, UserUpdate,
+    IdTokenFault, IssueSpec, MailboxAppGrant, MailboxGrant, MailboxSpec, MessageInfo, ReadReceipt, SecretSpec,
+    ServicePrincipalSpec, Setup, TenantSpec, UserSpec, UserUpdate,
 };
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
@@ -83,6 +83,10 @@ pub(crate) fn router(emu: Arc<Emu>) -> Router {
         .route("/", get(discovery::index))
         .route("/error", get(discovery::error_lookup))
         .route("/introspect", get(discovery::introspect_get).post(discovery::introspect_post))
+        .route(
+            "/introspect/{protocol}",
+            get(discovery::introspect_protocol_get).post(discovery::introspect_protocol_post),
+        )
         .route("/oidc/userinfo", get(discovery::userinfo))
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize::authorize).post(authorize::authorize))
         .route("/{tenant}/oauth2/v2.0/token", post(token::token_post).get(token::token_get))
@@ -318,9 +322,29 @@ impl Emulator {
         self.emu.issuer(tenant_id)
     }
 
-    /// `{base}/introspect` (see the README for Dovecot).
+    /// `{base}/introspect`: any valid token of the emulator is active there (a generic OAuth2
+    /// server's introspection; see the README for Dovecot).
     pub fn introspection_url(&self) -> String {
         format!("{}/introspect", self.base_url())
+    }
+
+    /// `{base}/introspect/{protocol}[?mailbox=…]`: introspection that checks a token as Exchange
+    /// Online checks an IMAP, POP or SMTP AUTH login (audience, scope or role, access to the
+    /// mailbox). `protocol`: `imap`, `pop3`/`pop` or `submission`/`smtp`.
+    pub fn mail_introspection_url(&self, protocol: &str, mailbox: Option<&str>) -> String {
+        let mut url = format!("{}/introspect/{protocol}", self.base_url());
+        if let Some(m) = mailbox {
+            url.push_str("?mailbox=");
+            url.extend(url::form_urlencoded::byte_serialize(m.as_bytes()));
+        }
+        url
+    }
+
+    /// [`Emulator::mail_introspection_url`] as a template with `{protocol}` and `{user}` for
+    /// mailrobot-testkit's Dovecot, which writes one `passdb oauth2` per protocol and mailbox
+    /// (Dovecot 2.3 expands no variables in `introspection_url` itself).
+    pub fn mail_introspection_url_template(&self) -> String {
+        format!("{}/introspect/{{protocol}}?mailbox={{user}}", self.base_url())
     }
 
     /// The signing key (its PEM starts another emulator whose tokens verify the same way).
@@ -452,6 +476,17 @@ impl Emulator {
     /// Gives a user full access to a mailbox.
     pub fn grant_mailbox_access(&self, grant: MailboxGrant) -> Result<(), EmulatorError> {
         self.emu.grant_mailbox_access(grant)
+    }
+
+    /// Registers an app's service principal in Exchange Online (`New-ServicePrincipal`), as
+    /// app-only IMAP, POP and SMTP AUTH need.
+    pub fn register_service_principal(&self, spec: ServicePrincipalSpec) -> Result<(), EmulatorError> {
+        self.emu.register_service_principal(spec)
+    }
+
+    /// Gives an app's Exchange service principal full access to a mailbox (`Add-MailboxPermission`).
+    pub fn grant_mailbox_access_to_app(&self, grant: MailboxAppGrant) -> Result<(), EmulatorError> {
+        self.emu.grant_mailbox_access_to_app(grant)
     }
 
     /// Restricts an app's app-only mail access to some mailboxes.

@@ -482,6 +482,12 @@ impl Emu {
         for g in &setup.mailbox_grants {
             self.grant_mailbox_access(g.clone())?;
         }
+        for sp in &setup.exchange_service_principals {
+            self.register_service_principal(sp.clone())?;
+        }
+        for g in &setup.mailbox_app_grants {
+            self.grant_mailbox_access_to_app(g.clone())?;
+        }
         for p in &setup.access_policies {
             self.set_access_policy(p.clone())?;
         }

@@ -99,6 +99,18 @@ fn connection_tokens(app: &App, connection: &Connection) -> anyhow::Result<Arc<d
     Ok(Arc::new(ConnectionTokens { broker: app.broker()?, connection_id: connection.id }))
 }
 
+/// The tenant's client id when the connection is in application mode.
+fn app_only_client_id(app: &App, connection: &Connection) -> anyhow::Result<Option<String>> {
+    if connection.mode != mailrobot_auth::model::Mode::Application.as_str() {
+        return Ok(None);
+    }
+    let tenant = app
+        .auth_store
+        .tenant(connection.tenant_id)?
+        .ok_or_else(|| anyhow!("the tenant of connection {} no longer exists", connection.name))?;
+    Ok(Some(tenant.client_id))
+}
+
 /// `mailrobot smtp test`.
 pub async fn smtp_test(app: &App, test: &SmtpTest) -> anyhow::Result<ExitCode> {
     let login = match (&test.connection, &test.username) {
@@ -109,7 +121,11 @@ pub async fn smtp_test(app: &App, test: &SmtpTest) -> anyhow::Result<ExitCode> {
                 .connection_by_name(name)?
                 .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))?;
             let username = sending_address(&connection, test.address.as_deref())?;
-            SmtpLogin::XOAuth2 { username, tokens: connection_tokens(app, &connection)? }
+            SmtpLogin::XOAuth2 {
+                username,
+                tokens: connection_tokens(app, &connection)?,
+                app_id: app_only_client_id(app, &connection)?,
+            }
         }
         (None, Some(username)) => {
             let var = test.password_env.as_deref().ok_or_else(|| {
@@ -165,7 +181,11 @@ pub async fn connection_smtp_check(
     value: &mut Value,
 ) -> anyhow::Result<bool> {
     let username = sending_address(connection, address)?;
-    let login = SmtpLogin::XOAuth2 { username, tokens: connection_tokens(app, connection)? };
+    let login = SmtpLogin::XOAuth2 {
+        username,
+        tokens: connection_tokens(app, connection)?,
+        app_id: app_only_client_id(app, connection)?,
+    };
     let cfg = config(server.unwrap_or(M365_SMTP_SERVER), tls, login, None)?;
     let (ok, smtp_value) = run_check(&cfg).await;
     value["smtp"] = smtp_value;

@@ -118,6 +118,9 @@ pub struct OpenContext<'a> {
     /// Bearer tokens of the mailbox's service connection, and the service's
     /// base URL (Graph host, or EWS URL).
     pub tokens: Option<(Arc<dyn BearerTokens>, String)>,
+    /// The app's client id when the connection is in application mode
+    /// (IMAP/POP3 XOAUTH2 then logs in to the mailbox as the app).
+    pub app_id: Option<String>,
     /// Where an incremental source stopped last time.
     pub sync_state: Option<String>,
 }
@@ -194,6 +197,7 @@ impl MailboxConfig {
             let tokens = ctx.tokens.as_ref().map(|(t, _)| t.clone());
             let sealed = sealed_secret.map(<[u8]>::to_vec);
             let name = mailbox.name.clone();
+            let app_id = ctx.app_id.clone();
             async move {
                 match method {
                     LoginMethod::Oauth => {
@@ -205,6 +209,7 @@ impl MailboxConfig {
                         Ok::<_, SourceError>(Credentials::XOAuth2 {
                             username,
                             access_token: tokens.token(false).await?,
+                            app_id,
                         })
                     }
                     LoginMethod::Password => {

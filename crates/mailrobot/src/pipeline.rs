@@ -189,7 +189,7 @@ impl Pipeline {
     async fn open_source(&self, mailbox: &Mailbox) -> Result<Box<dyn MailSource>, PollError> {
         let config = MailboxConfig::from_mailbox(mailbox)?;
         config.check_plaintext()?;
-        let mut tokens = None;
+        let (mut tokens, mut app_id) = (None, None);
         if let Some(connection_id) = mailbox.connection_id {
             // Every poll proves the connection still yields a token; a
             // connection that needs a person pauses the mailbox here,
@@ -203,12 +203,14 @@ impl Pipeline {
             let base = if mailbox.kind == "graph" { urls.graph } else { urls.ews };
             // Every connect checks again: the tenant's URLs may have changed.
             mailrobot_sources::plaintext::check_url(&base, "the connection's access token", urls.allow_plaintext)?;
+            app_id = broker.app_only_client_id(connection_id).await?;
             tokens = Some((Arc::new(ConnectionTokens { broker, connection_id }) as Arc<dyn BearerTokens>, base));
         }
         let id = mailbox.id;
         let (sealed, sync_state) =
             self.blocking(move |s| Ok((s.mailbox_secret(id)?, s.mailbox_sync_state(id)?))).await?;
-        let context = OpenContext { sealed_secret: sealed.as_deref(), secrets: &self.secrets, tokens, sync_state };
+        let context =
+            OpenContext { sealed_secret: sealed.as_deref(), secrets: &self.secrets, tokens, app_id, sync_state };
         Ok(config.open(mailbox, context).await?)
     }
 

@@ -156,8 +156,9 @@ async fn a_connection_refused_mid_pass_pauses_the_mailbox() {
 async fn imap_and_pop3_with_xoauth2_through_a_connection() {
     use mailrobot_testkit::dovecot::Dovecot;
     let emu = emulator();
-    // Dovecot checks each bearer token at the emulator's introspection endpoint.
-    let dc = Dovecot::start_with_oauth2(&[(AGENT, "unused-password")], &emu.introspection_url()).unwrap();
+    // Dovecot checks each bearer token at the emulator's introspection endpoint,
+    // as Exchange Online would (audience, IMAP or POP scope, the mailbox).
+    let dc = Dovecot::start_with_oauth2(&[(AGENT, "unused-password")], &emu.mail_introspection_url_template()).unwrap();
     dc.deliver(AGENT, "INBOX", &simple_mail("x1@ex", "Via IMAP XOAUTH2", "", "hello")).unwrap();
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "imapc", "imap", "delegated");

@@ -72,7 +72,7 @@ fn smtp_test_with_a_password_logs_in_and_sends_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_connection_logs_in_with_xoauth2() {
     let emu = emulator();
-    let (sink, dc) = submission(Some(&emu.introspection_url()), &[(AGENT, "unused-password")]);
+    let (sink, dc) = submission(Some(&emu.mail_introspection_url_template()), &[(AGENT, "unused-password")]);
     let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
     let robot = robot_with_tenant(&emu);
     add_connection(&robot, "smtpc", "smtp", "delegated");

@@ -14,7 +14,11 @@ pub enum Credentials {
     /// IMAP LOGIN / POP3 USER+PASS.
     Password { username: String, password: String },
     /// SASL XOAUTH2 with an OAuth2 access token (Microsoft 365, Gmail).
-    XOAuth2 { username: String, access_token: String },
+    /// `app_id` is the app's client id when the token is app-only (a
+    /// connection in application mode): such a token names no user,
+    /// `username` names the mailbox, and a refusal is for the tenant's
+    /// admin to fix, not for a new sign-in.
+    XOAuth2 { username: String, access_token: String, app_id: Option<String> },
 }
 
 impl Credentials {
@@ -39,9 +43,12 @@ impl fmt::Debug for Credentials {
             Credentials::Password { username, .. } => {
                 f.debug_struct("Password").field("username", username).field("password", &"***").finish()
             }
-            Credentials::XOAuth2 { username, .. } => {
-                f.debug_struct("XOAuth2").field("username", username).field("access_token", &"***").finish()
-            }
+            Credentials::XOAuth2 { username, app_id, .. } => f
+                .debug_struct("XOAuth2")
+                .field("username", username)
+                .field("access_token", &"***")
+                .field("app_id", app_id)
+                .finish(),
         }
     }
 }
@@ -58,6 +65,21 @@ pub(crate) async fn current(
         *access_token = tokens.token(renew).await?;
     }
     Ok(())
+}
+
+/// What an admin must have done in Exchange Online before an app-only
+/// (application mode) token opens `mailbox` over IMAP, POP or SMTP AUTH:
+/// the protocol's application permission (`role`) with admin consent, and an
+/// Exchange service principal of the app with access to the mailbox. Said
+/// when the server refuses such a login; Setup Authentication cannot help.
+pub(crate) fn app_only_hint(role: &str, app_id: &str, mailbox: &str) -> String {
+    format!(
+        "the app-only token (application mode) was refused for mailbox {mailbox}: the app {app_id} needs \
+         the application permission {role} of Office 365 Exchange Online with admin consent, and an Exchange \
+         service principal with access to this mailbox — in Exchange Online PowerShell: New-ServicePrincipal \
+         -AppId {app_id} -ObjectId <object id of its enterprise application>, then Add-MailboxPermission \
+         -Identity {mailbox} -User <that service principal> -AccessRights FullAccess (docs/microsoft365.md)"
+    )
 }
 
 /// The XOAUTH2 initial client response before base64:
@@ -78,7 +100,7 @@ mod tests {
     #[test]
     fn debug_hides_secrets() {
         let p = Credentials::Password { username: "u@x".into(), password: "hunter2".into() };
-        let t = Credentials::XOAuth2 { username: "u@x".into(), access_token: "eyJtok".into() };
+        let t = Credentials::XOAuth2 { username: "u@x".into(), access_token: "eyJtok".into(), app_id: None };
         let (dp, dt) = (format!("{p:?}"), format!("{t:?}"));
         assert!(!dp.contains("hunter2") && dp.contains("***") && dp.contains("u@x"));
         assert!(!dt.contains("eyJtok") && dt.contains("***"));

@@ -23,7 +23,7 @@ use async_imap::types::Capability;
 use futures::TryStreamExt;
 use tokio::io::BufWriter;
 
-use crate::credentials::{self, Credentials, xoauth2_raw};
+use crate::credentials::{self, Credentials, app_only_hint, xoauth2_raw};
 use crate::imap_guard::FrameGuard;
 use crate::tls::{self, TlsMode, Transport};
 use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
@@ -479,7 +479,7 @@ async fn login(cfg: &ImapConfig, client: async_imap::Client<Io>) -> Result<Sessi
             crate::error::refuse_line_breaks(password, "IMAP password")?;
             timed(cfg, "LOGIN", client.login(username, password)).await?
         }
-        Credentials::XOAuth2 { username, access_token } => {
+        Credentials::XOAuth2 { username, access_token, .. } => {
             let auth = XOAuth2 { initial: Some(xoauth2_raw(username, access_token)) };
             timed(cfg, "AUTHENTICATE XOAUTH2", client.authenticate("XOAUTH2", auth)).await?
         }
@@ -509,12 +509,12 @@ fn login_error(cfg: &ImapConfig, e: async_imap::error::Error) -> SourceError {
                      passwords over an unencrypted connection: use tls or starttls"
                 ))
             } else {
-                let hint = match cfg.credentials {
-                    Credentials::Password { .. } => "check the username and password",
-                    Credentials::XOAuth2 { .. } => {
-                        "the access token was refused: check the connection's scopes \
-                         (IMAP.AccessAsUser.All) or run Setup Authentication again"
-                    }
+                let hint = match &cfg.credentials {
+                    Credentials::Password { .. } => "check the username and password".to_string(),
+                    Credentials::XOAuth2 { app_id: None, .. } => "the access token was refused: check the \
+                         connection's scopes (IMAP.AccessAsUser.All) or run Setup Authentication again"
+                        .to_string(),
+                    Credentials::XOAuth2 { app_id: Some(app), .. } => app_only_hint("IMAP.AccessAsApp", app, user),
                 };
                 SourceError::login_refused(format!("IMAP {what} to {server} as {user} failed: {text} — {hint}"))
             }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::credentials::{self, Credentials, xoauth2_sasl};
+use crate::credentials::{self, Credentials, app_only_hint, xoauth2_sasl};
 use crate::tls::{self, TlsMode, Transport};
 use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SourceError};
 
@@ -573,7 +573,7 @@ async fn authenticate(cfg: &Pop3Config, wire: &mut Wire, caps: &Capabilities) ->
                 Status::Err(text) | Status::Continue(text) => Err(refused(text)),
             }
         }
-        Credentials::XOAuth2 { username, access_token } => {
+        Credentials::XOAuth2 { username, access_token, .. } => {
             tracing::debug!(%server, %user, "POP3 > AUTH XOAUTH2");
             wire.send_lines(&["AUTH XOAUTH2"]).await.map_err(failed)?;
             match wire.read_status().await.map_err(failed)? {
@@ -618,12 +618,12 @@ fn login_refused(cfg: &Pop3Config, text: &str) -> SourceError {
              an unencrypted connection: use tls or starttls"
         ));
     }
-    let hint = match cfg.credentials {
-        Credentials::Password { .. } => "check the username and password",
-        Credentials::XOAuth2 { .. } => {
-            "the access token was refused: check the connection's scopes (POP.AccessAsUser.All) \
-             or run Setup Authentication again"
-        }
+    let hint = match &cfg.credentials {
+        Credentials::Password { .. } => "check the username and password".to_string(),
+        Credentials::XOAuth2 { app_id: None, .. } => "the access token was refused: check the connection's scopes \
+             (POP.AccessAsUser.All) or run Setup Authentication again"
+            .to_string(),
+        Credentials::XOAuth2 { app_id: Some(app), .. } => app_only_hint("POP.AccessAsApp", app, user),
     };
     SourceError::login_refused(format!("POP3 login to {server} as {user} failed: {text} — {hint}"))
 }
@@ -803,7 +803,11 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             tls: TlsMode::None,
-            credentials: Credentials::XOAuth2 { username: "u@example.test".into(), access_token: token.into() },
+            credentials: Credentials::XOAuth2 {
+                username: "u@example.test".into(),
+                access_token: token.into(),
+                app_id: None,
+            },
             tokens: None,
             keep_on_server: false,
             extra_ca_file: None,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::credentials::xoauth2_sasl;
+use crate::credentials::{app_only_hint, xoauth2_sasl};
 use crate::tls::{self, TlsMode, Transport};
 use crate::{BearerTokens, SourceError};
 
@@ -27,8 +27,9 @@ pub enum SmtpLogin {
     Password { username: String, password: String },
     /// AUTH XOAUTH2 with tokens of a service connection; a refused token is
     /// renewed once. `username` is the mailbox that sends (a shared mailbox
-    /// address for Microsoft 365's SMTP.SendAsApp).
-    XOAuth2 { username: String, tokens: Arc<dyn BearerTokens> },
+    /// address for Microsoft 365's SMTP.SendAsApp); `app_id` is the app's
+    /// client id when the tokens are app-only (application mode).
+    XOAuth2 { username: String, tokens: Arc<dyn BearerTokens>, app_id: Option<String> },
 }
 
 impl SmtpLogin {
@@ -387,7 +388,7 @@ impl SmtpSession {
                     reply
                 }
             }
-            SmtpLogin::XOAuth2 { username, tokens } => {
+            SmtpLogin::XOAuth2 { username, tokens, .. } => {
                 if !self.ext.offers("XOAUTH2") {
                     return Err(SourceError::permanent(format!(
                         "SMTP server {server} does not offer AUTH XOAUTH2 (it offers: {}) — OAuth needs a \
@@ -434,12 +435,15 @@ impl SmtpSession {
         if (400..500).contains(&reply.code) {
             return SourceError::transient(format!("{what}; will retry"));
         }
-        let hint = match cfg.login {
-            SmtpLogin::XOAuth2 { .. } => {
-                "the access token was refused: check the connection's scope (SMTP.Send, or SMTP.SendAsApp for \
-                 application mode), that SMTP AUTH is enabled for the mailbox, and that the user may send as it"
-            }
-            _ => "check the username and password, and that the server allows SMTP AUTH for this account",
+        let hint = match &cfg.login {
+            SmtpLogin::XOAuth2 { app_id: None, .. } => "the access token was refused: check the connection's scope \
+                 (SMTP.Send), that SMTP AUTH is enabled for the mailbox, and that the user may send as it"
+                .to_string(),
+            SmtpLogin::XOAuth2 { app_id: Some(app), .. } => format!(
+                "{}; SMTP AUTH must also be enabled for the mailbox",
+                app_only_hint("SMTP.SendAsApp", app, user)
+            ),
+            _ => "check the username and password, and that the server allows SMTP AUTH for this account".to_string(),
         };
         SourceError::login_refused(format!("{what} — {hint}"))
     }

@@ -43,7 +43,13 @@ pub struct TlsFiles {
 pub struct Options<'a> {
     /// STARTTLS on the plain ports and implicit-TLS listeners.
     pub tls: Option<&'a TlsFiles>,
-    /// SASL XOAUTH2 / OAUTHBEARER checked at this introspection URL.
+    /// SASL XOAUTH2 / OAUTHBEARER checked at this introspection URL. It may
+    /// hold `{protocol}` (Dovecot's service name: `imap`, `pop3`,
+    /// `submission`) and `{user}` (the SASL user, URL-encoded): Dovecot 2.3
+    /// expands no variables in `introspection_url`, so the configuration
+    /// gets one `passdb oauth2` per protocol (`protocol X { passdb {...} }`)
+    /// and per user (`username_filter`). With `{user}`, only the users given
+    /// at start can log in with a token.
     pub oauth2_introspection_url: Option<&'a str>,
     /// SMTP submission (with AUTH) relaying accepted mail to this loopback
     /// port: Dovecot connects to its relay as soon as a client logs in, so a
@@ -168,19 +174,12 @@ impl Dovecot {
             ));
         }
         if let Some(url) = oauth2 {
-            let oauth2_conf = base.join("dovecot-oauth2.conf.ext");
-            fs::write(
-                &oauth2_conf,
-                format!(
-                    "introspection_mode = auth\nintrospection_url = {url}\nusername_attribute = email\n\
-                     active_attribute = active\nactive_value = true\n"
-                ),
-            )?;
             text = text.replace("auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer");
-            text.push_str(&format!(
-                "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
-                oauth2_conf.display()
-            ));
+            let mut protocols = vec!["imap", "pop3"];
+            if submission_port.is_some() {
+                protocols.push("submission");
+            }
+            text.push_str(&oauth2_passdbs(base, url, &protocols, &users)?);
         }
         fs::write(&conf, text)?;
 
@@ -529,8 +528,76 @@ service pop3-login {{
     port = {pop3s}
   }}
 }}
+# No auth penalty: every refused login from 127.0.0.1 would delay the next
+# one by 2, 4, 8, up to 15 seconds, and tests refuse logins on purpose.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 "#
     )
+}
+
+/// The `passdb oauth2` sections for an introspection URL (template): one
+/// global passdb for a plain URL, else one per protocol and/or per user,
+/// each with its own `dovecot-oauth2-*.conf.ext`.
+fn oauth2_passdbs(base: &Path, url: &str, protocols: &[&str], users: &[(String, String)]) -> io::Result<String> {
+    let per_protocol = url.contains("{protocol}");
+    let per_user = url.contains("{user}");
+    let protocols: Vec<Option<&str>> =
+        if per_protocol { protocols.iter().map(|p| Some(*p)).collect() } else { vec![None] };
+    let users: Vec<Option<&str>> =
+        if per_user { users.iter().map(|(u, _)| Some(u.as_str())).collect() } else { vec![None] };
+    let mut text = String::new();
+    for protocol in &protocols {
+        let indent = if protocol.is_some() { "  " } else { "" };
+        if let Some(p) = protocol {
+            let _ = writeln!(text, "protocol {p} {{");
+        }
+        for (i, user) in users.iter().enumerate() {
+            let mut expanded = url.to_string();
+            if let Some(p) = protocol {
+                expanded = expanded.replace("{protocol}", p);
+            }
+            if let Some(u) = user {
+                expanded = expanded.replace("{user}", &url_encode(u));
+            }
+            let conf = base.join(format!("dovecot-oauth2-{}-{i}.conf.ext", protocol.unwrap_or("all")));
+            fs::write(
+                &conf,
+                format!(
+                    "introspection_mode = auth\nintrospection_url = {expanded}\nusername_attribute = email\n\
+                     active_attribute = active\nactive_value = true\n"
+                ),
+            )?;
+            let _ = writeln!(
+                text,
+                "{indent}passdb {{\n{indent}  driver = oauth2\n{indent}  mechanisms = xoauth2 oauthbearer"
+            );
+            if let Some(u) = user {
+                let _ = writeln!(text, "{indent}  username_filter = {u}");
+            }
+            let _ = writeln!(text, "{indent}  args = {}\n{indent}}}", conf.display());
+        }
+        if protocol.is_some() {
+            text.push_str("}\n");
+        }
+    }
+    Ok(text)
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn write_users_file(path: &Path, users: &[(String, String)]) -> io::Result<()> {

@@ -1,8 +1,12 @@
 //! One Microsoft 365 tenant for mailbox tests: the emulator with an app
-//! registration (delegated and application permissions for Graph and EWS), an
-//! agent who can sign in, a shared mailbox, and a robot that knows the tenant.
+//! registration (delegated and application permissions for Graph, EWS and
+//! IMAP/POP/SMTP AUTH), an agent who can sign in, a shared mailbox, and a
+//! robot that knows the tenant.
 
-use m365_emulator::{AppSpec, Emulator, EmulatorConfig, MailboxSpec, SecretSpec, Setup, TenantSpec, UserSpec};
+use m365_emulator::{
+    AppSpec, Emulator, EmulatorConfig, MailboxAppGrant, MailboxSpec, SecretSpec, ServicePrincipalSpec, Setup,
+    TenantSpec, UserSpec,
+};
 
 use super::Robot;
 
@@ -25,6 +29,9 @@ pub fn emulator() -> Emulator {
         application_permissions: vec![
             "https://graph.microsoft.com/Mail.ReadWrite".into(),
             "https://outlook.office365.com/full_access_as_app".into(),
+            "https://outlook.office365.com/IMAP.AccessAsApp".into(),
+            "https://outlook.office365.com/POP.AccessAsApp".into(),
+            "https://outlook.office365.com/SMTP.SendAsApp".into(),
         ],
         ..Default::default()
     })
@@ -38,6 +45,20 @@ pub fn emulator() -> Emulator {
     .unwrap();
     emu.create_mailbox(MailboxSpec::new(DOMAIN, SHARED)).unwrap();
     emu
+}
+
+/// What the tenant admin does in Exchange Online PowerShell before the app
+/// may use IMAP/POP/SMTP AUTH on `mailbox`: `New-ServicePrincipal`, then
+/// `Add-MailboxPermission -AccessRights FullAccess`.
+pub fn let_app_into(emu: &Emulator, mailbox: &str) {
+    emu.register_service_principal(ServicePrincipalSpec { tenant: DOMAIN.into(), client_id: CLIENT_ID.into() })
+        .unwrap();
+    emu.grant_mailbox_access_to_app(MailboxAppGrant {
+        tenant: DOMAIN.into(),
+        mailbox: mailbox.into(),
+        client_id: CLIENT_ID.into(),
+    })
+    .unwrap();
 }
 
 pub fn robot_with_tenant(emu: &Emulator) -> Robot {
