@@ -55,7 +55,23 @@ impl TokenClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let body = response.text().await.unwrap_or_default();
+                    // The token endpoint's answers are small; a flood is a transient failure.
+                    let body =
+                        match mailrobot_sources::http_body::read_capped(response, mailrobot_sources::http_body::SMALL)
+                            .await
+                        {
+                            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                            Err(e) => {
+                                let err = AuthError::Transient(format!("reading the token endpoint's answer: {e}"));
+                                if attempt == ATTEMPTS {
+                                    return Err(err);
+                                }
+                                tracing::warn!(attempt, error = %err, "token request failed; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                                continue;
+                            }
+                        };
                     if (200..300).contains(&status) {
                         return serde_json::from_str(&body).map_err(|e| {
                             AuthError::Transient(format!("the token endpoint answered with unreadable JSON: {e}"))

@@ -28,6 +28,12 @@ struct Args {
     /// Size of the large attachment, in MB (0 skips that run).
     #[arg(long, default_value_t = 25)]
     large_mb: usize,
+    /// A mailbox of this many large mails (of --big-mb each) in one pass:
+    /// the memory bound whatever the mails are (0 skips that run).
+    #[arg(long, default_value_t = 0)]
+    big_mails: usize,
+    #[arg(long, default_value_t = 20)]
+    big_mb: usize,
     /// A venv made by bench/django-helpdesk/setup.sh: runs django-helpdesk side by side.
     #[arg(long)]
     django_venv: Option<PathBuf>,
@@ -180,6 +186,25 @@ fn main() -> anyhow::Result<()> {
         results["large_mail"] = json!({
             "attachment_mb": args.large_mb, "mail_mb": size_mb, "seconds": m.seconds,
             "peak_rss_mb": rss_mb, "rss_to_mail_ratio": rss_mb / size_mb,
+        });
+    }
+
+    if args.big_mails > 0 {
+        let mail = large_attachment_mail(args.big_mb << 20);
+        let size_mb = mail.len() as f64 / (1 << 20) as f64;
+        for _ in 0..args.big_mails {
+            dovecot.deliver("big@example.test", "INBOX", &mail)?;
+        }
+        let total_mb = size_mb * args.big_mails as f64;
+        eprintln!("== {} mails of {size_mb:.1} MB ({total_mb:.0} MB) in one pass", args.big_mails);
+        let (m, report) = mailrobot_run(&args.mailrobot, dovecot.imap_port(), "big@example.test")?;
+        let fetched = report["fetched"].as_u64().unwrap_or(0) as usize;
+        ensure!(fetched == args.big_mails, "mailrobot fetched {fetched} of {} big mails: {report}", args.big_mails);
+        let rss_mb = m.max_rss_kb as f64 / 1024.0;
+        eprintln!("   {:.2} s, peak RSS {rss_mb:.1} MB ({:.1}% of the mailbox)", m.seconds, 100.0 * rss_mb / total_mb);
+        results["big_mails"] = json!({
+            "mails": args.big_mails, "mail_mb": size_mb, "total_mb": total_mb, "seconds": m.seconds,
+            "peak_rss_mb": rss_mb,
         });
     }
 

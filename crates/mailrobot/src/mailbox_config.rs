@@ -302,6 +302,7 @@ impl MailboxConfig {
                         auth,
                         timeout: NETWORK_TIMEOUT,
                         sync_state: ctx.sync_state.clone(),
+                        max_message_bytes: max_message_bytes(mailbox),
                     })
                     .await?,
                 )

@@ -391,12 +391,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Processes everything journaled but not yet processed for the mailbox.
+    /// Processes everything journaled but not yet processed for the mailbox,
+    /// a batch (by count and by bytes) per transaction.
     async fn process(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
         loop {
             let rules = self.rules.clone();
-            let limit = self.limits.max_mails;
-            let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, &rules)).await?;
+            let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
+            let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
             for mail in &done {
                 match (mail.state.as_str(), mail.kind.as_deref()) {
                     ("failed", _) => report.failed += 1,
@@ -406,7 +407,8 @@ impl Pipeline {
                 report.tickets_created += usize::from(mail.created_ticket);
             }
             crate::metrics::record_processed(&report.mailbox, &done);
-            if done.len() < limit {
+            // A batch cut short by bytes is not the last one; an empty one is.
+            if done.is_empty() {
                 return Ok(());
             }
         }

@@ -560,6 +560,30 @@ fn a_graph_mail_over_the_size_limit_is_not_downloaded_but_kept_in_the_error_fold
     assert_eq!(emu.count(SHARED, "Failed").unwrap(), 1, "the oversized mail is kept in the error folder");
 }
 
+/// EWS lists each item's size (item:Size): a mail over the limit is never
+/// asked for, and is kept in the error folder with its reason.
+#[test]
+fn an_ews_mail_over_the_size_limit_is_not_downloaded_but_kept_in_the_error_folder() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "ews-app", "ews", "application");
+    add_ews_mailbox(&robot, "ews-shared", "ews-app", &["--max-message-mb", "1"]);
+    deliver(&emu, 0..1);
+    let big_body = "x".repeat(76).repeat(20_000); // ~1.5 MB
+    let big = String::from_utf8(simple_mail("big@ex", "Big", "", &big_body)).unwrap();
+    emu.deliver_mime(SHARED, "inbox", &big).unwrap();
+
+    robot.run(&["run-once"]);
+    assert_eq!(robot.tickets().len(), 1);
+    let failed = robot.json(&["messages", "list", "--json", "--state", "failed"]);
+    let failed = failed.as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("over this mailbox's limit of 1048576 bytes"), "{reason}");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+    assert_eq!(emu.count(SHARED, "Failed").unwrap(), 1, "the oversized mail is kept in the error folder");
+}
+
 /// Mails whose senders ask for a read receipt (`Disposition-Notification-To`).
 fn deliver_asking_receipts(emu: &Emulator, n: std::ops::Range<usize>) {
     for i in n {

@@ -699,7 +699,7 @@ fn certificate_credential_over_https_with_a_private_ca() {
 }
 
 #[test]
-fn insecure_urls_and_expiring_secrets_are_warned_about() {
+fn insecure_urls_are_refused_and_expiring_secrets_warned_about() {
     let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
     emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
     emu.add_app(AppSpec {
@@ -728,8 +728,10 @@ fn insecure_urls_and_expiring_secrets_are_warned_about() {
         ],
         &[("S", SECRET)],
     );
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unencrypted"), "no warning for a non-loopback http URL");
+    // A non-loopback http URL is refused (it used to be only a warning).
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unencrypted") && stderr.contains("--allow-plaintext"), "{stderr}");
     let soon = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%d").to_string();
     let out = robot.run_raw(
         &[
@@ -767,8 +769,10 @@ fn insecure_urls_and_expiring_secrets_are_warned_about() {
     let out = robot.run_raw(&["connection", "test", "app"], &[("MAILROBOT_LOG", "warn")]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expires soon"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The refused tenant was never stored: "near" is the only one.
     let tenants = robot.json(&["tenant", "list", "--json"]);
-    assert!(tenants[1]["secret_expires_at"].as_str().unwrap().starts_with(&soon));
+    assert_eq!(tenants.as_array().unwrap().len(), 1);
+    assert!(tenants[0]["secret_expires_at"].as_str().unwrap().starts_with(&soon));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -116,6 +116,10 @@ pub struct EwsConfig {
     pub auth: EwsAuth,
     pub timeout: Duration,
     pub sync_state: Option<String>,
+    /// Mails over this many bytes are not downloaded (SyncFolderItems lists
+    /// each item's size; a GetItem answer is read no further than the sizes
+    /// it should hold).
+    pub max_message_bytes: u64,
 }
 
 /// Whether an EWS URL points at Exchange Online, where Microsoft blocks EWS
@@ -356,7 +360,17 @@ pub struct EwsSource {
     processed_id: Option<String>,
     error_id: String,
     next_sync_state: Option<String>,
+    /// Sizes SyncFolderItems listed, for bounding GetItem answers.
+    sizes: std::collections::HashMap<String, u64>,
+    /// The most bytes the answer to the call in flight may have. Calls on
+    /// one source run one at a time, so one value serves them all.
+    answer_cap: std::sync::atomic::AtomicU64,
 }
+
+/// Answers that carry no mail (folders, sync pages, settle results).
+const SMALL_ANSWER: u64 = 16 << 20;
+/// Bytes of mail asked for in one GetItem (fewer items when they are large).
+const GET_ITEM_BYTES: u64 = 16 << 20;
 
 impl EwsSource {
     pub async fn connect(cfg: EwsConfig) -> Result<Self, SourceError> {
@@ -379,6 +393,8 @@ impl EwsSource {
             processed_id: None,
             error_id: String::new(),
             next_sync_state: None,
+            sizes: std::collections::HashMap::new(),
+            answer_cap: std::sync::atomic::AtomicU64::new(SMALL_ANSWER),
         };
         source.folder_id = source.folder(&source.cfg.folder.clone(), false).await?;
         if source.cfg.settle == SettleAction::Move {
@@ -405,6 +421,12 @@ impl EwsSource {
     /// it will not find done (ErrorItemNotFound on a repeated move). Longer
     /// waits end the pass as a throttle, not a failure.
     async fn call(&self, body: &str) -> Result<String, SourceError> {
+        self.call_capped(body, SMALL_ANSWER).await
+    }
+
+    /// [`call`](Self::call) for an answer that may be up to `cap` bytes.
+    async fn call_capped(&self, body: &str, cap: u64) -> Result<String, SourceError> {
+        self.answer_cap.store(cap, std::sync::atomic::Ordering::Relaxed);
         let mut attempt = 1;
         loop {
             let result = match self.call_once(body).await {
@@ -491,10 +513,22 @@ impl EwsSource {
         })
     }
 
-    /// The status and text of an answer.
-    async fn read(response: reqwest::Response) -> (u16, String) {
+    /// The status and text of an answer, read no further than the cap of
+    /// the call in flight.
+    async fn read(&self, response: reqwest::Response) -> Result<(u16, String), SourceError> {
         let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
+        let cap = self.answer_cap.load(std::sync::atomic::Ordering::Relaxed);
+        match crate::http_body::read_capped(response, cap).await {
+            Ok(body) => Ok((status, String::from_utf8_lossy(&body).into_owned())),
+            Err(crate::http_body::BodyError::TooLarge { at_least, .. }) => Err(SourceError::too_large(
+                format!("EWS at {} sent an answer over {cap} bytes for mailbox {}", self.cfg.url, self.cfg.address),
+                at_least,
+            )),
+            Err(e) => {
+                Err(SourceError::transient(format!("EWS at {} for mailbox {}: {e}", self.cfg.url, self.cfg.address))
+                    .with_source(e))
+            }
+        }
     }
 
     /// Reads a 401's body to its end, so its connection can be reused.
@@ -514,7 +548,7 @@ impl EwsSource {
         for renew in [false, true] {
             let response = self.send(self.request(envelope).bearer_auth(tokens.token(renew).await?)).await?;
             if response.status() != 401 {
-                return Ok(Self::read(response).await);
+                return self.read(response).await;
             }
         }
         Err(SourceError::permanent(format!(
@@ -547,7 +581,7 @@ impl EwsSource {
             (None, PasswordScheme::Auto) => {
                 let response = self.send(self.request(envelope)).await?;
                 if response.status() != 401 {
-                    return Ok(Self::read(response).await); // no login wanted; ask again next time
+                    return self.read(response).await; // no login wanted; ask again next time
                 }
                 let offered = www_authenticate::from_headers(response.headers());
                 self.drain(response).await?;
@@ -582,7 +616,7 @@ impl EwsSource {
                         self.cfg.address
                     )));
                 }
-                Ok(Self::read(response).await)
+                self.read(response).await
             }
             Login::Ntlm(http_scheme) => self.post_with_ntlm(http_scheme, username, password, envelope).await,
         }
@@ -675,6 +709,7 @@ impl EwsSource {
         envelope: &str,
         opens_handshake: bool,
     ) -> Result<crate::http1::Answer, SourceError> {
+        let cap = self.answer_cap.load(std::sync::atomic::Ordering::Relaxed);
         let network = |e: SourceError| match e.is_transient() {
             true => SourceError::transient(format!("EWS at {} for mailbox {}: {e}", self.cfg.url, self.cfg.address)),
             false => e,
@@ -699,12 +734,17 @@ impl EwsSource {
             *held = Some(self.open_held().await.map_err(network)?);
         }
         let connection = held.as_mut().expect("a connection is held");
-        match connection.post(&headers, envelope).await {
+        match connection.post(&headers, envelope, cap).await {
+            // The rest of that answer was not read: the connection is done.
+            Err(e) if matches!(e.kind(), crate::ErrorKind::TooLarge(_)) => {
+                *held = None;
+                Err(e)
+            }
             Err(e) if reused && opens_handshake && e.is_transient() => {
                 // The kept connection went stale; a NEGOTIATE is safe to send again.
                 tracing::debug!(mailbox = %self.cfg.address, error = %e, "EWS connection went stale; opening another");
                 let connection = held.insert(self.open_held().await.map_err(network)?);
-                connection.post(&headers, envelope).await.map_err(network)
+                connection.post(&headers, envelope, cap).await.map_err(network)
             }
             result => result.map_err(network),
         }
@@ -793,13 +833,15 @@ impl EwsSource {
 
     /// One SyncFolderItems round to the end: ids created (and still there),
     /// oldest first, and the new SyncState.
-    async fn sync(&self, state: Option<&str>) -> Result<(Vec<String>, String), SourceError> {
+    async fn sync(&self, state: Option<&str>) -> Result<(Vec<(String, Option<u64>)>, String), SourceError> {
         let mut state = state.map(str::to_string);
-        let mut created: Vec<(String, String)> = Vec::new();
+        // (id, received, size)
+        let mut created: Vec<(String, String, Option<u64>)> = Vec::new();
         loop {
             let body = format!(
                 "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>\
-                 <t:FieldURI FieldURI=\"item:DateTimeReceived\"/></t:AdditionalProperties></m:ItemShape>\
+                 <t:FieldURI FieldURI=\"item:DateTimeReceived\"/><t:FieldURI FieldURI=\"item:Size\"/>\
+                 </t:AdditionalProperties></m:ItemShape>\
                  <m:SyncFolderId><t:FolderId Id=\"{}\"/></m:SyncFolderId>{}<m:MaxChangesReturned>{SYNC_PAGE}</m:MaxChangesReturned>\
                  </m:SyncFolderItems>",
                 soap::escape(&self.folder_id),
@@ -827,11 +869,12 @@ impl EwsSource {
                 match change.tag_name().name() {
                     "Create" => {
                         let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
-                        if !created.iter().any(|(known, _)| *known == id) {
-                            created.push((id, received));
+                        let size = soap::text_of(change, "Size").and_then(|s| s.trim().parse().ok());
+                        if !created.iter().any(|(known, _, _)| *known == id) {
+                            created.push((id, received, size));
                         }
                     }
-                    "Delete" => created.retain(|(known, _)| *known != id),
+                    "Delete" => created.retain(|(known, _, _)| *known != id),
                     _ => {}
                 }
             }
@@ -840,7 +883,7 @@ impl EwsSource {
             if last {
                 created.sort_by(|a, b| a.1.cmp(&b.1));
                 let state = state.ok_or_else(|| SourceError::transient("EWS sync answer without SyncState"))?;
-                return Ok((created.into_iter().map(|(id, _)| id).collect(), state));
+                return Ok((created.into_iter().map(|(id, _, size)| (id, size)).collect(), state));
             }
         }
     }
@@ -859,6 +902,72 @@ impl EwsSource {
             }
         }
         Ok(())
+    }
+}
+
+impl EwsSource {
+    /// Splits ids into GetItem requests of at most [`ITEMS_PER_REQUEST`]
+    /// items and about [`GET_ITEM_BYTES`] of listed size (one item alone
+    /// when it is larger).
+    fn get_item_chunks(&self, ids: &[String]) -> Vec<Vec<String>> {
+        let mut chunks: Vec<Vec<String>> = Vec::new();
+        let mut bytes = 0u64;
+        for id in ids {
+            let size = self.expected_size(id);
+            match chunks.last_mut() {
+                Some(chunk) if chunk.len() < ITEMS_PER_REQUEST && bytes + size <= GET_ITEM_BYTES => {
+                    chunk.push(id.clone());
+                    bytes += size;
+                }
+                _ => {
+                    chunks.push(vec![id.clone()]);
+                    bytes = size;
+                }
+            }
+        }
+        chunks
+    }
+
+    /// The listed size, or the limit when the server listed none.
+    fn expected_size(&self, id: &str) -> u64 {
+        self.sizes.get(id).copied().unwrap_or(self.cfg.max_message_bytes).min(self.cfg.max_message_bytes)
+    }
+
+    /// One GetItem with MIME content; its answer is read no further than
+    /// the items' sizes allow (base64 adds a third, plus the envelope).
+    async fn get_items(&self, ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
+        let cap = ids.iter().map(|id| self.expected_size(id).saturating_mul(4) / 3 + 8192).sum::<u64>() + 64 * 1024;
+        let body = format!(
+            "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:IncludeMimeContent>true</t:IncludeMimeContent></m:ItemShape>\
+             <m:ItemIds>{}</m:ItemIds></m:GetItem>",
+            soap::item_ids(ids)
+        );
+        let text = self.call_capped(&body, cap).await?;
+        let doc =
+            roxmltree::Document::parse(&text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let mut mails = Vec::with_capacity(ids.len());
+        for (node_id, m) in soap::responses(&doc) {
+            if m.class != "Success" {
+                if m.code == "ErrorItemNotFound" {
+                    continue; // gone since the listing
+                }
+                return Err(self.error("reading a mail", &m));
+            }
+            let node = doc.get_node(node_id).expect("node of this document");
+            let id = node
+                .descendants()
+                .find(|d| d.tag_name().name() == "ItemId")
+                .and_then(|d| d.attribute("Id"))
+                .map(str::to_string);
+            let mime = soap::text_of(node, "MimeContent");
+            let (Some(id), Some(mime)) = (id, mime) else { continue };
+            let cleaned: String = mime.split_whitespace().collect();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
+            mails.push(RemoteMail::new(id, raw));
+        }
+        Ok(mails)
     }
 }
 
@@ -935,40 +1044,32 @@ impl MailSource for EwsSource {
             other => other?,
         };
         self.next_sync_state = Some(state);
-        Ok(ids.into_iter().map(|remote_id| Listing { remote_id, size: None }).collect())
+        self.sizes = ids.iter().filter_map(|(id, size)| Some((id.clone(), (*size)?))).collect();
+        Ok(ids.into_iter().map(|(remote_id, size)| Listing { remote_id, size }).collect())
     }
 
     async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
         let mut mails = Vec::with_capacity(remote_ids.len());
-        for chunk in remote_ids.chunks(ITEMS_PER_REQUEST) {
-            let body = format!(
-                "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:IncludeMimeContent>true</t:IncludeMimeContent></m:ItemShape>\
-                 <m:ItemIds>{}</m:ItemIds></m:GetItem>",
-                soap::item_ids(chunk)
-            );
-            let text = self.call(&body).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            for (node_id, m) in soap::responses(&doc) {
-                if m.class != "Success" {
-                    if m.code == "ErrorItemNotFound" {
-                        continue; // gone since the listing
+        for chunk in self.get_item_chunks(remote_ids) {
+            match self.get_items(&chunk).await {
+                Ok(got) => mails.extend(got),
+                // The server sent more than the listed sizes: ask one by
+                // one, and refuse the one that is really too large.
+                Err(e) if matches!(e.kind(), crate::ErrorKind::TooLarge(_)) => {
+                    for id in chunk {
+                        match self.get_items(std::slice::from_ref(&id)).await {
+                            Ok(got) => mails.extend(got),
+                            Err(e) => match e.kind() {
+                                crate::ErrorKind::TooLarge(at_least) => {
+                                    tracing::warn!(mailbox = %self.cfg.address, remote_id = %id, "EWS mail larger than listed and than the limit; refused");
+                                    mails.push(RemoteMail::oversized(id, at_least * 3 / 4));
+                                }
+                                _ => return Err(e),
+                            },
+                        }
                     }
-                    return Err(self.error("reading a mail", &m));
                 }
-                let node = doc.get_node(node_id).expect("node of this document");
-                let id = node
-                    .descendants()
-                    .find(|d| d.tag_name().name() == "ItemId")
-                    .and_then(|d| d.attribute("Id"))
-                    .map(str::to_string);
-                let mime = soap::text_of(node, "MimeContent");
-                let (Some(id), Some(mime)) = (id, mime) else { continue };
-                let cleaned: String = mime.split_whitespace().collect();
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(cleaned)
-                    .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
-                mails.push(RemoteMail::new(id, raw));
+                Err(e) => return Err(e),
             }
         }
         Ok(mails)
@@ -1080,6 +1181,7 @@ mod tests {
             auth,
             timeout: Duration::from_secs(5),
             sync_state: None,
+            max_message_bytes: 50 << 20,
         }
     }
 

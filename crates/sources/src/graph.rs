@@ -251,7 +251,11 @@ impl GraphClient {
         if response.status().as_u16() == 204 {
             return Ok(Value::Null);
         }
-        response.json().await.map_err(|e| SourceError::transient(format!("Graph sent unreadable JSON: {e}")))
+        let body = crate::http_body::read_capped(response, crate::http_body::JSON_PAGE)
+            .await
+            .map_err(|e| SourceError::transient(format!("reading Graph's answer: {e}")).with_source(e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| SourceError::transient(format!("Graph sent unreadable JSON: {e}")).with_source(e))
     }
 
     /// Runs `requests` through JSON batching, [`BATCH_SIZE`] per `POST
@@ -322,7 +326,11 @@ impl GraphClient {
     async fn error_from(&self, response: reqwest::Response) -> SourceError {
         let status = response.status().as_u16();
         let retry_after = retry_after(&response);
-        let body: GraphErrorBody = response.json().await.unwrap_or_default();
+        let body: GraphErrorBody = crate::http_body::read_capped(response, crate::http_body::SMALL)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         self.error_for(status, retry_after, &body)
     }
 

@@ -95,8 +95,14 @@ impl Connection {
     }
 
     /// POSTs `body` and reads the whole answer, so the connection is ready
-    /// for the next request.
-    pub async fn post(&mut self, headers: &[(HeaderName, String)], body: &str) -> Result<Answer, SourceError> {
+    /// for the next request. An answer over `cap` bytes is refused (the
+    /// connection is then unusable and should be dropped).
+    pub async fn post(
+        &mut self,
+        headers: &[(HeaderName, String)],
+        body: &str,
+        cap: u64,
+    ) -> Result<Answer, SourceError> {
         let mut request = hyper::Request::post(self.target.as_str())
             .header(hyper::header::HOST, self.host.as_str())
             .body(Full::new(Bytes::from(body.to_string())))
@@ -111,7 +117,17 @@ impl Connection {
             self.sender.ready().await.map_err(|e| failed(&e))?;
             let response = self.sender.send_request(request).await.map_err(|e| failed(&e))?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| failed(&e))?.to_bytes();
+            let limited = http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX));
+            let body = match limited.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                    return Err(SourceError::too_large(
+                        format!("{}: the answer is longer than the {cap} bytes the robot reads", self.host),
+                        cap.saturating_add(1),
+                    ));
+                }
+                Err(e) => return Err(failed(&e)),
+            };
             Ok::<_, SourceError>(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| failed(&"timed out"))?

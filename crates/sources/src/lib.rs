@@ -35,6 +35,7 @@ pub mod error;
 pub mod ews;
 pub mod graph;
 mod http1;
+pub mod http_body;
 pub mod imap;
 mod imap_guard;
 pub mod ntlm;

@@ -62,11 +62,14 @@ pub trait Store: Send + Sync {
     /// Remote ids already journaled are skipped. Returns how many were new.
     fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
     /// Processes up to `limit` journaled mails in state `fetched` (of one
-    /// mailbox, or all), in arrival order, in one transaction.
+    /// mailbox, or all), in arrival order, in one transaction — fewer when
+    /// their raw bytes would pass `max_bytes` (always at least one), so the
+    /// memory a batch holds has a bound whatever the mails are.
     fn process_pending(
         &self,
         mailbox_id: Option<i64>,
         limit: usize,
+        max_bytes: u64,
         rules: &ProcessingRules,
     ) -> Result<Vec<ProcessedMail>>;
     /// Processed or failed mails whose remote copy is not settled yet.

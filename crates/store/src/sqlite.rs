@@ -298,10 +298,11 @@ impl Store for SqliteStore {
         &self,
         mailbox_id: Option<i64>,
         limit: usize,
+        max_bytes: u64,
         rules: &ProcessingRules,
     ) -> Result<Vec<ProcessedMail>> {
         self.write(|tx| {
-            let pending = read_pending(tx, mailbox_id, limit)?;
+            let pending = read_pending(tx, mailbox_id, limit, max_bytes)?;
             let processed_at = now();
             let mut results = Vec::with_capacity(pending.len());
             for mail in pending {
@@ -505,7 +506,7 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     })
 }
 
-fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize) -> Result<Vec<Pending>> {
+fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<Pending>> {
     let mut stmt = tx.prepare_cached(
         "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size FROM messages m
          LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
@@ -524,7 +525,14 @@ fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize) -> 
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut pending = Vec::with_capacity(rows.len());
+    let mut bytes = 0u64;
     for (journal_id, mailbox_id, remote_id, blob_id, size) in rows {
+        // Sizes are known before the blobs are read: stop before the budget.
+        let size_bytes = size.unwrap_or(0).max(0) as u64;
+        if !pending.is_empty() && bytes + size_bytes > max_bytes {
+            break;
+        }
+        bytes += size_bytes;
         let raw = match blob_id {
             Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0))?,
             None => Vec::new(),

@@ -55,9 +55,9 @@ fn new_mail_makes_a_ticket_and_replies_join_it() {
     let by_header = mail("2@x", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still broken");
     let by_tag = mail("3@x", "AW: Re: [TKT-000001] Printer broken", "", "Thanks");
     s.journal(mb, &[IncomingMail::fetched("r1", &first)]).unwrap();
-    s.process_pending(Some(mb), 100, &rules()).unwrap();
+    s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
     s.journal(mb, &[IncomingMail::fetched("r2", &by_header), IncomingMail::fetched("r3", &by_tag)]).unwrap();
-    let out = s.process_pending(Some(mb), 100, &rules()).unwrap();
+    let out = s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|p| p.ticket_id == Some(1) && !p.created_ticket));
     let tickets = s.tickets().unwrap();
@@ -84,7 +84,7 @@ fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
     let reused_id = mail("same@x", "Question", "", "A different body");
     s.journal(a, &[IncomingMail::fetched("1", &original)]).unwrap();
     s.journal(b, &[IncomingMail::fetched("1", &copy), IncomingMail::fetched("2", &reused_id)]).unwrap();
-    let out = s.process_pending(None, 100, &rules()).unwrap();
+    let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
     assert_eq!(out[0].kind.as_deref(), Some("mail"));
     assert_eq!(out[1].kind.as_deref(), Some("duplicate"));
     assert_eq!(out[1].ticket_id, out[0].ticket_id);
@@ -110,7 +110,7 @@ fn auto_replies_and_bounces_never_open_tickets() {
         ],
     )
     .unwrap();
-    let out = s.process_pending(None, 100, &rules()).unwrap();
+    let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
     assert_eq!(out[1].kind.as_deref(), Some("auto-reply"));
     assert_eq!(out[1].ticket_id, Some(1));
     assert_eq!(out[2].kind.as_deref(), Some("auto-reply"));
@@ -127,7 +127,7 @@ fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
     let good = mail("1@x", "Fine", "", "ok");
     s.journal(mb, &[IncomingMail::fetched("junk", &junk), IncomingMail::fetched("good", &good)]).unwrap();
     s.journal(mb, &[IncomingMail::rejected("huge", 60 << 20, "message is 62914560 bytes, over the limit")]).unwrap();
-    let out = s.process_pending(None, 100, &rules()).unwrap();
+    let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].state, "failed");
     assert!(out[0].reason.as_deref().unwrap().contains("not an e-mail"));
@@ -168,4 +168,22 @@ fn reopening_keeps_everything() {
         }),
         Err(StoreError::MailboxExists(_))
     ));
+}
+
+/// A processing batch holds no more raw bytes than asked (at least one
+/// mail, however large), so memory has a bound whatever the mails are.
+#[test]
+fn a_processing_batch_stops_at_its_byte_budget() {
+    let (_d, s) = store();
+    let mb = mailbox(&s, "a");
+    let body = "x".repeat(10_000);
+    let mails: Vec<Vec<u8>> = (0..5).map(|i| mail(&format!("{i}@x"), &format!("Big {i}"), "", &body)).collect();
+    let incoming: Vec<IncomingMail<'_>> =
+        mails.iter().enumerate().map(|(i, m)| IncomingMail::fetched(format!("r{i}"), m)).collect();
+    s.journal(mb, &incoming).unwrap();
+    let size = mails[0].len() as u64;
+    assert_eq!(s.process_pending(Some(mb), 100, 2 * size + 10, &rules()).unwrap().len(), 2);
+    assert_eq!(s.process_pending(Some(mb), 100, 1, &rules()).unwrap().len(), 1, "at least one");
+    assert_eq!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().len(), 2);
+    assert!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().is_empty());
 }

@@ -80,7 +80,7 @@ proptest! {
             let end = (next + sizes.next().unwrap()).min(raws.len());
             let batch: Vec<IncomingMail<'_>> = (next..end).map(|i| IncomingMail::fetched(i.to_string(), &raws[i])).collect();
             store.journal(mb, &batch).unwrap();
-            store.process_pending(Some(mb), 1000, &ProcessingRules::default()).unwrap();
+            store.process_pending(Some(mb), 1000, u64::MAX, &ProcessingRules::default()).unwrap();
             next = end;
         }
 
