@@ -294,23 +294,22 @@ impl Pipeline {
             Some(max) => BatchLimits { max_mails: max.clamp(1, self.limits.max_mails), ..self.limits },
             None => self.limits,
         };
-        let batches = batches(&new, limits);
-        let ids_of = |i: usize| -> Option<Vec<String>> {
-            batches.get(i).map(|b| b.iter().map(|l| l.remote_id.clone()).collect())
-        };
-        let mut fetched = match ids_of(0) {
-            Some(ids) => Some(source.fetch(&ids).await?),
-            None => None,
-        };
-        if let Some(batch) = fetched.take() {
+        // Batches are taken from a queue as they go: mails a source defers
+        // (its fetch spent its byte budget) go back to the front of it.
+        let mut queue: std::collections::VecDeque<Listing> = new.into();
+        let first = next_batch(&mut queue, limits);
+        if let Some(ids) = &first {
+            let batch = source.fetch(ids).await?;
+            let batch = requeue_deferred(batch, &mut queue)?;
             crash::point("after-fetch");
             report.fetched += batch.len();
             self.journal(id, max, batch).await?;
             crash::point("after-journal");
         }
-        for k in 0..batches.len() {
+        let mut more = first.is_some();
+        while more {
             let started = std::time::Instant::now();
-            let next_ids = ids_of(k + 1);
+            let next_ids = next_batch(&mut queue, limits);
             let fetch_next = async {
                 match &next_ids {
                     Some(ids) => source.fetch(ids).await.map(Some),
@@ -320,13 +319,17 @@ impl Pipeline {
             let (processed, next) = tokio::join!(self.process(mailbox.id, report), fetch_next);
             processed?;
             crash::point("after-process");
-            let next = next?;
+            let next = match next? {
+                Some(batch) => Some(requeue_deferred(batch, &mut queue)?),
+                None => None,
+            };
             tracing::debug!(
                 seconds = started.elapsed().as_secs_f64(),
                 hwm_kb = peak_rss_kb(),
                 "processed batch, fetched the next"
             );
-            if next.is_some() {
+            more = next.is_some();
+            if more {
                 crash::point("after-fetch");
             }
             report.fetched += next.as_ref().map_or(0, Vec::len);
@@ -339,7 +342,7 @@ impl Pipeline {
             let (settled, journaled) = tokio::join!(self.settle(mailbox.id, source, report), journal_next);
             settled?;
             journaled?;
-            if k + 1 < batches.len() {
+            if more {
                 crash::point("after-journal");
             }
             tracing::debug!(
@@ -376,6 +379,8 @@ impl Pipeline {
                         Some(Refusal::NotAMail { reason }) => {
                             IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
                         }
+                        // Taken off by requeue_deferred before journaling.
+                        Some(Refusal::Deferred) => unreachable!("deferred mails are never journaled"),
                         None if m.raw.len() as u64 > max => IncomingMail::rejected(
                             m.remote_id.clone(),
                             m.raw.len() as u64,
@@ -446,25 +451,39 @@ impl Pipeline {
     }
 }
 
-/// Splits new mails into batches by count and announced size.
-fn batches(mails: &[Listing], limits: BatchLimits) -> Vec<&[Listing]> {
-    let mut out = Vec::new();
-    let mut start = 0;
+/// Takes the next batch off the queue: at most `max_mails` mails and
+/// `max_bytes` of announced size (a larger mail goes alone).
+fn next_batch(queue: &mut std::collections::VecDeque<Listing>, limits: BatchLimits) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
     let mut bytes = 0u64;
-    for (i, mail) in mails.iter().enumerate() {
+    while let Some(mail) = queue.front() {
         let size = mail.size.unwrap_or(0);
-        let count = i - start;
-        if count > 0 && (count >= limits.max_mails || bytes + size > limits.max_bytes) {
-            out.push(&mails[start..i]);
-            start = i;
-            bytes = 0;
+        if !ids.is_empty() && (ids.len() >= limits.max_mails || bytes + size > limits.max_bytes) {
+            break;
         }
         bytes += size;
+        ids.push(queue.pop_front().expect("front exists").remote_id);
     }
-    if start < mails.len() {
-        out.push(&mails[start..]);
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// Puts mails a fetch deferred back at the front of the queue (in their
+/// order) and returns the ones it brought. A fetch that brought nothing but
+/// deferred everything would loop forever: that is the source's bug.
+fn requeue_deferred(
+    batch: Vec<RemoteMail>,
+    queue: &mut std::collections::VecDeque<Listing>,
+) -> Result<Vec<RemoteMail>, PollError> {
+    let (deferred, brought): (Vec<RemoteMail>, Vec<RemoteMail>) = batch.into_iter().partition(RemoteMail::is_deferred);
+    if !deferred.is_empty() && brought.is_empty() {
+        return Err(PollError::Source(SourceError::transient(
+            "the source deferred every mail of a fetch; will retry next pass",
+        )));
     }
-    out
+    for mail in deferred.into_iter().rev() {
+        queue.push_front(Listing { remote_id: mail.remote_id, size: None });
+    }
+    Ok(brought)
 }
 
 /// Peak resident memory so far (VmHWM), for the debug log of each batch.
@@ -488,10 +507,28 @@ mod tests {
     #[test]
     fn batches_respect_count_and_bytes_and_keep_big_mails_alone() {
         let limits = BatchLimits { max_mails: 3, max_bytes: 100 };
-        let mails = listing(&[10, 10, 10, 10, 90, 20, 500, 1]);
-        let sizes: Vec<Vec<u64>> =
-            batches(&mails, limits).iter().map(|b| b.iter().map(|l| l.size.unwrap()).collect()).collect();
-        assert_eq!(sizes, vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]]);
-        assert!(batches(&[], limits).is_empty());
+        let mut queue: std::collections::VecDeque<Listing> = listing(&[10, 10, 10, 10, 90, 20, 500, 1]).into();
+        let mut sizes: Vec<Vec<u64>> = Vec::new();
+        while let Some(ids) = next_batch(&mut queue, limits) {
+            sizes.push(ids.iter().map(|id| [10, 10, 10, 10, 90, 20, 500, 1][id.parse::<usize>().unwrap()]).collect());
+        }
+        let expected: Vec<Vec<u64>> = vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]];
+        assert_eq!(sizes, expected);
+        assert!(next_batch(&mut std::collections::VecDeque::new(), limits).is_none());
+    }
+
+    #[test]
+    fn deferred_mails_go_back_to_the_front_in_order() {
+        let mut queue: std::collections::VecDeque<Listing> = listing(&[1, 1]).into();
+        let batch = vec![
+            RemoteMail::new("a".into(), b"x".to_vec()),
+            RemoteMail::deferred("b".into()),
+            RemoteMail::deferred("c".into()),
+        ];
+        let brought = requeue_deferred(batch, &mut queue).unwrap();
+        assert_eq!(brought.len(), 1);
+        let order: Vec<&str> = queue.iter().map(|l| l.remote_id.as_str()).collect();
+        assert_eq!(order, ["b", "c", "0", "1"]);
+        assert!(requeue_deferred(vec![RemoteMail::deferred("d".into())], &mut queue).is_err(), "no progress");
     }
 }

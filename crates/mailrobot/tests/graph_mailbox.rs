@@ -560,6 +560,31 @@ fn a_graph_mail_over_the_size_limit_is_not_downloaded_but_kept_in_the_error_fold
     assert_eq!(emu.count(SHARED, "Failed").unwrap(), 1, "the oversized mail is kept in the error folder");
 }
 
+/// Graph lists no sizes: a fetch stops holding more once it has 32 MiB and
+/// hands the rest back, and the pipeline asks for them in its next batch.
+/// Every mail still arrives exactly once, in one pass.
+#[test]
+fn graph_fetches_defer_past_their_byte_budget_and_lose_nothing() {
+    let emu = emulator();
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_graph_mailbox(&robot, "app", &[]);
+    let body = "y".repeat(76).repeat(14_000); // ~1 MB each, 45 MB in all
+    for i in 0..45 {
+        let mime = simple_mail(&format!("big{i}@ex"), &format!("Big {i}"), "", &body);
+        emu.deliver_mime(SHARED, "inbox", &String::from_utf8(mime).unwrap()).unwrap();
+    }
+    let out = robot.run_raw(&["run-once", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["report"]["fetched"], 45, "{report}");
+    assert_eq!(robot.messages().len(), 45, "each mail journaled once");
+    assert_eq!(robot.tickets().len(), 45);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 45);
+    // Each mail was downloaded once: deferred ones were not asked for twice.
+    assert_eq!(emu.stats().requests("graph_value"), 45);
+}
+
 /// EWS lists each item's size (item:Size): a mail over the limit is never
 /// asked for, and is kept in the error folder with its reason.
 #[test]

@@ -26,6 +26,9 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 use crate::throttle::{MAX_ATTEMPTS, MAX_WAIT_IN_PASS};
 /// Mails per fetch (see [`MailSource::max_batch`]).
 const MAX_BATCH: usize = 100;
+/// Bytes of mail one fetch holds before it defers the rest (Graph lists
+/// no sizes, so the pipeline cannot size batches by bytes).
+const FETCH_BYTES: u64 = 32 << 20;
 /// Graph's JSON batching takes up to 20 requests per `POST /$batch`.
 const BATCH_SIZE: usize = 20;
 
@@ -247,11 +250,22 @@ impl GraphClient {
     }
 
     async fn json(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, SourceError> {
+        self.json_capped(method, url, body, crate::http_body::JSON_PAGE).await
+    }
+
+    /// [`json`](Self::json) for an answer that may be up to `cap` bytes.
+    async fn json_capped(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        cap: u64,
+    ) -> Result<Value, SourceError> {
         let response = self.send(method, url, body).await?;
         if response.status().as_u16() == 204 {
             return Ok(Value::Null);
         }
-        let body = crate::http_body::read_capped(response, crate::http_body::JSON_PAGE)
+        let body = crate::http_body::read_capped(response, cap)
             .await
             .map_err(|e| SourceError::transient(format!("reading Graph's answer: {e}")).with_source(e))?;
         serde_json::from_slice(&body)
@@ -274,7 +288,12 @@ impl GraphClient {
             let mut throttled = false;
             for chunk in pending.chunks(BATCH_SIZE) {
                 let items: Vec<Value> = chunk.iter().map(|(i, r)| r.to_json(*i)).collect();
-                let answer = self.json(reqwest::Method::POST, &url, Some(&json!({ "requests": items }))).await?;
+                // A move answers with the whole message, body included: up
+                // to about twice each mail's size once escaped into JSON.
+                let per_item = self.cfg.max_message_bytes.unwrap_or(50 << 20).saturating_mul(2);
+                let cap = crate::http_body::JSON_PAGE.saturating_add(per_item.saturating_mul(items.len() as u64));
+                let answer =
+                    self.json_capped(reqwest::Method::POST, &url, Some(&json!({ "requests": items })), cap).await?;
                 let responses: Vec<BatchResponse> =
                     serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
                         .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
@@ -564,12 +583,24 @@ impl MailSource for GraphSource {
 
     async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
         let client = &self.client;
+        // Graph lists no sizes: once this fetch holds FETCH_BYTES, the mails
+        // not yet started are handed back for the next batch (those in
+        // flight finish), so a fetch holds at most FETCH_BYTES plus four
+        // mails whatever their sizes.
+        let held = &std::sync::atomic::AtomicU64::new(0);
         // Owned ids: async_trait futures must not borrow through closures.
         let results: Vec<Result<Option<RemoteMail>, SourceError>> = futures::stream::iter(remote_ids.to_vec())
             .map(|id: String| async move {
+                if held.load(std::sync::atomic::Ordering::Relaxed) >= FETCH_BYTES {
+                    return Ok(Some(RemoteMail::deferred(id)));
+                }
                 let url = client.user_url(&format!("/messages/{}/$value", encode(&id)));
                 match client.send(reqwest::Method::GET, &url, None).await {
-                    Ok(response) => read_mime(&client.cfg, id, response).await.map(Some),
+                    Ok(response) => {
+                        let mail = read_mime(&client.cfg, id, response).await?;
+                        held.fetch_add(mail.raw.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        Ok(Some(mail))
+                    }
                     // Gone since the listing: left out, as the trait asks.
                     Err(e) if is_not_found(&e) => Ok(None),
                     Err(e) => Err(e),

@@ -97,6 +97,9 @@ pub enum Refusal {
     /// Not something the robot reads as a mail (a drop folder's symlink,
     /// device or directory): the reason says what it is.
     NotAMail { reason: String },
+    /// Not fetched this time: the fetch's byte budget was spent on the mails
+    /// before it. Not journaled; the pipeline asks for it again next batch.
+    Deferred,
 }
 
 impl RemoteMail {
@@ -106,6 +109,15 @@ impl RemoteMail {
 
     pub fn oversized(remote_id: String, at_least: u64) -> Self {
         Self { remote_id, raw: Vec::new(), refused: Some(Refusal::TooLarge { at_least }) }
+    }
+
+    /// Left for the next fetch (see [`Refusal::Deferred`]).
+    pub fn deferred(remote_id: String) -> Self {
+        Self { remote_id, raw: Vec::new(), refused: Some(Refusal::Deferred) }
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        self.refused == Some(Refusal::Deferred)
     }
 
     pub fn not_a_mail(remote_id: String, reason: impl Into<String>) -> Self {
@@ -171,7 +183,10 @@ pub trait MailSource: Send {
     async fn list(&mut self) -> Result<Vec<Listing>, SourceError>;
 
     /// Raw MIME for the given remote ids, in any order. Ids that vanished
-    /// since `list` are left out of the result, not reported as errors.
+    /// since `list` are left out of the result, not reported as errors. A
+    /// source that cannot know sizes before downloading may stop at a byte
+    /// budget and hand the rest back as [`RemoteMail::deferred`]: the
+    /// pipeline asks for them again in its next batch.
     async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError>;
 
     /// Applies the outcome to each mail. Must be idempotent: settling a mail
