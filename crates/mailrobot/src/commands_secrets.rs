@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use mailrobot_secrets::SecretBox;
-use mailrobot_store::{SealedRef, SealedValue};
+use mailrobot_store::{Resealed, SealedRef};
 use serde_json::json;
 
 use crate::app::App;
@@ -73,7 +73,7 @@ pub fn reseal(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
     for v in values.iter().filter(|v| app.secrets.needs_reseal(&v.sealed)) {
         let context = context_of(&v.at);
         match app.secrets.open(&v.sealed, &context) {
-            Ok(plain) => resealed.push(SealedValue { at: v.at.clone(), sealed: app.secrets.seal(&plain, &context) }),
+            Ok(plain) => resealed.push(Resealed { old: v.clone(), new: app.secrets.seal(&plain, &context) }),
             Err(e) => unopened.push(format!("{}: {e}", describe(&v.at))),
         }
     }
@@ -85,7 +85,12 @@ pub fn reseal(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             unopened.join("\n  ")
         );
     }
-    app.sealed_store.replace_sealed(&resealed)?;
+    // A value changed meanwhile (serve rotated a refresh token) is newer,
+    // sealed with the current key, and is left as it is.
+    let replaced = app.sealed_store.replace_sealed(&resealed)?;
+    if replaced < resealed.len() {
+        tracing::info!(changed_meanwhile = resealed.len() - replaced, "secrets changed while re-sealing were kept");
+    }
     let (count, already) = (resealed.len(), values.len() - resealed.len());
     tracing::info!(resealed = count, already_current = already, "stored secrets re-sealed");
     if json_out {

@@ -23,7 +23,7 @@ pub mod states;
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
-pub use sealed::{SealedRef, SealedStore, SealedValue};
+pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
 pub use states::MailboxStatus;
 

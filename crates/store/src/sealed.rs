@@ -22,10 +22,20 @@ pub struct SealedValue {
     pub sealed: Vec<u8>,
 }
 
+/// A value re-sealed: `old` is what was read, `new` takes its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resealed {
+    pub old: SealedValue,
+    pub new: Vec<u8>,
+}
+
 pub trait SealedStore: Send + Sync {
     /// Every sealed value in the database.
     fn sealed_values(&self) -> Result<Vec<SealedValue>>;
     /// Puts new sealed values in place, all in one transaction: a key
-    /// rotation happens wholly or not at all.
-    fn replace_sealed(&self, values: &[SealedValue]) -> Result<()>;
+    /// rotation happens wholly or not at all. A value is replaced only where
+    /// it is still the one read: one changed meanwhile (a refresh token
+    /// `serve` rotated, sealed with the current key) is newer and stays.
+    /// Returns how many were replaced.
+    fn replace_sealed(&self, values: &[Resealed]) -> Result<usize>;
 }

@@ -3,7 +3,7 @@
 use rusqlite::params;
 
 use crate::Result;
-use crate::sealed::{SealedRef, SealedStore, SealedValue};
+use crate::sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 use crate::sqlite::SqliteStore;
 
 impl SealedStore for SqliteStore {
@@ -40,39 +40,43 @@ impl SealedStore for SqliteStore {
         Ok(out)
     }
 
-    fn replace_sealed(&self, values: &[SealedValue]) -> Result<()> {
+    fn replace_sealed(&self, values: &[Resealed]) -> Result<usize> {
         self.write(|tx| {
+            let mut replaced = 0;
             for v in values {
-                let sealed = &v.sealed;
-                // A row gone meanwhile (a flow used, a mailbox removed) took
-                // its secret with it: nothing to replace.
-                match &v.at {
+                let (old, new) = (&v.old.sealed, &v.new);
+                // Only where the value is still the one read: a row gone
+                // meanwhile took its secret with it, a row changed meanwhile
+                // holds a newer secret.
+                replaced += match &v.old.at {
                     SealedRef::MailboxPassword { mailbox_id, .. } => tx.execute(
-                        "UPDATE mailboxes SET sealed_secret = ?2 WHERE id = ?1",
-                        params![mailbox_id, sealed],
+                        "UPDATE mailboxes SET sealed_secret = ?2 WHERE id = ?1 AND sealed_secret = ?3",
+                        params![mailbox_id, new, old],
                     )?,
-                    SealedRef::TenantSecret { tenant_id } => {
-                        tx.execute("UPDATE tenants SET sealed_secret = ?2 WHERE id = ?1", params![tenant_id, sealed])?
-                    }
+                    SealedRef::TenantSecret { tenant_id } => tx.execute(
+                        "UPDATE tenants SET sealed_secret = ?2 WHERE id = ?1 AND sealed_secret = ?3",
+                        params![tenant_id, new, old],
+                    )?,
                     SealedRef::TenantCertificate { tenant_id } => tx.execute(
-                        "UPDATE tenants SET sealed_certificate = ?2 WHERE id = ?1",
-                        params![tenant_id, sealed],
+                        "UPDATE tenants SET sealed_certificate = ?2 WHERE id = ?1 AND sealed_certificate = ?3",
+                        params![tenant_id, new, old],
                     )?,
                     SealedRef::RefreshToken { connection_id } => tx.execute(
-                        "UPDATE connections SET sealed_refresh_token = ?2 WHERE id = ?1",
-                        params![connection_id, sealed],
+                        "UPDATE connections SET sealed_refresh_token = ?2 WHERE id = ?1 AND sealed_refresh_token = ?3",
+                        params![connection_id, new, old],
                     )?,
                     SealedRef::AccessToken { connection_id, resource } => tx.execute(
-                        "UPDATE access_tokens SET sealed_token = ?3 WHERE connection_id = ?1 AND resource = ?2",
-                        params![connection_id, resource, sealed],
+                        "UPDATE access_tokens SET sealed_token = ?3
+                         WHERE connection_id = ?1 AND resource = ?2 AND sealed_token = ?4",
+                        params![connection_id, resource, new, old],
                     )?,
                     SealedRef::AuthFlowVerifier { state } => tx.execute(
-                        "UPDATE auth_flows SET sealed_verifier = ?2 WHERE state = ?1",
-                        params![state, sealed],
+                        "UPDATE auth_flows SET sealed_verifier = ?2 WHERE state = ?1 AND sealed_verifier = ?3",
+                        params![state, new, old],
                     )?,
                 };
             }
-            Ok(())
+            Ok(replaced)
         })
     }
 }

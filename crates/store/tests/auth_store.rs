@@ -155,12 +155,23 @@ fn every_sealed_value_is_listed_and_replaced_in_place() {
     assert!(kinds.contains(&&SealedRef::AuthFlowVerifier { state: "st".into() }));
     assert_eq!(values.len(), 5, "no refresh token yet: {kinds:?}");
 
-    let replaced: Vec<SealedValue> =
-        values.iter().map(|v| SealedValue { at: v.at.clone(), sealed: [&v.sealed[..], b"+new"].concat() }).collect();
-    s.replace_sealed(&replaced).unwrap();
+    let replaced: Vec<Resealed> =
+        values.iter().map(|v| Resealed { old: v.clone(), new: [&v.sealed[..], b"+new"].concat() }).collect();
+    // Meanwhile `serve` renews the access token: the newer one must stay.
+    s.put_token(
+        c.id,
+        "https://graph.microsoft.com",
+        &CachedToken { sealed_token: b"at-2".to_vec(), expires_at: "2999-01-01T00:00:00Z".into() },
+    )
+    .unwrap();
+    assert_eq!(s.replace_sealed(&replaced).unwrap(), 4, "all but the one changed meanwhile");
     assert_eq!(s.mailbox_secret(mailbox.id).unwrap().unwrap(), b"pw-1+new");
     assert_eq!(s.tenant_secret(c.tenant_id).unwrap().unwrap(), b"secret-1+new");
     assert_eq!(s.tenant_certificate(c.tenant_id).unwrap().unwrap(), b"cert-1+new");
-    assert_eq!(s.cached_token(c.id, "https://graph.microsoft.com").unwrap().unwrap().sealed_token, b"at-1+new");
+    assert_eq!(
+        s.cached_token(c.id, "https://graph.microsoft.com").unwrap().unwrap().sealed_token,
+        b"at-2",
+        "a token rotated while re-sealing is not put back"
+    );
     assert_eq!(s.take_auth_flow("st").unwrap().unwrap().sealed_verifier, [1, 2, 3, b'+', b'n', b'e', b'w']);
 }
