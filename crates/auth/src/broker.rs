@@ -35,7 +35,6 @@ const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 const REFRESH_LOCK: chrono::Duration = chrono::Duration::seconds(60);
 const SECRET_EXPIRY_WARNING_DAYS: i64 = 30;
 
-/// An access token ready for use.
 /// Where a connection's tenant serves mail, and whether tokens may go
 /// there over `http://` to another machine.
 #[derive(Debug, Clone)]
@@ -45,6 +44,7 @@ pub struct ServiceUrls {
     pub allow_plaintext: bool,
 }
 
+/// An access token ready for use.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
     pub token: Secret,

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use crate::error::AuthError;
 use crate::model::ConnectionState;
 
-#[derive(Debug, Deserialize)]
+/// A token endpoint's answer. Its tokens are wiped from memory when it is
+/// dropped and never shown by `Debug`.
+#[derive(Deserialize)]
 pub struct TokenResponse {
     #[serde(default)]
     pub token_type: Option<String>,
@@ -20,6 +22,28 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("scope", &self.scope)
+            .field("expires_in", &self.expires_in)
+            .field("access_token", &"***")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("id_token", &self.id_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Drop for TokenResponse {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.access_token.zeroize();
+        self.refresh_token.zeroize();
+        self.id_token.zeroize();
+    }
 }
 
 impl TokenResponse {
@@ -169,6 +193,16 @@ pub fn classify(status: u16, body: &str, grant: Grant) -> AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_token() {
+        let r: TokenResponse = serde_json::from_str(
+            r#"{"token_type":"Bearer","access_token":"AT-secret","refresh_token":"RT-secret","id_token":"ID-secret"}"#,
+        )
+        .unwrap();
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret") && shown.contains("***"), "{shown}");
+    }
 
     fn body(error: &str, code: u32) -> String {
         format!(

@@ -280,11 +280,11 @@ impl MailboxConfig {
                     }
                     (None, _) => {
                         let username = s.username.clone().unwrap_or_default();
-                        let Credentials::Password { password, .. } =
-                            credentials(&username, LoginMethod::Password).await?
-                        else {
+                        let login = credentials(&username, LoginMethod::Password).await?;
+                        let Credentials::Password { password, .. } = &login else {
                             unreachable!("a password login yields a password");
                         };
+                        let password = password.clone();
                         let url =
                             s.url.clone().ok_or_else(|| SourceError::permanent("an EWS mailbox needs --ews-url"))?;
                         let scheme = s.password_scheme.unwrap_or_default();

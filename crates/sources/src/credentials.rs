@@ -53,6 +53,16 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            Credentials::Password { password, .. } => password.zeroize(),
+            Credentials::XOAuth2 { access_token, .. } => access_token.zeroize(),
+        }
+    }
+}
+
 /// For SASL XOAUTH2 with a token source: puts a current token (a renewed
 /// one with `renew`) into `credentials` before a session logs in, so a
 /// session opened after the last token expired does not present it again.
