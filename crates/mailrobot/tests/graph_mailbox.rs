@@ -20,12 +20,17 @@ fn deliver(emu: &Emulator, n: std::ops::Range<usize>) {
     }
 }
 
-/// `mailbox add shared --kind graph` over the shared mailbox, plus `extra` options.
-fn add_graph_mailbox(robot: &Robot, connection: &str, extra: &[&str]) {
-    let mut args = vec!["mailbox", "add", "--name", "shared", "--kind", "graph", "--connection", connection];
+/// `mailbox add NAME --kind KIND --connection CONNECTION --address SHARED`, plus `extra`.
+fn add_shared_mailbox(robot: &Robot, kind: &str, name: &str, connection: &str, extra: &[&str]) {
+    let mut args = vec!["mailbox", "add", "--name", name, "--kind", kind, "--connection", connection];
     args.extend_from_slice(&["--address", SHARED]);
     args.extend_from_slice(extra);
     robot.run(&args);
+}
+
+/// `mailbox add shared --kind graph` over the shared mailbox, plus `extra` options.
+fn add_graph_mailbox(robot: &Robot, connection: &str, extra: &[&str]) {
+    add_shared_mailbox(robot, "graph", "shared", connection, extra);
 }
 
 #[test]
@@ -618,12 +623,9 @@ fn deliver_asking_receipts(emu: &Emulator, n: std::ops::Range<usize>) {
     }
 }
 
-/// `mailbox add NAME --kind ews --connection CONNECTION --address SHARED`, plus `extra`.
+/// `mailbox add NAME --kind ews` over the shared mailbox, plus `extra`.
 fn add_ews_mailbox(robot: &Robot, name: &str, connection: &str, extra: &[&str]) {
-    let mut args = vec!["mailbox", "add", "--name", name, "--kind", "ews", "--connection", connection];
-    args.extend_from_slice(&["--address", SHARED]);
-    args.extend_from_slice(extra);
-    robot.run(&args);
+    add_shared_mailbox(robot, "ews", name, connection, extra);
 }
 
 /// Outlook answers an expired delta link with 410 Gone and `SyncStateNotFound`: the robot drops
