@@ -88,6 +88,10 @@ pub struct Stats {
     pub grants: BTreeMap<String, u64>,
     /// AADSTS error codes answered (token endpoint and sign-in), e.g. `"7000215": 1`.
     pub errors: BTreeMap<String, u64>,
+    /// By mailbox address: the most requests of one app in flight on it at once (Graph, EWS,
+    /// `$batch` items and held slots alike), as Outlook's concurrency limit counts them.
+    #[serde(default)]
+    pub concurrency_peak: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -104,6 +108,16 @@ impl Stats {
     /// How often an AADSTS code was answered.
     pub fn error_count(&self, code: u32) -> u64 {
         self.errors.get(&code.to_string()).copied().unwrap_or(0)
+    }
+
+    /// The most requests of one app that were in flight at once on a mailbox (0 if none came).
+    pub fn concurrency_peak(&self, mailbox: &str) -> u64 {
+        self.concurrency_peak.iter().find(|(m, _)| m.eq_ignore_ascii_case(mailbox)).map_or(0, |(_, n)| *n)
+    }
+
+    pub(crate) fn note_concurrency(&mut self, mailbox: &str, in_flight: usize) {
+        let peak = self.concurrency_peak.entry(mailbox.to_string()).or_default();
+        *peak = (*peak).max(in_flight as u64);
     }
 }
 

@@ -1,6 +1,10 @@
 //! `POST /v1.0/$batch`: up to 20 requests in one, each run (and throttled, and faulted) as if
-//! sent alone; `dependsOn` orders them and a failed dependency answers 424. Answers come back in
-//! reverse order, so clients that assume request order are caught.
+//! sent alone. As Graph does, up to 4 items run at once, whatever mailboxes they target, and each
+//! takes a concurrency slot of its (app, mailbox) like a request of its own: items running
+//! together and other clients' requests count against the same limit of 4, and an item that
+//! finds no slot free answers 429 on its own. `dependsOn` holds an item back until its
+//! dependencies are answered; a failed dependency answers 424. Answers come back in the reverse
+//! of the order they finished in, so clients that assume request order are caught.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +23,9 @@ use crate::graph::{GraphError, GraphRequest, fault_error, handle};
 use crate::state::Emu;
 
 const MAX_REQUESTS: usize = 20;
+/// Items Graph hands to the service at once ("up to four individual requests from the batch at a
+/// time, regardless of the target mailboxes": throttling-limits, Outlook service limits).
+const AT_ONCE: usize = 4;
 
 #[derive(Deserialize)]
 struct Batch {
@@ -83,20 +90,60 @@ pub(crate) async fn batch(emu: Arc<Emu>, req: GraphRequest) -> Response {
         }
         seen.push(id.clone());
     }
+    let mut waiting: Vec<Option<Item>> = b.requests.into_iter().map(Some).collect();
     let mut statuses: HashMap<String, u16> = HashMap::new();
+    let mut running = tokio::task::JoinSet::new();
     let mut out = Vec::new();
-    for it in b.requests {
-        let id = it.id.clone().unwrap_or_default();
-        let failed_dep = it.depends_on.iter().any(|d| statuses.get(d).is_none_or(|s| *s >= 400));
-        let resp = if failed_dep {
-            GraphError::new(StatusCode::FAILED_DEPENDENCY, "FailedDependency", "A dependent request failed.")
-                .response(&req.headers, now)
-        } else {
-            run_item(&emu, &req.headers, it).await
-        };
-        let (status, value) = item_json(&id, resp).await;
-        statuses.insert(id, status);
-        out.push(value);
+    loop {
+        // Start what is ready, in request order, while fewer than AT_ONCE run. An item whose
+        // dependency failed is answered 424 at once, which may make others ready.
+        let mut answered = true;
+        while answered {
+            answered = false;
+            for slot in waiting.iter_mut() {
+                if running.len() >= AT_ONCE {
+                    break;
+                }
+                let ready = slot.as_ref().is_some_and(|it| it.depends_on.iter().all(|d| statuses.contains_key(d)));
+                let Some(it) = slot.take_if(|_| ready) else { continue };
+                let id = it.id.clone().unwrap_or_default();
+                if it.depends_on.iter().any(|d| statuses[d] >= 400) {
+                    let resp = GraphError::new(
+                        StatusCode::FAILED_DEPENDENCY,
+                        "FailedDependency",
+                        "A dependent request failed.",
+                    )
+                    .response(&req.headers, now);
+                    let (status, value) = item_json(&id, resp).await;
+                    statuses.insert(id, status);
+                    out.push(value);
+                    answered = true;
+                    continue;
+                }
+                let (emu, headers) = (emu.clone(), req.headers.clone());
+                running.spawn(async move {
+                    let resp = run_item(&emu, &headers, it).await;
+                    let (status, value) = item_json(&id, resp).await;
+                    (id, status, value)
+                });
+            }
+        }
+        match running.join_next().await {
+            Some(Ok((id, status, value))) => {
+                statuses.insert(id, status);
+                out.push(value);
+            }
+            Some(Err(e)) => {
+                // A panicking item: the batch cannot say which one, so it fails as a whole.
+                tracing::error!("a $batch item failed: {e}");
+                return fail(GraphError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "generalException",
+                    "An internal server error occurred.",
+                ));
+            }
+            None => break,
+        }
     }
     out.reverse();
     let mut r = axum::Json(json!({"responses": out})).into_response();

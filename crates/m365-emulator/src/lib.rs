@@ -52,5 +52,6 @@ pub use config::{
 pub use error::EmulatorError;
 pub use faults::{ENDPOINTS, EndpointStats, Stats};
 pub use jwt::SigningKey;
+pub use mailadmin::SlotHold;
 pub use server::{Emulator, EmulatorConfig, TlsSetup};
 pub use tls::SelfSignedTls;

@@ -167,6 +167,14 @@ impl Emu {
         self.mail().concurrency_limit = limit.max(1);
     }
 
+    /// Holds up to `slots` of an app's concurrency slots on a mailbox until the hold is dropped.
+    pub(crate) fn hold_mail_slots(self: &Arc<Self>, mailbox: &str, client_id: &str, slots: usize) -> Result<SlotHold> {
+        let slots = crate::mailauth::occupy(self, mailbox, client_id, slots)
+            .ok_or_else(|| EmulatorError::NotFound(format!("mailbox {mailbox}")))?;
+        tracing::info!(mailbox, client_id, held = slots.len(), "concurrency slots held");
+        Ok(SlotHold { slots })
+    }
+
     /// Mailboxes, grants and policies in the config file's shape.
     pub(crate) fn dump_mail(&self, g: &Inner, setup: &mut Setup) {
         let mail = self.mail();
@@ -209,6 +217,29 @@ impl Emu {
             });
         }
     }
+}
+
+/// Concurrency slots of an (app, mailbox) held as running requests of another client of the app
+/// would hold them: Outlook counts them against the same limit of 4. Given back when dropped.
+#[derive(Debug)]
+pub struct SlotHold {
+    slots: Vec<crate::mailauth::Slot>,
+}
+
+impl SlotHold {
+    /// How many slots are held (fewer than asked when fewer were free).
+    pub fn held(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hold {
+    mailbox: String,
+    client_id: String,
+    slots: usize,
+    ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +293,7 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
         .route("/_admin/mailboxes/expire-delta", post(expire))
         .route("/_admin/mailboxes/rest", post(rest))
         .route("/_admin/mailboxes/concurrency", post(concurrency))
+        .route("/_admin/mailboxes/hold", post(hold))
         .route("/_admin/mailboxes/receipts", get(receipts))
         .route("/_admin/ews/auth", post(set_ews_auth).get(ews_auth))
         .route("/_admin/ews/block", post(set_ews_block).get(ews_block))
@@ -322,6 +354,19 @@ async fn concurrency(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> 
     let l: Limit = body(&b)?;
     emu.set_mail_concurrency_limit(l.limit);
     Ok(ok())
+}
+
+/// `POST /_admin/mailboxes/hold` `{"mailbox", "client_id", "slots": 2, "ms": 5000}`: holds the
+/// slots for `ms` milliseconds; answers how many it holds.
+async fn hold(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    let h: Hold = body(&b)?;
+    let held = emu.hold_mail_slots(&h.mailbox, &h.client_id, h.slots)?;
+    let n = held.held();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(h.ms)).await;
+        drop(held);
+    });
+    Ok(axum::Json(json!({"held": n})).into_response())
 }
 
 /// `POST /_admin/ews/auth` `{"schemes": ["Basic", "NTLM"]}`: answers the schemes now in force.

@@ -168,7 +168,7 @@ impl Drop for Slot {
 /// permissions, grants, policy, then a concurrency slot. Waits the mailbox's latency while
 /// holding the slot.
 pub(crate) async fn open(emu: &Arc<Emu>, c: &Caller, key: &str, api: Api, need: Need) -> Result<Slot, Denied> {
-    let slot = {
+    let (slot, address, n) = {
         let mut mail = emu.mail();
         let i = mail
             .find(key)
@@ -194,18 +194,51 @@ pub(crate) async fn open(emu: &Arc<Emu>, c: &Caller, key: &str, api: Api, need: 
                 }
             }
         }
-        let (id, latency_ms) = (mb.id.clone(), mb.latency_ms);
-        let limit = mail.concurrency_limit;
+        let (id, address, latency_ms) = (mb.id.clone(), mb.address.clone(), mb.latency_ms);
         let key = (c.client_id.clone(), id.clone());
-        let n = mail.inflight.entry(key.clone()).or_default();
-        if *n >= limit {
+        let Some(n) = take_slot(&mut mail, &key) else {
             return Err(Denied::Concurrency);
-        }
-        *n += 1;
-        Slot { emu: emu.clone(), key, mailbox: id, latency_ms }
+        };
+        (Slot { emu: emu.clone(), key, mailbox: id, latency_ms }, address, n)
     };
+    // Counted after the mail lock is released: locks are never nested.
+    emu.faults().stats.note_concurrency(&address, n);
     if slot.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(slot.latency_ms)).await;
     }
     Ok(slot)
+}
+
+/// One more request of the (app, mailbox) in flight, if the limit allows: how many are then.
+fn take_slot(mail: &mut crate::mail::MailStore, key: &(String, String)) -> Option<usize> {
+    let limit = mail.concurrency_limit;
+    let n = mail.inflight.entry(key.clone()).or_default();
+    if *n >= limit {
+        return None;
+    }
+    *n += 1;
+    Some(*n)
+}
+
+/// Takes up to `slots` of an app's concurrency slots on a mailbox (address or id), as that many
+/// requests of another client of the app would while they run: Outlook counts them against the
+/// same limit. They are given back when the returned slots are dropped. Fewer than asked are
+/// taken when the limit leaves fewer free (those requests would have been refused).
+pub(crate) fn occupy(emu: &Arc<Emu>, mailbox: &str, client_id: &str, slots: usize) -> Option<Vec<Slot>> {
+    let (taken, address, peak) = {
+        let mut mail = emu.mail();
+        let i = mail.find(mailbox)?;
+        let (id, address) = (mail.mailboxes[i].id.clone(), mail.mailboxes[i].address.clone());
+        let key = (client_id.to_string(), id.clone());
+        let mut taken = Vec::new();
+        let mut peak = 0;
+        while taken.len() < slots {
+            let Some(n) = take_slot(&mut mail, &key) else { break };
+            peak = n;
+            taken.push(Slot { emu: emu.clone(), key: key.clone(), mailbox: id.clone(), latency_ms: 0 });
+        }
+        (taken, address, peak)
+    };
+    emu.faults().stats.note_concurrency(&address, peak);
+    Some(taken)
 }

@@ -26,6 +26,7 @@ use crate::config::{
 use crate::error::Trace;
 use crate::faults::{Stats, classify, fault_error};
 use crate::jwt::SigningKey;
+use crate::mailadmin::SlotHold;
 use crate::state::Emu;
 use crate::tls::SelfSignedTls;
 use crate::{EmulatorError, admin, authorize, discovery, graph, mailadmin, token};
@@ -542,6 +543,14 @@ impl Emulator {
     /// Concurrent requests per (app, mailbox) before 429 (default 4, as Outlook).
     pub fn set_mail_concurrency_limit(&self, limit: usize) {
         self.emu.set_mail_concurrency_limit(limit)
+    }
+
+    /// Holds up to `slots` of app `client_id`'s concurrency slots on a mailbox (address or id)
+    /// until the returned hold is dropped, as running requests of another client of the same app
+    /// would (as `POST /_admin/mailboxes/hold`): Graph requests, `$batch` items and EWS calls of
+    /// the app then find that many fewer free. Fewer are held when fewer are free.
+    pub fn hold_mail_slots(&self, mailbox: &str, client_id: &str, slots: usize) -> Result<SlotHold, EmulatorError> {
+        self.emu.hold_mail_slots(mailbox, client_id, slots)
     }
 
     /// Chooses the schemes EWS accepts (as `POST /_admin/ews/auth`): `Bearer` (Exchange Online, the

@@ -136,6 +136,123 @@ async fn batch_runs_items_with_dependencies_and_faults_of_their_own() {
     assert_graph_error(s, &b, 400, "BadRequest");
 }
 
+/// An emulator whose mailbox `slow@contoso.test` takes `latency_ms` per request while it holds a
+/// concurrency slot, with an app-only Graph token.
+async fn slow_mailbox(latency_ms: u64) -> (Emulator, String) {
+    let mut setup = mail_setup();
+    setup.mailboxes.push(MailboxSpec { latency_ms, ..MailboxSpec::new(DOMAIN, SLOW) });
+    let emu = Emulator::start(EmulatorConfig::http(setup)).unwrap();
+    let t = app_token(&emu, GRAPH).await;
+    (emu, t)
+}
+
+const SLOW: &str = "slow@contoso.test";
+
+/// `n` GETs of the slow mailbox's inbox as `$batch` items `0`..`n`.
+fn inbox_items(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{SLOW}/mailFolders/inbox/messages")}))
+        .collect()
+}
+
+async fn batch(emu: &Emulator, t: &str, requests: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let (s, _, b) =
+        call(Method::POST, &format!("{}/$batch", emu.graph_url()), t, &[], Some(json!({ "requests": requests }))).await;
+    assert_eq!(s, 200, "{b}");
+    b["responses"].as_array().unwrap().clone()
+}
+
+fn status_of(responses: &[serde_json::Value], id: &str) -> u64 {
+    responses.iter().find(|r| r["id"] == id).unwrap()["status"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn batch_items_run_four_at_a_time_each_holding_a_slot() {
+    let (emu, t) = slow_mailbox(300).await;
+    let started = std::time::Instant::now();
+    let rs = batch(&emu, &t, inbox_items(8)).await;
+    let took = started.elapsed();
+    // Graph hands Outlook four items at a time, so a batch alone stays within the limit of 4...
+    assert!(rs.iter().all(|r| r["status"] == 200), "{rs:?}");
+    // ...and the items overlap: four in flight at once, eight in two rounds of 300 ms, not eight.
+    assert_eq!(emu.stats().concurrency_peak(SLOW), 4);
+    assert!(took < std::time::Duration::from_millis(1800), "8 items of 300 ms took {took:?}: not run side by side");
+    assert!(took >= std::time::Duration::from_millis(600), "at most 4 at a time: {took:?}");
+    assert_ne!(rs[0]["id"], "0", "answers are not in request order");
+}
+
+#[tokio::test]
+async fn batch_items_meet_slots_another_client_holds_and_are_throttled_one_by_one() {
+    let (emu, t) = slow_mailbox(300).await;
+    let hold = emu.hold_mail_slots(SLOW, DAEMON_APP, 2).unwrap();
+    assert_eq!(hold.held(), 2);
+    let rs = batch(&emu, &t, inbox_items(4)).await;
+    let mut statuses: Vec<u64> = rs.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429], "two slots were free: {rs:?}");
+    for r in rs.iter().filter(|r| r["status"] == 429) {
+        // The documented item shape: status 429, Retry-After among the item's headers, Graph's
+        // error JSON as its body.
+        assert_eq!(r["headers"]["retry-after"], "1", "{r}");
+        assert_eq!(r["body"]["error"]["code"], "ApplicationThrottled", "{r}");
+        assert_eq!(r["body"]["error"]["message"], "Application is over its MailboxConcurrency limit.");
+    }
+    assert_eq!(emu.stats().endpoints["graph"].status["429"], 2);
+    assert_eq!(emu.stats().concurrency_peak(SLOW), 4);
+
+    // A fully sequential batch (each item depends on the one before) needs one slot: with three
+    // held it still goes through, one item after the other.
+    let three = emu.hold_mail_slots(SLOW, DAEMON_APP, 3).unwrap();
+    assert_eq!(three.held(), 2, "only two were free");
+    drop(three);
+    drop(hold);
+    let hold = emu.hold_mail_slots(SLOW, DAEMON_APP, 3).unwrap();
+    let chain: Vec<_> = inbox_items(3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            if i > 0 {
+                r["dependsOn"] = json!([(i - 1).to_string()]);
+            }
+            r
+        })
+        .collect();
+    let rs = batch(&emu, &t, chain).await;
+    assert!(rs.iter().all(|r| r["status"] == 200), "{rs:?}");
+
+    // An item that depends on a throttled one is not run: 424.
+    let mut items = inbox_items(2);
+    items.push(
+        json!({"id": "2", "method": "GET", "url": format!("/users/{SLOW}/mailFolders/inbox"), "dependsOn": ["0"]}),
+    );
+    let rs = batch(&emu, &t, items).await;
+    let (first, dependent) = (status_of(&rs, "0"), status_of(&rs, "2"));
+    assert_eq!(first + status_of(&rs, "1"), 200 + 429, "one slot free for two items: {rs:?}");
+    assert_eq!(dependent, if first == 429 { 424 } else { 200 }, "{rs:?}");
+
+    // Other mailboxes are not affected, and dropped holds give the slots back.
+    assert_eq!(gget(&inbox(&emu, USER), &t).await.0, 200);
+    drop(hold);
+    let rs = batch(&emu, &t, inbox_items(4)).await;
+    assert!(rs.iter().all(|r| r["status"] == 200), "{rs:?}");
+}
+
+#[tokio::test]
+async fn slots_held_over_the_admin_api_are_given_back_after_their_time() {
+    let (emu, t) = slow_mailbox(0).await;
+    let hold = json!({"mailbox": SLOW, "client_id": DAEMON_APP, "slots": 5, "ms": 500});
+    let r = client().post(format!("{}/_admin/mailboxes/hold", emu.base_url())).json(&hold).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["held"], 4, "no more than the limit");
+    let (s, b) = gget(&inbox(&emu, SLOW), &t).await;
+    assert_graph_error(s, &b, 429, "ApplicationThrottled");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(gget(&inbox(&emu, SLOW), &t).await.0, 200);
+    let unknown = json!({"mailbox": "nobody@contoso.test", "client_id": DAEMON_APP, "slots": 1, "ms": 10});
+    let r = client().post(format!("{}/_admin/mailboxes/hold", emu.base_url())).json(&unknown).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test]
 async fn concurrency_limit_answers_429_mailbox_concurrency() {
     let mut setup = mail_setup();

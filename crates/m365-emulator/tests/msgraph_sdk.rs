@@ -1,22 +1,30 @@
 //! The real-client check for Graph mail: Microsoft's `msgraph-sdk` for Python (PyPI) lists the
-//! inbox page by page and follows delta against the emulator over HTTPS, and sees an expired
-//! delta link answered 410 `SyncStateNotFound`. Fails (never skips) when Python or the package
-//! cannot be set up.
+//! inbox page by page and follows delta against the emulator over HTTPS, sees an expired delta
+//! link answered 410 `SyncStateNotFound`, and reads the items of a `$batch` throttled one by one
+//! (429 with their own Retry-After) while another client holds requests on the mailbox. Fails
+//! (never skips) when Python or the package cannot be set up.
 
 mod common;
 
 use common::mail::*;
-use common::python::{Script, venv_python};
+use common::python::{Script, ensure_module, venv_python};
 use common::*;
-use m365_emulator::{Emulator, EmulatorConfig};
+use m365_emulator::{Emulator, EmulatorConfig, MailboxSpec};
 use serde_json::json;
 
 const MSGRAPH_VERSION: &str = "1.65.0";
+const SLOW: &str = "slow@contoso.test";
 
 #[test]
 fn msgraph_sdk_lists_and_follows_delta_over_https() {
     let python = venv_python("msgraph-sdk", MSGRAPH_VERSION);
-    let emu = Emulator::start(EmulatorConfig::https(mail_setup())).unwrap();
+    // msgraph-core's batch classes import `deprecated` without declaring it
+    // (microsoftgraph/msgraph-sdk-python-core#1030; the workaround given there).
+    ensure_module(&python, "deprecated", "Deprecated==1.2.18");
+    let mut setup = mail_setup();
+    // Each request on this mailbox takes 300 ms while it holds a concurrency slot.
+    setup.mailboxes.push(MailboxSpec { latency_ms: 300, ..MailboxSpec::new(DOMAIN, SLOW) });
+    let emu = Emulator::start(EmulatorConfig::https(setup)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, emu.ca_pem().unwrap()).unwrap();
@@ -95,4 +103,19 @@ fn msgraph_sdk_lists_and_follows_delta_over_https() {
     emu.expire_delta_tokens(SHARED).unwrap();
     script.send(&json!({}));
     assert_eq!(script.recv()["expired"], json!({"status": 410, "code": "SyncStateNotFound"}));
+
+    // Another client of the same app holds two of the four slots: of four items, which Graph runs
+    // side by side, two find no slot and are answered 429 on their own, each with Retry-After.
+    let hold = emu.hold_mail_slots(SLOW, DAEMON_APP, 2).unwrap();
+    assert_eq!(hold.held(), 2);
+    script.send(&json!({"mailbox": SLOW, "items": 4}));
+    let items = script.recv()["batch"].clone();
+    let items = items.as_object().unwrap();
+    let mut statuses: Vec<u64> = items.values().map(|item| item["status"].as_u64().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429], "{items:?}");
+    for item in items.values() {
+        let retry_after = if item["status"] == 429 { json!("1") } else { json!(null) };
+        assert_eq!(item["retry_after"], retry_after, "{items:?}");
+    }
 }

@@ -297,6 +297,93 @@ fn two_hundred_mails_through_injected_throttling_and_drops_arrive_exactly_once()
     assert_eq!(messages.len(), 200, "each mail journaled once");
 }
 
+#[test]
+fn a_settling_batch_throttled_item_by_item_is_sent_again_and_every_mail_settles_once() {
+    let emu = emulator_with_latency(20);
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_graph_mailbox(&robot, "app", &[]);
+    deliver(&emu, 0..60);
+    // The first pass makes the tickets and dies before settling.
+    let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", "after-process")]);
+    assert_eq!(out.status.code(), Some(86), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(robot.tickets().len(), 60);
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 60);
+
+    // The next pass starts by settling them in $batches while another client of the app has
+    // three requests running on the mailbox: Graph runs four items at once, so all but one find
+    // no slot and are answered 429 on their own.
+    emu.reset_stats();
+    let other = emu.hold_mail_slots(SHARED, CLIENT_ID, 3).unwrap();
+    assert_eq!(other.held(), 3);
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = emu.stats();
+    let moves = &stats.endpoints["graph"];
+    assert!(moves.status.get("429").is_some_and(|n| *n > 0), "items were throttled one by one: {moves:?}");
+    assert_eq!(moves.status["201"], 60, "each mail moved once: {moves:?}");
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 60);
+    assert_eq!(robot.tickets().len(), 60);
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 60, "each mail journaled once");
+    assert!(messages.iter().all(|m| m["settled"] == true));
+}
+
+#[test]
+fn two_thousand_mails_settle_exactly_once_while_another_client_holds_requests_on_the_mailbox() {
+    // Each request holds its slot for 2 ms, so requests running together (the robot's fetches,
+    // the items of its $batch) overlap as they would at Outlook.
+    let emu = emulator_with_latency(2);
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_graph_mailbox(&robot, "app", &[]);
+    deliver(&emu, 0..2000);
+
+    // Another client of the same app has two requests running on the mailbox all along, and a
+    // third every other second: of the 4 slots the robot finds two free, at times one.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let mut passes = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let two = emu.hold_mail_slots(SHARED, CLIENT_ID, 2).unwrap();
+            assert_eq!(two.held(), 2);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let third = emu.hold_mail_slots(SHARED, CLIENT_ID, 1).unwrap();
+                std::thread::sleep(Duration::from_secs(1));
+                drop(third);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        while (emu.count(SHARED, "inbox").unwrap() > 0 || robot.messages().iter().any(|m| m["settled"] == false))
+            && started.elapsed() < Duration::from_secs(300)
+        {
+            if passes > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            passes += 1;
+            robot.run_raw(&["run-once"], &[]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let stats = emu.stats();
+    let refused: u64 =
+        ["graph", "graph_value"].iter().filter_map(|e| stats.endpoints.get(*e).and_then(|e| e.status.get("429"))).sum();
+    eprintln!("done in {passes} passes, {:?}; {refused} requests and items refused", started.elapsed());
+    assert!(refused > 0, "the robot met the other client's requests: {stats:?}");
+    assert_eq!(stats.concurrency_peak(SHARED), 4);
+    assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0, "not done after {passes} passes");
+    assert_eq!(emu.count(SHARED, "Processed").unwrap(), 2000);
+    assert_eq!(stats.endpoints["graph"].status["201"], 2002, "each mail moved once (and two folders made)");
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 2000, "exactly one ticket per mail");
+    assert!(tickets.iter().all(|t| t["entries"] == 1));
+    let messages = robot.messages();
+    assert_eq!(messages.len(), 2000, "each mail journaled once");
+    assert!(messages.iter().all(|m| m["settled"] == true));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ews_mailboxes_application_with_impersonation_and_delegated() {
     let emu = emulator();

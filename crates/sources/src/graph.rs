@@ -18,6 +18,9 @@ use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction
 
 /// Outlook allows 4 concurrent requests per app and mailbox.
 const MAX_CONCURRENT: usize = 4;
+/// After a `MailboxConcurrency` refusal, one more request in flight is tried
+/// again once this long has passed without one.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
 /// Asked of the delta query; Graph may send fewer.
 const DELTA_PAGE_SIZE: usize = 200;
 /// When Graph throttles without Retry-After, wait this long (peers report
@@ -72,6 +75,87 @@ struct GraphErrorDetail {
     code: String,
     #[serde(default)]
     message: String,
+}
+
+impl GraphErrorBody {
+    /// Outlook's refusal for too many requests of one app on one mailbox at
+    /// once ("Application is over its MailboxConcurrency limit."): another
+    /// client of the same app holds some of the 4 slots.
+    fn is_concurrency_refusal(&self, status: u16) -> bool {
+        status == 429 && self.error.message.to_ascii_lowercase().contains("mailboxconcurrency")
+    }
+}
+
+/// How many requests of this mailbox may be in flight: Outlook's 4, fewer
+/// while other clients of the same app hold some of them. A
+/// `MailboxConcurrency` refusal takes one away; after [`PROBE_AFTER`]
+/// without one, a success gives one back.
+struct Allowance {
+    state: std::sync::Mutex<AllowanceState>,
+    freed: tokio::sync::Notify,
+}
+
+struct AllowanceState {
+    allowed: usize,
+    in_flight: usize,
+    changed: tokio::time::Instant,
+}
+
+/// One request in flight; dropping it frees its place.
+struct InFlight<'a>(&'a Allowance);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+        self.0.freed.notify_waiters();
+    }
+}
+
+impl Allowance {
+    fn new() -> Self {
+        let state = AllowanceState { allowed: MAX_CONCURRENT, in_flight: 0, changed: tokio::time::Instant::now() };
+        Self { state: std::sync::Mutex::new(state), freed: tokio::sync::Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AllowanceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a place among the allowed requests in flight.
+    async fn acquire(&self) -> InFlight<'_> {
+        loop {
+            // Registered before looking, so a place freed in between wakes it.
+            let freed = self.freed.notified();
+            {
+                let mut state = self.lock();
+                if state.in_flight < state.allowed {
+                    state.in_flight += 1;
+                    return InFlight(self);
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn allowed(&self) -> usize {
+        self.lock().allowed
+    }
+
+    fn refused(&self) {
+        let mut state = self.lock();
+        state.allowed = state.allowed.saturating_sub(1).max(1);
+        state.changed = tokio::time::Instant::now();
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.lock();
+        if state.allowed < MAX_CONCURRENT && state.changed.elapsed() >= PROBE_AFTER {
+            state.allowed += 1;
+            state.changed = tokio::time::Instant::now();
+            drop(state);
+            self.freed.notify_waiters();
+        }
+    }
 }
 
 /// One request inside a `$batch`: its URL is relative to the version
@@ -129,6 +213,8 @@ pub struct GraphClient {
     /// The server asked for quiet until then: shared by every request of
     /// this mailbox.
     quiet_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Requests of this mailbox in flight at once.
+    allowance: Allowance,
 }
 
 impl GraphClient {
@@ -140,7 +226,13 @@ impl GraphClient {
             .user_agent(concat!("mailrobot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
-        Ok(Self { http, cfg, token: tokio::sync::Mutex::new(None), quiet_until: std::sync::Mutex::new(None) })
+        Ok(Self {
+            http,
+            cfg,
+            token: tokio::sync::Mutex::new(None),
+            quiet_until: std::sync::Mutex::new(None),
+            allowance: Allowance::new(),
+        })
     }
 
     /// `{base}/v1.0/users/{address}{path}`.
@@ -185,6 +277,9 @@ impl GraphClient {
         let mut renew = false;
         let mut backoff = Duration::from_millis(500);
         for attempt in 1..=MAX_ATTEMPTS {
+            // A place among the requests this mailbox may have in flight,
+            // given back once the answer is in.
+            let in_flight = self.allowance.acquire().await;
             self.wait_for_quiet().await;
             let token = self.bearer(renew).await?;
             let mut request = self
@@ -197,7 +292,10 @@ impl GraphClient {
                 request = request.json(body);
             }
             let (error, asked) = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    self.allowance.succeeded();
+                    return Ok(response);
+                }
                 Ok(response) if response.status().as_u16() == 401 && !renew => {
                     renew = true;
                     continue;
@@ -208,6 +306,7 @@ impl GraphClient {
                 }
                 Err(e) => (network_error(&self.cfg, &e), None),
             };
+            drop(in_flight);
             if !error.is_transient() || attempt == MAX_ATTEMPTS {
                 return Err(error);
             }
@@ -273,75 +372,126 @@ impl GraphClient {
     }
 
     /// Runs `requests` through JSON batching, [`BATCH_SIZE`] per `POST
-    /// /$batch`. Graph throttles each item on its own: items answered 429/503
-    /// (or 5xx) go out again in the next round, after the longest Retry-After
-    /// among them, holding back the whole mailbox meanwhile. An item answered
-    /// 404 ErrorItemNotFound counts as done (settling is idempotent).
+    /// /$batch` — or, while other clients of the app hold some of the
+    /// mailbox's 4 slots, only as many as this mailbox may have in flight:
+    /// Graph runs up to 4 items of a batch at once, each counting against
+    /// Outlook's limit like a request of its own. Graph throttles each item
+    /// on its own: items answered 429/503 (or 5xx) go out again after the
+    /// longest Retry-After among them, holding back the whole mailbox
+    /// meanwhile (the next batch waits too). An item answered 404
+    /// ErrorItemNotFound counts as done (settling is idempotent). The pass
+    /// gives up after [`MAX_ATTEMPTS`] batches in a row that settled nothing.
     async fn batch(&self, requests: Vec<BatchRequest>) -> Result<(), SourceError> {
         let url = format!("{}/v1.0/$batch", self.cfg.base_url.trim_end_matches('/'));
-        let mut pending: Vec<(usize, BatchRequest)> = requests.into_iter().enumerate().collect();
+        let mut pending: std::collections::VecDeque<(usize, BatchRequest)> = requests.into_iter().enumerate().collect();
         let mut backoff = Duration::from_millis(500);
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut fruitless = 0;
+        while !pending.is_empty() {
+            // With one place left, a fully sequential batch (each item
+            // depends on the one before) still carries 20 items on one slot.
+            let (size, sequential) = match self.allowance.allowed() {
+                1 => (BATCH_SIZE, true),
+                MAX_CONCURRENT.. => (BATCH_SIZE, false),
+                fewer => (fewer, false),
+            };
+            let chunk: Vec<(usize, BatchRequest)> = pending.drain(..size.min(pending.len())).collect();
+            let items: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, (i, r))| {
+                    let mut item = r.to_json(*i);
+                    if sequential && k > 0 {
+                        item["dependsOn"] = json!([chunk[k - 1].0.to_string()]);
+                    }
+                    item
+                })
+                .collect();
+            // A move answers with the whole message, body included: up to
+            // about twice each mail's size once escaped into JSON.
+            let per_item = self.cfg.max_message_bytes.unwrap_or(50 << 20).saturating_mul(2);
+            let cap = crate::http_body::JSON_PAGE.saturating_add(per_item.saturating_mul(items.len() as u64));
+            let answer =
+                self.json_capped(reqwest::Method::POST, &url, Some(&json!({ "requests": items })), cap).await?;
+            let responses: Vec<BatchResponse> =
+                serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
+                    .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
+            let sent = chunk.len();
             let mut again: Vec<(usize, BatchRequest)> = Vec::new();
             let mut last_error = None;
             let mut asked: Option<Duration> = None;
             let mut throttled = false;
-            for chunk in pending.chunks(BATCH_SIZE) {
-                let items: Vec<Value> = chunk.iter().map(|(i, r)| r.to_json(*i)).collect();
-                // A move answers with the whole message, body included: up
-                // to about twice each mail's size once escaped into JSON.
-                let per_item = self.cfg.max_message_bytes.unwrap_or(50 << 20).saturating_mul(2);
-                let cap = crate::http_body::JSON_PAGE.saturating_add(per_item.saturating_mul(items.len() as u64));
-                let answer =
-                    self.json_capped(reqwest::Method::POST, &url, Some(&json!({ "requests": items })), cap).await?;
-                let responses: Vec<BatchResponse> =
-                    serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
-                        .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
-                // Answers may come in any order; an item without one is sent again.
-                for (i, request) in chunk {
-                    let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
-                        again.push((*i, request.clone()));
-                        continue;
-                    };
-                    if (200..300).contains(&r.status) {
-                        continue;
-                    }
-                    let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
-                    if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
-                        continue;
-                    }
-                    let item_retry_after = r.retry_after();
-                    let error = self.error_for(r.status, item_retry_after, &body);
-                    if !error.is_transient() {
-                        return Err(error);
-                    }
-                    // As for single requests: the server's Retry-After, else our backoff.
-                    asked = asked.max(item_retry_after);
-                    throttled |= error.retry_after().is_some();
-                    last_error = Some(error);
-                    again.push((*i, request.clone()));
+            let mut unanswered = false;
+            // Answers may come in any order; an item without one is sent again.
+            for (i, request) in chunk {
+                let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
+                    unanswered = true;
+                    again.push((i, request));
+                    continue;
+                };
+                if (200..300).contains(&r.status) {
+                    self.allowance.succeeded();
+                    continue;
                 }
+                if r.status == 424 {
+                    // Not run: the item before it in a sequential batch failed.
+                    again.push((i, request));
+                    continue;
+                }
+                let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
+                if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
+                    continue;
+                }
+                if body.is_concurrency_refusal(r.status) {
+                    self.allowance.refused();
+                }
+                let item_retry_after = r.retry_after();
+                let error = self.error_for(r.status, item_retry_after, &body);
+                if !error.is_transient() {
+                    return Err(error);
+                }
+                // As for single requests: the server's Retry-After, else our backoff.
+                asked = asked.max(item_retry_after);
+                throttled |= error.retry_after().is_some();
+                last_error = Some(error);
+                again.push((i, request));
             }
-            let Some(error) = last_error.or_else(|| {
-                (!again.is_empty()).then(|| SourceError::transient("Graph left $batch requests unanswered"))
-            }) else {
-                return Ok(());
-            };
+            let settled_some = again.len() < sent;
+            if last_error.is_none() && !unanswered && settled_some {
+                // Done, or only items behind one that is gone (404, settled):
+                // those go out again at once.
+                fruitless = 0;
+                for item in again.into_iter().rev() {
+                    pending.push_front(item);
+                }
+                continue;
+            }
+            fruitless = if settled_some { 0 } else { fruitless + 1 };
+            let error = last_error
+                .unwrap_or_else(|| SourceError::transient("Graph left $batch requests unanswered or not run"));
             let wait = asked.unwrap_or(backoff);
-            if attempt == MAX_ATTEMPTS || wait > MAX_WAIT_IN_PASS {
+            if fruitless >= MAX_ATTEMPTS || wait > MAX_WAIT_IN_PASS {
                 return Err(error);
             }
+            tracing::debug!(mailbox = %self.cfg.address, fruitless, items = again.len(), wait_ms = wait.as_millis() as u64, error = %error, "sending $batch items again");
             if throttled {
+                // Every request of the mailbox waits, the next batch too.
                 self.hold_back(wait);
+            } else {
+                tokio::time::sleep(wait).await;
             }
-            tracing::debug!(mailbox = %self.cfg.address, attempt, items = again.len(), wait_ms = wait.as_millis() as u64, "retrying $batch items");
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(Duration::from_secs(8));
-            pending = again;
+            if !settled_some {
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+            }
+            // Sent again first, in their order.
+            for item in again.into_iter().rev() {
+                pending.push_front(item);
+            }
         }
-        unreachable!("the last attempt returns")
+        Ok(())
     }
 
+    /// What an error answer means; a `MailboxConcurrency` refusal also
+    /// takes a request away from those this mailbox may have in flight.
     async fn error_from(&self, response: reqwest::Response) -> SourceError {
         let status = response.status().as_u16();
         let retry_after = retry_after(&response);
@@ -350,6 +500,9 @@ impl GraphClient {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        if body.is_concurrency_refusal(status) {
+            self.allowance.refused();
+        }
         self.error_for(status, retry_after, &body)
     }
 
@@ -760,6 +913,53 @@ mod tests {
     fn error(status: u16, code: &str, retry_after: Option<u64>) -> SourceError {
         let body = GraphErrorBody { error: GraphErrorDetail { code: code.into(), message: "m".into() } };
         client().error_for(status, retry_after.map(Duration::from_secs), &body)
+    }
+
+    /// Whether a request would wait for a place.
+    async fn waits(a: &Allowance) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), a.acquire()).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn concurrency_refusals_narrow_the_requests_in_flight_and_time_widens_them_again() {
+        let a = Allowance::new();
+        let mut held = vec![a.acquire().await, a.acquire().await, a.acquire().await, a.acquire().await];
+        assert!(waits(&a).await, "Outlook's 4, no more");
+        // Two answered "over its MailboxConcurrency limit": two fewer.
+        a.refused();
+        a.refused();
+        assert_eq!(a.allowed(), 2);
+        held.truncate(2);
+        assert!(waits(&a).await, "two in flight are all that is allowed now");
+        held.pop();
+        assert!(!waits(&a).await, "a freed place is taken");
+        drop(held);
+        for _ in 0..3 {
+            a.refused();
+        }
+        assert_eq!(a.allowed(), 1, "never below one");
+        a.succeeded();
+        assert_eq!(a.allowed(), 1, "not widened at once");
+        let earlier = tokio::time::Instant::now().checked_sub(PROBE_AFTER).unwrap();
+        a.lock().changed = earlier;
+        a.succeeded();
+        assert_eq!(a.allowed(), 2, "one more after a quiet while");
+        a.succeeded();
+        assert_eq!(a.allowed(), 2, "one at a time");
+    }
+
+    #[test]
+    fn only_mailbox_concurrency_refusals_narrow_the_requests_in_flight() {
+        let body = |code: &str, message: &str| GraphErrorBody {
+            error: GraphErrorDetail { code: code.into(), message: message.into() },
+        };
+        let outlook = body("ApplicationThrottled", "Application is over its MailboxConcurrency limit.");
+        assert!(outlook.is_concurrency_refusal(429));
+        assert!(!body("TooManyRequests", "Too many requests.").is_concurrency_refusal(429), "a rate, not a count");
+        assert!(
+            !body("ApplicationThrottled", "Application is over its IncomingBytes limit.").is_concurrency_refusal(429)
+        );
+        assert!(!outlook.is_concurrency_refusal(503));
     }
 
     #[test]

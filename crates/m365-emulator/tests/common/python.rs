@@ -36,6 +36,20 @@ pub fn venv_python(package: &str, version: &str) -> PathBuf {
     python
 }
 
+/// Installs `requirement` into the venv of `python` unless `module` imports already: for a
+/// dependency a package uses but does not declare.
+pub fn ensure_module(python: &Path, module: &str, requirement: &str) {
+    let present = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let pip = python.parent().expect("venv bin").join("pip");
+        run(Command::new(pip).args(["install", "--quiet", "--disable-pip-version-check", requirement]));
+    }
+}
+
 /// A running script under `tests/python/` that talks JSON lines over stdin/stdout.
 pub struct Script {
     child: Child,

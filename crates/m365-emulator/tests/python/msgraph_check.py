@@ -1,5 +1,6 @@
 """Microsoft's Graph SDK for Python (msgraph-sdk) against the emulator: list a folder's messages
-page by page and follow delta, as an application would, and see an expired delta link refused. Reads its settings as JSON on stdin,
+page by page and follow delta, as an application would, see an expired delta link refused, and
+send a JSON batch whose items are throttled one by one. Reads its settings as JSON on stdin,
 prints what it saw as JSON on stdout."""
 
 import asyncio
@@ -22,6 +23,7 @@ from msgraph.generated.users.item.mail_folders.item.messages.messages_request_bu
     MessagesRequestBuilder,
 )
 from msgraph_core import GraphClientFactory
+from msgraph_core.requests.batch_request_content import BatchRequestContent
 
 
 class StaticCredential:
@@ -101,6 +103,21 @@ async def main(cfg):
         print(json.dumps({"expired": None}), flush=True)
     except ODataError as e:
         print(json.dumps({"expired": {"status": e.response_status_code, "code": e.error.code}}), flush=True)
+
+    # The test holds some of this app's concurrency slots on a mailbox; the SDK batches GETs of
+    # its inbox and reads each item's own status and headers.
+    cmd = json.loads(sys.stdin.readline())
+    content = BatchRequestContent()
+    other = client.users.by_user_id(cmd["mailbox"]).mail_folders.by_mail_folder_id("inbox").messages
+    for _ in range(cmd["items"]):
+        # The SDK names each item itself (a GUID).
+        content.add_request_information(other.to_get_request_information())
+    answer = await client.batch.post(content)
+    items = {}
+    for rid, item in answer.responses.items():
+        headers = {k.lower(): v for k, v in (item.headers or {}).items()}
+        items[rid] = {"status": item.status, "retry_after": headers.get("retry-after")}
+    print(json.dumps({"batch": items}), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ pub const AGENT: &str = "agent@contoso.test";
 pub const AGENT_PASSWORD: &str = "Agent!Pass1";
 
 pub fn emulator() -> Emulator {
+    emulator_with_latency(0)
+}
+
+/// [`emulator`] whose shared mailbox takes `latency_ms` per request while the request holds one
+/// of the app's concurrency slots on it (so requests running together overlap).
+pub fn emulator_with_latency(latency_ms: u64) -> Emulator {
     let emu = Emulator::start(EmulatorConfig::http(Setup::default())).unwrap();
     emu.add_tenant(TenantSpec::new(DOMAIN)).unwrap();
     emu.add_app(AppSpec {
@@ -43,7 +49,7 @@ pub fn emulator() -> Emulator {
         ..Default::default()
     })
     .unwrap();
-    emu.create_mailbox(MailboxSpec::new(DOMAIN, SHARED)).unwrap();
+    emu.create_mailbox(MailboxSpec { latency_ms, ..MailboxSpec::new(DOMAIN, SHARED) }).unwrap();
     emu
 }
 
