@@ -339,13 +339,24 @@ impl EwsSource {
         if is_exchange_online(&cfg.url) {
             tracing::warn!(mailbox = %cfg.address, "{EXCHANGE_ONLINE_WARNING}");
         }
+        let mut source = Self::unconnected(cfg)?;
+        source.folder_id = source.folder(&source.cfg.folder.clone(), false).await?;
+        if source.cfg.settle == SettleAction::Move {
+            source.processed_id = Some(source.folder(&source.cfg.processed_folder.clone(), true).await?);
+        }
+        source.error_id = source.folder(&source.cfg.error_folder.clone(), true).await?;
+        Ok(source)
+    }
+
+    /// The source before it has asked the server anything.
+    fn unconnected(cfg: EwsConfig) -> Result<Self, SourceError> {
         let tls = crate::tls::client_config(None)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
-        let mut source = Self {
+        Ok(Self {
             http,
             login: Mutex::new(None),
             ntlm_connection: tokio::sync::Mutex::new(None),
@@ -355,13 +366,7 @@ impl EwsSource {
             processed_id: None,
             error_id: String::new(),
             next_sync_state: None,
-        };
-        source.folder_id = source.folder(&source.cfg.folder.clone(), false).await?;
-        if source.cfg.settle == SettleAction::Move {
-            source.processed_id = Some(source.folder(&source.cfg.processed_folder.clone(), true).await?);
-        }
-        source.error_id = source.folder(&source.cfg.error_folder.clone(), true).await?;
-        Ok(source)
+        })
     }
 
     fn impersonated(&self) -> Option<&str> {
@@ -386,6 +391,11 @@ impl EwsSource {
                 self.post_with_password(username, password, *scheme, &envelope).await?
             }
         };
+        self.answer(status, text)
+    }
+
+    /// An answer's text, unless it says the server is busy or the request failed.
+    fn answer(&self, status: u16, text: String) -> Result<String, SourceError> {
         if let Ok(doc) = roxmltree::Document::parse(&text)
             && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
             && code == "ErrorServerBusy"
@@ -702,18 +712,7 @@ impl EwsSource {
             soap::distinguished("msgfolderroot", mailbox)
         );
         let text = self.call(&body).await?;
-        let doc =
-            roxmltree::Document::parse(&text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
-            return Err(self.error("listing folders", &m));
-        }
-        let found = doc
-            .descendants()
-            .filter(|n| n.tag_name().name() == "Folder")
-            .find(|f| soap::text_of(*f, "DisplayName").is_some_and(|d| d.eq_ignore_ascii_case(name)))
-            .and_then(|f| f.descendants().find(|d| d.tag_name().name() == "FolderId"))
-            .and_then(|id| id.attribute("Id").map(str::to_string));
-        match found {
+        match self.folder_named(&text, name)? {
             Some(id) => Ok(id),
             None if create => {
                 let body = format!(
@@ -726,6 +725,21 @@ impl EwsSource {
             }
             None => Err(SourceError::permanent(format!("mailbox {} has no folder {name:?}", self.cfg.address))),
         }
+    }
+
+    /// The id of the folder called `name` in a FindFolder answer.
+    fn folder_named(&self, text: &str, name: &str) -> Result<Option<String>, SourceError> {
+        let doc =
+            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
+            return Err(self.error("listing folders", &m));
+        }
+        Ok(doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "Folder")
+            .find(|f| soap::text_of(*f, "DisplayName").is_some_and(|d| d.eq_ignore_ascii_case(name)))
+            .and_then(|f| f.descendants().find(|d| d.tag_name().name() == "FolderId"))
+            .and_then(|id| id.attribute("Id").map(str::to_string)))
     }
 
     fn folder_id_from(&self, text: &str, doing: &str) -> Result<String, SourceError> {
@@ -755,34 +769,8 @@ impl EwsSource {
                 state.as_deref().map(|s| format!("<m:SyncState>{}</m:SyncState>", soap::escape(s))).unwrap_or_default()
             );
             let text = self.call(&body).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
-                if m.code == "ErrorInvalidSyncStateData" {
-                    return Err(SourceError::permanent("ErrorInvalidSyncStateData"));
-                }
-                return Err(self.error("synchronising the folder", &m));
-            }
-            for change in doc.descendants().filter(|n| n.tag_name().name() == "Changes").flat_map(|c| c.children()) {
-                let id = change
-                    .descendants()
-                    .find(|d| d.tag_name().name() == "ItemId")
-                    .and_then(|d| d.attribute("Id"))
-                    .map(str::to_string);
-                let Some(id) = id else { continue };
-                match change.tag_name().name() {
-                    "Create" => {
-                        let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
-                        if !created.iter().any(|(known, _)| *known == id) {
-                            created.push((id, received));
-                        }
-                    }
-                    "Delete" => created.retain(|(known, _)| *known != id),
-                    _ => {}
-                }
-            }
-            state = soap::text_of(doc.root(), "SyncState");
-            let last = soap::text_of(doc.root(), "IncludesLastItemInRange").is_none_or(|v| v == "true");
+            let (next_state, last) = self.sync_page(&text, &mut created)?;
+            state = next_state;
             if last {
                 created.sort_by(|a, b| a.1.cmp(&b.1));
                 let state = state.ok_or_else(|| SourceError::transient("EWS sync answer without SyncState"))?;
@@ -791,20 +779,143 @@ impl EwsSource {
         }
     }
 
+    /// Reads one SyncFolderItems page into `created` (id, received); returns
+    /// its SyncState and whether it was the last page.
+    fn sync_page(
+        &self,
+        text: &str,
+        created: &mut Vec<(String, String)>,
+    ) -> Result<(Option<String>, bool), SourceError> {
+        let doc =
+            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
+            if m.code == "ErrorInvalidSyncStateData" {
+                return Err(SourceError::permanent("ErrorInvalidSyncStateData"));
+            }
+            return Err(self.error("synchronising the folder", &m));
+        }
+        for change in doc.descendants().filter(|n| n.tag_name().name() == "Changes").flat_map(|c| c.children()) {
+            let id = change
+                .descendants()
+                .find(|d| d.tag_name().name() == "ItemId")
+                .and_then(|d| d.attribute("Id"))
+                .map(str::to_string);
+            let Some(id) = id else { continue };
+            match change.tag_name().name() {
+                "Create" => {
+                    let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
+                    if !created.iter().any(|(known, _)| *known == id) {
+                        created.push((id, received));
+                    }
+                }
+                "Delete" => created.retain(|(known, _)| *known != id),
+                _ => {}
+            }
+        }
+        let state = soap::text_of(doc.root(), "SyncState");
+        let last = soap::text_of(doc.root(), "IncludesLastItemInRange").is_none_or(|v| v == "true");
+        Ok((state, last))
+    }
+
+    /// The mails of a GetItem answer; items gone since the listing are left out.
+    fn mime_items(&self, text: &str) -> Result<Vec<RemoteMail>, SourceError> {
+        let doc =
+            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let mut mails = Vec::new();
+        for (node_id, m) in soap::responses(&doc) {
+            if m.class != "Success" {
+                if m.code == "ErrorItemNotFound" {
+                    continue; // gone since the listing
+                }
+                return Err(self.error("reading a mail", &m));
+            }
+            let node = doc.get_node(node_id).expect("node of this document");
+            let id = node
+                .descendants()
+                .find(|d| d.tag_name().name() == "ItemId")
+                .and_then(|d| d.attribute("Id"))
+                .map(str::to_string);
+            let mime = soap::text_of(node, "MimeContent");
+            let (Some(id), Some(mime)) = (id, mime) else { continue };
+            let cleaned: String = mime.split_whitespace().collect();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
+            mails.push(RemoteMail::new(id, raw));
+        }
+        Ok(mails)
+    }
+
+    /// Whether an item operation's answer says every item was done
+    /// (ErrorItemNotFound counts as done).
+    fn items_done(&self, text: &str, doing: &str) -> Result<(), SourceError> {
+        let doc =
+            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        for (_, m) in soap::responses(&doc) {
+            if m.class != "Success" && m.code != "ErrorItemNotFound" {
+                return Err(self.error(doing, &m));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs an item operation in chunks; ErrorItemNotFound counts as done
     /// (settling is idempotent).
     async fn per_items(&self, ids: &[String], doing: &str, body: impl Fn(&str) -> String) -> Result<(), SourceError> {
         for chunk in ids.chunks(ITEMS_PER_REQUEST) {
             let text = self.call(&body(&soap::item_ids(chunk))).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            for (_, m) in soap::responses(&doc) {
-                if m.class != "Success" && m.code != "ErrorItemNotFound" {
-                    return Err(self.error(doing, &m));
-                }
-            }
+            self.items_done(&text, doing)?;
         }
         Ok(())
+    }
+}
+
+/// Fuzzing ([`crate::fuzzing`]): every reader of an EWS answer, with
+/// `text` as the answer; panics where a result breaks what the session
+/// relies on.
+pub(crate) fn read_answer(text: &str) {
+    thread_local! {
+        static SOURCE: EwsSource = EwsSource::unconnected(EwsConfig {
+            url: "https://ews.fuzz.invalid/EWS/Exchange.asmx".into(),
+            address: "desk@fuzz.invalid".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            auth: EwsAuth::Password { username: "robot".into(), password: "secret".into(), scheme: PasswordScheme::Auto },
+            timeout: Duration::from_secs(5),
+            sync_state: None,
+        })
+        .expect("an EWS source without a server");
+    }
+    SOURCE.with(|source| {
+        for status in [200, 401, 500, 503] {
+            let _ = source.answer(status, text.to_string());
+            let _ = source.soap_fault(status, text);
+        }
+        let _ = source.folder_id_from(text, "finding folder inbox");
+        let _ = source.folder_named(text, "Processed");
+        let mut created = Vec::new();
+        if source.sync_page(text, &mut created).is_ok() {
+            let unique: std::collections::HashSet<&String> = created.iter().map(|(id, _)| id).collect();
+            assert_eq!(unique.len(), created.len(), "a sync page listed an item twice");
+        }
+        let _ = source.mime_items(text);
+        let _ = source.items_done(text, "moving a mail");
+    });
+}
+
+/// Fuzzing ([`crate::fuzzing`]): a `WWW-Authenticate` value as the
+/// password login reads it.
+pub(crate) fn read_www_authenticate(value: &str) {
+    let offered = www_authenticate::parse(value);
+    let _ = www_authenticate::choose(&offered);
+    let _ = www_authenticate::names(&offered);
+    for scheme in ["NTLM", "Negotiate", "Basic"] {
+        if let Some(token) = www_authenticate::token(&offered, scheme) {
+            assert!(www_authenticate::offers(&offered, scheme), "a token for a scheme not offered");
+            assert!(!token.is_empty() && value.contains(token), "a token that is not in the header");
+        }
     }
 }
 
@@ -831,29 +942,7 @@ impl MailSource for EwsSource {
                 soap::item_ids(chunk)
             );
             let text = self.call(&body).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            for (node_id, m) in soap::responses(&doc) {
-                if m.class != "Success" {
-                    if m.code == "ErrorItemNotFound" {
-                        continue; // gone since the listing
-                    }
-                    return Err(self.error("reading a mail", &m));
-                }
-                let node = doc.get_node(node_id).expect("node of this document");
-                let id = node
-                    .descendants()
-                    .find(|d| d.tag_name().name() == "ItemId")
-                    .and_then(|d| d.attribute("Id"))
-                    .map(str::to_string);
-                let mime = soap::text_of(node, "MimeContent");
-                let (Some(id), Some(mime)) = (id, mime) else { continue };
-                let cleaned: String = mime.split_whitespace().collect();
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(cleaned)
-                    .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
-                mails.push(RemoteMail::new(id, raw));
-            }
+            mails.extend(self.mime_items(&text)?);
         }
         Ok(mails)
     }

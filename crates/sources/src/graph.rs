@@ -114,6 +114,16 @@ impl BatchResponse {
     }
 }
 
+/// What a `$batch` answer said about one request.
+#[derive(Debug)]
+enum ItemOutcome {
+    Done,
+    /// No answer for it: sent again.
+    Unanswered,
+    /// A transient error (with the item's Retry-After): sent again.
+    Retry(SourceError, Option<Duration>),
+}
+
 /// HTTP to Graph for one mailbox.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -258,32 +268,18 @@ impl GraphClient {
             for chunk in pending.chunks(BATCH_SIZE) {
                 let items: Vec<Value> = chunk.iter().map(|(i, r)| r.to_json(*i)).collect();
                 let answer = self.json(reqwest::Method::POST, &url, Some(&json!({ "requests": items }))).await?;
-                let responses: Vec<BatchResponse> =
-                    serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
-                        .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
-                // Answers may come in any order; an item without one is sent again.
-                for (i, request) in chunk {
-                    let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
-                        again.push((*i, request.clone()));
-                        continue;
-                    };
-                    if (200..300).contains(&r.status) {
-                        continue;
+                for (i, request, outcome) in self.batch_answer(&answer, chunk)? {
+                    match outcome {
+                        ItemOutcome::Done => {}
+                        ItemOutcome::Unanswered => again.push((i, request)),
+                        ItemOutcome::Retry(error, item_retry_after) => {
+                            // As for single requests: the server's Retry-After, else our backoff.
+                            asked = asked.max(item_retry_after);
+                            throttled |= error.retry_after().is_some();
+                            last_error = Some(error);
+                            again.push((i, request));
+                        }
                     }
-                    let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
-                    if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
-                        continue;
-                    }
-                    let item_retry_after = r.retry_after();
-                    let error = self.error_for(r.status, item_retry_after, &body);
-                    if !error.is_transient() {
-                        return Err(error);
-                    }
-                    // As for single requests: the server's Retry-After, else our backoff.
-                    asked = asked.max(item_retry_after);
-                    throttled |= error.retry_after().is_some();
-                    last_error = Some(error);
-                    again.push((*i, request.clone()));
                 }
             }
             let Some(error) = last_error.or_else(|| {
@@ -304,6 +300,42 @@ impl GraphClient {
             pending = again;
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Reads one `$batch` answer for `chunk`: what became of each request.
+    /// A permanent error ends the batch.
+    fn batch_answer(
+        &self,
+        answer: &Value,
+        chunk: &[(usize, BatchRequest)],
+    ) -> Result<Vec<(usize, BatchRequest, ItemOutcome)>, SourceError> {
+        let responses: Vec<BatchResponse> =
+            serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
+                .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
+        let mut out = Vec::with_capacity(chunk.len());
+        // Answers may come in any order; an item without one is sent again.
+        for (i, request) in chunk {
+            let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
+                out.push((*i, request.clone(), ItemOutcome::Unanswered));
+                continue;
+            };
+            if (200..300).contains(&r.status) {
+                out.push((*i, request.clone(), ItemOutcome::Done));
+                continue;
+            }
+            let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
+            if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
+                out.push((*i, request.clone(), ItemOutcome::Done));
+                continue;
+            }
+            let item_retry_after = r.retry_after();
+            let error = self.error_for(r.status, item_retry_after, &body);
+            if !error.is_transient() {
+                return Err(error);
+            }
+            out.push((*i, request.clone(), ItemOutcome::Retry(error, item_retry_after)));
+        }
+        Ok(out)
     }
 
     async fn error_from(&self, response: reqwest::Response) -> SourceError {
@@ -376,6 +408,34 @@ fn is_not_found(e: &SourceError) -> bool {
     e.is_permanent() && (e.to_string().contains("ErrorItemNotFound") || e.to_string().contains("HTTP 404"))
 }
 
+/// Where a delta page leads.
+#[derive(Debug, PartialEq, Eq)]
+enum DeltaNext {
+    /// Another page: its nextLink.
+    Page(String),
+    /// The last page: the deltaLink for the next pass.
+    Done(String),
+}
+
+/// Reads one delta page's messages into `found` (id, receivedDateTime).
+fn delta_page(page: &Value, found: &mut Vec<(String, String)>) -> Result<DeltaNext, SourceError> {
+    for item in page["value"].as_array().into_iter().flatten() {
+        let Some(id) = item["id"].as_str() else { continue };
+        // The same change can come twice; removed ones are gone.
+        if item.get("@removed").is_none() && !found.iter().any(|(known, _)| known == id) {
+            let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
+            found.push((id.to_string(), received));
+        }
+    }
+    if let Some(next) = page["@odata.nextLink"].as_str() {
+        Ok(DeltaNext::Page(next.to_string()))
+    } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
+        Ok(DeltaNext::Done(delta.to_string()))
+    } else {
+        Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"))
+    }
+}
+
 /// A Graph mailbox folder as a [`MailSource`].
 pub struct GraphSource {
     client: GraphClient,
@@ -407,23 +467,14 @@ impl GraphSource {
         let mut found: Vec<(String, String)> = Vec::new();
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
-            for item in page["value"].as_array().into_iter().flatten() {
-                let Some(id) = item["id"].as_str() else { continue };
-                // The same change can come twice; removed ones are gone.
-                if item.get("@removed").is_none() && !found.iter().any(|(known, _)| known == id) {
-                    let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
-                    found.push((id.to_string(), received));
+            match delta_page(&page, &mut found)? {
+                DeltaNext::Page(next) => url = next,
+                DeltaNext::Done(delta) => {
+                    // Delta pages come in no particular order; a reply must be
+                    // processed after the mail it answers.
+                    found.sort_by(|a, b| a.1.cmp(&b.1));
+                    return Ok((found.into_iter().map(|(id, _)| id).collect(), delta));
                 }
-            }
-            if let Some(next) = page["@odata.nextLink"].as_str() {
-                url = next.to_string();
-            } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
-                // Delta pages come in no particular order; a reply must be
-                // processed after the mail it answers.
-                found.sort_by(|a, b| a.1.cmp(&b.1));
-                return Ok((found.into_iter().map(|(id, _)| id).collect(), delta.to_string()));
-            } else {
-                return Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"));
             }
         }
     }
@@ -624,6 +675,51 @@ impl MailSource for GraphSource {
         let waiting = self.delta(&self.initial_delta_url()).await?.0.len();
         Ok(crate::Probe { folders, waiting, unread })
     }
+}
+
+/// Fuzzing ([`crate::fuzzing`]): every reader of a Graph answer, with
+/// `body` as the answer: the error JSON (for each status that has a
+/// meaning), a delta page, a `$batch` answer.
+pub(crate) fn read_answer(body: &[u8]) {
+    struct NoTokens;
+    #[async_trait::async_trait]
+    impl BearerTokens for NoTokens {
+        async fn token(&self, _renew: bool) -> Result<String, SourceError> {
+            Err(SourceError::permanent("no tokens while fuzzing"))
+        }
+    }
+    thread_local! {
+        static CLIENT: GraphClient = GraphClient::new(GraphConfig {
+            base_url: "https://graph.fuzz.invalid".into(),
+            address: "desk@fuzz.invalid".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            tokens: Arc::new(NoTokens),
+            timeout: Duration::from_secs(5),
+            delta_link: None,
+            max_message_bytes: Some(1 << 20),
+        })
+        .expect("a Graph client without a server");
+    }
+    CLIENT.with(|client| {
+        let error: GraphErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        for status in [400, 401, 403, 404, 409, 410, 429, 500, 503, 509] {
+            let _ = client.error_for(status, Some(Duration::from_secs(1)), &error);
+        }
+        let Ok(page) = serde_json::from_slice::<Value>(body) else { return };
+        let mut found = Vec::new();
+        let _ = delta_page(&page, &mut found);
+        let unique: std::collections::HashSet<&String> = found.iter().map(|(id, _)| id).collect();
+        assert_eq!(unique.len(), found.len(), "a delta page listed a message twice");
+        let chunk: Vec<(usize, BatchRequest)> = (0..BATCH_SIZE)
+            .map(|i| (i, BatchRequest { method: "POST", url: format!("/users/x/messages/{i}/move"), body: None }))
+            .collect();
+        if let Ok(outcomes) = client.batch_answer(&page, &chunk) {
+            assert_eq!(outcomes.len(), chunk.len(), "a $batch answer lost requests");
+        }
+    });
 }
 
 /// Reads a `$value` body as it streams in, giving up on a mail over the
