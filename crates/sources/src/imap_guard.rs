@@ -152,7 +152,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for FrameGuard<T> {
                 let new = &buf.filled()[before..];
                 // Copied out: `observe` needs `this` mutably.
                 let new = new.to_vec();
-                Poll::Ready(this.observe(&new))
+                let verdict = this.observe(&new);
+                if verdict.is_err() {
+                    // A read that fails has read nothing (callers such as
+                    // tokio's read_to_end rely on it).
+                    buf.set_filled(before);
+                }
+                Poll::Ready(verdict)
             }
             other => other,
         }
