@@ -319,6 +319,36 @@ mod www_authenticate {
     }
 }
 
+/// Items a sync created and did not delete again: (id, received) in the
+/// order first created, each once.
+#[derive(Debug, Default)]
+struct Created {
+    /// Deleted items leave a hole (None) rather than shifting the rest.
+    items: Vec<Option<(String, String)>>,
+    /// Where each live id is in `items`: a first sync lists the whole
+    /// folder, and searching the list for each change took quadratic time.
+    at: std::collections::HashMap<String, usize>,
+}
+
+impl Created {
+    fn create(&mut self, id: String, received: String) {
+        if !self.at.contains_key(&id) {
+            self.at.insert(id.clone(), self.items.len());
+            self.items.push(Some((id, received)));
+        }
+    }
+
+    fn delete(&mut self, id: &str) {
+        if let Some(i) = self.at.remove(id) {
+            self.items[i] = None;
+        }
+    }
+
+    fn items(self) -> Vec<(String, String)> {
+        self.items.into_iter().flatten().collect()
+    }
+}
+
 /// An EWS mailbox folder as a [`MailSource`].
 pub struct EwsSource {
     http: reqwest::Client,
@@ -758,7 +788,7 @@ impl EwsSource {
     /// oldest first, and the new SyncState.
     async fn sync(&self, state: Option<&str>) -> Result<(Vec<String>, String), SourceError> {
         let mut state = state.map(str::to_string);
-        let mut created: Vec<(String, String)> = Vec::new();
+        let mut created = Created::default();
         loop {
             let body = format!(
                 "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>\
@@ -772,6 +802,7 @@ impl EwsSource {
             let (next_state, last) = self.sync_page(&text, &mut created)?;
             state = next_state;
             if last {
+                let mut created = created.items();
                 created.sort_by(|a, b| a.1.cmp(&b.1));
                 let state = state.ok_or_else(|| SourceError::transient("EWS sync answer without SyncState"))?;
                 return Ok((created.into_iter().map(|(id, _)| id).collect(), state));
@@ -781,11 +812,7 @@ impl EwsSource {
 
     /// Reads one SyncFolderItems page into `created` (id, received); returns
     /// its SyncState and whether it was the last page.
-    fn sync_page(
-        &self,
-        text: &str,
-        created: &mut Vec<(String, String)>,
-    ) -> Result<(Option<String>, bool), SourceError> {
+    fn sync_page(&self, text: &str, created: &mut Created) -> Result<(Option<String>, bool), SourceError> {
         let doc =
             roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
@@ -804,11 +831,9 @@ impl EwsSource {
             match change.tag_name().name() {
                 "Create" => {
                     let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
-                    if !created.iter().any(|(known, _)| *known == id) {
-                        created.push((id, received));
-                    }
+                    created.create(id, received);
                 }
-                "Delete" => created.retain(|(known, _)| *known != id),
+                "Delete" => created.delete(&id),
                 _ => {}
             }
         }
@@ -895,8 +920,9 @@ pub(crate) fn read_answer(text: &str) {
         }
         let _ = source.folder_id_from(text, "finding folder inbox");
         let _ = source.folder_named(text, "Processed");
-        let mut created = Vec::new();
+        let mut created = Created::default();
         if source.sync_page(text, &mut created).is_ok() {
+            let created = created.items();
             let unique: std::collections::HashSet<&String> = created.iter().map(|(id, _)| id).collect();
             assert_eq!(unique.len(), created.len(), "a sync page listed an item twice");
         }
@@ -1016,6 +1042,62 @@ impl MailSource for EwsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source() -> EwsSource {
+        EwsSource::unconnected(EwsConfig {
+            url: "https://mail.contoso.local/EWS/Exchange.asmx".into(),
+            address: "desk@contoso.local".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            auth: EwsAuth::Password { username: "u".into(), password: "p".into(), scheme: PasswordScheme::Auto },
+            timeout: Duration::from_secs(5),
+            sync_state: None,
+        })
+        .unwrap()
+    }
+
+    fn sync_answer(changes: &str) -> String {
+        format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <m:SyncFolderItemsResponse xmlns:m=\"{}\" xmlns:t=\"{}\"><m:ResponseMessages>\
+             <m:SyncFolderItemsResponseMessage ResponseClass=\"Success\"><m:ResponseCode>NoError</m:ResponseCode>\
+             <m:SyncState>S</m:SyncState><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>\
+             <m:Changes>{changes}</m:Changes></m:SyncFolderItemsResponseMessage></m:ResponseMessages>\
+             </m:SyncFolderItemsResponse></s:Body></s:Envelope>",
+            soap::NS_MESSAGES,
+            soap::NS_TYPES
+        )
+    }
+
+    fn create(id: &str) -> String {
+        format!("<t:Create><t:Message><t:ItemId Id=\"{id}\"/></t:Message></t:Create>")
+    }
+
+    #[test]
+    fn sync_pages_keep_creates_in_order_without_the_deleted() {
+        let changes =
+            [create("a"), create("b"), "<t:Delete><t:ItemId Id=\"a\"/></t:Delete>".into(), create("b"), create("a")];
+        let mut created = Created::default();
+        let (state, last) = source().sync_page(&sync_answer(&changes.concat()), &mut created).unwrap();
+        assert_eq!((state.as_deref(), last), (Some("S"), true));
+        let ids: Vec<String> = created.items().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["b", "a"]);
+    }
+
+    /// Found by fuzzing: each change was looked up in every item created
+    /// before it, so the first sync of a big folder took quadratic time.
+    #[test]
+    fn a_sync_page_of_many_items_reads_in_linear_time() {
+        let changes: String = (0..100_000).map(|i| create(&format!("AAMk{i}"))).collect();
+        let text = sync_answer(&changes);
+        let started = std::time::Instant::now();
+        let mut created = Created::default();
+        source().sync_page(&text, &mut created).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+        assert_eq!(created.items().len(), 100_000);
+    }
 
     #[test]
     fn exchange_online_is_recognised() {

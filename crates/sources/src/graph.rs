@@ -417,14 +417,24 @@ enum DeltaNext {
     Done(String),
 }
 
-/// Reads one delta page's messages into `found` (id, receivedDateTime).
-fn delta_page(page: &Value, found: &mut Vec<(String, String)>) -> Result<DeltaNext, SourceError> {
+/// Messages listed by the delta pages so far: (id, receivedDateTime) in
+/// the order first seen, each once.
+#[derive(Debug, Default)]
+struct Found {
+    messages: Vec<(String, String)>,
+    /// The ids in `messages`: a folder's first listing runs to many
+    /// thousands, and looking each up in the list took quadratic time.
+    ids: std::collections::HashSet<String>,
+}
+
+/// Reads one delta page's messages into `found`.
+fn delta_page(page: &Value, found: &mut Found) -> Result<DeltaNext, SourceError> {
     for item in page["value"].as_array().into_iter().flatten() {
         let Some(id) = item["id"].as_str() else { continue };
         // The same change can come twice; removed ones are gone.
-        if item.get("@removed").is_none() && !found.iter().any(|(known, _)| known == id) {
+        if item.get("@removed").is_none() && found.ids.insert(id.to_string()) {
             let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
-            found.push((id.to_string(), received));
+            found.messages.push((id.to_string(), received));
         }
     }
     if let Some(next) = page["@odata.nextLink"].as_str() {
@@ -464,7 +474,7 @@ impl GraphSource {
     /// messages present (not removed), oldest first, and the deltaLink.
     async fn delta(&self, start: &str) -> Result<(Vec<String>, String), SourceError> {
         let mut url = start.to_string();
-        let mut found: Vec<(String, String)> = Vec::new();
+        let mut found = Found::default();
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
             match delta_page(&page, &mut found)? {
@@ -472,6 +482,7 @@ impl GraphSource {
                 DeltaNext::Done(delta) => {
                     // Delta pages come in no particular order; a reply must be
                     // processed after the mail it answers.
+                    let mut found = found.messages;
                     found.sort_by(|a, b| a.1.cmp(&b.1));
                     return Ok((found.into_iter().map(|(id, _)| id).collect(), delta));
                 }
@@ -709,10 +720,10 @@ pub(crate) fn read_answer(body: &[u8]) {
             let _ = client.error_for(status, Some(Duration::from_secs(1)), &error);
         }
         let Ok(page) = serde_json::from_slice::<Value>(body) else { return };
-        let mut found = Vec::new();
+        let mut found = Found::default();
         let _ = delta_page(&page, &mut found);
-        let unique: std::collections::HashSet<&String> = found.iter().map(|(id, _)| id).collect();
-        assert_eq!(unique.len(), found.len(), "a delta page listed a message twice");
+        let unique: std::collections::HashSet<&String> = found.messages.iter().map(|(id, _)| id).collect();
+        assert_eq!(unique.len(), found.messages.len(), "a delta page listed a message twice");
         let chunk: Vec<(usize, BatchRequest)> = (0..BATCH_SIZE)
             .map(|i| (i, BatchRequest { method: "POST", url: format!("/users/x/messages/{i}/move"), body: None }))
             .collect();
@@ -777,6 +788,25 @@ mod tests {
     fn error(status: u16, code: &str, retry_after: Option<u64>) -> SourceError {
         let body = GraphErrorBody { error: GraphErrorDetail { code: code.into(), message: "m".into() } };
         client().error_for(status, retry_after.map(Duration::from_secs), &body)
+    }
+
+    /// Found by fuzzing: each message was looked up in every one listed
+    /// before it, so the first listing of a big folder took quadratic time
+    /// (minutes for this page).
+    #[test]
+    fn a_delta_page_of_many_messages_reads_in_linear_time() {
+        let mut items: Vec<Value> = (0..200_000)
+            .map(|i| json!({"id": format!("AAMk{i}"), "receivedDateTime": "2024-01-01T00:00:00Z"}))
+            .collect();
+        items.push(json!({"id": "AAMk7"}));
+        items.push(json!({"id": "AAMk8", "@removed": {"reason": "deleted"}}));
+        let page = json!({"value": items, "@odata.deltaLink": "next-time"});
+        let started = std::time::Instant::now();
+        let mut found = Found::default();
+        assert_eq!(delta_page(&page, &mut found).unwrap(), DeltaNext::Done("next-time".into()));
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert_eq!(found.messages.len(), 200_000);
+        assert_eq!(found.messages[7].0, "AAMk7");
     }
 
     #[test]
