@@ -183,6 +183,72 @@ mod soap {
         pub back_off_ms: Option<u64>,
     }
 
+    /// How deep an answer may nest: EWS answers nest a dozen levels.
+    pub const MAX_DEPTH: usize = 256;
+
+    /// Parses an answer. Deeper nesting is refused before the XML parser
+    /// sees it: roxmltree recurses per level, and a few thousand levels
+    /// (tens of kilobytes from a broken or hostile server) overflowed the
+    /// stack, which aborts the whole process.
+    pub fn parse(text: &str) -> Result<roxmltree::Document<'_>, crate::SourceError> {
+        if !nests_within(text, MAX_DEPTH) {
+            return Err(crate::SourceError::transient(format!(
+                "EWS sent bad XML: elements nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        roxmltree::Document::parse(text).map_err(|e| crate::SourceError::transient(format!("EWS sent bad XML: {e}")))
+    }
+
+    /// Whether no element in `text` lies more than `max` levels deep: open
+    /// tags (quoted attribute values skipped) less close tags; comments,
+    /// CDATA, processing instructions and declarations hold none.
+    pub fn nests_within(text: &str, max: usize) -> bool {
+        let b = text.as_bytes();
+        let skip_to = |from: usize, end: &[u8]| {
+            b[from..].windows(end.len()).position(|w| w == end).map_or(b.len(), |i| from + i + end.len())
+        };
+        let (mut i, mut depth) = (0, 0usize);
+        while let Some(at) = b[i..].iter().position(|&c| c == b'<') {
+            i += at + 1;
+            let rest = &b[i..];
+            if rest.starts_with(b"/") {
+                depth = depth.saturating_sub(1);
+            } else if rest.starts_with(b"!--") {
+                i = skip_to(i, b"-->");
+            } else if rest.starts_with(b"![CDATA[") {
+                i = skip_to(i, b"]]>");
+            } else if rest.starts_with(b"?") {
+                i = skip_to(i, b"?>");
+            } else if rest.starts_with(b"!") {
+                i = skip_to(i, b">");
+            } else {
+                // An open tag: find its end outside quoted values.
+                let mut quote = None;
+                let mut end = b.len();
+                for (j, &c) in rest.iter().enumerate() {
+                    match (quote, c) {
+                        (Some(q), _) if c == q => quote = None,
+                        (Some(_), _) => {}
+                        (None, b'"' | b'\'') => quote = Some(c),
+                        (None, b'>') => {
+                            end = i + j;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                if end == b.len() || b[end - 1] != b'/' {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                i = end.min(b.len());
+            }
+        }
+        true
+    }
+
     pub fn responses(doc: &roxmltree::Document<'_>) -> Vec<(roxmltree::NodeId, ResponseMessage)> {
         doc.descendants()
             .filter(|n| n.is_element() && n.has_attribute("ResponseClass"))
@@ -426,7 +492,7 @@ impl EwsSource {
 
     /// An answer's text, unless it says the server is busy or the request failed.
     fn answer(&self, status: u16, text: String) -> Result<String, SourceError> {
-        if let Ok(doc) = roxmltree::Document::parse(&text)
+        if let Ok(doc) = soap::parse(&text)
             && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
             && code == "ErrorServerBusy"
         {
@@ -447,7 +513,7 @@ impl EwsSource {
     /// not pass by retrying; an unexplained 5xx might.
     fn soap_fault(&self, status: u16, text: &str) -> SourceError {
         let mailbox = &self.cfg.address;
-        let parsed = roxmltree::Document::parse(text).ok();
+        let parsed = soap::parse(text).ok();
         let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
         match (field("ResponseCode"), field("faultstring")) {
             (Some(code), fault) if code != "ErrorInternalServerError" => SourceError::permanent(format!(
@@ -759,8 +825,7 @@ impl EwsSource {
 
     /// The id of the folder called `name` in a FindFolder answer.
     fn folder_named(&self, text: &str, name: &str) -> Result<Option<String>, SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
             return Err(self.error("listing folders", &m));
         }
@@ -773,8 +838,7 @@ impl EwsSource {
     }
 
     fn folder_id_from(&self, text: &str, doing: &str) -> Result<String, SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
             return Err(self.error(doing, &m));
         }
@@ -813,8 +877,7 @@ impl EwsSource {
     /// Reads one SyncFolderItems page into `created` (id, received); returns
     /// its SyncState and whether it was the last page.
     fn sync_page(&self, text: &str, created: &mut Created) -> Result<(Option<String>, bool), SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
             if m.code == "ErrorInvalidSyncStateData" {
                 return Err(SourceError::permanent("ErrorInvalidSyncStateData"));
@@ -844,8 +907,7 @@ impl EwsSource {
 
     /// The mails of a GetItem answer; items gone since the listing are left out.
     fn mime_items(&self, text: &str) -> Result<Vec<RemoteMail>, SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         let mut mails = Vec::new();
         for (node_id, m) in soap::responses(&doc) {
             if m.class != "Success" {
@@ -874,8 +936,7 @@ impl EwsSource {
     /// Whether an item operation's answer says every item was done
     /// (ErrorItemNotFound counts as done).
     fn items_done(&self, text: &str, doing: &str) -> Result<(), SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         for (_, m) in soap::responses(&doc) {
             if m.class != "Success" && m.code != "ErrorItemNotFound" {
                 return Err(self.error(doing, &m));
@@ -1097,6 +1158,42 @@ mod tests {
         source().sync_page(&text, &mut created).unwrap();
         assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
         assert_eq!(created.items().len(), 100_000);
+    }
+
+    /// Found by fuzzing: a deeply nested answer overflowed the stack inside
+    /// the XML parser, which aborts the process; now it is refused first.
+    #[test]
+    fn deeply_nested_answers_are_refused_not_a_stack_overflow() {
+        let deep = sync_answer(&"<t:Create>".repeat(200_000));
+        let source = source();
+        // The robot reads answers on tokio's worker threads (2 MiB stacks).
+        let errors = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let mut created = Created::default();
+                // Read for ErrorServerBusy and faults, then passed on.
+                assert!(source.answer(500, deep.clone()).is_ok());
+                assert!(source.soap_fault(500, &deep).to_string().contains("EWS failed (HTTP 500)"));
+                [
+                    source.sync_page(&deep, &mut created).unwrap_err(),
+                    source.mime_items(&deep).unwrap_err(),
+                    source.folder_id_from(&deep, "finding folder").unwrap_err(),
+                    source.items_done(&deep, "moving").unwrap_err(),
+                ]
+                .map(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for e in errors {
+            assert!(e.contains("nested deeper than 256"), "{e}");
+        }
+        // Nesting as EWS sends it, with comments, CDATA, quoted '>' and
+        // self-closing tags, passes.
+        assert!(soap::nests_within(&sync_answer(&create("a>b")), 20));
+        assert!(soap::nests_within(&"<a/><!-- <x> --><![CDATA[<y>]]><?pi <z>?>".repeat(1000), 1));
+        assert!(!soap::nests_within("<a><b><c>", 2));
+        assert!(soap::nests_within("<a><b></b><b x='>'></b></a>", 2));
     }
 
     #[test]
