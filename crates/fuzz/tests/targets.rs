@@ -97,3 +97,25 @@ fn full_session_seeds_reach_the_end() {
         }
     }
 }
+
+/// Found by fuzzing: an IMAP response nesting parentheses a hundred
+/// thousand deep overflowed the stack of the thread reading it (imap-proto
+/// parses them recursively), which aborts the process. The frame guard now
+/// refuses it; the session ends with an error, on a worker-sized stack.
+#[test]
+fn deeply_nested_imap_responses_end_the_session_not_the_process() {
+    for response in ["* 1 FETCH (BODYSTRUCTURE ", "* LIST (", "* 1 FETCH (UID 1 X "] {
+        let mut script = b"* OK ready\r\nA0001 OK in\r\n* CAPABILITY IMAP4rev1 MOVE\r\nA0002 OK\r\n".to_vec();
+        script.extend(response.as_bytes());
+        script.extend("(".repeat(100_000).as_bytes());
+        script.extend(b"\r\nA0003 OK\r\n");
+        let reached = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || mailrobot_sources::fuzzing::imap_session(&script, b'B', 0))
+            .unwrap()
+            .join()
+            .unwrap();
+        // Read whole, the guard meets the response while the greeting is read.
+        assert!(matches!(reached, "nothing" | "login"), "{response}: {reached}");
+    }
+}
