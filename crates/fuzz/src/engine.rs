@@ -148,7 +148,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -158,7 +158,7 @@ impl Rng {
 
     /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
     }
 
     fn chance(&mut self, one_in: usize) -> bool {
@@ -197,7 +197,7 @@ pub fn mutate(rng: &mut Rng, input: &mut Vec<u8>, others: &[Vec<u8>], dictionary
         }
         2 => {
             let at = rng.below(len + 1);
-            let bytes: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next_u64() as u8).collect();
             input.splice(at..at, bytes);
         }
         3 if len > 0 => {
@@ -284,7 +284,7 @@ pub fn mutate(rng: &mut Rng, input: &mut Vec<u8>, others: &[Vec<u8>], dictionary
         }
         _ => {
             let at = rng.below(len + 1);
-            input.insert(at, rng.next() as u8);
+            input.insert(at, rng.next_u64() as u8);
         }
     }
 }
@@ -385,7 +385,9 @@ pub fn fuzz(target: &'static Target, settings: &Settings) -> Result<Report, Find
         let settings = settings.clone();
         std::thread::Builder::new()
             .name(format!("fuzz-{}", target.name))
-            .stack_size(64 << 20)
+            // The main thread's size: deep recursion that would overflow a
+            // worker thread in a release build shows here too.
+            .stack_size(8 << 20)
             .spawn(move || work(target, corpus, &settings, &running))
             .expect("a fuzzing thread")
     };

@@ -80,7 +80,8 @@ fn token_error() {
 #[test]
 fn full_session_seeds_reach_the_end() {
     use mailrobot_sources::fuzzing;
-    let sessions: [(&str, fn(&[u8], u8, u64) -> &'static str, &str); 3] = [
+    type Session = fn(&[u8], u8, u64) -> &'static str;
+    let sessions: [(&str, Session, &str); 3] = [
         ("imap_session", fuzzing::imap_session, "settle"),
         ("pop3_session", fuzzing::pop3_session, "quit"),
         ("smtp_session", fuzzing::smtp_session, "sent"),

@@ -43,7 +43,7 @@ impl Scripted {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let r = self.rng;
-        if r % 4 == 0 { 1 + (r >> 8) as usize % 8 } else { 1 + (r >> 8) as usize % 4096 }
+        if r.is_multiple_of(4) { 1 + (r >> 8) as usize % 8 } else { 1 + (r >> 8) as usize % 4096 }
     }
 }
 
