@@ -3,6 +3,7 @@
 //! is not a mail at all is an error.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Addr, Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
@@ -74,15 +75,22 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
 
     let in_reply_to = id_list(msg.in_reply_to());
     let references = id_list(msg.references());
+    // Each id once, in order. A set, not a search of the list: References
+    // can hold a hundred thousand ids, and searching made that quadratic.
     let mut refers_to: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for id in in_reply_to.iter().chain(&references) {
-        push_unique(&mut refers_to, id);
+        if seen.insert(id) {
+            refers_to.push(id.clone());
+        }
     }
     let mut original_subject = None;
     if kind == crate::MailKind::Bounce {
         let (original_id, subject) = bounced_original(msg);
-        if let Some(id) = original_id {
-            push_unique(&mut refers_to, &id);
+        if let Some(id) = original_id
+            && !seen.contains(id.as_str())
+        {
+            refers_to.push(id);
         }
         original_subject = subject;
     }
@@ -106,12 +114,6 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         no_auto_answer,
         fingerprint: content_fingerprint(raw),
         warnings,
-    }
-}
-
-fn push_unique(list: &mut Vec<String>, id: &str) {
-    if !list.iter().any(|known| known == id) {
-        list.push(id.to_string());
     }
 }
 
@@ -270,4 +272,27 @@ fn take_attachments(msg: &mut Message<'_>) -> Vec<Attachment> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mail that refers to very many others (References grows with every
+    /// reply in a long thread, and a sender can make it megabytes): each id
+    /// is kept once, in linear time.
+    #[test]
+    fn many_references_read_in_linear_time() {
+        let ids: String = (0..100_000).map(|i| format!(" <{i}@example.test>\r\n")).collect();
+        let raw = format!(
+            "From: a@example.test\r\nSubject: x\r\nIn-Reply-To: <7@example.test>\r\nReferences:{ids}\r\nbody\r\n"
+        );
+        let started = std::time::Instant::now();
+        let mail = parse(raw.as_bytes()).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+        assert_eq!(mail.references.len(), 100_000);
+        assert_eq!(mail.refers_to.len(), 100_000);
+        assert_eq!(mail.refers_to[0], "7@example.test");
+        assert_eq!(mail.refers_to[1], "0@example.test");
+    }
 }

@@ -211,6 +211,72 @@ mod soap {
         pub back_off_ms: Option<u64>,
     }
 
+    /// How deep an answer may nest: EWS answers nest a dozen levels.
+    pub const MAX_DEPTH: usize = 256;
+
+    /// Parses an answer. Deeper nesting is refused before the XML parser
+    /// sees it: roxmltree recurses per level, and a few thousand levels
+    /// (tens of kilobytes from a broken or hostile server) overflowed the
+    /// stack, which aborts the whole process.
+    pub fn parse(text: &str) -> Result<roxmltree::Document<'_>, crate::SourceError> {
+        if !nests_within(text, MAX_DEPTH) {
+            return Err(crate::SourceError::transient(format!(
+                "EWS sent bad XML: elements nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        roxmltree::Document::parse(text).map_err(|e| crate::SourceError::transient(format!("EWS sent bad XML: {e}")))
+    }
+
+    /// Whether no element in `text` lies more than `max` levels deep: open
+    /// tags (quoted attribute values skipped) less close tags; comments,
+    /// CDATA, processing instructions and declarations hold none.
+    pub fn nests_within(text: &str, max: usize) -> bool {
+        let b = text.as_bytes();
+        let skip_to = |from: usize, end: &[u8]| {
+            b[from..].windows(end.len()).position(|w| w == end).map_or(b.len(), |i| from + i + end.len())
+        };
+        let (mut i, mut depth) = (0, 0usize);
+        while let Some(at) = b[i..].iter().position(|&c| c == b'<') {
+            i += at + 1;
+            let rest = &b[i..];
+            if rest.starts_with(b"/") {
+                depth = depth.saturating_sub(1);
+            } else if rest.starts_with(b"!--") {
+                i = skip_to(i, b"-->");
+            } else if rest.starts_with(b"![CDATA[") {
+                i = skip_to(i, b"]]>");
+            } else if rest.starts_with(b"?") {
+                i = skip_to(i, b"?>");
+            } else if rest.starts_with(b"!") {
+                i = skip_to(i, b">");
+            } else {
+                // An open tag: find its end outside quoted values.
+                let mut quote = None;
+                let mut end = b.len();
+                for (j, &c) in rest.iter().enumerate() {
+                    match (quote, c) {
+                        (Some(q), _) if c == q => quote = None,
+                        (Some(_), _) => {}
+                        (None, b'"' | b'\'') => quote = Some(c),
+                        (None, b'>') => {
+                            end = i + j;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                if end == b.len() || b[end - 1] != b'/' {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                i = end.min(b.len());
+            }
+        }
+        true
+    }
+
     pub fn responses(doc: &roxmltree::Document<'_>) -> Vec<(roxmltree::NodeId, ResponseMessage)> {
         doc.descendants()
             .filter(|n| n.is_element() && n.has_attribute("ResponseClass"))
@@ -347,6 +413,36 @@ mod www_authenticate {
     }
 }
 
+/// Items a sync created and did not delete again: (id, received, size) in
+/// the order first created, each once.
+#[derive(Debug, Default)]
+struct Created {
+    /// Deleted items leave a hole (None) rather than shifting the rest.
+    items: Vec<Option<(String, String, Option<u64>)>>,
+    /// Where each live id is in `items`: a first sync lists the whole
+    /// folder, and searching the list for each change took quadratic time.
+    at: std::collections::HashMap<String, usize>,
+}
+
+impl Created {
+    fn create(&mut self, id: String, received: String, size: Option<u64>) {
+        if !self.at.contains_key(&id) {
+            self.at.insert(id.clone(), self.items.len());
+            self.items.push(Some((id, received, size)));
+        }
+    }
+
+    fn delete(&mut self, id: &str) {
+        if let Some(i) = self.at.remove(id) {
+            self.items[i] = None;
+        }
+    }
+
+    fn items(self) -> Vec<(String, String, Option<u64>)> {
+        self.items.into_iter().flatten().collect()
+    }
+}
+
 /// An EWS mailbox folder as a [`MailSource`].
 pub struct EwsSource {
     http: reqwest::Client,
@@ -377,13 +473,24 @@ impl EwsSource {
         if is_exchange_online(&cfg.url) {
             tracing::warn!(mailbox = %cfg.address, "{EXCHANGE_ONLINE_WARNING}");
         }
+        let mut source = Self::unconnected(cfg)?;
+        source.folder_id = source.folder(&source.cfg.folder.clone(), false).await?;
+        if source.cfg.settle == SettleAction::Move {
+            source.processed_id = Some(source.folder(&source.cfg.processed_folder.clone(), true).await?);
+        }
+        source.error_id = source.folder(&source.cfg.error_folder.clone(), true).await?;
+        Ok(source)
+    }
+
+    /// The source before it has asked the server anything.
+    fn unconnected(cfg: EwsConfig) -> Result<Self, SourceError> {
         let tls = crate::tls::client_config(None)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| SourceError::permanent(format!("HTTP client: {e}")))?;
-        let mut source = Self {
+        Ok(Self {
             http,
             login: Mutex::new(None),
             ntlm_connection: tokio::sync::Mutex::new(None),
@@ -395,13 +502,7 @@ impl EwsSource {
             next_sync_state: None,
             sizes: std::collections::HashMap::new(),
             answer_cap: std::sync::atomic::AtomicU64::new(SMALL_ANSWER),
-        };
-        source.folder_id = source.folder(&source.cfg.folder.clone(), false).await?;
-        if source.cfg.settle == SettleAction::Move {
-            source.processed_id = Some(source.folder(&source.cfg.processed_folder.clone(), true).await?);
-        }
-        source.error_id = source.folder(&source.cfg.error_folder.clone(), true).await?;
-        Ok(source)
+        })
     }
 
     fn impersonated(&self) -> Option<&str> {
@@ -456,10 +557,16 @@ impl EwsSource {
                 self.post_with_password(username, password, *scheme, &envelope).await?
             }
         };
+        self.answer(status, text)
+    }
+
+    /// An answer's text, unless it says EWS is closed to this app (403),
+    /// the server is busy, or the request failed.
+    fn answer(&self, status: u16, text: String) -> Result<String, SourceError> {
         if status == 403 {
             return Err(forbidden(&self.cfg, &text));
         }
-        if let Ok(doc) = roxmltree::Document::parse(&text)
+        if let Ok(doc) = soap::parse(&text)
             && let Some(code) = soap::text_of(doc.root(), "ResponseCode")
             && code == "ErrorServerBusy"
         {
@@ -480,7 +587,7 @@ impl EwsSource {
     /// not pass by retrying; an unexplained 5xx might.
     fn soap_fault(&self, status: u16, text: &str) -> SourceError {
         let mailbox = &self.cfg.address;
-        let parsed = roxmltree::Document::parse(text).ok();
+        let parsed = soap::parse(text).ok();
         let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
         match (field("ResponseCode"), field("faultstring")) {
             (Some(code), fault) if code != "ErrorInternalServerError" => SourceError::permanent(format!(
@@ -793,18 +900,7 @@ impl EwsSource {
             soap::distinguished("msgfolderroot", mailbox)
         );
         let text = self.call(&body).await?;
-        let doc =
-            roxmltree::Document::parse(&text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
-            return Err(self.error("listing folders", &m));
-        }
-        let found = doc
-            .descendants()
-            .filter(|n| n.tag_name().name() == "Folder")
-            .find(|f| soap::text_of(*f, "DisplayName").is_some_and(|d| d.eq_ignore_ascii_case(name)))
-            .and_then(|f| f.descendants().find(|d| d.tag_name().name() == "FolderId"))
-            .and_then(|id| id.attribute("Id").map(str::to_string));
-        match found {
+        match self.folder_named(&text, name)? {
             Some(id) => Ok(id),
             None if create => {
                 let body = format!(
@@ -819,9 +915,22 @@ impl EwsSource {
         }
     }
 
+    /// The id of the folder called `name` in a FindFolder answer.
+    fn folder_named(&self, text: &str, name: &str) -> Result<Option<String>, SourceError> {
+        let doc = soap::parse(text)?;
+        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
+            return Err(self.error("listing folders", &m));
+        }
+        Ok(doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "Folder")
+            .find(|f| soap::text_of(*f, "DisplayName").is_some_and(|d| d.eq_ignore_ascii_case(name)))
+            .and_then(|f| f.descendants().find(|d| d.tag_name().name() == "FolderId"))
+            .and_then(|id| id.attribute("Id").map(str::to_string)))
+    }
+
     fn folder_id_from(&self, text: &str, doing: &str) -> Result<String, SourceError> {
-        let doc =
-            roxmltree::Document::parse(text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
+        let doc = soap::parse(text)?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
             return Err(self.error(doing, &m));
         }
@@ -835,8 +944,7 @@ impl EwsSource {
     /// oldest first, and the new SyncState.
     async fn sync(&self, state: Option<&str>) -> Result<(Vec<(String, Option<u64>)>, String), SourceError> {
         let mut state = state.map(str::to_string);
-        // (id, received, size)
-        let mut created: Vec<(String, String, Option<u64>)> = Vec::new();
+        let mut created = Created::default();
         loop {
             let body = format!(
                 "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>\
@@ -848,39 +956,10 @@ impl EwsSource {
                 state.as_deref().map(|s| format!("<m:SyncState>{}</m:SyncState>", soap::escape(s))).unwrap_or_default()
             );
             let text = self.call(&body).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
-                if m.code == "ErrorInvalidSyncStateData" {
-                    return Err(SourceError::sync_state_expired(format!(
-                        "EWS no longer knows the sync state of mailbox {} (ErrorInvalidSyncStateData)",
-                        self.cfg.address
-                    )));
-                }
-                return Err(self.error("synchronising the folder", &m));
-            }
-            for change in doc.descendants().filter(|n| n.tag_name().name() == "Changes").flat_map(|c| c.children()) {
-                let id = change
-                    .descendants()
-                    .find(|d| d.tag_name().name() == "ItemId")
-                    .and_then(|d| d.attribute("Id"))
-                    .map(str::to_string);
-                let Some(id) = id else { continue };
-                match change.tag_name().name() {
-                    "Create" => {
-                        let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
-                        let size = soap::text_of(change, "Size").and_then(|s| s.trim().parse().ok());
-                        if !created.iter().any(|(known, _, _)| *known == id) {
-                            created.push((id, received, size));
-                        }
-                    }
-                    "Delete" => created.retain(|(known, _, _)| *known != id),
-                    _ => {}
-                }
-            }
-            state = soap::text_of(doc.root(), "SyncState");
-            let last = soap::text_of(doc.root(), "IncludesLastItemInRange").is_none_or(|v| v == "true");
+            let (next_state, last) = self.sync_page(&text, &mut created)?;
+            state = next_state;
             if last {
+                let mut created = created.items();
                 created.sort_by(|a, b| a.1.cmp(&b.1));
                 let state = state.ok_or_else(|| SourceError::transient("EWS sync answer without SyncState"))?;
                 return Ok((created.into_iter().map(|(id, _, size)| (id, size)).collect(), state));
@@ -888,18 +967,87 @@ impl EwsSource {
         }
     }
 
+    /// Reads one SyncFolderItems page into `created` (id, received, size); returns
+    /// its SyncState and whether it was the last page.
+    fn sync_page(&self, text: &str, created: &mut Created) -> Result<(Option<String>, bool), SourceError> {
+        let doc = soap::parse(text)?;
+        if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
+            if m.code == "ErrorInvalidSyncStateData" {
+                return Err(SourceError::sync_state_expired(format!(
+                    "EWS no longer knows the sync state of mailbox {} (ErrorInvalidSyncStateData)",
+                    self.cfg.address
+                )));
+            }
+            return Err(self.error("synchronising the folder", &m));
+        }
+        for change in doc.descendants().filter(|n| n.tag_name().name() == "Changes").flat_map(|c| c.children()) {
+            let id = change
+                .descendants()
+                .find(|d| d.tag_name().name() == "ItemId")
+                .and_then(|d| d.attribute("Id"))
+                .map(str::to_string);
+            let Some(id) = id else { continue };
+            match change.tag_name().name() {
+                "Create" => {
+                    let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
+                    let size = soap::text_of(change, "Size").and_then(|s| s.trim().parse().ok());
+                    created.create(id, received, size);
+                }
+                "Delete" => created.delete(&id),
+                _ => {}
+            }
+        }
+        let state = soap::text_of(doc.root(), "SyncState");
+        let last = soap::text_of(doc.root(), "IncludesLastItemInRange").is_none_or(|v| v == "true");
+        Ok((state, last))
+    }
+
+    /// The mails of a GetItem answer; items gone since the listing are left out.
+    fn mime_items(&self, text: &str) -> Result<Vec<RemoteMail>, SourceError> {
+        let doc = soap::parse(text)?;
+        let mut mails = Vec::new();
+        for (node_id, m) in soap::responses(&doc) {
+            if m.class != "Success" {
+                if m.code == "ErrorItemNotFound" {
+                    continue; // gone since the listing
+                }
+                return Err(self.error("reading a mail", &m));
+            }
+            let node = doc.get_node(node_id).expect("node of this document");
+            let id = node
+                .descendants()
+                .find(|d| d.tag_name().name() == "ItemId")
+                .and_then(|d| d.attribute("Id"))
+                .map(str::to_string);
+            let mime = soap::text_of(node, "MimeContent");
+            let (Some(id), Some(mime)) = (id, mime) else { continue };
+            let cleaned: String = mime.split_whitespace().collect();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
+            mails.push(RemoteMail::new(id, raw));
+        }
+        Ok(mails)
+    }
+
+    /// Whether an item operation's answer says every item was done
+    /// (ErrorItemNotFound counts as done).
+    fn items_done(&self, text: &str, doing: &str) -> Result<(), SourceError> {
+        let doc = soap::parse(text)?;
+        for (_, m) in soap::responses(&doc) {
+            if m.class != "Success" && m.code != "ErrorItemNotFound" {
+                return Err(self.error(doing, &m));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs an item operation in chunks; ErrorItemNotFound counts as done
     /// (settling is idempotent).
     async fn per_items(&self, ids: &[String], doing: &str, body: impl Fn(&str) -> String) -> Result<(), SourceError> {
         for chunk in ids.chunks(ITEMS_PER_REQUEST) {
             let text = self.call(&body(&soap::item_ids(chunk))).await?;
-            let doc = roxmltree::Document::parse(&text)
-                .map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-            for (_, m) in soap::responses(&doc) {
-                if m.class != "Success" && m.code != "ErrorItemNotFound" {
-                    return Err(self.error(doing, &m));
-                }
-            }
+            self.items_done(&text, doing)?;
         }
         Ok(())
     }
@@ -943,38 +1091,14 @@ impl EwsSource {
             soap::item_ids(ids)
         );
         let text = self.call_capped(&body, cap).await?;
-        let doc =
-            roxmltree::Document::parse(&text).map_err(|e| SourceError::transient(format!("EWS sent bad XML: {e}")))?;
-        let mut mails = Vec::with_capacity(ids.len());
-        for (node_id, m) in soap::responses(&doc) {
-            if m.class != "Success" {
-                if m.code == "ErrorItemNotFound" {
-                    continue; // gone since the listing
-                }
-                return Err(self.error("reading a mail", &m));
-            }
-            let node = doc.get_node(node_id).expect("node of this document");
-            let id = node
-                .descendants()
-                .find(|d| d.tag_name().name() == "ItemId")
-                .and_then(|d| d.attribute("Id"))
-                .map(str::to_string);
-            let mime = soap::text_of(node, "MimeContent");
-            let (Some(id), Some(mime)) = (id, mime) else { continue };
-            let cleaned: String = mime.split_whitespace().collect();
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(cleaned)
-                .map_err(|e| SourceError::transient(format!("EWS MimeContent is not base64: {e}")))?;
-            mails.push(RemoteMail::new(id, raw));
-        }
-        Ok(mails)
+        self.mime_items(&text)
     }
 }
 
 /// ErrorServerBusy in any response message of an answer: the longest wait
 /// asked for, as a throttle.
 fn busy_items(text: &str, mailbox: &str) -> Option<SourceError> {
-    let doc = roxmltree::Document::parse(text).ok()?;
+    let doc = soap::parse(text).ok()?;
     let wait = soap::responses(&doc)
         .into_iter()
         .filter(|(_, m)| m.code == "ErrorServerBusy")
@@ -989,7 +1113,7 @@ fn busy_items(text: &str, mailbox: &str) -> Option<SourceError> {
 /// SOAP. Retrying cannot help until an admin acts.
 fn forbidden(cfg: &EwsConfig, text: &str) -> SourceError {
     let mailbox = &cfg.address;
-    let parsed = roxmltree::Document::parse(text).ok();
+    let parsed = soap::parse(text).ok();
     let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
     let said = match (field("ResponseCode"), field("faultstring").or_else(|| field("MessageText"))) {
         (Some(code), Some(text)) => format!("{code}: {text}"),
@@ -1031,6 +1155,57 @@ fn forbidden(cfg: &EwsConfig, text: &str) -> SourceError {
          mailbox. {what_to_do}",
         cfg.url
     ))
+}
+
+/// Fuzzing ([`crate::fuzzing`]): every reader of an EWS answer, with
+/// `text` as the answer; panics where a result breaks what the session
+/// relies on.
+pub(crate) fn read_answer(text: &str) {
+    thread_local! {
+        static SOURCE: EwsSource = EwsSource::unconnected(EwsConfig {
+            url: "https://ews.fuzz.invalid/EWS/Exchange.asmx".into(),
+            address: "desk@fuzz.invalid".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            auth: EwsAuth::Password { username: "robot".into(), password: "secret".into(), scheme: PasswordScheme::Auto },
+            timeout: Duration::from_secs(5),
+            sync_state: None,
+            max_message_bytes: 1 << 20,
+        })
+        .expect("an EWS source without a server");
+    }
+    SOURCE.with(|source| {
+        for status in [200, 401, 500, 503] {
+            let _ = source.answer(status, text.to_string());
+            let _ = source.soap_fault(status, text);
+        }
+        let _ = source.folder_id_from(text, "finding folder inbox");
+        let _ = source.folder_named(text, "Processed");
+        let mut created = Created::default();
+        if source.sync_page(text, &mut created).is_ok() {
+            let created = created.items();
+            let unique: std::collections::HashSet<&String> = created.iter().map(|(id, _, _)| id).collect();
+            assert_eq!(unique.len(), created.len(), "a sync page listed an item twice");
+        }
+        let _ = source.mime_items(text);
+        let _ = source.items_done(text, "moving a mail");
+    });
+}
+
+/// Fuzzing ([`crate::fuzzing`]): a `WWW-Authenticate` value as the
+/// password login reads it.
+pub(crate) fn read_www_authenticate(value: &str) {
+    let offered = www_authenticate::parse(value);
+    let _ = www_authenticate::choose(&offered);
+    let _ = www_authenticate::names(&offered);
+    for scheme in ["NTLM", "Negotiate", "Basic"] {
+        if let Some(token) = www_authenticate::token(&offered, scheme) {
+            assert!(www_authenticate::offers(&offered, scheme), "a token for a scheme not offered");
+            assert!(!token.is_empty() && value.contains(token), "a token that is not in the header");
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -1131,6 +1306,99 @@ impl MailSource for EwsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source() -> EwsSource {
+        EwsSource::unconnected(EwsConfig {
+            url: "https://mail.contoso.local/EWS/Exchange.asmx".into(),
+            address: "desk@contoso.local".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            auth: EwsAuth::Password { username: "u".into(), password: "p".into(), scheme: PasswordScheme::Auto },
+            timeout: Duration::from_secs(5),
+            sync_state: None,
+            max_message_bytes: 50 << 20,
+        })
+        .unwrap()
+    }
+
+    fn sync_answer(changes: &str) -> String {
+        format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <m:SyncFolderItemsResponse xmlns:m=\"{}\" xmlns:t=\"{}\"><m:ResponseMessages>\
+             <m:SyncFolderItemsResponseMessage ResponseClass=\"Success\"><m:ResponseCode>NoError</m:ResponseCode>\
+             <m:SyncState>S</m:SyncState><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>\
+             <m:Changes>{changes}</m:Changes></m:SyncFolderItemsResponseMessage></m:ResponseMessages>\
+             </m:SyncFolderItemsResponse></s:Body></s:Envelope>",
+            soap::NS_MESSAGES,
+            soap::NS_TYPES
+        )
+    }
+
+    fn create(id: &str) -> String {
+        format!("<t:Create><t:Message><t:ItemId Id=\"{id}\"/></t:Message></t:Create>")
+    }
+
+    #[test]
+    fn sync_pages_keep_creates_in_order_without_the_deleted() {
+        let changes =
+            [create("a"), create("b"), "<t:Delete><t:ItemId Id=\"a\"/></t:Delete>".into(), create("b"), create("a")];
+        let mut created = Created::default();
+        let (state, last) = source().sync_page(&sync_answer(&changes.concat()), &mut created).unwrap();
+        assert_eq!((state.as_deref(), last), (Some("S"), true));
+        let ids: Vec<String> = created.items().into_iter().map(|(id, _, _)| id).collect();
+        assert_eq!(ids, ["b", "a"]);
+    }
+
+    /// Found by fuzzing: each change was looked up in every item created
+    /// before it, so the first sync of a big folder took quadratic time.
+    #[test]
+    fn a_sync_page_of_many_items_reads_in_linear_time() {
+        let changes: String = (0..100_000).map(|i| create(&format!("AAMk{i}"))).collect();
+        let text = sync_answer(&changes);
+        let started = std::time::Instant::now();
+        let mut created = Created::default();
+        source().sync_page(&text, &mut created).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+        assert_eq!(created.items().len(), 100_000);
+    }
+
+    /// Found by fuzzing: a deeply nested answer overflowed the stack inside
+    /// the XML parser, which aborts the process; now it is refused first.
+    #[test]
+    fn deeply_nested_answers_are_refused_not_a_stack_overflow() {
+        let deep = sync_answer(&"<t:Create>".repeat(200_000));
+        let source = source();
+        // The robot reads answers on tokio's worker threads (2 MiB stacks).
+        let errors = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let mut created = Created::default();
+                // Read for ErrorServerBusy and faults, then passed on.
+                assert!(source.answer(500, deep.clone()).is_ok());
+                assert!(source.soap_fault(500, &deep).to_string().contains("EWS failed (HTTP 500)"));
+                [
+                    source.sync_page(&deep, &mut created).unwrap_err(),
+                    source.mime_items(&deep).unwrap_err(),
+                    source.folder_id_from(&deep, "finding folder").unwrap_err(),
+                    source.items_done(&deep, "moving").unwrap_err(),
+                ]
+                .map(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for e in errors {
+            assert!(e.contains("nested deeper than 256"), "{e}");
+        }
+        // Nesting as EWS sends it, with comments, CDATA, quoted '>' and
+        // self-closing tags, passes.
+        assert!(soap::nests_within(&sync_answer(&create("a>b")), 20));
+        assert!(soap::nests_within(&"<a/><!-- <x> --><![CDATA[<y>]]><?pi <z>?>".repeat(1000), 1));
+        assert!(!soap::nests_within("<a><b><c>", 2));
+        assert!(soap::nests_within("<a><b></b><b x='>'></b></a>", 2));
+    }
 
     #[test]
     fn exchange_online_is_recognised() {

@@ -205,6 +205,25 @@ impl BatchResponse {
     }
 }
 
+/// What a `$batch` answer said about one request.
+#[derive(Debug)]
+enum ItemOutcome {
+    Done,
+    /// 404 ErrorItemNotFound: settled before (settling is idempotent).
+    Gone,
+    /// No answer for it: sent again.
+    Unanswered,
+    /// 424: not run, the item before it in a sequential batch failed.
+    NotRun,
+    /// A transient error (with the item's Retry-After): sent again;
+    /// `concurrency` when Outlook's MailboxConcurrency limit refused it.
+    Retry {
+        error: SourceError,
+        retry_after: Option<Duration>,
+        concurrency: bool,
+    },
+}
+
 /// HTTP to Graph for one mailbox.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -412,48 +431,32 @@ impl GraphClient {
             let cap = crate::http_body::JSON_PAGE.saturating_add(per_item.saturating_mul(items.len() as u64));
             let answer =
                 self.json_capped(reqwest::Method::POST, &url, Some(&json!({ "requests": items })), cap).await?;
-            let responses: Vec<BatchResponse> =
-                serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
-                    .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
             let sent = chunk.len();
             let mut again: Vec<(usize, BatchRequest)> = Vec::new();
             let mut last_error = None;
             let mut asked: Option<Duration> = None;
             let mut throttled = false;
             let mut unanswered = false;
-            // Answers may come in any order; an item without one is sent again.
-            for (i, request) in chunk {
-                let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
-                    unanswered = true;
-                    again.push((i, request));
-                    continue;
-                };
-                if (200..300).contains(&r.status) {
-                    self.allowance.succeeded();
-                    continue;
+            for (i, request, outcome) in self.batch_answer(&answer, &chunk)? {
+                match outcome {
+                    ItemOutcome::Done => self.allowance.succeeded(),
+                    ItemOutcome::Gone => {}
+                    ItemOutcome::Unanswered => {
+                        unanswered = true;
+                        again.push((i, request));
+                    }
+                    ItemOutcome::NotRun => again.push((i, request)),
+                    ItemOutcome::Retry { error, retry_after: item_retry_after, concurrency } => {
+                        if concurrency {
+                            self.allowance.refused();
+                        }
+                        // As for single requests: the server's Retry-After, else our backoff.
+                        asked = asked.max(item_retry_after);
+                        throttled |= error.retry_after().is_some();
+                        last_error = Some(error);
+                        again.push((i, request));
+                    }
                 }
-                if r.status == 424 {
-                    // Not run: the item before it in a sequential batch failed.
-                    again.push((i, request));
-                    continue;
-                }
-                let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
-                if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
-                    continue;
-                }
-                if body.is_concurrency_refusal(r.status) {
-                    self.allowance.refused();
-                }
-                let item_retry_after = r.retry_after();
-                let error = self.error_for(r.status, item_retry_after, &body);
-                if !error.is_transient() {
-                    return Err(error);
-                }
-                // As for single requests: the server's Retry-After, else our backoff.
-                asked = asked.max(item_retry_after);
-                throttled |= error.retry_after().is_some();
-                last_error = Some(error);
-                again.push((i, request));
             }
             let settled_some = again.len() < sent;
             if last_error.is_none() && !unanswered && settled_some {
@@ -488,6 +491,49 @@ impl GraphClient {
             }
         }
         Ok(())
+    }
+
+    /// Reads one `$batch` answer for `chunk`: what became of each request.
+    /// A permanent error ends the batch. The fuzz target reads answers
+    /// through this very function.
+    fn batch_answer(
+        &self,
+        answer: &Value,
+        chunk: &[(usize, BatchRequest)],
+    ) -> Result<Vec<(usize, BatchRequest, ItemOutcome)>, SourceError> {
+        let responses: Vec<BatchResponse> =
+            serde_json::from_value(answer.get("responses").cloned().unwrap_or_default())
+                .map_err(|e| SourceError::transient(format!("Graph sent an unreadable $batch answer: {e}")))?;
+        let mut out = Vec::with_capacity(chunk.len());
+        // Answers may come in any order; an item without one is sent again.
+        for (i, request) in chunk {
+            let Some(r) = responses.iter().find(|r| r.id == i.to_string()) else {
+                out.push((*i, request.clone(), ItemOutcome::Unanswered));
+                continue;
+            };
+            if (200..300).contains(&r.status) {
+                out.push((*i, request.clone(), ItemOutcome::Done));
+                continue;
+            }
+            if r.status == 424 {
+                // Not run: the item before it in a sequential batch failed.
+                out.push((*i, request.clone(), ItemOutcome::NotRun));
+                continue;
+            }
+            let body: GraphErrorBody = serde_json::from_value(r.body.clone()).unwrap_or_default();
+            if r.status == 404 && matches!(body.error.code.as_str(), "ErrorItemNotFound" | "") {
+                out.push((*i, request.clone(), ItemOutcome::Gone));
+                continue;
+            }
+            let retry_after = r.retry_after();
+            let error = self.error_for(r.status, retry_after, &body);
+            if !error.is_transient() {
+                return Err(error);
+            }
+            let concurrency = body.is_concurrency_refusal(r.status);
+            out.push((*i, request.clone(), ItemOutcome::Retry { error, retry_after, concurrency }));
+        }
+        Ok(out)
     }
 
     /// What an error answer means; a `MailboxConcurrency` refusal also
@@ -578,6 +624,44 @@ fn is_not_found(e: &SourceError) -> bool {
     e.is_permanent() && (e.to_string().contains("ErrorItemNotFound") || e.to_string().contains("HTTP 404"))
 }
 
+/// Where a delta page leads.
+#[derive(Debug, PartialEq, Eq)]
+enum DeltaNext {
+    /// Another page: its nextLink.
+    Page(String),
+    /// The last page: the deltaLink for the next pass.
+    Done(String),
+}
+
+/// Messages listed by the delta pages so far: (id, receivedDateTime) in
+/// the order first seen, each once.
+#[derive(Debug, Default)]
+struct Found {
+    messages: Vec<(String, String)>,
+    /// The ids in `messages`: a folder's first listing runs to many
+    /// thousands, and looking each up in the list took quadratic time.
+    ids: std::collections::HashSet<String>,
+}
+
+/// Reads one delta page's messages into `found`.
+fn delta_page(page: &Value, found: &mut Found) -> Result<DeltaNext, SourceError> {
+    for item in page["value"].as_array().into_iter().flatten() {
+        let Some(id) = item["id"].as_str() else { continue };
+        // The same change can come twice; removed ones are gone.
+        if item.get("@removed").is_none() && found.ids.insert(id.to_string()) {
+            let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
+            found.messages.push((id.to_string(), received));
+        }
+    }
+    if let Some(next) = page["@odata.nextLink"].as_str() {
+        Ok(DeltaNext::Page(next.to_string()))
+    } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
+        Ok(DeltaNext::Done(delta.to_string()))
+    } else {
+        Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"))
+    }
+}
+
 /// A Graph mailbox folder as a [`MailSource`].
 pub struct GraphSource {
     client: GraphClient,
@@ -612,26 +696,18 @@ impl GraphSource {
             tracing::warn!(mailbox = %self.client.cfg.address, link_origin = %origin_of(&url), "stored Graph delta link is not on the configured Graph; listing the folder again");
             url = self.initial_delta_url();
         }
-        let mut found: Vec<(String, String)> = Vec::new();
+        let mut found = Found::default();
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
-            for item in page["value"].as_array().into_iter().flatten() {
-                let Some(id) = item["id"].as_str() else { continue };
-                // The same change can come twice; removed ones are gone.
-                if item.get("@removed").is_none() && !found.iter().any(|(known, _)| known == id) {
-                    let received = item["receivedDateTime"].as_str().unwrap_or_default().to_string();
-                    found.push((id.to_string(), received));
+            match delta_page(&page, &mut found)? {
+                DeltaNext::Page(next) => url = next,
+                DeltaNext::Done(delta) => {
+                    // Delta pages come in no particular order; a reply must be
+                    // processed after the mail it answers.
+                    let mut found = found.messages;
+                    found.sort_by(|a, b| a.1.cmp(&b.1));
+                    return Ok((found.into_iter().map(|(id, _)| id).collect(), delta));
                 }
-            }
-            if let Some(next) = page["@odata.nextLink"].as_str() {
-                url = next.to_string();
-            } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
-                // Delta pages come in no particular order; a reply must be
-                // processed after the mail it answers.
-                found.sort_by(|a, b| a.1.cmp(&b.1));
-                return Ok((found.into_iter().map(|(id, _)| id).collect(), delta.to_string()));
-            } else {
-                return Err(SourceError::transient("a Graph delta page had neither nextLink nor deltaLink"));
             }
         }
     }
@@ -842,6 +918,51 @@ impl MailSource for GraphSource {
     }
 }
 
+/// Fuzzing ([`crate::fuzzing`]): every reader of a Graph answer, with
+/// `body` as the answer: the error JSON (for each status that has a
+/// meaning), a delta page, a `$batch` answer.
+pub(crate) fn read_answer(body: &[u8]) {
+    struct NoTokens;
+    #[async_trait::async_trait]
+    impl BearerTokens for NoTokens {
+        async fn token(&self, _renew: bool) -> Result<String, SourceError> {
+            Err(SourceError::permanent("no tokens while fuzzing"))
+        }
+    }
+    thread_local! {
+        static CLIENT: GraphClient = GraphClient::new(GraphConfig {
+            base_url: "https://graph.fuzz.invalid".into(),
+            address: "desk@fuzz.invalid".into(),
+            folder: "inbox".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            settle: SettleAction::Move,
+            tokens: Arc::new(NoTokens),
+            timeout: Duration::from_secs(5),
+            delta_link: None,
+            max_message_bytes: Some(1 << 20),
+        })
+        .expect("a Graph client without a server");
+    }
+    CLIENT.with(|client| {
+        let error: GraphErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        for status in [400, 401, 403, 404, 409, 410, 429, 500, 503, 509] {
+            let _ = client.error_for(status, Some(Duration::from_secs(1)), &error);
+        }
+        let Ok(page) = serde_json::from_slice::<Value>(body) else { return };
+        let mut found = Found::default();
+        let _ = delta_page(&page, &mut found);
+        let unique: std::collections::HashSet<&String> = found.messages.iter().map(|(id, _)| id).collect();
+        assert_eq!(unique.len(), found.messages.len(), "a delta page listed a message twice");
+        let chunk: Vec<(usize, BatchRequest)> = (0..BATCH_SIZE)
+            .map(|i| (i, BatchRequest { method: "POST", url: format!("/users/x/messages/{i}/move"), body: None }))
+            .collect();
+        if let Ok(outcomes) = client.batch_answer(&page, &chunk) {
+            assert_eq!(outcomes.len(), chunk.len(), "a $batch answer lost requests");
+        }
+    });
+}
+
 /// Reads a `$value` body as it streams in, giving up on a mail over the
 /// mailbox's limit as soon as that is known.
 async fn read_mime(cfg: &GraphConfig, id: String, mut response: reqwest::Response) -> Result<RemoteMail, SourceError> {
@@ -960,6 +1081,25 @@ mod tests {
             !body("ApplicationThrottled", "Application is over its IncomingBytes limit.").is_concurrency_refusal(429)
         );
         assert!(!outlook.is_concurrency_refusal(503));
+    }
+
+    /// Found by fuzzing: each message was looked up in every one listed
+    /// before it, so the first listing of a big folder took quadratic time
+    /// (minutes for this page).
+    #[test]
+    fn a_delta_page_of_many_messages_reads_in_linear_time() {
+        let mut items: Vec<Value> = (0..200_000)
+            .map(|i| json!({"id": format!("AAMk{i}"), "receivedDateTime": "2024-01-01T00:00:00Z"}))
+            .collect();
+        items.push(json!({"id": "AAMk7"}));
+        items.push(json!({"id": "AAMk8", "@removed": {"reason": "deleted"}}));
+        let page = json!({"value": items, "@odata.deltaLink": "next-time"});
+        let started = std::time::Instant::now();
+        let mut found = Found::default();
+        assert_eq!(delta_page(&page, &mut found).unwrap(), DeltaNext::Done("next-time".into()));
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert_eq!(found.messages.len(), 200_000);
+        assert_eq!(found.messages[7].0, "AAMk7");
     }
 
     #[test]

@@ -388,6 +388,57 @@ impl MailSource for ImapSource {
     }
 }
 
+/// Fuzzing ([`crate::fuzzing`]): a whole session — greeting, login,
+/// capabilities, folders, SELECT, SEARCH, FETCH, settle, LOGOUT — with
+/// every answer read from `transport` through the frame guard. Stops at the
+/// first error, as the session would, and says how far it got; panics if
+/// a mail comes out that was not asked for or is over the limit.
+pub(crate) async fn scripted_session(
+    transport: Transport,
+    credentials: Credentials,
+    settle: SettleAction,
+    max_message_bytes: u64,
+) -> &'static str {
+    let cfg = ImapConfig {
+        host: "imap.fuzz.invalid".into(),
+        port: 143,
+        tls: TlsMode::None,
+        credentials,
+        tokens: None,
+        folder: "INBOX".into(),
+        processed_folder: "Processed".into(),
+        error_folder: "Failed".into(),
+        settle,
+        extra_ca_file: None,
+        timeout: Duration::from_secs(5),
+        max_message_bytes,
+    };
+    let Ok(mut conn) = start_session(&cfg, transport, None).await else { return "nothing" };
+    if prepare_folders(&cfg, &mut conn).await.is_err() {
+        return "login";
+    }
+    let mut source = ImapSource { cfg, tls_config: None, conn: Some(conn), without: None };
+    // Each step below needs the session: none may open a new connection.
+    let Ok(listed) = source.list_inner().await else { return "folders" };
+    let ids: Vec<String> = listed.into_iter().map(|l| l.remote_id).collect();
+    let Ok(mails) = source.fetch_inner(&ids).await else { return "list" };
+    let asked: HashSet<&String> = ids.iter().collect();
+    for mail in &mails {
+        assert!(asked.contains(&mail.remote_id), "IMAP fetch returned {:?}, which was not asked for", mail.remote_id);
+        assert!(mail.raw.len() as u64 <= max_message_bytes, "IMAP fetch kept a mail over the limit");
+    }
+    let outcomes: Vec<(String, Outcome)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), if i % 2 == 0 { Outcome::Processed } else { Outcome::Failed }))
+        .collect();
+    if source.settle_inner(&outcomes).await.is_err() {
+        return "fetch";
+    }
+    let _ = source.close().await;
+    "settle"
+}
+
 // ---------------------------------------------------------------------------
 // Session set-up
 
@@ -395,8 +446,17 @@ async fn open_session(
     cfg: &ImapConfig,
     tls_config: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connection, SourceError> {
-    let server = cfg.endpoint();
     let transport = tls::connect("IMAP", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
+    start_session(cfg, transport, tls_config).await
+}
+
+/// The session on an open connection: greeting, STARTTLS, login, capabilities.
+async fn start_session(
+    cfg: &ImapConfig,
+    transport: Transport,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Connection, SourceError> {
+    let server = cfg.endpoint();
     let guard = |t| FrameGuard::new(t, cfg.max_message_bytes.saturating_add(1));
     let mut client = async_imap::Client::new(BufWriter::new(guard(transport)));
     read_greeting(cfg, &mut client).await?;

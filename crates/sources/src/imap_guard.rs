@@ -9,6 +9,9 @@
 //! `max_line`, or a response (lines and literals up to the line that ends
 //! it) over their sum. The robot asks for at most `limit + 1` bytes of a
 //! mail (`BODY.PEEK[]<0.limit+1>`), so an honest server never meets it.
+//! It also refuses a response whose parenthesised lists nest deeper than
+//! [`MAX_NESTING`]: imap-proto parses them recursively, and a few thousand
+//! levels overflowed the stack, which aborts the whole process.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Lines carry UID SEARCH results: ~7 bytes a mail, so this allows a couple
 /// of million mails in one folder.
 pub const MAX_LINE: u64 = 16 << 20;
+
+/// Parentheses a response may nest (outside quoted strings and literals).
+/// A BODYSTRUCTURE nests two levels per MIME level; mails nest a few.
+pub const MAX_NESTING: u32 = 256;
 
 /// The server sent more than the guard allows (inside an `io::Error`).
 #[derive(Debug)]
@@ -53,13 +60,27 @@ pub struct FrameGuard<T> {
     state: State,
     /// Bytes of the response being received (reset when a line ends it).
     response: u64,
+    /// Open parentheses of the response so far, and whether a quoted
+    /// string (with a `\` escape pending) is open.
+    depth: u32,
+    quoted: bool,
+    escaped: bool,
     max_literal: u64,
     max_line: u64,
 }
 
 impl<T> FrameGuard<T> {
     pub fn new(inner: T, max_literal: u64) -> Self {
-        Self { inner, state: State::Line { len: 0, tail: Vec::new() }, response: 0, max_literal, max_line: MAX_LINE }
+        Self {
+            inner,
+            state: State::Line { len: 0, tail: Vec::new() },
+            response: 0,
+            depth: 0,
+            quoted: false,
+            escaped: false,
+            max_literal,
+            max_line: MAX_LINE,
+        }
     }
 
     pub fn into_inner(self) -> T {
@@ -93,6 +114,27 @@ impl<T> FrameGuard<T> {
                     if tail.len() > 32 {
                         tail.drain(..tail.len() - 32);
                     }
+                    for &b in &bytes[..take] {
+                        if self.quoted {
+                            match b {
+                                _ if self.escaped => self.escaped = false,
+                                b'\\' => self.escaped = true,
+                                b'"' => self.quoted = false,
+                                _ => {}
+                            }
+                        } else if b == b'"' {
+                            self.quoted = true;
+                        } else if b == b'(' {
+                            self.depth += 1;
+                            if self.depth > MAX_NESTING {
+                                return Err(Self::too_much(format!(
+                                    "the IMAP server sent a response nested deeper than {MAX_NESTING} levels"
+                                )));
+                            }
+                        } else if b == b')' {
+                            self.depth = self.depth.saturating_sub(1);
+                        }
+                    }
                     bytes = &bytes[take..];
                     if *len > self.max_line {
                         return Err(Self::too_much(format!(
@@ -101,6 +143,8 @@ impl<T> FrameGuard<T> {
                         )));
                     }
                     if end.is_some() {
+                        // A quoted string ends with its line.
+                        (self.quoted, self.escaped) = (false, false);
                         match literal_announced(tail) {
                             Some(n) if n > self.max_literal => {
                                 return Err(Self::too_much(format!(
@@ -113,6 +157,7 @@ impl<T> FrameGuard<T> {
                             None => {
                                 // A line without a literal ends the response.
                                 self.response = 0;
+                                self.depth = 0;
                                 self.state = State::Line { len: 0, tail: Vec::new() };
                             }
                         }
@@ -152,7 +197,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for FrameGuard<T> {
                 let new = &buf.filled()[before..];
                 // Copied out: `observe` needs `this` mutably.
                 let new = new.to_vec();
-                Poll::Ready(this.observe(&new))
+                let verdict = this.observe(&new);
+                if verdict.is_err() {
+                    // A read that fails has read nothing (callers such as
+                    // tokio's read_to_end rely on it).
+                    buf.set_filled(before);
+                }
+                Poll::Ready(verdict)
             }
             other => other,
         }
@@ -179,6 +230,27 @@ mod tests {
 
     fn guard(max_literal: u64) -> FrameGuard<()> {
         FrameGuard { max_line: 100, ..FrameGuard::new((), max_literal) }
+    }
+
+    #[test]
+    fn refuses_deep_nesting_but_not_parentheses_in_strings_or_literals() {
+        let deep = format!("* 1 FETCH (BODYSTRUCTURE {}\r\n", "(".repeat(300));
+        let err = guard(10).observe(deep.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 256"), "{err}");
+        // Parentheses in quoted strings (escapes included) and literals do
+        // not count, and each response starts from zero.
+        let mut g = FrameGuard { max_line: 10_000, ..guard(1000) };
+        let quoted = format!("* 1 FETCH (X \"{}\\\"{}\")\r\n", "(".repeat(300), "(".repeat(300));
+        g.observe(quoted.as_bytes()).unwrap();
+        let literal = format!("* 1 FETCH (BODY[] {{300}}\r\n{})\r\n", "(".repeat(300));
+        g.observe(literal.as_bytes()).unwrap();
+        for _ in 0..300 {
+            g.observe(b"* OK (unbalanced\r\n").unwrap();
+        }
+        // Nesting continues across a literal within one response.
+        let mut g = FrameGuard { max_line: 10_000, ..guard(1000) };
+        let split = format!("* 1 FETCH {}X {{1}}\r\nx{}\r\n", "(".repeat(200), "(".repeat(100));
+        assert!(g.observe(split.as_bytes()).is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod credentials;
 pub mod drop_folder;
 pub mod error;
 pub mod ews;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 mod http1;
 pub mod http_body;

@@ -483,6 +483,54 @@ impl MailSource for Pop3Source {
     }
 }
 
+/// Fuzzing ([`crate::fuzzing`]): a whole session — login, list, fetch,
+/// settle, QUIT — with every answer read from `transport`. Stops at the
+/// first error, as the session would, and says how far it got; panics if
+/// a mail comes out that was not asked for or is over the limit.
+pub(crate) async fn scripted_session(
+    transport: Transport,
+    credentials: Credentials,
+    max_message_bytes: u64,
+) -> &'static str {
+    let cfg = Pop3Config {
+        host: "pop3.fuzz.invalid".into(),
+        port: 110,
+        tls: TlsMode::None,
+        credentials,
+        tokens: None,
+        keep_on_server: false,
+        extra_ca_file: None,
+        timeout: Duration::from_secs(5),
+        max_message_bytes,
+    };
+    let Ok(conn) = start_session(&cfg, transport, None).await else { return "nothing" };
+    let mut source = Pop3Source { cfg, tls_config: None, conn: Some(conn) };
+    let Ok(listed) = source.list_inner().await else { return "login" };
+    let ids: Vec<String> = listed.into_iter().map(|l| l.remote_id).collect();
+    // Each step below needs the session: none may open a new connection.
+    let Ok(mails) = source.fetch_inner(&ids).await else { return "list" };
+    let asked: std::collections::HashSet<&String> = ids.iter().collect();
+    for mail in &mails {
+        assert!(asked.contains(&mail.remote_id), "POP3 fetch returned {:?}, which was not asked for", mail.remote_id);
+        assert!(mail.raw.len() as u64 <= max_message_bytes, "POP3 fetch kept a mail over the limit");
+    }
+    if source.conn.is_none() {
+        return "fetch";
+    }
+    let outcomes: Vec<(String, Outcome)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), if i % 2 == 0 { Outcome::Processed } else { Outcome::Failed }))
+        .collect();
+    if source.settle_inner(&outcomes).await.is_err() {
+        return "fetch";
+    }
+    match source.close_inner().await {
+        Ok(()) => "quit",
+        Err(_) => "settle",
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Session set-up
 
@@ -490,8 +538,17 @@ async fn open_session(
     cfg: &Pop3Config,
     tls_config: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connection, SourceError> {
-    let server = cfg.endpoint();
     let transport = tls::connect("POP3", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
+    start_session(cfg, transport, tls_config).await
+}
+
+/// The session on an open connection: greeting, capabilities, STLS, login.
+async fn start_session(
+    cfg: &Pop3Config,
+    transport: Transport,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Connection, SourceError> {
+    let server = cfg.endpoint();
     let mut wire = Wire::new(transport, cfg.timeout);
     match wire.read_status().await.map_err(|e| wire_error(cfg, e, "reading the greeting"))? {
         Status::Ok(_) => {}

@@ -324,8 +324,18 @@ impl SmtpSession {
         tls_config: Option<Arc<rustls::ClientConfig>>,
         renew_token: bool,
     ) -> Result<Self, SourceError> {
-        let server = cfg.endpoint();
         let transport = tls::connect("SMTP", &cfg.host, cfg.port, cfg.tls, tls_config.as_ref(), cfg.timeout).await?;
+        Self::start(cfg, transport, tls_config, renew_token).await
+    }
+
+    /// The session on an open connection: greeting, EHLO, STARTTLS, login.
+    async fn start(
+        cfg: &SmtpConfig,
+        transport: Transport,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+        renew_token: bool,
+    ) -> Result<Self, SourceError> {
+        let server = cfg.endpoint();
         let mut wire = Wire::new(transport, cfg.timeout);
         let greeting = wire.read_reply().await.map_err(|e| wire_error(cfg, e, "reading the greeting"))?;
         if greeting.code != 220 {
@@ -503,6 +513,24 @@ impl SmtpSession {
     pub async fn quit(mut self) {
         let _ = exchange(&self.cfg, &mut self.wire, "QUIT", "quitting").await;
     }
+}
+
+/// Fuzzing ([`crate::fuzzing`]): a whole session — greeting, EHLO, AUTH,
+/// one mail, QUIT — with every answer read from `transport`.
+pub(crate) async fn scripted_session(transport: Transport, login: SmtpLogin, mail: &[u8]) -> &'static str {
+    let cfg = SmtpConfig {
+        host: "smtp.fuzz.invalid".into(),
+        port: 25,
+        tls: TlsMode::None,
+        login,
+        client_name: "robot.fuzz.invalid".into(),
+        timeout: Duration::from_secs(5),
+        extra_ca_file: None,
+    };
+    let Ok(mut session) = SmtpSession::start(&cfg, transport, None, false).await else { return "nothing" };
+    let sent = session.send("robot@fuzz.invalid", &["a@fuzz.invalid", "b@fuzz.invalid"], mail).await;
+    session.quit().await;
+    if sent.is_ok() { "sent" } else { "login" }
 }
 
 async fn ehlo(cfg: &SmtpConfig, wire: &mut Wire) -> Result<Extensions, SourceError> {

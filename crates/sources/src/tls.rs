@@ -128,6 +128,8 @@ fn add_pem_certs(roots: &mut rustls::RootCertStore, path: &Path) -> Result<usize
 pub(crate) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A server's answers from memory: the fuzz targets' scripted server.
+    Scripted(crate::fuzzing::Scripted),
 }
 
 impl AsyncRead for Transport {
@@ -135,6 +137,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Scripted(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -144,6 +147,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Scripted(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -151,6 +155,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Scripted(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -158,6 +163,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Scripted(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
