@@ -32,7 +32,9 @@ const BASE_TIME: Duration = Duration::from_secs(10);
 const RATE: u64 = 64 << 10;
 /// Memory one input may hold: this much plus [`MEMORY_PER_BYTE`] per byte.
 const BASE_MEMORY: isize = 64 << 20;
-const MEMORY_PER_BYTE: isize = 64;
+// A JSON tree (serde_json::Value) of small objects alone costs 60 to 100
+// bytes per byte of JSON.
+const MEMORY_PER_BYTE: isize = 128;
 
 /// What the fuzzer did for one target.
 #[derive(Debug, Default, Clone)]
