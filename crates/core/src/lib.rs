@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod html;
 pub mod mail;
 pub mod parse;
+pub mod process;
 pub mod subject;
 pub mod tag;
 
@@ -15,4 +16,7 @@ pub use classify::MailKind;
 pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};
 pub use parse::{ParseError, parse};
+pub use process::{
+    Filed, Ledger, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, file_batch, parse_batch,
+};
 pub use tag::TagFormat;

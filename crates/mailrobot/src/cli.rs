@@ -243,9 +243,8 @@ pub enum MessagesCommand {
     List {
         #[arg(long)]
         json: bool,
-        /// fetched, processed or failed
         #[arg(long)]
-        state: Option<String>,
+        state: Option<mailrobot_store::JournalState>,
         #[arg(long)]
         mailbox: Option<String>,
     },

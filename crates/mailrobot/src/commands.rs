@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow, bail};
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::Secret;
 use mailrobot_sources::{PasswordScheme, SettleAction, TlsMode};
-use mailrobot_store::{Mailbox, MessageFilter, NewMailbox, Store, TicketSummary};
+use mailrobot_store::{JournalState, Mailbox, MessageFilter, MessageKind, NewMailbox, Store, TicketSummary};
 use serde_json::{Value, json};
 
 use crate::app::{App, SETTING_TICKET_DIGITS, SETTING_TICKET_PREFIX};
@@ -381,12 +381,12 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
     Ok(())
 }
 
-pub fn messages_list(app: &App, json_out: bool, state: Option<String>, mailbox: Option<String>) -> anyhow::Result<()> {
-    if let Some(s) = &state
-        && !matches!(s.as_str(), "fetched" | "processed" | "failed")
-    {
-        bail!("--state must be fetched, processed or failed (got {s:?})");
-    }
+pub fn messages_list(
+    app: &App,
+    json_out: bool,
+    state: Option<JournalState>,
+    mailbox: Option<String>,
+) -> anyhow::Result<()> {
     let mailbox_id = match mailbox {
         Some(name) => Some(find_mailbox(app.store.as_ref(), &name)?.id),
         None => None,
@@ -425,7 +425,7 @@ pub fn messages_list(app: &App, json_out: bool, state: Option<String>, mailbox: 
             m.journal_id,
             m.mailbox,
             m.state,
-            m.kind.as_deref().unwrap_or("-"),
+            m.kind.map_or("-", MessageKind::as_str),
             m.ticket_id.map(|t| tag.number(t as u64)).unwrap_or_else(|| "-".into()),
             m.subject.as_deref().unwrap_or(&m.remote_id),
             m.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use mailrobot_store::MessageFilter;
+use mailrobot_store::{JournalState, MessageFilter, MessageKind};
 
 use crate::app::App;
 use crate::cli::{MailboxAdd, MailboxKindArg, SettleArg, TlsArg};
@@ -82,10 +82,10 @@ pub(crate) async fn poll_and_report(
             continue;
         };
         let ticket = row.ticket_id.map(|t| tag.number(t as u64));
-        let what = match (row.state.as_str(), row.kind.as_deref(), &ticket) {
-            ("failed", _, _) => format!("FAILED, {failed_where}: {}", row.reason.as_deref().unwrap_or("")),
-            (_, Some("duplicate"), Some(t)) => format!("duplicate of a mail already on {t}: no new entry"),
-            (_, Some("duplicate"), None) => "duplicate of a mail already journaled".to_string(),
+        let what = match (row.state, row.kind, &ticket) {
+            (JournalState::Failed, _, _) => format!("FAILED, {failed_where}: {}", row.reason.as_deref().unwrap_or("")),
+            (_, Some(MessageKind::Duplicate), Some(t)) => format!("duplicate of a mail already on {t}: no new entry"),
+            (_, Some(MessageKind::Duplicate), None) => "duplicate of a mail already journaled".to_string(),
             (_, Some(kind), Some(t)) => {
                 let first = app
                     .store
@@ -94,7 +94,7 @@ pub(crate) async fn poll_and_report(
                     .unwrap_or(false);
                 match (first, kind) {
                     (true, _) => format!("new ticket {t}"),
-                    (false, "mail") => format!("reply, added to {t}"),
+                    (false, MessageKind::Mail) => format!("reply, added to {t}"),
                     (false, other) => format!("{other} recorded on {t} (no new ticket)"),
                 }
             }

@@ -6,8 +6,8 @@ use metrics::{counter, gauge};
 
 pub fn record_processed(mailbox: &str, done: &[ProcessedMail]) {
     for mail in done {
-        let kind = mail.kind.clone().unwrap_or_else(|| "none".into());
-        counter!("mailrobot_mails_total", "mailbox" => mailbox.to_string(), "state" => mail.state.clone(), "kind" => kind)
+        let kind = mail.kind.map_or("none", |k| k.as_str());
+        counter!("mailrobot_mails_total", "mailbox" => mailbox.to_string(), "state" => mail.state.as_str(), "kind" => kind)
             .increment(1);
         if mail.created_ticket {
             counter!("mailrobot_tickets_created_total", "mailbox" => mailbox.to_string()).increment(1);

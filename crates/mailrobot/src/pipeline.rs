@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
-use mailrobot_store::{IncomingMail, Mailbox, ProcessingRules, SettleTo, Store, StoreError};
+use mailrobot_store::{IncomingMail, JournalState, Mailbox, MessageKind, ProcessingRules, SettleTo, Store, StoreError};
 use serde::Serialize;
 
 use crate::crash;
@@ -240,8 +240,11 @@ impl Pipeline {
         let known = self.blocking(move |s| s.known_remote_ids(id, &ids)).await?;
         let settled_again: Vec<(String, Outcome)> = known
             .iter()
-            .filter(|k| k.settled && k.state != "fetched")
-            .map(|k| (k.remote_id.clone(), if k.state == "failed" { Outcome::Failed } else { Outcome::Processed }))
+            .filter(|k| k.settled && k.state != JournalState::Fetched)
+            .map(|k| {
+                let outcome = if k.state == JournalState::Failed { Outcome::Failed } else { Outcome::Processed };
+                (k.remote_id.clone(), outcome)
+            })
             .collect();
         if !settled_again.is_empty() {
             if source.resettle_if_listed_again() {
@@ -404,9 +407,9 @@ impl Pipeline {
             let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
             let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
             for mail in &done {
-                match (mail.state.as_str(), mail.kind.as_deref()) {
-                    ("failed", _) => report.failed += 1,
-                    (_, Some("duplicate")) => report.duplicates += 1,
+                match (mail.state, mail.kind) {
+                    (JournalState::Failed, _) => report.failed += 1,
+                    (_, Some(MessageKind::Duplicate)) => report.duplicates += 1,
                     _ => report.processed += 1,
                 }
                 report.tickets_created += usize::from(mail.created_ticket);

@@ -121,7 +121,7 @@ fn clear_errors_for_bad_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket TKT-000099"));
     let out = robot.run_raw(&["messages", "list", "--state", "weird"], &[]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fetched, processed or failed"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[possible values: fetched, processed, failed]"));
 }
 
 #[test]

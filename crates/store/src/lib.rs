@@ -13,10 +13,12 @@
 pub mod auth;
 mod error;
 pub mod model;
+mod process;
 mod schema;
 pub mod sealed;
 mod sqlite;
 mod sqlite_auth;
+mod sqlite_ledger;
 mod sqlite_sealed;
 pub mod states;
 
@@ -25,9 +27,9 @@ pub use error::StoreError;
 pub use model::*;
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
-pub use states::MailboxStatus;
+pub use states::{JournalState, MailboxStatus, MessageKind};
 
-use mailrobot_core::TagFormat;
+use mailrobot_core::{Ledger, PendingMail, TagFormat};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -61,17 +63,25 @@ pub trait Store: Send + Sync {
     /// Stores fetched mails (raw bytes, state `fetched`) in one transaction.
     /// Remote ids already journaled are skipped. Returns how many were new.
     fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
-    /// Processes up to `limit` journaled mails in state `fetched` (of one
-    /// mailbox, or all), in arrival order, in one transaction — fewer when
-    /// their raw bytes would pass `max_bytes` (always at least one), so the
-    /// memory a batch holds has a bound whatever the mails are.
+    /// Up to `limit` journaled mails in state `fetched` (of one mailbox, or
+    /// all), in arrival order, with their raw bytes — fewer when their bytes
+    /// would pass `max_bytes` (always at least one), so the memory a batch
+    /// holds has a bound whatever the mails are.
+    fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>>;
+    /// Runs `work` in one write transaction, committed when it returns `Ok`.
+    /// The ticket rules ([`mailrobot_core::file_batch`]) run there.
+    fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()>;
+    /// Processes a batch of pending mails (see [`Store::pending_mails`]):
+    /// parsed on every core outside any lock, then filed in one transaction.
     fn process_pending(
         &self,
         mailbox_id: Option<i64>,
         limit: usize,
         max_bytes: u64,
         rules: &ProcessingRules,
-    ) -> Result<Vec<ProcessedMail>>;
+    ) -> Result<Vec<ProcessedMail>> {
+        process::process_pending(self, mailbox_id, limit, max_bytes, rules)
+    }
     /// Processed or failed mails whose remote copy is not settled yet.
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;
     fn mark_settled(&self, journal_ids: &[i64]) -> Result<()>;

@@ -111,7 +111,7 @@ pub enum SettleTo {
 pub struct KnownMail {
     pub journal_id: i64,
     pub remote_id: String,
-    pub state: String,
+    pub state: crate::JournalState,
     pub settled: bool,
 }
 
@@ -129,8 +129,8 @@ pub struct ProcessedMail {
     pub mailbox_id: i64,
     pub remote_id: String,
     pub subject: Option<String>,
-    pub state: String,
-    pub kind: Option<String>,
+    pub state: crate::JournalState,
+    pub kind: Option<crate::MessageKind>,
     pub ticket_id: Option<i64>,
     pub created_ticket: bool,
     pub reason: Option<String>,
@@ -166,7 +166,7 @@ pub struct EntryView {
     pub from: Option<String>,
     pub from_name: Option<String>,
     pub subject: String,
-    pub kind: String,
+    pub kind: crate::MessageKind,
     pub date: Option<String>,
     pub text_body: String,
     pub html_body: Option<String>,
@@ -183,7 +183,7 @@ pub struct TicketDetail {
 
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
-    pub state: Option<String>,
+    pub state: Option<crate::JournalState>,
     pub mailbox_id: Option<i64>,
 }
 
@@ -196,8 +196,8 @@ pub struct MessageView {
     pub message_id: Option<String>,
     pub subject: Option<String>,
     pub from: Option<String>,
-    pub state: String,
-    pub kind: Option<String>,
+    pub state: crate::JournalState,
+    pub kind: Option<crate::MessageKind>,
     pub ticket_id: Option<i64>,
     pub reason: Option<String>,
     pub size: i64,

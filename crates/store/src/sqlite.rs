@@ -5,12 +5,11 @@
 //! Several processes (serve, run-once, the CLI) share the file; writers wait
 //! for each other through the busy timeout.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mailrobot_core::{Decision, Lookups, ParsedMail, decide, parse};
+use mailrobot_core::{Ledger, PendingMail};
 use std::io::{Read, Write};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -18,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::model::*;
 use crate::schema::MIGRATIONS;
-use crate::{ProcessingRules, Result, Store, StoreError};
+use crate::sqlite_ledger::{SqliteLedger, read_pending};
+use crate::{JournalState, Result, Store, StoreError};
 
 pub struct SqliteStore {
     pub(crate) conn: Mutex<Connection>,
@@ -112,7 +112,7 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
 /// Stores bytes once under their SHA-256. Large contents are written through
 /// SQLite's incremental blob I/O, so SQLite never holds its own copy of a
 /// 30 MB mail in memory.
-fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
+pub(crate) fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
     let sha = sha256_hex(data);
     let inserted = tx
         .prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, zeroblob(?2))")?
@@ -126,21 +126,13 @@ fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
 }
 
 /// Reads a stored blob into one exactly-sized buffer.
-fn read_blob(tx: &Transaction<'_>, rowid: i64, size: i64) -> Result<Vec<u8>> {
+pub(crate) fn read_blob(tx: &Transaction<'_>, rowid: i64, size: i64) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(size.max(0) as usize);
     if size > 0 {
         let mut blob = tx.blob_open(MAIN_DB, c"blobs", c"data", rowid, true)?;
         blob.read_to_end(&mut data).map_err(|e| StoreError::Corrupt(format!("reading blob {rowid}: {e}")))?;
     }
     Ok(data)
-}
-
-/// One pending journal row, as read for processing.
-struct Pending {
-    journal_id: i64,
-    mailbox_id: i64,
-    remote_id: String,
-    raw: Vec<u8>,
 }
 
 impl Store for SqliteStore {
@@ -280,8 +272,8 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let (sha, state) = match &mail.rejected {
-                    None => (Some(put_blob(tx, mail.raw)?), "fetched"),
-                    Some(_) => (None, "failed"),
+                    None => (Some(put_blob(tx, mail.raw)?), JournalState::Fetched),
+                    Some(_) => (None, JournalState::Failed),
                 };
                 tx.prepare_cached(
                     "INSERT INTO messages (mailbox_id, remote_id, raw_sha256, size, state, reason, fetched_at, processed_at)
@@ -294,22 +286,16 @@ impl Store for SqliteStore {
         })
     }
 
-    fn process_pending(
-        &self,
-        mailbox_id: Option<i64>,
-        limit: usize,
-        max_bytes: u64,
-        rules: &ProcessingRules,
-    ) -> Result<Vec<ProcessedMail>> {
-        self.write(|tx| {
-            let pending = read_pending(tx, mailbox_id, limit, max_bytes)?;
-            let processed_at = now();
-            let mut results = Vec::with_capacity(pending.len());
-            for mail in pending {
-                results.push(process_one(tx, mail, rules, &processed_at)?);
-            }
-            Ok(results)
-        })
+    fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>> {
+        // A read transaction: one consistent view while the blobs are read,
+        // and no write lock held against other processes.
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        read_pending(&tx, mailbox_id, limit, max_bytes)
+    }
+
+    fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()> {
+        self.write(|tx| work(&mut SqliteLedger { tx, at: now() }))
     }
 
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>> {
@@ -320,11 +306,11 @@ impl Store for SqliteStore {
         )?;
         let rows = stmt
             .query_map([mailbox_id], |r| {
-                let state: String = r.get(2)?;
+                let state: JournalState = r.get(2)?;
                 Ok(Unsettled {
                     journal_id: r.get(0)?,
                     remote_id: r.get(1)?,
-                    settle_to: if state == "failed" { SettleTo::Failed } else { SettleTo::Processed },
+                    settle_to: if state == JournalState::Failed { SettleTo::Failed } else { SettleTo::Processed },
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -504,211 +490,4 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
     })
-}
-
-fn read_pending(tx: &Transaction<'_>, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<Pending>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size FROM messages m
-         LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
-         WHERE m.state = 'fetched' AND (?1 IS NULL OR m.mailbox_id = ?1)
-         ORDER BY m.id LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![mailbox_id, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut pending = Vec::with_capacity(rows.len());
-    let mut bytes = 0u64;
-    for (journal_id, mailbox_id, remote_id, blob_id, size) in rows {
-        // Sizes are known before the blobs are read: stop before the budget.
-        let size_bytes = size.unwrap_or(0).max(0) as u64;
-        if !pending.is_empty() && bytes + size_bytes > max_bytes {
-            break;
-        }
-        bytes += size_bytes;
-        let raw = match blob_id {
-            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0))?,
-            None => Vec::new(),
-        };
-        pending.push(Pending { journal_id, mailbox_id, remote_id, raw });
-    }
-    Ok(pending)
-}
-
-/// Parses, decides and writes one mail inside the batch transaction. A mail
-/// that cannot be parsed (or crashes the parser) is marked failed with the
-/// reason; the batch goes on.
-fn process_one(tx: &Transaction<'_>, mail: Pending, rules: &ProcessingRules, at: &str) -> Result<ProcessedMail> {
-    let parsed = match catch_unwind(AssertUnwindSafe(|| parse(&mail.raw))) {
-        Ok(Ok(parsed)) => parsed,
-        Ok(Err(err)) => return fail(tx, mail, format!("cannot be read as an e-mail: {err}"), at),
-        Err(_) => {
-            return fail(tx, mail, "the parser crashed on this mail; kept for a later retry".to_string(), at);
-        }
-    };
-    let lookups = lookups(tx, &parsed, mail.journal_id, rules)?;
-    let decision = decide(&parsed, &lookups);
-    let (kind, ticket_id, created_ticket) = match decision {
-        Decision::Duplicate { ticket } => ("duplicate", ticket.map(|t| t as i64), false),
-        Decision::Unmatched => (parsed.kind.as_str(), None, false),
-        Decision::NewTicket => {
-            let ticket = create_ticket(tx, &parsed, at)?;
-            add_entry(tx, ticket, mail.journal_id, &parsed, at)?;
-            (parsed.kind.as_str(), Some(ticket), true)
-        }
-        Decision::Append { ticket } => {
-            add_entry(tx, ticket as i64, mail.journal_id, &parsed, at)?;
-            (parsed.kind.as_str(), Some(ticket as i64), false)
-        }
-    };
-    tx.prepare_cached(
-        "UPDATE messages SET state = 'processed', kind = ?2, message_id = ?3, fingerprint = ?4, subject = ?5,
-         from_addr = ?6, ticket_id = ?7, reason = NULL, attempts = attempts + 1, processed_at = ?8 WHERE id = ?1",
-    )?
-    .execute(params![
-        mail.journal_id,
-        kind,
-        parsed.message_id,
-        parsed.fingerprint,
-        parsed.subject,
-        parsed.from.as_ref().map(|a| a.email.as_str()),
-        ticket_id,
-        at
-    ])?;
-    Ok(ProcessedMail {
-        journal_id: mail.journal_id,
-        mailbox_id: mail.mailbox_id,
-        remote_id: mail.remote_id,
-        subject: Some(parsed.subject),
-        state: "processed".into(),
-        kind: Some(kind.into()),
-        ticket_id,
-        created_ticket,
-        reason: None,
-    })
-}
-
-fn fail(tx: &Transaction<'_>, mail: Pending, reason: String, at: &str) -> Result<ProcessedMail> {
-    tracing::warn!(journal_id = mail.journal_id, remote_id = %mail.remote_id, %reason, "mail failed");
-    tx.prepare_cached(
-        "UPDATE messages SET state = 'failed', reason = ?2, attempts = attempts + 1, processed_at = ?3 WHERE id = ?1",
-    )?
-    .execute(params![mail.journal_id, reason, at])?;
-    Ok(ProcessedMail {
-        journal_id: mail.journal_id,
-        mailbox_id: mail.mailbox_id,
-        remote_id: mail.remote_id,
-        subject: None,
-        state: "failed".into(),
-        kind: None,
-        ticket_id: None,
-        created_ticket: false,
-        reason: Some(reason),
-    })
-}
-
-fn lookups(tx: &Transaction<'_>, mail: &ParsedMail, journal_id: i64, rules: &ProcessingRules) -> Result<Lookups> {
-    // An earlier processed copy with the same Message-ID and content.
-    let duplicate_of = tx
-        .prepare_cached(
-            "SELECT ticket_id FROM messages WHERE fingerprint = ?1 AND message_id IS ?2
-             AND state = 'processed' AND id <> ?3 ORDER BY id LIMIT 1",
-        )?
-        .query_row(params![mail.fingerprint, mail.message_id, journal_id], |r| r.get::<_, Option<i64>>(0))
-        .optional()?
-        .map(|t| t.map(|t| t as u64));
-
-    let tag =
-        rules.tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| rules.tag.find(s)));
-    let tagged_ticket = match tag {
-        Some(id) => tx
-            .prepare_cached("SELECT id FROM tickets WHERE id = ?1")?
-            .query_row([id as i64], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(|t| t as u64),
-        None => None,
-    };
-
-    let mut thread_ticket = None;
-    if tagged_ticket.is_none() {
-        let mut stmt = tx.prepare_cached(
-            "SELECT ticket_id FROM messages WHERE message_id = ?1 AND ticket_id IS NOT NULL ORDER BY id LIMIT 1",
-        )?;
-        for id in &mail.refers_to {
-            if let Some(t) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
-                thread_ticket = Some(t as u64);
-                break;
-            }
-        }
-    }
-    Ok(Lookups { duplicate_of, tagged_ticket, thread_ticket })
-}
-
-fn create_ticket(tx: &Transaction<'_>, mail: &ParsedMail, at: &str) -> Result<i64> {
-    let requester = mail.requester();
-    let subject = mailrobot_core::subject::strip_reply_prefixes(&mail.subject);
-    let subject = if subject.is_empty() { "(no subject)" } else { subject };
-    tx.prepare_cached(
-        "INSERT INTO tickets (subject, requester, requester_name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-    )?
-    .execute(params![
-        subject,
-        requester.map(|a| a.email.as_str()).filter(|e| !e.is_empty()),
-        requester.and_then(|a| a.name.as_deref()),
-        at
-    ])?;
-    Ok(tx.last_insert_rowid())
-}
-
-fn add_entry(tx: &Transaction<'_>, ticket: i64, journal_id: i64, mail: &ParsedMail, at: &str) -> Result<()> {
-    let position: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(position), 0) + 1 FROM ticket_entries WHERE ticket_id = ?1")?
-        .query_row([ticket], |r| r.get(0))?;
-    tx.prepare_cached(
-        "INSERT INTO ticket_entries (ticket_id, position, journal_id, kind, message_id, from_addr, from_name,
-         subject, date, text_body, html_body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        ticket,
-        position,
-        journal_id,
-        mail.kind.as_str(),
-        mail.message_id,
-        mail.from.as_ref().map(|a| a.email.as_str()),
-        mail.from.as_ref().and_then(|a| a.name.as_deref()),
-        mail.subject,
-        mail.date,
-        mail.text_body,
-        mail.html_body,
-        at
-    ])?;
-    let entry_id = tx.last_insert_rowid();
-    for (i, attachment) in mail.attachments.iter().enumerate() {
-        let sha = put_blob(tx, &attachment.data)?;
-        tx.prepare_cached(
-            "INSERT INTO entry_attachments (entry_id, position, filename, content_type, content_id, inline, size, blob_sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            entry_id,
-            i as i64,
-            attachment.filename,
-            attachment.content_type,
-            attachment.content_id,
-            attachment.inline,
-            attachment.size() as i64,
-            sha
-        ])?;
-    }
-    // Replies reopen nothing yet (statuses come with the web UI); they do
-    // mark the ticket as changed.
-    tx.prepare_cached("UPDATE tickets SET updated_at = ?2 WHERE id = ?1")?.execute(params![ticket, at])?;
-    Ok(())
 }

@@ -3,7 +3,8 @@
 //! the same lowercase string), so no layer compares string literals.
 
 /// Defines an enum stored as text: `as_str`, `FromStr`, `Display`, serde as
-/// the same strings, and SQLite `ToSql`/`FromSql`.
+/// the same strings, SQLite `ToSql`/`FromSql`, and (feature `clap`) clap's
+/// `ValueEnum`, so a CLI flag takes exactly the stored values.
 macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -39,7 +40,8 @@ macro_rules! text_enum {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so `{:<9}` in a table lines up.
+                f.pad(self.as_str())
             }
         }
 
@@ -53,6 +55,17 @@ macro_rules! text_enum {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let text = String::deserialize(d)?;
                 text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        #[cfg(feature = "clap")]
+        impl clap::ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                Self::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.as_str()))
             }
         }
 
@@ -88,6 +101,48 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where a journaled mail stands.
+    pub enum JournalState {
+        /// Stored, waiting for processing.
+        Fetched => "fetched",
+        /// Made a ticket, an entry, or was filed as a duplicate or unmatched.
+        Processed => "processed",
+        /// Kept with its reason; `messages retry` puts it back to fetched.
+        Failed => "failed",
+    }
+}
+
+text_enum! {
+    /// What a processed mail was, as the journal and ticket entries record it.
+    pub enum MessageKind {
+        Mail => "mail",
+        AutoReply => "auto-reply",
+        Bounce => "bounce",
+        /// A copy of a mail already processed.
+        Duplicate => "duplicate",
+    }
+}
+
+impl From<mailrobot_core::MailKind> for MessageKind {
+    fn from(kind: mailrobot_core::MailKind) -> Self {
+        match kind {
+            mailrobot_core::MailKind::Mail => MessageKind::Mail,
+            mailrobot_core::MailKind::AutoReply => MessageKind::AutoReply,
+            mailrobot_core::MailKind::Bounce => MessageKind::Bounce,
+        }
+    }
+}
+
+impl From<mailrobot_core::Filed> for MessageKind {
+    fn from(filed: mailrobot_core::Filed) -> Self {
+        match filed {
+            mailrobot_core::Filed::Duplicate { .. } => MessageKind::Duplicate,
+            mailrobot_core::Filed::Mail { kind, .. } => kind.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +154,15 @@ mod tests {
             assert_eq!(serde_json::to_string(status).unwrap(), format!("\"{status}\""));
         }
         assert!("failing".parse::<MailboxStatus>().unwrap_err().contains("expected one of new, ok"));
+        assert_eq!(format!("[{:<8}]", MailboxStatus::Ok), "[ok      ]");
+        for state in JournalState::ALL {
+            assert_eq!(state.as_str().parse::<JournalState>().unwrap(), *state);
+        }
+        // The journal's kinds of mail are core's, plus duplicates.
+        for kind in
+            [mailrobot_core::MailKind::Mail, mailrobot_core::MailKind::AutoReply, mailrobot_core::MailKind::Bounce]
+        {
+            assert_eq!(MessageKind::from(kind).as_str(), kind.as_str());
+        }
     }
 }

@@ -43,7 +43,7 @@ fn journal_is_idempotent_per_remote_id() {
     assert_eq!(s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(), 0);
     let known = s.known_remote_ids(mb, &["r1".into(), "r2".into()]).unwrap();
     assert_eq!(known.len(), 1);
-    assert_eq!(known[0].state, "fetched");
+    assert_eq!(known[0].state, JournalState::Fetched);
     assert!(!known[0].settled);
 }
 
@@ -85,10 +85,10 @@ fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
     s.journal(a, &[IncomingMail::fetched("1", &original)]).unwrap();
     s.journal(b, &[IncomingMail::fetched("1", &copy), IncomingMail::fetched("2", &reused_id)]).unwrap();
     let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
-    assert_eq!(out[0].kind.as_deref(), Some("mail"));
-    assert_eq!(out[1].kind.as_deref(), Some("duplicate"));
+    assert_eq!(out[0].kind, Some(MessageKind::Mail));
+    assert_eq!(out[1].kind, Some(MessageKind::Duplicate));
     assert_eq!(out[1].ticket_id, out[0].ticket_id);
-    assert_eq!(out[2].kind.as_deref(), Some("mail"));
+    assert_eq!(out[2].kind, Some(MessageKind::Mail));
     assert_ne!(out[2].ticket_id, out[0].ticket_id);
     assert_eq!(s.tickets().unwrap().len(), 2);
 }
@@ -111,11 +111,11 @@ fn auto_replies_and_bounces_never_open_tickets() {
     )
     .unwrap();
     let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
-    assert_eq!(out[1].kind.as_deref(), Some("auto-reply"));
+    assert_eq!(out[1].kind, Some(MessageKind::AutoReply));
     assert_eq!(out[1].ticket_id, Some(1));
-    assert_eq!(out[2].kind.as_deref(), Some("auto-reply"));
+    assert_eq!(out[2].kind, Some(MessageKind::AutoReply));
     assert_eq!(out[2].ticket_id, None);
-    assert_eq!(out[2].state, "processed");
+    assert_eq!(out[2].state, JournalState::Processed);
     assert_eq!(s.tickets().unwrap().len(), 1);
 }
 
@@ -129,10 +129,10 @@ fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
     s.journal(mb, &[IncomingMail::rejected("huge", 60 << 20, "message is 62914560 bytes, over the limit")]).unwrap();
     let out = s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].state, "failed");
+    assert_eq!(out[0].state, JournalState::Failed);
     assert!(out[0].reason.as_deref().unwrap().contains("not an e-mail"));
-    assert_eq!(out[1].state, "processed");
-    let failed = s.messages(&MessageFilter { state: Some("failed".into()), mailbox_id: None }).unwrap();
+    assert_eq!(out[1].state, JournalState::Processed);
+    let failed = s.messages(&MessageFilter { state: Some(JournalState::Failed), mailbox_id: None }).unwrap();
     assert_eq!(failed.len(), 2);
     // Failed mails are settled to the error folder; processed ones normally.
     let unsettled = s.unsettled(mb).unwrap();
@@ -186,4 +186,37 @@ fn a_processing_batch_stops_at_its_byte_budget() {
     assert_eq!(s.process_pending(Some(mb), 100, 1, &rules()).unwrap().len(), 1, "at least one");
     assert_eq!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().len(), 2);
     assert!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().is_empty());
+}
+
+/// Two processes share the file (serve and a `run-once`, say): each reads
+/// pending mails with no lock held while it parses them, so both may read the
+/// same mails. Only the first to file a mail makes its ticket.
+#[test]
+fn a_mail_another_process_filed_meanwhile_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("robot.db");
+    let (first, second) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+    let mb = mailbox(&first, "a");
+    let raws: Vec<Vec<u8>> = (0..3).map(|i| mail(&format!("{i}@x"), &format!("Question {i}"), "", "?")).collect();
+    let incoming: Vec<IncomingMail<'_>> =
+        raws.iter().enumerate().map(|(i, raw)| IncomingMail::fetched(format!("r{i}"), raw)).collect();
+    first.journal(mb, &incoming).unwrap();
+
+    let read_by_first = first.pending_mails(Some(mb), 100, u64::MAX).unwrap();
+    assert_eq!(read_by_first.len(), 3);
+    let parsed = mailrobot_core::parse_batch(read_by_first, 2);
+    // Meanwhile the other process files them all.
+    assert_eq!(second.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().len(), 3);
+
+    let mut parsed = Some(parsed);
+    let mut filed = Vec::new();
+    first
+        .with_ledger(&mut |ledger| {
+            filed = mailrobot_core::file_batch(ledger, parsed.take().unwrap(), &rules().tag)?;
+            Ok(())
+        })
+        .unwrap();
+    assert!(filed.is_empty(), "{filed:?}");
+    assert_eq!(first.tickets().unwrap().len(), 3);
+    assert!(first.ticket(1).unwrap().unwrap().entries.len() == 1);
 }

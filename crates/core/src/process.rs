@@ -1,0 +1,298 @@
+//! What becomes of a batch of journaled mails, whatever the store.
+//!
+//! Two steps, so that no lock is held while mails are read:
+//! 1. [`parse_batch`] parses the raw mails on every core, outside any lock
+//!    (a 25 MB mail takes a while; other mailboxes keep writing meanwhile).
+//! 2. [`file_batch`] runs inside the store's write transaction: for each mail
+//!    it asks the store what it knows ([`Ledger`] lookups), [`decide`]s, and
+//!    tells the store what to write ([`Ledger`] primitives).
+//!
+//! A store backend implements [`Ledger`] over its transaction and nothing
+//! else: the ticket rules live here once.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::classify::MailKind;
+use crate::decide::{Decision, Lookups, decide};
+use crate::mail::ParsedMail;
+use crate::parse::parse;
+use crate::tag::TagFormat;
+
+/// A journaled mail waiting for processing, with its raw bytes.
+#[derive(Debug, Clone)]
+pub struct PendingMail {
+    pub journal_id: i64,
+    pub mailbox_id: i64,
+    pub remote_id: String,
+    pub raw: Vec<u8>,
+}
+
+/// A pending mail after parsing: the parsed mail, or why it cannot be read.
+#[derive(Debug)]
+pub struct ParsedPending {
+    pub journal_id: i64,
+    pub mailbox_id: i64,
+    pub remote_id: String,
+    pub parsed: Result<ParsedMail, String>,
+}
+
+/// Parses `pending` on up to `threads` threads, keeping the order. Each raw
+/// mail is dropped as soon as it is parsed, so the batch holds about one
+/// copy of its mails at a time. A mail that cannot be read, or that crashes
+/// the parser, gets its reason instead; the batch goes on.
+pub fn parse_batch(pending: Vec<PendingMail>, threads: usize) -> Vec<ParsedPending> {
+    let threads = threads.clamp(1, pending.len().max(1));
+    if threads == 1 {
+        return pending.into_iter().map(parse_pending).collect();
+    }
+    // Work is taken one mail at a time, so one large mail does not leave the
+    // other threads idle behind it.
+    let slots: Vec<Mutex<Slot>> = pending.into_iter().map(|p| Mutex::new(Slot::Raw(p))).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = slots.get(i) else { break };
+                    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Slot::Raw(mail) = std::mem::replace(&mut *slot, Slot::Taken) {
+                        *slot = Slot::Parsed(Box::new(parse_pending(mail)));
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Slot::Parsed(parsed) => *parsed,
+            Slot::Raw(_) | Slot::Taken => unreachable!("every slot is parsed before the scope ends"),
+        })
+        .collect()
+}
+
+enum Slot {
+    Raw(PendingMail),
+    Taken,
+    Parsed(Box<ParsedPending>),
+}
+
+fn parse_pending(mail: PendingMail) -> ParsedPending {
+    let parsed = match catch_unwind(AssertUnwindSafe(|| parse(&mail.raw))) {
+        Ok(Ok(parsed)) => Ok(parsed),
+        Ok(Err(err)) => Err(format!("cannot be read as an e-mail: {err}")),
+        Err(_) => Err("the parser crashed on this mail; kept for a later retry".to_string()),
+    };
+    ParsedPending { journal_id: mail.journal_id, mailbox_id: mail.mailbox_id, remote_id: mail.remote_id, parsed }
+}
+
+/// A new ticket, as the rules make it from its first mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket<'a> {
+    /// The subject without reply prefixes; `(no subject)` when empty.
+    pub subject: &'a str,
+    pub requester: Option<&'a str>,
+    pub requester_name: Option<&'a str>,
+}
+
+impl<'a> NewTicket<'a> {
+    pub fn from_mail(mail: &'a ParsedMail) -> Self {
+        let requester = mail.requester();
+        let subject = crate::subject::strip_reply_prefixes(&mail.subject);
+        Self {
+            subject: if subject.is_empty() { "(no subject)" } else { subject },
+            requester: requester.map(|a| a.email.as_str()).filter(|e| !e.is_empty()),
+            requester_name: requester.and_then(|a| a.name.as_deref()),
+        }
+    }
+}
+
+/// How the journal records a processed mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filed {
+    /// A copy of a mail already processed: no entry of its own.
+    Duplicate { ticket: Option<u64> },
+    /// Filed by its kind, on a ticket or (an unmatched auto-reply or bounce)
+    /// on none.
+    Mail { kind: MailKind, ticket: Option<u64>, created_ticket: bool },
+}
+
+impl Filed {
+    pub fn ticket(self) -> Option<u64> {
+        match self {
+            Filed::Duplicate { ticket } | Filed::Mail { ticket, .. } => ticket,
+        }
+    }
+}
+
+/// What the store offers processing, inside one write transaction. Lookups
+/// see what earlier mails of the same batch wrote.
+pub trait Ledger {
+    type Error;
+
+    /// Whether the journal row still waits for processing: another process
+    /// sharing the store may have processed it since it was read.
+    fn is_pending(&mut self, journal_id: i64) -> Result<bool, Self::Error>;
+    /// The ticket of an earlier processed copy of this mail (same fingerprint
+    /// and Message-ID, another journal row): `Some(None)` if that copy made
+    /// no ticket, `None` if there is no such copy.
+    fn earlier_copy(
+        &mut self,
+        journal_id: i64,
+        fingerprint: &str,
+        message_id: Option<&str>,
+    ) -> Result<Option<Option<u64>>, Self::Error>;
+    fn ticket_exists(&mut self, ticket: u64) -> Result<bool, Self::Error>;
+    /// The ticket of the first journaled mail with this Message-ID that has one.
+    fn ticket_of_message(&mut self, message_id: &str) -> Result<Option<u64>, Self::Error>;
+    fn create_ticket(&mut self, ticket: &NewTicket<'_>) -> Result<u64, Self::Error>;
+    /// Adds the mail (bodies, attachments) as the ticket's next entry.
+    fn add_entry(&mut self, ticket: u64, journal_id: i64, mail: &ParsedMail) -> Result<(), Self::Error>;
+    fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Self::Error>;
+    fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<(), Self::Error>;
+}
+
+/// What processing made of one mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub journal_id: i64,
+    pub mailbox_id: i64,
+    pub remote_id: String,
+    pub result: Result<ProcessedAs, String>,
+}
+
+/// A processed mail: its subject and how it was filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedAs {
+    pub subject: String,
+    pub filed: Filed,
+}
+
+/// Files each parsed mail through `ledger`, in order. Mails another process
+/// took meanwhile are left out of the result.
+pub fn file_batch<L: Ledger + ?Sized>(
+    ledger: &mut L,
+    batch: Vec<ParsedPending>,
+    tag: &TagFormat,
+) -> Result<Vec<Outcome>, L::Error> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for mail in batch {
+        if !ledger.is_pending(mail.journal_id)? {
+            continue;
+        }
+        let result = match mail.parsed {
+            Ok(parsed) => Ok(file_one(ledger, mail.journal_id, parsed, tag)?),
+            Err(reason) => {
+                ledger.record_failed(mail.journal_id, &reason)?;
+                Err(reason)
+            }
+        };
+        outcomes.push(Outcome {
+            journal_id: mail.journal_id,
+            mailbox_id: mail.mailbox_id,
+            remote_id: mail.remote_id,
+            result,
+        });
+    }
+    Ok(outcomes)
+}
+
+fn file_one<L: Ledger + ?Sized>(
+    ledger: &mut L,
+    journal_id: i64,
+    mail: ParsedMail,
+    tag: &TagFormat,
+) -> Result<ProcessedAs, L::Error> {
+    let found = lookups(ledger, journal_id, &mail, tag)?;
+    let filed = match decide(&mail, &found) {
+        Decision::Duplicate { ticket } => Filed::Duplicate { ticket },
+        Decision::Unmatched => Filed::Mail { kind: mail.kind, ticket: None, created_ticket: false },
+        Decision::NewTicket => {
+            let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
+            ledger.add_entry(ticket, journal_id, &mail)?;
+            Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
+        }
+        Decision::Append { ticket } => {
+            ledger.add_entry(ticket, journal_id, &mail)?;
+            Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: false }
+        }
+    };
+    ledger.record_processed(journal_id, &mail, filed)?;
+    Ok(ProcessedAs { subject: mail.subject, filed })
+}
+
+fn lookups<L: Ledger + ?Sized>(
+    ledger: &mut L,
+    journal_id: i64,
+    mail: &ParsedMail,
+    tag: &TagFormat,
+) -> Result<Lookups, L::Error> {
+    let duplicate_of = ledger.earlier_copy(journal_id, &mail.fingerprint, mail.message_id.as_deref())?;
+    // A bounce carries the tag in the subject of the original it returns.
+    let tagged = tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| tag.find(s)));
+    let tagged_ticket = match tagged {
+        Some(id) if ledger.ticket_exists(id)? => Some(id),
+        _ => None,
+    };
+    let mut thread_ticket = None;
+    if tagged_ticket.is_none() {
+        for id in &mail.refers_to {
+            if let Some(ticket) = ledger.ticket_of_message(id)? {
+                thread_ticket = Some(ticket);
+                break;
+            }
+        }
+    }
+    Ok(Lookups { duplicate_of, tagged_ticket, thread_ticket })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(i: i64, raw: &str) -> PendingMail {
+        PendingMail { journal_id: i, mailbox_id: 1, remote_id: i.to_string(), raw: raw.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn parallel_parsing_keeps_order_and_reasons() {
+        let batch: Vec<PendingMail> = (0..50)
+            .map(|i| {
+                if i % 7 == 3 {
+                    pending(i, "")
+                } else {
+                    pending(i, &format!("From: a@b.c\r\nSubject: mail {i}\r\n\r\nbody\r\n"))
+                }
+            })
+            .collect();
+        for threads in [1, 2, 8] {
+            let parsed = parse_batch(batch.clone(), threads);
+            assert_eq!(parsed.len(), 50);
+            for (i, p) in parsed.iter().enumerate() {
+                assert_eq!(p.journal_id, i as i64);
+                match &p.parsed {
+                    Ok(mail) => assert_eq!(mail.subject, format!("mail {i}")),
+                    Err(reason) => {
+                        assert_eq!(i % 7, 3);
+                        assert!(reason.starts_with("cannot be read as an e-mail"), "{reason}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_ticket_takes_the_subject_without_prefixes() {
+        let mail = parse(b"From: Ann <ann@example.com>\r\nSubject: AW: Re: Printer\r\n\r\nx\r\n").unwrap();
+        let ticket = NewTicket::from_mail(&mail);
+        assert_eq!(
+            (ticket.subject, ticket.requester, ticket.requester_name),
+            ("Printer", Some("ann@example.com"), Some("Ann"))
+        );
+        let empty = parse(b"From: ann@example.com\r\nSubject: Re:\r\n\r\nx\r\n").unwrap();
+        assert_eq!(NewTicket::from_mail(&empty).subject, "(no subject)");
+    }
+}

@@ -1,0 +1,53 @@
+//! Processing as any store runs it: read the pending mails, parse them with
+//! no lock held, file them in one transaction. The rules are core's
+//! ([`mailrobot_core::process`]); a backend only offers the primitives.
+
+use mailrobot_core::{Filed, Outcome, file_batch, parse_batch};
+
+use crate::{JournalState, MessageKind, ProcessedMail, ProcessingRules, Result, Store};
+
+pub(crate) fn process_pending<S: Store + ?Sized>(
+    store: &S,
+    mailbox_id: Option<i64>,
+    limit: usize,
+    max_bytes: u64,
+    rules: &ProcessingRules,
+) -> Result<Vec<ProcessedMail>> {
+    let pending = store.pending_mails(mailbox_id, limit, max_bytes)?;
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut batch = Some(parse_batch(pending, threads));
+    let mut outcomes = Vec::new();
+    store.with_ledger(&mut |ledger| {
+        outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag)?;
+        Ok(())
+    })?;
+    Ok(outcomes.into_iter().map(processed_mail).collect())
+}
+
+fn processed_mail(outcome: Outcome) -> ProcessedMail {
+    let (subject, state, kind, ticket_id, created_ticket, reason) = match outcome.result {
+        Ok(done) => {
+            let created = matches!(done.filed, Filed::Mail { created_ticket: true, .. });
+            let ticket = done.filed.ticket().map(|t| t as i64);
+            (Some(done.subject), JournalState::Processed, Some(MessageKind::from(done.filed)), ticket, created, None)
+        }
+        Err(reason) => {
+            tracing::warn!(journal_id = outcome.journal_id, remote_id = %outcome.remote_id, %reason, "mail failed");
+            (None, JournalState::Failed, None, None, false, Some(reason))
+        }
+    };
+    ProcessedMail {
+        journal_id: outcome.journal_id,
+        mailbox_id: outcome.mailbox_id,
+        remote_id: outcome.remote_id,
+        subject,
+        state,
+        kind,
+        ticket_id,
+        created_ticket,
+        reason,
+    }
+}

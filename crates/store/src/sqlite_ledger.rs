@@ -1,0 +1,193 @@
+//! The SQLite side of processing: reading pending mails, and the
+//! [`Ledger`] primitives the ticket rules call inside the write transaction.
+//! No decision is taken here.
+
+use mailrobot_core::{Filed, Ledger, NewTicket, ParsedMail, PendingMail};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::sqlite::{put_blob, read_blob};
+use crate::{JournalState, MessageKind, Result, StoreError};
+
+pub(crate) fn read_pending(
+    tx: &Transaction<'_>,
+    mailbox_id: Option<i64>,
+    limit: usize,
+    max_bytes: u64,
+) -> Result<Vec<PendingMail>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size FROM messages m
+         LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
+         WHERE m.state = 'fetched' AND (?1 IS NULL OR m.mailbox_id = ?1)
+         ORDER BY m.id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![mailbox_id, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut bytes = 0u64;
+    for (journal_id, mailbox_id, remote_id, blob_id, size) in rows {
+        // Sizes are known before the blobs are read: stop before the budget.
+        let size_bytes = size.unwrap_or(0).max(0) as u64;
+        if !pending.is_empty() && bytes + size_bytes > max_bytes {
+            break;
+        }
+        bytes += size_bytes;
+        let raw = match blob_id {
+            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0))?,
+            None => Vec::new(),
+        };
+        pending.push(PendingMail { journal_id, mailbox_id, remote_id, raw });
+    }
+    Ok(pending)
+}
+
+/// One write transaction, as processing sees it.
+pub(crate) struct SqliteLedger<'a, 'c> {
+    pub(crate) tx: &'a Transaction<'c>,
+    /// When this batch was processed (RFC 3339), one time for all its mails.
+    pub(crate) at: String,
+}
+
+impl Ledger for SqliteLedger<'_, '_> {
+    type Error = StoreError;
+
+    fn is_pending(&mut self, journal_id: i64) -> Result<bool> {
+        let state = self
+            .tx
+            .prepare_cached("SELECT state FROM messages WHERE id = ?1")?
+            .query_row([journal_id], |r| r.get::<_, JournalState>(0))
+            .optional()?;
+        Ok(state == Some(JournalState::Fetched))
+    }
+
+    fn earlier_copy(
+        &mut self,
+        journal_id: i64,
+        fingerprint: &str,
+        message_id: Option<&str>,
+    ) -> Result<Option<Option<u64>>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT ticket_id FROM messages WHERE fingerprint = ?1 AND message_id IS ?2
+                 AND state = 'processed' AND id <> ?3 ORDER BY id LIMIT 1",
+            )?
+            .query_row(params![fingerprint, message_id, journal_id], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .map(|t| t.map(|t| t as u64)))
+    }
+
+    fn ticket_exists(&mut self, ticket: u64) -> Result<bool> {
+        let Ok(ticket) = i64::try_from(ticket) else { return Ok(false) };
+        Ok(self
+            .tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM tickets WHERE id = ?1)")?
+            .query_row([ticket], |r| r.get(0))?)
+    }
+
+    fn ticket_of_message(&mut self, message_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT ticket_id FROM messages WHERE message_id = ?1 AND ticket_id IS NOT NULL ORDER BY id LIMIT 1",
+            )?
+            .query_row([message_id], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|t| t as u64))
+    }
+
+    fn create_ticket(&mut self, ticket: &NewTicket<'_>) -> Result<u64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO tickets (subject, requester, requester_name, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![ticket.subject, ticket.requester, ticket.requester_name, self.at])?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    fn add_entry(&mut self, ticket: u64, journal_id: i64, mail: &ParsedMail) -> Result<()> {
+        let (tx, ticket) = (self.tx, ticket as i64);
+        let position: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(position), 0) + 1 FROM ticket_entries WHERE ticket_id = ?1")?
+            .query_row([ticket], |r| r.get(0))?;
+        tx.prepare_cached(
+            "INSERT INTO ticket_entries (ticket_id, position, journal_id, kind, message_id, from_addr, from_name,
+             subject, date, text_body, html_body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            ticket,
+            position,
+            journal_id,
+            MessageKind::from(mail.kind),
+            mail.message_id,
+            mail.from.as_ref().map(|a| a.email.as_str()),
+            mail.from.as_ref().and_then(|a| a.name.as_deref()),
+            mail.subject,
+            mail.date,
+            mail.text_body,
+            mail.html_body,
+            self.at
+        ])?;
+        let entry_id = tx.last_insert_rowid();
+        for (i, attachment) in mail.attachments.iter().enumerate() {
+            let sha = put_blob(tx, &attachment.data)?;
+            tx.prepare_cached(
+                "INSERT INTO entry_attachments (entry_id, position, filename, content_type, content_id, inline, size,
+                 blob_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                entry_id,
+                i as i64,
+                attachment.filename,
+                attachment.content_type,
+                attachment.content_id,
+                attachment.inline,
+                attachment.size() as i64,
+                sha
+            ])?;
+        }
+        // Replies reopen nothing yet (statuses come with the web UI); they do
+        // mark the ticket as changed.
+        tx.prepare_cached("UPDATE tickets SET updated_at = ?2 WHERE id = ?1")?.execute(params![ticket, self.at])?;
+        Ok(())
+    }
+
+    fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'processed', kind = ?2, message_id = ?3, fingerprint = ?4, subject = ?5,
+                 from_addr = ?6, ticket_id = ?7, reason = NULL, attempts = attempts + 1, processed_at = ?8
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                journal_id,
+                MessageKind::from(filed),
+                mail.message_id,
+                mail.fingerprint,
+                mail.subject,
+                mail.from.as_ref().map(|a| a.email.as_str()),
+                filed.ticket().map(|t| t as i64),
+                self.at
+            ])?;
+        Ok(())
+    }
+
+    fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'failed', reason = ?2, attempts = attempts + 1, processed_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![journal_id, reason, self.at])?;
+        Ok(())
+    }
+}
