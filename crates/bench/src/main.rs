@@ -48,6 +48,12 @@ struct Args {
     /// answered 429 (with and without Retry-After), 503 or a dropped connection.
     #[arg(long, default_value_t = 0)]
     graph_fault_mails: usize,
+    /// Another mailrobot binary (an earlier build) to compare with: both run
+    /// over the same MAILS, alternating, ROUNDS times each, in this one run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -150,13 +156,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure!(args.mailrobot.exists(), "{} not found: run `cargo build --release` first", args.mailrobot.display());
     let opts = GenOptions::default();
-    let users = [
+    let compare_users: Vec<String> = (0..args.rounds * 2).map(|i| format!("compare{i}@example.test")).collect();
+    let mut users = vec![
         ("bench@example.test", PASSWORD),
         ("large@example.test", PASSWORD),
         ("big@example.test", PASSWORD),
         ("django@example.test", PASSWORD),
         ("same@example.test", PASSWORD),
     ];
+    users.extend(compare_users.iter().map(|u| (u.as_str(), PASSWORD)));
     let dovecot = Dovecot::start(&users)?;
     let mut results =
         json!({"mails": args.mails, "seed": args.seed, "nproc": std::thread::available_parallelism()?.get()});
@@ -242,6 +250,9 @@ fn main() -> anyhow::Result<()> {
         results["mailrobot_same_mails"] = json!({"mails": n, "seconds": same.seconds, "mails_per_second": same_rate});
         results["speedup_vs_django_helpdesk"] = json!(same_rate / django_rate);
     }
+    if let Some(baseline) = &args.baseline {
+        results["baseline_comparison"] = baseline_run(&args, baseline, &dovecot, &compare_users, &opts)?;
+    }
     if args.graph_mails > 0 {
         results["graph"] = graph_run(&args, &opts)?;
     }
@@ -250,6 +261,52 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())
+}
+
+/// The same MAILS through `baseline` and the candidate, alternating (the
+/// order flips each round so neither always runs on a warmer disk), each on
+/// its own freshly delivered Dovecot mailbox. Reports each run and the ratio
+/// of the medians: candidate ÷ baseline, above 1 when the candidate is faster.
+fn baseline_run(
+    args: &Args,
+    baseline: &Path,
+    dovecot: &Dovecot,
+    users: &[String],
+    opts: &GenOptions,
+) -> anyhow::Result<Value> {
+    ensure!(baseline.exists(), "{} not found", baseline.display());
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut rss: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut users = users.iter();
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (label, bin) =
+                if which == 0 { ("baseline", baseline) } else { ("candidate", args.mailrobot.as_path()) };
+            let user = users.next().context("one mailbox per run")?;
+            dovecot.deliver_many(user, "INBOX", generate_corpus(args.mails, args.seed, opts))?;
+            let (m, report) = mailrobot_run(bin, dovecot.imap_port(), user)?;
+            let fetched = report["fetched"].as_u64().unwrap_or(0) as usize;
+            ensure!(fetched == args.mails, "{label} fetched {fetched} of {} mails: {report}", args.mails);
+            let rate = args.mails as f64 / m.seconds;
+            eprintln!("   round {round} {label}: {rate:.0} mails/s, peak RSS {:.1} MB", m.max_rss_kb as f64 / 1024.0);
+            rates[which].push(rate);
+            rss[which].push(m.max_rss_kb as f64 / 1024.0);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = median(&rates[1]) / median(&rates[0]);
+    eprintln!("== candidate ÷ baseline, median mails/s: {ratio:.3}");
+    Ok(json!({
+        "baseline": baseline.display().to_string(),
+        "baseline_mails_per_second": rates[0], "candidate_mails_per_second": rates[1],
+        "baseline_peak_rss_mb": rss[0], "candidate_peak_rss_mb": rss[1],
+        "median_ratio": ratio,
+    }))
 }
 
 /// An emulated tenant with `n` generated mails in a shared mailbox, and a

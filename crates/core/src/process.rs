@@ -51,19 +51,23 @@ pub fn parse_batch(pending: Vec<PendingMail>, threads: usize) -> Vec<ParsedPendi
     // other threads idle behind it.
     let slots: Vec<Mutex<Slot>> = pending.into_iter().map(|p| Mutex::new(Slot::Raw(p))).collect();
     let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slot) = slots.get(i) else { break };
-                    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Slot::Raw(mail) = std::mem::replace(&mut *slot, Slot::Taken) {
-                        *slot = Slot::Parsed(Box::new(parse_pending(mail)));
-                    }
-                }
-            });
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Slot::Raw(mail) = std::mem::replace(&mut *slot, Slot::Taken) {
+                *slot = Slot::Parsed(Box::new(parse_pending(mail)));
+            }
         }
+    };
+    // The calling thread is one of the workers: each thread that allocates
+    // parsed mails keeps its own malloc arena, and fewer arenas hold less.
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
     });
     slots
         .into_iter()
