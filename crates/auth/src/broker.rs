@@ -206,7 +206,7 @@ impl TokenBroker {
     /// mailbox named, and a refusal is for the tenant's admin to fix.
     pub async fn app_only_client_id(&self, connection_id: i64) -> Result<Option<String>, AuthError> {
         let (connection, tenant) = self.load(connection_id).await?;
-        Ok((connection.mode == Mode::Application.as_str()).then_some(tenant.client_id))
+        Ok((connection.mode == Mode::Application).then_some(tenant.client_id))
     }
 
     /// Forgets the connection's cached access tokens, here and in the
@@ -260,7 +260,7 @@ impl TokenBroker {
         }
         let endpoints = Endpoints::of(tenant).map_err(AuthError::Config)?;
         let credential = self.client_credential(tenant).await?;
-        let mode: Mode = connection.mode.parse().map_err(AuthError::Config)?;
+        let mode = connection.mode;
         let scope = connection.scopes.join(" ");
         let refresh_token = match mode {
             Mode::Delegated => {
@@ -345,7 +345,7 @@ impl TokenBroker {
             _ => message.clone(),
         };
         tracing::warn!(connection = %connection.name, state = state.as_str(), reason = %advice, "connection needs a person");
-        let (id, state, advice) = (connection.id, state.as_str(), advice.clone());
+        let (id, state, advice) = (connection.id, *state, advice.clone());
         if let Err(e) = self.blocking(move |s| s.set_connection_state(id, state, Some(&advice))).await {
             tracing::error!(error = %e, "could not record the connection state");
         }
@@ -421,7 +421,7 @@ impl TokenBroker {
         login_hint: Option<&str>,
     ) -> Result<String, AuthError> {
         let (connection, tenant) = self.load(connection_id).await?;
-        if connection.mode != Mode::Delegated.as_str() {
+        if connection.mode != Mode::Delegated {
             return Err(AuthError::Config(format!(
                 "connection {} uses application mode (client credentials): it needs no Setup Authentication",
                 connection.name
@@ -561,7 +561,7 @@ impl TokenBroker {
 }
 
 fn check_usable(connection: &Connection) -> Result<(), AuthError> {
-    let state = ConnectionState::parse(&connection.state);
+    let state = connection.state;
     if state.blocks_token_requests() {
         return Err(AuthError::Blocked {
             connection: connection.name.clone(),
@@ -569,7 +569,7 @@ fn check_usable(connection: &Connection) -> Result<(), AuthError> {
             reason: connection.last_error.clone().unwrap_or_default(),
         });
     }
-    if connection.mode == Mode::Delegated.as_str() && !connection.has_refresh_token {
+    if connection.mode == Mode::Delegated && !connection.has_refresh_token {
         return Err(AuthError::Blocked {
             connection: connection.name.clone(),
             state: ConnectionState::NotAuthenticated.as_str(),

@@ -1,9 +1,6 @@
 //! Services (provider + capabilities + default scopes), connection modes and
 //! states, and where each tenant's endpoints are.
 
-use std::fmt;
-use std::str::FromStr;
-
 use mailrobot_store::Tenant;
 
 pub const PROVIDER_MICROSOFT365: &str = "microsoft365";
@@ -16,153 +13,30 @@ pub const DEFAULT_EWS: &str = "https://outlook.office365.com/EWS/Exchange.asmx";
 /// The path the seed's app registration guide registers as redirect URI.
 pub const REDIRECT_PATH: &str = "/wm/externalAuth/redirect.html";
 
-/// What a connection is for: the Microsoft 365 service capabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Capability {
-    /// Exchange / Microsoft Graph.
-    Graph,
-    /// Exchange / Office 365 (EWS).
-    Ews,
-    Imap,
-    Pop,
-    Smtp,
-}
+pub use mailrobot_store::{Capability, ConnectionState, Mode};
 
-impl Capability {
-    pub const ALL: [Capability; 5] =
-        [Capability::Graph, Capability::Ews, Capability::Imap, Capability::Pop, Capability::Smtp];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::Graph => "graph",
-            Capability::Ews => "ews",
-            Capability::Imap => "imap",
-            Capability::Pop => "pop",
-            Capability::Smtp => "smtp",
-        }
+/// Microsoft 365's default scopes for a capability and mode. Delegated
+/// scopes come with `openid profile offline_access` so the robot learns who
+/// authenticated and gets a refresh token.
+pub fn default_scopes(capability: Capability, mode: Mode) -> Vec<String> {
+    let resource_scope = match (capability, mode) {
+        (Capability::Graph, Mode::Delegated) => "https://graph.microsoft.com/Mail.ReadWrite.Shared",
+        (Capability::Ews, Mode::Delegated) => "https://outlook.office365.com/EWS.AccessAsUser.All",
+        (Capability::Imap, Mode::Delegated) => "https://outlook.office.com/IMAP.AccessAsUser.All",
+        (Capability::Pop, Mode::Delegated) => "https://outlook.office.com/POP.AccessAsUser.All",
+        (Capability::Smtp, Mode::Delegated) => "https://outlook.office.com/SMTP.Send",
+        (Capability::Graph, Mode::Application) => "https://graph.microsoft.com/.default",
+        (_, Mode::Application) => "https://outlook.office365.com/.default",
+    };
+    let mut scopes = vec![resource_scope.to_string()];
+    if mode == Mode::Delegated {
+        scopes.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
     }
-
-    /// The name the seed document uses.
-    pub fn label(self) -> &'static str {
-        match self {
-            Capability::Graph => "Exchange / Microsoft Graph",
-            Capability::Ews => "Exchange / Office 365 (EWS)",
-            Capability::Imap => "IMAP",
-            Capability::Pop => "POP",
-            Capability::Smtp => "SMTP",
-        }
-    }
-
-    /// Microsoft 365's default scopes for this capability and mode.
-    /// Delegated scopes come with `openid profile offline_access` so the
-    /// robot learns who authenticated and gets a refresh token.
-    pub fn default_scopes(self, mode: Mode) -> Vec<String> {
-        let resource_scope = match (self, mode) {
-            (Capability::Graph, Mode::Delegated) => "https://graph.microsoft.com/Mail.ReadWrite.Shared",
-            (Capability::Ews, Mode::Delegated) => "https://outlook.office365.com/EWS.AccessAsUser.All",
-            (Capability::Imap, Mode::Delegated) => "https://outlook.office.com/IMAP.AccessAsUser.All",
-            (Capability::Pop, Mode::Delegated) => "https://outlook.office.com/POP.AccessAsUser.All",
-            (Capability::Smtp, Mode::Delegated) => "https://outlook.office.com/SMTP.Send",
-            (Capability::Graph, Mode::Application) => "https://graph.microsoft.com/.default",
-            (_, Mode::Application) => "https://outlook.office365.com/.default",
-        };
-        let mut scopes = vec![resource_scope.to_string()];
-        if mode == Mode::Delegated {
-            scopes.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
-        }
-        scopes
-    }
+    scopes
 }
 
 /// Scopes that ask for identity and a refresh token, not for a resource.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "offline_access"];
-
-impl FromStr for Capability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Capability::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown capability {s:?}: use graph, ews, imap, pop or smtp"))
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// A person runs Setup Authentication once; the robot refreshes.
-    Delegated,
-    /// Client credentials: the app acts on its own (admin-consented roles).
-    Application,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Delegated => "delegated",
-            Mode::Application => "application",
-        }
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "delegated" => Ok(Mode::Delegated),
-            "application" => Ok(Mode::Application),
-            _ => Err(format!("unknown mode {s:?}: use delegated or application")),
-        }
-    }
-}
-
-/// Where a connection stands; stored as its string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionState {
-    NotAuthenticated,
-    Ready,
-    /// A person must run Setup Authentication again (refresh token expired,
-    /// revoked, consent or MFA missing). No token requests until then.
-    ReauthRequired,
-    SecretInvalid,
-    SecretExpired,
-}
-
-impl ConnectionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionState::NotAuthenticated => "not_authenticated",
-            ConnectionState::Ready => "ready",
-            ConnectionState::ReauthRequired => "reauth_required",
-            ConnectionState::SecretInvalid => "secret_invalid",
-            ConnectionState::SecretExpired => "secret_expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "ready" => ConnectionState::Ready,
-            "reauth_required" => ConnectionState::ReauthRequired,
-            "secret_invalid" => ConnectionState::SecretInvalid,
-            "secret_expired" => ConnectionState::SecretExpired,
-            _ => ConnectionState::NotAuthenticated,
-        }
-    }
-
-    /// States in which asking the token endpoint again cannot help until a
-    /// person acts.
-    pub fn blocks_token_requests(self) -> bool {
-        matches!(
-            self,
-            ConnectionState::ReauthRequired | ConnectionState::SecretInvalid | ConnectionState::SecretExpired
-        )
-    }
-}
 
 /// The token and authorize endpoints of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,13 +155,13 @@ mod tests {
     #[test]
     fn default_scopes_follow_the_documentation() {
         assert_eq!(
-            Capability::Graph.default_scopes(Mode::Delegated),
+            default_scopes(Capability::Graph, Mode::Delegated),
             vec!["https://graph.microsoft.com/Mail.ReadWrite.Shared", "openid", "profile", "offline_access"]
         );
-        assert_eq!(Capability::Ews.default_scopes(Mode::Application), vec!["https://outlook.office365.com/.default"]);
-        assert_eq!(Capability::Graph.default_scopes(Mode::Application), vec!["https://graph.microsoft.com/.default"]);
+        assert_eq!(default_scopes(Capability::Ews, Mode::Application), vec!["https://outlook.office365.com/.default"]);
+        assert_eq!(default_scopes(Capability::Graph, Mode::Application), vec!["https://graph.microsoft.com/.default"]);
         assert_eq!(
-            Capability::Imap.default_scopes(Mode::Delegated)[0],
+            default_scopes(Capability::Imap, Mode::Delegated)[0],
             "https://outlook.office.com/IMAP.AccessAsUser.All"
         );
     }
@@ -297,7 +171,7 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         for capability in Capability::ALL {
             for mode in [Mode::Delegated, Mode::Application] {
-                assert!(check_one_resource(&capability.default_scopes(mode)).is_ok(), "{capability} {mode:?}");
+                assert!(check_one_resource(&default_scopes(*capability, mode)).is_ok(), "{capability} {mode:?}");
             }
         }
         assert!(check_one_resource(&s(&["Mail.Read", "https://graph.microsoft.com/User.Read", "openid"])).is_ok());

@@ -44,7 +44,7 @@ fn fixture() -> Fixture {
     Fixture { emu, store, secrets, _dir: dir }
 }
 
-fn add_connection(f: &Fixture, name: &str, mode: &str, scopes: &[&str]) -> Connection {
+fn add_connection(f: &Fixture, name: &str, mode: Mode, scopes: &[&str]) -> Connection {
     let tenant = match f.store.tenant_by_name("fabrikam").unwrap() {
         Some(t) => t,
         None => {
@@ -68,8 +68,8 @@ fn add_connection(f: &Fixture, name: &str, mode: &str, scopes: &[&str]) -> Conne
         .add_connection(&NewConnection {
             name: name.into(),
             tenant_id: tenant.id,
-            capability: "graph".into(),
-            mode: mode.into(),
+            capability: Capability::Graph,
+            mode,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
         })
         .unwrap()
@@ -90,7 +90,7 @@ async fn hundred_callers(broker: Arc<TokenBroker>, connection_id: i64) -> Vec<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_callers_make_one_client_credentials_request() {
     let f = fixture();
-    let c = add_connection(&f, "app", "application", &["https://graph.microsoft.com/.default"]);
+    let c = add_connection(&f, "app", Mode::Application, &["https://graph.microsoft.com/.default"]);
     let broker = Arc::new(TokenBroker::new(f.store.clone(), f.secrets.clone()).unwrap());
     let tokens = hundred_callers(broker, c.id).await;
     assert!(tokens.windows(2).all(|w| w[0] == w[1]), "everyone got the same token");
@@ -101,7 +101,7 @@ async fn a_hundred_concurrent_callers_make_one_client_credentials_request() {
 async fn a_hundred_concurrent_callers_make_one_refresh_and_the_rotated_token_is_stored() {
     let f = fixture();
     let scopes = ["https://graph.microsoft.com/Mail.ReadWrite.Shared", "openid", "offline_access"];
-    let c = add_connection(&f, "desk", "delegated", &scopes);
+    let c = add_connection(&f, "desk", Mode::Delegated, &scopes);
     // What a finished Setup Authentication leaves behind.
     let issued = f
         .emu

@@ -110,17 +110,6 @@ pub enum MailboxCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum MailboxKindArg {
-    Imap,
-    Pop3,
-    DropFolder,
-    /// Exchange / Microsoft Graph, through a service connection.
-    Graph,
-    /// Exchange Web Services: Exchange Server on-premises (password or connection).
-    Ews,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum AuthArg {
     Password,
     Oauth,
@@ -164,7 +153,7 @@ pub struct MailboxAdd {
     #[arg(long)]
     pub name: String,
     #[arg(long, value_enum)]
-    pub kind: MailboxKindArg,
+    pub kind: mailrobot_store::MailboxKind,
     #[arg(long)]
     pub host: Option<String>,
     /// Default: 143 (IMAP) / 110 (POP3), or 993 / 995 with --tls tls.
@@ -334,12 +323,12 @@ pub enum ConnectionCommand {
         name: String,
         #[arg(long)]
         tenant: String,
-        /// graph, ews, imap, pop or smtp
+        /// graph (Exchange / Microsoft Graph), ews (Exchange / Office 365), imap, pop or smtp
         #[arg(long)]
-        capability: String,
-        /// delegated or application
+        capability: mailrobot_store::Capability,
+        /// delegated (Setup Authentication by a person) or application (client credentials)
         #[arg(long)]
-        mode: String,
+        mode: mailrobot_store::Mode,
         /// Scopes instead of the capability's defaults (repeat the flag).
         #[arg(long = "scope")]
         scopes: Vec<String>,

@@ -6,7 +6,9 @@ use anyhow::{Context, anyhow, bail};
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::Secret;
 use mailrobot_sources::{PasswordScheme, SettleAction, TlsMode};
-use mailrobot_store::{JournalState, Mailbox, MessageFilter, MessageKind, NewMailbox, Store, TicketSummary};
+use mailrobot_store::{
+    Capability, JournalState, Mailbox, MailboxKind, MessageFilter, MessageKind, NewMailbox, Store, TicketSummary,
+};
 use serde_json::{Value, json};
 
 use crate::app::{App, SETTING_TICKET_DIGITS, SETTING_TICKET_PREFIX};
@@ -60,38 +62,38 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
         SettleArg::MarkRead => SettleAction::MarkRead,
         SettleArg::Delete => SettleAction::Delete,
     };
-    if add.ews_auth.is_some() && add.kind != MailboxKindArg::Ews {
+    if add.ews_auth.is_some() && add.kind != MailboxKind::Ews {
         bail!("--ews-auth is for --kind ews");
     }
     let mut connection_id = None;
     let config = match add.kind {
-        MailboxKindArg::Imap => MailboxConfig::Imap(ImapSettings {
+        MailboxKind::Imap => MailboxConfig::Imap(ImapSettings {
             host: need(&add.host, "--host")?,
             port: default_port(143, 993),
             tls: tls_mode(add.tls),
             username: need(&add.username, "--username")?,
-            auth: login_method(app, add, "imap", &mut connection_id)?,
+            auth: login_method(app, add, Capability::Imap, &mut connection_id)?,
             folder: add.folder.clone(),
             processed_folder: add.processed_folder.clone(),
             error_folder: add.error_folder.clone(),
             settle,
             allow_plaintext: add.allow_plaintext,
         }),
-        MailboxKindArg::Pop3 => MailboxConfig::Pop3(Pop3Settings {
+        MailboxKind::Pop3 => MailboxConfig::Pop3(Pop3Settings {
             host: need(&add.host, "--host")?,
             port: default_port(110, 995),
             tls: tls_mode(add.tls),
             username: need(&add.username, "--username")?,
-            auth: login_method(app, add, "pop", &mut connection_id)?,
+            auth: login_method(app, add, Capability::Pop, &mut connection_id)?,
             keep_on_server: add.keep_on_server,
             allow_plaintext: add.allow_plaintext,
         }),
-        MailboxKindArg::DropFolder => {
+        MailboxKind::DropFolder => {
             let path = add.path.clone().ok_or_else(|| anyhow!("--kind drop-folder needs --path DIR"))?;
             let path = std::path::absolute(&path).with_context(|| format!("bad path {}", path.display()))?;
             MailboxConfig::DropFolder(DropFolderSettings { path })
         }
-        MailboxKindArg::Ews => {
+        MailboxKind::Ews => {
             let address = need(&add.address, "--address")?;
             let folder = if add.folder == "INBOX" { "inbox".to_string() } else { add.folder.clone() };
             let (connection, mode, url, username) = match &add.connection {
@@ -103,7 +105,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
                         .auth_store
                         .connection_by_name(name)?
                         .ok_or_else(|| anyhow!("no connection named {name:?}"))?;
-                    if c.capability != "ews" {
+                    if c.capability != Capability::Ews {
                         bail!("connection {name} is for {}, not ews (Exchange / Office 365)", c.capability);
                     }
                     connection_id = Some(c.id);
@@ -143,13 +145,13 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
                 allow_plaintext: add.allow_plaintext,
             })
         }
-        MailboxKindArg::Graph => {
+        MailboxKind::Graph => {
             let name = need(&add.connection, "--connection")?;
             let connection = app
                 .auth_store
                 .connection_by_name(&name)?
                 .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))?;
-            if connection.capability != "graph" {
+            if connection.capability != Capability::Graph {
                 bail!("connection {name} is for {}, not graph (Exchange / Microsoft Graph)", connection.capability);
             }
             connection_id = Some(connection.id);
@@ -202,7 +204,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
     let sealed_secret = password.map(|p| app.secrets.seal_str(&p, &secret_context(&add.name)));
     let mailbox = app.store.add_mailbox(&NewMailbox {
         name: add.name.clone(),
-        kind: config.kind().to_string(),
+        kind: config.kind(),
         config: config.to_stored_json(),
         sealed_secret,
         connection_id,
@@ -219,7 +221,7 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
 fn login_method(
     app: &App,
     add: &MailboxAdd,
-    capability: &str,
+    capability: Capability,
     connection_id: &mut Option<i64>,
 ) -> anyhow::Result<LoginMethod> {
     if add.auth == AuthArg::Password {
@@ -239,8 +241,8 @@ fn login_method(
 
 pub fn mailbox_json(m: &Mailbox) -> Value {
     let online_ews =
-        m.kind == "ews" && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
-    let graph_mark_read = m.kind == "graph" && m.config["settle"] == "mark-read";
+        m.kind == MailboxKind::Ews && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
+    let graph_mark_read = m.kind == MailboxKind::Graph && m.config["settle"] == "mark-read";
     let warning = if online_ews {
         Some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING)
     } else {

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, anyhow, bail};
 use mailrobot_auth::broker::{tenant_certificate_context, tenant_secret_context};
 use mailrobot_auth::model::{PROVIDER_MICROSOFT365, PROVIDER_OAUTH2};
-use mailrobot_auth::{AuthError, Capability, ConnectionState, Mode};
+use mailrobot_auth::{AuthError, Capability, Mode};
 use mailrobot_secrets::Secret;
 use mailrobot_store::{AuthStore, Connection, NewConnection, NewTenant, Tenant};
 use serde_json::{Value, json};
@@ -172,12 +172,11 @@ fn find_connection(store: &dyn AuthStore, name: &str) -> anyhow::Result<Connecti
 
 pub fn connection_json(app: &App, c: &Connection) -> anyhow::Result<Value> {
     let tenant = app.auth_store.tenant(c.tenant_id)?;
-    let capability = c.capability.parse::<Capability>().map(|cap| cap.label()).unwrap_or("");
     Ok(json!({
         "name": c.name,
         "tenant": tenant.map(|t| t.name),
         "capability": c.capability,
-        "capability_label": capability,
+        "capability_label": c.capability.label(),
         "mode": c.mode,
         "scopes": c.scopes,
         "state": c.state,
@@ -204,13 +203,12 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
     match command {
         ConnectionCommand::Add { name, tenant, capability, mode, scopes } => {
             let tenant = app.auth_store.tenant_by_name(tenant)?.ok_or_else(|| anyhow!("no tenant named {tenant:?}"))?;
-            let capability: Capability = capability.parse().map_err(|e: String| anyhow!(e))?;
-            let mode: Mode = mode.parse().map_err(|e: String| anyhow!(e))?;
+            let (capability, mode) = (*capability, *mode);
             let scopes = if scopes.is_empty() {
                 if tenant.provider == PROVIDER_OAUTH2 {
                     bail!("a generic OAuth2 tenant has no default scopes: give them with --scope (repeatable)");
                 }
-                capability.default_scopes(mode)
+                mailrobot_auth::model::default_scopes(capability, mode)
             } else {
                 scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect()
             };
@@ -225,8 +223,8 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
             let c = app.auth_store.add_connection(&NewConnection {
                 name: name.clone(),
                 tenant_id: tenant.id,
-                capability: capability.as_str().into(),
-                mode: mode.as_str().into(),
+                capability,
+                mode,
                 scopes,
             })?;
             crate::say!("Added connection {} ({}, {}).", c.name, capability.label(), c.mode);
@@ -248,10 +246,10 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
         ConnectionCommand::Test { name, json, smtp_server, smtp_tls, address } => {
             let c = find_connection(app.auth_store.as_ref(), name)?;
             // A connection waiting for a person is reported as stored: no network call.
-            let outcome = if ConnectionState::parse(&c.state).blocks_token_requests() {
+            let outcome = if c.state.blocks_token_requests() {
                 Err(AuthError::Blocked {
                     connection: c.name.clone(),
-                    state: ConnectionState::parse(&c.state).as_str(),
+                    state: c.state.as_str(),
                     reason: c.last_error.clone().unwrap_or_default(),
                 })
             } else {
@@ -268,7 +266,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
                 Err(err) => value["error"] = json!(err.to_string()),
             }
             // An smtp connection is only useful if the server takes its tokens.
-            if ok && c.capability == Capability::Smtp.as_str() {
+            if ok && c.capability == Capability::Smtp {
                 ok = crate::commands_smtp::connection_smtp_check(
                     app,
                     &c,

@@ -101,7 +101,7 @@ fn connection_tokens(app: &App, connection: &Connection) -> anyhow::Result<Arc<d
 
 /// The tenant's client id when the connection is in application mode.
 fn app_only_client_id(app: &App, connection: &Connection) -> anyhow::Result<Option<String>> {
-    if connection.mode != mailrobot_auth::model::Mode::Application.as_str() {
+    if connection.mode != mailrobot_auth::model::Mode::Application {
         return Ok(None);
     }
     let tenant = app

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use mailrobot_store::{JournalState, MessageFilter, MessageKind};
+use mailrobot_store::{JournalState, MailboxKind, MessageFilter, MessageKind};
 
 use crate::app::App;
-use crate::cli::{MailboxAdd, MailboxKindArg, SettleArg, TlsArg};
+use crate::cli::{MailboxAdd, SettleArg, TlsArg};
 use crate::commands::mailbox_add;
 use crate::scheduler::poll_and_record;
 
@@ -123,7 +123,7 @@ pub(crate) async fn poll_and_report(
 fn demo_mailbox(drop_dir: &std::path::Path) -> MailboxAdd {
     MailboxAdd {
         name: DEMO_MAILBOX.to_string(),
-        kind: MailboxKindArg::DropFolder,
+        kind: MailboxKind::DropFolder,
         host: None,
         port: None,
         tls: TlsArg::None,

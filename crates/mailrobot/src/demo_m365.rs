@@ -13,11 +13,11 @@ use m365_emulator::{
 };
 use mailrobot_auth::model::REDIRECT_PATH;
 use mailrobot_secrets::Secret;
-use mailrobot_store::NewConnection;
+use mailrobot_store::{Capability, MailboxKind, Mode, NewConnection};
 use rand::Rng;
 
 use crate::app::App;
-use crate::cli::{AuthArg, MailboxAdd, MailboxKindArg, ProviderArg, SettleArg, TenantAdd, TlsArg};
+use crate::cli::{AuthArg, MailboxAdd, ProviderArg, SettleArg, TenantAdd, TlsArg};
 use crate::commands::mailbox_add;
 use crate::commands_auth::tenant_add_with_secret;
 use crate::demo::{poll_and_report, samples};
@@ -36,7 +36,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
     println!("mailrobot demo — Microsoft 365, locally (data in {})\n", app.data_dir.display());
     // Mailboxes of an earlier demo point at an emulator that is gone.
     for m in app.store.mailboxes()? {
-        if m.name.starts_with("servicedesk-") && m.kind == "graph" && m.enabled {
+        if m.name.starts_with("servicedesk-") && m.kind == mailrobot_store::MailboxKind::Graph && m.enabled {
             app.store.set_mailbox_enabled(m.id, false)?;
         }
     }
@@ -65,9 +65,9 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
     let connection = app.auth_store.add_connection(&NewConnection {
         name: connection_name.clone(),
         tenant_id: tenant.id,
-        capability: "graph".into(),
-        mode: "delegated".into(),
-        scopes: mailrobot_auth::Capability::Graph.default_scopes(mailrobot_auth::Mode::Delegated),
+        capability: Capability::Graph,
+        mode: Mode::Delegated,
+        scopes: mailrobot_auth::model::default_scopes(Capability::Graph, Mode::Delegated),
     })?;
     println!("   {connection_name}: scopes {}\n", connection.scopes.join(" "));
 
@@ -222,7 +222,7 @@ fn demo_tenant(name: &str, base_url: &str) -> TenantAdd {
 fn demo_mailbox(name: &str) -> MailboxAdd {
     MailboxAdd {
         name: name.into(),
-        kind: MailboxKindArg::Graph,
+        kind: MailboxKind::Graph,
         host: None,
         port: None,
         tls: TlsArg::Tls,

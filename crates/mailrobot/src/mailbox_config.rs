@@ -11,7 +11,7 @@ use mailrobot_sources::{
     BearerTokens, Credentials, DropFolderSource, EwsAuth, EwsConfig, EwsSource, GraphConfig, GraphSource, ImapConfig,
     ImapSource, MailSource, PasswordScheme, Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
 };
-use mailrobot_store::Mailbox;
+use mailrobot_store::{Mailbox, MailboxKind, Mode};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,7 +30,7 @@ pub enum MailboxConfig {
 pub struct EwsSettings {
     /// The connection's name and mode (`delegated`/`application`), if OAuth.
     pub connection: Option<String>,
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// For password logins; OAuth mailboxes use their tenant's EWS URL.
     pub url: Option<String>,
     pub username: Option<String>,
@@ -142,7 +142,7 @@ impl MailboxConfig {
     pub fn from_mailbox(mailbox: &Mailbox) -> Result<Self, SourceError> {
         let mut value = mailbox.config.clone();
         if let Some(obj) = value.as_object_mut() {
-            obj.insert("kind".into(), mailbox.kind.clone().into());
+            obj.insert("kind".into(), mailbox.kind.as_str().into());
         }
         serde_json::from_value(value).map_err(|e| {
             SourceError::permanent(format!(
@@ -161,13 +161,13 @@ impl MailboxConfig {
         value
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> MailboxKind {
         match self {
-            MailboxConfig::Imap(_) => "imap",
-            MailboxConfig::Pop3(_) => "pop3",
-            MailboxConfig::DropFolder(_) => "drop-folder",
-            MailboxConfig::Graph(_) => "graph",
-            MailboxConfig::Ews(_) => "ews",
+            MailboxConfig::Imap(_) => MailboxKind::Imap,
+            MailboxConfig::Pop3(_) => MailboxKind::Pop3,
+            MailboxConfig::DropFolder(_) => MailboxKind::DropFolder,
+            MailboxConfig::Graph(_) => MailboxKind::Graph,
+            MailboxConfig::Ews(_) => MailboxKind::Ews,
         }
     }
 
@@ -268,8 +268,8 @@ impl MailboxConfig {
             }
             MailboxConfig::Ews(s) => {
                 let (auth, url) = match (&s.connection, ctx.tokens.clone()) {
-                    (Some(_), Some((tokens, url))) => match s.mode.as_deref() {
-                        Some("application") => (EwsAuth::Application(tokens), url),
+                    (Some(_), Some((tokens, url))) => match s.mode {
+                        Some(Mode::Application) => (EwsAuth::Application(tokens), url),
                         _ => (EwsAuth::Delegated(tokens), url),
                     },
                     (Some(_), None) => {

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
-use mailrobot_store::{IncomingMail, JournalState, Mailbox, MessageKind, ProcessingRules, SettleTo, Store, StoreError};
+use mailrobot_store::{
+    IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, ProcessingRules, SettleTo, Store, StoreError,
+};
 use serde::Serialize;
 
 use crate::crash;
@@ -200,7 +202,7 @@ impl Pipeline {
             let token = broker.access_token(connection_id).await?;
             tracing::debug!(mailbox = %mailbox.name, expires_at = %token.expires_at, "access token ready");
             let urls = broker.service_urls(connection_id).await?;
-            let base = if mailbox.kind == "graph" { urls.graph } else { urls.ews };
+            let base = if mailbox.kind == MailboxKind::Graph { urls.graph } else { urls.ews };
             // Every connect checks again: the tenant's URLs may have changed.
             mailrobot_sources::plaintext::check_url(&base, "the connection's access token", urls.allow_plaintext)?;
             app_id = broker.app_only_client_id(connection_id).await?;
@@ -250,7 +252,7 @@ impl Pipeline {
             if source.resettle_if_listed_again() {
                 tracing::warn!(mailbox = %mailbox.name, mails = settled_again.len(), "settled mails are back in the mailbox; settling them again");
                 source.settle(&settled_again).await?;
-            } else if mailbox.kind == "drop-folder" {
+            } else if mailbox.kind == MailboxKind::DropFolder {
                 tracing::warn!(
                     mailbox = %mailbox.name, files = settled_again.len(),
                     "files named like ones already processed are in the drop folder's inbox; they are left alone: \

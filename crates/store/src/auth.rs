@@ -56,10 +56,10 @@ pub struct Connection {
     pub id: i64,
     pub name: String,
     pub tenant_id: i64,
-    pub capability: String,
-    pub mode: String,
+    pub capability: crate::Capability,
+    pub mode: crate::Mode,
     pub scopes: Vec<String>,
-    pub state: String,
+    pub state: crate::ConnectionState,
     pub last_error: Option<String>,
     pub has_refresh_token: bool,
     pub authenticated_name: Option<String>,
@@ -76,8 +76,8 @@ pub struct Connection {
 pub struct NewConnection {
     pub name: String,
     pub tenant_id: i64,
-    pub capability: String,
-    pub mode: String,
+    pub capability: crate::Capability,
+    pub mode: crate::Mode,
     pub scopes: Vec<String>,
 }
 
@@ -130,7 +130,7 @@ pub trait AuthStore: Send + Sync {
     fn connection(&self, id: i64) -> Result<Option<Connection>>;
     fn connection_by_name(&self, name: &str) -> Result<Option<Connection>>;
     /// Sets the state and its human-readable reason (None clears it).
-    fn set_connection_state(&self, id: i64, state: &str, last_error: Option<&str>) -> Result<()>;
+    fn set_connection_state(&self, id: i64, state: crate::ConnectionState, last_error: Option<&str>) -> Result<()>;
     fn refresh_token(&self, connection_id: i64) -> Result<Option<Vec<u8>>>;
     /// Setup Authentication succeeded: state `ready`, the new refresh token
     /// and who granted it; cached access tokens are dropped.

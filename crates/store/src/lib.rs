@@ -27,7 +27,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
-pub use states::{JournalState, MailboxStatus, MessageKind};
+pub use states::{Capability, ConnectionState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode};
 
 use mailrobot_core::{Ledger, PendingMail, TagFormat};
 

@@ -1,13 +1,10 @@
 use serde::{Deserialize, Serialize};
 
-/// Kinds of mailbox the robot can read.
-pub const MAILBOX_KINDS: &[&str] = &["imap", "pop3", "drop-folder"];
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Mailbox {
     pub id: i64,
     pub name: String,
-    pub kind: String,
+    pub kind: crate::MailboxKind,
     pub enabled: bool,
     /// Kind-specific settings (host, folders…); never holds secrets.
     pub config: serde_json::Value,
@@ -29,7 +26,7 @@ pub struct Mailbox {
 #[derive(Debug, Clone)]
 pub struct NewMailbox {
     pub name: String,
-    pub kind: String,
+    pub kind: crate::MailboxKind,
     pub config: serde_json::Value,
     /// Already sealed by the caller (context `mailbox:{name}:secret`).
     pub sealed_secret: Option<Vec<u8>>,

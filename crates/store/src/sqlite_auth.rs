@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::auth::*;
 use crate::sqlite::{SqliteStore, now};
-use crate::{Result, StoreError};
+use crate::{ConnectionState, Result, StoreError};
 
 const TENANT_COLUMNS: &str = "id, name, provider, client_id, directory, authority_url, graph_url, ews_url, \
      authorize_url, token_url, sealed_secret IS NOT NULL, secret_set_at, secret_expires_at, \
@@ -195,13 +195,13 @@ impl AuthStore for SqliteStore {
             .optional()?)
     }
 
-    fn set_connection_state(&self, id: i64, state: &str, last_error: Option<&str>) -> Result<()> {
+    fn set_connection_state(&self, id: i64, state: ConnectionState, last_error: Option<&str>) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE connections SET state = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, state, last_error, now()],
             )?;
-            if state != "ready" {
+            if state != ConnectionState::Ready {
                 // A connection that cannot refresh must not hand out old tokens either.
                 tx.execute("DELETE FROM access_tokens WHERE connection_id = ?1", [id])?;
             }

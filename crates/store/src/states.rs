@@ -124,6 +124,79 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a service connection is for: the Microsoft 365 capabilities.
+    pub enum Capability {
+        /// Exchange / Microsoft Graph.
+        Graph => "graph",
+        /// Exchange / Office 365 (EWS).
+        Ews => "ews",
+        Imap => "imap",
+        Pop => "pop",
+        Smtp => "smtp",
+    }
+}
+
+impl Capability {
+    /// The name the seed document uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Capability::Graph => "Exchange / Microsoft Graph",
+            Capability::Ews => "Exchange / Office 365 (EWS)",
+            Capability::Imap => "IMAP",
+            Capability::Pop => "POP",
+            Capability::Smtp => "SMTP",
+        }
+    }
+}
+
+text_enum! {
+    /// How a connection gets its tokens.
+    pub enum Mode {
+        /// A person runs Setup Authentication once; the robot refreshes.
+        Delegated => "delegated",
+        /// Client credentials: the app acts on its own (admin-consented roles).
+        Application => "application",
+    }
+}
+
+text_enum! {
+    /// Where a connection stands.
+    pub enum ConnectionState {
+        NotAuthenticated => "not_authenticated",
+        Ready => "ready",
+        /// A person must run Setup Authentication again (refresh token
+        /// expired, revoked, consent or MFA missing). No token requests until then.
+        ReauthRequired => "reauth_required",
+        SecretInvalid => "secret_invalid",
+        SecretExpired => "secret_expired",
+    }
+}
+
+impl ConnectionState {
+    /// States in which asking the token endpoint again cannot help until a
+    /// person acts.
+    pub fn blocks_token_requests(self) -> bool {
+        matches!(
+            self,
+            ConnectionState::ReauthRequired | ConnectionState::SecretInvalid | ConnectionState::SecretExpired
+        )
+    }
+}
+
+text_enum! {
+    /// Kinds of mailbox the robot reads.
+    pub enum MailboxKind {
+        Imap => "imap",
+        Pop3 => "pop3",
+        DropFolder => "drop-folder",
+        /// Microsoft Graph (Exchange Online), through a connection.
+        Graph => "graph",
+        /// Exchange Web Services (Exchange Online or on-premises).
+        Ews => "ews",
+    }
+}
+
 impl From<mailrobot_core::MailKind> for MessageKind {
     fn from(kind: mailrobot_core::MailKind) -> Self {
         match kind {

@@ -23,8 +23,8 @@ fn connection(store: &SqliteStore) -> Connection {
         .add_connection(&NewConnection {
             name: "desk".into(),
             tenant_id: tenant.id,
-            capability: "graph".into(),
-            mode: "delegated".into(),
+            capability: Capability::Graph,
+            mode: Mode::Delegated,
             scopes: vec!["https://graph.microsoft.com/Mail.ReadWrite.Shared".into(), "offline_access".into()],
         })
         .unwrap()
@@ -83,7 +83,7 @@ fn the_refresh_lock_has_one_holder_until_released_or_expired() {
 fn authorization_rotation_and_blocking_states() {
     let (_d, s) = store();
     let c = connection(&s);
-    assert_eq!(c.state, "not_authenticated");
+    assert_eq!(c.state, ConnectionState::NotAuthenticated);
     s.complete_authorization(
         c.id,
         &Authorization {
@@ -96,17 +96,17 @@ fn authorization_rotation_and_blocking_states() {
     )
     .unwrap();
     let c2 = s.connection(c.id).unwrap().unwrap();
-    assert_eq!(c2.state, "ready");
+    assert_eq!(c2.state, ConnectionState::Ready);
     assert_eq!(c2.authenticated_upn.as_deref(), Some("ada@contoso.com"));
     let token = CachedToken { sealed_token: b"at".to_vec(), expires_at: "2999-01-01T00:00:00Z".into() };
     s.store_refresh(c.id, Some(b"sealed-rt-2"), "https://graph.microsoft.com", &token).unwrap();
     assert_eq!(s.refresh_token(c.id).unwrap().unwrap(), b"sealed-rt-2");
     assert!(s.cached_token(c.id, "https://graph.microsoft.com").unwrap().is_some());
     // Needing a person drops cached access tokens.
-    s.set_connection_state(c.id, "reauth_required", Some("AADSTS70008: expired")).unwrap();
+    s.set_connection_state(c.id, ConnectionState::ReauthRequired, Some("AADSTS70008: expired")).unwrap();
     assert!(s.cached_token(c.id, "https://graph.microsoft.com").unwrap().is_none());
     let c3 = s.connection(c.id).unwrap().unwrap();
-    assert_eq!(c3.state, "reauth_required");
+    assert_eq!(c3.state, ConnectionState::ReauthRequired);
     assert_eq!(c3.last_error.as_deref(), Some("AADSTS70008: expired"));
 }
 
@@ -134,7 +134,7 @@ fn every_sealed_value_is_listed_and_replaced_in_place() {
     let mailbox = s
         .add_mailbox(&NewMailbox {
             name: "desk".into(),
-            kind: "imap".into(),
+            kind: MailboxKind::Imap,
             config: serde_json::json!({}),
             sealed_secret: Some(b"pw-1".to_vec()),
             connection_id: None,

@@ -12,7 +12,7 @@ fn mailbox(store: &SqliteStore, name: &str) -> i64 {
     store
         .add_mailbox(&NewMailbox {
             name: name.into(),
-            kind: "drop-folder".into(),
+            kind: MailboxKind::DropFolder,
             config: serde_json::json!({"path": "/tmp/x"}),
             sealed_secret: None,
             connection_id: None,
@@ -159,7 +159,7 @@ fn reopening_keeps_everything() {
     assert!(matches!(
         s.add_mailbox(&NewMailbox {
             name: "a".into(),
-            kind: "imap".into(),
+            kind: MailboxKind::Imap,
             config: serde_json::json!({}),
             sealed_secret: None,
             connection_id: None,
