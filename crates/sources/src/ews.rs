@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 
+use crate::paging::Paging;
 use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError, ntlm};
 
 /// Items per GetItem / MoveItem request.
@@ -945,6 +946,7 @@ impl EwsSource {
     async fn sync(&self, state: Option<&str>) -> Result<(Vec<(String, Option<u64>)>, String), SourceError> {
         let mut state = state.map(str::to_string);
         let mut created = Created::default();
+        let mut paging = Paging::new(format!("SyncFolderItems pages for mailbox {}", self.cfg.address));
         loop {
             let body = format!(
                 "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>\
@@ -956,8 +958,11 @@ impl EwsSource {
                 state.as_deref().map(|s| format!("<m:SyncState>{}</m:SyncState>", soap::escape(s))).unwrap_or_default()
             );
             let text = self.call(&body).await?;
-            let (next_state, last) = self.sync_page(&text, &mut created)?;
+            let (next_state, last, changes) = self.sync_page(&text, &mut created)?;
             state = next_state;
+            if !last {
+                paging.next_page(changes, created.at.len())?;
+            }
             if last {
                 let mut created = created.items();
                 created.sort_by(|a, b| a.1.cmp(&b.1));
@@ -968,8 +973,8 @@ impl EwsSource {
     }
 
     /// Reads one SyncFolderItems page into `created` (id, received, size); returns
-    /// its SyncState and whether it was the last page.
-    fn sync_page(&self, text: &str, created: &mut Created) -> Result<(Option<String>, bool), SourceError> {
+    /// its SyncState, whether it was the last page, and how many changes it had.
+    fn sync_page(&self, text: &str, created: &mut Created) -> Result<(Option<String>, bool, usize), SourceError> {
         let doc = soap::parse(text)?;
         if let Some((_, m)) = soap::responses(&doc).into_iter().find(|(_, m)| m.class != "Success") {
             if m.code == "ErrorInvalidSyncStateData" {
@@ -980,6 +985,7 @@ impl EwsSource {
             }
             return Err(self.error("synchronising the folder", &m));
         }
+        let mut changes = 0;
         for change in doc.descendants().filter(|n| n.tag_name().name() == "Changes").flat_map(|c| c.children()) {
             let id = change
                 .descendants()
@@ -987,6 +993,7 @@ impl EwsSource {
                 .and_then(|d| d.attribute("Id"))
                 .map(str::to_string);
             let Some(id) = id else { continue };
+            changes += 1;
             match change.tag_name().name() {
                 "Create" => {
                     let received = soap::text_of(change, "DateTimeReceived").unwrap_or_default();
@@ -999,7 +1006,7 @@ impl EwsSource {
         }
         let state = soap::text_of(doc.root(), "SyncState");
         let last = soap::text_of(doc.root(), "IncludesLastItemInRange").is_none_or(|v| v == "true");
-        Ok((state, last))
+        Ok((state, last, changes))
     }
 
     /// The mails of a GetItem answer; items gone since the listing are left out.
@@ -1345,7 +1352,7 @@ mod tests {
         let changes =
             [create("a"), create("b"), "<t:Delete><t:ItemId Id=\"a\"/></t:Delete>".into(), create("b"), create("a")];
         let mut created = Created::default();
-        let (state, last) = source().sync_page(&sync_answer(&changes.concat()), &mut created).unwrap();
+        let (state, last, _) = source().sync_page(&sync_answer(&changes.concat()), &mut created).unwrap();
         assert_eq!((state.as_deref(), last), (Some("S"), true));
         let ids: Vec<String> = created.items().into_iter().map(|(id, _, _)| id).collect();
         assert_eq!(ids, ["b", "a"]);

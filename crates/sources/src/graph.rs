@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::paging::Paging;
 use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
 
 /// Outlook allows 4 concurrent requests per app and mailbox.
@@ -643,8 +644,10 @@ struct Found {
     ids: std::collections::HashSet<String>,
 }
 
-/// Reads one delta page's messages into `found`.
-fn delta_page(page: &Value, found: &mut Found) -> Result<DeltaNext, SourceError> {
+/// Reads one delta page's messages into `found`; `paging` ends a listing
+/// whose pages never end.
+fn delta_page(page: &Value, found: &mut Found, paging: &mut Paging) -> Result<DeltaNext, SourceError> {
+    let items = page["value"].as_array().map_or(0, Vec::len);
     for item in page["value"].as_array().into_iter().flatten() {
         let Some(id) = item["id"].as_str() else { continue };
         // The same change can come twice; removed ones are gone.
@@ -654,6 +657,7 @@ fn delta_page(page: &Value, found: &mut Found) -> Result<DeltaNext, SourceError>
         }
     }
     if let Some(next) = page["@odata.nextLink"].as_str() {
+        paging.next_page(items, found.messages.len())?;
         Ok(DeltaNext::Page(next.to_string()))
     } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
         Ok(DeltaNext::Done(delta.to_string()))
@@ -697,9 +701,10 @@ impl GraphSource {
             url = self.initial_delta_url();
         }
         let mut found = Found::default();
+        let mut paging = Paging::new(format!("Graph delta pages for mailbox {}", self.client.cfg.address));
         loop {
             let page = self.client.json(reqwest::Method::GET, &url, None).await?;
-            match delta_page(&page, &mut found)? {
+            match delta_page(&page, &mut found, &mut paging)? {
                 DeltaNext::Page(next) => url = next,
                 DeltaNext::Done(delta) => {
                     // Delta pages come in no particular order; a reply must be
@@ -951,7 +956,7 @@ pub(crate) fn read_answer(body: &[u8]) {
         }
         let Ok(page) = serde_json::from_slice::<Value>(body) else { return };
         let mut found = Found::default();
-        let _ = delta_page(&page, &mut found);
+        let _ = delta_page(&page, &mut found, &mut Paging::new("fuzzed pages"));
         let unique: std::collections::HashSet<&String> = found.messages.iter().map(|(id, _)| id).collect();
         assert_eq!(unique.len(), found.messages.len(), "a delta page listed a message twice");
         let chunk: Vec<(usize, BatchRequest)> = (0..BATCH_SIZE)
@@ -1096,7 +1101,8 @@ mod tests {
         let page = json!({"value": items, "@odata.deltaLink": "next-time"});
         let started = std::time::Instant::now();
         let mut found = Found::default();
-        assert_eq!(delta_page(&page, &mut found).unwrap(), DeltaNext::Done("next-time".into()));
+        let mut paging = Paging::new("test pages");
+        assert_eq!(delta_page(&page, &mut found, &mut paging).unwrap(), DeltaNext::Done("next-time".into()));
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         assert_eq!(found.messages.len(), 200_000);
         assert_eq!(found.messages[7].0, "AAMk7");

@@ -41,6 +41,7 @@ pub mod http_body;
 pub mod imap;
 mod imap_guard;
 pub mod ntlm;
+pub mod paging;
 pub mod plaintext;
 pub mod pop3;
 pub mod smtp;
