@@ -32,6 +32,12 @@ use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction
 /// and most servers 8 KiB or more; longer sets are split into several
 /// commands rather than risk a BAD.
 const MAX_SET_LEN: usize = 4000;
+/// UIDs one `UID SEARCH` is expected to find at most. async-imap parses an
+/// incomplete line again after each read, so reading one long answer line is
+/// quadratic (fuzzing measured 85 s for 8 MiB in a debug build); a folder of
+/// more mails than this is searched in UID ranges, each answer ≤ ~140 KB
+/// when UIDs are spread evenly.
+const SEARCH_UIDS: u32 = 20_000;
 
 /// One IMAP mailbox to read from.
 #[derive(Debug, Clone)]
@@ -168,7 +174,8 @@ impl ImapSource {
     async fn list_inner(&mut self) -> Result<Vec<Listing>, SourceError> {
         let cfg = self.cfg.clone();
         let conn = self.ensure_connected().await?;
-        let validity = select(&cfg, conn).await?;
+        let selected = select(&cfg, conn).await?;
+        let validity = selected.validity;
 
         // MarkRead leaves processed mails in the folder: only unseen ones wait.
         let criteria = match cfg.settle {
@@ -176,13 +183,19 @@ impl ImapSource {
             SettleAction::Move | SettleAction::Delete => "UNDELETED",
         };
         let mut uids = BTreeSet::new();
-        run_command(&mut conn.session, &format!("UID SEARCH {criteria}"), cfg.timeout, |resp| {
-            if let Response::MailboxData(MailboxDatum::Search(found)) = resp {
-                uids.extend(found.iter().copied());
-            }
-        })
-        .await
-        .map_err(|e| e.into_source(&cfg, &format!("searching folder {:?}", cfg.folder)))?;
+        for range in search_ranges(selected.exists, selected.uid_next) {
+            let command = match &range {
+                Some(range) => format!("UID SEARCH UID {range} {criteria}"),
+                None => format!("UID SEARCH {criteria}"),
+            };
+            run_command(&mut conn.session, &command, cfg.timeout, |resp| {
+                if let Response::MailboxData(MailboxDatum::Search(found)) = resp {
+                    uids.extend(found.iter().copied());
+                }
+            })
+            .await
+            .map_err(|e| e.into_source(&cfg, &format!("searching folder {:?}", cfg.folder)))?;
+        }
         if uids.is_empty() {
             return Ok(Vec::new());
         }
@@ -220,7 +233,7 @@ impl ImapSource {
         let conn = self.ensure_connected().await?;
         let validity = match conn.selected {
             Some(v) => v,
-            None => select(&cfg, conn).await?,
+            None => select(&cfg, conn).await?.validity,
         };
         let uids = current_uids(remote_ids, validity, "fetch");
         if uids.is_empty() {
@@ -284,7 +297,7 @@ impl ImapSource {
         let conn = self.ensure_connected().await?;
         let validity = match conn.selected {
             Some(v) => v,
-            None => select(&cfg, conn).await?,
+            None => select(&cfg, conn).await?.validity,
         };
         let ids_for = |wanted: Outcome| -> Vec<String> {
             outcomes.iter().filter(|(_, o)| *o == wanted).map(|(id, _)| id.clone()).collect()
@@ -636,7 +649,33 @@ async fn create_folder(cfg: &ImapConfig, session: &mut Session, folder: &str) ->
 }
 
 /// SELECTs the watched folder and returns its UIDVALIDITY.
-async fn select(cfg: &ImapConfig, conn: &mut Connection) -> Result<u32, SourceError> {
+/// What SELECT told of the watched folder.
+#[derive(Debug, Clone, Copy)]
+struct Selected {
+    validity: u32,
+    exists: u32,
+    uid_next: Option<u32>,
+}
+
+/// The UID ranges to search a folder of `exists` mails in (None: the whole
+/// folder at once). Ranges split the UIDs below UIDNEXT so each holds about
+/// [`SEARCH_UIDS`] mails if spread evenly; the last is open (`n:*`) so a
+/// mail arriving meanwhile is found too.
+fn search_ranges(exists: u32, uid_next: Option<u32>) -> Vec<Option<String>> {
+    let Some(uid_next) = uid_next.filter(|_| exists > SEARCH_UIDS) else { return vec![None] };
+    let highest = u64::from(uid_next.saturating_sub(1).max(1));
+    let span = (highest * u64::from(SEARCH_UIDS)).div_ceil(u64::from(exists)).max(u64::from(SEARCH_UIDS));
+    let mut ranges = Vec::new();
+    let mut start = 1u64;
+    while start + span <= highest {
+        ranges.push(Some(format!("{start}:{}", start + span - 1)));
+        start += span;
+    }
+    ranges.push(Some(format!("{start}:*")));
+    ranges
+}
+
+async fn select(cfg: &ImapConfig, conn: &mut Connection) -> Result<Selected, SourceError> {
     let server = cfg.endpoint();
     tracing::debug!(%server, folder = %cfg.folder, "IMAP SELECT");
     conn.selected = None;
@@ -656,7 +695,7 @@ async fn select(cfg: &ImapConfig, conn: &mut Connection) -> Result<u32, SourceEr
         ))
     })?;
     conn.selected = Some(validity);
-    Ok(validity)
+    Ok(Selected { validity, exists: mailbox.exists, uid_next: mailbox.uid_next })
 }
 
 // ---------------------------------------------------------------------------
@@ -953,6 +992,35 @@ pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_folders_are_searched_in_uid_ranges() {
+        // Up to SEARCH_UIDS mails, or no UIDNEXT: one search of everything.
+        assert_eq!(search_ranges(20_000, Some(1_000_000)), vec![None]);
+        assert_eq!(search_ranges(50_000, None), vec![None]);
+        // 50,000 mails evenly over UIDs 1..=100,000: ranges of 40,000 UIDs.
+        let ranges = search_ranges(50_000, Some(100_001));
+        assert_eq!(
+            ranges,
+            vec![Some("1:40000".to_string()), Some("40001:80000".to_string()), Some("80001:*".to_string())]
+        );
+        // Dense UIDs: spans never shrink below SEARCH_UIDS.
+        assert_eq!(search_ranges(60_000, Some(60_001)).len(), 3);
+        // The ranges cover every UID, the last one open.
+        let ranges = search_ranges(1_000_000, Some(u32::MAX));
+        let bounds: Vec<(u64, Option<u64>)> = ranges
+            .iter()
+            .map(|r| {
+                let (a, b) = r.as_deref().unwrap().split_once(':').unwrap();
+                (a.parse().unwrap(), b.parse().ok())
+            })
+            .collect();
+        assert_eq!(bounds[0].0, 1);
+        assert_eq!(bounds.last().unwrap().1, None);
+        for pair in bounds.windows(2) {
+            assert_eq!(pair[0].1.unwrap() + 1, pair[1].0);
+        }
+    }
 
     #[test]
     fn sets_are_compressed() {

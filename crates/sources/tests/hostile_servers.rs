@@ -11,6 +11,9 @@ use mailrobot_sources::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+mod common;
+use common::scripted_imap;
+
 const LIMIT: u64 = 1 << 20;
 const FLOOD: u64 = 300 << 20;
 
@@ -97,21 +100,12 @@ async fn pop3_stops_reading_a_mail_at_the_limit_whatever_list_announced() {
 /// partial body the robot asked for (limit + 1 bytes) or announces a
 /// 300 MiB literal and floods.
 async fn lying_imap_server(flood_literal: bool, written: Arc<AtomicU64>, asked: Arc<std::sync::Mutex<String>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = scripted_imap::listen().await;
     tokio::spawn(async move {
-        let (s, _) = listener.accept().await.unwrap();
-        let (r, mut w) = s.into_split();
-        let mut lines = BufReader::new(r).lines();
-        w.write_all(b"* OK IMAP4rev1 ready\r\n").await.unwrap();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
-            let upper = command.to_ascii_uppercase();
-            let answer = if upper.starts_with("CAPABILITY") {
-                format!("* CAPABILITY IMAP4rev1 MOVE UIDPLUS\r\n{tag} OK done\r\n")
-            } else if upper.starts_with("LOGIN") {
-                format!("{tag} OK logged in\r\n")
-            } else if upper.starts_with("SELECT") {
+        let mut session = scripted_imap::Session::accept(&listener).await;
+        while let Some((tag, command, upper)) = session.next_command().await {
+            let w = &mut session.writer;
+            let answer = if upper.starts_with("SELECT") {
                 format!(
                     "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n{tag} OK [READ-WRITE] done\r\n"
                 )
@@ -123,7 +117,7 @@ async fn lying_imap_server(flood_literal: bool, written: Arc<AtomicU64>, asked: 
                 *asked.lock().unwrap() = command.to_string();
                 if flood_literal {
                     w.write_all(b"* 1 FETCH (UID 1 RFC822.SIZE 100 BODY[]<0> {314572800}\r\n").await.unwrap();
-                    written.store(flood(&mut w, &[b'x'; 1024]).await, Ordering::SeqCst);
+                    written.store(flood(w, &[b'x'; 1024]).await, Ordering::SeqCst);
                     return;
                 }
                 let n = LIMIT + 1;
@@ -132,14 +126,8 @@ async fn lying_imap_server(flood_literal: bool, written: Arc<AtomicU64>, asked: 
                     .unwrap();
                 w.write_all(&vec![b'x'; n as usize]).await.unwrap();
                 format!(")\r\n{tag} OK done\r\n")
-            } else if upper.starts_with("CREATE") || upper.starts_with("SUBSCRIBE") {
-                format!("{tag} OK done\r\n")
-            } else if upper.starts_with("LIST") {
-                format!("* LIST () \"/\" INBOX\r\n{tag} OK done\r\n")
-            } else if upper.starts_with("LOGOUT") {
-                format!("* BYE\r\n{tag} OK bye\r\n")
             } else {
-                format!("{tag} BAD unknown\r\n")
+                scripted_imap::routine_answer(&tag, &upper)
             };
             if w.write_all(answer.as_bytes()).await.is_err() {
                 return;

@@ -98,3 +98,4 @@ pub fn crlf(raw: &[u8]) -> Vec<u8> {
 pub fn ids(listings: &[mailrobot_sources::Listing]) -> Vec<String> {
     listings.iter().map(|l| l.remote_id.clone()).collect()
 }
+pub mod scripted_imap;
