@@ -83,14 +83,16 @@ pub const ID_TOKEN_CLOCK_SKEW_SECONDS: i64 = 300;
 
 /// Claims of an id_token the robot checks and records. The token came
 /// straight from the token endpoint over TLS, so (per OpenID Connect Core
-/// 3.1.3.7) its signature need not be checked; its issuer, audience, expiry
-/// and nonce are.
+/// 3.1.3.7) its signature need not be checked; its issuer, audience, expiry,
+/// not-before (when given) and nonce are.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct IdClaims {
     pub iss: Option<String>,
     pub aud: Option<Audience>,
     /// Unix seconds; a number, whole or not.
     pub exp: Option<f64>,
+    /// Not valid before (Unix seconds), if the token says.
+    pub nbf: Option<f64>,
     /// Microsoft: the directory the user signed in to (a GUID, also when the
     /// tenant is configured as a domain name or `organizations`).
     pub tid: Option<String>,
@@ -176,14 +178,22 @@ impl IdClaims {
                 ));
             }
         }
+        let at = |secs: f64| {
+            chrono::DateTime::from_timestamp(secs as i64, 0)
+                .map_or_else(|| format!("{secs} (Unix time)"), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
+        if let Some(nbf) = self.nbf
+            && nbf - (ID_TOKEN_CLOCK_SKEW_SECONDS as f64) > expected.now as f64
+        {
+            return Err(format!(
+                "the id_token is valid only from {} and this machine's clock says {}; if the clock is wrong, \
+                 correct it (NTP), then start Setup Authentication again",
+                at(nbf),
+                at(expected.now as f64)
+            ));
+        }
         let exp = self.exp.ok_or("the id_token has no expiry (exp); start Setup Authentication again")?;
         if exp + (ID_TOKEN_CLOCK_SKEW_SECONDS as f64) < expected.now as f64 {
-            let at = |secs: f64| {
-                chrono::DateTime::from_timestamp(secs as i64, 0).map_or_else(
-                    || format!("{secs} (Unix time)"),
-                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                )
-            };
             return Err(format!(
                 "the id_token expired at {} and this machine's clock says {}; if the clock is wrong, \
                  correct it (NTP), then start Setup Authentication again",
@@ -347,5 +357,13 @@ mod tests {
         assert!(err.contains("no expiry"), "{err}");
         // A fractional exp is still a NumericDate.
         with("exp", serde_json::json!((NOW + 10) as f64 + 0.5)).check(&expect(Some(AUTHORITY))).unwrap();
+    }
+
+    #[test]
+    fn an_id_token_not_valid_yet_is_refused_with_five_minutes_of_skew() {
+        with("nbf", (NOW + ID_TOKEN_CLOCK_SKEW_SECONDS).into()).check(&expect(Some(AUTHORITY))).unwrap();
+        let err =
+            with("nbf", (NOW + ID_TOKEN_CLOCK_SKEW_SECONDS + 1).into()).check(&expect(Some(AUTHORITY))).unwrap_err();
+        assert!(err.contains("valid only from") && err.contains("clock"), "{err}");
     }
 }
