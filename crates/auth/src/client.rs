@@ -49,12 +49,7 @@ impl TokenClient {
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    let retry_after = mailrobot_sources::throttle::retry_after(response.headers());
                     // The token endpoint's answers are small; a flood is a transient failure.
                     let body =
                         match mailrobot_sources::http_body::read_capped(response, mailrobot_sources::http_body::SMALL)

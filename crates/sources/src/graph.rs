@@ -216,8 +216,7 @@ impl BatchResponse<'_> {
         self.headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs)
+            .and_then(|(_, v)| crate::throttle::parse_retry_after(v))
     }
 }
 
@@ -636,14 +635,9 @@ impl GraphClient {
     }
 }
 
-/// Retry-After in seconds, when the server sent one.
+/// Retry-After, when the server sent one.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    crate::throttle::retry_after(response.headers())
 }
 
 fn network_error(cfg: &GraphConfig, e: &reqwest::Error) -> SourceError {
