@@ -13,6 +13,9 @@ missing=()
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 # Microsoft's own clients (msal, msgraph-sdk) and exchangelib run in venvs the tests make.
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
+# The admin UI's tests drive a real, headless Chromium over WebDriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq

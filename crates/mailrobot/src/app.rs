@@ -7,7 +7,7 @@ use anyhow::Context;
 use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
-use mailrobot_store::{AuthStore, ProcessingRules, SealedStore, SqliteStore, Store};
+use mailrobot_store::{AdminStore, AuthStore, ProcessingRules, SealedStore, SqliteStore, Store};
 
 use crate::pipeline::{BatchLimits, Pipeline};
 
@@ -22,6 +22,8 @@ pub struct App {
     pub auth_store: Arc<dyn AuthStore>,
     /// The same database, seen as the sealed values it holds (key rotation).
     pub sealed_store: Arc<dyn SealedStore>,
+    /// The same database: administrators of the web UI and their sessions.
+    pub admin_store: Arc<dyn AdminStore>,
     pub secrets: Arc<SecretBox>,
     broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
@@ -36,6 +38,7 @@ impl App {
             data_dir: data_dir.to_path_buf(),
             store: sqlite.clone() as Arc<dyn Store>,
             auth_store: sqlite.clone() as Arc<dyn AuthStore>,
+            admin_store: sqlite.clone() as Arc<dyn AdminStore>,
             sealed_store: sqlite as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
             broker_cell: std::sync::OnceLock::new(),

@@ -69,6 +69,9 @@ pub enum Command {
     /// Secrets at rest: which master key sealed them; re-seal after a key change.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Administrators who sign in to the web UI `serve` offers.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -80,6 +83,35 @@ pub enum Command {
         local: bool,
         #[arg(long, default_value = "127.0.0.1:8025")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The first administrator (refused once one exists: use `add`).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (the first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Another administrator.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (the first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an administrator; their sessions end at once.
+    Remove {
+        #[arg(long)]
+        email: String,
     },
 }
 

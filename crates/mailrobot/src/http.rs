@@ -135,14 +135,18 @@ impl CountsCache {
     }
 }
 
-pub fn router(state: HttpState) -> Router {
+/// The robot's HTTP side: liveness, metrics, the Setup Authentication
+/// redirect, and (with `web`) the admin UI.
+pub fn router(state: HttpState, web: Option<mailrobot_web::WebState>) -> Router {
     let request_timeout = state.limits.request_timeout;
+    let pages = web.map(mailrobot_web::router).unwrap_or_default();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // The seed's redirect path, so app registrations made by its guide work.
         .route(REDIRECT_PATH, get(redirect_query).post(redirect_form))
         .with_state(state)
+        .merge(pages)
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         // Outermost, so timeouts and 404s carry the headers too.
         .layer(middleware::from_fn(security_headers))
@@ -175,7 +179,11 @@ pub async fn serve_http(listener: TcpListener, app: Router, limits: HttpLimits, 
         let mut stop = stop.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                // Who is asking: sign-in throttling counts per address.
+                request.extensions_mut().insert(mailrobot_web::ClientAddr(peer));
+                app.clone().oneshot(request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
@@ -219,12 +227,15 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    );
+    // The admin UI's pages set their own policy (forms post to this origin).
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+        );
+    }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -18,3 +18,4 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod serve;
 pub mod term;
+pub mod web;

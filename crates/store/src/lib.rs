@@ -10,6 +10,7 @@
 //! transaction; the remote mailbox is settled only after that, and the
 //! settlement is recorded last. Every step can be repeated after a crash.
 
+pub mod admin;
 pub mod auth;
 mod error;
 pub mod model;
@@ -17,11 +18,13 @@ mod process;
 mod schema;
 pub mod sealed;
 mod sqlite;
+mod sqlite_admin;
 mod sqlite_auth;
 mod sqlite_ledger;
 mod sqlite_sealed;
 pub mod states;
 
+pub use admin::{Admin, AdminStore, Session};
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
@@ -94,6 +97,9 @@ pub trait Store: Send + Sync {
     fn ticket(&self, id: i64) -> Result<Option<TicketDetail>>;
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>>;
     fn counts(&self) -> Result<Counts>;
+    /// Per mailbox: mails fetched since `since` (RFC 3339), waiting for
+    /// processing, and failed. Mailboxes without mail are left out.
+    fn mailbox_counts(&self, since: &str) -> Result<Vec<MailboxCounts>>;
 
     // --- settings ---
     fn setting(&self, key: &str) -> Result<Option<String>>;

@@ -204,6 +204,17 @@ pub struct MessageView {
     pub processed_at: Option<String>,
 }
 
+/// What the journal holds of one mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MailboxCounts {
+    pub mailbox_id: i64,
+    /// Fetched since the time asked for (today, on the dashboard).
+    pub fetched_since: i64,
+    /// Journaled, not processed yet.
+    pub waiting: i64,
+    pub failed: i64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
     pub tickets: i64,

@@ -194,4 +194,25 @@ ALTER TABLE mailboxes ADD COLUMN throttled_until TEXT;
     r#"
 ALTER TABLE tenants ADD COLUMN allow_plaintext INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 5: administrators of the web UI and their browser sessions.
+    r#"
+CREATE TABLE admins (
+    id              INTEGER PRIMARY KEY,
+    email           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    -- Argon2id, as a PHC string (algorithm, parameters, salt, hash).
+    password_hash   TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    last_sign_in_at TEXT
+);
+
+-- A signed-in browser. The cookie carries a random token; only its SHA-256
+-- is kept, so the database alone signs no one in.
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    admin_id     INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+    csrf_token   TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

@@ -459,6 +459,26 @@ impl Store for SqliteStore {
         )?)
     }
 
+    fn mailbox_counts(&self, since: &str) -> Result<Vec<MailboxCounts>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT mailbox_id, COALESCE(SUM(fetched_at >= ?1), 0), COALESCE(SUM(state = 'fetched'), 0),
+                    COALESCE(SUM(state = 'failed'), 0)
+             FROM messages GROUP BY mailbox_id ORDER BY mailbox_id",
+        )?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok(MailboxCounts {
+                    mailbox_id: r.get(0)?,
+                    fetched_since: r.get(1)?,
+                    waiting: r.get(2)?,
+                    failed: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>> {
         let conn = self.lock();
         Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)

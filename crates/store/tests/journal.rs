@@ -220,3 +220,18 @@ fn a_mail_another_process_filed_meanwhile_is_left_alone() {
     assert_eq!(first.tickets().unwrap().len(), 3);
     assert!(first.ticket(1).unwrap().unwrap().entries.len() == 1);
 }
+
+#[test]
+fn counts_per_mailbox_tell_today_waiting_and_failed() {
+    let (_d, s) = store();
+    let (a, b) = (mailbox(&s, "a"), mailbox(&s, "b"));
+    let good = mail("1@x", "Hello", "", "Body");
+    s.journal(a, &[IncomingMail::fetched("r1", &good), IncomingMail::fetched("r2", b"not a mail")]).unwrap();
+    s.journal(b, &[IncomingMail::rejected("r3", 99, "too large")]).unwrap();
+    let before = s.mailbox_counts("2000-01-01T00:00:00Z").unwrap();
+    assert_eq!(before[0], MailboxCounts { mailbox_id: a, fetched_since: 2, waiting: 2, failed: 0 });
+    assert_eq!(before[1], MailboxCounts { mailbox_id: b, fetched_since: 1, waiting: 0, failed: 1 });
+    s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
+    let after = s.mailbox_counts("2999-01-01T00:00:00Z").unwrap();
+    assert_eq!(after[0], MailboxCounts { mailbox_id: a, fetched_since: 0, waiting: 0, failed: 1 });
+}

@@ -2,6 +2,8 @@
 //! and a real SMTP sink started on free loopback ports, and generators of
 //! realistic mail.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod dovecot;
 pub mod generate;
 pub mod smtp_sink;

@@ -173,10 +173,28 @@ pub struct HttpAnswer {
 
 /// [`http_get`] with the answer's headers.
 pub fn http_get_full(address: &str, path: &str) -> Option<HttpAnswer> {
+    http_request(address, &format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"))
+}
+
+/// A form POST with a `Cookie` header (empty: none).
+pub fn http_post_form(address: &str, path: &str, cookie: &str, form: &str) -> Option<HttpAnswer> {
+    let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
+    http_request(
+        address,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{cookie}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+}
+
+/// Sends `request` as written and reads the whole answer.
+fn http_request(address: &str, request: &str) -> Option<HttpAnswer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -1,0 +1,159 @@
+//! The admin UI in a real browser (headless Chromium over WebDriver), and
+//! the rules around its sessions checked over plain HTTP.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use mailrobot_testkit::browser::Browser;
+
+const EMAIL: &str = "ada.admin@contoso.test";
+const PASSWORD: &str = "a long and good passphrase";
+
+fn create_admin(robot: &Robot, verb: &str, email: &str, password: &str) -> std::process::Output {
+    let mut child = robot
+        .command(&["admin", verb, "--email", email, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A robot with an administrator and a drop-folder mailbox that has made
+/// one ticket and kept one broken mail.
+fn robot_with_a_mailbox() -> Robot {
+    let robot = Robot::new();
+    let out = create_admin(&robot, "create", EMAIL, PASSWORD);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("support-desk", &drop);
+    std::fs::write(drop.join("inbox/1.eml"), simple_mail("1@x", "Printer on fire", "", "help")).unwrap();
+    std::fs::write(drop.join("inbox/2.eml"), b"\x00\x01 not a mail").unwrap();
+    robot.run(&["run-once"]);
+    robot
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_signs_in_and_sees_every_mailbox_in_words() {
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots/web_ui-sign-in");
+    let mut browser = Browser::start(&shots).await;
+
+    // `/` leads to sign-in.
+    browser.goto(&format!("http://{address}/")).await;
+    browser.heading("Sign in").await;
+    assert!(browser.url().await.ends_with("/sign-in"));
+    browser.screenshot("sign-in").await;
+
+    browser.fill("Email", EMAIL).await;
+    browser.fill("Password", "not the password at all").await;
+    browser.click_button("Sign in").await;
+    browser.heading("Sign in").await;
+    assert!(browser.text().await.contains("The email or password is not right."), "{}", browser.text().await);
+    browser.screenshot("wrong-password").await;
+
+    browser.fill("Email", EMAIL).await;
+    browser.fill("Password", PASSWORD).await;
+    browser.click_button("Sign in").await;
+    browser.heading("Dashboard").await;
+    let row = browser.row("support-desk").await;
+    assert_eq!(&row[..3], ["support-desk", "Drop folder", "ok"], "{row:?}");
+    assert_eq!(&row[4..], ["2", "0", "1"], "mails today, waiting, failed: {row:?}");
+    assert!(browser.text().await.contains(EMAIL));
+    browser.screenshot("dashboard").await;
+
+    browser.click_button("Sign out").await;
+    browser.heading("Sign in").await;
+    // Signed out means signed out: the dashboard sends the browser back.
+    browser.goto(&format!("http://{address}/dashboard")).await;
+    browser.heading("Sign in").await;
+
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+fn http_post(address: &str, path: &str, cookie: &str, form: &str) -> HttpAnswer {
+    http_post_form(address, path, cookie, form).unwrap()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+#[test]
+fn sign_in_needs_its_own_form_and_slows_down_guessing() {
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+
+    let page = http_get_full(&address, "/sign-in").unwrap();
+    assert_eq!(page.status, 200);
+    let csp = &page.headers["content-security-policy"];
+    assert!(csp.contains("form-action 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    let set_cookie = &page.headers["set-cookie"];
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let token = common::oauth::hidden(&page.body, "csrf");
+    let cookie = format!("mailrobot_sign_in={token}");
+
+    // A form posted from elsewhere carries no sign-in cookie: refused even
+    // with the right password.
+    let foreign =
+        http_post(&address, "/sign-in", "", &form(&[("csrf", &token), ("email", EMAIL), ("password", PASSWORD)]));
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+
+    // Five wrong passwords, then even the right one waits.
+    for _ in 0..5 {
+        let wrong = http_post(
+            &address,
+            "/sign-in",
+            &cookie,
+            &form(&[("csrf", &token), ("email", EMAIL), ("password", "guess-guess-guess")]),
+        );
+        assert_eq!(wrong.status, 401);
+    }
+    let held =
+        http_post(&address, "/sign-in", &cookie, &form(&[("csrf", &token), ("email", EMAIL), ("password", PASSWORD)]));
+    assert_eq!(held.status, 429, "{}", held.body);
+    assert!(held.body.contains("Too many failed sign-ins"), "{}", held.body);
+
+    // The dashboard and sign-out need a session; sign-out also its CSRF token.
+    let dashboard = http_get_full(&address, "/dashboard").unwrap();
+    assert_eq!((dashboard.status, dashboard.headers["location"].as_str()), (303, "/sign-in"));
+    let sign_out = http_post(&address, "/sign-out", "mailrobot_session=forged", &form(&[("csrf", "x")]));
+    assert_eq!(sign_out.status, 303);
+
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+#[test]
+fn administrators_are_added_listed_and_removed_with_passwords_from_stdin() {
+    let robot = Robot::new();
+    let short = create_admin(&robot, "create", EMAIL, "short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+    assert!(create_admin(&robot, "create", EMAIL, PASSWORD).status.success());
+    let second = create_admin(&robot, "create", "bob@contoso.test", PASSWORD);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("admin add"), "only the first is created");
+    assert!(create_admin(&robot, "add", "bob@contoso.test", PASSWORD).status.success());
+    let again = create_admin(&robot, "add", "BOB@contoso.test", PASSWORD);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let list = robot.json(&["admin", "list", "--json"]);
+    let emails: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, [EMAIL, "bob@contoso.test"]);
+    assert!(list.to_string().find("argon2").is_none(), "hashes never leave the database");
+    robot.run(&["admin", "remove", "--email", "bob@contoso.test"]);
+    assert_eq!(robot.json(&["admin", "list", "--json"]).as_array().unwrap().len(), 1);
+    // The password is never an argument.
+    let argv = robot.run_raw(&["admin", "add", "--email", "x@y.z", "--password", PASSWORD], &[]);
+    assert!(!argv.status.success());
+}

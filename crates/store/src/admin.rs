@@ -1,0 +1,47 @@
+//! Administrators of the web UI and their sessions.
+
+use serde::Serialize;
+
+use crate::Result;
+
+/// An administrator, as lists and the API show one (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Admin {
+    pub id: i64,
+    pub email: String,
+    pub created_at: String,
+    pub last_sign_in_at: Option<String>,
+}
+
+/// A signed-in browser: who, and the token its forms must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub admin: Admin,
+    pub csrf_token: String,
+    pub expires_at: String,
+}
+
+pub trait AdminStore: Send + Sync {
+    /// Adds an administrator; an existing email (any case) is refused.
+    fn add_admin(&self, email: &str, password_hash: &str) -> Result<Admin>;
+    fn admins(&self) -> Result<Vec<Admin>>;
+    /// The administrator and their password hash, for signing in.
+    fn admin_for_sign_in(&self, email: &str) -> Result<Option<(Admin, String)>>;
+    /// Removes the administrator and their sessions. Returns whether one was.
+    fn remove_admin(&self, email: &str) -> Result<bool>;
+    /// Replaces the password hash and ends every session of the administrator.
+    fn set_admin_password(&self, email: &str, password_hash: &str) -> Result<bool>;
+
+    /// A new session for `lifetime` (the caller keeps the token; the store
+    /// its SHA-256).
+    fn create_session(
+        &self,
+        token_sha256: &str,
+        admin_id: i64,
+        csrf_token: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<()>;
+    /// The session, unless it has expired.
+    fn session(&self, token_sha256: &str) -> Result<Option<Session>>;
+    fn delete_session(&self, token_sha256: &str) -> Result<()>;
+}

@@ -1,0 +1,93 @@
+//! The administration UI in the browser, served by `mailrobot serve`:
+//! server-rendered pages (askama) that work without JavaScript, sessions in
+//! cookies, a CSRF token on every state-changing form, throttled sign-in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
+
+pub mod pages;
+pub mod password;
+pub mod session;
+pub mod throttle;
+pub mod views;
+
+pub use throttle::SignInThrottle;
+
+/// The client's address, put on each request by the server loop (it is
+/// what sign-in throttling counts per address).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// What the pages work with.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Arc<dyn Store>,
+    pub admins: Arc<dyn AdminStore>,
+    pub auth: Arc<dyn AuthStore>,
+    /// Cookies get `Secure` when the public URL is https.
+    pub secure_cookies: bool,
+    pub throttle: Arc<SignInThrottle>,
+}
+
+/// Why a page could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a page task stopped: {0}")]
+    Task(String),
+    #[error("the page could not be rendered: {0}")]
+    Render(#[from] askama::Error),
+}
+
+impl WebState {
+    /// Runs store work off the async threads (SQLite calls block).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WebState) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, WebError> {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || work(&state)).await {
+            Ok(result) => Ok(result?),
+            Err(err) => Err(WebError::Task(err.to_string())),
+        }
+    }
+}
+
+/// The UI's routes. Pages set their own security headers (a CSP that lets
+/// forms post to this origin and loads nothing from elsewhere).
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/sign-in", get(pages::sign_in_page).post(pages::sign_in))
+        .route("/sign-out", post(pages::sign_out))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/static/app.css", get(pages::stylesheet))
+        .with_state(state)
+        // route_layer: only the pages; other paths keep the server's own policy.
+        .route_layer(middleware::from_fn(page_headers))
+}
+
+/// The pages' policy: nothing from elsewhere, no inline script or style,
+/// forms only to this origin, never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+async fn page_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}

@@ -1,0 +1,243 @@
+//! Sign-in, sign-out and the dashboard.
+
+use std::time::Instant;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::session::{self, SESSION_COOKIE, SESSION_LIFETIME, SIGN_IN_COOKIE, SignedIn};
+use crate::{ClientAddr, WebError, WebState, password, views};
+
+/// What every signed-in page shows around its content.
+pub struct Layout {
+    pub email: String,
+    pub csrf: String,
+    /// The nav link of this page.
+    pub current: &'static str,
+}
+
+impl Layout {
+    pub fn new(signed_in: &SignedIn, current: &'static str) -> Self {
+        Self { email: signed_in.0.admin.email.clone(), csrf: signed_in.0.csrf_token.clone(), current }
+    }
+
+    /// The main navigation: (href, name).
+    pub fn links(&self) -> &'static [(&'static str, &'static str)] {
+        &[("/dashboard", "Dashboard")]
+    }
+}
+
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(err) => error_page(&WebError::Render(err)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    layout: Option<Layout>,
+    title: String,
+    text: String,
+}
+
+/// A page that says what went wrong (store unavailable and the like).
+pub fn error_page(err: &WebError) -> Response {
+    tracing::error!(error = %err, "a page failed");
+    let page = MessagePage {
+        layout: None,
+        title: "Something went wrong".into(),
+        text: format!("{err}. Try again; if it keeps happening, see the server's log."),
+    };
+    let html = page.render().unwrap_or_else(|_| "Something went wrong".to_string());
+    (StatusCode::INTERNAL_SERVER_ERROR, Html(html)).into_response()
+}
+
+pub async fn home(headers: HeaderMap) -> Redirect {
+    // The dashboard itself sends the browser on to sign in if need be.
+    if session::cookie(&headers, SESSION_COOKIE).is_some() {
+        Redirect::to("/dashboard")
+    } else {
+        Redirect::to("/sign-in")
+    }
+}
+
+pub async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../static/app.css"))
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    layout: Option<Layout>,
+    csrf: String,
+    email: String,
+    message: Option<String>,
+}
+
+/// The sign-in form, with a fresh double-submit token in a cookie.
+fn sign_in_form(state: &WebState, status: StatusCode, email: String, message: Option<String>) -> Response {
+    let csrf = session::random_token();
+    let cookie = session::set_cookie(SIGN_IN_COOKIE, &csrf, std::time::Duration::from_secs(3600), state.secure_cookies);
+    let page = SignInPage { layout: None, csrf, email, message };
+    (status, [(header::SET_COOKIE, cookie)], render(&page)).into_response()
+}
+
+pub async fn sign_in_page(State(state): State<WebState>) -> Response {
+    sign_in_form(&state, StatusCode::OK, String::new(), None)
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn sign_in(
+    State(state): State<WebState>,
+    client: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let email = form.email.trim().to_string();
+    let cookie_token = session::cookie(&headers, SIGN_IN_COOKIE).unwrap_or("");
+    if cookie_token.is_empty() || !session::same_token(cookie_token, &form.csrf) {
+        let message = "The sign-in form expired or came from another site; sign in again.".to_string();
+        return sign_in_form(&state, StatusCode::FORBIDDEN, email, Some(message));
+    }
+    let account = format!("account:{}", email.to_lowercase());
+    let address = client.map(|c| format!("address:{}", c.0.0.ip())).unwrap_or_else(|| "address:unknown".into());
+    let keys = [account.as_str(), address.as_str()];
+    if let Some(wait) = state.throttle.wait(&keys, Instant::now()) {
+        let message = format!("Too many failed sign-ins. Try again in {} seconds.", wait.as_secs().max(1));
+        return sign_in_form(&state, StatusCode::TOO_MANY_REQUESTS, email, Some(message));
+    }
+    let lookup = email.clone();
+    let found = match state.blocking(move |s| s.admins.admin_for_sign_in(&lookup)).await {
+        Ok(found) => found,
+        Err(err) => return error_page(&err),
+    };
+    let password_given = form.password;
+    let (admin, matches) = tokio::task::spawn_blocking(move || match found {
+        Some((admin, hash)) => {
+            let ok = password::verify(&hash, &password_given);
+            (Some(admin), ok)
+        }
+        None => {
+            // As long as for a known address.
+            password::verify(password::decoy(), &password_given);
+            (None, false)
+        }
+    })
+    .await
+    .unwrap_or((None, false));
+    let Some(admin) = admin.filter(|_| matches) else {
+        state.throttle.failed(&keys, Instant::now());
+        tracing::info!(%address, "a sign-in was refused");
+        let message = "The email or password is not right.".to_string();
+        return sign_in_form(&state, StatusCode::UNAUTHORIZED, email, Some(message));
+    };
+    state.throttle.succeeded(&keys);
+    let token = session::random_token();
+    let (hash, csrf, admin_id) = (session::token_sha256(&token), session::random_token(), admin.id);
+    if let Err(err) = state.blocking(move |s| s.admins.create_session(&hash, admin_id, &csrf, SESSION_LIFETIME)).await {
+        return error_page(&err);
+    }
+    tracing::info!(admin = %admin.email, "signed in");
+    let session_cookie = session::set_cookie(SESSION_COOKIE, &token, SESSION_LIFETIME, state.secure_cookies);
+    let clear = session::set_cookie(SIGN_IN_COOKIE, "", std::time::Duration::ZERO, state.secure_cookies);
+    // AppendHeaders: two cookies, where an array of pairs keeps only the last.
+    (AppendHeaders([(header::SET_COOKIE, session_cookie), (header::SET_COOKIE, clear)]), Redirect::to("/dashboard"))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn sign_out(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return (StatusCode::FORBIDDEN, "The form expired; go back, reload the page and try again.").into_response();
+    }
+    if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
+        let hash = session::token_sha256(token);
+        if let Err(err) = state.blocking(move |s| s.admins.delete_session(&hash)).await {
+            return error_page(&err);
+        }
+    }
+    let clear = session::set_cookie(SESSION_COOKIE, "", std::time::Duration::ZERO, state.secure_cookies);
+    ([(header::SET_COOKIE, clear)], Redirect::to("/sign-in")).into_response()
+}
+
+/// One mailbox row of the dashboard.
+pub struct MailboxRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub state: String,
+    pub state_class: &'static str,
+    pub last_poll: String,
+    pub today: i64,
+    pub waiting: i64,
+    pub failed: i64,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    layout: Option<Layout>,
+    attention: Vec<String>,
+    rows: Vec<MailboxRow>,
+}
+
+pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Response {
+    let now = chrono::Utc::now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let since = midnight.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let loaded = state
+        .blocking(move |s| {
+            Ok((s.store.mailboxes()?, s.store.mailbox_counts(&since)?, s.auth.connections()?, s.auth.tenants()?))
+        })
+        .await;
+    let (mailboxes, counts, connections, tenants) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => return error_page(&err),
+    };
+    let mut attention: Vec<String> = tenants.iter().filter_map(|t| views::tenant_attention(t, now)).collect();
+    attention.extend(connections.iter().filter_map(views::connection_attention));
+    let rows = mailboxes
+        .iter()
+        // Removed mailboxes keep their journal but leave the lists.
+        .filter(|m| !m.name.contains(" (removed "))
+        .map(|m| {
+            let (state, state_class) = views::mailbox_state(m);
+            let c = counts.iter().find(|c| c.mailbox_id == m.id).cloned().unwrap_or_default();
+            MailboxRow {
+                name: m.name.clone(),
+                kind: views::kind_label(m.kind),
+                state,
+                state_class,
+                last_poll: m.last_poll_at.as_deref().map_or_else(|| "never".to_string(), views::short_time),
+                today: c.fetched_since,
+                waiting: c.waiting,
+                failed: c.failed,
+            }
+        })
+        .collect();
+    render(&DashboardPage { layout: Some(Layout::new(&signed_in, "Dashboard")), attention, rows })
+}
