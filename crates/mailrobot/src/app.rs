@@ -15,6 +15,7 @@ pub const DB_FILE: &str = "mailrobot.db";
 pub const SETTING_TICKET_PREFIX: &str = "ticket.prefix";
 pub const SETTING_TICKET_DIGITS: &str = "ticket.digits";
 
+#[derive(Clone)]
 pub struct App {
     pub data_dir: PathBuf,
     pub store: Arc<dyn Store>,

@@ -297,10 +297,38 @@ pub enum TenantCommand {
     /// Register an app registration's credentials. The client secret comes
     /// from an environment variable or stdin, never the command line.
     Add(Box<TenantAdd>),
+    /// Change a tenant: the flags given replace those settings, the rest
+    /// stay (an empty URL goes back to the default).
+    Set(Box<TenantSet>),
     List {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantSet {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Name of the environment variable holding a new client secret.
+    #[arg(long)]
+    pub client_secret_env: Option<String>,
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+    #[arg(long)]
+    pub secret_expires: Option<String>,
+    #[arg(long)]
+    pub certificate_file: Option<PathBuf>,
+    #[arg(long)]
+    pub authority_url: Option<String>,
+    #[arg(long)]
+    pub graph_url: Option<String>,
+    #[arg(long)]
+    pub ews_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,18 +7,20 @@ use mailrobot_auth::broker::{tenant_certificate_context, tenant_secret_context};
 use mailrobot_auth::model::{PROVIDER_MICROSOFT365, PROVIDER_OAUTH2};
 use mailrobot_auth::{AuthError, Capability, Mode};
 use mailrobot_secrets::Secret;
-use mailrobot_store::{AuthStore, Connection, NewConnection, NewTenant, Tenant};
+use mailrobot_store::{AuthStore, Connection, NewConnection, NewTenant, Tenant, TenantUpdate};
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::cli::{ConnectionCommand, ProviderArg, TenantAdd, TenantCommand};
+use crate::cli::{ConnectionCommand, ProviderArg, TenantAdd, TenantCommand, TenantSet};
 use crate::commands::print_json;
 
 pub const SETTING_PUBLIC_URL: &str = "public_url";
 pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8025";
 
-fn read_client_secret(add: &TenantAdd) -> anyhow::Result<Option<Secret>> {
-    if let Some(var) = &add.client_secret_env {
+/// The client secret from `env` (a variable's name) or the first line of
+/// stdin, if either was asked for.
+fn read_client_secret(tenant: &str, env: Option<&str>, stdin: bool) -> anyhow::Result<Option<Secret>> {
+    if let Some(var) = env {
         let value = std::env::var(var)
             .map_err(|_| anyhow!("environment variable {var} (named by --client-secret-env) is not set"))?;
         if value.trim().is_empty() {
@@ -26,9 +28,9 @@ fn read_client_secret(add: &TenantAdd) -> anyhow::Result<Option<Secret>> {
         }
         return Ok(Some(Secret::new(value.trim())));
     }
-    if add.client_secret_stdin {
+    if stdin {
         if std::io::stdin().is_terminal() {
-            crate::esay!("Client secret for tenant {} (the secret's Value, one line):", add.name);
+            crate::esay!("Client secret for tenant {tenant} (the secret's Value, one line):");
         }
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("cannot read the client secret from stdin")?;
@@ -49,18 +51,37 @@ fn check_url(flag: &str, value: &Option<String>, allow_plaintext: bool) -> anyho
         .map_err(|e| anyhow!("{flag}: {e}"))
 }
 
-fn parse_expiry(date: &str) -> anyhow::Result<String> {
+pub fn parse_expiry(date: &str) -> anyhow::Result<String> {
     let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .with_context(|| format!("--secret-expires {date:?} is not a date like 2027-06-30"))?;
     Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 pub fn tenant_add(app: &App, add: &TenantAdd) -> anyhow::Result<Tenant> {
-    tenant_add_with_secret(app, add, read_client_secret(add)?)
+    let secret = read_client_secret(&add.name, add.client_secret_env.as_deref(), add.client_secret_stdin)?;
+    let certificate = add.certificate_file.as_deref().map(read_pem).transpose()?;
+    tenant_add_with_secret(app, add, secret, certificate)
 }
 
-/// Adds a tenant whose client secret (if any) the caller already holds.
-pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>) -> anyhow::Result<Tenant> {
+fn read_pem(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A PEM certificate and key, checked, with the facts shown about it.
+fn certificate_of(pem: String) -> anyhow::Result<(Secret, String)> {
+    let cert = mailrobot_auth::assertion::Certificate::from_pem(&pem)
+        .map_err(|e| anyhow!("the certificate cannot be used: {e}"))?;
+    Ok((Secret::new(pem), format!("SHA-256 thumbprint {}", cert.thumbprint_sha256_hex())))
+}
+
+/// Adds a tenant whose client secret and certificate (PEM), if any, the
+/// caller already holds (`add.certificate_file` is not read here).
+pub fn tenant_add_with_secret(
+    app: &App,
+    add: &TenantAdd,
+    secret: Option<Secret>,
+    certificate_pem: Option<String>,
+) -> anyhow::Result<Tenant> {
     let provider = match add.provider {
         ProviderArg::Microsoft365 => PROVIDER_MICROSOFT365,
         ProviderArg::Oauth2 => PROVIDER_OAUTH2,
@@ -80,15 +101,7 @@ pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>
     ] {
         check_url(flag, value, add.allow_plaintext)?;
     }
-    let certificate = match &add.certificate_file {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let cert = mailrobot_auth::assertion::Certificate::from_pem(&pem)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            Some((Secret::new(pem), format!("SHA-256 thumbprint {}", cert.thumbprint_sha256_hex())))
-        }
-        None => None,
-    };
+    let certificate = certificate_pem.map(certificate_of).transpose()?;
     if secret.is_none() && certificate.is_none() {
         bail!("give the client secret (--client-secret-env VAR or --client-secret-stdin) or --certificate-file PEM");
     }
@@ -117,6 +130,62 @@ pub fn tenant_add_with_secret(app: &App, add: &TenantAdd, secret: Option<Secret>
     Ok(app.auth_store.tenant(tenant.id)?.expect("tenant just added"))
 }
 
+/// Changes a tenant: `update` holds every setting as it should be; a
+/// secret or certificate given replaces the stored one (None keeps it).
+pub fn tenant_update(
+    app: &App,
+    tenant: &Tenant,
+    update: TenantUpdate,
+    secret: Option<Secret>,
+    certificate_pem: Option<String>,
+) -> anyhow::Result<Tenant> {
+    if tenant.provider == PROVIDER_MICROSOFT365 && update.directory.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        bail!("the Directory (tenant) ID is needed, or the tenant's domain");
+    }
+    if update.client_id.trim().is_empty() {
+        bail!("the Application (client) ID is needed");
+    }
+    for (flag, value) in
+        [("--authority-url", &update.authority_url), ("--graph-url", &update.graph_url), ("--ews-url", &update.ews_url)]
+    {
+        check_url(flag, value, tenant.allow_plaintext)?;
+    }
+    let certificate = certificate_pem.map(certificate_of).transpose()?;
+    let update = TenantUpdate { certificate_info: certificate.as_ref().map(|(_, info)| info.clone()), ..update };
+    let updated = app.auth_store.update_tenant(tenant.id, &update)?;
+    let sealed_secret = secret.map(|s| app.secrets.seal_str(&s, &tenant_secret_context(&updated)));
+    let sealed_certificate =
+        certificate.map(|(pem, _)| app.secrets.seal_str(&pem, &tenant_certificate_context(&updated)));
+    app.auth_store.set_tenant_credentials(updated.id, sealed_secret.as_deref(), sealed_certificate.as_deref())?;
+    Ok(app.auth_store.tenant(updated.id)?.expect("tenant just updated"))
+}
+
+/// `tenant set`: the flags given replace those settings; the rest stay.
+fn tenant_set(app: &App, set: &TenantSet) -> anyhow::Result<Tenant> {
+    let tenant = app.auth_store.tenant_by_name(&set.name)?.ok_or_else(|| anyhow!("no tenant named {:?}", set.name))?;
+    let keep_or = |given: &Option<String>, current: &Option<String>| match given {
+        // An empty value goes back to the default.
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(v.clone()),
+        None => current.clone(),
+    };
+    let update = TenantUpdate {
+        client_id: set.client_id.clone().unwrap_or_else(|| tenant.client_id.clone()),
+        directory: keep_or(&set.tenant, &tenant.directory),
+        authority_url: keep_or(&set.authority_url, &tenant.authority_url),
+        graph_url: keep_or(&set.graph_url, &tenant.graph_url),
+        ews_url: keep_or(&set.ews_url, &tenant.ews_url),
+        secret_expires_at: match &set.secret_expires {
+            Some(date) => Some(parse_expiry(date)?),
+            None => tenant.secret_expires_at.clone(),
+        },
+        certificate_info: None,
+    };
+    let secret = read_client_secret(&set.name, set.client_secret_env.as_deref(), set.client_secret_stdin)?;
+    let certificate = set.certificate_file.as_deref().map(read_pem).transpose()?;
+    tenant_update(app, &tenant, update, secret, certificate)
+}
+
 pub fn tenant_json(t: &Tenant) -> Value {
     json!({
         "name": t.name,
@@ -142,6 +211,10 @@ pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> 
         TenantCommand::Add(add) => {
             let t = tenant_add(app, add)?;
             crate::say!("Added tenant {} (client id {}).", t.name, t.client_id);
+        }
+        TenantCommand::Set(set) => {
+            let t = tenant_set(app, set)?;
+            crate::say!("Tenant {} saved.", t.name);
         }
         TenantCommand::List { json } => {
             let tenants = app.auth_store.tenants()?;

@@ -57,7 +57,8 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
 
     println!("2. Tenant configuration (Administration → Service Connections → Tenants):");
     let tenant_name = format!("contoso-{stamp}");
-    let tenant = tenant_add_with_secret(app, &demo_tenant(&tenant_name, emu.base_url()), Some(Secret::new(secret)))?;
+    let tenant =
+        tenant_add_with_secret(app, &demo_tenant(&tenant_name, emu.base_url()), Some(Secret::new(secret)), None)?;
     println!("   tenant {tenant_name}: client id {CLIENT_ID}, tenant {DOMAIN}, client secret stored encrypted\n");
 
     println!("3. A delegated Exchange / Microsoft Graph service connection:");

@@ -5,11 +5,14 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use mailrobot_secrets::Secret;
+use mailrobot_store::{Tenant, TenantUpdate};
+use mailrobot_web::ops::{OpResult, Operations, TenantForm};
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
 
 use crate::app::App;
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, ProviderArg, TenantAdd};
 use crate::commands::print_json;
 
 pub fn state(app: &App, public_url: &str) -> WebState {
@@ -19,6 +22,80 @@ pub fn state(app: &App, public_url: &str) -> WebState {
         auth: app.auth_store.clone(),
         secure_cookies: public_url.starts_with("https://"),
         throttle: Arc::new(SignInThrottle::default()),
+        ops: Arc::new(RobotOperations { app: app.clone() }),
+    }
+}
+
+/// The UI's forms, done by the code the CLI's commands run.
+struct RobotOperations {
+    app: App,
+}
+
+impl RobotOperations {
+    /// Runs command code (blocking: SQLite, sealing) off the async threads;
+    /// an error becomes the words the page shows.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&App) -> anyhow::Result<T> + Send + 'static,
+    ) -> OpResult<T> {
+        let app = self.app.clone();
+        match tokio::task::spawn_blocking(move || work(&app)).await {
+            Ok(result) => result.map_err(|e| format!("{e:#}")),
+            Err(e) => Err(format!("the operation stopped: {e}")),
+        }
+    }
+}
+
+fn expiry(form: &TenantForm) -> anyhow::Result<Option<String>> {
+    form.secret_expires.as_deref().map(crate::commands_auth::parse_expiry).transpose()
+}
+
+#[async_trait::async_trait]
+impl Operations for RobotOperations {
+    async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant> {
+        self.run(move |app| {
+            let add = TenantAdd {
+                name: form.name.clone(),
+                provider: ProviderArg::Microsoft365,
+                client_id: form.client_id.clone(),
+                tenant: form.tenant.clone(),
+                client_secret_env: None,
+                client_secret_stdin: false,
+                secret_expires: form.secret_expires.clone(),
+                certificate_file: None,
+                authority_url: form.authority_url.clone(),
+                graph_url: form.graph_url.clone(),
+                ews_url: form.ews_url.clone(),
+                authorize_url: None,
+                token_url: None,
+                allow_plaintext: false,
+            };
+            if form.name.is_empty() {
+                bail!("a tenant needs a name");
+            }
+            let secret = form.client_secret.map(Secret::new);
+            crate::commands_auth::tenant_add_with_secret(app, &add, secret, form.certificate_pem)
+        })
+        .await
+    }
+
+    async fn update_tenant(&self, name: &str, form: TenantForm) -> OpResult<Tenant> {
+        let name = name.to_string();
+        self.run(move |app| {
+            let tenant = app.auth_store.tenant_by_name(&name)?.with_context(|| format!("no tenant named {name:?}"))?;
+            let update = TenantUpdate {
+                client_id: form.client_id.clone(),
+                directory: form.tenant.clone(),
+                authority_url: form.authority_url.clone(),
+                graph_url: form.graph_url.clone(),
+                ews_url: form.ews_url.clone(),
+                secret_expires_at: expiry(&form)?,
+                certificate_info: None,
+            };
+            let secret = form.client_secret.map(Secret::new);
+            crate::commands_auth::tenant_update(app, &tenant, update, secret, form.certificate_pem)
+        })
+        .await
     }
 }
 

@@ -157,3 +157,113 @@ fn administrators_are_added_listed_and_removed_with_passwords_from_stdin() {
     let argv = robot.run_raw(&["admin", "add", "--email", "x@y.z", "--password", PASSWORD], &[]);
     assert!(!argv.status.success());
 }
+
+/// Signs in on a fresh browser; returns it on the dashboard.
+async fn signed_in_browser(address: &str, shots: &str) -> Browser {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots").join(shots);
+    let browser = Browser::start(&dir).await;
+    browser.goto(&format!("http://{address}/sign-in")).await;
+    browser.fill("Email", EMAIL).await;
+    browser.fill("Password", PASSWORD).await;
+    browser.click_button("Sign in").await;
+    browser.heading("Dashboard").await;
+    browser
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_are_added_and_edited_with_a_write_only_secret() {
+    const SECRET: &str = "Xy7~secret-value-from-the-portal";
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-tenants").await;
+
+    browser.click_link("Tenants").await;
+    browser.heading("Tenants").await;
+    browser.click_link("New tenant").await;
+    browser.heading("New tenant").await;
+    // Neither a secret nor a certificate: refused, what was typed is kept.
+    browser.fill("Name", "contoso").await;
+    browser.fill("Client ID", "6731de76-14a6-49ae-97bc-6eba6914391e").await;
+    browser.fill("Tenant", "contoso.onmicrosoft.com").await;
+    browser.click_button("Save").await;
+    browser.heading("New tenant").await;
+    assert!(browser.text().await.contains("client secret"), "{}", browser.text().await);
+    browser.screenshot("tenant-refused").await;
+
+    browser.fill("Client secret", SECRET).await;
+    browser.set_value("Secret expires", "2027-06-30").await;
+    browser.click_button("Save").await;
+    browser.heading("Tenant contoso").await;
+    assert!(browser.text().await.contains("Tenant contoso saved."));
+    assert!(!browser.source().await.contains(SECRET), "the secret is never shown back");
+    browser.screenshot("tenant-saved").await;
+
+    // Edit: a new client id; the empty secret field keeps the stored secret.
+    browser.fill("Client ID", "11111111-2222-4333-8444-555555555555").await;
+    browser.click_button("Save").await;
+    browser.heading("Tenant contoso").await;
+    browser.click_link("Tenants").await;
+    let row = browser.row("contoso").await;
+    assert_eq!(row[1], "11111111-2222-4333-8444-555555555555");
+    assert_eq!(row[2], "contoso.onmicrosoft.com");
+    assert!(row[3].starts_with("set on "), "{row:?}");
+    assert_eq!(row[4], "2027-06-30");
+    browser.screenshot("tenants").await;
+    browser.close().await;
+
+    // The CLI sees the same tenant; the database holds the secret sealed only.
+    let tenants = robot.json(&["tenant", "list", "--json"]);
+    assert_eq!(tenants[0]["client_id"], "11111111-2222-4333-8444-555555555555");
+    assert_eq!(tenants[0]["secret_expires_at"], "2027-06-30T00:00:00Z");
+    let db = std::fs::read(robot.data_dir().join("mailrobot.db")).unwrap();
+    let wal = std::fs::read(robot.data_dir().join("mailrobot.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret is stored in clear");
+    }
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+#[test]
+fn tenant_set_changes_only_what_it_is_given() {
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "contoso",
+            "--client-id",
+            "a",
+            "--tenant",
+            "contoso.test",
+            "--client-secret-env",
+            "S",
+        ],
+        &[("S", "first-secret")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot.run(&[
+        "tenant",
+        "set",
+        "--name",
+        "contoso",
+        "--graph-url",
+        "https://graph.microsoft.us",
+        "--secret-expires",
+        "2027-01-31",
+    ]);
+    let t = &robot.json(&["tenant", "list", "--json"])[0];
+    assert_eq!((t["client_id"].as_str(), t["tenant"].as_str()), (Some("a"), Some("contoso.test")));
+    assert_eq!(t["graph_url"], "https://graph.microsoft.us");
+    assert_eq!(t["secret_expires_at"], "2027-01-31T00:00:00Z");
+    // Plaintext to another machine is refused here as in `tenant add`.
+    let out = robot.run_raw(&["tenant", "set", "--name", "contoso", "--graph-url", "http://graph.example.org"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-plaintext"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    robot.run(&["tenant", "set", "--name", "contoso", "--graph-url", ""]);
+    assert!(robot.json(&["tenant", "list", "--json"])[0]["graph_url"].is_null());
+}

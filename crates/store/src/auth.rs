@@ -33,6 +33,20 @@ pub struct Tenant {
     pub allow_plaintext: bool,
 }
 
+/// What `tenant set` and the tenant form change; the credentials go through
+/// [`AuthStore::set_tenant_credentials`].
+#[derive(Debug, Clone, Default)]
+pub struct TenantUpdate {
+    pub client_id: String,
+    pub directory: Option<String>,
+    pub authority_url: Option<String>,
+    pub graph_url: Option<String>,
+    pub ews_url: Option<String>,
+    pub secret_expires_at: Option<String>,
+    /// Replaced when Some (a new certificate came with the update).
+    pub certificate_info: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NewTenant {
     pub name: String,
@@ -124,6 +138,9 @@ pub trait AuthStore: Send + Sync {
         sealed_certificate: Option<&[u8]>,
     ) -> Result<()>;
     fn tenant_certificate(&self, id: i64) -> Result<Option<Vec<u8>>>;
+    /// Changes the tenant's settings; its connections' cached access tokens
+    /// are dropped (they may belong to the old app or directory).
+    fn update_tenant(&self, id: i64, update: &TenantUpdate) -> Result<Tenant>;
 
     fn add_connection(&self, new: &NewConnection) -> Result<Connection>;
     fn connections(&self) -> Result<Vec<Connection>>;

@@ -121,6 +121,34 @@ impl AuthStore for SqliteStore {
         Ok(conn.query_row("SELECT sealed_secret FROM tenants WHERE id = ?1", [id], |r| r.get(0)).optional()?.flatten())
     }
 
+    fn update_tenant(&self, id: i64, update: &TenantUpdate) -> Result<Tenant> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE tenants SET client_id = ?2, directory = ?3, authority_url = ?4, graph_url = ?5, ews_url = ?6,
+                 secret_expires_at = ?7, certificate_info = COALESCE(?8, certificate_info) WHERE id = ?1",
+                params![
+                    id,
+                    update.client_id,
+                    update.directory,
+                    update.authority_url,
+                    update.graph_url,
+                    update.ews_url,
+                    update.secret_expires_at,
+                    update.certificate_info
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Corrupt(format!("no tenant with id {id}")));
+            }
+            tx.execute(
+                "DELETE FROM access_tokens WHERE connection_id IN (SELECT id FROM connections WHERE tenant_id = ?1)",
+                [id],
+            )?;
+            Ok(())
+        })?;
+        self.tenant(id)?.ok_or_else(|| StoreError::Corrupt(format!("tenant {id} vanished")))
+    }
+
     fn set_tenant_credentials(
         &self,
         id: i64,

@@ -107,6 +107,24 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
+    /// Sets the field's value as a script would (date pickers, whose typed
+    /// form depends on the browser's locale).
+    pub async fn set_value(&self, label: &str, value: &str) {
+        let field = self.field(label).await;
+        let arg = serde_json::to_value(&field).unwrap();
+        self.client.execute("arguments[0].value = arguments[1];", vec![arg, serde_json::json!(value)]).await.unwrap();
+    }
+
+    /// Chooses a file for the file field labelled `label`.
+    pub async fn choose_file(&self, label: &str, path: &Path) {
+        self.field(label).await.send_keys(path.to_str().unwrap()).await.unwrap();
+    }
+
+    /// The page's HTML as the browser holds it.
+    pub async fn source(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
     /// Clicks the button whose visible name is `name`.
     pub async fn click_button(&self, name: &str) {
         let xpath = format!("//button[normalize-space()={}]", xpath_literal(name));

@@ -13,9 +13,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 
+pub mod ops;
 pub mod pages;
 pub mod password;
 pub mod session;
+pub mod tenants;
 pub mod throttle;
 pub mod views;
 
@@ -35,6 +37,8 @@ pub struct WebState {
     /// Cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
     pub throttle: Arc<SignInThrottle>,
+    /// What forms ask the robot to do (the binary's commands).
+    pub ops: Arc<dyn ops::Operations>,
 }
 
 /// Why a page could not be answered.
@@ -70,6 +74,9 @@ pub fn router(state: WebState) -> Router {
         .route("/sign-in", get(pages::sign_in_page).post(pages::sign_in))
         .route("/sign-out", post(pages::sign_out))
         .route("/dashboard", get(pages::dashboard))
+        .route("/tenants", get(tenants::list))
+        .route("/tenants/new", get(tenants::new_form).post(tenants::create))
+        .route("/tenants/{name}", get(tenants::edit_form).post(tenants::update))
         .route("/static/app.css", get(pages::stylesheet))
         .with_state(state)
         // route_layer: only the pages; other paths keep the server's own policy.

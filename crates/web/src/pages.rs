@@ -27,11 +27,33 @@ impl Layout {
 
     /// The main navigation: (href, name).
     pub fn links(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/dashboard", "Dashboard")]
+        &[("/dashboard", "Dashboard"), ("/tenants", "Tenants")]
     }
 }
 
-fn render(template: &impl Template) -> Response {
+/// `name` as one path segment of a URL.
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The answer to a form without this session's CSRF token.
+pub fn csrf_refused() -> Response {
+    (StatusCode::FORBIDDEN, "The form expired; go back, reload the page and try again.").into_response()
+}
+
+pub fn not_found(text: &str) -> Response {
+    let page = MessagePage { layout: None, title: "Not found".into(), text: text.to_string() };
+    (StatusCode::NOT_FOUND, render(&page)).into_response()
+}
+
+pub fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
         Err(err) => error_page(&WebError::Render(err)),
@@ -173,7 +195,7 @@ pub async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
-        return (StatusCode::FORBIDDEN, "The form expired; go back, reload the page and try again.").into_response();
+        return csrf_refused();
     }
     if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
         let hash = session::token_sha256(token);
