@@ -272,34 +272,64 @@ pub fn public_url(app: &App, given: Option<&str>) -> anyhow::Result<String> {
     })
 }
 
+/// Adds a connection; `scopes` empty means the capability's defaults.
+pub fn connection_add(
+    app: &App,
+    name: &str,
+    tenant: &str,
+    capability: Capability,
+    mode: Mode,
+    scopes: &[String],
+) -> anyhow::Result<Connection> {
+    if name.trim().is_empty() {
+        bail!("a connection needs a name");
+    }
+    let tenant = app.auth_store.tenant_by_name(tenant)?.ok_or_else(|| anyhow!("no tenant named {tenant:?}"))?;
+    let scopes = if scopes.iter().all(|s| s.trim().is_empty()) {
+        if tenant.provider == PROVIDER_OAUTH2 {
+            bail!("a generic OAuth2 tenant has no default scopes: give them with --scope (repeatable)");
+        }
+        mailrobot_auth::model::default_scopes(capability, mode)
+    } else {
+        scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect()
+    };
+    if mode == Mode::Application && scopes.iter().any(|s| !s.ends_with("/.default")) {
+        bail!("application mode (client credentials) takes one scope of the form {{resource}}/.default");
+    }
+    // Generic OAuth2 scopes are opaque; Microsoft's name their resource.
+    if tenant.provider != PROVIDER_OAUTH2 {
+        mailrobot_auth::model::check_one_resource(&scopes).map_err(|e| anyhow!("connection {name} not added: {e}"))?;
+    }
+    Ok(app.auth_store.add_connection(&NewConnection {
+        name: name.to_string(),
+        tenant_id: tenant.id,
+        capability,
+        mode,
+        scopes,
+    })?)
+}
+
+/// A token for the connection now, unless it waits for a person (then its
+/// stored state, with no network call).
+pub async fn connection_token(app: &App, c: &Connection) -> Result<mailrobot_auth::AccessToken, AuthError> {
+    if c.state.blocks_token_requests() {
+        return Err(AuthError::Blocked {
+            connection: c.name.clone(),
+            state: c.state.as_str(),
+            reason: c.last_error.clone().unwrap_or_default(),
+        });
+    }
+    match app.broker() {
+        Ok(broker) => broker.access_token(c.id).await,
+        Err(e) => Err(AuthError::Config(e.to_string())),
+    }
+}
+
 pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         ConnectionCommand::Add { name, tenant, capability, mode, scopes } => {
-            let tenant = app.auth_store.tenant_by_name(tenant)?.ok_or_else(|| anyhow!("no tenant named {tenant:?}"))?;
             let (capability, mode) = (*capability, *mode);
-            let scopes = if scopes.is_empty() {
-                if tenant.provider == PROVIDER_OAUTH2 {
-                    bail!("a generic OAuth2 tenant has no default scopes: give them with --scope (repeatable)");
-                }
-                mailrobot_auth::model::default_scopes(capability, mode)
-            } else {
-                scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect()
-            };
-            if mode == Mode::Application && scopes.iter().any(|s| !s.ends_with("/.default")) {
-                bail!("application mode (client credentials) takes one scope of the form {{resource}}/.default");
-            }
-            // Generic OAuth2 scopes are opaque; Microsoft's name their resource.
-            if tenant.provider != PROVIDER_OAUTH2 {
-                mailrobot_auth::model::check_one_resource(&scopes)
-                    .map_err(|e| anyhow!("connection {name} not added: {e}"))?;
-            }
-            let c = app.auth_store.add_connection(&NewConnection {
-                name: name.clone(),
-                tenant_id: tenant.id,
-                capability,
-                mode,
-                scopes,
-            })?;
+            let c = connection_add(app, name, tenant, capability, mode, scopes)?;
             crate::say!("Added connection {} ({}, {}).", c.name, capability.label(), c.mode);
             if mode == Mode::Delegated {
                 crate::say!("Next: run Setup Authentication with `mailrobot connection authorize {}`.", c.name);
@@ -319,15 +349,7 @@ pub async fn connection_command(app: &App, command: &ConnectionCommand) -> anyho
         ConnectionCommand::Test { name, json, smtp_server, smtp_tls, address } => {
             let c = find_connection(app.auth_store.as_ref(), name)?;
             // A connection waiting for a person is reported as stored: no network call.
-            let outcome = if c.state.blocks_token_requests() {
-                Err(AuthError::Blocked {
-                    connection: c.name.clone(),
-                    state: c.state.as_str(),
-                    reason: c.last_error.clone().unwrap_or_default(),
-                })
-            } else {
-                app.broker()?.access_token(c.id).await
-            };
+            let outcome = connection_token(app, &c).await;
             let c = find_connection(app.auth_store.as_ref(), name)?;
             let mut value = connection_json(app, &c)?;
             let mut ok = outcome.is_ok();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Form, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -251,15 +251,23 @@ pub struct RedirectParams {
     error_description: Option<String>,
 }
 
-async fn redirect_query(State(state): State<HttpState>, Query(params): Query<RedirectParams>) -> Response {
-    complete_setup(state, params).await
+async fn redirect_query(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(params): Query<RedirectParams>,
+) -> Response {
+    complete_setup(state, &headers, params).await
 }
 
-async fn redirect_form(State(state): State<HttpState>, Form(params): Form<RedirectParams>) -> Response {
-    complete_setup(state, params).await
+async fn redirect_form(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Form(params): Form<RedirectParams>,
+) -> Response {
+    complete_setup(state, &headers, params).await
 }
 
-async fn complete_setup(state: HttpState, params: RedirectParams) -> Response {
+async fn complete_setup(state: HttpState, headers: &HeaderMap, params: RedirectParams) -> Response {
     let Some(flow_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -268,13 +276,26 @@ async fn complete_setup(state: HttpState, params: RedirectParams) -> Response {
         );
     };
     let error = params.error.as_deref().map(|e| (e, params.error_description.as_deref().unwrap_or("")));
-    // Flows started from the CLI are bound to their server-side record; the
-    // admin UI will bind its flows to the browser session.
+    // Flows started from the CLI are bound to their server-side record;
+    // flows started in the admin UI to the browser session that started
+    // them (its cookie comes back on this top-level redirect: SameSite=Lax).
+    let this_browser = mailrobot_web::session::cookie(headers, mailrobot_web::session::SESSION_COOKIE)
+        .map(|token| mailrobot_web::session::session_initiator(&mailrobot_web::session::token_sha256(token)));
+    let from_this_browser = std::sync::atomic::AtomicBool::new(false);
     let result = state
         .broker
-        .complete_authorization(flow_state, params.code.as_deref(), error, |initiator| initiator == "cli")
+        .complete_authorization(flow_state, params.code.as_deref(), error, |initiator| {
+            let ours = this_browser.as_deref() == Some(initiator);
+            from_this_browser.store(ours, std::sync::atomic::Ordering::Relaxed);
+            initiator == "cli" || ours
+        })
         .await;
     match result {
+        // Back to the connection's page in the admin UI.
+        Ok(connection) if from_this_browser.load(std::sync::atomic::Ordering::Relaxed) => {
+            let path = format!("/connections/{}?authenticated=1", mailrobot_web::pages::path_segment(&connection.name));
+            axum::response::Redirect::to(&path).into_response()
+        }
         Ok(connection) => page(
             StatusCode::OK,
             "Setup Authentication complete",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use mailrobot_secrets::Secret;
-use mailrobot_store::{Tenant, TenantUpdate};
-use mailrobot_web::ops::{OpResult, Operations, TenantForm};
+use mailrobot_store::{Connection, Tenant, TenantUpdate};
+use mailrobot_web::ops::{ConnectionForm, ConnectionOperations, OpResult, Operations, TenantForm};
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
 
@@ -48,6 +48,50 @@ impl RobotOperations {
 
 fn expiry(form: &TenantForm) -> anyhow::Result<Option<String>> {
     form.secret_expires.as_deref().map(crate::commands_auth::parse_expiry).transpose()
+}
+
+#[async_trait::async_trait]
+impl ConnectionOperations for RobotOperations {
+    async fn add_connection(&self, form: ConnectionForm) -> OpResult<Connection> {
+        self.run(move |app| {
+            crate::commands_auth::connection_add(
+                app,
+                &form.name,
+                &form.tenant,
+                form.capability,
+                form.mode,
+                &form.scopes,
+            )
+        })
+        .await
+    }
+
+    async fn begin_setup(&self, connection: &str, initiator: String) -> OpResult<String> {
+        let name = connection.to_string();
+        let (c, public) = self
+            .run(move |app| {
+                let c = app
+                    .auth_store
+                    .connection_by_name(&name)?
+                    .with_context(|| format!("no connection named {name:?}"))?;
+                Ok((c, crate::commands_auth::public_url(app, None)?))
+            })
+            .await?;
+        let broker = self.app.broker().map_err(|e| e.to_string())?;
+        broker.begin_authorization(c.id, &public, &initiator, None).await.map_err(|e| e.to_string())
+    }
+
+    async fn test_connection(&self, connection: &str) -> OpResult<String> {
+        let name = connection.to_string();
+        let c = self
+            .run(move |app| {
+                app.auth_store.connection_by_name(&name)?.with_context(|| format!("no connection named {name:?}"))
+            })
+            .await?;
+        let token = crate::commands_auth::connection_token(&self.app, &c).await.map_err(|e| e.to_string())?;
+        let who = c.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default();
+        Ok(format!("a token for {} valid until {}{who}", token.resource, token.expires_at.format("%Y-%m-%d %H:%M UTC")))
+    }
 }
 
 #[async_trait::async_trait]

@@ -267,3 +267,122 @@ fn tenant_set_changes_only_what_it_is_given() {
     robot.run(&["tenant", "set", "--name", "contoso", "--graph-url", ""]);
     assert!(robot.json(&["tenant", "list", "--json"])[0]["graph_url"].is_null());
 }
+
+/// The seed's story in the browser, first half: tenant → delegated Graph
+/// connection → Setup Authentication on the identity platform's pages →
+/// back on the connection page, authenticated → Test connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_authentication_in_the_browser_comes_back_authenticated() {
+    use common::contoso;
+    let emu = contoso::emulator();
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-setup-authentication").await;
+
+    browser.click_link("Tenants").await;
+    browser.click_link("New tenant").await;
+    browser.fill("Name", "contoso").await;
+    browser.fill("Client ID", contoso::CLIENT_ID).await;
+    browser.fill("Tenant", contoso::DOMAIN).await;
+    browser.fill("Client secret", contoso::SECRET).await;
+    browser.open_section("Advanced").await;
+    browser.fill("Authority URL", emu.base_url()).await;
+    browser.fill("Graph URL", emu.base_url()).await;
+    browser.click_button("Save").await;
+    browser.heading("Tenant contoso").await;
+
+    browser.click_link("Service Connections").await;
+    browser.heading("Service Connections").await;
+    browser.click_link("New connection").await;
+    browser.fill("Name", "servicedesk-graph").await;
+    browser.select("Capability", "Exchange / Microsoft Graph").await;
+    browser.select("Mode", "Delegated").await;
+    browser.click_button("Save").await;
+    browser.heading("Connection servicedesk-graph").await;
+    assert!(browser.text().await.contains("not authenticated yet"));
+    browser.screenshot("connection-new").await;
+
+    browser.click_button("Setup Authentication").await;
+    // The identity platform's own sign-in page.
+    browser.fill("Email, phone, or Skype", contoso::AGENT).await;
+    browser.fill("Password", contoso::AGENT_PASSWORD).await;
+    browser.screenshot("identity-platform-sign-in").await;
+    browser.click_button("Sign in").await;
+    browser.click_button("Accept").await;
+    browser.heading("Connection servicedesk-graph").await;
+    let text = browser.text().await;
+    assert!(text.contains(&format!("Authenticated as {}", contoso::AGENT)), "{text}");
+    assert!(text.contains("Setup Authentication complete."), "{text}");
+    assert!(text.contains("ready"), "{text}");
+    browser.screenshot("connection-authenticated").await;
+
+    browser.click_button("Test connection").await;
+    browser.heading("Connection servicedesk-graph").await;
+    let text = browser.text().await;
+    assert!(text.contains("Test connection succeeded: a token for https://graph.microsoft.com"), "{text}");
+    browser.screenshot("connection-tested").await;
+    browser.close().await;
+
+    let connections = robot.json(&["connection", "list", "--json"]);
+    assert_eq!(connections[0]["state"], "ready");
+    assert_eq!(connections[0]["authenticated_as"]["username"], contoso::AGENT);
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+/// The authorize URL a browser session got is useless in another browser:
+/// the redirect must come back with the session that started it.
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_authentication_finished_in_another_browser_is_refused() {
+    use common::contoso;
+    let emu = contoso::emulator();
+    let robot = robot_with_a_mailbox();
+    contoso::add_tenant(&robot, &emu);
+    contoso::add_connection(&robot, "desk", "graph", "delegated");
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+
+    // Sign in over plain HTTP as a browser would, and start the flow there.
+    let page = http_get_full(&address, "/sign-in").unwrap();
+    let token = common::oauth::hidden(&page.body, "csrf");
+    let signed_in = http_post(
+        &address,
+        "/sign-in",
+        &format!("mailrobot_sign_in={token}"),
+        &form(&[("csrf", &token), ("email", EMAIL), ("password", PASSWORD)]),
+    );
+    assert_eq!(signed_in.status, 303);
+    let session = signed_in.headers["set-cookie"]
+        .lines()
+        .find(|c| c.starts_with("mailrobot_session="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(session.starts_with("mailrobot_session="), "{session}");
+    let connection_page = http_get_with_cookie(&address, "/connections/desk", &session);
+    let csrf = common::oauth::hidden(&connection_page, "csrf");
+    let started = http_post(&address, "/connections/desk/authorize", &session, &form(&[("csrf", &csrf)]));
+    assert_eq!(started.status, 303, "{}", started.body);
+    let authorize_url = started.headers["location"].clone();
+
+    // Someone else's browser (no cookie) completes the sign-in.
+    let (status, body, _) =
+        common::oauth::sign_in_as(&emu, contoso::DOMAIN, contoso::AGENT, contoso::AGENT_PASSWORD, &authorize_url, true)
+            .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("started by someone else"), "{body}");
+    let connection = &robot.json(&["connection", "list", "--json"])[0];
+    assert_eq!(connection["state"], "not_authenticated");
+    assert!(connection["authenticated_as"].is_null());
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+fn http_get_with_cookie(address: &str, path: &str, cookie: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}

@@ -115,6 +115,18 @@ impl Browser {
         self.client.execute("arguments[0].value = arguments[1];", vec![arg, serde_json::json!(value)]).await.unwrap();
     }
 
+    /// Opens the `<details>` section whose summary reads `summary`.
+    pub async fn open_section(&self, summary: &str) {
+        let xpath = format!("//summary[normalize-space()={}]", xpath_literal(summary));
+        self.find(&xpath, &format!("the section {summary:?}")).await.click().await.unwrap();
+    }
+
+    /// Chooses the option with visible text `option` in the select labelled `label`.
+    pub async fn select(&self, label: &str, option: &str) {
+        let field = self.field(label).await;
+        field.select_by_label(option).await.unwrap_or_else(|e| panic!("{label}: no option {option:?}: {e}"));
+    }
+
     /// Chooses a file for the file field labelled `label`.
     pub async fn choose_file(&self, label: &str, path: &Path) {
         self.field(label).await.send_keys(path.to_str().unwrap()).await.unwrap();

@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 
+pub mod connections;
 pub mod ops;
 pub mod pages;
 pub mod password;
@@ -77,6 +78,11 @@ pub fn router(state: WebState) -> Router {
         .route("/tenants", get(tenants::list))
         .route("/tenants/new", get(tenants::new_form).post(tenants::create))
         .route("/tenants/{name}", get(tenants::edit_form).post(tenants::update))
+        .route("/connections", get(connections::list))
+        .route("/connections/new", get(connections::new_form).post(connections::create))
+        .route("/connections/{name}", get(connections::page))
+        .route("/connections/{name}/authorize", post(connections::authorize))
+        .route("/connections/{name}/test", post(connections::test))
         .route("/static/app.css", get(pages::stylesheet))
         .with_state(state)
         // route_layer: only the pages; other paths keep the server's own policy.
@@ -85,13 +91,23 @@ pub fn router(state: WebState) -> Router {
 
 /// The pages' policy: nothing from elsewhere, no inline script or style,
 /// forms only to this origin, never framed.
+/// [`PAGE_CSP`] with forms also allowed to lead to `origin` (the Setup
+/// Authentication button's redirect goes to the identity platform, and
+/// browsers hold redirects after a form to its form-action).
+pub fn page_csp_with_form_target(origin: &str) -> String {
+    PAGE_CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}"))
+}
+
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
 async fn page_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    // A page that posts to the identity platform sets a wider form-action.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

@@ -25,8 +25,30 @@ pub struct TenantForm {
 pub type OpResult<T> = Result<T, String>;
 
 #[async_trait::async_trait]
-pub trait Operations: Send + Sync {
+pub trait Operations: ConnectionOperations + Send + Sync {
     async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant>;
     /// Saves the tenant called `name` (the form's name is not changed).
     async fn update_tenant(&self, name: &str, form: TenantForm) -> OpResult<Tenant>;
+}
+
+/// A new service connection as the form gives it.
+#[derive(Debug, Clone)]
+pub struct ConnectionForm {
+    pub name: String,
+    pub tenant: String,
+    pub capability: mailrobot_store::Capability,
+    pub mode: mailrobot_store::Mode,
+    /// Empty: the capability's default scopes.
+    pub scopes: Vec<String>,
+}
+
+/// The connections' part of [`Operations`].
+#[async_trait::async_trait]
+pub trait ConnectionOperations: Send + Sync {
+    async fn add_connection(&self, form: ConnectionForm) -> OpResult<mailrobot_store::Connection>;
+    /// Starts Setup Authentication for a browser: the identity platform's
+    /// URL to send it to. `initiator` binds the flow to that browser.
+    async fn begin_setup(&self, connection: &str, initiator: String) -> OpResult<String>;
+    /// Gets a token now: what came back, in words.
+    async fn test_connection(&self, connection: &str) -> OpResult<String>;
 }

@@ -22,12 +22,12 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(signed_in: &SignedIn, current: &'static str) -> Self {
-        Self { email: signed_in.0.admin.email.clone(), csrf: signed_in.0.csrf_token.clone(), current }
+        Self { email: signed_in.session.admin.email.clone(), csrf: signed_in.session.csrf_token.clone(), current }
     }
 
     /// The main navigation: (href, name).
     pub fn links(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/dashboard", "Dashboard"), ("/tenants", "Tenants")]
+        &[("/dashboard", "Dashboard"), ("/tenants", "Tenants"), ("/connections", "Service Connections")]
     }
 }
 

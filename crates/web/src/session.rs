@@ -58,13 +58,27 @@ pub fn same_token(a: &str, b: &str) -> bool {
 
 /// The signed-in administrator of a request. A page that takes one sends
 /// the browser to the sign-in page when there is none.
-pub struct SignedIn(pub Session);
+pub struct SignedIn {
+    pub session: Session,
+    /// The SHA-256 of the cookie's token: names this browser's session.
+    pub token_sha256: String,
+}
 
 impl SignedIn {
     /// Whether a submitted form carries this session's CSRF token.
     pub fn csrf_ok(&self, submitted: &str) -> bool {
-        same_token(&self.0.csrf_token, submitted)
+        same_token(&self.session.csrf_token, submitted)
     }
+
+    /// How a Setup Authentication flow started here names its browser.
+    pub fn initiator(&self) -> String {
+        session_initiator(&self.token_sha256)
+    }
+}
+
+/// The initiator recorded on flows a browser session starts.
+pub fn session_initiator(token_sha256: &str) -> String {
+    format!("session:{token_sha256}")
 }
 
 impl FromRequestParts<WebState> for SignedIn {
@@ -74,8 +88,9 @@ impl FromRequestParts<WebState> for SignedIn {
         let to_sign_in = || Redirect::to("/sign-in").into_response();
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(to_sign_in()) };
         let hash = token_sha256(token);
-        match state.blocking(move |s| s.admins.session(&hash)).await {
-            Ok(Some(session)) => Ok(SignedIn(session)),
+        let lookup = hash.clone();
+        match state.blocking(move |s| s.admins.session(&lookup)).await {
+            Ok(Some(session)) => Ok(SignedIn { session, token_sha256: hash }),
             Ok(None) => Err(to_sign_in()),
             Err(err) => Err(crate::pages::error_page(&err)),
         }

@@ -118,7 +118,7 @@ fn form_page(
         heading,
         action,
         editing: existing.is_some(),
-        csrf: signed_in.0.csrf_token.clone(),
+        csrf: signed_in.session.csrf_token.clone(),
         form,
         secret_state: existing.map(secret_state).unwrap_or_default(),
         certificate_state: existing.and_then(|t| t.certificate_info.clone()).unwrap_or_else(|| "none".into()),

@@ -199,12 +199,15 @@ fn http_request(address: &str, request: &str) -> Option<HttpAnswer> {
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
+    let mut headers = std::collections::HashMap::<String, String>::new();
+    for (name, value) in head.lines().skip(1).filter_map(|line| line.split_once(':')) {
+        // A header sent twice (Set-Cookie) keeps both values, one per line.
+        let entry = headers.entry(name.trim().to_ascii_lowercase()).or_default();
+        if !entry.is_empty() {
+            entry.push('\n');
+        }
+        entry.push_str(value.trim());
+    }
     Some(HttpAnswer { status, headers, body: body.to_string() })
 }
 
