@@ -52,6 +52,12 @@ fn tls_mode(tls: TlsArg) -> TlsMode {
 }
 
 pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
+    mailbox_add_with_password(app, add, read_password(add)?)
+}
+
+/// Adds a mailbox whose password (if any) the caller already holds (the
+/// admin UI's form); `add.password_env`/`password_stdin` are not read here.
+pub fn mailbox_add_with_password(app: &App, add: &MailboxAdd, password: Option<Secret>) -> anyhow::Result<Mailbox> {
     let need = |value: &Option<String>, flag: &str| {
         value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| anyhow!("--kind {:?} needs {flag}", add.kind))
     };
@@ -181,7 +187,6 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
             }
         }
     }
-    let password = read_password(add)?;
     let needs_password = match &config {
         MailboxConfig::Imap(_) | MailboxConfig::Pop3(_) => add.auth == AuthArg::Password,
         MailboxConfig::Ews(s) => s.connection.is_none(),

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use mailrobot_secrets::Secret;
-use mailrobot_store::{Connection, Tenant, TenantUpdate};
-use mailrobot_web::ops::{ConnectionForm, ConnectionOperations, OpResult, Operations, TenantForm};
+use mailrobot_store::{Connection, Mailbox, MailboxKind, Tenant, TenantUpdate};
+use mailrobot_web::ops::{
+    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, OpResult, Operations, TenantForm,
+};
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
 
 use crate::app::App;
-use crate::cli::{AdminCommand, ProviderArg, TenantAdd};
+use crate::cli::{AdminCommand, AuthArg, MailboxAdd, ProviderArg, SettleArg, TenantAdd, TlsArg};
 use crate::commands::print_json;
 
 pub fn state(app: &App, public_url: &str) -> WebState {
@@ -91,6 +93,87 @@ impl ConnectionOperations for RobotOperations {
         let token = crate::commands_auth::connection_token(&self.app, &c).await.map_err(|e| e.to_string())?;
         let who = c.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default();
         Ok(format!("a token for {} valid until {}{who}", token.resource, token.expires_at.format("%Y-%m-%d %H:%M UTC")))
+    }
+}
+
+#[async_trait::async_trait]
+impl MailboxOperations for RobotOperations {
+    async fn add_mailbox(&self, form: MailboxForm) -> OpResult<Mailbox> {
+        self.run(move |app| {
+            let kind = form.kind.context("choose the mailbox's Type")?;
+            let tls = match form.security.as_str() {
+                "none" => TlsArg::None,
+                "starttls" => TlsArg::Starttls,
+                _ => TlsArg::Tls,
+            };
+            let settle = match form.after_processing.as_str() {
+                "mark-read" => SettleArg::MarkRead,
+                "delete" => SettleArg::Delete,
+                _ => SettleArg::Move,
+            };
+            // IMAP and POP3 log in with the connection's tokens when one is chosen.
+            let auth = if form.connection.is_some() { AuthArg::Oauth } else { AuthArg::Password };
+            let password_login = !matches!(kind, MailboxKind::Graph | MailboxKind::DropFolder)
+                && (form.connection.is_none() || kind == MailboxKind::Ews && form.ews_url.is_some());
+            let add = MailboxAdd {
+                name: form.name.clone(),
+                kind,
+                host: form.host.clone(),
+                port: form.port,
+                tls,
+                username: form.username.clone(),
+                password_env: None,
+                password_stdin: false,
+                folder: form.folder.clone(),
+                processed_folder: form.processed_folder.clone(),
+                error_folder: form.error_folder.clone(),
+                settle,
+                keep_on_server: false,
+                path: form.path.clone().map(Into::into),
+                connection: form.connection.clone().filter(|_| !(kind == MailboxKind::Ews && form.ews_url.is_some())),
+                auth,
+                address: form.address.clone(),
+                ews_url: form.ews_url.clone(),
+                ews_auth: None,
+                poll_seconds: form.poll_seconds,
+                max_message_mb: form.max_message_mb,
+                disabled: false,
+                allow_plaintext: false,
+            };
+            if form.name.is_empty() {
+                bail!("a mailbox needs a name");
+            }
+            let password = form.password.filter(|_| password_login).map(Secret::new);
+            crate::commands::mailbox_add_with_password(app, &add, password)
+        })
+        .await
+    }
+
+    async fn test_mailbox(&self, name: &str) -> OpResult<String> {
+        let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
+        let probe = pipeline.probe(&mailbox).await.map_err(|e| e.to_string())?;
+        Ok(format!("reachable; {} mails waiting", probe.waiting))
+    }
+
+    async fn poll_now(&self, name: &str) -> OpResult<String> {
+        let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
+        let (result, _) = crate::scheduler::poll_and_record(&pipeline, &mailbox).await;
+        let report = result.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} fetched, {} processed ({} new tickets), {} failed, {} duplicates",
+            report.fetched, report.processed, report.tickets_created, report.failed, report.duplicates
+        ))
+    }
+}
+
+impl RobotOperations {
+    async fn mailbox_and_pipeline(&self, name: &str) -> OpResult<(Mailbox, crate::pipeline::Pipeline)> {
+        let name = name.to_string();
+        self.run(move |app| {
+            let mailbox = crate::commands::find_mailbox(app.store.as_ref(), &name)?;
+            Ok((mailbox, app.pipeline()?))
+        })
+        .await
     }
 }
 

@@ -224,6 +224,59 @@ async fn tenants_are_added_and_edited_with_a_write_only_secret() {
     let _ = serve.wait();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn mailboxes_are_added_disabled_enabled_and_deleted_after_a_confirmation() {
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-mailboxes").await;
+    browser.click_link("Mailboxes").await;
+    browser.heading("Mailboxes").await;
+    assert_eq!(&browser.row("support-desk").await[..3], ["support-desk", "Drop folder", "ok"]);
+
+    // An IMAP mailbox without a host: refused, and the password typed is not shown back.
+    browser.click_link("New mailbox").await;
+    browser.fill("Name", "imap-desk").await;
+    browser.select("Type", "IMAP").await;
+    browser.fill("Username", "desk").await;
+    browser.fill("Password", "pw-typed-in-the-form").await;
+    browser.click_button("Save").await;
+    browser.heading("New mailbox").await;
+    assert!(browser.text().await.contains("needs --host"), "{}", browser.text().await);
+    assert!(!browser.source().await.contains("pw-typed-in-the-form"));
+
+    let second = robot.dir.path().join("second-drop");
+    browser.fill("Name", "second").await;
+    browser.select("Type", "Drop folder").await;
+    browser.fill("Drop folder path", second.to_str().unwrap()).await;
+    browser.fill("Poll every (seconds)", "30").await;
+    browser.click_button("Save").await;
+    browser.heading("Mailbox second").await;
+    assert!(second.join("inbox").is_dir(), "the drop folder is prepared");
+    browser.click_button("Disable").await;
+    assert!(browser.text().await.contains("Mailbox second disabled."));
+    assert!(browser.text().await.contains("disabled"));
+    browser.click_button("Enable").await;
+    assert!(browser.text().await.contains("Mailbox second enabled."));
+    browser.screenshot("mailbox").await;
+    browser.click_link("Delete").await;
+    browser.heading("Delete mailbox second?").await;
+    browser.screenshot("delete-confirmation").await;
+    browser.click_button("Delete").await;
+    browser.heading("Mailboxes").await;
+    assert!(!browser.text().await.lines().any(|l| l.starts_with("second ")), "{}", browser.text().await);
+    browser.close().await;
+    let names: Vec<String> = robot
+        .json(&["mailbox", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("second (removed ")), "{names:?}");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
 #[test]
 fn tenant_set_changes_only_what_it_is_given() {
     let robot = Robot::new();
@@ -321,7 +374,47 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
     let text = browser.text().await;
     assert!(text.contains("Test connection succeeded: a token for https://graph.microsoft.com"), "{text}");
     browser.screenshot("connection-tested").await;
+
+    // The agent may open the shared mailbox (Full Access, in Exchange).
+    emu.grant_mailbox_access(m365_emulator::MailboxGrant {
+        tenant: contoso::DOMAIN.into(),
+        mailbox: contoso::SHARED.into(),
+        username: contoso::AGENT.into(),
+    })
+    .unwrap();
+    browser.click_link("Mailboxes").await;
+    browser.click_link("New mailbox").await;
+    browser.fill("Name", "servicedesk").await;
+    browser.select("Type", "Exchange / Microsoft Graph").await;
+    browser.select("Service connection", "servicedesk-graph").await;
+    browser.fill("Mailbox address", contoso::SHARED).await;
+    browser.fill("Folder", "inbox").await;
+    browser.screenshot("mailbox-new").await;
+    browser.click_button("Save").await;
+    browser.heading("Mailbox servicedesk").await;
+    browser.click_button("Test connection").await;
+    browser.heading("Mailbox servicedesk").await;
+    let text = browser.text().await;
+    assert!(text.contains("Test connection succeeded: reachable; 0 mails waiting"), "{text}");
+    for word in ["error", "failed", "not found"] {
+        let note = text.lines().find(|l| l.starts_with("Test connection succeeded")).unwrap().to_lowercase();
+        assert!(!note.contains(word), "a success note says {word:?}: {note}");
+    }
+
+    let mail = "From: Customer <customer@example.com>\r\nTo: servicedesk@contoso.test\r\nSubject: Printer on fire\r\n\
+                Message-ID: <fire@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                --b\r\nContent-Type: text/plain\r\n\r\nIt is on fire.\r\n--b\r\nContent-Type: application/pdf\r\n\
+                Content-Disposition: attachment; filename=\"photo.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+                JVBERi0xLjQK\r\n--b--\r\n";
+    emu.deliver_mime(contoso::SHARED, "inbox", mail).unwrap();
+    browser.click_button("Poll now").await;
+    browser.heading("Mailbox servicedesk").await;
+    let text = browser.text().await;
+    assert!(text.contains("Poll done: 1 fetched, 1 processed (1 new tickets), 0 failed"), "{text}");
+    browser.screenshot("mailbox-polled").await;
     browser.close().await;
+    let tickets = robot.tickets();
+    assert!(tickets.iter().any(|t| t["subject"] == "Printer on fire"), "{tickets:?}");
 
     let connections = robot.json(&["connection", "list", "--json"]);
     assert_eq!(connections[0]["state"], "ready");

@@ -137,16 +137,36 @@ impl Browser {
         self.client.source().await.unwrap()
     }
 
-    /// Clicks the button whose visible name is `name`.
+    /// Clicks the button whose visible name is `name`, and waits for the
+    /// page it leads to (every button here submits a form).
     pub async fn click_button(&self, name: &str) {
         let xpath = format!("//button[normalize-space()={}]", xpath_literal(name));
-        self.find(&xpath, &format!("the button {name:?}")).await.click().await.unwrap();
+        let button = self.find(&xpath, &format!("the button {name:?}")).await;
+        self.navigating(button.click()).await;
     }
 
-    /// Clicks the link whose visible name is `name`.
+    /// Clicks the link whose visible name is `name`, and waits for its page.
     pub async fn click_link(&self, name: &str) {
         let xpath = format!("//a[normalize-space()={}]", xpath_literal(name));
-        self.find(&xpath, &format!("the link {name:?}")).await.click().await.unwrap();
+        let link = self.find(&xpath, &format!("the link {name:?}")).await;
+        self.navigating(link.click()).await;
+    }
+
+    /// Runs `action` and waits until another document has loaded: the old
+    /// one carries a mark the new one lacks (a page may look the same
+    /// before and after, e.g. a form that comes back with a note).
+    async fn navigating<T>(&self, action: impl std::future::Future<Output = Result<T, fantoccini::error::CmdError>>) {
+        self.client.execute("window.__beforeClick = true;", vec![]).await.unwrap();
+        action.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let check = "return window.__beforeClick !== true && document.readyState === 'complete';";
+            if let Ok(serde_json::Value::Bool(true)) = self.client.execute(check, vec![]).await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no new page after the click (still {})", self.url().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the page shows a heading with exactly `text`.

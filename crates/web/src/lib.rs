@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 
 pub mod connections;
+pub mod mailboxes;
 pub mod ops;
 pub mod pages;
 pub mod password;
@@ -83,6 +84,11 @@ pub fn router(state: WebState) -> Router {
         .route("/connections/{name}", get(connections::page))
         .route("/connections/{name}/authorize", post(connections::authorize))
         .route("/connections/{name}/test", post(connections::test))
+        .route("/mailboxes", get(mailboxes::list))
+        .route("/mailboxes/new", get(mailboxes::new_form).post(mailboxes::create))
+        .route("/mailboxes/{name}", get(mailboxes::page))
+        .route("/mailboxes/{name}/delete", get(mailboxes::confirm_delete).post(mailboxes::delete))
+        .route("/mailboxes/{name}/{action}", post(mailboxes::action))
         .route("/static/app.css", get(pages::stylesheet))
         .with_state(state)
         // route_layer: only the pages; other paths keep the server's own policy.

@@ -25,7 +25,7 @@ pub struct TenantForm {
 pub type OpResult<T> = Result<T, String>;
 
 #[async_trait::async_trait]
-pub trait Operations: ConnectionOperations + Send + Sync {
+pub trait Operations: ConnectionOperations + MailboxOperations + Send + Sync {
     async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant>;
     /// Saves the tenant called `name` (the form's name is not changed).
     async fn update_tenant(&self, name: &str, form: TenantForm) -> OpResult<Tenant>;
@@ -51,4 +51,39 @@ pub trait ConnectionOperations: Send + Sync {
     async fn begin_setup(&self, connection: &str, initiator: String) -> OpResult<String>;
     /// Gets a token now: what came back, in words.
     async fn test_connection(&self, connection: &str) -> OpResult<String>;
+}
+
+/// A new mailbox as the form gives it. Fields that do not apply to its
+/// type are ignored, as the CLI ignores flags that do not apply.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxForm {
+    pub name: String,
+    pub kind: Option<mailrobot_store::MailboxKind>,
+    pub connection: Option<String>,
+    pub address: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `tls`, `starttls` or `none`.
+    pub security: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ews_url: Option<String>,
+    pub path: Option<String>,
+    pub folder: String,
+    pub processed_folder: String,
+    pub error_folder: String,
+    /// `move`, `mark-read` or `delete`.
+    pub after_processing: String,
+    pub poll_seconds: i64,
+    pub max_message_mb: i64,
+}
+
+/// The mailboxes' part of [`Operations`].
+#[async_trait::async_trait]
+pub trait MailboxOperations: Send + Sync {
+    async fn add_mailbox(&self, form: MailboxForm) -> OpResult<mailrobot_store::Mailbox>;
+    /// Connects and counts what waits: what came back, in words.
+    async fn test_mailbox(&self, name: &str) -> OpResult<String>;
+    /// One pass over the mailbox now: what it did, in words.
+    async fn poll_now(&self, name: &str) -> OpResult<String>;
 }

@@ -27,7 +27,12 @@ impl Layout {
 
     /// The main navigation: (href, name).
     pub fn links(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/dashboard", "Dashboard"), ("/tenants", "Tenants"), ("/connections", "Service Connections")]
+        &[
+            ("/dashboard", "Dashboard"),
+            ("/tenants", "Tenants"),
+            ("/connections", "Service Connections"),
+            ("/mailboxes", "Mailboxes"),
+        ]
     }
 }
 
@@ -244,8 +249,7 @@ pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Re
     attention.extend(connections.iter().filter_map(views::connection_attention));
     let rows = mailboxes
         .iter()
-        // Removed mailboxes keep their journal but leave the lists.
-        .filter(|m| !m.name.contains(" (removed "))
+        .filter(|m| !crate::mailboxes::is_removed(m))
         .map(|m| {
             let (state, state_class) = views::mailbox_state(m);
             let c = counts.iter().find(|c| c.mailbox_id == m.id).cloned().unwrap_or_default();

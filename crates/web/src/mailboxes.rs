@@ -1,0 +1,389 @@
+//! Mailboxes: list, New mailbox for every type, and a mailbox's page with
+//! Test connection, Poll now, Disable/Enable and Delete.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use mailrobot_store::{Mailbox, MailboxKind};
+use serde::Deserialize;
+
+use crate::ops::MailboxForm;
+use crate::pages::{Layout, csrf_refused, error_page, not_found, path_segment, render};
+use crate::session::SignedIn;
+use crate::{WebState, views};
+
+/// The Type options: (stored value, label).
+const KINDS: [(&str, &str); 5] = [
+    ("graph", "Exchange / Microsoft Graph"),
+    ("ews", "Exchange / Office 365 (EWS)"),
+    ("imap", "IMAP"),
+    ("pop3", "POP3"),
+    ("drop-folder", "Drop folder"),
+];
+
+/// Removed mailboxes keep their journal but leave the lists.
+pub fn is_removed(m: &Mailbox) -> bool {
+    m.name.contains(" (removed ")
+}
+
+pub struct MailboxRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub state: String,
+    pub state_class: &'static str,
+    pub poll_seconds: i64,
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes.html")]
+struct MailboxesPage {
+    layout: Option<Layout>,
+    rows: Vec<MailboxRow>,
+}
+
+pub async fn list(State(state): State<WebState>, signed_in: SignedIn) -> Response {
+    let mailboxes = match state.blocking(|s| s.store.mailboxes()).await {
+        Ok(m) => m,
+        Err(err) => return error_page(&err),
+    };
+    let rows = mailboxes
+        .iter()
+        .filter(|m| !is_removed(m))
+        .map(|m| {
+            let (state, state_class) = views::mailbox_state(m);
+            MailboxRow {
+                name: m.name.clone(),
+                kind: views::kind_label(m.kind),
+                state,
+                state_class,
+                poll_seconds: m.poll_seconds,
+            }
+        })
+        .collect();
+    render(&MailboxesPage { layout: Some(Layout::new(&signed_in, "Mailboxes")), rows })
+}
+
+/// The form as submitted (text, so it can be shown back).
+#[derive(Deserialize, Clone)]
+pub struct FormValues {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub connection: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub port: String,
+    #[serde(default)]
+    pub security: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    pub ews_url: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub folder: String,
+    #[serde(default)]
+    pub processed_folder: String,
+    #[serde(default)]
+    pub error_folder: String,
+    #[serde(default)]
+    pub after_processing: String,
+    #[serde(default)]
+    pub poll_seconds: String,
+    #[serde(default)]
+    pub max_message_mb: String,
+}
+
+impl Default for FormValues {
+    fn default() -> Self {
+        Self {
+            csrf: String::new(),
+            name: String::new(),
+            kind: "graph".into(),
+            connection: String::new(),
+            address: String::new(),
+            host: String::new(),
+            port: String::new(),
+            security: "tls".into(),
+            username: String::new(),
+            password: String::new(),
+            ews_url: String::new(),
+            path: String::new(),
+            folder: "INBOX".into(),
+            processed_folder: "Processed".into(),
+            error_folder: "Failed".into(),
+            after_processing: "move".into(),
+            poll_seconds: "60".into(),
+            max_message_mb: "50".into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mailbox_form.html")]
+struct MailboxFormPage {
+    layout: Option<Layout>,
+    csrf: String,
+    kinds: [(&'static str, &'static str); 5],
+    connections: Vec<String>,
+    v: FormValues,
+    message: Option<String>,
+}
+
+async fn form_page(state: &WebState, signed_in: &SignedIn, v: FormValues, message: Option<String>) -> Response {
+    let connections = match state.blocking(|s| s.auth.connections()).await {
+        Ok(c) => c.into_iter().map(|c| c.name).collect(),
+        Err(err) => return error_page(&err),
+    };
+    render(&MailboxFormPage {
+        layout: Some(Layout::new(signed_in, "Mailboxes")),
+        csrf: signed_in.session.csrf_token.clone(),
+        kinds: KINDS,
+        connections,
+        v,
+        message,
+    })
+}
+
+pub async fn new_form(State(state): State<WebState>, signed_in: SignedIn) -> Response {
+    form_page(&state, &signed_in, FormValues::default(), None).await
+}
+
+fn to_form(v: &FormValues) -> Result<MailboxForm, String> {
+    let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    let number = |s: &str, what: &str| s.trim().parse::<i64>().map_err(|_| format!("{what} must be a whole number"));
+    Ok(MailboxForm {
+        name: v.name.trim().to_string(),
+        kind: v.kind.parse::<MailboxKind>().ok(),
+        connection: some(&v.connection),
+        address: some(&v.address),
+        host: some(&v.host),
+        port: match some(&v.port) {
+            Some(p) => Some(p.parse().map_err(|_| "Port must be a number from 1 to 65535".to_string())?),
+            None => None,
+        },
+        security: v.security.clone(),
+        username: some(&v.username),
+        password: Some(v.password.clone()).filter(|p| !p.is_empty()),
+        ews_url: some(&v.ews_url),
+        path: some(&v.path),
+        folder: v.folder.trim().to_string(),
+        processed_folder: v.processed_folder.trim().to_string(),
+        error_folder: v.error_folder.trim().to_string(),
+        after_processing: v.after_processing.clone(),
+        poll_seconds: number(&v.poll_seconds, "Poll every (seconds)")?,
+        max_message_mb: number(&v.max_message_mb, "Maximum mail size (MB)")?,
+    })
+}
+
+pub async fn create(State(state): State<WebState>, signed_in: SignedIn, Form(v): Form<FormValues>) -> Response {
+    if !signed_in.csrf_ok(&v.csrf) {
+        return csrf_refused();
+    }
+    let result = match to_form(&v) {
+        Ok(form) => state.ops.add_mailbox(form).await,
+        Err(message) => Err(message),
+    };
+    match result {
+        Ok(m) => Redirect::to(&format!("/mailboxes/{}", path_segment(&m.name))).into_response(),
+        Err(message) => {
+            // The password is never put back into the page.
+            let v = FormValues { password: String::new(), ..v };
+            (StatusCode::UNPROCESSABLE_ENTITY, form_page(&state, &signed_in, v, Some(message)).await).into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mailbox.html")]
+struct MailboxPage {
+    layout: Option<Layout>,
+    csrf: String,
+    name: String,
+    kind: &'static str,
+    state: String,
+    state_class: &'static str,
+    last_poll: String,
+    poll_seconds: i64,
+    max_mb: i64,
+    settings: Vec<(String, String)>,
+    actions: Vec<(&'static str, &'static str)>,
+    message: Option<String>,
+    notice: Option<String>,
+}
+
+async fn find(state: &WebState, name: &str) -> Result<Mailbox, Response> {
+    let lookup = name.to_string();
+    match state.blocking(move |s| s.store.mailbox_by_name(&lookup)).await {
+        Ok(Some(m)) if !is_removed(&m) => Ok(m),
+        Ok(_) => Err(not_found("No such mailbox.")),
+        Err(err) => Err(error_page(&err)),
+    }
+}
+
+/// The stored settings worth showing (never a secret: none are stored there).
+fn settings_of(m: &Mailbox) -> Vec<(String, String)> {
+    let label = |key: &str| match key {
+        "host" => "Host",
+        "port" => "Port",
+        "tls" => "Security",
+        "username" => "Username",
+        "folder" => "Folder",
+        "processed_folder" => "Processed folder",
+        "error_folder" => "Error folder",
+        "settle" => "After processing",
+        "address" => "Mailbox address",
+        "connection" => "Service connection",
+        "path" => "Drop folder path",
+        "url" => "EWS URL",
+        _ => "",
+    };
+    m.config
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let name = label(key);
+            (!name.is_empty()).then(|| (name.to_string(), text))
+        })
+        .collect()
+}
+
+async fn show(
+    state: &WebState,
+    signed_in: &SignedIn,
+    name: &str,
+    message: Option<String>,
+    notice: Option<String>,
+) -> Response {
+    let m = match find(state, name).await {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    let (state_text, state_class) = views::mailbox_state(&m);
+    let toggle = if m.enabled { ("disable", "Disable") } else { ("enable", "Enable") };
+    render(&MailboxPage {
+        layout: Some(Layout::new(signed_in, "Mailboxes")),
+        csrf: signed_in.session.csrf_token.clone(),
+        name: m.name.clone(),
+        kind: views::kind_label(m.kind),
+        state: state_text,
+        state_class,
+        last_poll: m.last_poll_at.as_deref().map_or_else(|| "never".to_string(), views::short_time),
+        poll_seconds: m.poll_seconds,
+        max_mb: m.max_message_bytes >> 20,
+        settings: settings_of(&m),
+        actions: vec![("test", "Test connection"), ("poll", "Poll now"), toggle],
+        message,
+        notice,
+    })
+}
+
+pub async fn page(State(state): State<WebState>, signed_in: SignedIn, Path(name): Path<String>) -> Response {
+    show(&state, &signed_in, &name, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The mailbox page's buttons.
+pub async fn action(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let m = match find(&state, &name).await {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    let (message, notice) = match action.as_str() {
+        "test" => match state.ops.test_mailbox(&m.name).await {
+            Ok(said) => (None, Some(format!("Test connection succeeded: {said}"))),
+            Err(reason) => (Some(format!("Test connection failed: {reason}")), None),
+        },
+        "poll" => match state.ops.poll_now(&m.name).await {
+            Ok(said) => (None, Some(format!("Poll done: {said}"))),
+            Err(reason) => (Some(format!("Poll failed: {reason}")), None),
+        },
+        "enable" | "disable" => {
+            let enabled = action == "enable";
+            let id = m.id;
+            if let Err(err) = state.blocking(move |s| s.store.set_mailbox_enabled(id, enabled)).await {
+                return error_page(&err);
+            }
+            (None, Some(format!("Mailbox {} {}.", m.name, if enabled { "enabled" } else { "disabled" })))
+        }
+        "delete" => {
+            let id = m.id;
+            if let Err(err) = state.blocking(move |s| s.store.remove_mailbox(id)).await {
+                return error_page(&err);
+            }
+            return Redirect::to("/mailboxes").into_response();
+        }
+        _ => return not_found("No such action."),
+    };
+    show(&state, &signed_in, &m.name, message, notice).await
+}
+
+/// The confirmation page's `Delete`.
+pub async fn delete(
+    state: State<WebState>,
+    signed_in: SignedIn,
+    Path(name): Path<String>,
+    form: Form<CsrfOnly>,
+) -> Response {
+    action(state, signed_in, Path((name, "delete".to_string())), form).await
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    layout: Option<Layout>,
+    csrf: String,
+    title: String,
+    text: String,
+    action: String,
+    button: &'static str,
+    back: String,
+}
+
+pub async fn confirm_delete(State(state): State<WebState>, signed_in: SignedIn, Path(name): Path<String>) -> Response {
+    let m = match find(&state, &name).await {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    let path = path_segment(&m.name);
+    render(&ConfirmPage {
+        layout: Some(Layout::new(&signed_in, "Mailboxes")),
+        csrf: signed_in.session.csrf_token.clone(),
+        title: format!("Delete mailbox {}?", m.name),
+        text: "The robot stops reading it. Its mail journal and tickets stay.".into(),
+        action: format!("/mailboxes/{path}/delete"),
+        button: "Delete",
+        back: format!("/mailboxes/{path}"),
+    })
+}
