@@ -63,7 +63,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
-    let web = crate::web::state(app, &public_url);
+    let web = crate::web::state(app, &public_url)?;
     let http = tokio::spawn(serve_http(listener, router(state, Some(web)), limits, stop_rx.clone()));
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));
 

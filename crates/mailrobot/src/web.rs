@@ -17,15 +17,16 @@ use crate::app::App;
 use crate::cli::{AdminCommand, AuthArg, MailboxAdd, ProviderArg, SettleArg, TenantAdd, TlsArg};
 use crate::commands::print_json;
 
-pub fn state(app: &App, public_url: &str) -> WebState {
-    WebState {
+pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
+    Ok(WebState {
         store: app.store.clone(),
         admins: app.admin_store.clone(),
         auth: app.auth_store.clone(),
         secure_cookies: public_url.starts_with("https://"),
         throttle: Arc::new(SignInThrottle::default()),
         ops: Arc::new(RobotOperations { app: app.clone() }),
-    }
+        tag: app.tag_format()?,
+    })
 }
 
 /// The UI's forms, done by the code the CLI's commands run.

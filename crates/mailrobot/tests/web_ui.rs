@@ -277,6 +277,89 @@ async fn mailboxes_are_added_disabled_enabled_and_deleted_after_a_confirmation()
     let _ = serve.wait();
 }
 
+/// A loopback server that counts every request: where a hostile mail's
+/// remote content would be fetched from.
+fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (base, hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_html_runs_no_script_and_loads_nothing_remote() {
+    let (remote, hits) = counting_server();
+    let robot = Robot::new();
+    assert!(create_admin(&robot, "create", EMAIL, PASSWORD).status.success());
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    let html = format!(
+        "<p>Hello</p><script>new Image().src='{remote}/script';</script>\
+         <img src=\"x\" onerror=\"new Image().src='{remote}/onerror'\">\
+         <img src=\"{remote}/remote-image.png\">\
+         <div style=\"width: expression(alert(1)); background: url({remote}/css-background)\">styled</div>\
+         <style>@import url({remote}/css-import); body {{ background: url({remote}/css-body) }}</style>\
+         <a href=\"javascript:new Image().src='{remote}/js-link'\">link</a>\
+         <iframe src=\"{remote}/frame\"></iframe><object data=\"{remote}/object\"></object>"
+    );
+    let mail = format!(
+        "From: Mallory <mallory@example.com>\r\nTo: desk@example.com\r\nSubject: Hostile HTML\r\n\
+         Message-ID: <hostile@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+    );
+    std::fs::write(drop.join("inbox/hostile.eml"), mail).unwrap();
+    robot.run(&["run-once"]);
+    let number = robot.tickets()[0]["number"].as_str().unwrap().to_string();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-hostile-html").await;
+    browser.goto(&format!("http://{address}/tickets/{number}")).await;
+    browser.heading(&format!("{number} Hostile HTML")).await;
+    // Give the frame time to load whatever it would load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    browser.screenshot("hostile-ticket").await;
+    let frame =
+        http_get_with_cookie(&address, &format!("/tickets/{number}/entries/1/html"), &browser.cookie_header().await);
+    assert!(frame.contains("Hello") && !frame.contains("<script") && !frame.contains("onerror"), "{frame}");
+    assert!(frame.to_lowercase().contains("content-security-policy: default-src 'none'"), "{frame}");
+    browser.close().await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the browser fetched something from the mail");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ticket_status_is_changed_and_tickets_are_filtered_by_it() {
+    let robot = robot_with_a_mailbox();
+    let number = robot.tickets()[0]["number"].as_str().unwrap().to_string();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-ticket-status").await;
+    browser.click_link("Tickets").await;
+    browser.click_link(&number).await;
+    browser.click_button("Pending").await;
+    assert!(browser.text().await.contains(&format!("{number} is now Pending.")));
+    browser.click_button("Closed").await;
+    assert!(browser.text().await.contains(&format!("{number} is now Closed.")));
+    browser.screenshot("ticket-closed").await;
+    browser.click_link("Tickets").await;
+    browser.select("Status", "Open").await;
+    browser.click_button("Search").await;
+    assert!(browser.text().await.contains("No ticket found."));
+    browser.select("Status", "Closed").await;
+    browser.click_button("Search").await;
+    assert_eq!(browser.row(&number).await[3], "Closed");
+    browser.close().await;
+    assert_eq!(robot.ticket(&number)["status"], "closed");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
 #[test]
 fn tenant_set_changes_only_what_it_is_given() {
     let robot = Robot::new();
@@ -401,7 +484,7 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
         assert!(!note.contains(word), "a success note says {word:?}: {note}");
     }
 
-    let mail = "From: Customer <customer@example.com>\r\nTo: servicedesk@contoso.test\r\nSubject: Printer on fire\r\n\
+    let mail = "From: Customer <customer@example.com>\r\nTo: servicedesk@contoso.test\r\nSubject: Toner everywhere\r\n\
                 Message-ID: <fire@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
                 --b\r\nContent-Type: text/plain\r\n\r\nIt is on fire.\r\n--b\r\nContent-Type: application/pdf\r\n\
                 Content-Disposition: attachment; filename=\"photo.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
@@ -412,9 +495,30 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
     let text = browser.text().await;
     assert!(text.contains("Poll done: 1 fetched, 1 processed (1 new tickets), 0 failed"), "{text}");
     browser.screenshot("mailbox-polled").await;
+
+    // The ticket is in Tickets, and its attachment downloads.
+    browser.click_link("Tickets").await;
+    browser.heading("Tickets").await;
+    browser.fill("Search", "toner").await;
+    browser.click_button("Search").await;
+    let rows = browser.text().await;
+    assert!(rows.contains("Toner everywhere") && !rows.contains("Printer on fire"), "{rows}");
+    let number = robot.tickets().iter().find(|t| t["subject"] == "Toner everywhere").unwrap()["number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser.click_link(&number).await;
+    browser.heading(&format!("{number} Toner everywhere")).await;
+    let text = browser.text().await;
+    assert!(text.contains("It is on fire.") && text.contains("customer@example.com"), "{text}");
+    browser.screenshot("ticket").await;
+    let href = browser.link_href("photo.pdf").await;
+    let cookie = browser.cookie_header().await;
+    let download = http_get_with_cookie(&address, &href, &cookie);
+    assert!(download.starts_with("HTTP/1.1 200"), "{download}");
+    assert!(download.contains("content-disposition: attachment; filename=\"photo.pdf\""), "{download}");
+    assert!(download.ends_with("%PDF-1.4\n"), "{download}");
     browser.close().await;
-    let tickets = robot.tickets();
-    assert!(tickets.iter().any(|t| t["subject"] == "Printer on fire"), "{tickets:?}");
 
     let connections = robot.json(&["connection", "list", "--json"]);
     assert_eq!(connections[0]["state"], "ready");

@@ -30,7 +30,9 @@ pub use error::StoreError;
 pub use model::*;
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
-pub use states::{Capability, ConnectionState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode};
+pub use states::{
+    Capability, ConnectionState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode, TicketStatus,
+};
 
 use mailrobot_core::{Ledger, PendingMail, TagFormat};
 
@@ -95,6 +97,12 @@ pub trait Store: Send + Sync {
     // --- views ---
     fn tickets(&self) -> Result<Vec<TicketSummary>>;
     fn ticket(&self, id: i64) -> Result<Option<TicketDetail>>;
+    /// Tickets matching `query`, newest first, at most `query.limit`.
+    fn search_tickets(&self, query: &TicketQuery) -> Result<Vec<TicketSummary>>;
+    /// Returns whether the ticket exists.
+    fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<bool>;
+    /// Stored bytes (a mail or an attachment) by their SHA-256.
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>>;
     fn counts(&self) -> Result<Counts>;
     /// Per mailbox: mails fetched since `since` (RFC 3339), waiting for

@@ -139,7 +139,7 @@ pub struct TicketSummary {
     pub subject: String,
     pub requester: Option<String>,
     pub requester_name: Option<String>,
-    pub status: String,
+    pub status: crate::TicketStatus,
     pub entries: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -176,6 +176,22 @@ pub struct TicketDetail {
     #[serde(flatten)]
     pub summary: TicketSummary,
     pub entries: Vec<EntryView>,
+}
+
+/// Which tickets a list shows: a page of them, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TicketQuery {
+    /// Words in the subject or the requester's address or name; a ticket
+    /// number (`123`) matches that ticket too.
+    pub text: Option<String>,
+    /// A ticket id to match as well (the number typed, parsed by the caller).
+    pub number: Option<i64>,
+    pub status: Option<crate::TicketStatus>,
+    /// Tickets with an entry from this mailbox.
+    pub mailbox_id: Option<i64>,
+    /// Only tickets with a smaller id (the cursor: the last one shown).
+    pub before_id: Option<i64>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::model::*;
 use crate::schema::MIGRATIONS;
 use crate::sqlite_ledger::{SqliteLedger, read_pending};
-use crate::{JournalState, Result, Store, StoreError};
+use crate::{JournalState, Result, Store, StoreError, TicketStatus};
 
 pub struct SqliteStore {
     pub(crate) conn: Mutex<Connection>,
@@ -403,6 +403,52 @@ impl Store for SqliteStore {
             entries.push(entry);
         }
         Ok(Some(TicketDetail { summary, entries }))
+    }
+
+    fn search_tickets(&self, query: &TicketQuery) -> Result<Vec<TicketSummary>> {
+        let conn = self.lock();
+        // LIKE with its wildcards escaped: the words are looked for as typed.
+        let pattern = query
+            .text
+            .as_deref()
+            .map(|t| format!("%{}%", t.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let mut stmt = conn.prepare_cached(&format!(
+            "{TICKET_SUMMARY_SQL}
+             WHERE (?1 IS NULL OR t.subject LIKE ?1 ESCAPE '\\' OR t.requester LIKE ?1 ESCAPE '\\'
+                    OR t.requester_name LIKE ?1 ESCAPE '\\' OR t.id = ?2)
+               AND (?3 IS NULL OR t.status = ?3)
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM ticket_entries e JOIN messages m ON m.id = e.journal_id
+                                          WHERE e.ticket_id = t.id AND m.mailbox_id = ?4))
+               AND (?5 IS NULL OR t.id < ?5)
+             ORDER BY t.id DESC LIMIT ?6"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![pattern, query.number, query.status, query.mailbox_id, query.before_id, query.limit as i64],
+                ticket_from_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx
+                .execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, now()])?
+                > 0)
+        })
+    }
+
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let Some((rowid, size)) = tx
+            .query_row("SELECT id, size FROM blobs WHERE sha256 = ?1", [sha256], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(read_blob(&tx, rowid, size)?))
     }
 
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>> {

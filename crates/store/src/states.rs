@@ -197,6 +197,16 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where a ticket stands for the people working on it.
+    pub enum TicketStatus {
+        Open => "open",
+        /// Waiting for the requester (or someone else).
+        Pending => "pending",
+        Closed => "closed",
+    }
+}
+
 impl From<mailrobot_core::MailKind> for MessageKind {
     fn from(kind: mailrobot_core::MailKind) -> Self {
         match kind {

@@ -235,3 +235,36 @@ fn counts_per_mailbox_tell_today_waiting_and_failed() {
     let after = s.mailbox_counts("2999-01-01T00:00:00Z").unwrap();
     assert_eq!(after[0], MailboxCounts { mailbox_id: a, fetched_since: 0, waiting: 0, failed: 1 });
 }
+
+#[test]
+fn tickets_are_searched_filtered_and_paged_newest_first() {
+    let (_d, s) = store();
+    let (a, b) = (mailbox(&s, "a"), mailbox(&s, "b"));
+    let raws: Vec<Vec<u8>> =
+        (1..=5).map(|i| mail(&format!("{i}@x"), &format!("Printer {i} 100%_done"), "", "x")).collect();
+    s.journal(a, &[IncomingMail::fetched("r1", &raws[0]), IncomingMail::fetched("r2", &raws[1])]).unwrap();
+    s.journal(b, &[IncomingMail::fetched("r3", &raws[2]), IncomingMail::fetched("r4", &raws[3])]).unwrap();
+    let other = mail("9@x", "Coffee", "", "x");
+    s.journal(b, &[IncomingMail::fetched("r5", &other)]).unwrap();
+    s.process_pending(None, 100, u64::MAX, &rules()).unwrap();
+    let ids = |q: TicketQuery| {
+        s.search_tickets(&TicketQuery { limit: 10, ..q }).unwrap().iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(TicketQuery::default()), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(TicketQuery { text: Some("printer".into()), ..Default::default() }), [4, 3, 2, 1]);
+    // Wildcards are looked for as typed.
+    assert_eq!(ids(TicketQuery { text: Some("%_".into()), ..Default::default() }), [4, 3, 2, 1]);
+    assert_eq!(ids(TicketQuery { text: Some("a%b".into()), ..Default::default() }), Vec::<i64>::new());
+    assert_eq!(ids(TicketQuery { text: Some("alice@".into()), ..Default::default() }).len(), 5);
+    assert_eq!(ids(TicketQuery { text: Some("zzz".into()), number: Some(3), ..Default::default() }), [3]);
+    assert_eq!(ids(TicketQuery { mailbox_id: Some(a), ..Default::default() }), [2, 1]);
+    assert!(s.set_ticket_status(2, TicketStatus::Closed).unwrap());
+    assert!(!s.set_ticket_status(99, TicketStatus::Closed).unwrap());
+    assert_eq!(ids(TicketQuery { status: Some(TicketStatus::Closed), ..Default::default() }), [2]);
+    assert_eq!(ids(TicketQuery { status: Some(TicketStatus::Open), before_id: Some(4), ..Default::default() }), [3, 1]);
+    let page = s.search_tickets(&TicketQuery { limit: 2, ..Default::default() }).unwrap();
+    assert_eq!(page.len(), 2);
+    let sha = s.messages(&MessageFilter::default()).unwrap()[0].raw_sha256.clone().unwrap();
+    assert_eq!(s.blob(&sha).unwrap().unwrap(), raws[0]);
+    assert!(s.blob("0000").unwrap().is_none());
+}

@@ -132,6 +132,19 @@ impl Browser {
         self.field(label).await.send_keys(path.to_str().unwrap()).await.unwrap();
     }
 
+    /// Where the link whose visible name is `name` leads (its path).
+    pub async fn link_href(&self, name: &str) -> String {
+        let xpath = format!("//a[normalize-space()={}]", xpath_literal(name));
+        self.find(&xpath, &format!("the link {name:?}")).await.attr("href").await.unwrap().unwrap_or_default()
+    }
+
+    /// The browser's cookies for this site as a `Cookie` header value, so a
+    /// test can fetch what a click would download.
+    pub async fn cookie_header(&self) -> String {
+        let cookies = self.client.get_all_cookies().await.unwrap();
+        cookies.iter().map(|c| format!("{}={}", c.name(), c.value())).collect::<Vec<_>>().join("; ")
+    }
+
     /// The page's HTML as the browser holds it.
     pub async fn source(&self) -> String {
         self.client.source().await.unwrap()

@@ -21,6 +21,7 @@ pub mod password;
 pub mod session;
 pub mod tenants;
 pub mod throttle;
+pub mod tickets;
 pub mod views;
 
 pub use throttle::SignInThrottle;
@@ -41,6 +42,8 @@ pub struct WebState {
     pub throttle: Arc<SignInThrottle>,
     /// What forms ask the robot to do (the binary's commands).
     pub ops: Arc<dyn ops::Operations>,
+    /// How ticket numbers are written (`TKT-000123`).
+    pub tag: mailrobot_core::TagFormat,
 }
 
 /// Why a page could not be answered.
@@ -89,6 +92,11 @@ pub fn router(state: WebState) -> Router {
         .route("/mailboxes/{name}", get(mailboxes::page))
         .route("/mailboxes/{name}/delete", get(mailboxes::confirm_delete).post(mailboxes::delete))
         .route("/mailboxes/{name}/{action}", post(mailboxes::action))
+        .route("/tickets", get(tickets::list))
+        .route("/tickets/{number}", get(tickets::page))
+        .route("/tickets/{number}/status", post(tickets::set_status))
+        .route("/tickets/{number}/entries/{position}/html", get(tickets::entry_html))
+        .route("/tickets/{number}/entries/{position}/attachments/{index}/{name}", get(tickets::attachment))
         .route("/static/app.css", get(pages::stylesheet))
         .with_state(state)
         // route_layer: only the pages; other paths keep the server's own policy.
@@ -105,7 +113,7 @@ pub fn page_csp_with_form_target(origin: &str) -> String {
 }
 
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-     frame-ancestors 'none'; base-uri 'none'";
+     frame-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 async fn page_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -115,7 +123,9 @@ async fn page_headers(request: Request, next: Next) -> Response {
         headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::X_FRAME_OPTIONS) {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response

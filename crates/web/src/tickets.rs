@@ -1,0 +1,346 @@
+//! Tickets: search and pages, each ticket with its entries (HTML shown
+//! sanitized in a sandboxed frame that loads nothing), attachments and
+//! status changes.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use mailrobot_store::{TicketDetail, TicketQuery, TicketStatus};
+use serde::Deserialize;
+
+use crate::pages::{Layout, csrf_refused, error_page, not_found, render};
+use crate::session::SignedIn;
+use crate::{WebState, views};
+
+/// Tickets per page of the list.
+pub const PAGE_SIZE: usize = 50;
+
+const STATUSES: [(&str, &str); 3] = [("open", "Open"), ("pending", "Pending"), ("closed", "Closed")];
+
+pub struct TicketRow {
+    pub number: String,
+    pub subject: String,
+    pub requester: String,
+    pub status: &'static str,
+    pub entries: i64,
+    pub updated: String,
+}
+
+fn status_label(s: TicketStatus) -> &'static str {
+    match s {
+        TicketStatus::Open => "Open",
+        TicketStatus::Pending => "Pending",
+        TicketStatus::Closed => "Closed",
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tickets.html")]
+struct TicketsPage {
+    layout: Option<Layout>,
+    q: String,
+    status: String,
+    mailbox: String,
+    statuses: [(&'static str, &'static str); 3],
+    mailboxes: Vec<String>,
+    rows: Vec<TicketRow>,
+    older: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    mailbox: String,
+    before: Option<i64>,
+}
+
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&crate::pages::path_segment(v));
+    }
+    out
+}
+
+pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(params): Query<ListQuery>) -> Response {
+    let text = params.q.trim().to_string();
+    let number = state.tag.parse_number(&text).and_then(|n| i64::try_from(n).ok());
+    let status = params.status.parse::<TicketStatus>().ok();
+    let mailbox_name = params.mailbox.clone();
+    let before = params.before;
+    let loaded = state
+        .blocking(move |s| {
+            let mailboxes = s.store.mailboxes()?;
+            let mailbox_id = mailboxes.iter().find(|m| m.name == mailbox_name).map(|m| m.id);
+            let query = TicketQuery {
+                text: Some(text).filter(|t| !t.is_empty()),
+                number,
+                status,
+                mailbox_id,
+                before_id: before,
+                limit: PAGE_SIZE + 1,
+            };
+            let names = mailboxes.into_iter().filter(|m| !crate::mailboxes::is_removed(m)).map(|m| m.name).collect();
+            Ok((names, s.store.search_tickets(&query)?))
+        })
+        .await;
+    let (mailboxes, mut tickets) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => return error_page(&err),
+    };
+    // One more than a page tells whether there are older ones.
+    let older = (tickets.len() > PAGE_SIZE).then(|| {
+        tickets.truncate(PAGE_SIZE);
+        let last = tickets.last().map(|t| t.id).unwrap_or_default().to_string();
+        let pairs =
+            [("q", params.q.as_str()), ("status", &params.status), ("mailbox", &params.mailbox), ("before", &last)];
+        format!("/tickets{}", query_string(&pairs))
+    });
+    let rows = tickets
+        .iter()
+        .map(|t| TicketRow {
+            number: state.tag.number(t.id as u64),
+            subject: t.subject.clone(),
+            requester: t.requester.clone().unwrap_or_default(),
+            status: status_label(t.status),
+            entries: t.entries,
+            updated: views::short_time(&t.updated_at),
+        })
+        .collect();
+    render(&TicketsPage {
+        layout: Some(Layout::new(&signed_in, "Tickets")),
+        q: params.q,
+        status: params.status,
+        mailbox: params.mailbox,
+        statuses: STATUSES,
+        mailboxes,
+        rows,
+        older,
+    })
+}
+
+pub struct EntryBlock {
+    pub position: i64,
+    pub subject: String,
+    pub from: String,
+    pub date: String,
+    pub kind: &'static str,
+    pub text: String,
+    pub has_html: bool,
+    /// (download URL, file name, size in words)
+    pub attachments: Vec<(String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "ticket.html")]
+struct TicketPage {
+    layout: Option<Layout>,
+    csrf: String,
+    number: String,
+    subject: String,
+    requester: String,
+    status: &'static str,
+    status_value: &'static str,
+    created: String,
+    updated: String,
+    statuses: [(&'static str, &'static str); 3],
+    entries: Vec<EntryBlock>,
+    notice: Option<String>,
+}
+
+async fn load(state: &WebState, number: &str) -> Result<TicketDetail, Response> {
+    let Some(id) = state.tag.parse_number(number).and_then(|n| i64::try_from(n).ok()) else {
+        return Err(not_found("No such ticket."));
+    };
+    match state.blocking(move |s| s.store.ticket(id)).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(not_found("No such ticket.")),
+        Err(err) => Err(error_page(&err)),
+    }
+}
+
+fn size_words(bytes: i64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.0} KB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Shown {
+    saved: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    Path(number): Path<String>,
+    Query(shown): Query<Shown>,
+) -> Response {
+    let t = match load(&state, &number).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let number = state.tag.number(t.summary.id as u64);
+    let entries = t
+        .entries
+        .iter()
+        .map(|e| EntryBlock {
+            position: e.position,
+            subject: e.subject.clone(),
+            from: match (&e.from_name, &e.from) {
+                (Some(name), Some(addr)) => format!("{name} <{addr}>"),
+                (None, Some(addr)) => addr.clone(),
+                _ => "unknown sender".into(),
+            },
+            date: e.date.as_deref().map(views::short_time).unwrap_or_default(),
+            kind: match e.kind {
+                mailrobot_store::MessageKind::Mail => "mail",
+                mailrobot_store::MessageKind::AutoReply => "automatic reply",
+                mailrobot_store::MessageKind::Bounce => "bounce",
+                mailrobot_store::MessageKind::Duplicate => "duplicate",
+            },
+            text: e.text_body.clone(),
+            has_html: e.html_body.is_some(),
+            attachments: e
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let name = a.filename.clone().unwrap_or_else(|| format!("attachment-{}", i + 1));
+                    let href = format!(
+                        "/tickets/{number}/entries/{}/attachments/{i}/{}",
+                        e.position,
+                        crate::pages::path_segment(&name)
+                    );
+                    (href, name, size_words(a.size))
+                })
+                .collect(),
+        })
+        .collect();
+    render(&TicketPage {
+        layout: Some(Layout::new(&signed_in, "Tickets")),
+        csrf: signed_in.session.csrf_token.clone(),
+        number: number.clone(),
+        subject: t.summary.subject.clone(),
+        requester: match (&t.summary.requester_name, &t.summary.requester) {
+            (Some(name), Some(addr)) => format!("{name} <{addr}>"),
+            (None, Some(addr)) => addr.clone(),
+            _ => "unknown".into(),
+        },
+        status: status_label(t.summary.status),
+        status_value: t.summary.status.as_str(),
+        created: views::short_time(&t.summary.created_at),
+        updated: views::short_time(&t.summary.updated_at),
+        statuses: STATUSES,
+        entries,
+        notice: shown.saved.map(|_| format!("{number} is now {}.", status_label(t.summary.status))),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct StatusForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    status: String,
+}
+
+pub async fn set_status(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    Path(number): Path<String>,
+    Form(form): Form<StatusForm>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let t = match load(&state, &number).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let Ok(status) = form.status.parse::<TicketStatus>() else {
+        return (StatusCode::BAD_REQUEST, "Choose Open, Pending or Closed.").into_response();
+    };
+    let id = t.summary.id;
+    if let Err(err) = state.blocking(move |s| s.store.set_ticket_status(id, status)).await {
+        return error_page(&err);
+    }
+    Redirect::to(&format!("/tickets/{}?saved=1", state.tag.number(id as u64))).into_response()
+}
+
+/// The frame's policy: the sanitized HTML may style itself and show images
+/// carried in the mail (data:), nothing else, no script even if one got
+/// through, and only this site may frame it.
+pub const ENTRY_HTML_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox";
+
+pub async fn entry_html(
+    State(state): State<WebState>,
+    _signed_in: SignedIn,
+    Path((number, position)): Path<(String, i64)>,
+) -> Response {
+    let t = match load(&state, &number).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let Some(html) = t.entries.iter().find(|e| e.position == position).and_then(|e| e.html_body.as_deref()) else {
+        return not_found("This entry has no HTML.");
+    };
+    let clean = mailrobot_core::html::sanitize(html);
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(ENTRY_HTML_CSP)),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN")),
+        ],
+        Html(clean),
+    )
+        .into_response()
+}
+
+pub async fn attachment(
+    State(state): State<WebState>,
+    _signed_in: SignedIn,
+    Path((number, position, index, _name)): Path<(String, i64, usize, String)>,
+) -> Response {
+    let t = match load(&state, &number).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let Some(a) = t.entries.iter().find(|e| e.position == position).and_then(|e| e.attachments.get(index)).cloned()
+    else {
+        return not_found("No such attachment.");
+    };
+    let sha = a.sha256.clone();
+    let bytes = match state.blocking(move |s| s.store.blob(&sha)).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return not_found("The attachment's content is missing."),
+        Err(err) => return error_page(&err),
+    };
+    let name = a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1));
+    // RFC 6266: an ASCII fallback and the name as given, percent-encoded.
+    let ascii: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    let disposition =
+        format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", crate::pages::path_segment(&name));
+    let disposition = HeaderValue::from_str(&disposition).unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    (
+        [
+            // Never rendered by the browser, whatever it claims to be.
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response()
+}
