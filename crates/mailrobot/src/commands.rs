@@ -399,7 +399,7 @@ pub fn messages_list(
         None => None,
     };
     let tag = app.tag_format()?;
-    let rows = app.store.messages(&MessageFilter { state, mailbox_id })?;
+    let rows = app.store.messages(&MessageFilter { state, mailbox_id, page: None })?;
     if json_out {
         print_json(&Value::Array(
             rows.iter()

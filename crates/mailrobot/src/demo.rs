@@ -75,7 +75,7 @@ pub(crate) async fn poll_and_report(
     let report = result.context("the demo mailbox could not be polled")?;
 
     let tag = app.tag_format()?;
-    let rows = app.store.messages(&MessageFilter { state: None, mailbox_id: Some(mailbox_id) })?;
+    let rows = app.store.messages(&MessageFilter { mailbox_id: Some(mailbox_id), ..Default::default() })?;
     for (name, remote_id) in delivered {
         let Some(row) = rows.iter().find(|r| &r.remote_id == remote_id) else {
             println!("   {name:<38} → not seen (still in the inbox?)");

@@ -583,3 +583,32 @@ fn http_get_with_cookie(address: &str, path: &str, cookie: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mail_journal_filters_downloads_and_retries_a_failed_mail() {
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-journal").await;
+    browser.click_link("Mail journal").await;
+    browser.heading("Mail journal").await;
+    browser.select("State", "failed").await;
+    browser.click_button("Filter").await;
+    let failed = robot.json(&["messages", "list", "--json", "--state", "failed"]);
+    let id = failed[0]["id"].as_i64().unwrap().to_string();
+    let row = browser.row(&id).await;
+    assert_eq!((row[1].as_str(), row[4].as_str()), ("support-desk", "failed"), "{row:?}");
+    assert!(row[6].contains("cannot be read as an e-mail"), "{row:?}");
+    assert!(!browser.text().await.contains("Printer on fire"), "only failed mails are listed");
+    browser.screenshot("journal-failed").await;
+
+    let raw = http_get_with_cookie(&address, &format!("/journal/{id}/raw.eml"), &browser.cookie_header().await);
+    assert!(raw.contains(&format!("filename=\"mail-{id}.eml\"")) && raw.ends_with("\u{1} not a mail"), "{raw}");
+
+    browser.click_button("Retry").await;
+    assert!(browser.text().await.contains(&format!("Mail {id} queued again")), "{}", browser.text().await);
+    let again = robot.json(&["messages", "list", "--json", "--state", "fetched"]);
+    assert_eq!(again[0]["id"].as_i64().unwrap().to_string(), id);
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

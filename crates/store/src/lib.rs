@@ -93,6 +93,9 @@ pub trait Store: Send + Sync {
     /// Puts failed mails back to `fetched` so the next pass processes them
     /// again (after a fix). Returns how many.
     fn retry_failed(&self, mailbox_id: Option<i64>) -> Result<usize>;
+    /// [`Store::retry_failed`] for one mail; false if it is not a failed
+    /// mail with its raw bytes kept.
+    fn retry_message(&self, journal_id: i64) -> Result<bool>;
 
     // --- views ---
     fn tickets(&self) -> Result<Vec<TicketSummary>>;
@@ -103,6 +106,8 @@ pub trait Store: Send + Sync {
     fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<bool>;
     /// Stored bytes (a mail or an attachment) by their SHA-256.
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+    /// A journaled mail's raw bytes, if they were kept.
+    fn message_raw(&self, journal_id: i64) -> Result<Option<Vec<u8>>>;
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>>;
     fn counts(&self) -> Result<Counts>;
     /// Per mailbox: mails fetched since `since` (RFC 3339), waiting for

@@ -198,6 +198,15 @@ pub struct TicketQuery {
 pub struct MessageFilter {
     pub state: Option<crate::JournalState>,
     pub mailbox_id: Option<i64>,
+    /// A page, newest first: at most this many, with ids below `before_id`.
+    /// None: every row, oldest first (the CLI's complete list).
+    pub page: Option<MessagePage>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessagePage {
+    pub before_id: Option<i64>,
+    pub limit: usize,
 }
 
 /// One row of the journal: one fetched copy of a mail.

@@ -331,6 +331,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn retry_message(&self, journal_id: i64) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE messages SET state = 'fetched', reason = NULL
+                 WHERE id = ?1 AND state = 'failed' AND raw_sha256 IS NOT NULL",
+                [journal_id],
+            )? > 0)
+        })
+    }
+
     fn retry_failed(&self, mailbox_id: Option<i64>) -> Result<usize> {
         // Rows without raw bytes (refused before download) cannot be retried here.
         self.write(|tx| {
@@ -451,17 +461,35 @@ impl Store for SqliteStore {
         Ok(Some(read_blob(&tx, rowid, size)?))
     }
 
+    fn message_raw(&self, journal_id: i64) -> Result<Option<Vec<u8>>> {
+        let sha: Option<String> = {
+            let conn = self.lock();
+            conn.query_row("SELECT raw_sha256 FROM messages WHERE id = ?1", [journal_id], |r| r.get(0))
+                .optional()?
+                .flatten()
+        };
+        match sha {
+            Some(sha) => self.blob(&sha),
+            None => Ok(None),
+        }
+    }
+
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let order = if filter.page.is_some() { "DESC" } else { "ASC" };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, b.name, m.remote_id, m.message_id, m.subject, m.from_addr, m.state, m.kind,
                     m.ticket_id, m.reason, m.size, m.raw_sha256, m.settled, m.fetched_at, m.processed_at
              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE (?1 IS NULL OR m.state = ?1) AND (?2 IS NULL OR m.mailbox_id = ?2)
-             ORDER BY m.id",
-        )?;
+             WHERE (?1 IS NULL OR m.state = ?1) AND (?2 IS NULL OR m.mailbox_id = ?2) AND (?3 IS NULL OR m.id < ?3)
+             ORDER BY m.id {order} LIMIT ?4"
+        ))?;
+        let (before, limit) = match filter.page {
+            Some(page) => (page.before_id, page.limit as i64),
+            None => (None, -1),
+        };
         let rows = stmt
-            .query_map(params![filter.state, filter.mailbox_id], |r| {
+            .query_map(params![filter.state, filter.mailbox_id, before, limit], |r| {
                 Ok(MessageView {
                     journal_id: r.get(0)?,
                     mailbox: r.get(1)?,

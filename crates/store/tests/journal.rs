@@ -132,7 +132,7 @@ fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
     assert_eq!(out[0].state, JournalState::Failed);
     assert!(out[0].reason.as_deref().unwrap().contains("not an e-mail"));
     assert_eq!(out[1].state, JournalState::Processed);
-    let failed = s.messages(&MessageFilter { state: Some(JournalState::Failed), mailbox_id: None }).unwrap();
+    let failed = s.messages(&MessageFilter { state: Some(JournalState::Failed), ..Default::default() }).unwrap();
     assert_eq!(failed.len(), 2);
     // Failed mails are settled to the error folder; processed ones normally.
     let unsettled = s.unsettled(mb).unwrap();

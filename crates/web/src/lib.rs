@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 
 pub mod connections;
+pub mod journal;
 pub mod mailboxes;
 pub mod ops;
 pub mod pages;
@@ -92,6 +93,9 @@ pub fn router(state: WebState) -> Router {
         .route("/mailboxes/{name}", get(mailboxes::page))
         .route("/mailboxes/{name}/delete", get(mailboxes::confirm_delete).post(mailboxes::delete))
         .route("/mailboxes/{name}/{action}", post(mailboxes::action))
+        .route("/journal", get(journal::list))
+        .route("/journal/{id}/retry", post(journal::retry))
+        .route("/journal/{id}/raw.eml", get(journal::raw))
         .route("/tickets", get(tickets::list))
         .route("/tickets/{number}", get(tickets::page))
         .route("/tickets/{number}/status", post(tickets::set_status))

@@ -32,6 +32,7 @@ impl Layout {
             ("/tenants", "Tenants"),
             ("/connections", "Service Connections"),
             ("/mailboxes", "Mailboxes"),
+            ("/journal", "Mail journal"),
             ("/tickets", "Tickets"),
         ]
     }
