@@ -59,6 +59,7 @@ pub async fn run_local(app: &App, once: bool, listen: SocketAddr) -> anyhow::Res
         "\n5. Serving: drop more .eml files into {}/inbox (write to tmp/ first, then rename). Ctrl-C stops.",
         drop_dir.display()
     );
+    crate::web::print_demo_sign_in(app, listen)?;
     crate::serve::serve(app, listen, None).await
 }
 

@@ -104,6 +104,7 @@ pub async fn run(app: &App, once: bool, listen: SocketAddr) -> anyhow::Result<()
          -d '{{\"mailbox\":\"{SHARED}\",\"mime\":\"From: you@example.com\\r\\nSubject: Hello\\r\\n\\r\\nHi\"}}'\n   Ctrl-C stops.",
         emu.base_url()
     );
+    crate::web::print_demo_sign_in(app, listen)?;
     crate::serve::serve(app, listen, None).await
 }
 

@@ -227,6 +227,38 @@ impl Operations for RobotOperations {
     }
 }
 
+/// The demo's administrator: made (or given a fresh password) so a newcomer
+/// can sign in to the UI the demo serves. Returns (email, password) to
+/// print, or None when other administrators exist (theirs to use).
+pub const DEMO_ADMIN: &str = "admin@demo.test";
+
+pub fn demo_admin(app: &App) -> anyhow::Result<Option<(String, String)>> {
+    let admins = app.admin_store.admins()?;
+    if admins.iter().any(|a| !a.email.eq_ignore_ascii_case(DEMO_ADMIN)) {
+        return Ok(None);
+    }
+    let password = mailrobot_web::session::random_token()[..20].to_string();
+    let hash = password::hash(&password)?;
+    if admins.is_empty() {
+        app.admin_store.add_admin(DEMO_ADMIN, &hash)?;
+    } else {
+        app.admin_store.set_admin_password(DEMO_ADMIN, &hash)?;
+    }
+    Ok(Some((DEMO_ADMIN.to_string(), password)))
+}
+
+/// What the demos print before serving: where the UI is, and how to sign in.
+pub fn print_demo_sign_in(app: &App, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    match demo_admin(app)? {
+        Some((email, password)) => println!(
+            "\n   The admin UI: http://{listen}/ — sign in as {email} with the password {password}\n   \
+             (made for this demo; `mailrobot admin create` makes your own)."
+        ),
+        None => println!("\n   The admin UI: http://{listen}/ — sign in with your administrator's email and password."),
+    }
+    Ok(())
+}
+
 /// The password from standard input: the first line, without its line end.
 fn password_from_stdin() -> anyhow::Result<String> {
     let mut input = String::new();

@@ -472,6 +472,9 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
     browser.select("Service connection", "servicedesk-graph").await;
     browser.fill("Mailbox address", contoso::SHARED).await;
     browser.fill("Folder", "inbox").await;
+    // `serve` polls a new mailbox at once, then hourly: Poll now is what
+    // fetches the mail delivered below.
+    browser.fill("Poll every (seconds)", "3600").await;
     browser.screenshot("mailbox-new").await;
     browser.click_button("Save").await;
     browser.heading("Mailbox servicedesk").await;
@@ -489,6 +492,15 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
                 --b\r\nContent-Type: text/plain\r\n\r\nIt is on fire.\r\n--b\r\nContent-Type: application/pdf\r\n\
                 Content-Disposition: attachment; filename=\"photo.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
                 JVBERi0xLjQK\r\n--b--\r\n";
+    let polled_once = || {
+        robot
+            .json(&["mailbox", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "servicedesk" && !m["last_poll_at"].is_null())
+    };
+    assert!(wait_until(Duration::from_secs(15), polled_once), "serve polls a new mailbox");
     emu.deliver_mime(contoso::SHARED, "inbox", mail).unwrap();
     browser.click_button("Poll now").await;
     browser.heading("Mailbox servicedesk").await;
@@ -611,4 +623,41 @@ async fn the_mail_journal_filters_downloads_and_retries_a_failed_mail() {
     browser.close().await;
     serve.kill().unwrap();
     let _ = serve.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_prints_a_sign_in_that_opens_the_dashboard() {
+    use std::io::BufRead;
+    let robot = Robot::new();
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut demo = robot
+        .command(&["demo", "--local", "--listen", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let sign_in =
+        lines.by_ref().map_while(Result::ok).find(|l| l.contains("sign in as")).expect("the demo says how to sign in");
+    let password = sign_in.split("with the password ").nth(1).unwrap().trim().to_string();
+    assert!(sign_in.contains(&format!("http://{address}/")) && sign_in.contains("admin@demo.test"), "{sign_in}");
+    assert!(wait_until(Duration::from_secs(15), || http_get(&address, "/healthz").is_some()));
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots/web_ui-demo");
+    let mut browser = Browser::start(&dir).await;
+    browser.goto(&format!("http://{address}/")).await;
+    browser.fill("Email", "admin@demo.test").await;
+    browser.fill("Password", &password).await;
+    browser.click_button("Sign in").await;
+    browser.heading("Dashboard").await;
+    let row = browser.row("demo-inbox").await;
+    assert_eq!(row[2], "ok", "{row:?}");
+    browser.screenshot("dashboard").await;
+    browser.click_link("Tickets").await;
+    browser.screenshot("tickets").await;
+    assert!(browser.text().await.contains("TKT-000001"));
+    browser.close().await;
+    demo.kill().unwrap();
+    let _ = demo.wait();
 }
