@@ -72,6 +72,9 @@ pub enum Command {
     /// Administrators who sign in to the web UI `serve` offers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Tokens for the REST API (/api/v1).
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -83,6 +86,28 @@ pub enum Command {
         local: bool,
         #[arg(long, default_value = "127.0.0.1:8025")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Make a token; it is printed once, alone on the last line, and only
+    /// its hash is kept.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The token may read but not change anything.
+        #[arg(long)]
+        read_only: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: requests with it are refused at once.
+    Revoke {
+        #[arg(long)]
+        name: String,
     },
 }
 

@@ -245,30 +245,7 @@ fn login_method(
 }
 
 pub fn mailbox_json(m: &Mailbox) -> Value {
-    let online_ews =
-        m.kind == MailboxKind::Ews && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
-    let graph_mark_read = m.kind == MailboxKind::Graph && m.config["settle"] == "mark-read";
-    let warning = if online_ews {
-        Some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING)
-    } else {
-        graph_mark_read.then_some(mailrobot_sources::graph::MARK_READ_WARNING)
-    };
-    json!({
-        "warning": warning,
-        "name": m.name,
-        "kind": m.kind,
-        "enabled": m.enabled,
-        "settings": m.config,
-        "password": if m.has_secret { "set" } else { "none" },
-        "poll_seconds": m.poll_seconds,
-        "max_message_bytes": m.max_message_bytes,
-        "status": m.status,
-        "last_error": m.last_error,
-        "consecutive_failures": m.consecutive_failures,
-        "last_poll_at": m.last_poll_at,
-        "next_poll_at": m.next_poll_at,
-        "created_at": m.created_at,
-    })
+    serde_json::to_value(mailrobot_web::json::MailboxJson::of(m)).expect("views serialize")
 }
 
 pub fn mailbox_list(app: &App, json_out: bool) -> anyhow::Result<()> {
@@ -294,17 +271,7 @@ pub fn find_mailbox(store: &dyn Store, name: &str) -> anyhow::Result<Mailbox> {
 }
 
 pub fn ticket_json(t: &TicketSummary, tag: &TagFormat) -> Value {
-    json!({
-        "number": tag.number(t.id as u64),
-        "tag": tag.tag(t.id as u64),
-        "subject": t.subject,
-        "requester": t.requester,
-        "requester_name": t.requester_name,
-        "status": t.status,
-        "entries": t.entries,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-    })
+    serde_json::to_value(mailrobot_web::json::TicketJson::of(t, tag)).expect("views serialize")
 }
 
 pub fn tickets_list(app: &App, json_out: bool) -> anyhow::Result<()> {
@@ -334,32 +301,7 @@ pub fn tickets_show(app: &App, number: &str, json_out: bool) -> anyhow::Result<(
         .ok_or_else(|| anyhow!("{number:?} is not a ticket number like {}", tag.number(123)))?;
     let ticket = app.store.ticket(id as i64)?.ok_or_else(|| anyhow!("no ticket {}", tag.number(id)))?;
     if json_out {
-        let mut value = ticket_json(&ticket.summary, &tag);
-        value["entries"] = Value::Array(
-            ticket
-                .entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "position": e.position,
-                        "message_id": e.message_id,
-                        "from": e.from,
-                        "from_name": e.from_name,
-                        "subject": e.subject,
-                        "kind": e.kind,
-                        "date": e.date,
-                        "text": e.text_body,
-                        // HTML is stored as received and made safe only for display.
-                        "html": e.html_body.as_deref().map(mailrobot_core::html::sanitize),
-                        "attachments": e.attachments.iter().map(|a| json!({
-                            "filename": a.filename, "content_type": a.content_type, "size": a.size,
-                            "inline": a.inline, "content_id": a.content_id, "sha256": a.sha256,
-                        })).collect::<Vec<_>>(),
-                        "created_at": e.created_at,
-                    })
-                })
-                .collect(),
-        );
+        let value = serde_json::to_value(mailrobot_web::json::TicketDetailJson::of(&ticket, &tag))?;
         print_json(&value);
         return Ok(());
     }

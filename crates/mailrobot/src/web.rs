@@ -14,7 +14,7 @@ use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
 
 use crate::app::App;
-use crate::cli::{AdminCommand, AuthArg, MailboxAdd, ProviderArg, SettleArg, TenantAdd, TlsArg};
+use crate::cli::{AdminCommand, ApiTokenCommand, AuthArg, MailboxAdd, ProviderArg, SettleArg, TenantAdd, TlsArg};
 use crate::commands::print_json;
 
 pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
@@ -268,6 +268,42 @@ fn password_from_stdin() -> anyhow::Result<String> {
         bail!("no password on standard input: pipe it in, e.g. `printf '%s\\n' \"$PW\" | mailrobot admin create …`");
     }
     Ok(password)
+}
+
+pub fn api_token_command(app: &App, command: &ApiTokenCommand) -> anyhow::Result<()> {
+    match command {
+        ApiTokenCommand::Create { name, read_only } => {
+            if name.trim().is_empty() {
+                bail!("an API token needs a name");
+            }
+            let token = format!("{}{}", mailrobot_web::api::TOKEN_PREFIX, mailrobot_web::session::random_token());
+            let t = app.admin_store.add_api_token(name, &mailrobot_web::session::token_sha256(&token), *read_only)?;
+            let access = if t.read_only { "read-only" } else { "read and write" };
+            println!(
+                "API token {} ({access}); send it as `Authorization: Bearer <token>`. It is shown only now:",
+                t.name
+            );
+            println!("{token}");
+        }
+        ApiTokenCommand::List { json } => {
+            let tokens = app.admin_store.api_tokens()?;
+            if *json {
+                print_json(&json!(tokens));
+            } else {
+                for t in &tokens {
+                    let access = if t.read_only { "read-only" } else { "read-write" };
+                    crate::say!("{:<24} {:<10} created {}", t.name, access, t.created_at);
+                }
+            }
+        }
+        ApiTokenCommand::Revoke { name } => {
+            if !app.admin_store.revoke_api_token(name)? {
+                bail!("no API token named {name:?}; `mailrobot api-token list` shows them");
+            }
+            crate::say!("API token {name} revoked.");
+        }
+    }
+    Ok(())
 }
 
 pub fn admin_command(app: &App, command: &AdminCommand) -> anyhow::Result<()> {

@@ -21,6 +21,16 @@ pub struct Session {
     pub expires_at: String,
 }
 
+/// A token for the REST API, as lists show it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: String,
+    pub read_only: bool,
+    pub created_at: String,
+}
+
 pub trait AdminStore: Send + Sync {
     /// Adds an administrator; an existing email (any case) is refused.
     fn add_admin(&self, email: &str, password_hash: &str) -> Result<Admin>;
@@ -44,4 +54,12 @@ pub trait AdminStore: Send + Sync {
     /// The session, unless it has expired.
     fn session(&self, token_sha256: &str) -> Result<Option<Session>>;
     fn delete_session(&self, token_sha256: &str) -> Result<()>;
+
+    /// Adds an API token (the caller shows the token once; the store keeps
+    /// its SHA-256). An existing name is refused.
+    fn add_api_token(&self, name: &str, token_sha256: &str, read_only: bool) -> Result<ApiToken>;
+    fn api_tokens(&self) -> Result<Vec<ApiToken>>;
+    fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>>;
+    /// Returns whether a token had that name.
+    fn revoke_api_token(&self, name: &str) -> Result<bool>;
 }

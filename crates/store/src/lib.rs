@@ -24,7 +24,7 @@ mod sqlite_ledger;
 mod sqlite_sealed;
 pub mod states;
 
-pub use admin::{Admin, AdminStore, Session};
+pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;

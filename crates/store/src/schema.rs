@@ -215,4 +215,14 @@ CREATE TABLE sessions (
     expires_at   TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 6: API tokens for the REST API (only their SHA-256 is kept).
+    r#"
+CREATE TABLE api_tokens (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    read_only    INTEGER NOT NULL DEFAULT 0,
+    created_at   TEXT NOT NULL
+);
+"#,
 ];

@@ -12,6 +12,12 @@ fn admin_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Admin> {
     Ok(Admin { id: r.get(0)?, email: r.get(1)?, created_at: r.get(2)?, last_sign_in_at: r.get(3)? })
 }
 
+const TOKEN_COLUMNS: &str = "id, name, read_only, created_at";
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    Ok(ApiToken { id: r.get(0)?, name: r.get(1)?, read_only: r.get(2)?, created_at: r.get(3)? })
+}
+
 impl AdminStore for SqliteStore {
     fn add_admin(&self, email: &str, password_hash: &str) -> Result<Admin> {
         self.write(|tx| {
@@ -98,6 +104,43 @@ impl AdminStore for SqliteStore {
                 |r| Ok(Session { admin: admin_from_row(r)?, csrf_token: r.get(4)?, expires_at: r.get(5)? }),
             )
             .optional()?)
+    }
+
+    fn add_api_token(&self, name: &str, token_sha256: &str, read_only: bool) -> Result<ApiToken> {
+        self.write(|tx| {
+            let exists: bool =
+                tx.query_row("SELECT EXISTS(SELECT 1 FROM api_tokens WHERE name = ?1)", [name], |r| r.get(0))?;
+            if exists {
+                return Err(StoreError::Exists { what: "API token", name: name.to_string() });
+            }
+            tx.execute(
+                "INSERT INTO api_tokens (name, token_sha256, read_only, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, token_sha256, read_only, now()],
+            )?;
+            Ok(tx.query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+                [tx.last_insert_rowid()],
+                token_from_row,
+            )?)
+        })
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"))?;
+        Ok(stmt.query_map([], token_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_sha256 = ?1"))?
+            .query_row([token_sha256], token_from_row)
+            .optional()?)
+    }
+
+    fn revoke_api_token(&self, name: &str) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM api_tokens WHERE name = ?1", [name])? > 0))
     }
 
     fn delete_session(&self, token_sha256: &str) -> Result<()> {

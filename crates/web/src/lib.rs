@@ -13,8 +13,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 
+pub mod api;
 pub mod connections;
 pub mod journal;
+pub mod json;
 pub mod mailboxes;
 pub mod ops;
 pub mod pages;
@@ -75,6 +77,7 @@ impl WebState {
 /// The UI's routes. Pages set their own security headers (a CSP that lets
 /// forms post to this origin and loads nothing from elsewhere).
 pub fn router(state: WebState) -> Router {
+    let api = api::router(state.clone());
     Router::new()
         .route("/", get(pages::home))
         .route("/sign-in", get(pages::sign_in_page).post(pages::sign_in))
@@ -105,6 +108,7 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
         // route_layer: only the pages; other paths keep the server's own policy.
         .route_layer(middleware::from_fn(page_headers))
+        .merge(api)
 }
 
 /// The pages' policy: nothing from elsewhere, no inline script or style,

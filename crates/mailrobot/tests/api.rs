@@ -1,0 +1,113 @@
+//! The REST API over HTTP: bearer tokens from `mailrobot api-token create`,
+//! JSON errors with stable codes, read-only tokens, cursor pages.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Creates a token; it is the last line of the command's output.
+fn token(robot: &Robot, name: &str, read_only: bool) -> String {
+    let mut args = vec!["api-token", "create", "--name", name];
+    if read_only {
+        args.push("--read-only");
+    }
+    let out = robot.run(&args);
+    let last = out.lines().last().unwrap().trim().to_string();
+    assert!(last.starts_with("mrt_") && !last.contains(' '), "the token alone on the last line: {out:?}");
+    last
+}
+
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_read_and_write_tickets_and_read_only_ones_only_read() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    for i in 1..=3 {
+        std::fs::write(
+            drop.join(format!("inbox/{i}.eml")),
+            simple_mail(&format!("{i}@x"), &format!("Question {i}"), "", "?"),
+        )
+        .unwrap();
+    }
+    robot.run(&["run-once"]);
+    let (writer, reader) = (token(&robot, "helpdesk", false), token(&robot, "dashboard", true));
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let api = format!("http://{address}/api/v1");
+
+    // No token, an unknown one: 401 with a code.
+    let (status, body) = call("GET", &format!("{api}/tickets"), None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let (status, _) = call("GET", &format!("{api}/tickets"), Some("mrt_not-a-token"), None).await;
+    assert_eq!(status, 401);
+
+    // Pages, newest first, one at a time.
+    let (status, page) = call("GET", &format!("{api}/tickets?limit=2"), Some(&reader), None).await;
+    assert_eq!(status, 200, "{page}");
+    let numbers: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["number"].as_str().unwrap()).collect();
+    assert_eq!(numbers, ["TKT-000003", "TKT-000002"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = call("GET", &format!("{api}/tickets?limit=2&cursor={cursor}"), Some(&reader), None).await;
+    assert_eq!(rest["items"][0]["number"], "TKT-000001");
+    assert!(rest["next_cursor"].is_null());
+    let (_, found) = call("GET", &format!("{api}/tickets?q=question%202"), Some(&reader), None).await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+
+    // One ticket with its entries, the same view as `tickets show --json`.
+    let (status, ticket) = call("GET", &format!("{api}/tickets/TKT-000002"), Some(&reader), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ticket, robot.json(&["tickets", "show", "TKT-000002", "--json"]));
+    assert_eq!(ticket["entries"][0]["text"].as_str().map(str::trim), Some("?"));
+
+    // A read-only token cannot change the status; a read-write one can.
+    let patch = json!({"status": "closed"});
+    let (status, body) = call("PATCH", &format!("{api}/tickets/TKT-000002"), Some(&reader), Some(patch.clone())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("read_only_token")), "{body}");
+    let (status, body) = call("PATCH", &format!("{api}/tickets/TKT-000002"), Some(&writer), Some(patch)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("closed")), "{body}");
+    assert_eq!(robot.ticket("TKT-000002")["status"], "closed");
+    let (status, body) =
+        call("PATCH", &format!("{api}/tickets/TKT-000002"), Some(&writer), Some(json!({"status": "done"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_status")), "{body}");
+    let (status, _) = call("GET", &format!("{api}/tickets/TKT-000099"), Some(&reader), None).await;
+    assert_eq!(status, 404);
+
+    // Mailboxes: the view `mailbox list --json` prints; tokens: no secrets.
+    let (_, mailboxes) = call("GET", &format!("{api}/mailboxes"), Some(&reader), None).await;
+    assert_eq!(mailboxes["items"][0], robot.json(&["mailbox", "list", "--json"])[0]);
+    let (_, tokens) = call("GET", &format!("{api}/api-tokens"), Some(&reader), None).await;
+    assert_eq!(tokens["items"].as_array().unwrap().len(), 2);
+    assert!(!tokens.to_string().contains("mrt_"), "{tokens}");
+    let (status, body) = call("GET", &format!("{api}/no-such-thing"), Some(&reader), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // Revoked: refused at once.
+    robot.run(&["api-token", "revoke", "--name", "dashboard"]);
+    let (status, _) = call("GET", &format!("{api}/tickets"), Some(&reader), None).await;
+    assert_eq!(status, 401);
+    // The database holds no token, only hashes.
+    let db = std::fs::read(robot.data_dir().join("mailrobot.db")).unwrap();
+    let wal = std::fs::read(robot.data_dir().join("mailrobot.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(writer.len()).any(|w| w == writer.as_bytes()), "a token is stored in clear");
+    }
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

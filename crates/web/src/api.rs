@@ -1,0 +1,218 @@
+//! The REST API, `/api/v1`: bearer API tokens (`mailrobot api-token
+//! create`), JSON errors `{"error": {"code", "message"}}` with stable codes,
+//! cursor pagination. Requests with a bearer token need no CSRF token: a
+//! browser never sends one on its own.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mailrobot_store::{ApiToken, TicketQuery, TicketStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::WebState;
+use crate::json::{MailboxJson, TicketDetailJson, TicketJson};
+use crate::session::token_sha256;
+
+/// Prefix of every API token, so one is recognised in a config or a leak scan.
+pub const TOKEN_PREFIX: &str = "mrt_";
+/// Most items one page holds.
+pub const MAX_LIMIT: usize = 200;
+const DEFAULT_LIMIT: usize = 50;
+
+/// An API error: its HTTP status, a stable code, and words for a person.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "an API request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server could not answer; see its log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, Json(serde_json::json!({"error": {"code": self.code, "message": self.message}})))
+                .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Who calls: the API token of the request.
+pub struct Caller(pub ApiToken);
+
+impl Caller {
+    /// Refuses a read-only token's write.
+    pub fn may_write(&self) -> Result<(), ApiError> {
+        if self.0.read_only {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only_token",
+                format!("API token {:?} is read-only; create one without --read-only to change things", self.0.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl FromRequestParts<WebState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return Err(unauthorized("send an API token: Authorization: Bearer <token> (mailrobot api-token create)"));
+        };
+        let hash = token_sha256(token);
+        match state.blocking(move |s| s.admins.api_token(&hash)).await {
+            Ok(Some(t)) => Ok(Caller(t)),
+            Ok(None) => Err(unauthorized("this API token is unknown or was revoked")),
+            Err(err) => Err(ApiError::internal(err)),
+        }
+    }
+}
+
+/// A page of items and where the next one starts.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Give as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/api/v1/tickets", get(tickets))
+        .route("/api/v1/tickets/{number}", get(ticket).patch(patch_ticket))
+        .route("/api/v1/mailboxes", get(mailboxes))
+        .route("/api/v1/api-tokens", get(api_tokens))
+        .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
+        .with_state(state)
+}
+
+async fn unknown() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; the API lives under /api/v1")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TicketsQuery {
+    /// Words in the subject or requester, or a ticket number.
+    q: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn tickets(
+    State(state): State<WebState>,
+    _caller: Caller,
+    Query(query): Query<TicketsQuery>,
+) -> Result<Json<Page<TicketJson>>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let status = match query.status.as_deref() {
+        Some(s) => {
+            Some(s.parse::<TicketStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", e))?)
+        }
+        None => None,
+    };
+    let before_id = match query.cursor.as_deref() {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
+        })?),
+        None => None,
+    };
+    let text = query.q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    let number = text.as_deref().and_then(|t| state.tag.parse_number(t)).and_then(|n| i64::try_from(n).ok());
+    let q = TicketQuery { text, number, status, mailbox_id: None, before_id, limit: limit + 1 };
+    let mut found = state.blocking(move |s| s.store.search_tickets(&q)).await.map_err(ApiError::internal)?;
+    let next_cursor = (found.len() > limit).then(|| {
+        found.truncate(limit);
+        found.last().map(|t| t.id.to_string()).unwrap_or_default()
+    });
+    Ok(Json(Page { items: found.iter().map(|t| TicketJson::of(t, &state.tag)).collect(), next_cursor }))
+}
+
+async fn find_ticket(state: &WebState, number: &str) -> Result<mailrobot_store::TicketDetail, ApiError> {
+    let id = state.tag.parse_number(number).and_then(|n| i64::try_from(n).ok()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{number:?} is not a ticket number like {}", state.tag.number(123)),
+        )
+    })?;
+    state
+        .blocking(move |s| s.store.ticket(id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("ticket"))
+}
+
+async fn ticket(
+    State(state): State<WebState>,
+    _caller: Caller,
+    Path(number): Path<String>,
+) -> Result<Json<TicketDetailJson>, ApiError> {
+    let t = find_ticket(&state, &number).await?;
+    Ok(Json(TicketDetailJson::of(&t, &state.tag)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TicketPatch {
+    status: String,
+}
+
+async fn patch_ticket(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(number): Path<String>,
+    body: Result<Json<TicketPatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TicketJson>, ApiError> {
+    caller.may_write()?;
+    let Json(patch) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("{e}: send {{\"status\": \"open\"|\"pending\"|\"closed\"}}"),
+        )
+    })?;
+    let status = patch
+        .status
+        .parse::<TicketStatus>()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", e))?;
+    let t = find_ticket(&state, &number).await?;
+    let id = t.summary.id;
+    state.blocking(move |s| s.store.set_ticket_status(id, status)).await.map_err(ApiError::internal)?;
+    let t = find_ticket(&state, &number).await?;
+    Ok(Json(TicketJson::of(&t.summary, &state.tag)))
+}
+
+async fn mailboxes(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<MailboxJson>>, ApiError> {
+    let all = state.blocking(|s| s.store.mailboxes()).await.map_err(ApiError::internal)?;
+    let items = all.iter().filter(|m| !crate::mailboxes::is_removed(m)).map(MailboxJson::of).collect();
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+async fn api_tokens(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ApiToken>>, ApiError> {
+    let items = state.blocking(|s| s.admins.api_tokens()).await.map_err(ApiError::internal)?;
+    Ok(Json(Page { items, next_cursor: None }))
+}

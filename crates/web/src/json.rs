@@ -1,0 +1,177 @@
+//! One JSON view per thing, shared by the CLI's `--json` and the REST API,
+//! so both say the same thing in the same shape.
+
+use mailrobot_core::TagFormat;
+use mailrobot_store::{
+    EntryView, Mailbox, MailboxKind, MailboxStatus, MessageKind, TicketDetail, TicketStatus, TicketSummary,
+};
+use serde::Serialize;
+
+/// A ticket in lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketJson {
+    /// As the CLI prints it and the API takes it: `TKT-000123`.
+    pub number: String,
+    /// As it appears in subjects: `[TKT-000123]`.
+    pub tag: String,
+    pub subject: String,
+    pub requester: Option<String>,
+    pub requester_name: Option<String>,
+    pub status: TicketStatus,
+    /// How many entries it has.
+    pub entries: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl TicketJson {
+    pub fn of(t: &TicketSummary, tag: &TagFormat) -> Self {
+        Self {
+            number: tag.number(t.id as u64),
+            tag: tag.tag(t.id as u64),
+            subject: t.subject.clone(),
+            requester: t.requester.clone(),
+            requester_name: t.requester_name.clone(),
+            status: t.status,
+            entries: t.entries,
+            created_at: t.created_at.clone(),
+            updated_at: t.updated_at.clone(),
+        }
+    }
+}
+
+/// A ticket with its entries (`entries` is the list here, not a count).
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketDetailJson {
+    pub number: String,
+    pub tag: String,
+    pub subject: String,
+    pub requester: Option<String>,
+    pub requester_name: Option<String>,
+    pub status: TicketStatus,
+    pub entries: Vec<EntryJson>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryJson {
+    pub position: i64,
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: String,
+    pub kind: MessageKind,
+    pub date: Option<String>,
+    pub text: String,
+    /// Sanitized: HTML is stored as received and made safe when shown.
+    pub html: Option<String>,
+    pub attachments: Vec<AttachmentJson>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentJson {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub inline: bool,
+    pub content_id: Option<String>,
+    pub sha256: String,
+}
+
+impl TicketDetailJson {
+    pub fn of(t: &TicketDetail, tag: &TagFormat) -> Self {
+        let s = TicketJson::of(&t.summary, tag);
+        Self {
+            number: s.number,
+            tag: s.tag,
+            subject: s.subject,
+            requester: s.requester,
+            requester_name: s.requester_name,
+            status: s.status,
+            entries: t.entries.iter().map(EntryJson::of).collect(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl EntryJson {
+    pub fn of(e: &EntryView) -> Self {
+        Self {
+            position: e.position,
+            message_id: e.message_id.clone(),
+            from: e.from.clone(),
+            from_name: e.from_name.clone(),
+            subject: e.subject.clone(),
+            kind: e.kind,
+            date: e.date.clone(),
+            text: e.text_body.clone(),
+            html: e.html_body.as_deref().map(mailrobot_core::html::sanitize),
+            attachments: e
+                .attachments
+                .iter()
+                .map(|a| AttachmentJson {
+                    filename: a.filename.clone(),
+                    content_type: a.content_type.clone(),
+                    size: a.size,
+                    inline: a.inline,
+                    content_id: a.content_id.clone(),
+                    sha256: a.sha256.clone(),
+                })
+                .collect(),
+            created_at: e.created_at.clone(),
+        }
+    }
+}
+
+/// A mailbox (never its password: only whether one is set).
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxJson {
+    /// What the operator should know about its settings, if anything.
+    pub warning: Option<&'static str>,
+    pub name: String,
+    pub kind: MailboxKind,
+    pub enabled: bool,
+    pub settings: serde_json::Value,
+    /// `set` or `none`.
+    pub password: &'static str,
+    pub poll_seconds: i64,
+    pub max_message_bytes: i64,
+    pub status: MailboxStatus,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i64,
+    pub last_poll_at: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub created_at: String,
+}
+
+impl MailboxJson {
+    pub fn of(m: &Mailbox) -> Self {
+        let online_ews = m.kind == MailboxKind::Ews
+            && m.config["url"].as_str().is_some_and(mailrobot_sources::ews::is_exchange_online);
+        let graph_mark_read = m.kind == MailboxKind::Graph && m.config["settle"] == "mark-read";
+        let warning = if online_ews {
+            Some(mailrobot_sources::ews::EXCHANGE_ONLINE_WARNING)
+        } else {
+            graph_mark_read.then_some(mailrobot_sources::graph::MARK_READ_WARNING)
+        };
+        Self {
+            warning,
+            name: m.name.clone(),
+            kind: m.kind,
+            enabled: m.enabled,
+            settings: m.config.clone(),
+            password: if m.has_secret { "set" } else { "none" },
+            poll_seconds: m.poll_seconds,
+            max_message_bytes: m.max_message_bytes,
+            status: m.status,
+            last_error: m.last_error.clone(),
+            consecutive_failures: m.consecutive_failures,
+            last_poll_at: m.last_poll_at.clone(),
+            next_poll_at: m.next_poll_at.clone(),
+            created_at: m.created_at.clone(),
+        }
+    }
+}
