@@ -9,7 +9,7 @@ use mailrobot_sources::{PasswordScheme, SettleAction, TlsMode};
 use mailrobot_store::{
     Capability, JournalState, Mailbox, MailboxKind, MessageFilter, MessageKind, NewMailbox, Store, TicketSummary,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::{App, SETTING_TICKET_DIGITS, SETTING_TICKET_PREFIX};
 use crate::cli::*;
@@ -343,29 +343,8 @@ pub fn messages_list(
     let tag = app.tag_format()?;
     let rows = app.store.messages(&MessageFilter { state, mailbox_id, page: None })?;
     if json_out {
-        print_json(&Value::Array(
-            rows.iter()
-                .map(|m| {
-                    json!({
-                        "id": m.journal_id,
-                        "mailbox": m.mailbox,
-                        "remote_id": m.remote_id,
-                        "message_id": m.message_id,
-                        "subject": m.subject,
-                        "from": m.from,
-                        "state": m.state,
-                        "kind": m.kind,
-                        "ticket": m.ticket_id.map(|t| tag.number(t as u64)),
-                        "reason": m.reason,
-                        "size": m.size,
-                        "sha256": m.raw_sha256,
-                        "settled": m.settled,
-                        "fetched_at": m.fetched_at,
-                        "processed_at": m.processed_at,
-                    })
-                })
-                .collect(),
-        ));
+        let views: Vec<_> = rows.iter().map(|m| mailrobot_web::json::MessageJson::of(m, &tag)).collect();
+        print_json(&serde_json::to_value(views)?);
         return Ok(());
     }
     for m in &rows {

@@ -187,23 +187,7 @@ fn tenant_set(app: &App, set: &TenantSet) -> anyhow::Result<Tenant> {
 }
 
 pub fn tenant_json(t: &Tenant) -> Value {
-    json!({
-        "name": t.name,
-        "provider": t.provider,
-        "client_id": t.client_id,
-        "tenant": t.directory,
-        "authority_url": t.authority_url,
-        "graph_url": t.graph_url,
-        "ews_url": t.ews_url,
-        "authorize_url": t.authorize_url,
-        "token_url": t.token_url,
-        // The secret itself is write-only: only when it was set.
-        "client_secret": t.secret_set_at.as_ref().map(|at| format!("set on {at}")),
-        "secret_expires_at": t.secret_expires_at,
-        "certificate": t.certificate_info,
-        "allow_plaintext": t.allow_plaintext,
-        "created_at": t.created_at,
-    })
+    serde_json::to_value(mailrobot_web::json::TenantJson::of(t)).expect("views serialize")
 }
 
 pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> {
@@ -244,24 +228,8 @@ fn find_connection(store: &dyn AuthStore, name: &str) -> anyhow::Result<Connecti
 }
 
 pub fn connection_json(app: &App, c: &Connection) -> anyhow::Result<Value> {
-    let tenant = app.auth_store.tenant(c.tenant_id)?;
-    Ok(json!({
-        "name": c.name,
-        "tenant": tenant.map(|t| t.name),
-        "capability": c.capability,
-        "capability_label": c.capability.label(),
-        "mode": c.mode,
-        "scopes": c.scopes,
-        "state": c.state,
-        "last_error": c.last_error,
-        "authenticated_as": if c.authenticated_at.is_some() {
-            json!({"name": c.authenticated_name, "username": c.authenticated_upn, "oid": c.authenticated_oid})
-        } else { Value::Null },
-        "granted_scopes": c.granted_scopes,
-        "authenticated_at": c.authenticated_at,
-        "refreshed_at": c.refreshed_at,
-        "created_at": c.created_at,
-    }))
+    let tenant = app.auth_store.tenant(c.tenant_id)?.map(|t| t.name);
+    Ok(serde_json::to_value(mailrobot_web::json::ConnectionJson::of(c, tenant))?)
 }
 
 /// The public URL for redirects: the flag or env, else what `serve` recorded.

@@ -287,7 +287,8 @@ async fn complete_setup(state: HttpState, headers: &HeaderMap, params: RedirectP
         .complete_authorization(flow_state, params.code.as_deref(), error, |initiator| {
             let ours = this_browser.as_deref() == Some(initiator);
             from_this_browser.store(ours, std::sync::atomic::Ordering::Relaxed);
-            initiator == "cli" || ours
+            // The CLI and API tokens hand the URL to whoever signs in.
+            initiator == "cli" || initiator.starts_with("api:") || ours
         })
         .await;
     match result {

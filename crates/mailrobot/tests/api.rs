@@ -111,3 +111,61 @@ async fn tokens_read_and_write_tickets_and_read_only_ones_only_read() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_journal_mailboxes_and_connections_through_the_api() {
+    use common::contoso;
+    let emu = contoso::emulator();
+    let robot = Robot::new();
+    contoso::add_tenant(&robot, &emu);
+    contoso::add_connection(&robot, "desk", "graph", "delegated");
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk-drop", &drop);
+    std::fs::write(drop.join("inbox/1.eml"), simple_mail("1@x", "With a file", "", "hi")).unwrap();
+    std::fs::write(drop.join("inbox/2.eml"), b"\x00 not a mail").unwrap();
+    robot.run(&["run-once"]);
+    let (writer, reader) = (token(&robot, "ops", false), token(&robot, "viewer", true));
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let api = format!("http://{address}/api/v1");
+
+    // The journal: the same rows as `messages list --json`, a page at a time.
+    let (_, failed) = call("GET", &format!("{api}/messages?state=failed"), Some(&reader), None).await;
+    let cli = robot.json(&["messages", "list", "--json", "--state", "failed"]);
+    assert_eq!(failed["items"][0], cli[0]);
+    let id = cli[0]["id"].as_i64().unwrap();
+    let raw = reqwest::Client::new().get(format!("{api}/messages/{id}/raw")).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(raw.headers()["content-type"], "application/octet-stream");
+    assert_eq!(raw.bytes().await.unwrap().as_ref(), b"\x00 not a mail");
+    let (status, _) = call("POST", &format!("{api}/messages/{id}/retry"), Some(&reader), None).await;
+    assert_eq!(status, 403);
+    let (status, body) = call("POST", &format!("{api}/messages/{id}/retry"), Some(&writer), None).await;
+    assert_eq!((status, body["ok"].as_bool()), (200, Some(true)), "{body}");
+    let (status, body) = call("POST", &format!("{api}/messages/{id}/retry"), Some(&writer), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("not_retryable")), "{body}");
+
+    // Mailboxes: test and poll.
+    let (_, tested) = call("POST", &format!("{api}/mailboxes/desk-drop/test"), Some(&writer), None).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    let (_, polled) = call("POST", &format!("{api}/mailboxes/desk-drop/poll"), Some(&writer), None).await;
+    assert!(polled["message"].as_str().unwrap().contains("processed"), "{polled}");
+
+    // Tenants and connections: the CLI's views, no secret.
+    let (_, tenants) = call("GET", &format!("{api}/tenants"), Some(&reader), None).await;
+    assert_eq!(tenants["items"][0], robot.json(&["tenant", "list", "--json"])[0]);
+    assert!(!tenants.to_string().contains(contoso::SECRET));
+    // Setup Authentication started through the API, finished in a browser.
+    let (status, started) = call("POST", &format!("{api}/connections/desk/authorize"), Some(&writer), None).await;
+    assert_eq!(status, 200, "{started}");
+    let url = started["authorize_url"].as_str().unwrap();
+    let (status, body, _) =
+        common::oauth::sign_in_as(&emu, contoso::DOMAIN, contoso::AGENT, contoso::AGENT_PASSWORD, url, true).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, connections) = call("GET", &format!("{api}/connections"), Some(&reader), None).await;
+    assert_eq!(connections["items"][0]["state"], "ready", "{connections}");
+    assert_eq!(connections["items"][0], robot.json(&["connection", "list", "--json"])[0]);
+    let (_, tested) = call("POST", &format!("{api}/connections/desk/test"), Some(&writer), None).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

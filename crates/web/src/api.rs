@@ -7,13 +7,13 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use mailrobot_store::{ApiToken, TicketQuery, TicketStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::WebState;
-use crate::json::{MailboxJson, TicketDetailJson, TicketJson};
+use crate::json::{ConnectionJson, MailboxJson, MessageJson, TenantJson, TicketDetailJson, TicketJson};
 use crate::session::token_sha256;
 
 /// Prefix of every API token, so one is recognised in a config or a leak scan.
@@ -104,7 +104,17 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/api/v1/tickets", get(tickets))
         .route("/api/v1/tickets/{number}", get(ticket).patch(patch_ticket))
+        .route("/api/v1/tickets/{number}/entries/{position}/attachments/{index}", get(attachment))
         .route("/api/v1/mailboxes", get(mailboxes))
+        .route("/api/v1/mailboxes/{name}/test", post(mailbox_test))
+        .route("/api/v1/mailboxes/{name}/poll", post(mailbox_poll))
+        .route("/api/v1/messages", get(messages))
+        .route("/api/v1/messages/{id}/retry", post(message_retry))
+        .route("/api/v1/messages/{id}/raw", get(message_raw))
+        .route("/api/v1/tenants", get(tenants))
+        .route("/api/v1/connections", get(connections))
+        .route("/api/v1/connections/{name}/authorize", post(connection_authorize))
+        .route("/api/v1/connections/{name}/test", post(connection_test))
         .route("/api/v1/api-tokens", get(api_tokens))
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
@@ -215,4 +225,199 @@ async fn mailboxes(State(state): State<WebState>, _caller: Caller) -> Result<Jso
 async fn api_tokens(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ApiToken>>, ApiError> {
     let items = state.blocking(|s| s.admins.api_tokens()).await.map_err(ApiError::internal)?;
     Ok(Json(Page { items, next_cursor: None }))
+}
+
+/// What an action did: whether it worked, in words.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub ok: bool,
+    pub message: String,
+}
+
+impl Outcome {
+    fn of(result: Result<String, String>) -> Json<Outcome> {
+        Json(match result {
+            Ok(message) => Outcome { ok: true, message },
+            Err(message) => Outcome { ok: false, message },
+        })
+    }
+}
+
+async fn mailbox_test(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Outcome>, ApiError> {
+    caller.may_write()?;
+    Ok(Outcome::of(state.ops.test_mailbox(&name).await))
+}
+
+async fn mailbox_poll(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Outcome>, ApiError> {
+    caller.may_write()?;
+    Ok(Outcome::of(state.ops.poll_now(&name).await))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    state: Option<String>,
+    mailbox: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn messages(
+    State(state): State<WebState>,
+    _caller: Caller,
+    Query(query): Query<MessagesQuery>,
+) -> Result<Json<Page<MessageJson>>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let journal_state = match query.state.as_deref() {
+        Some(s) => Some(
+            s.parse::<mailrobot_store::JournalState>()
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e))?,
+        ),
+        None => None,
+    };
+    let before_id = match query.cursor.as_deref() {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
+        })?),
+        None => None,
+    };
+    let mailbox = query.mailbox.clone();
+    let mut rows = state
+        .blocking(move |s| {
+            let mailbox_id = match mailbox {
+                Some(name) => match s.store.mailbox_by_name(&name)? {
+                    Some(m) => Some(m.id),
+                    None => return Ok(None),
+                },
+                None => None,
+            };
+            let page = mailrobot_store::MessagePage { before_id, limit: limit + 1 };
+            let filter = mailrobot_store::MessageFilter { state: journal_state, mailbox_id, page: Some(page) };
+            Ok(Some(s.store.messages(&filter)?))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("mailbox"))?;
+    let next_cursor = (rows.len() > limit).then(|| {
+        rows.truncate(limit);
+        rows.last().map(|m| m.journal_id.to_string()).unwrap_or_default()
+    });
+    Ok(Json(Page { items: rows.iter().map(|m| MessageJson::of(m, &state.tag)).collect(), next_cursor }))
+}
+
+async fn message_retry(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Outcome>, ApiError> {
+    caller.may_write()?;
+    if state.blocking(move |s| s.store.retry_message(id)).await.map_err(ApiError::internal)? {
+        Ok(Json(Outcome { ok: true, message: format!("mail {id} queued again; the mailbox's next poll processes it") }))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!("mail {id} is not a failed mail with its content kept"),
+        ))
+    }
+}
+
+/// Bytes to download, never to render.
+fn download(bytes: Vec<u8>, filename: &str) -> Response {
+    let ascii: String =
+        filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    let disposition =
+        format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", crate::pages::path_segment(filename));
+    (
+        [
+            (header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream")),
+            (
+                header::CONTENT_DISPOSITION,
+                header::HeaderValue::from_str(&disposition).unwrap_or(header::HeaderValue::from_static("attachment")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn message_raw(
+    State(state): State<WebState>,
+    _caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let bytes = state.blocking(move |s| s.store.message_raw(id)).await.map_err(ApiError::internal)?;
+    let bytes = bytes.ok_or_else(|| ApiError::not_found("mail with its content kept"))?;
+    Ok(download(bytes, &format!("mail-{id}.eml")))
+}
+
+async fn attachment(
+    State(state): State<WebState>,
+    _caller: Caller,
+    Path((number, position, index)): Path<(String, i64, usize)>,
+) -> Result<Response, ApiError> {
+    let t = find_ticket(&state, &number).await?;
+    let a = t
+        .entries
+        .iter()
+        .find(|e| e.position == position)
+        .and_then(|e| e.attachments.get(index))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("attachment"))?;
+    let sha = a.sha256.clone();
+    let bytes = state.blocking(move |s| s.store.blob(&sha)).await.map_err(ApiError::internal)?;
+    let bytes = bytes.ok_or_else(|| ApiError::not_found("attachment content"))?;
+    Ok(download(bytes, &a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1))))
+}
+
+async fn tenants(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<TenantJson>>, ApiError> {
+    let all = state.blocking(|s| s.auth.tenants()).await.map_err(ApiError::internal)?;
+    Ok(Json(Page { items: all.iter().map(TenantJson::of).collect(), next_cursor: None }))
+}
+
+async fn connections(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ConnectionJson>>, ApiError> {
+    let (all, tenants) =
+        state.blocking(|s| Ok((s.auth.connections()?, s.auth.tenants()?))).await.map_err(ApiError::internal)?;
+    let items = all
+        .iter()
+        .map(|c| ConnectionJson::of(c, tenants.iter().find(|t| t.id == c.tenant_id).map(|t| t.name.clone())))
+        .collect();
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthorizeUrl {
+    /// Open it in a browser and sign in within 10 minutes.
+    pub authorize_url: String,
+}
+
+async fn connection_authorize(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<AuthorizeUrl>, ApiError> {
+    caller.may_write()?;
+    // Like the CLI's `connection authorize`: whoever the token's holder
+    // gives the URL to signs in.
+    let initiator = format!("api:{}", caller.0.name);
+    match state.ops.begin_setup(&name, initiator).await {
+        Ok(authorize_url) => Ok(Json(AuthorizeUrl { authorize_url })),
+        Err(message) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "setup_not_started", message)),
+    }
+}
+
+async fn connection_test(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Outcome>, ApiError> {
+    caller.may_write()?;
+    Ok(Outcome::of(state.ops.test_connection(&name).await))
 }

@@ -175,3 +175,137 @@ impl MailboxJson {
         }
     }
 }
+
+/// An app registration (the secret only as when it was set).
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantJson {
+    pub name: String,
+    pub provider: String,
+    pub client_id: String,
+    pub tenant: Option<String>,
+    pub authority_url: Option<String>,
+    pub graph_url: Option<String>,
+    pub ews_url: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    /// `set on <time>`, or null: the secret itself is write-only.
+    pub client_secret: Option<String>,
+    pub secret_expires_at: Option<String>,
+    pub certificate: Option<String>,
+    pub allow_plaintext: bool,
+    pub created_at: String,
+}
+
+impl TenantJson {
+    pub fn of(t: &mailrobot_store::Tenant) -> Self {
+        Self {
+            name: t.name.clone(),
+            provider: t.provider.clone(),
+            client_id: t.client_id.clone(),
+            tenant: t.directory.clone(),
+            authority_url: t.authority_url.clone(),
+            graph_url: t.graph_url.clone(),
+            ews_url: t.ews_url.clone(),
+            authorize_url: t.authorize_url.clone(),
+            token_url: t.token_url.clone(),
+            client_secret: t.secret_set_at.as_ref().map(|at| format!("set on {at}")),
+            secret_expires_at: t.secret_expires_at.clone(),
+            certificate: t.certificate_info.clone(),
+            allow_plaintext: t.allow_plaintext,
+            created_at: t.created_at.clone(),
+        }
+    }
+}
+
+/// A service connection (never a token).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionJson {
+    pub name: String,
+    pub tenant: Option<String>,
+    pub capability: mailrobot_store::Capability,
+    pub capability_label: &'static str,
+    pub mode: mailrobot_store::Mode,
+    pub scopes: Vec<String>,
+    pub state: mailrobot_store::ConnectionState,
+    pub last_error: Option<String>,
+    pub authenticated_as: Option<AuthenticatedAs>,
+    pub granted_scopes: Option<String>,
+    pub authenticated_at: Option<String>,
+    pub refreshed_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthenticatedAs {
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub oid: Option<String>,
+}
+
+impl ConnectionJson {
+    /// `tenant` is the name of the connection's tenant.
+    pub fn of(c: &mailrobot_store::Connection, tenant: Option<String>) -> Self {
+        Self {
+            name: c.name.clone(),
+            tenant,
+            capability: c.capability,
+            capability_label: c.capability.label(),
+            mode: c.mode,
+            scopes: c.scopes.clone(),
+            state: c.state,
+            last_error: c.last_error.clone(),
+            authenticated_as: c.authenticated_at.as_ref().map(|_| AuthenticatedAs {
+                name: c.authenticated_name.clone(),
+                username: c.authenticated_upn.clone(),
+                oid: c.authenticated_oid.clone(),
+            }),
+            granted_scopes: c.granted_scopes.clone(),
+            authenticated_at: c.authenticated_at.clone(),
+            refreshed_at: c.refreshed_at.clone(),
+            created_at: c.created_at.clone(),
+        }
+    }
+}
+
+/// One row of the mail journal.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageJson {
+    pub id: i64,
+    pub mailbox: String,
+    pub remote_id: String,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub state: mailrobot_store::JournalState,
+    pub kind: Option<MessageKind>,
+    /// The ticket's number, as the CLI prints it.
+    pub ticket: Option<String>,
+    pub reason: Option<String>,
+    pub size: i64,
+    pub sha256: Option<String>,
+    pub settled: bool,
+    pub fetched_at: String,
+    pub processed_at: Option<String>,
+}
+
+impl MessageJson {
+    pub fn of(m: &mailrobot_store::MessageView, tag: &TagFormat) -> Self {
+        Self {
+            id: m.journal_id,
+            mailbox: m.mailbox.clone(),
+            remote_id: m.remote_id.clone(),
+            message_id: m.message_id.clone(),
+            subject: m.subject.clone(),
+            from: m.from.clone(),
+            state: m.state,
+            kind: m.kind,
+            ticket: m.ticket_id.map(|t| tag.number(t as u64)),
+            reason: m.reason.clone(),
+            size: m.size,
+            sha256: m.raw_sha256.clone(),
+            settled: m.settled,
+            fetched_at: m.fetched_at.clone(),
+            processed_at: m.processed_at.clone(),
+        }
+    }
+}
