@@ -124,13 +124,53 @@ async fn unknown() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; the API lives under /api/v1")
 }
 
+/// `limit` and `cursor` of a list request.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    // Text: a flattened query string carries no numbers (serde_urlencoded).
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size (1 to [`MAX_LIMIT`]) and the id the page starts below.
+    fn read(&self) -> Result<(usize, Option<i64>), ApiError> {
+        let limit = match self.limit.as_deref() {
+            Some(l) => l.parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_limit",
+                    format!("limit must be a number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+            None => DEFAULT_LIMIT,
+        }
+        .clamp(1, MAX_LIMIT);
+        let before = match self.cursor.as_deref() {
+            Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
+            })?),
+            None => None,
+        };
+        Ok((limit, before))
+    }
+}
+
+/// `text` parsed as `T`, or a 400 with `code`.
+fn parse_param<T: std::str::FromStr<Err = String>>(
+    text: Option<&str>,
+    code: &'static str,
+) -> Result<Option<T>, ApiError> {
+    text.map(|t| t.parse::<T>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, code, e))).transpose()
+}
+
 #[derive(Debug, Deserialize)]
 pub struct TicketsQuery {
     /// Words in the subject or requester, or a ticket number.
     q: Option<String>,
     status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn tickets(
@@ -138,19 +178,8 @@ async fn tickets(
     _caller: Caller,
     Query(query): Query<TicketsQuery>,
 ) -> Result<Json<Page<TicketJson>>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let status = match query.status.as_deref() {
-        Some(s) => {
-            Some(s.parse::<TicketStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", e))?)
-        }
-        None => None,
-    };
-    let before_id = match query.cursor.as_deref() {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
-        })?),
-        None => None,
-    };
+    let (limit, before_id) = query.page.read()?;
+    let status = parse_param::<TicketStatus>(query.status.as_deref(), "invalid_status")?;
     let text = query.q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
     let number = text.as_deref().and_then(|t| state.tag.parse_number(t)).and_then(|n| i64::try_from(n).ok());
     let q = TicketQuery { text, number, status, mailbox_id: None, before_id, limit: limit + 1 };
@@ -265,8 +294,8 @@ async fn mailbox_poll(
 pub struct MessagesQuery {
     state: Option<String>,
     mailbox: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn messages(
@@ -274,20 +303,8 @@ async fn messages(
     _caller: Caller,
     Query(query): Query<MessagesQuery>,
 ) -> Result<Json<Page<MessageJson>>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let journal_state = match query.state.as_deref() {
-        Some(s) => Some(
-            s.parse::<mailrobot_store::JournalState>()
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e))?,
-        ),
-        None => None,
-    };
-    let before_id = match query.cursor.as_deref() {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
-        })?),
-        None => None,
-    };
+    let (limit, before_id) = query.page.read()?;
+    let journal_state = parse_param::<mailrobot_store::JournalState>(query.state.as_deref(), "invalid_state")?;
     let mailbox = query.mailbox.clone();
     let mut rows = state
         .blocking(move |s| {
@@ -329,25 +346,6 @@ async fn message_retry(
     }
 }
 
-/// Bytes to download, never to render.
-fn download(bytes: Vec<u8>, filename: &str) -> Response {
-    let ascii: String =
-        filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
-    let disposition =
-        format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", crate::pages::path_segment(filename));
-    (
-        [
-            (header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream")),
-            (
-                header::CONTENT_DISPOSITION,
-                header::HeaderValue::from_str(&disposition).unwrap_or(header::HeaderValue::from_static("attachment")),
-            ),
-        ],
-        bytes,
-    )
-        .into_response()
-}
-
 async fn message_raw(
     State(state): State<WebState>,
     _caller: Caller,
@@ -355,7 +353,7 @@ async fn message_raw(
 ) -> Result<Response, ApiError> {
     let bytes = state.blocking(move |s| s.store.message_raw(id)).await.map_err(ApiError::internal)?;
     let bytes = bytes.ok_or_else(|| ApiError::not_found("mail with its content kept"))?;
-    Ok(download(bytes, &format!("mail-{id}.eml")))
+    Ok(crate::pages::download(bytes, &format!("mail-{id}.eml")))
 }
 
 async fn attachment(
@@ -374,7 +372,7 @@ async fn attachment(
     let sha = a.sha256.clone();
     let bytes = state.blocking(move |s| s.store.blob(&sha)).await.map_err(ApiError::internal)?;
     let bytes = bytes.ok_or_else(|| ApiError::not_found("attachment content"))?;
-    Ok(download(bytes, &a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1))))
+    Ok(crate::pages::download(bytes, &a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1))))
 }
 
 async fn tenants(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<TenantJson>>, ApiError> {

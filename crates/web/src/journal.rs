@@ -4,8 +4,7 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mailrobot_store::{JournalState, MessageFilter, MessagePage};
 use serde::Deserialize;
 
@@ -146,18 +145,7 @@ pub async fn retry(
 pub async fn raw(State(state): State<WebState>, _signed_in: SignedIn, Path(id): Path<i64>) -> Response {
     let loaded = state.blocking(move |s| s.store.message_raw(id)).await;
     match loaded {
-        Ok(Some(bytes)) => {
-            let disposition = HeaderValue::from_str(&format!("attachment; filename=\"mail-{id}.eml\""))
-                .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-            (
-                [
-                    (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-                    (header::CONTENT_DISPOSITION, disposition),
-                ],
-                bytes,
-            )
-                .into_response()
-        }
+        Ok(Some(bytes)) => crate::pages::download(bytes, &format!("mail-{id}.eml")),
         Ok(None) => not_found("This mail's content was not kept (it was refused before download)."),
         Err(err) => error_page(&err),
     }

@@ -50,6 +50,25 @@ pub fn path_segment(name: &str) -> String {
     out
 }
 
+/// Bytes to download, never to render: `application/octet-stream` with
+/// `Content-Disposition: attachment` and the name (RFC 6266: an ASCII
+/// fallback and the name as given, percent-encoded).
+pub fn download(bytes: Vec<u8>, filename: &str) -> Response {
+    let ascii: String =
+        filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", path_segment(filename));
+    let disposition = axum::http::HeaderValue::from_str(&disposition)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("attachment"));
+    (
+        [
+            (header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
 /// The answer to a form without this session's CSRF token.
 pub fn csrf_refused() -> Response {
     (StatusCode::FORBIDDEN, "The form expired; go back, reload the page and try again.").into_response()

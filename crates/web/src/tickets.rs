@@ -328,19 +328,5 @@ pub async fn attachment(
         Err(err) => return error_page(&err),
     };
     let name = a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1));
-    // RFC 6266: an ASCII fallback and the name as given, percent-encoded.
-    let ascii: String =
-        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
-    let disposition =
-        format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", crate::pages::path_segment(&name));
-    let disposition = HeaderValue::from_str(&disposition).unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    (
-        [
-            // Never rendered by the browser, whatever it claims to be.
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        bytes,
-    )
-        .into_response()
+    crate::pages::download(bytes, &name)
 }
