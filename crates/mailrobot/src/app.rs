@@ -7,7 +7,9 @@ use anyhow::Context;
 use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
-use mailrobot_store::{AdminStore, AuthStore, ProcessingRules, SealedStore, SqliteStore, Store};
+use mailrobot_store::{
+    AdminStore, AuthStore, Capability, Mode, ProcessingRules, SealedStore, ServiceScopes, SqliteStore, Store,
+};
 
 use crate::pipeline::{BatchLimits, Pipeline};
 
@@ -29,12 +31,36 @@ pub struct App {
     broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
 
+/// The built-in default scopes of every Microsoft 365 capability and mode.
+pub fn builtin_service_scopes() -> Vec<ServiceScopes> {
+    Capability::ALL
+        .iter()
+        .flat_map(|c| [Mode::Delegated, Mode::Application].map(|m| (*c, m)))
+        .map(|(capability, mode)| ServiceScopes {
+            capability,
+            mode,
+            scopes: mailrobot_auth::model::default_scopes(capability, mode),
+        })
+        .collect()
+}
+
+/// Stores the built-in defaults the database lacks (a write only when some
+/// are missing: every command opens the store).
+fn seed_service_scopes(store: &dyn AuthStore) -> anyhow::Result<()> {
+    let defaults = builtin_service_scopes();
+    if store.service_scopes()?.len() < defaults.len() {
+        store.seed_service_scopes(&defaults)?;
+    }
+    Ok(())
+}
+
 impl App {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         crate::data_dir::secure(data_dir)?;
         crate::data_dir::prepare_database_file(&data_dir.join(DB_FILE))?;
         let sqlite = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let secrets = SecretBox::load(data_dir)?;
+        seed_service_scopes(sqlite.as_ref())?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             store: sqlite.clone() as Arc<dyn Store>,

@@ -257,7 +257,13 @@ pub fn connection_add(
         if tenant.provider == PROVIDER_OAUTH2 {
             bail!("a generic OAuth2 tenant has no default scopes: give them with --scope (repeatable)");
         }
-        mailrobot_auth::model::default_scopes(capability, mode)
+        // The Services page's defaults, else the built-in ones.
+        app.auth_store
+            .service_scopes()?
+            .into_iter()
+            .find(|s| s.capability == capability && s.mode == mode)
+            .map(|s| s.scopes)
+            .unwrap_or_else(|| mailrobot_auth::model::default_scopes(capability, mode))
     } else {
         scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect()
     };

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use mailrobot_secrets::Secret;
-use mailrobot_store::{Connection, Mailbox, MailboxKind, Tenant, TenantUpdate};
+use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
-    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, OpResult, Operations, TenantForm,
+    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, OpResult, Operations, ServiceOperations,
+    TenantForm,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -173,6 +174,25 @@ impl RobotOperations {
         self.run(move |app| {
             let mailbox = crate::commands::find_mailbox(app.store.as_ref(), &name)?;
             Ok((mailbox, app.pipeline()?))
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceOperations for RobotOperations {
+    async fn set_service_scopes(&self, scopes: ServiceScopes) -> OpResult<()> {
+        self.run(move |app| {
+            if scopes.scopes.is_empty() {
+                bail!("give at least one scope");
+            }
+            if scopes.mode == mailrobot_store::Mode::Application
+                && scopes.scopes.iter().any(|s| !s.ends_with("/.default"))
+            {
+                bail!("application mode (client credentials) takes one scope of the form {{resource}}/.default");
+            }
+            mailrobot_auth::model::check_one_resource(&scopes.scopes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(app.auth_store.set_service_scopes(&scopes)?)
         })
         .await
     }

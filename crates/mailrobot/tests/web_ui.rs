@@ -661,3 +661,37 @@ async fn the_demo_prints_a_sign_in_that_opens_the_dashboard() {
     demo.kill().unwrap();
     let _ = demo.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_scopes_are_edited_on_the_services_page_and_new_connections_get_them() {
+    let emu = common::contoso::emulator();
+    let robot = robot_with_a_mailbox();
+    common::contoso::add_tenant(&robot, &emu);
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-services").await;
+    browser.click_link("Services").await;
+    browser.heading("Services").await;
+    let row = browser.row("POP3").await;
+    assert!(row.iter().any(|c| c == "Delegated"), "{row:?}");
+    browser.screenshot("services").await;
+
+    // Two resources in one line: refused, nothing stored.
+    let label = "Scopes for POP3 (Delegated)";
+    browser.fill(label, "https://outlook.office.com/POP.AccessAsUser.All https://graph.microsoft.com/Mail.Read").await;
+    browser.click_button_in_row("POP3", "Delegated", "Save").await;
+    assert!(browser.text().await.contains("Not saved:"), "{}", browser.text().await);
+
+    browser.fill(label, "https://outlook.office.com/POP.AccessAsUser.All offline_access").await;
+    browser.click_button_in_row("POP3", "Delegated", "Save").await;
+    assert!(browser.text().await.contains("Default scopes for POP3 (delegated) saved."), "{}", browser.text().await);
+    browser.close().await;
+
+    common::contoso::add_connection(&robot, "pop-desk", "pop", "delegated");
+    let connection = &robot.json(&["connection", "list", "--json"])[0];
+    assert_eq!(
+        connection["scopes"],
+        serde_json::json!(["https://outlook.office.com/POP.AccessAsUser.All", "offline_access"])
+    );
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

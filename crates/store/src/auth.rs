@@ -124,6 +124,14 @@ pub struct CachedToken {
     pub expires_at: String,
 }
 
+/// The scopes a new connection of a capability and mode gets by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceScopes {
+    pub capability: crate::Capability,
+    pub mode: crate::Mode,
+    pub scopes: Vec<String>,
+}
+
 pub trait AuthStore: Send + Sync {
     fn add_tenant(&self, new: &NewTenant) -> Result<Tenant>;
     fn tenants(&self) -> Result<Vec<Tenant>>;
@@ -177,4 +185,10 @@ pub trait AuthStore: Send + Sync {
     fn take_auth_flow(&self, state: &str) -> Result<Option<AuthFlow>>;
     /// Binds a mailbox to a connection (its tokens authenticate the mailbox).
     fn set_mailbox_connection(&self, mailbox_id: i64, connection_id: Option<i64>) -> Result<()>;
+
+    /// Every capability and mode's default scopes, in capability order.
+    fn service_scopes(&self) -> Result<Vec<ServiceScopes>>;
+    /// Stores these defaults where none are stored yet (first start, new capabilities).
+    fn seed_service_scopes(&self, defaults: &[ServiceScopes]) -> Result<()>;
+    fn set_service_scopes(&self, scopes: &ServiceScopes) -> Result<()>;
 }

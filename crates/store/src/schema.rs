@@ -225,4 +225,14 @@ CREATE TABLE api_tokens (
     created_at   TEXT NOT NULL
 );
 "#,
+    // 7: the default scopes of each Microsoft 365 capability and mode, editable
+    // (the Services page); the built-in defaults are seeded when missing.
+    r#"
+CREATE TABLE service_scopes (
+    capability TEXT NOT NULL,
+    mode       TEXT NOT NULL CHECK (mode IN ('delegated', 'application')),
+    scopes     TEXT NOT NULL,
+    PRIMARY KEY (capability, mode)
+) WITHOUT ROWID;
+"#,
 ];

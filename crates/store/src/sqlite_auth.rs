@@ -390,6 +390,47 @@ impl AuthStore for SqliteStore {
             Ok(())
         })
     }
+
+    fn service_scopes(&self) -> Result<Vec<ServiceScopes>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT capability, mode, scopes FROM service_scopes")?;
+        let mut rows = stmt
+            .query_map([], |r| {
+                let scopes: String = r.get(2)?;
+                Ok(ServiceScopes {
+                    capability: r.get(0)?,
+                    mode: r.get(1)?,
+                    scopes: scopes.split_whitespace().map(str::to_string).collect(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let order = |c: crate::Capability| crate::Capability::ALL.iter().position(|x| *x == c);
+        rows.sort_by_key(|s| (order(s.capability), s.mode == crate::Mode::Application));
+        Ok(rows)
+    }
+
+    fn seed_service_scopes(&self, defaults: &[ServiceScopes]) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO service_scopes (capability, mode, scopes) VALUES (?1, ?2, ?3)",
+            )?;
+            for d in defaults {
+                stmt.execute(params![d.capability, d.mode, d.scopes.join(" ")])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_service_scopes(&self, scopes: &ServiceScopes) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO service_scopes (capability, mode, scopes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (capability, mode) DO UPDATE SET scopes = excluded.scopes",
+                params![scopes.capability, scopes.mode, scopes.scopes.join(" ")],
+            )?;
+            Ok(())
+        })
+    }
 }
 
 fn put_token_tx(tx: &rusqlite::Transaction<'_>, connection_id: i64, resource: &str, token: &CachedToken) -> Result<()> {

@@ -158,6 +158,19 @@ impl Browser {
         self.navigating(button.click()).await;
     }
 
+    /// Clicks the button named `name` in the table row whose header cell is
+    /// `row` and which has a cell reading `cell` (rows that repeat a header).
+    pub async fn click_button_in_row(&self, row: &str, cell: &str, name: &str) {
+        let xpath = format!(
+            "//tr[th[normalize-space()={}] and td[normalize-space()={}]]//button[normalize-space()={}]",
+            xpath_literal(row),
+            xpath_literal(cell),
+            xpath_literal(name)
+        );
+        let button = self.find(&xpath, &format!("the button {name:?} in row {row:?} / {cell:?}")).await;
+        self.navigating(button.click()).await;
+    }
+
     /// Clicks the link whose visible name is `name`, and waits for its page.
     pub async fn click_link(&self, name: &str) {
         let xpath = format!("//a[normalize-space()={}]", xpath_literal(name));

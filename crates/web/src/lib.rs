@@ -21,6 +21,7 @@ pub mod mailboxes;
 pub mod ops;
 pub mod pages;
 pub mod password;
+pub mod services;
 pub mod session;
 pub mod tenants;
 pub mod throttle;
@@ -86,6 +87,7 @@ pub fn router(state: WebState) -> Router {
         .route("/tenants", get(tenants::list))
         .route("/tenants/new", get(tenants::new_form).post(tenants::create))
         .route("/tenants/{name}", get(tenants::edit_form).post(tenants::update))
+        .route("/services", get(services::page).post(services::save))
         .route("/connections", get(connections::list))
         .route("/connections/new", get(connections::new_form).post(connections::create))
         .route("/connections/{name}", get(connections::page))

@@ -25,7 +25,7 @@ pub struct TenantForm {
 pub type OpResult<T> = Result<T, String>;
 
 #[async_trait::async_trait]
-pub trait Operations: ConnectionOperations + MailboxOperations + Send + Sync {
+pub trait Operations: ConnectionOperations + MailboxOperations + ServiceOperations + Send + Sync {
     async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant>;
     /// Saves the tenant called `name` (the form's name is not changed).
     async fn update_tenant(&self, name: &str, form: TenantForm) -> OpResult<Tenant>;
@@ -86,4 +86,12 @@ pub trait MailboxOperations: Send + Sync {
     async fn test_mailbox(&self, name: &str) -> OpResult<String>;
     /// One pass over the mailbox now: what it did, in words.
     async fn poll_now(&self, name: &str) -> OpResult<String>;
+}
+
+/// The Services page's part of [`Operations`].
+#[async_trait::async_trait]
+pub trait ServiceOperations: Send + Sync {
+    /// Checks and stores a capability and mode's default scopes (new
+    /// connections get them; existing ones keep theirs).
+    async fn set_service_scopes(&self, scopes: mailrobot_store::ServiceScopes) -> OpResult<()>;
 }

@@ -30,6 +30,7 @@ impl Layout {
         &[
             ("/dashboard", "Dashboard"),
             ("/tenants", "Tenants"),
+            ("/services", "Services"),
             ("/connections", "Service Connections"),
             ("/mailboxes", "Mailboxes"),
             ("/journal", "Mail journal"),
