@@ -29,6 +29,8 @@ use tower::ServiceExt;
 pub const HEADER_TIMEOUT_ENV: &str = "MAILROBOT_HTTP_HEADER_TIMEOUT_SECS";
 pub const REQUEST_TIMEOUT_ENV: &str = "MAILROBOT_HTTP_REQUEST_TIMEOUT_SECS";
 pub const MAX_CONNECTIONS_ENV: &str = "MAILROBOT_HTTP_MAX_CONNECTIONS";
+/// When set, `/metrics` answers only requests with `Authorization: Bearer <this>`.
+pub const METRICS_TOKEN_ENV: &str = "MAILROBOT_METRICS_TOKEN";
 
 /// How long /healthz and /metrics reuse one count of the journal.
 pub const COUNTS_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -92,11 +94,14 @@ pub struct HttpState {
     pub broker: Arc<TokenBroker>,
     pub limits: HttpLimits,
     counts: Arc<CountsCache>,
+    /// `/metrics` needs this bearer token, if set ([`METRICS_TOKEN_ENV`]).
+    metrics_token: Option<Arc<str>>,
 }
 
 impl HttpState {
     pub fn new(store: Arc<dyn Store>, metrics: PrometheusHandle, broker: Arc<TokenBroker>, limits: HttpLimits) -> Self {
-        Self { store, metrics, broker, limits, counts: Arc::new(CountsCache::default()) }
+        let metrics_token = std::env::var(METRICS_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Arc::from);
+        Self { store, metrics, broker, limits, counts: Arc::new(CountsCache::default()), metrics_token }
     }
 }
 
@@ -333,7 +338,19 @@ async fn healthz(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|t| mailrobot_web::session::same_token(t.trim(), expected)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("/metrics needs Authorization: Bearer <the value of {METRICS_TOKEN_ENV}>\n"),
+            )
+                .into_response();
+        }
+    }
     if let Some(counts) = state.counts.get(&state.store).await {
         metrics::gauge!("mailrobot_tickets").set(counts.tickets as f64);
         metrics::gauge!("mailrobot_journal_messages", "state" => "fetched").set(counts.fetched as f64);

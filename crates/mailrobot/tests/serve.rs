@@ -264,3 +264,28 @@ fn a_burst_of_metrics_requests_counts_the_journal_at_most_once_per_period() {
     assert!(after - before <= allowed as f64, "{} counts for 41 requests in {:?}", after - before, started.elapsed());
     stop(child);
 }
+
+#[test]
+fn metrics_can_be_put_behind_a_token() {
+    let robot = Robot::new();
+    let (child, address) = robot.spawn_serve(&[("MAILROBOT_METRICS_TOKEN", "prometheus-scrape-secret")]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let refused = http_get_full(&address, "/metrics").unwrap();
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("MAILROBOT_METRICS_TOKEN") && !refused.body.contains("prometheus-scrape-secret"));
+    let with = |token: &str| {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(with("wrong").starts_with("HTTP/1.1 401"));
+    let answer = with("prometheus-scrape-secret");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("mailrobot_"), "{answer}");
+    stop(child);
+}
