@@ -89,6 +89,30 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Args, Default)]
+pub struct MailboxSet {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub folder: Option<String>,
+    #[arg(long)]
+    pub processed_folder: Option<String>,
+    #[arg(long)]
+    pub error_folder: Option<String>,
+    #[arg(long, value_enum)]
+    pub settle: Option<SettleArg>,
+    #[arg(long)]
+    pub poll_seconds: Option<i64>,
+    #[arg(long)]
+    pub max_message_mb: Option<i64>,
+    /// Name of the environment variable holding a new password.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_env: Option<String>,
+    /// Read a new password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
     /// Make a token; it is printed once, alone on the last line, and only
@@ -144,6 +168,8 @@ pub enum AdminCommand {
 pub enum MailboxCommand {
     /// Add a mailbox. Passwords come from an environment variable or stdin, never the command line.
     Add(Box<MailboxAdd>),
+    /// Change a mailbox: the flags given replace those settings, the rest stay.
+    Set(Box<MailboxSet>),
     List {
         #[arg(long)]
         json: bool,

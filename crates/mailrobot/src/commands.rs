@@ -20,7 +20,12 @@ pub fn print_json(value: &Value) {
 }
 
 fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
-    if let Some(var) = &add.password_env {
+    read_secret(&add.name, add.password_env.as_deref(), add.password_stdin)
+}
+
+/// A mailbox password from the variable named `env` or the first line of stdin.
+fn read_secret(mailbox: &str, env: Option<&str>, stdin: bool) -> anyhow::Result<Option<Secret>> {
+    if let Some(var) = env {
         let value = std::env::var(var)
             .map_err(|_| anyhow!("environment variable {var} (named by --password-env) is not set or not UTF-8"))?;
         if value.is_empty() {
@@ -28,9 +33,9 @@ fn read_password(add: &MailboxAdd) -> anyhow::Result<Option<Secret>> {
         }
         return Ok(Some(Secret::new(value)));
     }
-    if add.password_stdin {
+    if stdin {
         if std::io::stdin().is_terminal() {
-            crate::esay!("Password for mailbox {} (one line):", add.name);
+            crate::esay!("Password for mailbox {mailbox} (one line):");
         }
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
@@ -242,6 +247,57 @@ fn login_method(
     }
     *connection_id = Some(connection.id);
     Ok(LoginMethod::Oauth)
+}
+
+/// Changes a mailbox: `set`'s fields given replace those settings; a
+/// password given replaces the stored one. Checked as `mailbox add` checks.
+pub fn mailbox_update(app: &App, set: &MailboxSet, password: Option<Secret>) -> anyhow::Result<Mailbox> {
+    let m = find_mailbox(app.store.as_ref(), &set.name)?;
+    let mut config = m.config.clone();
+    let settings = config.as_object_mut().ok_or_else(|| anyhow!("mailbox {} has unreadable settings", m.name))?;
+    let settle = set.settle.map(|s| match s {
+        SettleArg::Move => "move",
+        SettleArg::MarkRead => "mark-read",
+        SettleArg::Delete => "delete",
+    });
+    for (key, flag, value) in [
+        ("folder", "--folder", set.folder.as_deref()),
+        ("processed_folder", "--processed-folder", set.processed_folder.as_deref()),
+        ("error_folder", "--error-folder", set.error_folder.as_deref()),
+        ("settle", "--settle", settle),
+    ] {
+        let Some(value) = value else { continue };
+        if !settings.contains_key(key) {
+            bail!("{flag} does not apply to a {} mailbox", m.kind);
+        }
+        if value.trim().is_empty() {
+            bail!("{flag} cannot be empty");
+        }
+        mailrobot_sources::error::refuse_line_breaks(value, flag).map_err(|e| anyhow!("{e}"))?;
+        settings.insert(key.to_string(), value.trim().into());
+    }
+    let poll_seconds = set.poll_seconds.unwrap_or(m.poll_seconds);
+    if poll_seconds < 1 {
+        bail!("--poll-seconds must be at least 1");
+    }
+    let max_message_bytes = set.max_message_mb.map_or(m.max_message_bytes, |mb| mb.max(1) << 20);
+    if password.is_some() && !m.has_secret {
+        bail!("mailbox {} logs in without a password (a connection or a drop folder)", m.name);
+    }
+    // The settings must still read as this kind's.
+    let check = Mailbox { config: config.clone(), ..m.clone() };
+    MailboxConfig::from_mailbox(&check).map_err(|e| anyhow!("{e}"))?;
+    let sealed_secret = password.map(|p| app.secrets.seal_str(&p, &secret_context(&m.name)));
+    Ok(app.store.update_mailbox(
+        m.id,
+        &mailrobot_store::MailboxUpdate { config, poll_seconds, max_message_bytes, sealed_secret },
+    )?)
+}
+
+/// `mailbox set` on the command line.
+pub fn mailbox_set(app: &App, set: &MailboxSet) -> anyhow::Result<Mailbox> {
+    let password = read_secret(&set.name, set.password_env.as_deref(), set.password_stdin)?;
+    mailbox_update(app, set, password)
 }
 
 pub fn mailbox_json(m: &Mailbox) -> Value {

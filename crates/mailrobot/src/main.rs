@@ -92,6 +92,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 app.store.set_mailbox_enabled(m.id, true)?;
                 mailrobot::say!("Mailbox {name} enabled.");
             }
+            MailboxCommand::Set(set) => {
+                let m = commands::mailbox_set(&app, &set)?;
+                mailrobot::say!("Mailbox {} saved.", m.name);
+            }
             MailboxCommand::Disable { name } => {
                 let m = commands::find_mailbox(app.store.as_ref(), &name)?;
                 app.store.set_mailbox_enabled(m.id, false)?;

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
-    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, OpResult, Operations, ServiceOperations,
-    TenantForm,
+    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, OpResult, Operations,
+    ServiceOperations, TenantForm,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -155,6 +155,31 @@ impl MailboxOperations for RobotOperations {
         let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
         let probe = pipeline.probe(&mailbox).await.map_err(|e| e.to_string())?;
         Ok(format!("reachable; {} mails waiting", probe.waiting))
+    }
+
+    async fn update_mailbox(&self, name: &str, form: MailboxSettingsForm) -> OpResult<Mailbox> {
+        let name = name.to_string();
+        self.run(move |app| {
+            let settle = match form.after_processing.as_deref() {
+                Some("move") => Some(SettleArg::Move),
+                Some("mark-read") => Some(SettleArg::MarkRead),
+                Some("delete") => Some(SettleArg::Delete),
+                _ => None,
+            };
+            let set = crate::cli::MailboxSet {
+                name,
+                folder: form.folder,
+                processed_folder: form.processed_folder,
+                error_folder: form.error_folder,
+                settle,
+                poll_seconds: form.poll_seconds,
+                max_message_mb: form.max_message_mb,
+                password_env: None,
+                password_stdin: false,
+            };
+            crate::commands::mailbox_update(app, &set, form.password.map(Secret::new))
+        })
+        .await
     }
 
     async fn poll_now(&self, name: &str) -> OpResult<String> {

@@ -150,3 +150,62 @@ fn the_microsoft_365_demo_tells_the_seed_story() {
     let tenants = robot.run(&["tenant", "list", "--json"]);
     assert!(tenants.contains("set on"));
 }
+
+#[test]
+fn mailbox_set_changes_only_what_it_is_given_and_only_what_applies() {
+    let robot = Robot::new();
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "add",
+            "--name",
+            "imap",
+            "--kind",
+            "imap",
+            "--host",
+            "imap.example.com",
+            "--username",
+            "u",
+            "--password-env",
+            "PW",
+        ],
+        &[("PW", "first-password")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    robot.add_drop_folder("drop", &robot.dir.path().join("drop"));
+    robot.run(&[
+        "mailbox",
+        "set",
+        "--name",
+        "imap",
+        "--folder",
+        "Support",
+        "--settle",
+        "mark-read",
+        "--poll-seconds",
+        "30",
+    ]);
+    let imap = robot.json(&["mailbox", "list", "--json"])[0].clone();
+    assert_eq!(imap["settings"]["folder"], "Support");
+    assert_eq!(imap["settings"]["settle"], "mark-read");
+    assert_eq!(imap["settings"]["host"], "imap.example.com", "untouched");
+    assert_eq!((imap["poll_seconds"].as_i64(), imap["max_message_bytes"].as_i64()), (Some(30), Some(50 << 20)));
+    let out =
+        robot.run_raw(&["mailbox", "set", "--name", "imap", "--password-env", "PW"], &[("PW", "second-password")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = std::fs::read(robot.data_dir().join("mailrobot.db")).unwrap();
+    let wal = std::fs::read(robot.data_dir().join("mailrobot.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(15).any(|w| w == b"second-password"), "the new password is sealed");
+    }
+    let stderr = |args: &[&str]| String::from_utf8_lossy(&robot.run_raw(args, &[("PW", "x")]).stderr).to_string();
+    assert!(
+        stderr(&["mailbox", "set", "--name", "drop", "--folder", "X"])
+            .contains("--folder does not apply to a drop-folder mailbox")
+    );
+    assert!(
+        stderr(&["mailbox", "set", "--name", "drop", "--password-env", "PW"]).contains("logs in without a password")
+    );
+    assert!(stderr(&["mailbox", "set", "--name", "imap", "--folder", "a\r\nb"]).contains("carriage return"));
+    assert!(stderr(&["mailbox", "set", "--name", "nope", "--poll-seconds", "5"]).contains("no mailbox named"));
+}

@@ -257,6 +257,12 @@ async fn mailboxes_are_added_disabled_enabled_and_deleted_after_a_confirmation()
     assert!(browser.text().await.contains("disabled"));
     browser.click_button("Enable").await;
     assert!(browser.text().await.contains("Mailbox second enabled."));
+    // Settings: a drop folder has no folders or password to edit; its pace it has.
+    assert!(!browser.source().await.contains("id=\"processed_folder\""));
+    browser.fill("Poll every (seconds)", "45").await;
+    browser.click_button("Save").await;
+    assert!(browser.text().await.contains("Mailbox second saved."), "{}", browser.text().await);
+
     browser.screenshot("mailbox").await;
     browser.click_link("Delete").await;
     browser.heading("Delete mailbox second?").await;
@@ -273,6 +279,9 @@ async fn mailboxes_are_added_disabled_enabled_and_deleted_after_a_confirmation()
         .map(|m| m["name"].as_str().unwrap().to_string())
         .collect();
     assert!(names.iter().any(|n| n.starts_with("second (removed ")), "{names:?}");
+    let second = robot.json(&["mailbox", "list", "--json"]);
+    let second = second.as_array().unwrap().iter().find(|m| m["name"].as_str().unwrap().starts_with("second")).unwrap();
+    assert_eq!(second["poll_seconds"], 45);
     serve.kill().unwrap();
     let _ = serve.wait();
 }

@@ -58,6 +58,8 @@ pub trait Store: Send + Sync {
     /// Stored only after every mail the state covers is journaled.
     fn set_mailbox_sync_state(&self, id: i64, state: Option<&str>) -> Result<()>;
     fn remove_mailbox(&self, id: i64) -> Result<()>;
+    /// Changes a mailbox's settings (its kind and name stay).
+    fn update_mailbox(&self, id: i64, update: &MailboxUpdate) -> Result<Mailbox>;
     /// Records how a poll went: resets or raises the failure count and the
     /// time the next poll is due.
     fn record_poll(&self, id: i64, result: &PollRecord) -> Result<()>;

@@ -35,6 +35,16 @@ pub struct NewMailbox {
     pub max_message_bytes: i64,
 }
 
+/// What `mailbox set` and the mailbox page change.
+#[derive(Debug, Clone)]
+pub struct MailboxUpdate {
+    pub config: serde_json::Value,
+    pub poll_seconds: i64,
+    pub max_message_bytes: i64,
+    /// A new sealed password; None keeps the stored one.
+    pub sealed_secret: Option<Vec<u8>>,
+}
+
 /// How one poll of a mailbox went.
 #[derive(Debug, Clone)]
 pub struct PollRecord {

@@ -221,6 +221,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn update_mailbox(&self, id: i64, update: &MailboxUpdate) -> Result<Mailbox> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE mailboxes SET config = ?2, poll_seconds = ?3, max_message_bytes = ?4,
+                 sealed_secret = COALESCE(?5, sealed_secret) WHERE id = ?1",
+                params![
+                    id,
+                    update.config.to_string(),
+                    update.poll_seconds,
+                    update.max_message_bytes,
+                    update.sealed_secret
+                ],
+            )?;
+            if changed == 0 { Err(StoreError::NoSuchMailbox(id)) } else { Ok(()) }
+        })?;
+        self.mailbox(id)
+    }
+
     fn record_poll(&self, id: i64, record: &PollRecord) -> Result<()> {
         self.write(|tx| {
             let status = record.outcome.status();

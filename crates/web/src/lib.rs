@@ -97,6 +97,7 @@ pub fn router(state: WebState) -> Router {
         .route("/mailboxes/new", get(mailboxes::new_form).post(mailboxes::create))
         .route("/mailboxes/{name}", get(mailboxes::page))
         .route("/mailboxes/{name}/delete", get(mailboxes::confirm_delete).post(mailboxes::delete))
+        .route("/mailboxes/{name}/settings", post(mailboxes::save_settings))
         .route("/mailboxes/{name}/{action}", post(mailboxes::action))
         .route("/journal", get(journal::list))
         .route("/journal/{id}/retry", post(journal::retry))

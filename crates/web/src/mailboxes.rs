@@ -220,8 +220,31 @@ struct MailboxPage {
     max_mb: i64,
     settings: Vec<(String, String)>,
     actions: Vec<(&'static str, &'static str)>,
+    edit: EditValues,
     message: Option<String>,
     notice: Option<String>,
+}
+
+/// What the settings form shows: the fields this kind has, as stored.
+pub struct EditValues {
+    pub folder: Option<String>,
+    pub processed_folder: Option<String>,
+    pub error_folder: Option<String>,
+    pub settle: Option<String>,
+    pub has_password: bool,
+}
+
+impl EditValues {
+    fn of(m: &Mailbox) -> Self {
+        let text = |key: &str| m.config.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        Self {
+            folder: text("folder"),
+            processed_folder: text("processed_folder"),
+            error_folder: text("error_folder"),
+            settle: text("settle"),
+            has_password: m.has_secret,
+        }
+    }
 }
 
 async fn find(state: &WebState, name: &str) -> Result<Mailbox, Response> {
@@ -291,6 +314,7 @@ async fn show(
         max_mb: m.max_message_bytes >> 20,
         settings: settings_of(&m),
         actions: vec![("test", "Test connection"), ("poll", "Poll now"), toggle],
+        edit: EditValues::of(&m),
         message,
         notice,
     })
@@ -357,6 +381,60 @@ pub async fn delete(
     form: Form<CsrfOnly>,
 ) -> Response {
     action(state, signed_in, Path((name, "delete".to_string())), form).await
+}
+
+#[derive(Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    folder: Option<String>,
+    processed_folder: Option<String>,
+    error_folder: Option<String>,
+    after_processing: Option<String>,
+    #[serde(default)]
+    poll_seconds: String,
+    #[serde(default)]
+    max_message_mb: String,
+    password: Option<String>,
+}
+
+pub async fn save_settings(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    Path(name): Path<String>,
+    Form(form): Form<SettingsForm>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let number = |s: &str, what: &str| {
+        let s = s.trim();
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse::<i64>().map(Some).map_err(|_| format!("{what} must be a whole number"))
+        }
+    };
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let settings = number(&form.poll_seconds, "Poll every (seconds)").and_then(|poll| {
+        Ok(crate::ops::MailboxSettingsForm {
+            folder: nonempty(form.folder),
+            processed_folder: nonempty(form.processed_folder),
+            error_folder: nonempty(form.error_folder),
+            after_processing: nonempty(form.after_processing),
+            poll_seconds: poll,
+            max_message_mb: number(&form.max_message_mb, "Maximum mail size (MB)")?,
+            password: form.password.filter(|p| !p.is_empty()),
+        })
+    });
+    let result = match settings {
+        Ok(settings) => state.ops.update_mailbox(&name, settings).await,
+        Err(message) => Err(message),
+    };
+    match result {
+        Ok(m) => show(&state, &signed_in, &m.name, None, Some(format!("Mailbox {} saved.", m.name))).await,
+        Err(message) => show(&state, &signed_in, &name, Some(format!("Not saved: {message}")), None).await,
+    }
 }
 
 #[derive(Template)]

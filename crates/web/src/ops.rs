@@ -86,6 +86,8 @@ pub trait MailboxOperations: Send + Sync {
     async fn test_mailbox(&self, name: &str) -> OpResult<String>;
     /// One pass over the mailbox now: what it did, in words.
     async fn poll_now(&self, name: &str) -> OpResult<String>;
+    /// Saves the settings the mailbox's page edits (as `mailbox set`).
+    async fn update_mailbox(&self, name: &str, form: MailboxSettingsForm) -> OpResult<mailrobot_store::Mailbox>;
 }
 
 /// The Services page's part of [`Operations`].
@@ -94,4 +96,18 @@ pub trait ServiceOperations: Send + Sync {
     /// Checks and stores a capability and mode's default scopes (new
     /// connections get them; existing ones keep theirs).
     async fn set_service_scopes(&self, scopes: mailrobot_store::ServiceScopes) -> OpResult<()>;
+}
+
+/// A mailbox's settings as its page's form gives them (empty: keep).
+#[derive(Debug, Clone, Default)]
+pub struct MailboxSettingsForm {
+    pub folder: Option<String>,
+    pub processed_folder: Option<String>,
+    pub error_folder: Option<String>,
+    /// `move`, `mark-read` or `delete`.
+    pub after_processing: Option<String>,
+    pub poll_seconds: Option<i64>,
+    pub max_message_mb: Option<i64>,
+    /// A new password; None keeps the stored one.
+    pub password: Option<String>,
 }
