@@ -704,3 +704,39 @@ async fn default_scopes_are_edited_on_the_services_page_and_new_connections_get_
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_tokens_are_made_shown_once_and_revoked_in_the_ui() {
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-api-tokens").await;
+    browser.click_link("API tokens").await;
+    browser.heading("API tokens").await;
+    browser.fill("Name", "helpdesk").await;
+    browser.field("Read-only").await.click().await.unwrap();
+    browser.click_button("Create token").await;
+    assert!(browser.text().await.contains("Token helpdesk created."), "{}", browser.text().await);
+    let token = browser.client.find(fantoccini_locator_css("code.token")).await.unwrap().text().await.unwrap();
+    assert!(token.starts_with("mrt_"), "{token}");
+    assert_eq!(browser.row("helpdesk").await[1], "read-only");
+    browser.screenshot("token-created").await;
+
+    let api = |token: String| {
+        let url = format!("http://{address}/api/v1/tickets");
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(api(token.clone()).await, 200);
+    // Shown once: the page does not show it again.
+    browser.click_link("API tokens").await;
+    assert!(!browser.source().await.contains(&token));
+    browser.click_button("Revoke").await;
+    assert!(!browser.text().await.contains("helpdesk"), "{}", browser.text().await);
+    assert_eq!(api(token).await, 401);
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
+fn fantoccini_locator_css(css: &str) -> mailrobot_testkit::browser::Locator<'_> {
+    mailrobot_testkit::browser::Locator::Css(css)
+}

@@ -26,6 +26,7 @@ pub mod session;
 pub mod tenants;
 pub mod throttle;
 pub mod tickets;
+pub mod tokens;
 pub mod views;
 
 pub use throttle::SignInThrottle;
@@ -102,6 +103,8 @@ pub fn router(state: WebState) -> Router {
         .route("/journal", get(journal::list))
         .route("/journal/{id}/retry", post(journal::retry))
         .route("/journal/{id}/raw.eml", get(journal::raw))
+        .route("/api-tokens", get(tokens::page).post(tokens::create))
+        .route("/api-tokens/{name}/revoke", post(tokens::revoke))
         .route("/tickets", get(tickets::list))
         .route("/tickets/{number}", get(tickets::page))
         .route("/tickets/{number}/status", post(tickets::set_status))
