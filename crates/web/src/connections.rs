@@ -268,17 +268,11 @@ pub async fn page(
     show(&state, &signed_in, name, None, notice).await
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn authorize(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(name): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();
@@ -298,7 +292,7 @@ pub async fn test(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(name): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();

@@ -119,17 +119,11 @@ pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(quer
     show(&state, &signed_in, query, None, None).await
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn retry(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();

@@ -324,18 +324,12 @@ pub async fn page(State(state): State<WebState>, signed_in: SignedIn, Path(name)
     show(&state, &signed_in, &name, None, None).await
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// The mailbox page's buttons.
 pub async fn action(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path((name, action)): Path<(String, String)>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();
@@ -378,7 +372,7 @@ pub async fn delete(
     state: State<WebState>,
     signed_in: SignedIn,
     Path(name): Path<String>,
-    form: Form<CsrfOnly>,
+    form: Form<crate::pages::CsrfForm>,
 ) -> Response {
     action(state, signed_in, Path((name, "delete".to_string())), form).await
 }

@@ -210,10 +210,11 @@ pub async fn sign_in(
         .into_response()
 }
 
+/// A form that carries only the session's CSRF token (the page's buttons).
 #[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 pub async fn sign_out(

@@ -75,17 +75,11 @@ pub async fn create(State(state): State<WebState>, signed_in: SignedIn, Form(for
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn revoke(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(name): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();
