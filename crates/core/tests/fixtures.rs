@@ -9,7 +9,7 @@ use mailrobot_core::{TagFormat, parse};
 use serde_json::{Value, json};
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eml")
+    manifest_dir().join("../../tests/fixtures/eml")
 }
 
 fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -132,4 +132,13 @@ fn every_fixture_matches_its_expectations() {
         }
     }
     assert!(failures.is_empty(), "{} fixture mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// This package's directory, asked of cargo at run time (a test binary
+/// built in another checkout that shares the target directory must read
+/// this checkout's files); the build's own when run outside cargo.
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }

@@ -98,12 +98,12 @@ impl Settings {
 
 /// The workspace root (where `tests/fixtures` is).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// The committed corpus folder of a target.
 pub fn corpus_dir(target: &Target) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target.name)
+    manifest_dir().join("corpus").join(target.name)
 }
 
 /// Every corpus file of a target, with its name, sorted.
@@ -530,4 +530,13 @@ fn work(
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// This package's directory, asked of cargo at run time (a test binary
+/// built in another checkout that shares the target directory must read
+/// this checkout's files); the build's own when run outside cargo.
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }

@@ -61,7 +61,7 @@ impl Script {
     /// Starts the script with the CA file trusted by `requests` and sends `config` as the first line.
     pub fn start(python: &Path, script: &str, ca: &Path, config: &serde_json::Value) -> Script {
         let mut child = Command::new(python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script))
+            .arg(manifest_dir().join("tests/python").join(script))
             .env("REQUESTS_CA_BUNDLE", ca)
             .env_remove("SSL_CERT_FILE")
             .stdin(Stdio::piped())
@@ -101,4 +101,13 @@ impl Drop for Script {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This package's directory, asked of cargo at run time (a test binary
+/// built in another checkout that shares the target directory must read
+/// this checkout's files); the build's own when run outside cargo.
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }

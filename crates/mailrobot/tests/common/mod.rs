@@ -229,7 +229,7 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 pub fn fixture(path: &str) -> Vec<u8> {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eml").join(path);
+    let full = manifest_dir().join("../../tests/fixtures/eml").join(path);
     std::fs::read(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
@@ -239,4 +239,13 @@ pub fn simple_mail(message_id: &str, subject: &str, headers: &str, body: &str) -
          Message-ID: <{message_id}>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n{headers}\r\n{body}\r\n"
     )
     .into_bytes()
+}
+
+/// This package's directory, asked of cargo at run time (a test binary
+/// built in another checkout that shares the target directory must read
+/// this checkout's files); the build's own when run outside cargo.
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }
