@@ -76,14 +76,9 @@ async fn show(
     };
     let older = (rows.len() > PAGE_SIZE).then(|| {
         rows.truncate(PAGE_SIZE);
-        let last = rows.last().map(|r| r.journal_id).unwrap_or_default();
-        let mut link = format!("/journal?before={last}");
-        for (key, value) in [("mailbox", &query.mailbox), ("state", &query.state)] {
-            if !value.is_empty() {
-                link.push_str(&format!("&{key}={}", crate::pages::path_segment(value)));
-            }
-        }
-        link
+        let last = rows.last().map(|r| r.journal_id).unwrap_or_default().to_string();
+        let pairs = [("mailbox", query.mailbox.as_str()), ("state", &query.state), ("before", &last)];
+        format!("/journal{}", crate::pages::query_string(&pairs))
     });
     let rows = rows
         .iter()

@@ -71,6 +71,18 @@ pub fn download(bytes: Vec<u8>, filename: &str) -> Response {
         .into_response()
 }
 
+/// `?k=v&…` of the pairs whose value is not empty ("" when none is).
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&path_segment(v));
+    }
+    out
+}
+
 /// The answer to a form without this session's CSRF token.
 pub fn csrf_refused() -> Response {
     (StatusCode::FORBIDDEN, "The form expired; go back, reload the page and try again.").into_response()

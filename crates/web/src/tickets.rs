@@ -60,17 +60,6 @@ pub struct ListQuery {
     before: Option<i64>,
 }
 
-fn query_string(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-        out.push(if out.is_empty() { '?' } else { '&' });
-        out.push_str(k);
-        out.push('=');
-        out.push_str(&crate::pages::path_segment(v));
-    }
-    out
-}
-
 pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(params): Query<ListQuery>) -> Response {
     let text = params.q.trim().to_string();
     let number = state.tag.parse_number(&text).and_then(|n| i64::try_from(n).ok());
@@ -103,7 +92,7 @@ pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(para
         let last = tickets.last().map(|t| t.id).unwrap_or_default().to_string();
         let pairs =
             [("q", params.q.as_str()), ("status", &params.status), ("mailbox", &params.mailbox), ("before", &last)];
-        format!("/tickets{}", query_string(&pairs))
+        format!("/tickets{}", crate::pages::query_string(&pairs))
     });
     let rows = tickets
         .iter()
