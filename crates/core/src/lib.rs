@@ -17,6 +17,6 @@ pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};
 pub use parse::{ParseError, parse};
 pub use process::{
-    Filed, Ledger, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, file_batch, parse_batch,
+    Filed, Ledger, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, TicketChange, file_batch, parse_batch,
 };
 pub use tag::TagFormat;

@@ -132,6 +132,16 @@ impl Filed {
     }
 }
 
+/// A change to a ticket that others are told about (webhooks), written in
+/// the same transaction as the change itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketChange {
+    /// A mail made the ticket; its first entry is the latest one.
+    Created,
+    /// A mail was added as the ticket's latest entry.
+    EntryAdded,
+}
+
 /// What the store offers processing, inside one write transaction. Lookups
 /// see what earlier mails of the same batch wrote.
 pub trait Ledger {
@@ -155,6 +165,8 @@ pub trait Ledger {
     fn create_ticket(&mut self, ticket: &NewTicket<'_>) -> Result<u64, Self::Error>;
     /// Adds the mail (bodies, attachments) as the ticket's next entry.
     fn add_entry(&mut self, ticket: u64, journal_id: i64, mail: &ParsedMail) -> Result<(), Self::Error>;
+    /// Records a change for those told about changes (the outbox).
+    fn ticket_changed(&mut self, ticket: u64, change: TicketChange) -> Result<(), Self::Error>;
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Self::Error>;
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<(), Self::Error>;
 }
@@ -217,10 +229,12 @@ fn file_one<L: Ledger + ?Sized>(
         Decision::NewTicket => {
             let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
             ledger.add_entry(ticket, journal_id, &mail)?;
+            ledger.ticket_changed(ticket, TicketChange::Created)?;
             Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
         }
         Decision::Append { ticket } => {
             ledger.add_entry(ticket, journal_id, &mail)?;
+            ledger.ticket_changed(ticket, TicketChange::EntryAdded)?;
             Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: false }
         }
     };

@@ -19,6 +19,8 @@ struct MemoryLedger {
     journal: HashMap<i64, Row>,
     /// Ticket id → (subject, entries), ids from 1 in creation order.
     tickets: Vec<(String, Vec<i64>)>,
+    /// Every change recorded, in order: (ticket, change, entries it had then).
+    changes: Vec<(u64, TicketChange, usize)>,
 }
 
 enum Row {
@@ -72,6 +74,12 @@ impl Ledger for MemoryLedger {
 
     fn add_entry(&mut self, ticket: u64, journal_id: i64, _mail: &ParsedMail) -> Result<(), Infallible> {
         self.tickets[ticket as usize - 1].1.push(journal_id);
+        Ok(())
+    }
+
+    fn ticket_changed(&mut self, ticket: u64, change: TicketChange) -> Result<(), Infallible> {
+        let entries = self.tickets[ticket as usize - 1].1.len();
+        self.changes.push((ticket, change, entries));
         Ok(())
     }
 
@@ -179,6 +187,14 @@ proptest! {
             let members: Vec<i64> = (0..mails.len()).filter(|i| root[*i] == root_index).map(|i| i as i64).collect();
             prop_assert_eq!(entries, &members);
             prop_assert_eq!(subject, &format!("Question {root_index}"));
+            // Webhooks hear of each entry once, in order: created with the
+            // first, then one `EntryAdded` per later entry.
+            let heard: Vec<(TicketChange, usize)> =
+                ledger.changes.iter().filter(|(t, ..)| *t == id).map(|(_, c, n)| (*c, *n)).collect();
+            let expected: Vec<(TicketChange, usize)> = (1..=entries.len())
+                .map(|n| (if n == 1 { TicketChange::Created } else { TicketChange::EntryAdded }, n))
+                .collect();
+            prop_assert_eq!(heard, expected);
         }
     }
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -19,37 +19,9 @@ use serde_json::{Value, json};
 const MSAL_VERSION: &str = "1.39.0";
 const CERT_APP: &str = "ce47ce47-1111-4222-8333-444455556666";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A virtualenv with MSAL, made on first use.
 fn msal_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("msal-venv-{MSAL_VERSION}"));
-    let python = venv.join("bin").join("python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args(["-c", &format!("import msal, sys; sys.exit(msal.__version__ != '{MSAL_VERSION}')")])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("msal=={MSAL_VERSION}"),
-        ]));
-    }
-    python
+    common::python::venv_python("msal", MSAL_VERSION)
 }
 
 struct Cert {

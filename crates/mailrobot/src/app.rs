@@ -8,7 +8,8 @@ use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
 use mailrobot_store::{
-    AdminStore, AuthStore, Capability, Mode, ProcessingRules, SealedStore, ServiceScopes, SqliteStore, Store,
+    AdminStore, AuthStore, Capability, Mode, OutboxStore, ProcessingRules, SealedStore, ServiceScopes, SqliteStore,
+    Store,
 };
 
 use crate::pipeline::{BatchLimits, Pipeline};
@@ -27,6 +28,8 @@ pub struct App {
     pub sealed_store: Arc<dyn SealedStore>,
     /// The same database: administrators of the web UI and their sessions.
     pub admin_store: Arc<dyn AdminStore>,
+    /// The same database: webhooks and the outbox of their deliveries.
+    pub outbox: Arc<dyn OutboxStore>,
     pub secrets: Arc<SecretBox>,
     broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
@@ -66,6 +69,7 @@ impl App {
             store: sqlite.clone() as Arc<dyn Store>,
             auth_store: sqlite.clone() as Arc<dyn AuthStore>,
             admin_store: sqlite.clone() as Arc<dyn AdminStore>,
+            outbox: sqlite.clone() as Arc<dyn OutboxStore>,
             sealed_store: sqlite as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
             broker_cell: std::sync::OnceLock::new(),

@@ -75,6 +75,9 @@ pub enum Command {
     /// Tokens for the REST API (/api/v1).
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
+    /// Webhooks: ticket events POSTed, signed (Standard Webhooks), to another system.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -132,6 +135,57 @@ pub enum ApiTokenCommand {
     Revoke {
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Send ticket events to URL, signed with the secret in the environment
+    /// variable VAR (`whsec_<base64>`, as the Standard Webhooks libraries take it).
+    Add {
+        #[arg(long)]
+        url: String,
+        /// Name of the environment variable holding the secret.
+        #[arg(long)]
+        secret_env: String,
+        /// The events to send (all when none is given); repeat for several.
+        #[arg(long = "event", value_enum)]
+        events: Vec<mailrobot_store::WebhookEvent>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending (events keep queueing; `enable` sends them).
+    Disable {
+        #[arg(long)]
+        id: i64,
+    },
+    Enable {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Remove the webhook and its queued deliveries.
+    Remove {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Every delivery with its state and the receiver's last answer, newest first.
+    Deliveries {
+        #[arg(long)]
+        webhook: Option<i64>,
+        #[arg(long, value_enum)]
+        state: Option<mailrobot_store::DeliveryState>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a delivery again (same webhook-id), now.
+    Resend {
+        /// The delivery's id (see `webhook deliveries`).
+        #[arg(long)]
+        id: i64,
     },
 }
 

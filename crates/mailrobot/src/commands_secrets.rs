@@ -20,6 +20,7 @@ use crate::mailbox_config::secret_context;
 fn context_of(at: &SealedRef) -> String {
     match at {
         SealedRef::MailboxPassword { mailbox_name, .. } => secret_context(mailbox_name),
+        SealedRef::WebhookSecret { webhook_id } => mailrobot_webhooks::secret_context(*webhook_id),
         other => mailrobot_auth::broker::sealing_context(other).expect("the auth side owns every other value"),
     }
 }
@@ -35,6 +36,7 @@ fn describe(at: &SealedRef) -> String {
             format!("cached access token of connection #{connection_id} for {resource}")
         }
         SealedRef::AuthFlowVerifier { .. } => "pending Setup Authentication".to_string(),
+        SealedRef::WebhookSecret { webhook_id } => format!("secret of webhook #{webhook_id}"),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod commands_auth;
 pub mod commands_secrets;
 pub mod commands_smtp;
+pub mod commands_webhooks;
 pub mod crash;
 pub mod data_dir;
 pub mod demo;

@@ -128,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::Reseal { json }) => return mailrobot::commands_secrets::reseal(&app, json),
         Command::Admin(command) => mailrobot::web::admin_command(&app, &command)?,
         Command::ApiToken(command) => mailrobot::web::api_token_command(&app, &command)?,
+        Command::Webhook(command) => mailrobot::commands_webhooks::webhook_command(&app, &command)?,
         Command::Demo { once, local: true, listen } => mailrobot::demo::run_local(&app, once, listen).await?,
         Command::Demo { once, local: false, listen } => mailrobot::demo_m365::run(&app, once, listen).await?,
     }

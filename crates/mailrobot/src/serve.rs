@@ -65,6 +65,13 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
     let web = crate::web::state(app, &public_url)?;
     let http = tokio::spawn(serve_http(listener, router(state, Some(web)), limits, stop_rx.clone()));
+    let webhooks = mailrobot_webhooks::Engine::new(
+        app.store.clone(),
+        app.outbox.clone(),
+        app.secrets.clone(),
+        mailrobot_webhooks::EngineConfig::new(&public_url, app.tag_format()?),
+    )?;
+    let delivering = tokio::spawn(webhooks.run(stop_rx.clone()));
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));
 
     shutdown_signal().await;
@@ -74,6 +81,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     // in-flight HTTP answers a moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = polling.await;
+        let _ = delivering.await;
         let _ = http.await;
     })
     .await;

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 mod error;
 pub mod model;
+pub mod outbox;
 mod process;
 mod schema;
 pub mod sealed;
@@ -21,6 +22,7 @@ mod sqlite;
 mod sqlite_admin;
 mod sqlite_auth;
 mod sqlite_ledger;
+mod sqlite_outbox;
 mod sqlite_sealed;
 pub mod states;
 
@@ -28,10 +30,12 @@ pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
+pub use outbox::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, OutboxStore, Webhook};
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
 pub use states::{
-    Capability, ConnectionState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode, TicketStatus,
+    Capability, ConnectionState, DeliveryState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode,
+    TicketStatus, WebhookEvent,
 };
 
 use mailrobot_core::{Ledger, PendingMail, TagFormat};

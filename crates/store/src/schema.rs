@@ -235,4 +235,33 @@ CREATE TABLE service_scopes (
     PRIMARY KEY (capability, mode)
 ) WITHOUT ROWID;
 "#,
+    // 8: webhooks, and the outbox grows what their deliveries need.
+    r#"
+-- A receiver of ticket events. The secret (whsec_...) is sealed: it signs
+-- every delivery, so it must be readable by the robot, never by a reader of
+-- the database.
+CREATE TABLE webhooks (
+    id            INTEGER PRIMARY KEY,
+    url           TEXT NOT NULL,
+    -- The event types it receives, space separated.
+    events        TEXT NOT NULL,
+    sealed_secret BLOB NOT NULL,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    created_at    TEXT NOT NULL
+);
+
+-- One outbox row per (event, webhook). `payload` is what happened (written
+-- in the ticket change's transaction); `body` is the document as first sent,
+-- so every retry sends the same bytes (signed afresh).
+ALTER TABLE outbox ADD COLUMN webhook_id INTEGER REFERENCES webhooks(id) ON DELETE CASCADE;
+ALTER TABLE outbox ADD COLUMN event_id TEXT;
+ALTER TABLE outbox ADD COLUMN event_type TEXT;
+ALTER TABLE outbox ADD COLUMN body TEXT;
+ALTER TABLE outbox ADD COLUMN last_status INTEGER;
+ALTER TABLE outbox ADD COLUMN last_attempt_at TEXT;
+ALTER TABLE outbox ADD COLUMN delivered_at TEXT;
+-- A delivery being attempted: no other process takes it before this.
+ALTER TABLE outbox ADD COLUMN lease_until TEXT;
+CREATE INDEX outbox_pending ON outbox(webhook_id, ticket_id, id) WHERE state = 'pending';
+"#,
 ];

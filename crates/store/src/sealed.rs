@@ -14,6 +14,7 @@ pub enum SealedRef {
     RefreshToken { connection_id: i64 },
     AccessToken { connection_id: i64, resource: String },
     AuthFlowVerifier { state: String },
+    WebhookSecret { webhook_id: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -461,9 +461,27 @@ impl Store for SqliteStore {
 
     fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<bool> {
         self.write(|tx| {
-            Ok(tx
-                .execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, now()])?
-                > 0)
+            let Some(previous) = tx
+                .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get::<_, TicketStatus>(0))
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            if previous == status {
+                return Ok(true);
+            }
+            let at = now();
+            tx.execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, at])?;
+            crate::sqlite_outbox::enqueue_event(tx, crate::WebhookEvent::TicketStatusChanged, || {
+                Ok(crate::EventRecord {
+                    ticket_id: id,
+                    entry_position: None,
+                    status,
+                    previous_status: Some(previous),
+                    occurred_at: at.clone(),
+                })
+            })?;
+            Ok(true)
         })
     }
 

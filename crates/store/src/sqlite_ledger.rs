@@ -2,11 +2,13 @@
 //! [`Ledger`] primitives the ticket rules call inside the write transaction.
 //! No decision is taken here.
 
-use mailrobot_core::{Filed, Ledger, NewTicket, ParsedMail, PendingMail};
+use mailrobot_core::{Filed, Ledger, NewTicket, ParsedMail, PendingMail, TicketChange};
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use crate::outbox::EventRecord;
 use crate::sqlite::{put_blob, read_blob};
-use crate::{JournalState, MessageKind, Result, StoreError};
+use crate::sqlite_outbox::enqueue_event;
+use crate::{JournalState, MessageKind, Result, StoreError, TicketStatus, WebhookEvent};
 
 pub(crate) fn read_pending(
     tx: &Transaction<'_>,
@@ -159,6 +161,29 @@ impl Ledger for SqliteLedger<'_, '_> {
         // mark the ticket as changed.
         tx.prepare_cached("UPDATE tickets SET updated_at = ?2 WHERE id = ?1")?.execute(params![ticket, self.at])?;
         Ok(())
+    }
+
+    fn ticket_changed(&mut self, ticket: u64, change: TicketChange) -> Result<()> {
+        let event_type = match change {
+            TicketChange::Created => WebhookEvent::TicketCreated,
+            TicketChange::EntryAdded => WebhookEvent::EntryAdded,
+        };
+        let (tx, at) = (self.tx, &self.at);
+        enqueue_event(tx, event_type, || {
+            let (status, position) = tx
+                .prepare_cached(
+                    "SELECT t.status, (SELECT MAX(position) FROM ticket_entries WHERE ticket_id = t.id)
+                     FROM tickets t WHERE t.id = ?1",
+                )?
+                .query_row([ticket as i64], |r| Ok((r.get::<_, TicketStatus>(0)?, r.get::<_, Option<i64>>(1)?)))?;
+            Ok(EventRecord {
+                ticket_id: ticket as i64,
+                entry_position: position,
+                status,
+                previous_status: None,
+                occurred_at: at.clone(),
+            })
+        })
     }
 
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<()> {

@@ -37,6 +37,9 @@ impl SealedStore for SqliteStore {
         collect("SELECT state, sealed_verifier AS sealed FROM auth_flows", &|r| {
             Ok(SealedRef::AuthFlowVerifier { state: r.get("state")? })
         })?;
+        collect("SELECT id, sealed_secret AS sealed FROM webhooks", &|r| {
+            Ok(SealedRef::WebhookSecret { webhook_id: r.get("id")? })
+        })?;
         Ok(out)
     }
 
@@ -73,6 +76,10 @@ impl SealedStore for SqliteStore {
                     SealedRef::AuthFlowVerifier { state } => tx.execute(
                         "UPDATE auth_flows SET sealed_verifier = ?2 WHERE state = ?1 AND sealed_verifier = ?3",
                         params![state, new, old],
+                    )?,
+                    SealedRef::WebhookSecret { webhook_id } => tx.execute(
+                        "UPDATE webhooks SET sealed_secret = ?2 WHERE id = ?1 AND sealed_secret = ?3",
+                        params![webhook_id, new, old],
                     )?,
                 };
             }

@@ -249,3 +249,28 @@ mod tests {
         }
     }
 }
+
+text_enum! {
+    /// What a webhook is told about (the event's `type`).
+    pub enum WebhookEvent {
+        /// A mail made a new ticket; the event carries its first entry.
+        TicketCreated => "ticket.created",
+        /// A mail was added to an existing ticket.
+        EntryAdded => "entry.added",
+        /// Someone changed the ticket's status (UI, API).
+        TicketStatusChanged => "ticket.status_changed",
+    }
+}
+
+text_enum! {
+    /// Where one delivery in the outbox stands.
+    pub enum DeliveryState {
+        /// Waiting for its first attempt or its next retry.
+        Pending => "pending",
+        /// The receiver answered 2xx.
+        Delivered => "delivered",
+        /// Retried for the whole retry window without success; kept, and
+        /// resendable by hand.
+        Failed => "failed",
+    }
+}

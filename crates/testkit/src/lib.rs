@@ -6,4 +6,5 @@
 pub mod browser;
 pub mod dovecot;
 pub mod generate;
+pub mod python;
 pub mod smtp_sink;

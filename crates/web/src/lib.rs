@@ -16,7 +16,7 @@ use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
 pub mod api;
 pub mod connections;
 pub mod journal;
-pub mod json;
+pub use mailrobot_views as json;
 pub mod mailboxes;
 pub mod ops;
 pub mod pages;

@@ -6,49 +6,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The venv's python with `package==version` installed.
+/// The venv's python with `package==version` installed (in Cargo's target tmp dir).
 pub fn venv_python(package: &str, version: &str) -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{package}-venv-{version}"));
-    let python = venv.join("bin").join("python");
-    let check =
-        format!("import sys; from importlib.metadata import version; sys.exit(version('{package}') != '{version}')");
-    let ready = python.exists() && Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success());
-    if !ready {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("{package}=={version}"),
-        ]));
-    }
-    python
+    mailrobot_testkit::python::venv_python(Path::new(env!("CARGO_TARGET_TMPDIR")), package, version)
 }
 
-/// Installs `requirement` into the venv of `python` unless `module` imports already: for a
-/// dependency a package uses but does not declare.
-pub fn ensure_module(python: &Path, module: &str, requirement: &str) {
-    let present = Command::new(python)
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !present {
-        let pip = python.parent().expect("venv bin").join("pip");
-        run(Command::new(pip).args(["install", "--quiet", "--disable-pip-version-check", requirement]));
-    }
-}
+#[allow(unused_imports)]
+pub use mailrobot_testkit::python::ensure_module;
 
 /// A running script under `tests/python/` that talks JSON lines over stdin/stdout.
 pub struct Script {

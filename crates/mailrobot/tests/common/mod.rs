@@ -1,6 +1,7 @@
 //! Drives the real `mailrobot` binary in a temporary data directory.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod contoso;
 pub mod oauth;
 

@@ -78,6 +78,9 @@ pub struct AttachmentJson {
     pub inline: bool,
     pub content_id: Option<String>,
     pub sha256: String,
+    /// Where the API serves it (bearer token), when the public URL is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
 }
 
 impl TicketDetailJson {
@@ -119,9 +122,148 @@ impl EntryJson {
                     inline: a.inline,
                     content_id: a.content_id.clone(),
                     sha256: a.sha256.clone(),
+                    download_url: None,
                 })
                 .collect(),
             created_at: e.created_at.clone(),
+        }
+    }
+}
+
+impl EntryJson {
+    /// Fills each attachment's `download_url`: the API's address of it under
+    /// `public_url` for the ticket `number`.
+    pub fn with_download_urls(mut self, public_url: &str, number: &str) -> Self {
+        let base = public_url.trim_end_matches('/');
+        for (index, a) in self.attachments.iter_mut().enumerate() {
+            a.download_url =
+                Some(format!("{base}/api/v1/tickets/{number}/entries/{}/attachments/{index}", self.position));
+        }
+        self
+    }
+}
+
+/// The document a webhook receives: `{"id", "type", "timestamp", "data"}` as
+/// the Standard Webhooks specification recommends.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventJson {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: mailrobot_store::WebhookEvent,
+    /// When it happened (RFC 3339).
+    pub timestamp: String,
+    pub data: EventDataJson,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDataJson {
+    /// The ticket, with its status when the event happened.
+    pub ticket: TicketJson,
+    /// The entry the event is about (ticket.created: the first one;
+    /// entry.added: the new one); null for ticket.status_changed.
+    pub entry: Option<EntryJson>,
+    /// ticket.status_changed: the status before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<TicketStatus>,
+}
+
+impl EventJson {
+    /// The event `record` describes, about `ticket` as it is stored now.
+    /// None when the entry it names is not in `ticket`.
+    pub fn of(
+        event_id: &str,
+        event_type: mailrobot_store::WebhookEvent,
+        record: &mailrobot_store::EventRecord,
+        ticket: &TicketDetail,
+        tag: &TagFormat,
+        public_url: &str,
+    ) -> Option<Self> {
+        let mut summary = TicketJson::of(&ticket.summary, tag);
+        summary.status = record.status;
+        let entry = match record.entry_position {
+            Some(position) => Some(
+                EntryJson::of(ticket.entries.iter().find(|e| e.position == position)?)
+                    .with_download_urls(public_url, &summary.number),
+            ),
+            None => None,
+        };
+        if let Some(entry) = &entry {
+            // The ticket as it was then: entries up to this one.
+            summary.entries = entry.position;
+        }
+        Some(Self {
+            id: event_id.to_string(),
+            event_type,
+            timestamp: record.occurred_at.clone(),
+            data: EventDataJson { ticket: summary, entry, previous_status: record.previous_status },
+        })
+    }
+}
+
+/// A webhook (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookJson {
+    pub id: i64,
+    pub url: String,
+    pub events: Vec<mailrobot_store::WebhookEvent>,
+    pub enabled: bool,
+    /// Deliveries waiting for their first attempt or a retry.
+    pub pending: i64,
+    pub created_at: String,
+}
+
+impl WebhookJson {
+    pub fn of(w: &mailrobot_store::Webhook, pending: i64) -> Self {
+        Self {
+            id: w.id,
+            url: w.url.clone(),
+            events: w.events.clone(),
+            enabled: w.enabled,
+            pending,
+            created_at: w.created_at.clone(),
+        }
+    }
+}
+
+/// One delivery of an event to a webhook, with its last answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryJson {
+    pub id: i64,
+    pub webhook: i64,
+    pub url: String,
+    /// The `webhook-id` header: the same on every attempt.
+    pub event_id: String,
+    pub event: mailrobot_store::WebhookEvent,
+    pub ticket: Option<String>,
+    pub state: mailrobot_store::DeliveryState,
+    pub attempts: i64,
+    /// The receiver's last HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    /// Its last answer (shortened), or why there was none.
+    pub last_answer: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+}
+
+impl DeliveryJson {
+    pub fn of(d: &mailrobot_store::DeliveryView, tag: &TagFormat) -> Self {
+        Self {
+            id: d.id,
+            webhook: d.webhook_id,
+            url: d.url.clone(),
+            event_id: d.event_id.clone(),
+            event: d.event_type,
+            ticket: d.ticket_id.map(|t| tag.number(t as u64)),
+            state: d.state,
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_answer: d.last_answer.clone(),
+            last_attempt_at: d.last_attempt_at.clone(),
+            next_attempt_at: d.next_attempt_at.clone(),
+            delivered_at: d.delivered_at.clone(),
+            created_at: d.created_at.clone(),
         }
     }
 }

@@ -1,0 +1,259 @@
+//! [`OutboxStore`] on SQLite, and the enqueueing of ticket events inside a
+//! ticket change's transaction.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::outbox::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, OutboxStore, Webhook};
+use crate::sqlite::{SqliteStore, now};
+use crate::{DeliveryState, Result, StoreError, WebhookEvent};
+
+/// The outbox kind of a webhook delivery (outbound mail will add its own).
+const KIND_WEBHOOK: &str = "webhook";
+
+/// Writes one outbox row per enabled webhook that receives `event_type`, in
+/// the caller's transaction. All rows of one event share its id. When no
+/// webhook wants the event, does nothing but one read of the (small)
+/// webhooks table: `record` is only called when someone listens.
+pub(crate) fn enqueue_event(
+    tx: &Transaction<'_>,
+    event_type: WebhookEvent,
+    record: impl FnOnce() -> Result<EventRecord>,
+) -> Result<()> {
+    let webhooks: Vec<(i64, String)> = tx
+        .prepare_cached("SELECT id, events FROM webhooks WHERE enabled = 1")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let subscribed: Vec<i64> = webhooks
+        .into_iter()
+        .filter(|(_, events)| events.split_whitespace().any(|e| e == event_type.as_str()))
+        .map(|(id, _)| id)
+        .collect();
+    if subscribed.is_empty() {
+        return Ok(());
+    }
+    let record = record()?;
+    let event_id: String = tx.query_row("SELECT 'evt_' || lower(hex(randomblob(12)))", [], |r| r.get(0))?;
+    let payload = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, webhook_id, event_id,
+         event_type) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7)",
+    )?;
+    for webhook_id in subscribed {
+        insert.execute(params![
+            KIND_WEBHOOK,
+            record.ticket_id,
+            payload,
+            record.occurred_at,
+            webhook_id,
+            event_id,
+            event_type
+        ])?;
+    }
+    Ok(())
+}
+
+fn parse_events(text: &str) -> Vec<WebhookEvent> {
+    text.split_whitespace().filter_map(|e| e.parse().ok()).collect()
+}
+
+const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, created_at";
+
+fn webhook_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
+    Ok(Webhook {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        events: parse_events(&r.get::<_, String>(2)?),
+        enabled: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+const DELIVERY_VIEW_COLUMNS: &str = "o.id, o.webhook_id, w.url, o.event_id, o.event_type, o.ticket_id, o.state, \
+     o.attempts, o.last_status, o.last_error, o.last_attempt_at, o.next_attempt_at, o.delivered_at, o.created_at";
+
+fn delivery_view_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
+    Ok(DeliveryView {
+        id: r.get(0)?,
+        webhook_id: r.get(1)?,
+        url: r.get(2)?,
+        event_id: r.get(3)?,
+        event_type: r.get(4)?,
+        ticket_id: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        last_status: r.get(8)?,
+        last_answer: r.get(9)?,
+        last_attempt_at: r.get(10)?,
+        next_attempt_at: r.get(11)?,
+        delivered_at: r.get(12)?,
+        created_at: r.get(13)?,
+    })
+}
+
+impl OutboxStore for SqliteStore {
+    fn add_webhook(&self, url: &str, events: &[WebhookEvent], seal: &mut dyn FnMut(i64) -> Vec<u8>) -> Result<Webhook> {
+        let events_text = events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ");
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO webhooks (url, events, sealed_secret, created_at) VALUES (?1, ?2, x'', ?3)",
+                params![url, events_text, now()],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute("UPDATE webhooks SET sealed_secret = ?2 WHERE id = ?1", params![id, seal(id)])?;
+            Ok(tx.query_row(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1"),
+                [id],
+                webhook_from_row,
+            )?)
+        })
+    }
+
+    fn webhooks(&self) -> Result<Vec<Webhook>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"))?;
+        Ok(stmt.query_map([], webhook_from_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn webhook(&self, id: i64) -> Result<Option<Webhook>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1"), [id], webhook_from_row)
+            .optional()?)
+    }
+
+    fn webhook_secret(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT sealed_secret FROM webhooks WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+    }
+
+    fn set_webhook_enabled(&self, id: i64, enabled: bool) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("UPDATE webhooks SET enabled = ?2 WHERE id = ?1", params![id, enabled])? > 0))
+    }
+
+    fn remove_webhook(&self, id: i64) -> Result<bool> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM outbox WHERE webhook_id = ?1", [id])?;
+            Ok(tx.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
+        })
+    }
+
+    fn claim_due_deliveries(&self, now: &str, lease_until: &str, limit: usize) -> Result<Vec<Delivery>> {
+        self.write(|tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT o.id, o.webhook_id, w.url, o.event_id, o.event_type, o.payload, o.body, o.attempts,
+                            o.created_at
+                     FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
+                     WHERE o.state = 'pending' AND o.kind = 'webhook' AND w.enabled = 1
+                       AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+                       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending'
+                           AND e.webhook_id = o.webhook_id AND e.ticket_id IS o.ticket_id AND e.id < o.id)
+                     ORDER BY o.next_attempt_at, o.id LIMIT ?2",
+                )?
+                .query_map(params![now, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, WebhookEvent>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut lease = tx.prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE id = ?1")?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for (id, webhook_id, url, event_id, event_type, payload, body, attempts, created_at) in rows {
+                let event: EventRecord = serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable payload: {e}")))?;
+                lease.execute(params![id, lease_until])?;
+                claimed.push(Delivery { id, webhook_id, url, event_id, event_type, event, body, attempts, created_at });
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn set_delivery_body(&self, id: i64, body: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE outbox SET body = ?2 WHERE id = ?1 AND body IS NULL", params![id, body])?;
+            Ok(())
+        })
+    }
+
+    fn record_attempt(&self, id: i64, attempt: &Attempt, at: &str) -> Result<()> {
+        let (state, next, delivered_at) = match &attempt.next {
+            AfterAttempt::Delivered => (DeliveryState::Delivered, None, Some(at)),
+            AfterAttempt::RetryAt(when) => (DeliveryState::Pending, Some(when.as_str()), None),
+            AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
+        };
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_status = ?3, last_error = ?4,
+                 last_attempt_at = ?5, next_attempt_at = ?6, delivered_at = COALESCE(?7, delivered_at),
+                 lease_until = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, state, attempt.status, attempt.answer, at, next, delivered_at])?;
+            Ok(())
+        })
+    }
+
+    fn next_delivery_due(&self) -> Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.lease_until, o.next_attempt_at)))
+             FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
+             WHERE o.state = 'pending' AND o.kind = 'webhook' AND w.enabled = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_VIEW_COLUMNS} FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
+             WHERE o.kind = 'webhook' AND (?1 IS NULL OR o.webhook_id = ?1) AND (?2 IS NULL OR o.state = ?2)
+               AND (?3 IS NULL OR o.id < ?3)
+             ORDER BY o.id DESC LIMIT ?4"
+        ))?;
+        let limit = filter.limit.map_or(-1, |l| l as i64);
+        Ok(stmt
+            .query_map(params![filter.webhook_id, filter.state, filter.before, limit], delivery_view_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delivery(&self, id: i64) -> Result<Option<DeliveryView>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {DELIVERY_VIEW_COLUMNS} FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
+                     WHERE o.id = ?1 AND o.kind = 'webhook'"
+                ),
+                [id],
+                delivery_view_from_row,
+            )
+            .optional()?)
+    }
+
+    fn resend_delivery(&self, id: i64) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, lease_until = NULL
+                 WHERE id = ?1 AND kind = 'webhook'",
+                params![id, now()],
+            )? > 0)
+        })
+    }
+
+    fn pending_deliveries(&self) -> Result<Vec<(i64, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT webhook_id, COUNT(*) FROM outbox WHERE state = 'pending' AND kind = 'webhook' GROUP BY webhook_id",
+        )?;
+        Ok(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?)
+    }
+}

@@ -1,0 +1,52 @@
+//! Real Python packages from PyPI for tests that check the robot (or the
+//! emulator) with other people's libraries: one virtualenv per package
+//! version under a directory the test gives (Cargo's `CARGO_TARGET_TMPDIR`),
+//! made on first use and reused. Setting up fails the test rather than
+//! skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The python of a venv under `dir` with `package==version` installed.
+pub fn venv_python(dir: &Path, package: &str, version: &str) -> PathBuf {
+    let venv = dir.join(format!("{package}-venv-{version}"));
+    let python = venv.join("bin").join("python");
+    let check =
+        format!("import sys; from importlib.metadata import version; sys.exit(version('{package}') != '{version}')");
+    let ready = python.exists() && Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success());
+    if !ready {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("{package}=={version}"),
+        ]));
+    }
+    python
+}
+
+/// Installs `requirement` into the venv of `python` unless `module` imports already: for a
+/// dependency a package uses but does not declare.
+pub fn ensure_module(python: &Path, module: &str, requirement: &str) {
+    let present = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let pip = python.parent().expect("venv bin").join("pip");
+        run(Command::new(pip).args(["install", "--quiet", "--disable-pip-version-check", requirement]));
+    }
+}

@@ -1,0 +1,285 @@
+//! The delivery engine: takes due deliveries from the outbox, renders each
+//! event once (the body every retry sends again), signs and POSTs it, and
+//! records the answer with the next attempt's time.
+//!
+//! At least once: a delivery is marked delivered only after a 2xx answer, so
+//! a crash between the answer and the record sends it again — with the same
+//! `webhook-id`, by which receivers drop duplicates. In order per ticket: the
+//! outbox hands out only the oldest pending delivery of each (webhook, ticket).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use mailrobot_core::TagFormat;
+use mailrobot_secrets::SecretBox;
+use mailrobot_store::{AfterAttempt, Attempt, Delivery, OutboxStore, Store};
+use mailrobot_views::EventJson;
+use tokio::sync::{Notify, watch};
+
+use crate::schedule::wait_after;
+use crate::signature::WebhookSecret;
+
+/// How long a claimed delivery is ours: past it (a crash), another engine
+/// may take it. Longer than a request may take.
+const LEASE: Duration = Duration::from_secs(120);
+/// The longest answer kept for the deliveries list.
+const ANSWER_CHARS: usize = 300;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The robot's public URL: attachments' download URLs start with it.
+    pub public_url: String,
+    pub tag: TagFormat,
+    /// Deliveries attempted at once (to different tickets or webhooks).
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    /// How often the outbox is looked at when nothing wakes the engine (other
+    /// processes — `run-once`, the CLI — write events too).
+    pub idle_poll: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(public_url: &str, tag: TagFormat) -> Self {
+        Self {
+            public_url: public_url.trim_end_matches('/').to_string(),
+            tag,
+            concurrency: 8,
+            request_timeout: Duration::from_secs(15),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot make the HTTP client: {0}")]
+    Client(String),
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    outbox: Arc<dyn OutboxStore>,
+    secrets: Arc<SecretBox>,
+    http: reqwest::Client,
+    config: EngineConfig,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        outbox: Arc<dyn OutboxStore>,
+        secrets: Arc<SecretBox>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let tls = mailrobot_sources::tls::client_config(None).map_err(|e| EngineError::Client(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            // A redirect is an answer like any other that is not 2xx: the
+            // administrator gave this URL, the signed body goes nowhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.request_timeout)
+            .user_agent(concat!("mailrobot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| EngineError::Client(e.to_string()))?;
+        Ok(Self { store, outbox, secrets, http, config, wake: Arc::new(Notify::new()) })
+    }
+
+    /// Notify it to look at the outbox now (after a ticket change here).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Delivers until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!("webhook delivery engine started");
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let attempted = self.run_once().await;
+            self.record_queue_depth();
+            if attempted > 0 {
+                continue;
+            }
+            let wait = self.until_next_due().min(self.config.idle_poll);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One round: attempts every delivery due now. Returns how many.
+    pub async fn run_once(&self) -> usize {
+        let now = Utc::now();
+        let claimed = self.outbox.claim_due_deliveries(
+            &rfc3339(now),
+            &rfc3339(now + chrono::Duration::from_std(LEASE).expect("small")),
+            self.config.concurrency * 4,
+        );
+        let due = match claimed {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox; trying again shortly");
+                return 0;
+            }
+        };
+        let count = due.len();
+        futures::stream::iter(due)
+            .for_each_concurrent(self.config.concurrency, |delivery| async move {
+                let id = delivery.id;
+                let attempt = self.attempt(delivery).await;
+                if let Err(err) = self.outbox.record_attempt(id, &attempt, &rfc3339(Utc::now())) {
+                    // The lease runs out and the delivery is tried again.
+                    tracing::error!(delivery = id, error = %err, "cannot record a webhook attempt");
+                }
+            })
+            .await;
+        count
+    }
+
+    async fn attempt(&self, delivery: Delivery) -> Attempt {
+        let failed_before = delivery.attempts;
+        let prepared = match self.prepare(&delivery) {
+            Ok(prepared) => prepared,
+            // Nothing to send will ever exist (a broken row): stop at once,
+            // visibly, rather than retry for days.
+            Err(reason) => {
+                tracing::error!(delivery = delivery.id, %reason, "webhook delivery cannot be made");
+                metrics::counter!("mailrobot_webhook_deliveries_total", "result" => "given_up").increment(1);
+                return Attempt { status: None, answer: reason, next: AfterAttempt::GiveUp };
+            }
+        };
+        let (secret, body) = prepared;
+        let timestamp = Utc::now().timestamp();
+        let signature = secret.sign(&delivery.event_id, timestamp, body.as_bytes());
+        let sent = self
+            .http
+            .post(&delivery.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let (status, answer, asked_wait) = match sent {
+            Ok(response) => {
+                let status = response.status();
+                let asked_wait = mailrobot_sources::throttle::retry_after(response.headers());
+                let text = response.text().await.unwrap_or_default();
+                (Some(status.as_u16()), shorten(&format!("HTTP {}: {}", status.as_u16(), text.trim())), asked_wait)
+            }
+            Err(err) => (None, shorten(&describe_send_error(&err)), None),
+        };
+        if status.is_some_and(|s| (200..300).contains(&s)) {
+            tracing::info!(delivery = delivery.id, event = %delivery.event_id, url = %delivery.url, "webhook delivered");
+            metrics::counter!("mailrobot_webhook_deliveries_total", "result" => "delivered").increment(1);
+            return Attempt { status, answer, next: AfterAttempt::Delivered };
+        }
+        let next = match wait_after(failed_before + 1) {
+            Some(wait) => {
+                // A receiver that asks for longer gets it, within the hour.
+                let wait = asked_wait.map_or(wait, |asked| asked.clamp(wait, Duration::from_secs(3600)));
+                let at = Utc::now() + chrono::Duration::from_std(wait).expect("at most an hour");
+                tracing::warn!(delivery = delivery.id, url = %delivery.url, %answer, retry_at = %rfc3339(at),
+                    "webhook delivery failed; will retry");
+                metrics::counter!("mailrobot_webhook_deliveries_total", "result" => "retry").increment(1);
+                AfterAttempt::RetryAt(rfc3339(at))
+            }
+            None => {
+                tracing::error!(delivery = delivery.id, url = %delivery.url, %answer,
+                    "webhook delivery failed for the whole retry window; marked failed (resendable)");
+                metrics::counter!("mailrobot_webhook_deliveries_total", "result" => "given_up").increment(1);
+                AfterAttempt::GiveUp
+            }
+        };
+        Attempt { status, answer, next }
+    }
+
+    /// The webhook's secret, and the body: rendered and kept on the first
+    /// attempt, the kept one after.
+    fn prepare(&self, delivery: &Delivery) -> Result<(WebhookSecret, String), String> {
+        let sealed = self
+            .outbox
+            .webhook_secret(delivery.webhook_id)
+            .map_err(|e| format!("cannot read the webhook: {e}"))?
+            .ok_or("the webhook was removed")?;
+        let opened = self
+            .secrets
+            .open_str(&sealed, &crate::secret_context(delivery.webhook_id))
+            .map_err(|e| format!("cannot open the webhook's secret: {e}"))?;
+        let secret = WebhookSecret::parse(opened.expose()).map_err(|e| e.to_string())?;
+        if let Some(body) = &delivery.body {
+            return Ok((secret, body.clone()));
+        }
+        let ticket = self
+            .store
+            .ticket(delivery.event.ticket_id)
+            .map_err(|e| format!("cannot read the ticket: {e}"))?
+            .ok_or("the ticket no longer exists")?;
+        let event = EventJson::of(
+            &delivery.event_id,
+            delivery.event_type,
+            &delivery.event,
+            &ticket,
+            &self.config.tag,
+            &self.config.public_url,
+        )
+        .ok_or("the entry the event is about no longer exists")?;
+        let body = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+        self.outbox.set_delivery_body(delivery.id, &body).map_err(|e| format!("cannot keep the event: {e}"))?;
+        Ok((secret, body))
+    }
+
+    fn until_next_due(&self) -> Duration {
+        match self.outbox.next_delivery_due() {
+            Ok(Some(at)) => DateTime::parse_from_rfc3339(&at)
+                .ok()
+                .and_then(|at| (at.with_timezone(&Utc) - Utc::now()).to_std().ok())
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(50)),
+            _ => self.config.idle_poll,
+        }
+    }
+
+    fn record_queue_depth(&self) {
+        if let Ok(pending) = self.outbox.pending_deliveries() {
+            let depth: i64 = pending.iter().map(|(_, n)| n).sum();
+            metrics::gauge!("mailrobot_webhook_queue_depth").set(depth as f64);
+        }
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(ANSWER_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Why a request got no answer, in the words an operator acts on.
+fn describe_send_error(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "no answer in time".to_string()
+    } else if err.is_connect() {
+        "cannot connect to the receiver".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
