@@ -2,7 +2,7 @@
 //! The UI and the API add webhooks through [`add_webhook`] too.
 
 use anyhow::{Context, bail};
-use mailrobot_store::{DeliveryFilter, OutboxStore, Webhook, WebhookEvent};
+use mailrobot_store::{DeliveryFilter, Webhook, WebhookEvent};
 use mailrobot_views::{DeliveryJson, WebhookJson};
 use mailrobot_webhooks::WebhookSecret;
 
@@ -28,19 +28,6 @@ pub fn add_webhook(app: &App, url: &str, events: &[WebhookEvent], secret: &str) 
     Ok(webhook)
 }
 
-/// Every webhook with how many deliveries wait for it.
-pub fn webhook_views(outbox: &dyn OutboxStore) -> anyhow::Result<Vec<WebhookJson>> {
-    let pending = outbox.pending_deliveries()?;
-    Ok(outbox
-        .webhooks()?
-        .iter()
-        .map(|w| {
-            let waiting = pending.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n);
-            WebhookJson::of(w, waiting)
-        })
-        .collect())
-}
-
 pub fn webhook_command(app: &App, command: &WebhookCommand) -> anyhow::Result<()> {
     match command {
         WebhookCommand::Add { url, secret_env, events } => {
@@ -53,7 +40,7 @@ pub fn webhook_command(app: &App, command: &WebhookCommand) -> anyhow::Result<()
             crate::say!("`mailrobot serve` delivers; `mailrobot webhook deliveries` shows how each went.");
         }
         WebhookCommand::List { json } => {
-            let views = webhook_views(app.outbox.as_ref())?;
+            let views = WebhookJson::all(app.outbox.as_ref())?;
             if *json {
                 print_json(&serde_json::to_value(&views)?);
             } else {

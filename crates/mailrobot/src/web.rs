@@ -9,7 +9,7 @@ use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
     ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, OpResult, Operations,
-    ServiceOperations, TenantForm,
+    ServiceOperations, TenantForm, WebhookOperations,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -23,6 +23,8 @@ pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
         store: app.store.clone(),
         admins: app.admin_store.clone(),
         auth: app.auth_store.clone(),
+        outbox: app.outbox.clone(),
+        public_url: public_url.trim_end_matches('/').to_string(),
         secure_cookies: public_url.starts_with("https://"),
         throttle: Arc::new(SignInThrottle::default()),
         ops: Arc::new(RobotOperations { app: app.clone() }),
@@ -47,6 +49,18 @@ impl RobotOperations {
             Ok(result) => result.map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("the operation stopped: {e}")),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookOperations for RobotOperations {
+    async fn add_webhook(
+        &self,
+        url: String,
+        events: Vec<mailrobot_store::WebhookEvent>,
+        secret: String,
+    ) -> OpResult<mailrobot_store::Webhook> {
+        self.run(move |app| crate::commands_webhooks::add_webhook(app, &url, &events, &secret)).await
     }
 }
 

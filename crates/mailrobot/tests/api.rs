@@ -144,3 +144,70 @@ async fn the_journal_mailboxes_and_connections_through_the_api() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_added_paused_listed_with_deliveries_resent_and_removed() {
+    const HOOK_SECRET: &str = "whsec_q0a2fPKAXz4xZ9eWvC9nhrD0sGZbyVsGN7kq1TLk8qI=";
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    std::fs::write(drop.join("inbox/1.eml"), simple_mail("1@x", "Question", "", "?")).unwrap();
+    robot.run(&["run-once"]);
+    let (writer, reader) = (token(&robot, "helpdesk", false), token(&robot, "dashboard", true));
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let api = format!("http://{address}/api/v1");
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": HOOK_SECRET, "events": ["ticket.status_changed"]});
+
+    let (status, _) = call("POST", &format!("{api}/webhooks"), Some(&reader), Some(hook.clone())).await;
+    assert_eq!(status, 403, "read-only tokens add no webhook");
+    let (status, body) =
+        call("POST", &format!("{api}/webhooks"), Some(&writer), Some(json!({"url": "http://x/", "secret": "s"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_webhook")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("whsec_"), "{body}");
+    let (status, body) = call("POST", &format!("{api}/webhooks"), Some(&writer), Some(json!({"url": 1}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_body")), "{body}");
+    let (status, created) = call("POST", &format!("{api}/webhooks"), Some(&writer), Some(hook)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["events"], json!(["ticket.status_changed"]));
+    assert!(!created.to_string().contains("whsec_"), "the secret is write-only: {created}");
+    let id = created["id"].as_i64().unwrap();
+
+    // Paused: events queue, nothing is attempted.
+    let (status, paused) =
+        call("PATCH", &format!("{api}/webhooks/{id}"), Some(&writer), Some(json!({"enabled": false}))).await;
+    assert_eq!((status, paused["enabled"].as_bool()), (200, Some(false)), "{paused}");
+    let (status, _) =
+        call("PATCH", &format!("{api}/tickets/TKT-000001"), Some(&writer), Some(json!({"status": "pending"}))).await;
+    assert_eq!(status, 200);
+    let (_, page) = call("GET", &format!("{api}/webhooks/{id}/deliveries"), Some(&reader), None).await;
+    let delivery = &page["items"][0];
+    assert_eq!(
+        (&delivery["event"], &delivery["ticket"], &delivery["state"], &delivery["attempts"]),
+        (&json!("ticket.status_changed"), &json!("TKT-000001"), &json!("pending"), &json!(0)),
+        "{page}"
+    );
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(robot.json(&["webhook", "deliveries", "--json"])[0], *delivery, "the CLI shows the same view");
+    let (_, listed) = call("GET", &format!("{api}/webhooks"), Some(&reader), None).await;
+    assert_eq!(listed["items"][0]["pending"], 1, "{listed}");
+    let delivery_id = delivery["id"].as_i64().unwrap();
+    let resend = format!("{api}/webhooks/{id}/deliveries/{delivery_id}/resend");
+    let (status, _) = call("POST", &resend, Some(&reader), None).await;
+    assert_eq!(status, 403);
+    let (status, resent) = call("POST", &resend, Some(&writer), None).await;
+    assert_eq!((status, resent["state"].as_str()), (200, Some("pending")), "{resent}");
+    let (status, _) = call("POST", &format!("{api}/webhooks/{id}/deliveries/999/resend"), Some(&writer), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = call("GET", &format!("{api}/webhooks/{id}/deliveries?state=lost"), Some(&reader), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_state")), "{body}");
+
+    let (status, _) = call("DELETE", &format!("{api}/webhooks/{id}"), Some(&reader), None).await;
+    assert_eq!(status, 403);
+    let (status, body) = call("DELETE", &format!("{api}/webhooks/{id}"), Some(&writer), None).await;
+    assert_eq!((status, body["ok"].as_bool()), (200, Some(true)), "{body}");
+    let (status, body) = call("GET", &format!("{api}/webhooks/{id}"), Some(&reader), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -104,8 +104,15 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     with_keys(&mut robot, &[("MAILROBOT_MASTER_KEY", KEY_A)]);
 
     // One of each: a mailbox password, a client secret, a cached access
-    // token (application connection), a refresh token (delegated).
+    // token (application connection), a refresh token (delegated), a
+    // webhook's signing secret.
     robot.add_imap("desk", dc.imap_port(), USER, PASSWORD, &[]);
+    let hook_secret = "whsec_q0a2fPKAXz4xZ9eWvC9nhrD0sGZbyVsGN7kq1TLk8qI=";
+    let out = robot.run_raw(
+        &["webhook", "add", "--url", "https://helpdesk.example.com/hook", "--secret-env", "HOOK_SECRET"],
+        &[("HOOK_SECRET", hook_secret)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     add_tenant(&robot, &emu);
     for (name, mode) in [("app", "application"), ("deleg", "delegated")] {
         add_connection(&robot, name, "graph", mode);
@@ -114,7 +121,7 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     common::oauth::setup_authentication(&robot, &emu, DOMAIN, "deleg", AGENT, AGENT_PASSWORD).await;
     let before = robot.json(&["secrets", "status", "--json"]);
     let count = before["secrets"].as_u64().unwrap();
-    assert!(count >= 4, "{before}");
+    assert!(count >= 5, "{before}");
     assert_eq!(before["not_current"], 0);
 
     // A new key without the old one: nothing can be opened, nothing changes.
@@ -124,6 +131,7 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nothing was changed") && stderr.contains("MAILROBOT_PREVIOUS_MASTER_KEYS"), "{stderr}");
     assert!(stderr.contains("password of mailbox desk") && !stderr.contains(PASSWORD), "{stderr}");
+    assert!(stderr.contains("secret of webhook #1") && !stderr.contains(&hook_secret[6..]), "{stderr}");
     assert_eq!(robot.json(&["secrets", "status", "--json"])["not_current"], count);
 
     // With the old key as a previous one: everything re-sealed under the new.

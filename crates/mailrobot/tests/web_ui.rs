@@ -737,6 +737,63 @@ async fn api_tokens_are_made_shown_once_and_revoked_in_the_ui() {
     let _ = serve.wait();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_added_with_a_secret_and_their_deliveries_shown_and_resent() {
+    const HOOK_SECRET: &str = "whsec_q0a2fPKAXz4xZ9eWvC9nhrD0sGZbyVsGN7kq1TLk8qI=";
+    let robot = robot_with_a_mailbox();
+    let number = robot.tickets()[0]["number"].as_str().unwrap().to_string();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-webhooks").await;
+    browser.click_link("Webhooks").await;
+    browser.heading("Webhooks").await;
+    // Nobody listens on this port: every attempt fails, visibly.
+    let url = format!("http://127.0.0.1:{}/hooks/mailrobot", free_port());
+    browser.fill("URL", &url).await;
+    browser.fill("Secret", "hunter2").await;
+    browser.click_button("Add webhook").await;
+    assert!(browser.text().await.contains("a webhook secret starts with `whsec_`"), "{}", browser.text().await);
+    assert_eq!(browser.field("URL").await.prop("value").await.unwrap().as_deref(), Some(url.as_str()));
+    browser.fill("Secret", HOOK_SECRET).await;
+    browser.field("entry.added").await.click().await.unwrap();
+    browser.click_button("Add webhook").await;
+    assert!(browser.text().await.contains(&format!("Webhook #1 added: {url}")), "{}", browser.text().await);
+    let row = browser.row(&url).await;
+    assert_eq!(&row[1..4], ["ticket.created ticket.status_changed", "enabled", "0"], "{row:?}");
+    assert!(!browser.source().await.contains(&HOOK_SECRET[6..]), "the secret is never shown back");
+    browser.screenshot("webhook-added").await;
+
+    // A status change makes an event; its failed attempt shows with the answer.
+    browser.click_link("Tickets").await;
+    browser.click_link(&number).await;
+    browser.click_button("Closed").await;
+    browser.click_link("Webhooks").await;
+    browser.click_link(&url).await;
+    browser.heading(&format!("Webhook {url}")).await;
+    let mut cells = Vec::new();
+    for _ in 0..50 {
+        cells = browser.row("1").await;
+        if cells[4] != "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        browser.goto(&browser.url().await).await;
+    }
+    assert_eq!(&cells[1..4], ["ticket.status_changed", number.as_str(), "pending"], "{cells:?}");
+    assert!(cells[5].contains("cannot connect to the receiver"), "{cells:?}");
+    browser.screenshot("webhook-deliveries").await;
+    browser.click_button_in_row("1", "ticket.status_changed", "Resend").await;
+    assert!(browser.text().await.contains("Delivery 1 queued again"), "{}", browser.text().await);
+    browser.click_button("Disable").await;
+    assert!(browser.text().await.contains("disabled: events wait until it is enabled"));
+    browser.click_button("Remove").await;
+    browser.heading("Webhooks").await;
+    assert!(!browser.text().await.contains(&url));
+    assert_eq!(robot.json(&["webhook", "list", "--json"]), serde_json::json!([]));
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
 fn fantoccini_locator_css(css: &str) -> mailrobot_testkit::browser::Locator<'_> {
     mailrobot_testkit::browser::Locator::Css(css)
 }

@@ -10,8 +10,8 @@ use crate::{DeliveryState, Result, StoreError, WebhookEvent};
 /// The outbox kind of a webhook delivery (outbound mail will add its own).
 const KIND_WEBHOOK: &str = "webhook";
 
-/// Writes one outbox row per enabled webhook that receives `event_type`, in
-/// the caller's transaction. All rows of one event share its id. When no
+/// Writes one outbox row per webhook that receives `event_type`, in the
+/// caller's transaction (a disabled webhook's rows wait until it is enabled). All rows of one event share its id. When no
 /// webhook wants the event, does nothing but one read of the (small)
 /// webhooks table: `record` is only called when someone listens.
 pub(crate) fn enqueue_event(
@@ -20,7 +20,7 @@ pub(crate) fn enqueue_event(
     record: impl FnOnce() -> Result<EventRecord>,
 ) -> Result<()> {
     let webhooks: Vec<(i64, String)> = tx
-        .prepare_cached("SELECT id, events FROM webhooks WHERE enabled = 1")?
+        .prepare_cached("SELECT id, events FROM webhooks")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let subscribed: Vec<i64> = webhooks

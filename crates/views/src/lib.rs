@@ -213,6 +213,16 @@ pub struct WebhookJson {
 }
 
 impl WebhookJson {
+    /// Every webhook with how many deliveries wait for it.
+    pub fn all(outbox: &dyn mailrobot_store::OutboxStore) -> Result<Vec<Self>, mailrobot_store::StoreError> {
+        let pending = outbox.pending_deliveries()?;
+        Ok(outbox
+            .webhooks()?
+            .iter()
+            .map(|w| Self::of(w, pending.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n)))
+            .collect())
+    }
+
     pub fn of(w: &mailrobot_store::Webhook, pending: i64) -> Self {
         Self {
             id: w.id,

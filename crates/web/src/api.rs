@@ -35,14 +35,23 @@ impl ApiError {
         Self { status, code, message: message.into() }
     }
 
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
     }
 
-    fn internal(err: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "an API request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server could not answer; see its log")
     }
+}
+
+/// A JSON body, or a 400 `invalid_body` that says what to send.
+pub(crate) fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("{e}: send {expected}")))
 }
 
 impl IntoResponse for ApiError {
@@ -116,6 +125,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/connections/{name}/authorize", post(connection_authorize))
         .route("/api/v1/connections/{name}/test", post(connection_test))
         .route("/api/v1/api-tokens", get(api_tokens))
+        .merge(crate::api_webhooks::routes())
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
 }
@@ -134,7 +144,7 @@ pub struct PageQuery {
 
 impl PageQuery {
     /// The page size (1 to [`MAX_LIMIT`]) and the id the page starts below.
-    fn read(&self) -> Result<(usize, Option<i64>), ApiError> {
+    pub(crate) fn read(&self) -> Result<(usize, Option<i64>), ApiError> {
         let limit = match self.limit.as_deref() {
             Some(l) => l.parse::<usize>().map_err(|_| {
                 ApiError::new(
@@ -157,7 +167,7 @@ impl PageQuery {
 }
 
 /// `text` parsed as `T`, or a 400 with `code`.
-fn parse_param<T: std::str::FromStr<Err = String>>(
+pub(crate) fn parse_param<T: std::str::FromStr<Err = String>>(
     text: Option<&str>,
     code: &'static str,
 ) -> Result<Option<T>, ApiError> {
@@ -227,13 +237,7 @@ async fn patch_ticket(
     body: Result<Json<TicketPatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TicketJson>, ApiError> {
     caller.may_write()?;
-    let Json(patch) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("{e}: send {{\"status\": \"open\"|\"pending\"|\"closed\"}}"),
-        )
-    })?;
+    let patch = json_body(body, r#"{"status": "open"|"pending"|"closed"}"#)?;
     let status = patch
         .status
         .parse::<TicketStatus>()

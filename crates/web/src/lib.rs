@@ -11,9 +11,10 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use mailrobot_store::{AdminStore, AuthStore, Store, StoreError};
+use mailrobot_store::{AdminStore, AuthStore, OutboxStore, Store, StoreError};
 
 pub mod api;
+pub mod api_webhooks;
 pub mod connections;
 pub mod journal;
 pub use mailrobot_views as json;
@@ -28,6 +29,7 @@ pub mod throttle;
 pub mod tickets;
 pub mod tokens;
 pub mod views;
+pub mod webhooks;
 
 pub use throttle::SignInThrottle;
 
@@ -42,6 +44,9 @@ pub struct WebState {
     pub store: Arc<dyn Store>,
     pub admins: Arc<dyn AdminStore>,
     pub auth: Arc<dyn AuthStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    /// The robot's public URL (no trailing slash): links it hands out.
+    pub public_url: String,
     /// Cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
     pub throttle: Arc<SignInThrottle>,
@@ -103,6 +108,10 @@ pub fn router(state: WebState) -> Router {
         .route("/journal", get(journal::list))
         .route("/journal/{id}/retry", post(journal::retry))
         .route("/journal/{id}/raw.eml", get(journal::raw))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::page))
+        .route("/webhooks/{id}/deliveries/{delivery}/resend", post(webhooks::resend))
+        .route("/webhooks/{id}/{action}", post(webhooks::action))
         .route("/api-tokens", get(tokens::page).post(tokens::create))
         .route("/api-tokens/{name}/revoke", post(tokens::revoke))
         .route("/tickets", get(tickets::list))

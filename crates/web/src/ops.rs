@@ -25,7 +25,9 @@ pub struct TenantForm {
 pub type OpResult<T> = Result<T, String>;
 
 #[async_trait::async_trait]
-pub trait Operations: ConnectionOperations + MailboxOperations + ServiceOperations + Send + Sync {
+pub trait Operations:
+    ConnectionOperations + MailboxOperations + ServiceOperations + WebhookOperations + Send + Sync
+{
     async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant>;
     /// Saves the tenant called `name` (the form's name is not changed).
     async fn update_tenant(&self, name: &str, form: TenantForm) -> OpResult<Tenant>;
@@ -110,4 +112,17 @@ pub struct MailboxSettingsForm {
     pub max_message_mb: Option<i64>,
     /// A new password; None keeps the stored one.
     pub password: Option<String>,
+}
+
+/// The webhooks' part of [`Operations`].
+#[async_trait::async_trait]
+pub trait WebhookOperations: Send + Sync {
+    /// Checks the URL and the `whsec_` secret, seals the secret and adds the
+    /// webhook (no events: all of them).
+    async fn add_webhook(
+        &self,
+        url: String,
+        events: Vec<mailrobot_store::WebhookEvent>,
+        secret: String,
+    ) -> OpResult<mailrobot_store::Webhook>;
 }
