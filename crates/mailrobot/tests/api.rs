@@ -211,3 +211,123 @@ async fn webhooks_are_added_paused_listed_with_deliveries_resent_and_removed() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_connections_mailboxes_services_and_tokens_are_made_and_changed_through_the_api() {
+    let emu = contoso::emulator();
+    let robot = Robot::new();
+    let (writer, reader) = (token(&robot, "ops", false), token(&robot, "viewer", true));
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let api = format!("http://{address}/api/v1");
+
+    // A tenant, with a write-only secret.
+    let tenant = json!({
+        "name": "contoso", "client_id": contoso::CLIENT_ID, "tenant": contoso::DOMAIN,
+        "client_secret": contoso::SECRET, "secret_expires": "2027-06-30",
+        "authority_url": emu.base_url(), "graph_url": emu.base_url(),
+    });
+    let (status, _) = call("POST", &format!("{api}/tenants"), Some(&reader), Some(tenant.clone())).await;
+    assert_eq!(status, 403);
+    let (status, body) =
+        call("POST", &format!("{api}/tenants"), Some(&writer), Some(json!({"name": "x", "colour": 1}))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "unknown fields are refused: {body}"
+    );
+    let (status, created) = call("POST", &format!("{api}/tenants"), Some(&writer), Some(tenant)).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(!created.to_string().contains(contoso::SECRET), "{created}");
+    assert!(created["client_secret"].as_str().unwrap().starts_with("set on "), "{created}");
+    let ews = format!("{}/EWS/Exchange.asmx", emu.base_url());
+    let (status, changed) =
+        call("PATCH", &format!("{api}/tenants/contoso"), Some(&writer), Some(json!({"ews_url": ews}))).await;
+    assert_eq!((status, changed["ews_url"].as_str()), (200, Some(ews.as_str())), "{changed}");
+    assert_eq!(changed["client_id"], contoso::CLIENT_ID, "what is not sent stays");
+    assert_eq!(changed["client_secret"], created["client_secret"], "the secret stays");
+    let (_, shown) = call("GET", &format!("{api}/tenants/contoso"), Some(&reader), None).await;
+    assert_eq!(shown, robot.json(&["tenant", "list", "--json"])[0]);
+
+    // A connection; its test gets a token from the emulator (application mode).
+    let (status, connection) = call(
+        "POST",
+        &format!("{api}/connections"),
+        Some(&writer),
+        Some(json!({"name": "desk-app", "tenant": "contoso", "capability": "graph", "mode": "application"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{connection}");
+    assert_eq!(connection["capability_label"], "Exchange / Microsoft Graph");
+    let (status, body) = call(
+        "POST",
+        &format!("{api}/connections"),
+        Some(&writer),
+        Some(json!({"name": "bad", "tenant": "nowhere", "capability": "graph", "mode": "delegated"})),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_request")), "{body}");
+    let (_, tested) = call("POST", &format!("{api}/connections/desk-app/test"), Some(&writer), None).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    let (_, shown) = call("GET", &format!("{api}/connections/desk-app"), Some(&reader), None).await;
+    assert_eq!(shown["state"], "ready", "{shown}");
+
+    // A mailbox: made, changed, disabled, removed.
+    let drop = robot.dir.path().join("api-drop");
+    let (status, mailbox) = call(
+        "POST",
+        &format!("{api}/mailboxes"),
+        Some(&writer),
+        Some(json!({"name": "desk", "kind": "drop-folder", "path": drop.to_str().unwrap()})),
+    )
+    .await;
+    assert_eq!((status, mailbox["poll_seconds"].as_i64()), (201, Some(60)), "{mailbox}");
+    let (status, mailbox) = call(
+        "PATCH",
+        &format!("{api}/mailboxes/desk"),
+        Some(&writer),
+        Some(json!({"poll_seconds": 5, "enabled": false})),
+    )
+    .await;
+    assert_eq!((status, mailbox["poll_seconds"].as_i64(), mailbox["enabled"].as_bool()), (200, Some(5), Some(false)));
+    assert_eq!(mailbox, robot.json(&["mailbox", "list", "--json"])[0]);
+    let (status, body) = call("DELETE", &format!("{api}/mailboxes/desk"), Some(&writer), None).await;
+    assert_eq!((status, body["ok"].as_bool()), (200, Some(true)), "{body}");
+    let (status, _) = call("GET", &format!("{api}/mailboxes/desk"), Some(&reader), None).await;
+    assert_eq!(status, 404);
+
+    // Services: default scopes per capability and mode.
+    let (_, services) = call("GET", &format!("{api}/services"), Some(&reader), None).await;
+    let graph =
+        services["items"].as_array().unwrap().iter().find(|s| s["capability"] == "graph" && s["mode"] == "delegated");
+    assert!(
+        graph.unwrap()["scopes"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("Mail.")),
+        "{services}"
+    );
+    let scopes = json!({"scopes": ["offline_access", "https://graph.microsoft.com/Mail.ReadWrite"]});
+    let (status, set) =
+        call("PUT", &format!("{api}/services/graph/delegated"), Some(&writer), Some(scopes.clone())).await;
+    assert_eq!((status, &set["scopes"]), (200, &scopes["scopes"]), "{set}");
+    let (status, _) = call("PUT", &format!("{api}/services/fax/delegated"), Some(&writer), Some(scopes)).await;
+    assert_eq!(status, 404);
+
+    // API tokens: made (shown once), used, revoked.
+    let (status, made) =
+        call("POST", &format!("{api}/api-tokens"), Some(&writer), Some(json!({"name": "bot", "read_only": true})))
+            .await;
+    assert_eq!(status, 201, "{made}");
+    let bot = made["token"].as_str().unwrap().to_string();
+    let (status, listed) = call("GET", &format!("{api}/api-tokens"), Some(&bot), None).await;
+    assert_eq!(status, 200);
+    assert!(!listed.to_string().contains(&bot), "a token is never listed: {listed}");
+    let (status, body) = call("POST", &format!("{api}/api-tokens"), Some(&writer), Some(json!({"name": "bot"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("exists")), "{body}");
+    let (status, _) = call("DELETE", &format!("{api}/api-tokens/bot"), Some(&bot), None).await;
+    assert_eq!(status, 403, "a read-only token revokes nothing");
+    let (status, _) = call("DELETE", &format!("{api}/api-tokens/bot"), Some(&writer), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call("GET", &format!("{api}/api-tokens"), Some(&bot), None).await;
+    assert_eq!(status, 401);
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -126,6 +126,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/connections/{name}/test", post(connection_test))
         .route("/api/v1/api-tokens", get(api_tokens))
         .merge(crate::api_webhooks::routes())
+        .merge(crate::api_admin::routes())
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
 }

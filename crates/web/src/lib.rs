@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, OutboxStore, Store, StoreError};
 
 pub mod api;
+pub mod api_admin;
 pub mod api_webhooks;
 pub mod connections;
 pub mod journal;
