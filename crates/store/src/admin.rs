@@ -23,6 +23,7 @@ pub struct Session {
 
 /// A token for the REST API, as lists show it (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiToken {
     #[serde(skip)]
     pub id: i64,

@@ -8,7 +8,7 @@ use mailrobot_store::{
 use serde::Serialize;
 
 /// A ticket in lists.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TicketJson {
     /// As the CLI prints it and the API takes it: `TKT-000123`.
     pub number: String,
@@ -41,7 +41,7 @@ impl TicketJson {
 }
 
 /// A ticket with its entries (`entries` is the list here, not a count).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TicketDetailJson {
     pub number: String,
     pub tag: String,
@@ -54,7 +54,7 @@ pub struct TicketDetailJson {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EntryJson {
     pub position: i64,
     pub message_id: Option<String>,
@@ -70,7 +70,7 @@ pub struct EntryJson {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttachmentJson {
     pub filename: Option<String>,
     pub content_type: String,
@@ -145,7 +145,7 @@ impl EntryJson {
 
 /// The document a webhook receives: `{"id", "type", "timestamp", "data"}` as
 /// the Standard Webhooks specification recommends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventJson {
     pub id: String,
     #[serde(rename = "type")]
@@ -155,7 +155,7 @@ pub struct EventJson {
     pub data: EventDataJson,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventDataJson {
     /// The ticket, with its status when the event happened.
     pub ticket: TicketJson,
@@ -201,7 +201,7 @@ impl EventJson {
 }
 
 /// A webhook (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookJson {
     pub id: i64,
     pub url: String,
@@ -236,7 +236,7 @@ impl WebhookJson {
 }
 
 /// One delivery of an event to a webhook, with its last answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryJson {
     pub id: i64,
     pub webhook: i64,
@@ -279,15 +279,19 @@ impl DeliveryJson {
 }
 
 /// A mailbox (never its password: only whether one is set).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MailboxJson {
     /// What the operator should know about its settings, if anything.
+    #[schema(value_type = Option<String>)]
     pub warning: Option<&'static str>,
     pub name: String,
     pub kind: MailboxKind,
     pub enabled: bool,
+    /// The kind's own settings (folders, host, address…), as `mailbox add` took them.
+    #[schema(value_type = Object)]
     pub settings: serde_json::Value,
     /// `set` or `none`.
+    #[schema(value_type = String)]
     pub password: &'static str,
     pub poll_seconds: i64,
     pub max_message_bytes: i64,
@@ -329,7 +333,7 @@ impl MailboxJson {
 }
 
 /// An app registration (the secret only as when it was set).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TenantJson {
     pub name: String,
     pub provider: String,
@@ -370,11 +374,12 @@ impl TenantJson {
 }
 
 /// A service connection (never a token).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionJson {
     pub name: String,
     pub tenant: Option<String>,
     pub capability: mailrobot_store::Capability,
+    #[schema(value_type = String)]
     pub capability_label: &'static str,
     pub mode: mailrobot_store::Mode,
     pub scopes: Vec<String>,
@@ -387,7 +392,7 @@ pub struct ConnectionJson {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuthenticatedAs {
     pub name: Option<String>,
     pub username: Option<String>,
@@ -420,7 +425,7 @@ impl ConnectionJson {
 }
 
 /// One row of the mail journal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageJson {
     pub id: i64,
     pub mailbox: String,

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mailrobot_store::{ApiToken, TicketQuery, TicketStatus};
+use mailrobot_store::{ApiToken, JournalState, TicketQuery, TicketStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::WebState;
@@ -54,11 +54,24 @@ pub(crate) fn json_body<T>(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("{e}: send {expected}")))
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorJson {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: programs may act on it (`unauthorized`, `read_only_token`, `not_found`, …).
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(serde_json::json!({"error": {"code": self.code, "message": self.message}})))
-                .into_response();
+        let body = ErrorJson { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
@@ -101,8 +114,52 @@ impl FromRequestParts<WebState> for Caller {
     }
 }
 
+/// `Path`, with a JSON error: a path segment that cannot be read (a number
+/// too large, a word where an id goes) names nothing, so 404.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(err) => {
+                Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such thing: {}", err.body_text())))
+            }
+        }
+    }
+}
+
+/// `Query`, with a JSON error (400 `invalid_query`).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(err) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text())),
+        }
+    }
+}
+
+/// A query parameter given empty (`limit=`) is as good as absent.
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
 /// A page of items and where the next one starts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Give as `cursor` for the next page; null on the last one.
@@ -125,10 +182,16 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/connections/{name}/authorize", post(connection_authorize))
         .route("/api/v1/connections/{name}/test", post(connection_test))
         .route("/api/v1/api-tokens", get(api_tokens))
+        .route("/api/v1/openapi.json", get(openapi_document))
         .merge(crate::api_webhooks::routes())
         .merge(crate::api_admin::routes())
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
+}
+
+/// The OpenAPI document: public, it holds no data.
+async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }
 
 async fn unknown() -> ApiError {
@@ -146,8 +209,8 @@ pub struct PageQuery {
 impl PageQuery {
     /// The page size (1 to [`MAX_LIMIT`]) and the id the page starts below.
     pub(crate) fn read(&self) -> Result<(usize, Option<i64>), ApiError> {
-        let limit = match self.limit.as_deref() {
-            Some(l) => l.parse::<usize>().map_err(|_| {
+        let limit = match given(self.limit.as_deref()) {
+            Some(l) => l.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_limit",
@@ -155,12 +218,14 @@ impl PageQuery {
                 )
             })?,
             None => DEFAULT_LIMIT,
-        }
-        .clamp(1, MAX_LIMIT);
-        let before = match self.cursor.as_deref() {
-            Some(c) => Some(c.parse::<i64>().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave")
-            })?),
+        };
+        let before = match given(self.cursor.as_deref()) {
+            // Cursors are ids this API gave: digits only.
+            Some(c) => Some(
+                c.parse::<i64>().ok().filter(|_| c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit())).ok_or_else(
+                    || ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this API gave"),
+                )?,
+            ),
             None => None,
         };
         Ok((limit, before))
@@ -172,7 +237,7 @@ pub(crate) fn parse_param<T: std::str::FromStr<Err = String>>(
     text: Option<&str>,
     code: &'static str,
 ) -> Result<Option<T>, ApiError> {
-    text.map(|t| t.parse::<T>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, code, e))).transpose()
+    given(text).map(|t| t.parse::<T>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, code, e))).transpose()
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,10 +249,28 @@ pub struct TicketsQuery {
     page: PageQuery,
 }
 
-async fn tickets(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets",
+    tag = "tickets",
+    summary = "List and search tickets",
+    params(
+        ("q" = Option<String>, Query, description = "Words in the subject or requester, or a ticket number"),
+        ("status" = Option<TicketStatus>, Query, description = "Only tickets with this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Items per page, 1 to 200 (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{0,18}$", description = "The `next_cursor` of the page before"),
+    ),
+    responses(
+        (status = 200, description = "A page of tickets, newest first", body = Page<TicketJson>),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn tickets(
     State(state): State<WebState>,
     _caller: Caller,
-    Query(query): Query<TicketsQuery>,
+    ApiQuery(query): ApiQuery<TicketsQuery>,
 ) -> Result<Json<Page<TicketJson>>, ApiError> {
     let (limit, before_id) = query.page.read()?;
     let status = parse_param::<TicketStatus>(query.status.as_deref(), "invalid_status")?;
@@ -217,24 +300,58 @@ async fn find_ticket(state: &WebState, number: &str) -> Result<mailrobot_store::
         .ok_or_else(|| ApiError::not_found("ticket"))
 }
 
-async fn ticket(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{number}",
+    tag = "tickets",
+    summary = "A ticket with its entries",
+    params(
+        ("number" = String, Path, description = "The ticket number as the CLI prints it (TKT-000123)"),
+    ),
+    responses(
+        (status = 200, description = "The ticket with its entries", body = TicketDetailJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn ticket(
     State(state): State<WebState>,
     _caller: Caller,
-    Path(number): Path<String>,
+    ApiPath(number): ApiPath<String>,
 ) -> Result<Json<TicketDetailJson>, ApiError> {
     let t = find_ticket(&state, &number).await?;
     Ok(Json(TicketDetailJson::of(&t, &state.tag)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TicketPatch {
+    #[schema(value_type = TicketStatus)]
     status: String,
 }
 
-async fn patch_ticket(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tickets/{number}",
+    tag = "tickets",
+    summary = "Change a ticket's status",
+    params(
+        ("number" = String, Path, description = "The ticket number as the CLI prints it (TKT-000123)"),
+    ),
+    request_body = TicketPatch,
+    responses(
+        (status = 200, description = "The ticket, changed", body = TicketJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn patch_ticket(
     State(state): State<WebState>,
     caller: Caller,
-    Path(number): Path<String>,
+    ApiPath(number): ApiPath<String>,
     body: Result<Json<TicketPatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TicketJson>, ApiError> {
     caller.may_write()?;
@@ -250,19 +367,47 @@ async fn patch_ticket(
     Ok(Json(TicketJson::of(&t.summary, &state.tag)))
 }
 
-async fn mailboxes(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<MailboxJson>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes",
+    tag = "mailboxes",
+    summary = "List mailboxes",
+    responses(
+        (status = 200, description = "Every mailbox", body = Page<MailboxJson>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn mailboxes(
+    State(state): State<WebState>,
+    _caller: Caller,
+) -> Result<Json<Page<MailboxJson>>, ApiError> {
     let all = state.blocking(|s| s.store.mailboxes()).await.map_err(ApiError::internal)?;
     let items = all.iter().filter(|m| !crate::mailboxes::is_removed(m)).map(MailboxJson::of).collect();
     Ok(Json(Page { items, next_cursor: None }))
 }
 
-async fn api_tokens(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ApiToken>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-tokens",
+    tag = "api-tokens",
+    summary = "List API tokens",
+    responses(
+        (status = 200, description = "Every token (never the token itself)", body = Page<ApiToken>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn api_tokens(
+    State(state): State<WebState>,
+    _caller: Caller,
+) -> Result<Json<Page<ApiToken>>, ApiError> {
     let items = state.blocking(|s| s.admins.api_tokens()).await.map_err(ApiError::internal)?;
     Ok(Json(Page { items, next_cursor: None }))
 }
 
 /// What an action did: whether it worked, in words.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub ok: bool,
     pub message: String,
@@ -277,22 +422,56 @@ impl Outcome {
     }
 }
 
-async fn mailbox_test(
+#[utoipa::path(
+    post,
+    path = "/api/v1/mailboxes/{name}/test",
+    tag = "mailboxes",
+    summary = "Test a mailbox's connection",
+    params(
+        ("name" = String, Path, description = "The mailbox's name"),
+    ),
+    responses(
+        (status = 200, description = "What the test found, in words", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn mailbox_test(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
-    Ok(Outcome::of(state.ops.test_mailbox(&name).await))
+    let m = crate::api_admin::find_mailbox(&state, &name).await?;
+    Ok(Outcome::of(state.ops.test_mailbox(&m.name).await))
 }
 
-async fn mailbox_poll(
+#[utoipa::path(
+    post,
+    path = "/api/v1/mailboxes/{name}/poll",
+    tag = "mailboxes",
+    summary = "Poll a mailbox now",
+    params(
+        ("name" = String, Path, description = "The mailbox's name"),
+    ),
+    responses(
+        (status = 200, description = "What the pass did, in words", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn mailbox_poll(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
-    Ok(Outcome::of(state.ops.poll_now(&name).await))
+    let m = crate::api_admin::find_mailbox(&state, &name).await?;
+    Ok(Outcome::of(state.ops.poll_now(&m.name).await))
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,10 +482,29 @@ pub struct MessagesQuery {
     page: PageQuery,
 }
 
-async fn messages(
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages",
+    tag = "journal",
+    summary = "The mail journal",
+    params(
+        ("state" = Option<JournalState>, Query, description = "Only mails in this state"),
+        ("mailbox" = Option<String>, Query, description = "Only mails of this mailbox"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Items per page, 1 to 200 (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{0,18}$", description = "The `next_cursor` of the page before"),
+    ),
+    responses(
+        (status = 200, description = "A page of the mail journal, newest first", body = Page<MessageJson>),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn messages(
     State(state): State<WebState>,
     _caller: Caller,
-    Query(query): Query<MessagesQuery>,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Page<MessageJson>>, ApiError> {
     let (limit, before_id) = query.page.read()?;
     let journal_state = parse_param::<mailrobot_store::JournalState>(query.state.as_deref(), "invalid_state")?;
@@ -334,10 +532,27 @@ async fn messages(
     Ok(Json(Page { items: rows.iter().map(|m| MessageJson::of(m, &state.tag)).collect(), next_cursor }))
 }
 
-async fn message_retry(
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/retry",
+    tag = "journal",
+    summary = "Retry a failed mail",
+    params(
+        ("id" = i64, Path, description = "The journal row's id"),
+    ),
+    responses(
+        (status = 200, description = "Queued again", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+        (status = 409, description = "In the way of something that exists", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn message_retry(
     State(state): State<WebState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     if state.blocking(move |s| s.store.retry_message(id)).await.map_err(ApiError::internal)? {
@@ -351,20 +566,52 @@ async fn message_retry(
     }
 }
 
-async fn message_raw(
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages/{id}/raw",
+    tag = "journal",
+    summary = "A mail as fetched (.eml)",
+    params(
+        ("id" = i64, Path, description = "The journal row's id"),
+    ),
+    responses(
+        (status = 200, description = "The mail as fetched", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn message_raw(
     State(state): State<WebState>,
     _caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     let bytes = state.blocking(move |s| s.store.message_raw(id)).await.map_err(ApiError::internal)?;
     let bytes = bytes.ok_or_else(|| ApiError::not_found("mail with its content kept"))?;
     Ok(crate::pages::download(bytes, &format!("mail-{id}.eml")))
 }
 
-async fn attachment(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{number}/entries/{position}/attachments/{index}",
+    tag = "tickets",
+    summary = "Download an attachment",
+    params(
+        ("number" = String, Path, description = "The ticket number as the CLI prints it (TKT-000123)"),
+        ("position" = i64, Path, description = "The entry's position (1 is the first mail)"),
+        ("index" = i64, Path, description = "The attachment's index in the entry, from 0"),
+    ),
+    responses(
+        (status = 200, description = "The attachment's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn attachment(
     State(state): State<WebState>,
     _caller: Caller,
-    Path((number, position, index)): Path<(String, i64, usize)>,
+    ApiPath((number, position, index)): ApiPath<(String, i64, usize)>,
 ) -> Result<Response, ApiError> {
     let t = find_ticket(&state, &number).await?;
     let a = t
@@ -380,12 +627,40 @@ async fn attachment(
     Ok(crate::pages::download(bytes, &a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1))))
 }
 
-async fn tenants(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<TenantJson>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    summary = "List tenants",
+    responses(
+        (status = 200, description = "Every tenant (never a secret)", body = Page<TenantJson>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn tenants(
+    State(state): State<WebState>,
+    _caller: Caller,
+) -> Result<Json<Page<TenantJson>>, ApiError> {
     let all = state.blocking(|s| s.auth.tenants()).await.map_err(ApiError::internal)?;
     Ok(Json(Page { items: all.iter().map(TenantJson::of).collect(), next_cursor: None }))
 }
 
-async fn connections(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ConnectionJson>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    tag = "connections",
+    summary = "List service connections",
+    responses(
+        (status = 200, description = "Every service connection (never a token)", body = Page<ConnectionJson>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn connections(
+    State(state): State<WebState>,
+    _caller: Caller,
+) -> Result<Json<Page<ConnectionJson>>, ApiError> {
     let (all, tenants) =
         state.blocking(|s| Ok((s.auth.connections()?, s.auth.tenants()?))).await.map_err(ApiError::internal)?;
     let items = all
@@ -395,32 +670,67 @@ async fn connections(State(state): State<WebState>, _caller: Caller) -> Result<J
     Ok(Json(Page { items, next_cursor: None }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthorizeUrl {
     /// Open it in a browser and sign in within 10 minutes.
     pub authorize_url: String,
 }
 
-async fn connection_authorize(
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{name}/authorize",
+    tag = "connections",
+    summary = "Start Setup Authentication",
+    params(
+        ("name" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 200, description = "The URL to open and sign in at", body = AuthorizeUrl),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn connection_authorize(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AuthorizeUrl>, ApiError> {
     caller.may_write()?;
     // Like the CLI's `connection authorize`: whoever the token's holder
     // gives the URL to signs in.
     let initiator = format!("api:{}", caller.0.name);
-    match state.ops.begin_setup(&name, initiator).await {
+    let c = crate::api_admin::connection_view(&state, &name).await?;
+    match state.ops.begin_setup(&c.name, initiator).await {
         Ok(authorize_url) => Ok(Json(AuthorizeUrl { authorize_url })),
         Err(message) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "setup_not_started", message)),
     }
 }
 
-async fn connection_test(
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{name}/test",
+    tag = "connections",
+    summary = "Test a connection (get a token now)",
+    params(
+        ("name" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 200, description = "What came back, in words", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn connection_test(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
-    Ok(Outcome::of(state.ops.test_connection(&name).await))
+    let c = crate::api_admin::connection_view(&state, &name).await?;
+    Ok(Outcome::of(state.ops.test_connection(&c.name).await))
 }

@@ -3,7 +3,7 @@
 //! through the same [`crate::ops`] calls as its form, so checks and storage
 //! are the CLI's.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -11,12 +11,26 @@ use mailrobot_store::{Capability, MailboxKind, Mode, ServiceScopes};
 use serde::{Deserialize, Serialize};
 
 use crate::WebState;
-use crate::api::{ApiError, Caller, Outcome, Page, TOKEN_PREFIX, json_body};
+use crate::api::{ApiError, ApiPath, Caller, ErrorJson, Outcome, Page, TOKEN_PREFIX, json_body};
 use crate::json::{ConnectionJson, MailboxJson, TenantJson};
 use crate::ops::{ConnectionForm, MailboxForm, MailboxSettingsForm, TenantForm};
 use crate::session::{random_token, token_sha256};
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// A whole number, also when written `60.0` (JSON Schema counts it as an integer).
+fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number in range")))
+}
 
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
@@ -39,12 +53,33 @@ fn refused(message: String) -> ApiError {
 
 // --- tenants ---
 
-/// A tenant as the API takes it: the UI form's fields. On PATCH, absent
-/// fields keep what is stored.
-#[derive(Debug, Deserialize, Default)]
+/// A new tenant: the UI form's fields.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantBody {
-    name: Option<String>,
+    #[schema(min_length = 1, pattern = r"\S")]
+    name: String,
+    /// The app registration's Application (client) ID.
+    #[schema(min_length = 1, pattern = r"\S")]
+    client_id: String,
+    /// The directory (tenant) ID or a verified domain.
+    tenant: Option<String>,
+    /// Write-only.
+    client_secret: Option<String>,
+    /// `YYYY-MM-DD`.
+    secret_expires: Option<String>,
+    /// PEM: certificate and private key. Write-only.
+    certificate_pem: Option<String>,
+    authority_url: Option<String>,
+    graph_url: Option<String>,
+    ews_url: Option<String>,
+}
+
+/// What `PATCH /tenants/{name}` changes (as `tenant set`): absent or null
+/// fields keep what is stored; the name stays.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
     client_id: Option<String>,
     tenant: Option<String>,
     /// Write-only.
@@ -60,7 +95,22 @@ pub struct TenantBody {
 
 const TENANT_BODY: &str = r#"{"name", "client_id", "tenant", "client_secret", "secret_expires": "YYYY-MM-DD", "certificate_pem", "authority_url", "graph_url", "ews_url"}"#;
 
-impl TenantBody {
+impl From<TenantBody> for TenantPatch {
+    fn from(b: TenantBody) -> Self {
+        Self {
+            client_id: Some(b.client_id),
+            tenant: b.tenant,
+            client_secret: b.client_secret,
+            secret_expires: b.secret_expires,
+            certificate_pem: b.certificate_pem,
+            authority_url: b.authority_url,
+            graph_url: b.graph_url,
+            ews_url: b.ews_url,
+        }
+    }
+}
+
+impl TenantPatch {
     fn into_form(self, name: String, stored: Option<&mailrobot_store::Tenant>) -> TenantForm {
         let keep = |given: Option<String>, stored: Option<&Option<String>>| {
             given.or_else(|| stored.cloned().flatten()).filter(|v| !v.trim().is_empty())
@@ -89,37 +139,86 @@ async fn find_tenant(state: &WebState, name: &str) -> Result<mailrobot_store::Te
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-async fn tenant(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{name}",
+    tag = "tenants",
+    summary = "A tenant",
+    params(
+        ("name" = String, Path, description = "The tenant's name"),
+    ),
+    responses(
+        (status = 200, description = "The tenant", body = TenantJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn tenant(
     State(state): State<WebState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TenantJson>, ApiError> {
     Ok(Json(TenantJson::of(&find_tenant(&state, &name).await?)))
 }
 
-async fn create_tenant(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    summary = "Add a tenant",
+    request_body = TenantBody,
+    responses(
+        (status = 201, description = "The tenant", body = TenantJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_tenant(
     State(state): State<WebState>,
     caller: Caller,
     body: Body<TenantBody>,
 ) -> Result<(StatusCode, Json<TenantJson>), ApiError> {
     caller.may_write()?;
     let body = json_body(body, TENANT_BODY)?;
-    let name = body.name.clone().unwrap_or_default().trim().to_string();
-    let tenant = state.ops.add_tenant(body.into_form(name, None)).await.map_err(refused)?;
+    let name = body.name.trim().to_string();
+    let tenant = state.ops.add_tenant(TenantPatch::from(body).into_form(name, None)).await.map_err(refused)?;
     Ok((StatusCode::CREATED, Json(TenantJson::of(&tenant))))
 }
 
-async fn change_tenant(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{name}",
+    tag = "tenants",
+    summary = "Change a tenant",
+    params(
+        ("name" = String, Path, description = "The tenant's name"),
+    ),
+    request_body = TenantPatch,
+    responses(
+        (status = 200, description = "The tenant, changed", body = TenantJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn change_tenant(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
-    body: Body<TenantBody>,
+    ApiPath(name): ApiPath<String>,
+    body: Body<TenantPatch>,
 ) -> Result<Json<TenantJson>, ApiError> {
     caller.may_write()?;
-    let body = json_body(body, TENANT_BODY)?;
-    if body.name.as_ref().is_some_and(|n| *n != name) {
-        return Err(refused("a tenant keeps its name; leave `name` out".into()));
-    }
+    let body = json_body(
+        body,
+        "the fields to change of {\"client_id\", \"tenant\", \"client_secret\", \"secret_expires\", \"certificate_pem\", \"authority_url\", \"graph_url\", \"ews_url\"}",
+    )?;
     let stored = find_tenant(&state, &name).await?;
     let form = body.into_form(stored.name.clone(), Some(&stored));
     let tenant = state.ops.update_tenant(&stored.name, form).await.map_err(refused)?;
@@ -128,10 +227,12 @@ async fn change_tenant(
 
 // --- connections ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
+    #[schema(min_length = 1, pattern = r"\S")]
     name: String,
+    #[schema(min_length = 1, pattern = r"\S")]
     tenant: String,
     capability: Capability,
     mode: Mode,
@@ -140,7 +241,7 @@ pub struct ConnectionBody {
     scopes: Vec<String>,
 }
 
-async fn connection_view(state: &WebState, name: &str) -> Result<ConnectionJson, ApiError> {
+pub(crate) async fn connection_view(state: &WebState, name: &str) -> Result<ConnectionJson, ApiError> {
     let name = name.to_string();
     let (found, tenants) = state
         .blocking(move |s| Ok((s.auth.connection_by_name(&name)?, s.auth.tenants()?)))
@@ -151,15 +252,45 @@ async fn connection_view(state: &WebState, name: &str) -> Result<ConnectionJson,
     Ok(ConnectionJson::of(&c, tenant))
 }
 
-async fn connection(
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{name}",
+    tag = "connections",
+    summary = "A service connection",
+    params(
+        ("name" = String, Path, description = "The connection's name"),
+    ),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn connection(
     State(state): State<WebState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ConnectionJson>, ApiError> {
     Ok(Json(connection_view(&state, &name).await?))
 }
 
-async fn create_connection(
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections",
+    tag = "connections",
+    summary = "Add a service connection",
+    request_body = ConnectionBody,
+    responses(
+        (status = 201, description = "The connection", body = ConnectionJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_connection(
     State(state): State<WebState>,
     caller: Caller,
     body: Body<ConnectionBody>,
@@ -178,18 +309,20 @@ async fn create_connection(
 // --- mailboxes ---
 
 /// A new mailbox: the CLI's `mailbox add` flags, with its defaults.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxBody {
+    #[schema(min_length = 1, pattern = r"\S")]
     name: String,
     kind: MailboxKind,
     connection: Option<String>,
     address: Option<String>,
     host: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 65535)]
     port: Option<u16>,
-    /// `tls` (default), `starttls` or `none`.
-    #[serde(default = "default_security")]
-    security: String,
+    #[serde(default)]
+    security: Security,
     username: Option<String>,
     /// Write-only.
     password: Option<String>,
@@ -202,17 +335,54 @@ pub struct MailboxBody {
     processed_folder: String,
     #[serde(default = "default_failed")]
     error_folder: String,
-    /// `move` (default), `mark-read` or `delete`.
-    #[serde(default = "default_settle")]
-    after_processing: String,
-    #[serde(default = "default_poll")]
-    poll_seconds: i64,
-    #[serde(default = "default_max_mb")]
-    max_message_mb: i64,
+    #[serde(default)]
+    after_processing: AfterProcessing,
+    /// Default 60.
+    #[serde(default, deserialize_with = "whole")]
+    poll_seconds: Option<i64>,
+    /// Default 50.
+    #[serde(default, deserialize_with = "whole")]
+    max_message_mb: Option<i64>,
 }
 
-fn default_security() -> String {
-    "tls".into()
+/// How IMAP and POP3 connect.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    #[default]
+    Tls,
+    Starttls,
+    None,
+}
+
+/// What becomes of a mail in the mailbox once it is processed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterProcessing {
+    #[default]
+    Move,
+    MarkRead,
+    Delete,
+}
+
+impl AfterProcessing {
+    fn as_str(self) -> &'static str {
+        match self {
+            AfterProcessing::Move => "move",
+            AfterProcessing::MarkRead => "mark-read",
+            AfterProcessing::Delete => "delete",
+        }
+    }
+}
+
+impl Security {
+    fn as_str(self) -> &'static str {
+        match self {
+            Security::Tls => "tls",
+            Security::Starttls => "starttls",
+            Security::None => "none",
+        }
+    }
 }
 fn default_folder() -> String {
     "INBOX".into()
@@ -223,46 +393,71 @@ fn default_processed() -> String {
 fn default_failed() -> String {
     "Failed".into()
 }
-fn default_settle() -> String {
-    "move".into()
-}
-fn default_poll() -> i64 {
-    60
-}
-fn default_max_mb() -> i64 {
-    50
-}
+const DEFAULT_POLL_SECONDS: i64 = 60;
+const DEFAULT_MAX_MESSAGE_MB: i64 = 50;
 
 /// What `PATCH /mailboxes/{name}` changes; absent fields stay.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxPatch {
     enabled: Option<bool>,
     folder: Option<String>,
     processed_folder: Option<String>,
     error_folder: Option<String>,
-    after_processing: Option<String>,
+    after_processing: Option<AfterProcessing>,
+    #[serde(default, deserialize_with = "whole")]
     poll_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
     max_message_mb: Option<i64>,
     /// Write-only.
     password: Option<String>,
 }
 
-async fn find_mailbox(state: &WebState, name: &str) -> Result<mailrobot_store::Mailbox, ApiError> {
+pub(crate) async fn find_mailbox(state: &WebState, name: &str) -> Result<mailrobot_store::Mailbox, ApiError> {
     let name = name.to_string();
     let found = state.blocking(move |s| s.store.mailbox_by_name(&name)).await.map_err(ApiError::internal)?;
     found.filter(|m| !crate::mailboxes::is_removed(m)).ok_or_else(|| ApiError::not_found("mailbox"))
 }
 
-async fn mailbox(
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{name}",
+    tag = "mailboxes",
+    summary = "A mailbox",
+    params(
+        ("name" = String, Path, description = "The mailbox's name"),
+    ),
+    responses(
+        (status = 200, description = "The mailbox", body = MailboxJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn mailbox(
     State(state): State<WebState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<MailboxJson>, ApiError> {
     Ok(Json(MailboxJson::of(&find_mailbox(&state, &name).await?)))
 }
 
-async fn create_mailbox(
+#[utoipa::path(
+    post,
+    path = "/api/v1/mailboxes",
+    tag = "mailboxes",
+    summary = "Add a mailbox",
+    request_body = MailboxBody,
+    responses(
+        (status = 201, description = "The mailbox", body = MailboxJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_mailbox(
     State(state): State<WebState>,
     caller: Caller,
     body: Body<MailboxBody>,
@@ -276,7 +471,7 @@ async fn create_mailbox(
         address: b.address,
         host: b.host,
         port: b.port,
-        security: b.security,
+        security: b.security.as_str().to_string(),
         username: b.username,
         password: b.password.filter(|p| !p.is_empty()),
         ews_url: b.ews_url,
@@ -284,18 +479,37 @@ async fn create_mailbox(
         folder: b.folder,
         processed_folder: b.processed_folder,
         error_folder: b.error_folder,
-        after_processing: b.after_processing,
-        poll_seconds: b.poll_seconds,
-        max_message_mb: b.max_message_mb,
+        after_processing: b.after_processing.as_str().to_string(),
+        poll_seconds: b.poll_seconds.unwrap_or(DEFAULT_POLL_SECONDS),
+        max_message_mb: b.max_message_mb.unwrap_or(DEFAULT_MAX_MESSAGE_MB),
     };
     let m = state.ops.add_mailbox(form).await.map_err(refused)?;
     Ok((StatusCode::CREATED, Json(MailboxJson::of(&m))))
 }
 
-async fn change_mailbox(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/mailboxes/{name}",
+    tag = "mailboxes",
+    summary = "Change a mailbox",
+    params(
+        ("name" = String, Path, description = "The mailbox's name"),
+    ),
+    request_body = MailboxPatch,
+    responses(
+        (status = 200, description = "The mailbox, changed", body = MailboxJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn change_mailbox(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Body<MailboxPatch>,
 ) -> Result<Json<MailboxJson>, ApiError> {
     caller.may_write()?;
@@ -308,7 +522,7 @@ async fn change_mailbox(
         folder: p.folder,
         processed_folder: p.processed_folder,
         error_folder: p.error_folder,
-        after_processing: p.after_processing,
+        after_processing: p.after_processing.map(|a| a.as_str().to_string()),
         poll_seconds: p.poll_seconds,
         max_message_mb: p.max_message_mb,
         password: p.password.filter(|p| !p.is_empty()),
@@ -330,10 +544,26 @@ async fn change_mailbox(
     Ok(Json(MailboxJson::of(&find_mailbox(&state, &m.name).await?)))
 }
 
-async fn remove_mailbox(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/mailboxes/{name}",
+    tag = "mailboxes",
+    summary = "Remove a mailbox",
+    params(
+        ("name" = String, Path, description = "The mailbox's name"),
+    ),
+    responses(
+        (status = 200, description = "Removed; its journal and tickets stay", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn remove_mailbox(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     let m = find_mailbox(&state, &name).await?;
@@ -345,7 +575,7 @@ async fn remove_mailbox(
 // --- services ---
 
 /// The default scopes of one capability and mode (the Services page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceScopesJson {
     capability: Capability,
     capability_label: &'static str,
@@ -353,7 +583,21 @@ pub struct ServiceScopesJson {
     scopes: Vec<String>,
 }
 
-async fn services(State(state): State<WebState>, _caller: Caller) -> Result<Json<Page<ServiceScopesJson>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/services",
+    tag = "services",
+    summary = "Default scopes",
+    responses(
+        (status = 200, description = "Default scopes per capability and mode", body = Page<ServiceScopesJson>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn services(
+    State(state): State<WebState>,
+    _caller: Caller,
+) -> Result<Json<Page<ServiceScopesJson>>, ApiError> {
     let all = state.blocking(|s| s.auth.service_scopes()).await.map_err(ApiError::internal)?;
     let items = all
         .into_iter()
@@ -367,16 +611,37 @@ async fn services(State(state): State<WebState>, _caller: Caller) -> Result<Json
     Ok(Json(Page { items, next_cursor: None }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopesBody {
+    #[schema(min_items = 1)]
     scopes: Vec<String>,
 }
 
-async fn set_service(
+#[utoipa::path(
+    put,
+    path = "/api/v1/services/{capability}/{mode}",
+    tag = "services",
+    summary = "Set default scopes",
+    params(
+        ("capability" = Capability, Path, description = "The capability"),
+        ("mode" = Mode, Path, description = "The mode"),
+    ),
+    request_body = ScopesBody,
+    responses(
+        (status = 200, description = "The scopes, saved", body = ServiceScopesJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn set_service(
     State(state): State<WebState>,
     caller: Caller,
-    Path((capability, mode)): Path<(String, String)>,
+    ApiPath((capability, mode)): ApiPath<(String, String)>,
     body: Body<ScopesBody>,
 ) -> Result<Json<ServiceScopesJson>, ApiError> {
     caller.may_write()?;
@@ -390,16 +655,17 @@ async fn set_service(
 
 // --- API tokens ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    #[schema(min_length = 1, pattern = r"\S")]
     name: String,
     #[serde(default)]
     read_only: bool,
 }
 
 /// A token just made: the only answer that ever holds it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewTokenJson {
     name: String,
     read_only: bool,
@@ -407,7 +673,23 @@ pub struct NewTokenJson {
     token: String,
 }
 
-async fn create_token(
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-tokens",
+    tag = "api-tokens",
+    summary = "Make an API token",
+    request_body = TokenBody,
+    responses(
+        (status = 201, description = "The token: the only answer that holds it", body = NewTokenJson),
+        (status = 400, description = "What was sent cannot be used", body = ErrorJson),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 409, description = "In the way of something that exists", body = ErrorJson),
+        (status = 422, description = "The robot refuses what was asked; the message says why", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_token(
     State(state): State<WebState>,
     caller: Caller,
     body: Body<TokenBody>,
@@ -434,10 +716,26 @@ async fn create_token(
     ))
 }
 
-async fn revoke_token(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-tokens/{name}",
+    tag = "api-tokens",
+    summary = "Revoke an API token",
+    params(
+        ("name" = String, Path, description = "The API token's name"),
+    ),
+    responses(
+        (status = 200, description = "Revoked", body = Outcome),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
+        (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
+        (status = 404, description = "No such thing", body = ErrorJson),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn revoke_token(
     State(state): State<WebState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     let lookup = name.clone();

@@ -20,6 +20,7 @@ pub mod connections;
 pub mod journal;
 pub use mailrobot_views as json;
 pub mod mailboxes;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod password;
