@@ -74,6 +74,26 @@ pub fn sealing_context(at: &mailrobot_store::SealedRef) -> Option<String> {
     })
 }
 
+/// Whether metrics name connections (`MAILROBOT_METRICS_NAMES`); by default
+/// they carry the connection's id, as names can be sensitive.
+static LABEL_BY_NAME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set once by the binary, from the operator's choice.
+pub fn label_connections_by_name(by_name: bool) {
+    LABEL_BY_NAME.store(by_name, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Counts a token request: `mailrobot_token_refreshes_total{connection, outcome}`.
+fn record_refresh(connection: &Connection, ok: bool) {
+    let label = if LABEL_BY_NAME.load(std::sync::atomic::Ordering::Relaxed) {
+        connection.name.clone()
+    } else {
+        connection.id.to_string()
+    };
+    let outcome = if ok { "ok" } else { "failed" };
+    metrics::counter!("mailrobot_token_refreshes_total", "connection" => label, "outcome" => outcome).increment(1);
+}
+
 fn refresh_context(connection_id: i64) -> String {
     format!("connection:{connection_id}:refresh_token")
 }
@@ -295,6 +315,7 @@ impl TokenBroker {
         };
         drop(refresh_token);
         let result = self.request_token(&endpoints.token, tenant, &credential, &mut form, grant).await;
+        record_refresh(&connection, result.is_ok());
         let response = match result {
             Ok(response) => response,
             Err(err) => {

@@ -358,6 +358,10 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response
         metrics::gauge!("mailrobot_journal_messages", "state" => "failed").set(counts.failed as f64);
         metrics::gauge!("mailrobot_journal_unsettled").set(counts.unsettled as f64);
     }
+    let store = state.store.clone();
+    if let Ok(Ok(mailboxes)) = tokio::task::spawn_blocking(move || store.mailboxes()).await {
+        crate::metrics::record_mailbox_states(&mailboxes);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

@@ -404,10 +404,15 @@ impl Pipeline {
     /// Processes everything journaled but not yet processed for the mailbox,
     /// a batch (by count and by bytes) per transaction.
     async fn process(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
+        let label = crate::metrics::mailbox_label(mailbox_id, &report.mailbox);
         loop {
             let rules = self.rules.clone();
             let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
+            let started = std::time::Instant::now();
             let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
+            if !done.is_empty() {
+                crate::metrics::record_batch(&label, started.elapsed().as_secs_f64(), done.len());
+            }
             for mail in &done {
                 match (mail.state, mail.kind) {
                     (JournalState::Failed, _) => report.failed += 1,
@@ -416,7 +421,7 @@ impl Pipeline {
                 }
                 report.tickets_created += usize::from(mail.created_ticket);
             }
-            crate::metrics::record_processed(&report.mailbox, &done);
+            crate::metrics::record_processed(&label, &done);
             // A batch cut short by bytes is not the last one; an empty one is.
             if done.is_empty() {
                 return Ok(());

@@ -90,7 +90,9 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
             retry_in_seconds = delay.as_secs(), "poll failed; backing off"
         ),
     }
-    crate::metrics::record_poll(&mailbox.name, result.is_ok(), started.elapsed().as_secs_f64(), failures);
+    let fetched = result.as_ref().map_or(0, |r| r.fetched);
+    let label = crate::metrics::mailbox_label(mailbox.id, &mailbox.name);
+    crate::metrics::record_poll(&label, result.is_ok(), started.elapsed().as_secs_f64(), failures, fetched);
     let store = pipeline.store.clone();
     let id = mailbox.id;
     if let Err(err) = tokio::task::spawn_blocking(move || store.record_poll(id, &record))

@@ -46,9 +46,7 @@ impl ServeLock {
 pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) -> anyhow::Result<()> {
     let limits = HttpLimits::from_env().map_err(anyhow::Error::msg)?;
     let _lock = ServeLock::acquire(&app.data_dir)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
+    let metrics = crate::metrics::install()?;
     let pipeline = app.pipeline()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}; is another program using that port? choose one with --listen")

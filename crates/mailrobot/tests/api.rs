@@ -271,6 +271,10 @@ async fn tenants_connections_mailboxes_services_and_tokens_are_made_and_changed_
     assert_eq!(tested["ok"], true, "{tested}");
     let (_, shown) = call("GET", &format!("{api}/connections/desk-app"), Some(&reader), None).await;
     assert_eq!(shown["state"], "ready", "{shown}");
+    // Token requests are counted per connection (by id: names stay out of metrics).
+    let (_, text) = http_get(&address, "/metrics").unwrap();
+    let refreshes = format!("mailrobot_token_refreshes_total{{connection=\"{}\",outcome=\"ok\"}}", shown["id"]);
+    assert_eq!(metric(&text, &refreshes), Some(1.0), "{text}");
 
     // A mailbox: made, changed, disabled, removed.
     let drop = robot.dir.path().join("api-drop");

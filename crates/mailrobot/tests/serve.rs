@@ -289,3 +289,77 @@ fn metrics_can_be_put_behind_a_token() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("mailrobot_"), "{answer}");
     stop(child);
 }
+
+/// What an operator's dashboard needs, per mailbox: by id unless names are
+/// allowed (they can be sensitive).
+#[test]
+fn metrics_count_per_mailbox_by_id_unless_names_are_allowed() {
+    for names_allowed in [false, true] {
+        let robot = Robot::new();
+        let drop = robot.dir.path().join("drop");
+        robot.add_drop_folder("acme-legal-desk", &drop);
+        robot.run(&["mailbox", "set", "--name", "acme-legal-desk", "--poll-seconds", "1"]);
+        std::fs::write(drop.join("inbox/1.eml"), simple_mail("1@x", "Contract", "", "hi")).unwrap();
+        std::fs::write(drop.join("inbox/2.eml"), b"\x00 not a mail").unwrap();
+        let id = robot.json(&["mailbox", "list", "--json"])[0]["id"].as_i64().unwrap();
+        let env: &[(&str, &str)] = if names_allowed { &[("MAILROBOT_METRICS_NAMES", "1")] } else { &[] };
+        let (mut serve, address) = robot.spawn_serve(env);
+        let label = if names_allowed { "acme-legal-desk".to_string() } else { id.to_string() };
+        let fetched = format!("mailrobot_mails_fetched_total{{mailbox=\"{label}\"}}");
+        assert!(
+            wait_until(Duration::from_secs(15), || http_get(&address, "/metrics")
+                .is_some_and(|(_, m)| metric(&m, &fetched) == Some(2.0))),
+            "{}",
+            http_get(&address, "/metrics").unwrap().1
+        );
+        let (_, text) = http_get(&address, "/metrics").unwrap();
+        assert_eq!(text.contains("acme-legal-desk"), names_allowed, "{text}");
+        let failed = format!("mailrobot_mails_total{{mailbox=\"{label}\",state=\"failed\",kind=\"none\"}}");
+        assert_eq!(metric(&text, &failed), Some(1.0), "{text}");
+        // Histograms with buckets, not summaries.
+        assert!(text.contains(&format!("mailrobot_poll_seconds_bucket{{mailbox=\"{label}\",le=\"0.5\"}}")), "{text}");
+        assert!(text.contains(&format!("mailrobot_batch_seconds_bucket{{mailbox=\"{label}\",le=\"0.1\"}}")), "{text}");
+        assert_eq!(metric(&text, "mailrobot_mailboxes{state=\"ok\"}"), Some(1.0), "{text}");
+        assert_eq!(metric(&text, &format!("mailrobot_mailbox_state{{mailbox=\"{label}\",state=\"ok\"}}")), Some(1.0));
+        assert_eq!(
+            metric(&text, &format!("mailrobot_mailbox_state{{mailbox=\"{label}\",state=\"error\"}}")),
+            Some(0.0)
+        );
+        assert!(text.contains("mailrobot_webhook_queue_depth 0"), "{text}");
+        serve.kill().unwrap();
+        let _ = serve.wait();
+    }
+}
+
+/// The Grafana dashboard in docs/ only asks for metrics the robot records.
+#[test]
+fn the_grafana_dashboard_uses_only_recorded_metrics() {
+    let root = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap()).unwrap();
+    let sources: String = [
+        "crates/mailrobot/src/metrics.rs",
+        "crates/mailrobot/src/http.rs",
+        "crates/auth/src/broker.rs",
+        "crates/webhooks/src/engine.rs",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(root.join(p)).unwrap())
+    .collect();
+    let documented = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("mailrobot_"))
+            {
+                let name = word.trim_end_matches("_bucket");
+                assert!(sources.contains(&format!("\"{name}\"")), "{name} (panel {}) is recorded", panel["title"]);
+                assert!(documented.contains(&format!("`{name}`")), "{name} is in docs/metrics.md");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+}

@@ -284,6 +284,8 @@ pub struct MailboxJson {
     /// What the operator should know about its settings, if anything.
     #[schema(value_type = Option<String>)]
     pub warning: Option<&'static str>,
+    /// What metrics label it by (unless names are allowed).
+    pub id: i64,
     pub name: String,
     pub kind: MailboxKind,
     pub enabled: bool,
@@ -315,6 +317,7 @@ impl MailboxJson {
         };
         Self {
             warning,
+            id: m.id,
             name: m.name.clone(),
             kind: m.kind,
             enabled: m.enabled,
@@ -376,6 +379,8 @@ impl TenantJson {
 /// A service connection (never a token).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionJson {
+    /// What metrics label it by (unless names are allowed).
+    pub id: i64,
     pub name: String,
     pub tenant: Option<String>,
     pub capability: mailrobot_store::Capability,
@@ -403,6 +408,7 @@ impl ConnectionJson {
     /// `tenant` is the name of the connection's tenant.
     pub fn of(c: &mailrobot_store::Connection, tenant: Option<String>) -> Self {
         Self {
+            id: c.id,
             name: c.name.clone(),
             tenant,
             capability: c.capability,
