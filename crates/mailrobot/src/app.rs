@@ -31,6 +31,8 @@ pub struct App {
     /// The same database: webhooks and the outbox of their deliveries.
     pub outbox: Arc<dyn OutboxStore>,
     pub secrets: Arc<SecretBox>,
+    /// How far each running poll of this process has got (the dashboard's).
+    pub progress: Arc<mailrobot_views::progress::SyncProgress>,
     broker_cell: std::sync::OnceLock<Arc<TokenBroker>>,
 }
 
@@ -72,6 +74,7 @@ impl App {
             outbox: sqlite.clone() as Arc<dyn OutboxStore>,
             sealed_store: sqlite as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
+            progress: Arc::default(),
             broker_cell: std::sync::OnceLock::new(),
         })
     }
@@ -103,6 +106,7 @@ impl App {
             rules: ProcessingRules { tag: self.tag_format()? },
             broker: Some(self.broker()?),
             limits: batch_limits()?,
+            progress: self.progress.clone(),
         })
     }
 }

@@ -137,6 +137,8 @@ pub struct Pipeline {
     pub secrets: Arc<SecretBox>,
     pub rules: ProcessingRules,
     pub limits: BatchLimits,
+    /// Where this poll's progress shows (the dashboard).
+    pub progress: Arc<mailrobot_views::progress::SyncProgress>,
     /// Tokens for mailboxes behind a service connection.
     pub broker: Option<Arc<mailrobot_auth::TokenBroker>>,
 }
@@ -163,6 +165,7 @@ impl Pipeline {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".to_string());
                 tracing::error!(mailbox = %mailbox.name, panic = %what, "poll panicked; recorded as this mailbox's error");
+                self.progress.finish(mailbox.id);
                 Err(PollError::Panicked(what))
             }
         }
@@ -177,6 +180,7 @@ impl Pipeline {
 
         let mut source = self.open_source(mailbox).await?;
         let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
+        self.progress.finish(mailbox.id);
         // LOGOUT / QUIT even after an error: POP3 commits deletions on QUIT.
         let closed = source.close().await;
         tracing::debug!(mailbox = %mailbox.name, hwm_kb = peak_rss_kb(), "poll finished");
@@ -301,6 +305,9 @@ impl Pipeline {
         };
         // Batches are taken from a queue as they go: mails a source defers
         // (its fetch spent its byte budget) go back to the front of it.
+        if !new.is_empty() {
+            self.progress.start(id, new.len());
+        }
         let mut queue: std::collections::VecDeque<Listing> = new.into();
         let first = next_batch(&mut queue, limits);
         if let Some(ids) = &first {
@@ -308,6 +315,7 @@ impl Pipeline {
             let batch = requeue_deferred(batch, &mut queue)?;
             crash::point("after-fetch");
             report.fetched += batch.len();
+            self.progress.fetched(id, batch.len());
             self.journal(id, max, batch).await?;
             crash::point("after-journal");
         }
@@ -338,6 +346,7 @@ impl Pipeline {
                 crash::point("after-fetch");
             }
             report.fetched += next.as_ref().map_or(0, Vec::len);
+            self.progress.fetched(id, next.as_ref().map_or(0, Vec::len));
             let journal_next = async {
                 match next {
                     Some(batch) => self.journal(id, max, batch).await,

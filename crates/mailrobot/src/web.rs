@@ -29,6 +29,7 @@ pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
         throttle: Arc::new(SignInThrottle::default()),
         ops: Arc::new(RobotOperations { app: app.clone() }),
         tag: app.tag_format()?,
+        progress: app.progress.clone(),
     })
 }
 

@@ -797,3 +797,71 @@ async fn webhooks_are_added_with_a_secret_and_their_deliveries_shown_and_resent(
 fn fantoccini_locator_css(css: &str) -> mailrobot_testkit::browser::Locator<'_> {
     mailrobot_testkit::browser::Locator::Css(css)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_how_far_a_large_first_sync_has_got() {
+    use common::contoso;
+    // Every request to the mailbox takes 300 ms: a sync of 120 mails in
+    // batches of 10 takes long enough to be watched.
+    let emu = contoso::emulator_with_latency(300);
+    let robot = contoso::robot_with_tenant(&emu);
+    assert!(create_admin(&robot, "create", EMAIL, PASSWORD).status.success());
+    contoso::add_connection(&robot, "app", "graph", "application");
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "servicedesk",
+        "--kind",
+        "graph",
+        "--connection",
+        "app",
+        "--address",
+        contoso::SHARED,
+        "--poll-seconds",
+        "1",
+    ]);
+    let (mut serve, address) = robot.spawn_serve(&[("MAILROBOT_BATCH_MAILS", "10")]);
+    let mut browser = signed_in_browser(&address, "web_ui-sync-progress").await;
+    for i in 0..120 {
+        let mime = String::from_utf8(simple_mail(&format!("p{i}@ex"), &format!("Request {i}"), "", "Help")).unwrap();
+        emu.deliver_mime(contoso::SHARED, "inbox", &mime).unwrap();
+    }
+    let mut seen = None;
+    for _ in 0..300 {
+        browser.goto(&format!("http://{address}/dashboard")).await;
+        let text = browser.text().await;
+        // Caught part way: some fetched, not all.
+        if let Some(line) = text.lines().find(|l| l.contains("of 120 mails fetched") && !l.contains(" 0 of ")) {
+            seen = Some(line.to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = seen.unwrap_or_else(|| panic!("no progress shown\n{}", robot.serve_logs()));
+    assert!(line.starts_with("servicedesk"), "{line}");
+    let fetched: usize = line.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+    assert!(fetched < 120, "seen while under way: {line}");
+    browser.heading("Fetching now").await;
+    browser.screenshot("fetching").await;
+    // When the sync is done, the section goes and the mails are tickets.
+    assert!(
+        wait_until(Duration::from_secs(90), || robot.tickets().len() == 120),
+        "{} tickets\n{}",
+        robot.tickets().len(),
+        robot.serve_logs()
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        browser.goto(&format!("http://{address}/dashboard")).await;
+        if !browser.text().await.contains("Fetching now") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(gone, "the progress goes once the poll ends");
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -1,6 +1,8 @@
 //! One JSON view per thing, shared by the CLI's `--json` and the REST API,
 //! so both say the same thing in the same shape.
 
+pub mod progress;
+
 use mailrobot_core::TagFormat;
 use mailrobot_store::{
     EntryView, Mailbox, MailboxKind, MailboxStatus, MessageKind, TicketDetail, TicketStatus, TicketSummary,

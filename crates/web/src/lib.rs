@@ -54,6 +54,8 @@ pub struct WebState {
     pub throttle: Arc<SignInThrottle>,
     /// What forms ask the robot to do (the binary's commands).
     pub ops: Arc<dyn ops::Operations>,
+    /// How far the running polls have got (the dashboard's progress).
+    pub progress: Arc<mailrobot_views::progress::SyncProgress>,
     /// How ticket numbers are written (`TKT-000123`).
     pub tag: mailrobot_core::TagFormat,
 }

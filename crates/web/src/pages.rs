@@ -266,7 +266,31 @@ pub struct MailboxRow {
 struct DashboardPage {
     layout: Option<Layout>,
     attention: Vec<String>,
+    /// Polls under way, with how far they have got.
+    syncing: Vec<SyncRow>,
     rows: Vec<MailboxRow>,
+}
+
+struct SyncRow {
+    name: String,
+    /// "1,200 of 50,000 mails fetched".
+    text: String,
+    fetched: usize,
+    waiting: usize,
+    started: String,
+}
+
+/// 50000 → "50,000".
+fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Response {
@@ -282,13 +306,18 @@ pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Re
         Ok(loaded) => loaded,
         Err(err) => return error_page(&err),
     };
+    let progress = state.progress.snapshot();
+    let syncing_ids: Vec<i64> = progress.iter().map(|p| p.mailbox_id).collect();
     let mut attention: Vec<String> = tenants.iter().filter_map(|t| views::tenant_attention(t, now)).collect();
     attention.extend(connections.iter().filter_map(views::connection_attention));
     let rows = mailboxes
         .iter()
         .filter(|m| !crate::mailboxes::is_removed(m))
         .map(|m| {
-            let (state, state_class) = views::mailbox_state(m);
+            let (mut state, state_class) = views::mailbox_state(m);
+            if m.status == mailrobot_store::MailboxStatus::New && syncing_ids.contains(&m.id) {
+                state = "first sync under way".to_string();
+            }
             let c = counts.iter().find(|c| c.mailbox_id == m.id).cloned().unwrap_or_default();
             MailboxRow {
                 name: m.name.clone(),
@@ -302,5 +331,18 @@ pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Re
             }
         })
         .collect();
-    render(&DashboardPage { layout: Some(Layout::new(&signed_in, "Dashboard")), attention, rows })
+    let syncing = progress
+        .into_iter()
+        .filter_map(|p| {
+            let m = mailboxes.iter().find(|m| m.id == p.mailbox_id)?;
+            Some(SyncRow {
+                name: m.name.clone(),
+                text: format!("{} of {} mails fetched", group_digits(p.fetched), group_digits(p.waiting)),
+                fetched: p.fetched,
+                waiting: p.waiting,
+                started: views::short_time(&p.started_at),
+            })
+        })
+        .collect();
+    render(&DashboardPage { layout: Some(Layout::new(&signed_in, "Dashboard")), attention, syncing, rows })
 }
