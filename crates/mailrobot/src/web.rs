@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
-    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, OpResult, Operations,
-    ServiceOperations, TenantForm, WebhookOperations,
+    ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, MailboxTest, OpResult,
+    Operations, ServiceOperations, TenantForm, WebhookOperations,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -166,10 +166,13 @@ impl MailboxOperations for RobotOperations {
         .await
     }
 
-    async fn test_mailbox(&self, name: &str) -> OpResult<String> {
+    async fn test_mailbox(&self, name: &str) -> OpResult<MailboxTest> {
         let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
         let probe = pipeline.probe(&mailbox).await.map_err(|e| e.to_string())?;
-        Ok(format!("reachable; {} mails waiting", probe.waiting))
+        Ok(MailboxTest {
+            said: format!("reachable; {} mails waiting, {} folders seen", probe.waiting, probe.folders.len()),
+            folders: probe.folders.into_iter().map(|f| f.name).collect(),
+        })
     }
 
     async fn update_mailbox(&self, name: &str, form: MailboxSettingsForm) -> OpResult<Mailbox> {

@@ -495,6 +495,15 @@ async fn setup_authentication_in_the_browser_comes_back_authenticated() {
         let note = text.lines().find(|l| l.starts_with("Test connection succeeded")).unwrap().to_lowercase();
         assert!(!note.contains(word), "a success note says {word:?}: {note}");
     }
+    // The folder fields offer the live mailbox's folders.
+    browser.click_button("Load folders").await;
+    assert!(browser.text().await.contains("folders loaded from the mailbox"), "{}", browser.text().await);
+    let source = browser.source().await;
+    for folder in ["Inbox", "Archive", "Deleted Items"] {
+        assert!(source.contains(&format!("<option value=\"{folder}\">")), "{folder} offered:\n{source}");
+    }
+    assert_eq!(browser.field("Processed folder").await.attr("list").await.unwrap().as_deref(), Some("live-folders"));
+    browser.screenshot("mailbox-folders").await;
 
     let mail = "From: Customer <customer@example.com>\r\nTo: servicedesk@contoso.test\r\nSubject: Toner everywhere\r\n\
                 Message-ID: <fire@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\

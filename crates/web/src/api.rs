@@ -445,7 +445,7 @@ pub(crate) async fn mailbox_test(
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     let m = crate::api_admin::find_mailbox(&state, &name).await?;
-    Ok(Outcome::of(state.ops.test_mailbox(&m.name).await))
+    Ok(Outcome::of(state.ops.test_mailbox(&m.name).await.map(|t| t.said)))
 }
 
 #[utoipa::path(

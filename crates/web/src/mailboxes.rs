@@ -221,6 +221,8 @@ struct MailboxPage {
     settings: Vec<(String, String)>,
     actions: Vec<(&'static str, &'static str)>,
     edit: EditValues,
+    /// The live mailbox's folders, once a test or `Load folders` listed them.
+    folders: Vec<String>,
     message: Option<String>,
     notice: Option<String>,
 }
@@ -296,6 +298,17 @@ async fn show(
     message: Option<String>,
     notice: Option<String>,
 ) -> Response {
+    show_with_folders(state, signed_in, name, message, notice, Vec::new()).await
+}
+
+async fn show_with_folders(
+    state: &WebState,
+    signed_in: &SignedIn,
+    name: &str,
+    message: Option<String>,
+    notice: Option<String>,
+    folders: Vec<String>,
+) -> Response {
     let m = match find(state, name).await {
         Ok(m) => m,
         Err(response) => return response,
@@ -313,8 +326,9 @@ async fn show(
         poll_seconds: m.poll_seconds,
         max_mb: m.max_message_bytes >> 20,
         settings: settings_of(&m),
-        actions: vec![("test", "Test connection"), ("poll", "Poll now"), toggle],
+        actions: vec![("test", "Test connection"), ("folders", "Load folders"), ("poll", "Poll now"), toggle],
         edit: EditValues::of(&m),
+        folders,
         message,
         notice,
     })
@@ -340,8 +354,21 @@ pub async fn action(
     };
     let (message, notice) = match action.as_str() {
         "test" => match state.ops.test_mailbox(&m.name).await {
-            Ok(said) => (None, Some(format!("Test connection succeeded: {said}"))),
+            Ok(test) => {
+                let notice = Some(format!("Test connection succeeded: {}", test.said));
+                return show_with_folders(&state, &signed_in, &m.name, None, notice, test.folders).await;
+            }
             Err(reason) => (Some(format!("Test connection failed: {reason}")), None),
+        },
+        "folders" => match state.ops.test_mailbox(&m.name).await {
+            Ok(test) => {
+                let notice = Some(format!(
+                    "{} folders loaded from the mailbox: pick them in the fields below.",
+                    test.folders.len()
+                ));
+                return show_with_folders(&state, &signed_in, &m.name, None, notice, test.folders).await;
+            }
+            Err(reason) => (Some(format!("Could not load the folders: {reason}")), None),
         },
         "poll" => match state.ops.poll_now(&m.name).await {
             Ok(said) => (None, Some(format!("Poll done: {said}"))),

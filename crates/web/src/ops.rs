@@ -80,12 +80,21 @@ pub struct MailboxForm {
     pub max_message_mb: i64,
 }
 
+/// What a mailbox test found.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxTest {
+    /// In words, for the page ("reachable; 3 mails waiting").
+    pub said: String,
+    /// The folders the robot can see in the live mailbox (the pickers').
+    pub folders: Vec<String>,
+}
+
 /// The mailboxes' part of [`Operations`].
 #[async_trait::async_trait]
 pub trait MailboxOperations: Send + Sync {
     async fn add_mailbox(&self, form: MailboxForm) -> OpResult<mailrobot_store::Mailbox>;
-    /// Connects and counts what waits: what came back, in words.
-    async fn test_mailbox(&self, name: &str) -> OpResult<String>;
+    /// Connects, lists folders and counts what waits, changing nothing.
+    async fn test_mailbox(&self, name: &str) -> OpResult<MailboxTest>;
     /// One pass over the mailbox now: what it did, in words.
     async fn poll_now(&self, name: &str) -> OpResult<String>;
     /// Saves the settings the mailbox's page edits (as `mailbox set`).
