@@ -78,21 +78,25 @@ async fn run_check(cfg: &SmtpConfig) -> (bool, Value) {
 }
 
 /// One line for people: who logged in where, or why not.
-pub fn print_outcome(value: &Value) {
+pub fn outcome_line(value: &Value) -> String {
     if value["ok"] == json!(true) {
-        crate::say!(
+        format!(
             "SMTP {}: logged in as {} over {} — nothing sent",
             value["server"].as_str().unwrap_or_default(),
             value["authenticated_as"].as_str().unwrap_or("(no login)"),
             if value["secured"] == json!(true) { "TLS" } else { "an unencrypted connection" }
-        );
+        )
     } else {
-        crate::say!(
+        format!(
             "SMTP {}: {}",
             value["server"].as_str().unwrap_or_default(),
             value["error"].as_str().unwrap_or_default()
-        );
+        )
     }
+}
+
+pub fn print_outcome(value: &Value) {
+    crate::say!("{}", outcome_line(value));
 }
 
 fn connection_tokens(app: &App, connection: &Connection) -> anyhow::Result<Arc<dyn BearerTokens>> {

@@ -9,7 +9,7 @@ use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
     ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, MailboxTest, OpResult,
-    Operations, ServiceOperations, TenantForm, WebhookOperations,
+    Operations, ServiceOperations, SmtpCheck, TenantForm, WebhookOperations,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -100,7 +100,7 @@ impl ConnectionOperations for RobotOperations {
         broker.begin_authorization(c.id, &public, &initiator, None).await.map_err(|e| e.to_string())
     }
 
-    async fn test_connection(&self, connection: &str) -> OpResult<String> {
+    async fn test_connection(&self, connection: &str, smtp: SmtpCheck) -> OpResult<String> {
         let name = connection.to_string();
         let c = self
             .run(move |app| {
@@ -109,7 +109,33 @@ impl ConnectionOperations for RobotOperations {
             .await?;
         let token = crate::commands_auth::connection_token(&self.app, &c).await.map_err(|e| e.to_string())?;
         let who = c.authenticated_upn.as_deref().map(|u| format!(", authenticated as {u}")).unwrap_or_default();
-        Ok(format!("a token for {} valid until {}{who}", token.resource, token.expires_at.format("%Y-%m-%d %H:%M UTC")))
+        let said = format!(
+            "a token for {} valid until {}{who}",
+            token.resource,
+            token.expires_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        if c.capability != mailrobot_store::Capability::Smtp {
+            return Ok(said);
+        }
+        // An SMTP connection is only useful if the server takes its tokens.
+        let tls = match smtp.security.as_deref() {
+            Some("tls") => TlsArg::Tls,
+            Some("none") => TlsArg::None,
+            _ => TlsArg::Starttls,
+        };
+        let mut value = json!({});
+        let ok = crate::commands_smtp::connection_smtp_check(
+            &self.app,
+            &c,
+            smtp.server.as_deref().filter(|s| !s.trim().is_empty()),
+            tls.into(),
+            smtp.address.as_deref().filter(|s| !s.trim().is_empty()),
+            &mut value,
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        let smtp_said = crate::commands_smtp::outcome_line(&value["smtp"]);
+        if ok { Ok(format!("{said}; {smtp_said}")) } else { Err(format!("{said}, but {smtp_said}")) }
     }
 }
 

@@ -874,3 +874,63 @@ async fn the_dashboard_shows_how_far_a_large_first_sync_has_got() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_smtp_connection_is_tested_by_logging_in_to_the_smtp_server() {
+    use common::contoso;
+    use mailrobot_testkit::dovecot::{Dovecot, Options};
+    use mailrobot_testkit::smtp_sink::SmtpSink;
+    let emu = contoso::emulator();
+    // Dovecot's submission service checks XOAUTH2 tokens at the emulator and
+    // relays to smtp-sink (which must receive nothing).
+    let sink = SmtpSink::start().unwrap();
+    let introspection = emu.mail_introspection_url_template();
+    let options = Options {
+        oauth2_introspection_url: Some(&introspection),
+        submission_relay_port: Some(sink.port()),
+        ..Options::default()
+    };
+    let dc = Dovecot::start_with(&[(contoso::AGENT, "unused-password")], &options).unwrap();
+    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let robot = contoso::robot_with_tenant(&emu);
+    assert!(create_admin(&robot, "create", EMAIL, PASSWORD).status.success());
+    contoso::add_connection(&robot, "desk-smtp", "smtp", "delegated");
+    common::oauth::setup_authentication(
+        &robot,
+        &emu,
+        contoso::DOMAIN,
+        "desk-smtp",
+        contoso::AGENT,
+        contoso::AGENT_PASSWORD,
+    )
+    .await;
+
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-smtp-connection").await;
+    browser.click_link("Service Connections").await;
+    browser.click_link("desk-smtp").await;
+    browser.fill("SMTP server", &server).await;
+    browser.select("Security", "None (this machine only)").await;
+    browser.click_button("Test connection").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Test connection succeeded: a token for https://outlook.office.com")
+            && text.contains(&format!(
+                "SMTP {server}: logged in as {} over an unencrypted connection — nothing sent",
+                contoso::AGENT
+            )),
+        "{text}"
+    );
+    browser.screenshot("smtp-tested").await;
+    // Logging in as a mailbox the user may not send as fails, saying why.
+    browser.fill("SMTP server", &server).await;
+    browser.select("Security", "None (this machine only)").await;
+    browser.fill("Sending address", contoso::SHARED).await;
+    browser.click_button("Test connection").await;
+    let text = browser.text().await;
+    assert!(text.contains("Test connection failed: a token for") && text.contains(contoso::SHARED), "{text}");
+    assert!(sink.mails().unwrap().is_empty(), "a test sends nothing");
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

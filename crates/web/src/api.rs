@@ -406,6 +406,18 @@ pub(crate) async fn api_tokens(
     Ok(Json(Page { items, next_cursor: None }))
 }
 
+/// Where an SMTP connection's test logs in; every field optional (Microsoft
+/// 365's SMTP server with STARTTLS, as the signed-in user).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpTestBody {
+    /// `host[:port]`; default `smtp.office365.com:587`.
+    smtp_server: Option<String>,
+    smtp_security: Option<crate::api_admin::Security>,
+    /// The sending address to log in as.
+    address: Option<String>,
+}
+
 /// What an action did: whether it worked, in words.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
@@ -717,6 +729,7 @@ pub(crate) async fn connection_authorize(
     params(
         ("name" = String, Path, description = "The connection's name"),
     ),
+    request_body(content = Option<SmtpTestBody>, description = "SMTP connections: where the test logs in", content_type = "application/json"),
     responses(
         (status = 200, description = "What came back, in words", body = Outcome),
         (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
@@ -729,8 +742,26 @@ pub(crate) async fn connection_test(
     State(state): State<WebState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     let c = crate::api_admin::connection_view(&state, &name).await?;
-    Ok(Outcome::of(state.ops.test_connection(&c.name).await))
+    // The body is optional: only SMTP connections use it.
+    let given: SmtpTestBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SmtpTestBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("{e}: send nothing, or {{\"smtp_server\", \"smtp_security\", \"address\"}}"),
+            )
+        })?
+    };
+    let smtp = crate::ops::SmtpCheck {
+        server: given.smtp_server,
+        security: given.smtp_security.map(|s| s.as_str().to_string()),
+        address: given.address,
+    };
+    Ok(Outcome::of(state.ops.test_connection(&c.name, smtp).await))
 }

@@ -376,7 +376,7 @@ impl AfterProcessing {
 }
 
 impl Security {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Security::Tls => "tls",
             Security::Starttls => "starttls",

@@ -184,6 +184,8 @@ struct ConnectionPage {
     authenticated_at: Option<String>,
     granted: Option<String>,
     delegated: bool,
+    /// SMTP connections: the test logs in to an SMTP server too.
+    smtp: bool,
     message: Option<String>,
     notice: Option<String>,
 }
@@ -234,6 +236,7 @@ async fn show(
         authenticated_at: c.authenticated_at.as_deref().map(views::short_time),
         granted: c.granted_scopes.clone(),
         delegated: c.mode == Mode::Delegated,
+        smtp: c.capability == mailrobot_store::Capability::Smtp,
         message,
         notice,
     };
@@ -288,16 +291,28 @@ pub async fn authorize(
     }
 }
 
+/// The test form: a CSRF token, and for SMTP connections where to log in.
+#[derive(Deserialize)]
+pub struct TestForm {
+    #[serde(default)]
+    csrf: String,
+    smtp_server: Option<String>,
+    smtp_security: Option<String>,
+    smtp_address: Option<String>,
+}
+
 pub async fn test(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(name): Path<String>,
-    Form(form): Form<crate::pages::CsrfForm>,
+    Form(form): Form<TestForm>,
 ) -> Response {
     if !signed_in.csrf_ok(&form.csrf) {
         return csrf_refused();
     }
-    match state.ops.test_connection(&name).await {
+    let smtp =
+        crate::ops::SmtpCheck { server: form.smtp_server, security: form.smtp_security, address: form.smtp_address };
+    match state.ops.test_connection(&name, smtp).await {
         Ok(said) => show(&state, &signed_in, name, None, Some(format!("Test connection succeeded: {said}"))).await,
         Err(reason) => show(&state, &signed_in, name, Some(format!("Test connection failed: {reason}")), None).await,
     }

@@ -44,6 +44,18 @@ pub struct ConnectionForm {
     pub scopes: Vec<String>,
 }
 
+/// Where an SMTP connection's test logs in (all optional: Microsoft 365's
+/// SMTP server with STARTTLS, as the signed-in user).
+#[derive(Debug, Clone, Default)]
+pub struct SmtpCheck {
+    /// `host[:port]`.
+    pub server: Option<String>,
+    /// `starttls` (default), `tls` or `none`.
+    pub security: Option<String>,
+    /// The sending address to log in as.
+    pub address: Option<String>,
+}
+
 /// The connections' part of [`Operations`].
 #[async_trait::async_trait]
 pub trait ConnectionOperations: Send + Sync {
@@ -51,8 +63,9 @@ pub trait ConnectionOperations: Send + Sync {
     /// Starts Setup Authentication for a browser: the identity platform's
     /// URL to send it to. `initiator` binds the flow to that browser.
     async fn begin_setup(&self, connection: &str, initiator: String) -> OpResult<String>;
-    /// Gets a token now: what came back, in words.
-    async fn test_connection(&self, connection: &str) -> OpResult<String>;
+    /// Gets a token now; for an SMTP connection, also logs in to the SMTP
+    /// server with it (nothing is sent). What came back, in words.
+    async fn test_connection(&self, connection: &str, smtp: SmtpCheck) -> OpResult<String>;
 }
 
 /// A new mailbox as the form gives it. Fields that do not apply to its
