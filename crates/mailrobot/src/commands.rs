@@ -62,7 +62,23 @@ pub fn mailbox_add(app: &App, add: &MailboxAdd) -> anyhow::Result<Mailbox> {
 
 /// Adds a mailbox whose password (if any) the caller already holds (the
 /// admin UI's form); `add.password_env`/`password_stdin` are not read here.
+/// Names the admin UI's addresses would take for a page of their own
+/// (`/mailboxes/new` is the form for a new one), so no thing may be called so.
+pub const RESERVED_NAMES: &[&str] = &["new"];
+
+/// Refuses an empty or reserved name for a new `what`.
+pub fn check_new_name(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty() {
+        bail!("a {what} needs a name");
+    }
+    if RESERVED_NAMES.iter().any(|r| name.trim().eq_ignore_ascii_case(r)) {
+        bail!("{name:?} is kept for the admin UI's own pages; give the {what} another name");
+    }
+    Ok(())
+}
+
 pub fn mailbox_add_with_password(app: &App, add: &MailboxAdd, password: Option<Secret>) -> anyhow::Result<Mailbox> {
+    check_new_name("mailbox", &add.name)?;
     let need = |value: &Option<String>, flag: &str| {
         value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| anyhow!("--kind {:?} needs {flag}", add.kind))
     };

@@ -82,6 +82,7 @@ pub fn tenant_add_with_secret(
     secret: Option<Secret>,
     certificate_pem: Option<String>,
 ) -> anyhow::Result<Tenant> {
+    crate::commands::check_new_name("tenant", &add.name)?;
     let provider = match add.provider {
         ProviderArg::Microsoft365 => PROVIDER_MICROSOFT365,
         ProviderArg::Oauth2 => PROVIDER_OAUTH2,
@@ -249,9 +250,7 @@ pub fn connection_add(
     mode: Mode,
     scopes: &[String],
 ) -> anyhow::Result<Connection> {
-    if name.trim().is_empty() {
-        bail!("a connection needs a name");
-    }
+    crate::commands::check_new_name("connection", name)?;
     let tenant = app.auth_store.tenant_by_name(tenant)?.ok_or_else(|| anyhow!("no tenant named {tenant:?}"))?;
     let scopes = if scopes.iter().all(|s| s.trim().is_empty()) {
         if tenant.provider == PROVIDER_OAUTH2 {

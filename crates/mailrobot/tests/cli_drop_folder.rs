@@ -209,3 +209,18 @@ fn mailbox_set_changes_only_what_it_is_given_and_only_what_applies() {
     assert!(stderr(&["mailbox", "set", "--name", "imap", "--folder", "a\r\nb"]).contains("carriage return"));
     assert!(stderr(&["mailbox", "set", "--name", "nope", "--poll-seconds", "5"]).contains("no mailbox named"));
 }
+
+/// `new` names the admin UI's "new" pages (`/mailboxes/new`): no mailbox,
+/// tenant or connection may take it.
+#[test]
+fn names_the_admin_ui_keeps_are_refused() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    let out = robot
+        .run_raw(&["mailbox", "add", "--name", "new", "--kind", "drop-folder", "--path", drop.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kept for the admin UI"), "{out:?}");
+    let out = robot.run_raw(&["tenant", "add", "--name", "New", "--client-id", "x", "--tenant", "contoso.test"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kept for the admin UI"), "{out:?}");
+    assert_eq!(robot.json(&["mailbox", "list", "--json"]), serde_json::json!([]));
+}
