@@ -5,6 +5,8 @@
 //! RSS; then one mail with a 25 MB attachment; then, side by side on the same
 //! mails from the same Dovecot, django-helpdesk's `get_email`.
 
+mod api;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,6 +56,19 @@ struct Args {
     baseline: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The API and UI at scale: a database of this many journal rows (with
+    /// --api-tickets tickets), and the time each list and search takes (0 skips).
+    #[arg(long, default_value_t = 0)]
+    api_journal: usize,
+    #[arg(long, default_value_t = 300_000)]
+    api_tickets: usize,
+    /// Ingest of this many mails by `serve`, with and without 20 API readers,
+    /// --rounds times each (0 skips).
+    #[arg(long, default_value_t = 0)]
+    readers_mails: usize,
+    /// Only the API runs (--api-journal, --readers-mails), not the ingest ones.
+    #[arg(long)]
+    api_only: bool,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -155,6 +170,19 @@ fn mailrobot_run(bin: &Path, port: u16, user: &str) -> anyhow::Result<(Measured,
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure!(args.mailrobot.exists(), "{} not found: run `cargo build --release` first", args.mailrobot.display());
+    if args.api_only {
+        let mut results = json!({"nproc": std::thread::available_parallelism()?.get()});
+        if args.api_journal > 0 {
+            results["api_scale"] = api::scale_run(&args.mailrobot, args.api_journal, args.api_tickets)?;
+        }
+        if args.readers_mails > 0 {
+            eprintln!("== ingest of {} mails by serve, alone and with 20 API readers", args.readers_mails);
+            results["ingest_with_readers"] =
+                api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
     let opts = GenOptions::default();
     let compare_users: Vec<String> = (0..args.rounds * 2).map(|i| format!("compare{i}@example.test")).collect();
     let mut users = vec![

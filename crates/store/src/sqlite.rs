@@ -21,8 +21,17 @@ use crate::sqlite_ledger::{SqliteLedger, read_pending};
 use crate::{JournalState, Result, Store, StoreError, TicketStatus};
 
 pub struct SqliteStore {
+    /// The one connection that writes (and reads what writers read).
     pub(crate) conn: Mutex<Connection>,
+    /// Read-only connections for the views (UI, API, metrics): in WAL mode
+    /// they read committed data while the writer commits, so browsing never
+    /// waits for ingestion's lock, nor ingestion for browsing.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Read-only connections per store.
+const READERS: usize = 2;
 
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -46,8 +55,19 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        let store = Self { conn: Mutex::new(conn) };
+        let mut store = Self { conn: Mutex::new(conn), readers: Vec::new(), next_reader: Default::default() };
         store.migrate()?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            reader.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+            reader.pragma_update(None, "cache_size", -8_192).map_err(open_err)?;
+            reader.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
+            store.readers.push(Mutex::new(reader));
+        }
         Ok(store)
     }
 
@@ -72,6 +92,17 @@ impl SqliteStore {
         // A panic while holding the lock leaves SQLite consistent (the open
         // transaction rolls back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read-only connection: a free one if any, else the next in turn.
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
@@ -163,7 +194,7 @@ impl Store for SqliteStore {
     }
 
     fn mailboxes(&self) -> Result<Vec<Mailbox>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes ORDER BY id"))?;
         let rows = stmt.query_map([], mailbox_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
@@ -371,14 +402,14 @@ impl Store for SqliteStore {
     }
 
     fn tickets(&self) -> Result<Vec<TicketSummary>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(&format!("{TICKET_SUMMARY_SQL} ORDER BY t.id"))?;
         let rows = stmt.query_map([], ticket_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     fn ticket(&self, id: i64) -> Result<Option<TicketDetail>> {
-        let conn = self.lock();
+        let conn = self.read();
         let Some(summary) =
             conn.query_row(&format!("{TICKET_SUMMARY_SQL} WHERE t.id = ?1"), [id], ticket_from_row).optional()?
         else {
@@ -434,7 +465,7 @@ impl Store for SqliteStore {
     }
 
     fn search_tickets(&self, query: &TicketQuery) -> Result<Vec<TicketSummary>> {
-        let conn = self.lock();
+        let conn = self.read();
         // LIKE with its wildcards escaped: the words are looked for as typed.
         let pattern = query
             .text
@@ -486,7 +517,7 @@ impl Store for SqliteStore {
     }
 
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.lock();
+        let mut conn = self.read();
         let tx = conn.transaction()?;
         let Some((rowid, size)) = tx
             .query_row("SELECT id, size FROM blobs WHERE sha256 = ?1", [sha256], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -499,7 +530,7 @@ impl Store for SqliteStore {
 
     fn message_raw(&self, journal_id: i64) -> Result<Option<Vec<u8>>> {
         let sha: Option<String> = {
-            let conn = self.lock();
+            let conn = self.read();
             conn.query_row("SELECT raw_sha256 FROM messages WHERE id = ?1", [journal_id], |r| r.get(0))
                 .optional()?
                 .flatten()
@@ -511,7 +542,7 @@ impl Store for SqliteStore {
     }
 
     fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageView>> {
-        let conn = self.lock();
+        let conn = self.read();
         let order = if filter.page.is_some() { "DESC" } else { "ASC" };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, b.name, m.remote_id, m.message_id, m.subject, m.from_addr, m.state, m.kind,
@@ -549,12 +580,14 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> Result<Counts> {
-        let conn = self.lock();
+        let conn = self.read();
         Ok(conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM tickets), COUNT(*),
-                    COALESCE(SUM(state = 'fetched'), 0), COALESCE(SUM(state = 'processed'), 0),
-                    COALESCE(SUM(state = 'failed'), 0), COALESCE(SUM(settled = 0 AND state <> 'fetched'), 0)
-             FROM messages",
+            // Each count over its own (partial) index; processed is the rest.
+            "SELECT (SELECT COUNT(*) FROM tickets), total, fetched, total - fetched - failed, failed, unsettled
+             FROM (SELECT (SELECT COUNT(*) FROM messages) AS total,
+                          (SELECT COUNT(*) FROM messages WHERE state = 'fetched') AS fetched,
+                          (SELECT COUNT(*) FROM messages WHERE state = 'failed') AS failed,
+                          (SELECT COUNT(*) FROM messages WHERE settled = 0 AND state <> 'fetched') AS unsettled)",
             [],
             |r| {
                 Ok(Counts {
@@ -570,23 +603,33 @@ impl Store for SqliteStore {
     }
 
     fn mailbox_counts(&self, since: &str) -> Result<Vec<MailboxCounts>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT mailbox_id, COALESCE(SUM(fetched_at >= ?1), 0), COALESCE(SUM(state = 'fetched'), 0),
-                    COALESCE(SUM(state = 'failed'), 0)
-             FROM messages GROUP BY mailbox_id ORDER BY mailbox_id",
+        let conn = self.read();
+        // Three counts, each over its own index: today's rows, the pending
+        // rows and the failed ones are few next to the whole journal.
+        let mut counts: std::collections::BTreeMap<i64, MailboxCounts> = std::collections::BTreeMap::new();
+        let mut add = |sql: &str, param: Option<&str>, set: fn(&mut MailboxCounts, i64)| -> Result<()> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(param), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (mailbox_id, n) = row?;
+                set(counts.entry(mailbox_id).or_insert(MailboxCounts { mailbox_id, ..Default::default() }), n);
+            }
+            Ok(())
+        };
+        add(
+            "SELECT mailbox_id, COUNT(*) FROM messages INDEXED BY messages_fetched_at WHERE fetched_at >= ?1
+             GROUP BY mailbox_id",
+            Some(since),
+            |c, n| c.fetched_since = n,
         )?;
-        let rows = stmt
-            .query_map([since], |r| {
-                Ok(MailboxCounts {
-                    mailbox_id: r.get(0)?,
-                    fetched_since: r.get(1)?,
-                    waiting: r.get(2)?,
-                    failed: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        add("SELECT mailbox_id, COUNT(*) FROM messages WHERE state = 'fetched' GROUP BY mailbox_id", None, |c, n| {
+            c.waiting = n
+        })?;
+        add("SELECT mailbox_id, COUNT(*) FROM messages WHERE state = 'failed' GROUP BY mailbox_id", None, |c, n| {
+            c.failed = n
+        })?;
+        Ok(counts.into_values().collect())
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {

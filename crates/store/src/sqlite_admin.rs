@@ -93,7 +93,7 @@ impl AdminStore for SqliteStore {
 
     fn session(&self, token_sha256: &str) -> Result<Option<Session>> {
         let at = now();
-        let conn = self.lock();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 &format!(
@@ -132,7 +132,7 @@ impl AdminStore for SqliteStore {
     }
 
     fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
-        let conn = self.lock();
+        let conn = self.read();
         Ok(conn
             .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_sha256 = ?1"))?
             .query_row([token_sha256], token_from_row)

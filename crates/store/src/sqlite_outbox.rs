@@ -109,7 +109,7 @@ impl OutboxStore for SqliteStore {
     }
 
     fn webhooks(&self) -> Result<Vec<Webhook>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"))?;
         Ok(stmt.query_map([], webhook_from_row)?.collect::<rusqlite::Result<_>>()?)
     }
@@ -212,7 +212,7 @@ impl OutboxStore for SqliteStore {
     }
 
     fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DELIVERY_VIEW_COLUMNS} FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
              WHERE o.kind = 'webhook' AND (?1 IS NULL OR o.webhook_id = ?1) AND (?2 IS NULL OR o.state = ?2)

@@ -274,8 +274,7 @@ pub(crate) async fn tickets(
 ) -> Result<Json<Page<TicketJson>>, ApiError> {
     let (limit, before_id) = query.page.read()?;
     let status = parse_param::<TicketStatus>(query.status.as_deref(), "invalid_status")?;
-    let text = query.q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
-    let number = text.as_deref().and_then(|t| state.tag.parse_number(t)).and_then(|n| i64::try_from(n).ok());
+    let (text, number) = crate::tickets::search_terms(&state.tag, query.q.as_deref().unwrap_or(""));
     let q = TicketQuery { text, number, status, mailbox_id: None, before_id, limit: limit + 1 };
     let mut found = state.blocking(move |s| s.store.search_tickets(&q)).await.map_err(ApiError::internal)?;
     let next_cursor = (found.len() > limit).then(|| {

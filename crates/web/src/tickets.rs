@@ -60,9 +60,22 @@ pub struct ListQuery {
     before: Option<i64>,
 }
 
+/// What a search box's words look for: a ticket number written as the robot
+/// writes it (`TKT-000123`, `[TKT-000123]`) is that ticket alone, found by
+/// its key; other words match subjects and requesters (bare digits match the
+/// number too).
+pub fn search_terms(tag: &mailrobot_core::TagFormat, typed: &str) -> (Option<String>, Option<i64>) {
+    let text = typed.trim();
+    if text.is_empty() {
+        return (None, None);
+    }
+    let number = tag.parse_number(text).and_then(|n| i64::try_from(n).ok());
+    let written_as_number = number.is_some() && !text.bytes().all(|b| b.is_ascii_digit());
+    if written_as_number { (None, number) } else { (Some(text.to_string()), number) }
+}
+
 pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(params): Query<ListQuery>) -> Response {
-    let text = params.q.trim().to_string();
-    let number = state.tag.parse_number(&text).and_then(|n| i64::try_from(n).ok());
+    let (text, number) = search_terms(&state.tag, &params.q);
     let status = params.status.parse::<TicketStatus>().ok();
     let mailbox_name = params.mailbox.clone();
     let before = params.before;
@@ -70,14 +83,7 @@ pub async fn list(State(state): State<WebState>, signed_in: SignedIn, Query(para
         .blocking(move |s| {
             let mailboxes = s.store.mailboxes()?;
             let mailbox_id = mailboxes.iter().find(|m| m.name == mailbox_name).map(|m| m.id);
-            let query = TicketQuery {
-                text: Some(text).filter(|t| !t.is_empty()),
-                number,
-                status,
-                mailbox_id,
-                before_id: before,
-                limit: PAGE_SIZE + 1,
-            };
+            let query = TicketQuery { text, number, status, mailbox_id, before_id: before, limit: PAGE_SIZE + 1 };
             let names = mailboxes.into_iter().filter(|m| !crate::mailboxes::is_removed(m)).map(|m| m.name).collect();
             Ok((names, s.store.search_tickets(&query)?))
         })
@@ -318,4 +324,19 @@ pub async fn attachment(
     };
     let name = a.filename.unwrap_or_else(|| format!("attachment-{}", index + 1));
     crate::pages::download(bytes, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search_terms;
+
+    #[test]
+    fn a_number_written_as_the_robot_writes_it_is_found_by_its_key_alone() {
+        let tag = mailrobot_core::TagFormat::default();
+        assert_eq!(search_terms(&tag, " TKT-000123 "), (None, Some(123)));
+        assert_eq!(search_terms(&tag, "[tkt-000123]"), (None, Some(123)));
+        assert_eq!(search_terms(&tag, "123"), (Some("123".into()), Some(123)), "bare digits are words too");
+        assert_eq!(search_terms(&tag, "printer"), (Some("printer".into()), None));
+        assert_eq!(search_terms(&tag, "  "), (None, None));
+    }
 }
