@@ -30,6 +30,7 @@ pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
         ops: Arc::new(RobotOperations { app: app.clone() }),
         tag: app.tag_format()?,
         progress: app.progress.clone(),
+        db_permits: Arc::new(tokio::sync::Semaphore::new(mailrobot_web::db_concurrency())),
     })
 }
 

@@ -58,6 +58,22 @@ pub struct WebState {
     pub progress: Arc<mailrobot_views::progress::SyncProgress>,
     /// How ticket numbers are written (`TKT-000123`).
     pub tag: mailrobot_core::TagFormat,
+    /// Store work of pages and API calls running at once: the rest of the
+    /// cores stay with ingestion, however many clients read.
+    pub db_permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// `MAILROBOT_WEB_DB_CONCURRENCY`: how many page and API store calls run at
+/// once (default: half the cores, at least one).
+pub const DB_CONCURRENCY_ENV: &str = "MAILROBOT_WEB_DB_CONCURRENCY";
+
+/// The permits [`WebState::db_permits`] holds, from the environment.
+pub fn db_concurrency() -> usize {
+    std::env::var(DB_CONCURRENCY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
 }
 
 /// Why a page could not be answered.
@@ -78,6 +94,7 @@ impl WebState {
         work: impl FnOnce(&WebState) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WebError> {
         let state = self.clone();
+        let _permit = self.db_permits.acquire().await.map_err(|e| WebError::Task(e.to_string()))?;
         match tokio::task::spawn_blocking(move || work(&state)).await {
             Ok(result) => Ok(result?),
             Err(err) => Err(WebError::Task(err.to_string())),
