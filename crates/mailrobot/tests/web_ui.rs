@@ -934,3 +934,46 @@ async fn an_smtp_connection_is_tested_by_logging_in_to_the_smtp_server() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn administrators_are_added_removed_and_change_their_password_in_the_ui() {
+    const COLLEAGUE: &str = "grace.colleague@contoso.test";
+    const NEW_PASSWORD: &str = "another long passphrase";
+    let robot = robot_with_a_mailbox();
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-administrators").await;
+    browser.click_link("Administrators").await;
+    browser.heading("Administrators").await;
+    // (A password under 12 characters is refused by the form itself, minlength.)
+    browser.fill("Email", COLLEAGUE).await;
+    browser.fill("Password", "a colleague's long passphrase").await;
+    browser.click_button("Add administrator").await;
+    assert!(browser.text().await.contains(&format!("Administrator {COLLEAGUE} added.")));
+    assert_eq!(browser.row(COLLEAGUE).await[2], "never");
+    browser.screenshot("added").await;
+    let listed = robot.run(&["admin", "list"]);
+    assert!(listed.contains(COLLEAGUE), "{listed}");
+
+    browser.click_button_in_row(COLLEAGUE, "Remove", "Remove").await;
+    assert!(browser.text().await.contains(&format!("Administrator {COLLEAGUE} removed")));
+    // The last administrator stays.
+    browser.click_button_in_row(EMAIL, "Remove", "Remove").await;
+    assert!(browser.text().await.contains("The last administrator stays"), "{}", browser.text().await);
+
+    // A password change signs out everywhere; the new password signs in.
+    browser.fill("Current password", "not it at all").await;
+    browser.fill("New password", NEW_PASSWORD).await;
+    browser.click_button("Change password").await;
+    assert!(browser.text().await.contains("The current password is not right."));
+    browser.fill("Current password", PASSWORD).await;
+    browser.fill("New password", NEW_PASSWORD).await;
+    browser.click_button("Change password").await;
+    browser.heading("Sign in").await;
+    browser.fill("Email", EMAIL).await;
+    browser.fill("Password", NEW_PASSWORD).await;
+    browser.click_button("Sign in").await;
+    browser.heading("Dashboard").await;
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use mailrobot_store::{AdminStore, AuthStore, OutboxStore, Store, StoreError};
 
+pub mod administrators;
 pub mod api;
 pub mod api_admin;
 pub mod api_webhooks;
@@ -133,6 +134,9 @@ pub fn router(state: WebState) -> Router {
         .route("/webhooks/{id}", get(webhooks::page))
         .route("/webhooks/{id}/deliveries/{delivery}/resend", post(webhooks::resend))
         .route("/webhooks/{id}/{action}", post(webhooks::action))
+        .route("/administrators", get(administrators::page).post(administrators::add))
+        .route("/administrators/password", post(administrators::change_password))
+        .route("/administrators/{email}/remove", post(administrators::remove))
         .route("/api-tokens", get(tokens::page).post(tokens::create))
         .route("/api-tokens/{name}/revoke", post(tokens::revoke))
         .route("/tickets", get(tickets::list))

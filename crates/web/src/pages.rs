@@ -37,6 +37,7 @@ impl Layout {
             ("/tickets", "Tickets"),
             ("/webhooks", "Webhooks"),
             ("/api-tokens", "API tokens"),
+            ("/administrators", "Administrators"),
         ]
     }
 }
