@@ -638,6 +638,14 @@ async fn the_mail_journal_filters_downloads_and_retries_a_failed_mail() {
     assert!(browser.text().await.contains(&format!("Mail {id} queued again")), "{}", browser.text().await);
     let again = robot.json(&["messages", "list", "--json", "--state", "fetched"]);
     assert_eq!(again[0]["id"].as_i64().unwrap().to_string(), id);
+
+    // Processed again, it fails again; all failed mails of the mailbox go
+    // back in the queue at once.
+    robot.run(&["run-once"]);
+    browser.goto(&format!("http://{address}/journal?mailbox=support-desk&state=failed")).await;
+    browser.click_button("Retry all failed").await;
+    assert!(browser.text().await.contains("1 failed mails queued again"), "{}", browser.text().await);
+    assert!(robot.json(&["messages", "list", "--json", "--state", "failed"]).as_array().unwrap().is_empty());
     browser.close().await;
     serve.kill().unwrap();
     let _ = serve.wait();

@@ -131,6 +131,43 @@ pub async fn retry(
     show(&state, &signed_in, JournalQuery::default(), notice, message).await
 }
 
+#[derive(Deserialize)]
+pub struct RetryAll {
+    #[serde(default)]
+    csrf: String,
+    /// Empty: every mailbox.
+    #[serde(default)]
+    mailbox: String,
+}
+
+/// `Retry all failed`: every failed mail (of the mailbox filtered on) back
+/// in the queue, as `messages retry [--mailbox]`.
+pub async fn retry_all(State(state): State<WebState>, signed_in: SignedIn, Form(form): Form<RetryAll>) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let name = form.mailbox.clone();
+    let done = state
+        .blocking(move |s| {
+            let mailbox_id = match name.as_str() {
+                "" => None,
+                name => match s.store.mailbox_by_name(name)? {
+                    Some(m) => Some(m.id),
+                    None => return Ok(None),
+                },
+            };
+            Ok(Some(s.store.retry_failed(mailbox_id)?))
+        })
+        .await;
+    let (notice, message) = match done {
+        Ok(Some(n)) => (Some(format!("{n} failed mails queued again; each mailbox's next poll processes them.")), None),
+        Ok(None) => (None, Some(format!("No mailbox {}.", form.mailbox))),
+        Err(err) => return error_page(&err),
+    };
+    let query = JournalQuery { mailbox: form.mailbox, ..Default::default() };
+    show(&state, &signed_in, query, notice, message).await
+}
+
 pub async fn raw(State(state): State<WebState>, _signed_in: SignedIn, Path(id): Path<i64>) -> Response {
     let loaded = state.blocking(move |s| s.store.message_raw(id)).await;
     match loaded {

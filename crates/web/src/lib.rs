@@ -128,6 +128,7 @@ pub fn router(state: WebState) -> Router {
         .route("/mailboxes/{name}/settings", post(mailboxes::save_settings))
         .route("/mailboxes/{name}/{action}", post(mailboxes::action))
         .route("/journal", get(journal::list))
+        .route("/journal/retry-failed", post(journal::retry_all))
         .route("/journal/{id}/retry", post(journal::retry))
         .route("/journal/{id}/raw.eml", get(journal::raw))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
