@@ -184,7 +184,7 @@ async fn webhooks_are_added_paused_listed_with_deliveries_resent_and_removed() {
     let delivery = &page["items"][0];
     assert_eq!(
         (&delivery["event"], &delivery["ticket"], &delivery["state"], &delivery["attempts"]),
-        (&json!("ticket.status_changed"), &json!("TKT-000001"), &json!("pending"), &json!(0)),
+        (&json!("ticket.status_changed"), &json!("TKT-000001"), &json!("queued"), &json!(0)),
         "{page}"
     );
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -196,7 +196,7 @@ async fn webhooks_are_added_paused_listed_with_deliveries_resent_and_removed() {
     let (status, _) = call("POST", &resend, Some(&reader), None).await;
     assert_eq!(status, 403);
     let (status, resent) = call("POST", &resend, Some(&writer), None).await;
-    assert_eq!((status, resent["state"].as_str()), (200, Some("pending")), "{resent}");
+    assert_eq!((status, resent["state"].as_str()), (200, Some("queued")), "{resent}");
     let (status, _) = call("POST", &format!("{api}/webhooks/{id}/deliveries/999/resend"), Some(&writer), None).await;
     assert_eq!(status, 404);
     let (status, body) = call("GET", &format!("{api}/webhooks/{id}/deliveries?state=lost"), Some(&reader), None).await;

@@ -795,7 +795,7 @@ async fn webhooks_are_added_with_a_secret_and_their_deliveries_shown_and_resent(
         tokio::time::sleep(Duration::from_millis(200)).await;
         browser.goto(&browser.url().await).await;
     }
-    assert_eq!(&cells[1..4], ["ticket.status_changed", number.as_str(), "pending"], "{cells:?}");
+    assert_eq!(&cells[1..4], ["ticket.status_changed", number.as_str(), "queued"], "{cells:?}");
     assert!(cells[5].contains("cannot connect to the receiver"), "{cells:?}");
     browser.screenshot("webhook-deliveries").await;
     browser.click_button_in_row("1", "ticket.status_changed", "Resend").await;

@@ -270,4 +270,12 @@ CREATE INDEX outbox_pending ON outbox(webhook_id, ticket_id, id) WHERE state = '
 CREATE INDEX messages_fetched_at ON messages(fetched_at, mailbox_id);
 CREATE INDEX messages_failed ON messages(mailbox_id) WHERE state = 'failed';
 "#,
+    // 10: outbox states are queued|sent|failed for every kind of row (the
+    // words outbound mail uses too); the index of what waits follows.
+    r#"
+UPDATE outbox SET state = 'queued' WHERE state = 'pending';
+UPDATE outbox SET state = 'sent' WHERE state = 'delivered';
+DROP INDEX outbox_pending;
+CREATE INDEX outbox_queued ON outbox(webhook_id, ticket_id, id) WHERE state = 'queued';
+"#,
 ];

@@ -36,7 +36,7 @@ pub(crate) fn enqueue_event(
     let payload = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, webhook_id, event_id,
-         event_type) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7)",
+         event_type) VALUES (?1, ?2, ?3, 'queued', ?4, ?4, ?5, ?6, ?7)",
     )?;
     for webhook_id in subscribed {
         insert.execute(params![
@@ -144,9 +144,9 @@ impl OutboxStore for SqliteStore {
                     "SELECT o.id, o.webhook_id, w.url, o.event_id, o.event_type, o.payload, o.body, o.attempts,
                             o.created_at
                      FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
-                     WHERE o.state = 'pending' AND o.kind = 'webhook' AND w.enabled = 1
+                     WHERE o.state = 'queued' AND o.kind = 'webhook' AND w.enabled = 1
                        AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
-                       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'queued'
                            AND e.webhook_id = o.webhook_id AND e.ticket_id IS o.ticket_id AND e.id < o.id)
                      ORDER BY o.next_attempt_at, o.id LIMIT ?2",
                 )?
@@ -185,8 +185,8 @@ impl OutboxStore for SqliteStore {
 
     fn record_attempt(&self, id: i64, attempt: &Attempt, at: &str) -> Result<()> {
         let (state, next, delivered_at) = match &attempt.next {
-            AfterAttempt::Delivered => (DeliveryState::Delivered, None, Some(at)),
-            AfterAttempt::RetryAt(when) => (DeliveryState::Pending, Some(when.as_str()), None),
+            AfterAttempt::Delivered => (DeliveryState::Sent, None, Some(at)),
+            AfterAttempt::RetryAt(when) => (DeliveryState::Queued, Some(when.as_str()), None),
             AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
         };
         self.write(|tx| {
@@ -205,7 +205,7 @@ impl OutboxStore for SqliteStore {
         Ok(conn.query_row(
             "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.lease_until, o.next_attempt_at)))
              FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
-             WHERE o.state = 'pending' AND o.kind = 'webhook' AND w.enabled = 1",
+             WHERE o.state = 'queued' AND o.kind = 'webhook' AND w.enabled = 1",
             [],
             |r| r.get(0),
         )?)
@@ -242,7 +242,7 @@ impl OutboxStore for SqliteStore {
     fn resend_delivery(&self, id: i64) -> Result<bool> {
         self.write(|tx| {
             Ok(tx.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, lease_until = NULL
+                "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2, lease_until = NULL
                  WHERE id = ?1 AND kind = 'webhook'",
                 params![id, now()],
             )? > 0)
@@ -252,7 +252,7 @@ impl OutboxStore for SqliteStore {
     fn pending_deliveries(&self) -> Result<Vec<(i64, i64)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT webhook_id, COUNT(*) FROM outbox WHERE state = 'pending' AND kind = 'webhook' GROUP BY webhook_id",
+            "SELECT webhook_id, COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'webhook' GROUP BY webhook_id",
         )?;
         Ok(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?)
     }

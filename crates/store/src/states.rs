@@ -276,12 +276,12 @@ text_enum! {
 }
 
 text_enum! {
-    /// Where one delivery in the outbox stands.
+    /// Where one outbox row (a webhook delivery; outbound mail later) stands.
     pub enum DeliveryState {
         /// Waiting for its first attempt or its next retry.
-        Pending => "pending",
-        /// The receiver answered 2xx.
-        Delivered => "delivered",
+        Queued => "queued",
+        /// The receiver took it (a webhook: answered 2xx).
+        Sent => "sent",
         /// Retried for the whole retry window without success; kept, and
         /// resendable by hand.
         Failed => "failed",
