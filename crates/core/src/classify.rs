@@ -50,9 +50,10 @@ fn header<'a>(msg: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
     msg.header_raw(name).map(str::trim)
 }
 
-/// The kind of a mail and whether the robot must never answer it itself.
-pub fn classify(msg: &Message<'_>, from_email: Option<&str>, subject: &str) -> (MailKind, bool) {
-    let kind = if is_bounce(msg, from_email) {
+/// The kind of a mail: a person's, an automatic reply or a delivery report.
+/// (Whether the robot may answer it is [`crate::answer::blocked_by_headers`].)
+pub fn classify(msg: &Message<'_>, from_email: Option<&str>, subject: &str) -> MailKind {
+    if is_bounce(msg, from_email) {
         MailKind::Bounce
     } else if is_auto_reply(msg, subject) {
         MailKind::AutoReply
@@ -64,16 +65,7 @@ pub fn classify(msg: &Message<'_>, from_email: Option<&str>, subject: &str) -> (
         MailKind::Bounce
     } else {
         MailKind::Mail
-    };
-    let bulk = header(msg, "Precedence")
-        .map(|p| p.to_ascii_lowercase())
-        .is_some_and(|p| matches!(p.as_str(), "bulk" | "junk" | "list" | "auto_reply"));
-    let list = header(msg, "List-Id").is_some() || header(msg, "List-Unsubscribe").is_some();
-    // Exchange's way of asking for no automatic answers.
-    let suppressed = header(msg, "X-Auto-Response-Suppress").is_some_and(|v| {
-        v.split(',').any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "all" | "oof" | "autoreply"))
-    });
-    (kind, kind != MailKind::Mail || bulk || list || suppressed)
+    }
 }
 
 fn is_bounce(msg: &Message<'_>, from_email: Option<&str>) -> bool {

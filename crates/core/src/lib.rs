@@ -2,6 +2,7 @@
 //! belongs to. No I/O here — everything is a function of bytes and lookups, so
 //! it is tested on fixtures alone and can be replayed ("reprocess") after a fix.
 
+pub mod answer;
 pub mod classify;
 pub mod decide;
 pub mod fingerprint;
@@ -12,6 +13,7 @@ pub mod process;
 pub mod subject;
 pub mod tag;
 
+pub use answer::{AnswerBlock, AnswerFacts, AnswerLimits, may_answer};
 pub use classify::MailKind;
 pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};

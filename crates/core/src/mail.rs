@@ -51,8 +51,10 @@ pub struct ParsedMail {
     pub attachments: Vec<Attachment>,
     pub kind: MailKind,
     /// The robot must not answer this mail automatically (auto-reply, bounce,
-    /// Precedence bulk/junk/list, mailing lists).
+    /// Precedence bulk/junk/list, mailing lists, another mailrobot…).
     pub no_auto_answer: bool,
+    /// Why not, when it must not ([`crate::answer`]).
+    pub answer_block: Option<crate::answer::AnswerBlock>,
     /// SHA-256 (hex) of the mail without its trace headers: equal for copies
     /// of one mail delivered to several mailboxes.
     pub fingerprint: String,

@@ -71,7 +71,8 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
             warnings.push(format!("part {i}: content could not be decoded as declared; kept as read"));
         }
     }
-    let (kind, no_auto_answer) = classify(msg, from.as_ref().map(|a| a.email.as_str()), &subject);
+    let kind = classify(msg, from.as_ref().map(|a| a.email.as_str()), &subject);
+    let answer_block = crate::answer::blocked_by_headers(msg, kind, from.as_ref());
 
     let in_reply_to = id_list(msg.in_reply_to());
     let references = id_list(msg.references());
@@ -111,7 +112,8 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         html_body: html_body(msg),
         attachments: Vec::new(),
         kind,
-        no_auto_answer,
+        no_auto_answer: answer_block.is_some(),
+        answer_block,
         fingerprint: content_fingerprint(raw),
         warnings,
     }

@@ -1,0 +1,288 @@
+//! Whether the robot may answer a mail by itself (an acknowledgement, a
+//! rejection), and if not, why — so that no two robots ever talk to each
+//! other in a loop (RFC 3834 §2, and what real servers do beyond it).
+//!
+//! Two steps, both pure:
+//! 1. [`blocked_by_headers`], at parse time: what the mail says about
+//!    itself (auto-reply, bounce, list, bulk, another mailrobot,
+//!    `Auto-Submitted` other than `no`, an Exchange suppression, a sender
+//!    that never reads answers). Kept on [`ParsedMail::answer_block`].
+//! 2. [`may_answer`], when an answer is about to be queued: that, plus what
+//!    only the store knows — the robot's own addresses and how many
+//!    automatic mails went to this sender and this ticket lately.
+//!
+//! A suppressed answer is recorded with its [`AnswerBlock::reason`]; it never
+//! becomes an outbox row.
+
+use mail_parser::Message;
+
+use crate::classify::MailKind;
+use crate::mail::{Address, ParsedMail};
+
+/// The header every mail the robot sends carries: a mail with it came from
+/// a mailrobot (this one or another) and is never answered automatically.
+pub const ROBOT_HEADER: &str = "X-Mailrobot";
+
+/// Local parts of senders that never read answers.
+const NO_REPLY_LOCAL_PARTS: &[&str] = &[
+    "noreply",
+    "no-reply",
+    "no_reply",
+    "donotreply",
+    "do-not-reply",
+    "mailer-daemon",
+    "postmaster",
+    "bounce",
+    "bounces",
+];
+
+/// Why the robot does not answer a mail by itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "code", content = "detail", rename_all = "kebab-case")]
+pub enum AnswerBlock {
+    AutoReply,
+    Bounce,
+    /// `Auto-Submitted` with a value other than `no` (RFC 3834).
+    AutoSubmitted(String),
+    /// `List-Id` or `List-Unsubscribe`.
+    MailingList,
+    /// `Precedence: list|bulk|junk`.
+    Bulk(String),
+    /// `X-Auto-Response-Suppress` asks for none (Exchange).
+    SuppressedBySender,
+    /// It carries [`ROBOT_HEADER`]: a mailrobot sent it.
+    FromAMailrobot,
+    /// noreply@, mailer-daemon@, postmaster@…
+    NoReplySender(String),
+    /// From one of the robot's own mailboxes.
+    OwnAddress(String),
+    /// No sender to answer.
+    NoRecipient,
+    /// The sender got an automatic mail within the window already.
+    SenderRateLimit {
+        sent: u32,
+        limit: u32,
+        window_minutes: u32,
+    },
+    /// The ticket got its day's automatic mails already.
+    TicketRateLimit {
+        sent: u32,
+        limit: u32,
+    },
+}
+
+impl AnswerBlock {
+    /// Words for the journal, the ticket and the operator.
+    pub fn reason(&self) -> String {
+        match self {
+            AnswerBlock::AutoReply => "not answered: it is an automatic reply".into(),
+            AnswerBlock::Bounce => "not answered: it is a delivery report (bounce)".into(),
+            AnswerBlock::AutoSubmitted(v) => format!("not answered: Auto-Submitted: {v}"),
+            AnswerBlock::MailingList => "not answered: it came through a mailing list".into(),
+            AnswerBlock::Bulk(p) => format!("not answered: Precedence: {p}"),
+            AnswerBlock::SuppressedBySender => "not answered: the sender asked for no automatic answers".into(),
+            AnswerBlock::FromAMailrobot => format!("not answered: a mailrobot sent it ({ROBOT_HEADER})"),
+            AnswerBlock::NoReplySender(a) => format!("not answered: {a} does not read answers"),
+            AnswerBlock::OwnAddress(a) => format!("not answered: {a} is one of the robot's own addresses"),
+            AnswerBlock::NoRecipient => "not answered: the mail has no sender to answer".into(),
+            AnswerBlock::SenderRateLimit { sent, limit, window_minutes } => format!(
+                "not answered: the sender got {sent} automatic mails in the last {window_minutes} minutes (at most {limit})"
+            ),
+            AnswerBlock::TicketRateLimit { sent, limit } => {
+                format!("not answered: the ticket got {sent} automatic mails today (at most {limit})")
+            }
+        }
+    }
+}
+
+fn header<'a>(msg: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+    msg.header_raw(name).map(str::trim)
+}
+
+/// What the mail says about itself that forbids an automatic answer: the
+/// first reason found, or None.
+pub fn blocked_by_headers(msg: &Message<'_>, kind: MailKind, from: Option<&Address>) -> Option<AnswerBlock> {
+    if header(msg, ROBOT_HEADER).is_some() {
+        return Some(AnswerBlock::FromAMailrobot);
+    }
+    match kind {
+        MailKind::Bounce => return Some(AnswerBlock::Bounce),
+        MailKind::AutoReply => return Some(AnswerBlock::AutoReply),
+        MailKind::Mail => {}
+    }
+    if let Some(token) = header(msg, "Auto-Submitted").map(|v| v.split(';').next().unwrap_or("").trim())
+        && !token.eq_ignore_ascii_case("no")
+    {
+        return Some(AnswerBlock::AutoSubmitted(token.to_string()));
+    }
+    if header(msg, "List-Id").is_some() || header(msg, "List-Unsubscribe").is_some() {
+        return Some(AnswerBlock::MailingList);
+    }
+    if let Some(p) = header(msg, "Precedence").map(str::to_ascii_lowercase)
+        && matches!(p.as_str(), "bulk" | "junk" | "list" | "auto_reply")
+    {
+        return Some(AnswerBlock::Bulk(p));
+    }
+    let suppressed = header(msg, "X-Auto-Response-Suppress").is_some_and(|v| {
+        v.split(',').any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "all" | "oof" | "autoreply"))
+    });
+    if suppressed {
+        return Some(AnswerBlock::SuppressedBySender);
+    }
+    if let Some(from) = from.filter(|a| is_no_reply(&a.email)) {
+        return Some(AnswerBlock::NoReplySender(from.email.clone()));
+    }
+    None
+}
+
+fn is_no_reply(email: &str) -> bool {
+    let local = email.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let base = local.split('+').next().unwrap_or("");
+    NO_REPLY_LOCAL_PARTS.contains(&base)
+}
+
+/// An address as it is compared: lower case, without `+tag` in the local part.
+pub fn folded(email: &str) -> String {
+    let email = email.trim().to_ascii_lowercase();
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+        None => email,
+    }
+}
+
+/// How many automatic mails the robot sends, at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLimits {
+    /// To one sender within [`AnswerLimits::sender_window_minutes`].
+    pub per_sender: u32,
+    pub sender_window_minutes: u32,
+    /// To one ticket's requester per day.
+    pub per_ticket_per_day: u32,
+}
+
+impl Default for AnswerLimits {
+    fn default() -> Self {
+        Self { per_sender: 1, sender_window_minutes: 10, per_ticket_per_day: 10 }
+    }
+}
+
+/// What the store knows when an answer is about to be queued.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerFacts<'a> {
+    /// Addresses of the robot's own mailboxes (and their From addresses).
+    pub own_addresses: &'a [String],
+    /// Automatic mails to this sender within the window.
+    pub sent_to_sender_recently: u32,
+    /// Automatic mails on this ticket today.
+    pub sent_on_ticket_today: u32,
+    pub limits: AnswerLimits,
+}
+
+/// Whom to answer (Reply-To, else From, as written), or why not.
+pub fn may_answer<'m>(mail: &'m ParsedMail, facts: &AnswerFacts<'_>) -> Result<&'m Address, AnswerBlock> {
+    if let Some(block) = &mail.answer_block {
+        return Err(block.clone());
+    }
+    let to = mail.requester().filter(|a| !a.email.is_empty()).ok_or(AnswerBlock::NoRecipient)?;
+    let own: Vec<String> = facts.own_addresses.iter().map(|a| folded(a)).collect();
+    for address in mail.from.iter().chain(std::iter::once(to)) {
+        if own.contains(&folded(&address.email)) {
+            return Err(AnswerBlock::OwnAddress(address.email.clone()));
+        }
+    }
+    if is_no_reply(&to.email) {
+        return Err(AnswerBlock::NoReplySender(to.email.clone()));
+    }
+    let limits = facts.limits;
+    if facts.sent_to_sender_recently >= limits.per_sender {
+        return Err(AnswerBlock::SenderRateLimit {
+            sent: facts.sent_to_sender_recently,
+            limit: limits.per_sender,
+            window_minutes: limits.sender_window_minutes,
+        });
+    }
+    if facts.sent_on_ticket_today >= limits.per_ticket_per_day {
+        return Err(AnswerBlock::TicketRateLimit {
+            sent: facts.sent_on_ticket_today,
+            limit: limits.per_ticket_per_day,
+        });
+    }
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse;
+
+    fn mail(headers: &str) -> ParsedMail {
+        parse(format!("{headers}Subject: Printer\r\nMessage-ID: <1@example.com>\r\n\r\nIt smokes.\r\n").as_bytes())
+            .unwrap()
+    }
+
+    fn facts() -> AnswerFacts<'static> {
+        AnswerFacts::default()
+    }
+
+    #[test]
+    fn a_person_s_mail_is_answered_at_its_reply_to_as_written() {
+        let m = mail("From: Ann <ann@example.com>\r\nReply-To: Ann.Desk+Tickets@Example.com\r\n");
+        assert_eq!(m.answer_block, None);
+        // Addresses are kept as parsed (the parser lower-cases them).
+        assert_eq!(may_answer(&m, &facts()).unwrap().email, "ann.desk+tickets@example.com");
+        let m = mail("From: ann@example.com\r\nAuto-Submitted: no\r\n");
+        assert_eq!(may_answer(&m, &facts()).unwrap().email, "ann@example.com", "Auto-Submitted: no is a person");
+    }
+
+    /// Every case the issue names, each with its reason.
+    #[test]
+    fn mails_that_must_never_be_answered_automatically() {
+        let cases: &[(&str, AnswerBlock)] = &[
+            ("From: a@example.com\r\nAuto-Submitted: auto-replied\r\n", AnswerBlock::AutoReply),
+            ("From: a@example.com\r\nAuto-Submitted: auto-generated\r\n", AnswerBlock::AutoReply),
+            ("From: a@example.com\r\nX-Autoreply: yes\r\n", AnswerBlock::AutoReply),
+            ("From: MAILER-DAEMON@example.com\r\n", AnswerBlock::Bounce),
+            ("From: a@example.com\r\nList-Id: <help.lists.example.com>\r\n", AnswerBlock::MailingList),
+            ("From: a@example.com\r\nList-Unsubscribe: <mailto:leave@example.com>\r\n", AnswerBlock::MailingList),
+            ("From: a@example.com\r\nPrecedence: bulk\r\n", AnswerBlock::Bulk("bulk".into())),
+            ("From: a@example.com\r\nPrecedence: junk\r\n", AnswerBlock::Bulk("junk".into())),
+            ("From: a@example.com\r\nPrecedence: list\r\n", AnswerBlock::Bulk("list".into())),
+            ("From: a@example.com\r\nX-Auto-Response-Suppress: All\r\n", AnswerBlock::SuppressedBySender),
+            ("From: desk@other.example\r\nX-Mailrobot: 0.1.0\r\n", AnswerBlock::FromAMailrobot),
+            ("From: noreply@shop.example\r\n", AnswerBlock::NoReplySender("noreply@shop.example".into())),
+            ("From: No-Reply+x@shop.example\r\n", AnswerBlock::NoReplySender("no-reply+x@shop.example".into())),
+            ("From: postmaster@example.com\r\n", AnswerBlock::Bounce),
+        ];
+        for (headers, expected) in cases {
+            let m = mail(headers);
+            assert_eq!(m.answer_block.as_ref(), Some(expected), "{headers}");
+            assert!(m.no_auto_answer, "{headers}");
+            assert_eq!(may_answer(&m, &facts()).unwrap_err(), *expected, "{headers}");
+            assert!(expected.reason().starts_with("not answered: "));
+        }
+    }
+
+    #[test]
+    fn the_robot_s_own_addresses_and_the_rate_limits() {
+        let own = ["Support@Contoso.example".to_string()];
+        let m = mail("From: support+robot@contoso.example\r\n");
+        let with_own = AnswerFacts { own_addresses: &own, ..facts() };
+        assert_eq!(
+            may_answer(&m, &with_own).unwrap_err(),
+            AnswerBlock::OwnAddress("support+robot@contoso.example".into())
+        );
+        let m = mail("From: ann@example.com\r\n");
+        let busy_sender = AnswerFacts { sent_to_sender_recently: 1, ..facts() };
+        assert!(matches!(may_answer(&m, &busy_sender), Err(AnswerBlock::SenderRateLimit { limit: 1, .. })));
+        let busy_ticket = AnswerFacts { sent_on_ticket_today: 10, ..facts() };
+        assert!(matches!(may_answer(&m, &busy_ticket), Err(AnswerBlock::TicketRateLimit { limit: 10, .. })));
+        let m = mail("To: desk@example.com\r\n");
+        assert_eq!(may_answer(&m, &facts()).unwrap_err(), AnswerBlock::NoRecipient);
+    }
+
+    #[test]
+    fn addresses_fold_case_and_plus_tags_only_for_matching() {
+        assert_eq!(folded(" Ann.Desk+Tickets@Example.COM "), "ann.desk@example.com");
+        assert_eq!(folded("not-an-address"), "not-an-address");
+    }
+}
