@@ -94,7 +94,10 @@ pub enum Command {
 
 #[derive(Debug, Args, Default)]
 pub struct MailboxSet {
-    #[arg(long)]
+    /// The mailbox: `mailbox set NAME …` (or `--name NAME`).
+    #[arg(value_name = "NAME", conflicts_with = "name")]
+    pub mailbox: Option<String>,
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     #[arg(long)]
     pub folder: Option<String>,

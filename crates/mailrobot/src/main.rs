@@ -92,7 +92,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 app.store.set_mailbox_enabled(m.id, true)?;
                 mailrobot::say!("Mailbox {name} enabled.");
             }
-            MailboxCommand::Set(set) => {
+            MailboxCommand::Set(mut set) => {
+                if let Some(name) = set.mailbox.take() {
+                    set.name = name;
+                }
+                if set.name.is_empty() {
+                    anyhow::bail!("name the mailbox: `mailrobot mailbox set NAME [--folder F] …`");
+                }
                 let m = commands::mailbox_set(&app, &set)?;
                 mailrobot::say!("Mailbox {} saved.", m.name);
             }

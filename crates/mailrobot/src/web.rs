@@ -212,6 +212,7 @@ impl MailboxOperations for RobotOperations {
                 _ => None,
             };
             let set = crate::cli::MailboxSet {
+                mailbox: None,
                 name,
                 folder: form.folder,
                 processed_folder: form.processed_folder,

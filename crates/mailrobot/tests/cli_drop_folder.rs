@@ -208,6 +208,10 @@ fn mailbox_set_changes_only_what_it_is_given_and_only_what_applies() {
     );
     assert!(stderr(&["mailbox", "set", "--name", "imap", "--folder", "a\r\nb"]).contains("carriage return"));
     assert!(stderr(&["mailbox", "set", "--name", "nope", "--poll-seconds", "5"]).contains("no mailbox named"));
+    // The name may also come first, without --name.
+    robot.run(&["mailbox", "set", "imap", "--poll-seconds", "45"]);
+    assert_eq!(robot.json(&["mailbox", "list", "--json"])[0]["poll_seconds"], 45);
+    assert!(stderr(&["mailbox", "set", "--poll-seconds", "5"]).contains("name the mailbox"));
 }
 
 /// `new` names the admin UI's "new" pages (`/mailboxes/new`): no mailbox,
