@@ -20,7 +20,7 @@ use crate::mailbox_config::secret_context;
 fn context_of(at: &SealedRef) -> String {
     match at {
         SealedRef::MailboxPassword { mailbox_name, .. } => secret_context(mailbox_name),
-        SealedRef::WebhookSecret { webhook_id } => mailrobot_webhooks::secret_context(*webhook_id),
+        SealedRef::WebhookSecret { webhook_id } => mailrobot_outbox::secret_context(*webhook_id),
         other => mailrobot_auth::broker::sealing_context(other).expect("the auth side owns every other value"),
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use mailrobot_store::{DeliveryFilter, Webhook, WebhookEvent};
 use mailrobot_views::{DeliveryJson, WebhookJson};
-use mailrobot_webhooks::WebhookSecret;
+use mailrobot_outbox::WebhookSecret;
 
 use crate::app::App;
 use crate::cli::WebhookCommand;
@@ -22,7 +22,7 @@ pub fn add_webhook(app: &App, url: &str, events: &[WebhookEvent], secret: &str) 
     events.dedup();
     let secret = mailrobot_secrets::Secret::new(secret.trim());
     let webhook = app.outbox.add_webhook(parsed.as_str(), &events, &mut |id| {
-        app.secrets.seal_str(&secret, &mailrobot_webhooks::secret_context(id))
+        app.secrets.seal_str(&secret, &mailrobot_outbox::secret_context(id))
     })?;
     tracing::info!(webhook = webhook.id, url = %webhook.url, "webhook added");
     Ok(webhook)

@@ -63,11 +63,11 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
     let web = crate::web::state(app, &public_url)?;
     let http = tokio::spawn(serve_http(listener, router(state, Some(web)), limits, stop_rx.clone()));
-    let webhooks = mailrobot_webhooks::Engine::new(
+    let webhooks = mailrobot_outbox::Engine::new(
         app.store.clone(),
         app.outbox.clone(),
         app.secrets.clone(),
-        mailrobot_webhooks::EngineConfig::new(&public_url, app.tag_format()?),
+        mailrobot_outbox::EngineConfig::new(&public_url, app.tag_format()?),
     )?;
     let delivering = tokio::spawn(webhooks.run(stop_rx.clone()));
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));

@@ -341,7 +341,7 @@ fn the_grafana_dashboard_uses_only_recorded_metrics() {
         "crates/mailrobot/src/metrics.rs",
         "crates/mailrobot/src/http.rs",
         "crates/auth/src/broker.rs",
-        "crates/webhooks/src/engine.rs",
+        "crates/outbox/src/engine.rs",
     ]
     .iter()
     .map(|p| std::fs::read_to_string(root.join(p)).unwrap())

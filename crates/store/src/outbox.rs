@@ -2,7 +2,7 @@
 //!
 //! A ticket change writes one outbox row per subscribed webhook in the
 //! change's own transaction, so an event exists exactly when its change does.
-//! A delivery engine (crate `mailrobot-webhooks`) takes due rows, renders and
+//! A delivery engine (crate `mailrobot-outbox`) takes due rows, renders and
 //! sends them, and records each attempt here. The store decides nothing about
 //! retries: the engine says when the next attempt is due.
 
