@@ -70,7 +70,9 @@ pub fn sealing_context(at: &mailrobot_store::SealedRef) -> Option<String> {
         SealedRef::RefreshToken { connection_id } => refresh_context(*connection_id),
         SealedRef::AccessToken { connection_id, resource } => access_context(*connection_id, resource),
         SealedRef::AuthFlowVerifier { state } => verifier_context(state),
-        SealedRef::MailboxPassword { .. } | SealedRef::WebhookSecret { .. } => return None,
+        SealedRef::MailboxPassword { .. }
+        | SealedRef::WebhookSecret { .. }
+        | SealedRef::MailboxReplyPassword { .. } => return None,
     })
 }
 

@@ -210,6 +210,97 @@ pub fn may_answer<'m>(mail: &'m ParsedMail, facts: &AnswerFacts<'_>) -> Result<&
     Ok(to)
 }
 
+/// What kind of mail the robot sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutgoingKind {
+    /// To the requester of a new ticket: its number, and how to add to it.
+    Acknowledgement,
+}
+
+impl OutgoingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutgoingKind::Acknowledgement => "acknowledgement",
+        }
+    }
+}
+
+/// A mail the robot will send, as the outbox keeps it (rendered to MIME by
+/// the sender at its first attempt).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutgoingMail {
+    pub kind: OutgoingKind,
+    pub mailbox_id: i64,
+    pub ticket: u64,
+    /// The journal row it answers.
+    pub journal_id: i64,
+    pub from: String,
+    /// As written in the mail answered (Reply-To, else From).
+    pub to: String,
+    pub subject: String,
+    /// Without angle brackets. Stable for the row: the idempotency key.
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub text: String,
+}
+
+/// What the store knows about answering a mail of one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerContext {
+    /// The address the mailbox sends from.
+    pub from: String,
+    pub mailbox_name: String,
+    /// Every address of the robot's mailboxes.
+    pub own_addresses: Vec<String>,
+    pub sent_to_sender_recently: u32,
+    pub sent_on_ticket_today: u32,
+}
+
+/// The acknowledgement of a new ticket: its tag in the subject, threaded
+/// under the requester's mail.
+pub fn acknowledgement(
+    mail: &ParsedMail,
+    to: &Address,
+    context: &AnswerContext,
+    mailbox_id: i64,
+    journal_id: i64,
+    ticket: u64,
+    tag: &crate::TagFormat,
+) -> OutgoingMail {
+    let number = tag.number(ticket);
+    let subject = crate::subject::strip_reply_prefixes(&mail.subject);
+    let subject = if subject.is_empty() { "(no subject)" } else { subject };
+    let domain = context.from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d);
+    let mut references = mail.references.clone();
+    if let Some(id) = &mail.message_id
+        && !references.contains(id)
+    {
+        references.push(id.clone());
+    }
+    let text = format!(
+        "Hello,\n\nthank you for your message. It is now ticket {number}: \"{subject}\".\n\n\
+         To add to it, reply to this mail and keep {tag} in the subject.\n\n\
+         This is an automatic answer from {mailbox}.\n",
+        tag = tag.tag(ticket),
+        mailbox = context.mailbox_name,
+    );
+    OutgoingMail {
+        kind: OutgoingKind::Acknowledgement,
+        mailbox_id,
+        ticket,
+        journal_id,
+        from: context.from.clone(),
+        to: to.send_to().to_string(),
+        subject: format!("{} {subject}", tag.tag(ticket)),
+        message_id: format!("mailrobot.{}.{ticket}.{journal_id}@{domain}", OutgoingKind::Acknowledgement.as_str()),
+        in_reply_to: mail.message_id.clone(),
+        references,
+        text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,8 +319,9 @@ mod tests {
     fn a_person_s_mail_is_answered_at_its_reply_to_as_written() {
         let m = mail("From: Ann <ann@example.com>\r\nReply-To: Ann.Desk+Tickets@Example.com\r\n");
         assert_eq!(m.answer_block, None);
-        // Addresses are kept as parsed (the parser lower-cases them).
-        assert_eq!(may_answer(&m, &facts()).unwrap().email, "ann.desk+tickets@example.com");
+        // Matched folded, answered as written.
+        let to = may_answer(&m, &facts()).unwrap();
+        assert_eq!((to.email.as_str(), to.send_to()), ("ann.desk+tickets@example.com", "Ann.Desk+Tickets@Example.com"));
         let m = mail("From: ann@example.com\r\nAuto-Submitted: no\r\n");
         assert_eq!(may_answer(&m, &facts()).unwrap().email, "ann@example.com", "Auto-Submitted: no is a person");
     }

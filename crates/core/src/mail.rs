@@ -4,8 +4,20 @@ use crate::classify::MailKind;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Address {
     pub name: Option<String>,
-    /// Lower-cased addr-spec; may be empty for a group without members.
+    /// Lower-cased addr-spec (what matching compares); may be empty for a
+    /// group without members.
     pub email: String,
+    /// The addr-spec exactly as written (case and plus-addressing kept):
+    /// where an answer goes.
+    #[serde(default)]
+    pub as_written: String,
+}
+
+impl Address {
+    /// Where mail to this address goes: as written.
+    pub fn send_to(&self) -> &str {
+        if self.as_written.is_empty() { &self.email } else { &self.as_written }
+    }
 }
 
 /// An attachment or inline part (not a text or HTML body part).

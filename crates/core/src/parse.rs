@@ -120,9 +120,10 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
 }
 
 fn address(addr: &Addr<'_>) -> Option<Address> {
-    let email = addr.address.as_deref().unwrap_or("").trim().to_lowercase();
+    let as_written = addr.address.as_deref().unwrap_or("").trim().to_string();
+    let email = as_written.to_lowercase();
     let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string);
-    (!email.is_empty() || name.is_some()).then_some(Address { name, email })
+    (!email.is_empty() || name.is_some()).then_some(Address { name, email, as_written })
 }
 
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address> {

@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::answer::{AnswerContext, AnswerFacts, AnswerLimits, OutgoingMail, acknowledgement, folded, may_answer};
 use crate::classify::MailKind;
 use crate::decide::{Decision, Lookups, decide};
 use crate::mail::ParsedMail;
@@ -167,6 +168,20 @@ pub trait Ledger {
     fn add_entry(&mut self, ticket: u64, journal_id: i64, mail: &ParsedMail) -> Result<(), Self::Error>;
     /// Records a change for those told about changes (the outbox).
     fn ticket_changed(&mut self, ticket: u64, change: TicketChange) -> Result<(), Self::Error>;
+    /// What answering a mail of this mailbox needs to know (`recipient_key`:
+    /// the folded address the answer would go to); None when the mailbox
+    /// sends no mail (`--reply-via none`).
+    fn answer_context(
+        &mut self,
+        mailbox_id: i64,
+        recipient_key: &str,
+        ticket: u64,
+        limits: &AnswerLimits,
+    ) -> Result<Option<AnswerContext>, Self::Error>;
+    /// Queues a mail in the outbox, in this transaction.
+    fn queue_mail(&mut self, mail: &OutgoingMail) -> Result<(), Self::Error>;
+    /// Records on the journal row what was decided about answering it.
+    fn record_answer(&mut self, journal_id: i64, answer: &str) -> Result<(), Self::Error>;
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Self::Error>;
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<(), Self::Error>;
 }
@@ -200,7 +215,7 @@ pub fn file_batch<L: Ledger + ?Sized>(
             continue;
         }
         let result = match mail.parsed {
-            Ok(parsed) => Ok(file_one(ledger, mail.journal_id, parsed, tag)?),
+            Ok(parsed) => Ok(file_one(ledger, mail.mailbox_id, mail.journal_id, parsed, tag)?),
             Err(reason) => {
                 ledger.record_failed(mail.journal_id, &reason)?;
                 Err(reason)
@@ -218,6 +233,7 @@ pub fn file_batch<L: Ledger + ?Sized>(
 
 fn file_one<L: Ledger + ?Sized>(
     ledger: &mut L,
+    mailbox_id: i64,
     journal_id: i64,
     mail: ParsedMail,
     tag: &TagFormat,
@@ -230,6 +246,7 @@ fn file_one<L: Ledger + ?Sized>(
             let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
             ledger.add_entry(ticket, journal_id, &mail)?;
             ledger.ticket_changed(ticket, TicketChange::Created)?;
+            acknowledge(ledger, mailbox_id, journal_id, ticket, &mail, tag)?;
             Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
         }
         Decision::Append { ticket } => {
@@ -240,6 +257,38 @@ fn file_one<L: Ledger + ?Sized>(
     };
     ledger.record_processed(journal_id, &mail, filed)?;
     Ok(ProcessedAs { subject: mail.subject, filed })
+}
+
+/// Queues the acknowledgement of a new ticket, unless the mailbox sends no
+/// mail or the mail must not be answered ([`may_answer`]); the decision is
+/// recorded on the journal row either way.
+fn acknowledge<L: Ledger + ?Sized>(
+    ledger: &mut L,
+    mailbox_id: i64,
+    journal_id: i64,
+    ticket: u64,
+    mail: &ParsedMail,
+    tag: &TagFormat,
+) -> Result<(), L::Error> {
+    let limits = AnswerLimits::default();
+    let recipient_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
+    let Some(context) = ledger.answer_context(mailbox_id, &recipient_key, ticket, &limits)? else {
+        return Ok(());
+    };
+    let facts = AnswerFacts {
+        own_addresses: &context.own_addresses,
+        sent_to_sender_recently: context.sent_to_sender_recently,
+        sent_on_ticket_today: context.sent_on_ticket_today,
+        limits,
+    };
+    match may_answer(mail, &facts) {
+        Ok(to) => {
+            let ack = acknowledgement(mail, to, &context, mailbox_id, journal_id, ticket, tag);
+            ledger.queue_mail(&ack)?;
+            ledger.record_answer(journal_id, &format!("acknowledged to {}", ack.to))
+        }
+        Err(block) => ledger.record_answer(journal_id, &block.reason()),
+    }
 }
 
 fn lookups<L: Ledger + ?Sized>(

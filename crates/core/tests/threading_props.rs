@@ -83,6 +83,25 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    fn answer_context(
+        &mut self,
+        _mailbox_id: i64,
+        _recipient_key: &str,
+        _ticket: u64,
+        _limits: &AnswerLimits,
+    ) -> Result<Option<AnswerContext>, Infallible> {
+        // These mailboxes send no mail.
+        Ok(None)
+    }
+
+    fn queue_mail(&mut self, _mail: &OutgoingMail) -> Result<(), Infallible> {
+        unreachable!("a mailbox that sends no mail queues none")
+    }
+
+    fn record_answer(&mut self, _journal_id: i64, _answer: &str) -> Result<(), Infallible> {
+        Ok(())
+    }
+
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Infallible> {
         let row = Row::Processed {
             fingerprint: mail.fingerprint.clone(),

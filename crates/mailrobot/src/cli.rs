@@ -75,6 +75,9 @@ pub enum Command {
     /// Tokens for the REST API (/api/v1).
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
+    /// Mail the robot sends (acknowledgements): what is queued, sent, failed.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Webhooks: ticket events POSTed, signed (Standard Webhooks), to another system.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -117,6 +120,25 @@ pub struct MailboxSet {
     /// Read a new password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// How the mailbox answers requesters: `smtp`, `graph` (its connection), or `none` (the default).
+    #[arg(long, value_enum)]
+    pub reply_via: Option<crate::outbound::ReplyVia>,
+    /// The SMTP server replies go through: host[:port].
+    #[arg(long)]
+    pub smtp_server: Option<String>,
+    #[arg(long, value_enum)]
+    pub smtp_tls: Option<TlsArg>,
+    #[arg(long, conflicts_with = "smtp_connection")]
+    pub smtp_username: Option<String>,
+    /// Name of the environment variable holding the SMTP password.
+    #[arg(long, requires = "smtp_username")]
+    pub smtp_password_env: Option<String>,
+    /// An smtp service connection to log in with (SASL XOAUTH2).
+    #[arg(long)]
+    pub smtp_connection: Option<String>,
+    /// The address replies are sent from (default: the mailbox's address).
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +161,17 @@ pub enum ApiTokenCommand {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Every outbound mail, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a mail again, now (its Message-ID stays).
+    Resend { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -313,7 +313,70 @@ pub fn mailbox_update(app: &App, set: &MailboxSet, password: Option<Secret>) -> 
 /// `mailbox set` on the command line.
 pub fn mailbox_set(app: &App, set: &MailboxSet) -> anyhow::Result<Mailbox> {
     let password = read_secret(&set.name, set.password_env.as_deref(), set.password_stdin)?;
-    mailbox_update(app, set, password)
+    let smtp_password = match &set.smtp_password_env {
+        Some(var) => Some(Secret::new(std::env::var(var).map_err(|_| {
+            anyhow!("environment variable {var} (named by --smtp-password-env) is not set or not UTF-8")
+        })?)),
+        None => None,
+    };
+    let reply = crate::outbound::ReplySettings {
+        via: set.reply_via,
+        smtp_server: set.smtp_server.clone(),
+        smtp_tls: set.smtp_tls,
+        smtp_username: set.smtp_username.clone(),
+        smtp_password,
+        smtp_connection: set.smtp_connection.clone(),
+        from: set.from.clone(),
+    };
+    let m = mailbox_update(app, set, password)?;
+    if reply.is_empty() {
+        return Ok(m);
+    }
+    let (config, sealed) = crate::outbound::apply(app, &m, &reply)?;
+    let update = mailrobot_store::MailboxUpdate {
+        config,
+        poll_seconds: m.poll_seconds,
+        max_message_bytes: m.max_message_bytes,
+        sealed_secret: None,
+    };
+    let m = app.store.update_mailbox(m.id, &update)?;
+    if let Some(sealed) = sealed {
+        app.outbox.set_mailbox_reply_secret(m.id, Some(&sealed))?;
+    }
+    Ok(m)
+}
+
+/// `outbox list` and `outbox resend`.
+pub fn outbox_command(app: &App, command: &OutboxCommand) -> anyhow::Result<()> {
+    match command {
+        OutboxCommand::List { json } => {
+            let tag = app.tag_format()?;
+            let views: Vec<mailrobot_views::OutboxMailJson> =
+                app.outbox.mails()?.iter().map(|m| mailrobot_views::OutboxMailJson::of(m, &tag)).collect();
+            if *json {
+                print_json(&serde_json::to_value(&views)?);
+            } else {
+                for m in &views {
+                    crate::say!(
+                        "{:<6} {:<11} {:<16} {:<7} {:<32} {}",
+                        m.id,
+                        m.ticket.as_deref().unwrap_or("-"),
+                        m.kind.as_deref().unwrap_or("-"),
+                        m.state,
+                        m.to.as_deref().unwrap_or("-"),
+                        m.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        OutboxCommand::Resend { id } => {
+            if !app.outbox.resend_mail(*id)? {
+                bail!("no outbound mail {id}; `mailrobot outbox list` shows them");
+            }
+            crate::say!("Mail {id} queued again; `mailrobot serve` (or the next `run-once`) sends it.");
+        }
+    }
+    Ok(())
 }
 
 pub fn mailbox_json(m: &Mailbox) -> Value {

@@ -222,7 +222,7 @@ pub fn tenant_command(app: &App, command: &TenantCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn find_connection(store: &dyn AuthStore, name: &str) -> anyhow::Result<Connection> {
+pub fn find_connection(store: &dyn AuthStore, name: &str) -> anyhow::Result<Connection> {
     store
         .connection_by_name(name)?
         .ok_or_else(|| anyhow!("no connection named {name:?}; `mailrobot connection list` shows them"))

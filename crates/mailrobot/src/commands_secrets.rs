@@ -21,6 +21,9 @@ fn context_of(at: &SealedRef) -> String {
     match at {
         SealedRef::MailboxPassword { mailbox_name, .. } => secret_context(mailbox_name),
         SealedRef::WebhookSecret { webhook_id } => mailrobot_outbox::secret_context(*webhook_id),
+        SealedRef::MailboxReplyPassword { mailbox_name, .. } => {
+            crate::mailbox_config::reply_secret_context(mailbox_name)
+        }
         other => mailrobot_auth::broker::sealing_context(other).expect("the auth side owns every other value"),
     }
 }
@@ -37,6 +40,7 @@ fn describe(at: &SealedRef) -> String {
         }
         SealedRef::AuthFlowVerifier { .. } => "pending Setup Authentication".to_string(),
         SealedRef::WebhookSecret { webhook_id } => format!("secret of webhook #{webhook_id}"),
+        SealedRef::MailboxReplyPassword { mailbox_name, .. } => format!("SMTP password of mailbox {mailbox_name}"),
     }
 }
 

@@ -37,7 +37,12 @@ pub fn parse_server(server: &str, tls: TlsMode) -> anyhow::Result<(String, u16)>
     }
 }
 
-fn config(server: &str, tls: TlsMode, login: SmtpLogin, ca_file: Option<PathBuf>) -> anyhow::Result<SmtpConfig> {
+pub(crate) fn config(
+    server: &str,
+    tls: TlsMode,
+    login: SmtpLogin,
+    ca_file: Option<PathBuf>,
+) -> anyhow::Result<SmtpConfig> {
     let (host, port) = parse_server(server, tls)?;
     Ok(SmtpConfig { host, port, tls, login, client_name: hostname(), timeout: CHECK_TIMEOUT, extra_ca_file: ca_file })
 }
@@ -99,12 +104,12 @@ pub fn print_outcome(value: &Value) {
     crate::say!("{}", outcome_line(value));
 }
 
-fn connection_tokens(app: &App, connection: &Connection) -> anyhow::Result<Arc<dyn BearerTokens>> {
+pub(crate) fn connection_tokens(app: &App, connection: &Connection) -> anyhow::Result<Arc<dyn BearerTokens>> {
     Ok(Arc::new(ConnectionTokens { broker: app.broker()?, connection_id: connection.id }))
 }
 
 /// The tenant's client id when the connection is in application mode.
-fn app_only_client_id(app: &App, connection: &Connection) -> anyhow::Result<Option<String>> {
+pub(crate) fn app_only_client_id(app: &App, connection: &Connection) -> anyhow::Result<Option<String>> {
     if connection.mode != mailrobot_auth::model::Mode::Application {
         return Ok(None);
     }

@@ -2,9 +2,9 @@
 //! The UI and the API add webhooks through [`add_webhook`] too.
 
 use anyhow::{Context, bail};
+use mailrobot_outbox::WebhookSecret;
 use mailrobot_store::{DeliveryFilter, Webhook, WebhookEvent};
 use mailrobot_views::{DeliveryJson, WebhookJson};
-use mailrobot_outbox::WebhookSecret;
 
 use crate::app::App;
 use crate::cli::WebhookCommand;

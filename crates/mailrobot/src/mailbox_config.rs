@@ -130,6 +130,11 @@ pub fn secret_context(mailbox_name: &str) -> String {
     format!("mailbox:{mailbox_name}:password")
 }
 
+/// The sealing context of the password of a mailbox's SMTP reply transport.
+pub fn reply_secret_context(mailbox_name: &str) -> String {
+    format!("mailbox:{mailbox_name}:reply-password")
+}
+
 /// The mailbox's size limit in bytes.
 fn max_message_bytes(mailbox: &Mailbox) -> u64 {
     u64::try_from(mailbox.max_message_bytes).unwrap_or(0)

@@ -134,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::Reseal { json }) => return mailrobot::commands_secrets::reseal(&app, json),
         Command::Admin(command) => mailrobot::web::admin_command(&app, &command)?,
         Command::ApiToken(command) => mailrobot::web::api_token_command(&app, &command)?,
+        Command::Outbox(command) => commands::outbox_command(&app, &command)?,
         Command::Webhook(command) => mailrobot::commands_webhooks::webhook_command(&app, &command)?,
         Command::Demo { once, local: true, listen } => mailrobot::demo::run_local(&app, once, listen).await?,
         Command::Demo { once, local: false, listen } => mailrobot::demo_m365::run(&app, once, listen).await?,
@@ -144,6 +145,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let pipeline = app.pipeline()?;
     let results = mailrobot::scheduler::run_once(&pipeline).await?;
+    // What the pass queued (acknowledgements, webhook events), tried once,
+    // so a cron job of `run-once` sends too. Retries wait for the next run.
+    let public_url = mailrobot::commands_auth::public_url(app, None).unwrap_or_default();
+    let outbox = mailrobot_outbox::Engine::new(
+        app.store.clone(),
+        app.outbox.clone(),
+        app.secrets.clone(),
+        mailrobot_outbox::EngineConfig::new(&public_url, app.tag_format()?),
+    )?
+    .with_mail(mailrobot::outbound::RobotMail::transport(app));
+    let attempted = outbox.run_once().await;
+    tracing::debug!(attempted, "outbox tried once");
     // Exit codes a cron job can read (README): 0 all done, 2 a mailbox
     // failed or waits for a person, 3 none failed but a server held one back.
     let (mut failed, mut held_back) = (0, 0);

@@ -68,7 +68,8 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
         app.outbox.clone(),
         app.secrets.clone(),
         mailrobot_outbox::EngineConfig::new(&public_url, app.tag_format()?),
-    )?;
+    )?
+    .with_mail(crate::outbound::RobotMail::transport(app));
     let delivering = tokio::spawn(webhooks.run(stop_rx.clone()));
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));
 

@@ -213,6 +213,13 @@ impl MailboxOperations for RobotOperations {
             };
             let set = crate::cli::MailboxSet {
                 mailbox: None,
+                reply_via: None,
+                smtp_server: None,
+                smtp_tls: None,
+                smtp_username: None,
+                smtp_password_env: None,
+                smtp_connection: None,
+                from: None,
                 name,
                 folder: form.folder,
                 processed_folder: form.processed_folder,

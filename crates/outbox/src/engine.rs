@@ -18,6 +18,7 @@ use mailrobot_store::{AfterAttempt, Attempt, Delivery, OutboxStore, Store};
 use mailrobot_views::EventJson;
 use tokio::sync::{Notify, watch};
 
+use crate::mail::MailTransport;
 use crate::schedule::wait_after;
 use crate::signature::WebhookSecret;
 
@@ -65,6 +66,8 @@ pub struct Engine {
     http: reqwest::Client,
     config: EngineConfig,
     wake: Arc<Notify>,
+    /// Sends mail rows; without one they wait (a process that sends no mail).
+    mail: Option<Arc<dyn MailTransport>>,
 }
 
 impl Engine {
@@ -84,7 +87,13 @@ impl Engine {
             .user_agent(concat!("mailrobot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| EngineError::Client(e.to_string()))?;
-        Ok(Self { store, outbox, secrets, http, config, wake: Arc::new(Notify::new()) })
+        Ok(Self { store, outbox, secrets, http, config, wake: Arc::new(Notify::new()), mail: None })
+    }
+
+    /// Sends queued mail through `transport` too.
+    pub fn with_mail(mut self, transport: Arc<dyn MailTransport>) -> Self {
+        self.mail = Some(transport);
+        self
     }
 
     /// Notify it to look at the outbox now (after a ticket change here).
@@ -113,8 +122,85 @@ impl Engine {
         }
     }
 
-    /// One round: attempts every delivery due now. Returns how many.
+    /// One round: attempts every webhook delivery and mail due now.
+    /// Returns how many.
     pub async fn run_once(&self) -> usize {
+        self.deliver_webhooks().await + self.send_mails().await
+    }
+
+    async fn send_mails(&self) -> usize {
+        let Some(transport) = &self.mail else { return 0 };
+        let now = Utc::now();
+        let claimed = self.outbox.claim_due_mails(
+            &rfc3339(now),
+            &rfc3339(now + chrono::Duration::from_std(LEASE).expect("small")),
+            self.config.concurrency * 4,
+        );
+        let due = match claimed {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox's mail; trying again shortly");
+                return 0;
+            }
+        };
+        let count = due.len();
+        futures::stream::iter(due)
+            .for_each_concurrent(self.config.concurrency, |queued| async move {
+                let id = queued.id;
+                let attempt = self.send_mail(transport.as_ref(), queued).await;
+                // The transport's answer is recorded before anything else: a
+                // crash between the send and this line sends it once more, at
+                // most (the same Message-ID: receivers can tell).
+                if let Err(err) = self.outbox.record_attempt(id, &attempt, &rfc3339(Utc::now())) {
+                    tracing::error!(mail = id, error = %err, "cannot record a mail attempt");
+                }
+            })
+            .await;
+        count
+    }
+
+    async fn send_mail(&self, transport: &dyn MailTransport, queued: mailrobot_store::QueuedMail) -> Attempt {
+        let body = match queued.body {
+            Some(body) => body,
+            None => {
+                let body = crate::mail::render(&queued.mail, Utc::now());
+                if let Err(err) = self.outbox.set_delivery_body(queued.id, &body) {
+                    return Attempt {
+                        status: None,
+                        answer: format!("cannot keep the message: {err}"),
+                        next: AfterAttempt::RetryAt(rfc3339(Utc::now() + chrono::Duration::seconds(30))),
+                    };
+                }
+                body
+            }
+        };
+        let mail = &queued.mail;
+        match transport.send(mail.mailbox_id, &mail.from, &mail.to, body.as_bytes()).await {
+            Ok(()) => {
+                tracing::info!(mail = queued.id, to = %mail.to, kind = mail.kind.as_str(), "mail sent");
+                metrics::counter!("mailrobot_mails_sent_total", "result" => "sent").increment(1);
+                Attempt { status: None, answer: "sent".into(), next: AfterAttempt::Delivered }
+            }
+            Err(failure) => {
+                let answer = shorten(&failure.text);
+                let next = match wait_after(queued.attempts + 1).filter(|_| failure.transient) {
+                    Some(wait) => {
+                        tracing::warn!(mail = queued.id, to = %mail.to, %answer, "sending failed; will retry");
+                        metrics::counter!("mailrobot_mails_sent_total", "result" => "retry").increment(1);
+                        AfterAttempt::RetryAt(rfc3339(Utc::now() + chrono::Duration::from_std(wait).expect("small")))
+                    }
+                    None => {
+                        tracing::error!(mail = queued.id, to = %mail.to, %answer, "sending failed for good");
+                        metrics::counter!("mailrobot_mails_sent_total", "result" => "failed").increment(1);
+                        AfterAttempt::GiveUp
+                    }
+                };
+                Attempt { status: None, answer, next }
+            }
+        }
+    }
+
+    async fn deliver_webhooks(&self) -> usize {
         let now = Utc::now();
         let claimed = self.outbox.claim_due_deliveries(
             &rfc3339(now),

@@ -12,10 +12,12 @@
 //! ticket change itself: an event exists exactly when its change does.
 
 pub mod engine;
+pub mod mail;
 pub mod schedule;
 pub mod signature;
 
 pub use engine::{Engine, EngineConfig};
+pub use mail::{MailTransport, SendFailure};
 pub use signature::{SecretError, WebhookSecret};
 
 /// The sealing context of a webhook's secret (the id binds the sealed bytes

@@ -30,7 +30,10 @@ pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
 pub use error::StoreError;
 pub use model::*;
-pub use outbox::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, OutboxStore, Webhook};
+pub use outbox::{
+    AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, MailView, OutboxStore, QueuedMail,
+    Webhook,
+};
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 pub use sqlite::SqliteStore;
 pub use states::{

@@ -237,6 +237,8 @@ pub struct MessageView {
     pub settled: bool,
     pub fetched_at: String,
     pub processed_at: Option<String>,
+    /// What was decided about answering it by itself (`acknowledged to …`, or why not).
+    pub answer: Option<String>,
 }
 
 /// What the journal holds of one mailbox.

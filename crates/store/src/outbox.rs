@@ -97,6 +97,34 @@ pub struct DeliveryFilter {
     pub limit: Option<usize>,
 }
 
+/// A queued mail, leased to the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub mail: mailrobot_core::OutgoingMail,
+    /// The message as first rendered; None before the first attempt.
+    pub body: Option<String>,
+    pub attempts: i64,
+}
+
+/// One outbound mail, as `outbox list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailView {
+    pub id: i64,
+    pub mailbox_id: Option<i64>,
+    pub ticket_id: Option<i64>,
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    /// `acknowledgement`, …
+    pub kind: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+}
+
 pub trait OutboxStore: Send + Sync {
     /// Adds a webhook; `seal` seals its secret for the new id (the id is in
     /// the sealing context), in the same transaction.
@@ -125,6 +153,15 @@ pub trait OutboxStore: Send + Sync {
     /// Puts a delivery back in the queue, due now, with the same event id.
     /// Returns whether it exists.
     fn resend_delivery(&self, id: i64) -> Result<bool>;
+    /// Up to `limit` mails due at `now`, leased until `lease_until`.
+    fn claim_due_mails(&self, now: &str, lease_until: &str, limit: usize) -> Result<Vec<QueuedMail>>;
+    /// Every outbound mail, oldest first.
+    fn mails(&self) -> Result<Vec<MailView>>;
+    /// Queues a mail again, due now (its Message-ID stays). Whether it exists.
+    fn resend_mail(&self, id: i64) -> Result<bool>;
+    /// The sealed password of a mailbox's SMTP reply transport.
+    fn set_mailbox_reply_secret(&self, mailbox_id: i64, sealed: Option<&[u8]>) -> Result<()>;
+    fn mailbox_reply_secret(&self, mailbox_id: i64) -> Result<Option<Vec<u8>>>;
     /// Deliveries waiting (pending), per webhook id.
     fn pending_deliveries(&self) -> Result<Vec<(i64, i64)>>;
 }

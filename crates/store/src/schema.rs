@@ -278,4 +278,23 @@ UPDATE outbox SET state = 'sent' WHERE state = 'delivered';
 DROP INDEX outbox_pending;
 CREATE INDEX outbox_queued ON outbox(webhook_id, ticket_id, id) WHERE state = 'queued';
 "#,
+    // 11: mail the robot sends (acknowledgements first): the reply
+    // transport's sealed password, what was decided about answering each
+    // mail, and the outbox columns a mail row needs.
+    r#"
+ALTER TABLE mailboxes ADD COLUMN sealed_reply_secret BLOB;
+-- 'acknowledged to …', or why the robot did not answer.
+ALTER TABLE messages ADD COLUMN answer TEXT;
+ALTER TABLE outbox ADD COLUMN mailbox_id INTEGER REFERENCES mailboxes(id) ON DELETE CASCADE;
+ALTER TABLE outbox ADD COLUMN mail_kind TEXT;
+-- As written (where it goes), and folded (what rate limits count by).
+ALTER TABLE outbox ADD COLUMN recipient TEXT;
+ALTER TABLE outbox ADD COLUMN recipient_key TEXT;
+ALTER TABLE outbox ADD COLUMN subject TEXT;
+CREATE INDEX outbox_recipient ON outbox(recipient_key, created_at) WHERE kind = 'mail';
+CREATE INDEX outbox_mail_ticket ON outbox(ticket_id, created_at) WHERE kind = 'mail';
+CREATE INDEX outbox_mail_queued ON outbox(next_attempt_at) WHERE kind = 'mail' AND state = 'queued';
+-- A requester's reply names the robot's mail in In-Reply-To: its ticket.
+CREATE INDEX outbox_message_id ON outbox(event_id) WHERE kind = 'mail';
+"#,
 ];

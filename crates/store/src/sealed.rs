@@ -8,13 +8,34 @@ use crate::Result;
 /// Where a sealed value lives, with what its sealing context is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SealedRef {
-    MailboxPassword { mailbox_id: i64, mailbox_name: String },
-    TenantSecret { tenant_id: i64 },
-    TenantCertificate { tenant_id: i64 },
-    RefreshToken { connection_id: i64 },
-    AccessToken { connection_id: i64, resource: String },
-    AuthFlowVerifier { state: String },
-    WebhookSecret { webhook_id: i64 },
+    MailboxPassword {
+        mailbox_id: i64,
+        mailbox_name: String,
+    },
+    TenantSecret {
+        tenant_id: i64,
+    },
+    TenantCertificate {
+        tenant_id: i64,
+    },
+    RefreshToken {
+        connection_id: i64,
+    },
+    AccessToken {
+        connection_id: i64,
+        resource: String,
+    },
+    AuthFlowVerifier {
+        state: String,
+    },
+    WebhookSecret {
+        webhook_id: i64,
+    },
+    /// The password of a mailbox's SMTP reply transport.
+    MailboxReplyPassword {
+        mailbox_id: i64,
+        mailbox_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

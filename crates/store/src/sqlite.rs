@@ -546,7 +546,7 @@ impl Store for SqliteStore {
         let order = if filter.page.is_some() { "DESC" } else { "ASC" };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, b.name, m.remote_id, m.message_id, m.subject, m.from_addr, m.state, m.kind,
-                    m.ticket_id, m.reason, m.size, m.raw_sha256, m.settled, m.fetched_at, m.processed_at
+                    m.ticket_id, m.reason, m.size, m.raw_sha256, m.settled, m.fetched_at, m.processed_at, m.answer
              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE (?1 IS NULL OR m.state = ?1) AND (?2 IS NULL OR m.mailbox_id = ?2) AND (?3 IS NULL OR m.id < ?3)
              ORDER BY m.id {order} LIMIT ?4"
@@ -573,6 +573,7 @@ impl Store for SqliteStore {
                     settled: r.get(12)?,
                     fetched_at: r.get(13)?,
                     processed_at: r.get(14)?,
+                    answer: r.get(15)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -2,7 +2,9 @@
 //! [`Ledger`] primitives the ticket rules call inside the write transaction.
 //! No decision is taken here.
 
-use mailrobot_core::{Filed, Ledger, NewTicket, ParsedMail, PendingMail, TicketChange};
+use mailrobot_core::{
+    AnswerContext, AnswerLimits, Filed, Ledger, NewTicket, OutgoingMail, ParsedMail, PendingMail, TicketChange,
+};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::outbox::EventRecord;
@@ -96,14 +98,26 @@ impl Ledger for SqliteLedger<'_, '_> {
     }
 
     fn ticket_of_message(&mut self, message_id: &str) -> Result<Option<u64>> {
-        Ok(self
+        let received = self
             .tx
             .prepare_cached(
                 "SELECT ticket_id FROM messages WHERE message_id = ?1 AND ticket_id IS NOT NULL ORDER BY id LIMIT 1",
             )?
             .query_row([message_id], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(|t| t as u64))
+            .optional()?;
+        // Or a mail the robot sent (an acknowledgement the requester answers).
+        let sent = match received {
+            Some(ticket) => Some(ticket),
+            None => self
+                .tx
+                .prepare_cached(
+                    "SELECT ticket_id FROM outbox WHERE kind = 'mail' AND event_id = ?1 AND ticket_id IS NOT NULL
+                     ORDER BY id LIMIT 1",
+                )?
+                .query_row([message_id], |r| r.get::<_, i64>(0))
+                .optional()?,
+        };
+        Ok(sent.map(|t| t as u64))
     }
 
     fn create_ticket(&mut self, ticket: &NewTicket<'_>) -> Result<u64> {
@@ -184,6 +198,27 @@ impl Ledger for SqliteLedger<'_, '_> {
                 occurred_at: at.clone(),
             })
         })
+    }
+
+    fn answer_context(
+        &mut self,
+        mailbox_id: i64,
+        recipient_key: &str,
+        ticket: u64,
+        limits: &AnswerLimits,
+    ) -> Result<Option<AnswerContext>> {
+        crate::sqlite_outbox::answer_context(self.tx, &self.at, mailbox_id, recipient_key, ticket, limits)
+    }
+
+    fn queue_mail(&mut self, mail: &OutgoingMail) -> Result<()> {
+        crate::sqlite_outbox::queue_mail(self.tx, &self.at, mail)
+    }
+
+    fn record_answer(&mut self, journal_id: i64, answer: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE messages SET answer = ?2 WHERE id = ?1")?
+            .execute(params![journal_id, answer])?;
+        Ok(())
     }
 
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<()> {

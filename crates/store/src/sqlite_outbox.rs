@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::outbox::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, OutboxStore, Webhook};
+use crate::outbox::{MailView, QueuedMail};
 use crate::sqlite::{SqliteStore, now};
 use crate::{DeliveryState, Result, StoreError, WebhookEvent};
 
@@ -49,6 +50,97 @@ pub(crate) fn enqueue_event(
             event_type
         ])?;
     }
+    Ok(())
+}
+
+/// Where a mailbox's mail is sent from: its reply settings' `from`, else its
+/// address, else a user name that is an address. None: it sends no mail.
+pub(crate) fn reply_from(config: &serde_json::Value) -> Option<String> {
+    let reply = config.get("reply")?;
+    if reply.get("via").and_then(|v| v.as_str()).is_none_or(|v| v == "none") {
+        return None;
+    }
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    text(reply.get("from"))
+        .or_else(|| text(config.get("address")))
+        .or_else(|| text(config.get("username")).filter(|u| u.contains('@')))
+}
+
+/// Every address the robot's mailboxes receive or send as.
+fn own_addresses(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    let configs: Vec<String> = tx
+        .prepare_cached("SELECT config FROM mailboxes")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut own = Vec::new();
+    for config in configs {
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+        for value in
+            [config.get("address"), config.get("username"), config.pointer("/reply/from")].into_iter().flatten()
+        {
+            if let Some(address) = value.as_str().filter(|a| a.contains('@')) {
+                own.push(address.to_string());
+            }
+        }
+    }
+    Ok(own)
+}
+
+fn minus_minutes(at: &str, minutes: u32) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&chrono::Utc) - chrono::Duration::minutes(i64::from(minutes)))
+        .unwrap_or_else(|_| chrono::Utc::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn answer_context(
+    tx: &Transaction<'_>,
+    at: &str,
+    mailbox_id: i64,
+    recipient_key: &str,
+    ticket: u64,
+    limits: &mailrobot_core::AnswerLimits,
+) -> Result<Option<mailrobot_core::AnswerContext>> {
+    let (name, config): (String, String) = tx
+        .prepare_cached("SELECT name, config FROM mailboxes WHERE id = ?1")?
+        .query_row([mailbox_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    let Some(from) = reply_from(&config) else { return Ok(None) };
+    let since_sender = minus_minutes(at, limits.sender_window_minutes);
+    let sent_to_sender_recently: u32 = tx
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND recipient_key = ?1 AND created_at >= ?2")?
+        .query_row(params![recipient_key, since_sender], |r| r.get(0))?;
+    let day_start = format!("{}T00:00:00.000Z", at.get(..10).unwrap_or(at));
+    let sent_on_ticket_today: u32 = tx
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND ticket_id = ?1 AND created_at >= ?2")?
+        .query_row(params![ticket as i64, day_start], |r| r.get(0))?;
+    Ok(Some(mailrobot_core::AnswerContext {
+        from,
+        mailbox_name: name,
+        own_addresses: own_addresses(tx)?,
+        sent_to_sender_recently,
+        sent_on_ticket_today,
+    }))
+}
+
+pub(crate) fn queue_mail(tx: &Transaction<'_>, at: &str, mail: &mailrobot_core::OutgoingMail) -> Result<()> {
+    let payload = serde_json::to_string(mail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.prepare_cached(
+        "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, event_id, mailbox_id,
+         mail_kind, recipient, recipient_key, subject)
+         VALUES ('mail', ?1, ?2, 'queued', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        mail.ticket as i64,
+        payload,
+        at,
+        mail.message_id,
+        mail.mailbox_id,
+        mail.kind.as_str(),
+        mail.to,
+        mailrobot_core::answer::folded(&mail.to),
+        mail.subject
+    ])?;
     Ok(())
 }
 
@@ -247,6 +339,88 @@ impl OutboxStore for SqliteStore {
                 params![id, now()],
             )? > 0)
         })
+    }
+
+    fn claim_due_mails(&self, now: &str, lease_until: &str, limit: usize) -> Result<Vec<QueuedMail>> {
+        self.write(|tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT id, payload, body, attempts FROM outbox
+                     WHERE kind = 'mail' AND state = 'queued' AND next_attempt_at <= ?1
+                       AND (lease_until IS NULL OR lease_until <= ?1)
+                     ORDER BY next_attempt_at, id LIMIT ?2",
+                )?
+                .query_map(params![now, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut lease = tx.prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE id = ?1")?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for (id, payload, body, attempts) in rows {
+                let mail = serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable mail: {e}")))?;
+                lease.execute(params![id, lease_until])?;
+                claimed.push(QueuedMail { id, mail, body, attempts });
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn mails(&self) -> Result<Vec<MailView>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, ticket_id, recipient, subject, mail_kind, state, attempts, last_error, delivered_at, created_at,
+                    next_attempt_at, mailbox_id
+             FROM outbox WHERE kind = 'mail' ORDER BY id",
+        )?;
+        Ok(stmt
+            .query_map([], |r| {
+                Ok(MailView {
+                    id: r.get(0)?,
+                    ticket_id: r.get(1)?,
+                    to: r.get(2)?,
+                    subject: r.get(3)?,
+                    kind: r.get(4)?,
+                    state: r.get(5)?,
+                    attempts: r.get(6)?,
+                    last_error: r.get(7)?,
+                    sent_at: r.get(8)?,
+                    created_at: r.get(9)?,
+                    next_attempt_at: r.get(10)?,
+                    mailbox_id: r.get(11)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn resend_mail(&self, id: i64) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2, lease_until = NULL
+                 WHERE id = ?1 AND kind = 'mail'",
+                params![id, now()],
+            )? > 0)
+        })
+    }
+
+    fn set_mailbox_reply_secret(&self, mailbox_id: i64, sealed: Option<&[u8]>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE mailboxes SET sealed_reply_secret = ?2 WHERE id = ?1", params![mailbox_id, sealed])?;
+            Ok(())
+        })
+    }
+
+    fn mailbox_reply_secret(&self, mailbox_id: i64) -> Result<Option<Vec<u8>>> {
+        let conn = self.read();
+        Ok(conn
+            .query_row("SELECT sealed_reply_secret FROM mailboxes WHERE id = ?1", [mailbox_id], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 
     fn pending_deliveries(&self) -> Result<Vec<(i64, i64)>> {

@@ -37,6 +37,10 @@ impl SealedStore for SqliteStore {
         collect("SELECT state, sealed_verifier AS sealed FROM auth_flows", &|r| {
             Ok(SealedRef::AuthFlowVerifier { state: r.get("state")? })
         })?;
+        collect(
+            "SELECT id, name, sealed_reply_secret AS sealed FROM mailboxes WHERE sealed_reply_secret IS NOT NULL",
+            &|r| Ok(SealedRef::MailboxReplyPassword { mailbox_id: r.get("id")?, mailbox_name: r.get("name")? }),
+        )?;
         collect("SELECT id, sealed_secret AS sealed FROM webhooks", &|r| {
             Ok(SealedRef::WebhookSecret { webhook_id: r.get("id")? })
         })?;
@@ -76,6 +80,10 @@ impl SealedStore for SqliteStore {
                     SealedRef::AuthFlowVerifier { state } => tx.execute(
                         "UPDATE auth_flows SET sealed_verifier = ?2 WHERE state = ?1 AND sealed_verifier = ?3",
                         params![state, new, old],
+                    )?,
+                    SealedRef::MailboxReplyPassword { mailbox_id, .. } => tx.execute(
+                        "UPDATE mailboxes SET sealed_reply_secret = ?2 WHERE id = ?1 AND sealed_reply_secret = ?3",
+                        params![mailbox_id, new, old],
                     )?,
                     SealedRef::WebhookSecret { webhook_id } => tx.execute(
                         "UPDATE webhooks SET sealed_secret = ?2 WHERE id = ?1 AND sealed_secret = ?3",

@@ -280,6 +280,43 @@ impl DeliveryJson {
     }
 }
 
+/// One outbound mail, as `outbox list --json` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OutboxMailJson {
+    pub id: i64,
+    /// The ticket's number, as the CLI prints it.
+    pub ticket: Option<String>,
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    /// `acknowledgement` (`notification`, `reply`, `rejection` to come).
+    pub kind: Option<String>,
+    /// `queued`, `sent` or `failed`.
+    pub state: mailrobot_store::DeliveryState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+}
+
+impl OutboxMailJson {
+    pub fn of(m: &mailrobot_store::MailView, tag: &TagFormat) -> Self {
+        Self {
+            id: m.id,
+            ticket: m.ticket_id.map(|t| tag.number(t as u64)),
+            to: m.to.clone(),
+            subject: m.subject.clone(),
+            kind: m.kind.clone(),
+            state: m.state,
+            attempts: m.attempts,
+            last_error: m.last_error.clone().filter(|e| e != "sent"),
+            sent_at: m.sent_at.clone(),
+            next_attempt_at: m.next_attempt_at.clone().filter(|_| m.state == mailrobot_store::DeliveryState::Queued),
+            created_at: m.created_at.clone(),
+        }
+    }
+}
+
 /// A mailbox (never its password: only whether one is set).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MailboxJson {
@@ -451,6 +488,9 @@ pub struct MessageJson {
     pub settled: bool,
     pub fetched_at: String,
     pub processed_at: Option<String>,
+    /// What was decided about answering it by itself: `acknowledged to …`,
+    /// or why not (`not answered: …`); null when nothing was to decide.
+    pub answer: Option<String>,
 }
 
 impl MessageJson {
@@ -471,6 +511,7 @@ impl MessageJson {
             settled: m.settled,
             fetched_at: m.fetched_at.clone(),
             processed_at: m.processed_at.clone(),
+            answer: m.answer.clone(),
         }
     }
 }

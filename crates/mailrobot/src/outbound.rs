@@ -1,0 +1,196 @@
+//! Mail the robot sends: each mailbox's reply transport (`mailbox set NAME
+//! --reply-via smtp …`), and the [`MailTransport`] the outbox engine sends
+//! through.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use mailrobot_outbox::{MailTransport, SendFailure};
+use mailrobot_sources::TlsMode;
+use mailrobot_sources::smtp::{SmtpLogin, SmtpSession};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::mailbox_config::reply_secret_context;
+
+/// How a mailbox sends (`reply` in its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplyVia {
+    /// Nothing is sent (the default until the operator chooses).
+    None,
+    Smtp,
+    /// Microsoft Graph sendMail through the mailbox's connection (not built yet).
+    Graph,
+}
+
+/// What `mailbox set` was given about the reply transport.
+#[derive(Debug, Clone, Default)]
+pub struct ReplySettings {
+    pub via: Option<ReplyVia>,
+    pub smtp_server: Option<String>,
+    pub smtp_tls: Option<crate::cli::TlsArg>,
+    pub smtp_username: Option<String>,
+    /// The password read from --smtp-password-env.
+    pub smtp_password: Option<mailrobot_secrets::Secret>,
+    pub smtp_connection: Option<String>,
+    pub from: Option<String>,
+}
+
+impl ReplySettings {
+    pub fn is_empty(&self) -> bool {
+        self.via.is_none()
+            && self.smtp_server.is_none()
+            && self.smtp_tls.is_none()
+            && self.smtp_username.is_none()
+            && self.smtp_password.is_none()
+            && self.smtp_connection.is_none()
+            && self.from.is_none()
+    }
+}
+
+fn tls_word(tls: crate::cli::TlsArg) -> &'static str {
+    match tls {
+        crate::cli::TlsArg::None => "none",
+        crate::cli::TlsArg::Starttls => "starttls",
+        crate::cli::TlsArg::Tls => "tls",
+    }
+}
+
+/// Applies `given` to the mailbox's `reply` settings (what is not given
+/// stays) and checks the result; returns the new config and the sealed
+/// password to store, if one was given.
+pub fn apply(
+    app: &App,
+    m: &mailrobot_store::Mailbox,
+    given: &ReplySettings,
+) -> anyhow::Result<(Value, Option<Vec<u8>>)> {
+    let mut config = m.config.clone();
+    let mut reply = config.get("reply").cloned().unwrap_or_else(|| json!({"via": "none"}));
+    let set = |reply: &mut Value, key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            reply[key] = Value::String(value);
+        }
+    };
+    if let Some(via) = given.via {
+        reply["via"] = json!(match via {
+            ReplyVia::None => "none",
+            ReplyVia::Smtp => "smtp",
+            ReplyVia::Graph => "graph",
+        });
+    }
+    set(&mut reply, "server", given.smtp_server.clone());
+    set(&mut reply, "tls", given.smtp_tls.map(|t| tls_word(t).to_string()));
+    set(&mut reply, "username", given.smtp_username.clone());
+    set(&mut reply, "connection", given.smtp_connection.clone());
+    set(&mut reply, "from", given.from.clone());
+    if given.smtp_password.is_some() {
+        reply.as_object_mut().map(|r| r.remove("connection"));
+    }
+    if given.smtp_connection.is_some() {
+        reply.as_object_mut().map(|r| r.remove("username"));
+    }
+    let text = |key: &str| reply.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    match text("via").as_deref() {
+        Some("smtp") => {
+            let server = text("server").ok_or_else(|| anyhow!("--reply-via smtp needs --smtp-server H[:P]"))?;
+            let tls = tls_mode(text("tls").as_deref());
+            crate::commands_smtp::parse_server(&server, tls)?;
+            if let Some(connection) = text("connection") {
+                crate::commands_auth::find_connection(app.auth_store.as_ref(), &connection)?;
+            } else if text("username").is_none() {
+                bail!(
+                    "--reply-via smtp logs in with --smtp-username U --smtp-password-env VAR, or --smtp-connection C"
+                );
+            } else if given.smtp_password.is_none() && app.outbox.mailbox_reply_secret(m.id)?.is_none() {
+                bail!("--smtp-username needs its password: --smtp-password-env VAR");
+            }
+        }
+        Some("graph") => bail!(
+            "--reply-via graph is not built yet (issue 10 goes on); use --reply-via smtp with the mailbox's SMTP \
+             server, or an smtp service connection (--smtp-connection)"
+        ),
+        _ => {}
+    }
+    config["reply"] = reply;
+    if text_of(&config, "via").as_deref() == Some("smtp") && reply_from(&config).is_none() {
+        bail!("the mailbox has no address to send from: give --from ADDR");
+    }
+    let sealed = given.smtp_password.as_ref().map(|p| app.secrets.seal_str(p, &reply_secret_context(&m.name)));
+    Ok((config, sealed))
+}
+
+fn text_of(config: &Value, key: &str) -> Option<String> {
+    config.get("reply").and_then(|r| r.get(key)).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+/// The address a mailbox sends from (the store reads it the same way).
+fn reply_from(config: &Value) -> Option<String> {
+    let text = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    text(config.pointer("/reply/from"))
+        .or_else(|| text(config.get("address")))
+        .or_else(|| text(config.get("username")).filter(|u| u.contains('@')))
+}
+
+fn tls_mode(word: Option<&str>) -> TlsMode {
+    match word {
+        Some("tls") => TlsMode::Tls,
+        Some("none") => TlsMode::None,
+        _ => TlsMode::StartTls,
+    }
+}
+
+/// Sends through each mailbox's reply transport; one SMTP session per mail.
+pub struct RobotMail {
+    pub app: App,
+}
+
+impl RobotMail {
+    pub fn transport(app: &App) -> Arc<dyn MailTransport> {
+        Arc::new(Self { app: app.clone() })
+    }
+
+    fn login(&self, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::smtp::SmtpConfig> {
+        let m = self.app.store.mailbox(mailbox_id)?;
+        let text = |key: &str| text_of(&m.config, key);
+        if text("via").as_deref() != Some("smtp") {
+            bail!("mailbox {} no longer sends mail (--reply-via)", m.name);
+        }
+        let server = text("server").ok_or_else(|| anyhow!("mailbox {} has no --smtp-server", m.name))?;
+        let tls = tls_mode(text("tls").as_deref());
+        let login = match (text("connection"), text("username")) {
+            (Some(connection), _) => {
+                let c = crate::commands_auth::find_connection(self.app.auth_store.as_ref(), &connection)?;
+                let from = reply_from(&m.config).unwrap_or_default();
+                SmtpLogin::XOAuth2 {
+                    username: from,
+                    tokens: crate::commands_smtp::connection_tokens(&self.app, &c)?,
+                    app_id: crate::commands_smtp::app_only_client_id(&self.app, &c)?,
+                }
+            }
+            (None, Some(username)) => {
+                let sealed = self
+                    .app
+                    .outbox
+                    .mailbox_reply_secret(m.id)?
+                    .ok_or_else(|| anyhow!("mailbox {} has no SMTP password: --smtp-password-env", m.name))?;
+                let password = self.app.secrets.open_str(&sealed, &reply_secret_context(&m.name))?;
+                SmtpLogin::Password { username, password: password.expose().to_string() }
+            }
+            (None, None) => SmtpLogin::Anonymous,
+        };
+        crate::commands_smtp::config(&server, tls, login, None)
+    }
+}
+
+#[async_trait::async_trait]
+impl MailTransport for RobotMail {
+    async fn send(&self, mailbox_id: i64, from: &str, to: &str, message: &[u8]) -> Result<(), SendFailure> {
+        let cfg = self.login(mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
+        let failure =
+            |e: mailrobot_sources::SourceError| SendFailure { transient: e.is_transient(), text: e.to_string() };
+        let mut session = SmtpSession::connect(cfg).await.map_err(failure)?;
+        let sent = session.send(from, &[to], message).await;
+        session.quit().await;
+        sent.map_err(failure)
+    }
+}

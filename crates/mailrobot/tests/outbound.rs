@@ -1,0 +1,153 @@
+//! Acknowledgements by mail (issue 10, first part): through Dovecot's real
+//! submission service (password login) into Postfix's smtp-sink. A person's
+//! new ticket is acknowledged once, with the headers that stop loops and
+//! thread the answer; the mails a robot must never answer are not, each with
+//! its reason on the journal row; the requester's answer to the
+//! acknowledgement lands on its ticket even without the tag.
+
+mod common;
+
+use common::*;
+use mailrobot_testkit::dovecot::{Dovecot, Options};
+use mailrobot_testkit::smtp_sink::SmtpSink;
+use serde_json::Value;
+
+const DESK: &str = "desk@contoso.test";
+const DESK_PASSWORD: &str = "Desk-Pa55word";
+const FROM: &str = "support@contoso.test";
+
+fn mail(from: &str, message_id: &str, subject: &str, headers: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {FROM}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n\
+         Date: Wed, 02 Dec 2026 09:00:00 +0000\r\n{headers}\r\nPlease help.\r\n"
+    )
+    .into_bytes()
+}
+
+fn answer_of(robot: &Robot, message_id: &str) -> String {
+    let rows = robot.json(&["messages", "list", "--json"]);
+    let row = rows.as_array().unwrap().iter().find(|r| r["message_id"] == message_id).cloned().unwrap_or(Value::Null);
+    row["answer"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
+    let sink = SmtpSink::start().unwrap();
+    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
+    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
+    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+
+    // Nothing is sent until the operator chooses a transport.
+    std::fs::write(drop.join("inbox/0.eml"), mail("zoe@example.com", "z0@example.com", "Before", "")).unwrap();
+    robot.run(&["run-once"]);
+    assert_eq!(answer_of(&robot, "z0@example.com"), "");
+
+    let set = |args: &[&str]| robot.run_raw(args, &[("PW", DESK_PASSWORD)]);
+    let out = set(&["mailbox", "set", "desk", "--reply-via", "smtp", "--smtp-server", &server]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--smtp-username"), "{out:?}");
+    let out = set(&[
+        "mailbox",
+        "set",
+        "desk",
+        "--reply-via",
+        "smtp",
+        "--smtp-server",
+        &server,
+        "--smtp-tls",
+        "none",
+        "--smtp-username",
+        DESK,
+        "--smtp-password-env",
+        "PW",
+        "--from",
+        FROM,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = robot.run(&["mailbox", "list", "--json"]);
+    assert!(!listed.contains(DESK_PASSWORD), "the SMTP password is never shown");
+
+    let cases = [
+        ("1.eml", mail("Ann <Ann.Desk+tickets@example.com>", "p1@example.com", "Printer on fire", "")),
+        ("2.eml", mail("Ann <ann.desk+tickets@example.com>", "p2@example.com", "Also the fax", "")),
+        ("3.eml", mail("carol@example.com", "b1@example.com", "Newsletter", "Precedence: bulk\r\n")),
+        ("4.eml", mail("noreply@shop.example", "n1@shop.example", "Your order", "")),
+        ("5.eml", mail(FROM, "own1@contoso.test", "Loop?", "")),
+        ("6.eml", mail("desk@other.example", "r1@other.example", "Ticket 9 opened", "X-Mailrobot: 0.1.0\r\n")),
+    ];
+    for (name, raw) in &cases {
+        std::fs::write(drop.join("inbox").join(name), raw).unwrap();
+    }
+    robot.run(&["run-once"]);
+
+    // Exactly one mail left: the acknowledgement of Ann's first ticket.
+    let sent = sink.mails().unwrap();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].recipients, ["<Ann.Desk+tickets@example.com>"], "to the address as written");
+    let data = String::from_utf8_lossy(&sent[0].data).to_string();
+    let tickets = robot.tickets();
+    let number =
+        tickets.iter().find(|t| t["subject"] == "Printer on fire").unwrap()["number"].as_str().unwrap().to_string();
+    for line in [
+        format!("Subject: [{number}] Printer on fire"),
+        format!("From: {FROM}"),
+        "Auto-Submitted: auto-replied".to_string(),
+        "X-Auto-Response-Suppress: All".to_string(),
+        "In-Reply-To: <p1@example.com>".to_string(),
+        "X-Mailrobot: ".to_string(),
+    ] {
+        assert!(data.contains(&line), "{line:?} in\n{data}");
+    }
+    let ack_id = data.lines().find_map(|l| l.strip_prefix("Message-ID: <")).unwrap().trim_end_matches('>').to_string();
+    assert!(ack_id.ends_with("@contoso.test"), "{ack_id}");
+
+    assert_eq!(answer_of(&robot, "p1@example.com"), "acknowledged to Ann.Desk+tickets@example.com");
+    for (id, reason) in [
+        ("p2@example.com", "the sender got 1 automatic mails in the last 10 minutes"),
+        ("b1@example.com", "Precedence: bulk"),
+        ("n1@shop.example", "does not read answers"),
+        ("own1@contoso.test", "one of the robot's own addresses"),
+        ("r1@other.example", "a mailrobot sent it"),
+    ] {
+        let answer = answer_of(&robot, id);
+        assert!(answer.starts_with("not answered: ") && answer.contains(reason), "{id}: {answer}");
+    }
+    let outbox = robot.json(&["outbox", "list", "--json"]);
+    assert_eq!(outbox.as_array().unwrap().len(), 1, "a suppressed answer leaves no outbox row: {outbox}");
+    let row = &outbox[0];
+    assert_eq!(
+        (&row["kind"], &row["state"], &row["ticket"], &row["to"], &row["attempts"]),
+        (
+            &Value::from("acknowledgement"),
+            &Value::from("sent"),
+            &Value::from(number.as_str()),
+            &Value::from("Ann.Desk+tickets@example.com"),
+            &Value::from(1)
+        ),
+        "{row}"
+    );
+
+    // Ann answers the acknowledgement, the tag gone from the subject: her
+    // mail threads by In-Reply-To into the same ticket, and is not
+    // acknowledged again (a reply, not a new ticket).
+    let answer = mail(
+        "ann.desk+tickets@example.com",
+        "p3@example.com",
+        "Re: Printer on fire",
+        &format!("In-Reply-To: <{ack_id}>\r\nReferences: <p1@example.com> <{ack_id}>\r\n"),
+    );
+    std::fs::write(drop.join("inbox/7.eml"), answer).unwrap();
+    robot.run(&["run-once"]);
+    let ticket = robot.ticket(&number);
+    assert_eq!(ticket["entries"].as_array().unwrap().len(), 2, "{ticket}");
+    assert_eq!(sink.mails().unwrap().len(), 1, "nothing more was sent");
+
+    // Resend: the same mail again, same Message-ID.
+    robot.run(&["outbox", "resend", &row["id"].to_string()]);
+    robot.run(&["run-once"]);
+    let sent = sink.mails().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert!(String::from_utf8_lossy(&sent[1].data).contains(&format!("Message-ID: <{ack_id}>")));
+}

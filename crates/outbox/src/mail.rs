@@ -1,0 +1,124 @@
+//! Mail to requesters: the MIME a queued [`OutgoingMail`] becomes at its
+//! first attempt, and the transport that sends it (the binary implements
+//! [`MailTransport`]: SMTP with a password or a connection's tokens).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use mailrobot_core::OutgoingMail;
+use mailrobot_core::answer::ROBOT_HEADER;
+
+/// Why a send failed, and whether trying again later may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub transient: bool,
+    pub text: String,
+}
+
+#[async_trait::async_trait]
+pub trait MailTransport: Send + Sync {
+    /// Sends `message` (CRLF lines) from `from` to `to` through the
+    /// transport of mailbox `mailbox_id`.
+    async fn send(&self, mailbox_id: i64, from: &str, to: &str, message: &[u8]) -> Result<(), SendFailure>;
+}
+
+/// A header value as RFC 2047 encoded words when it is not plain ASCII.
+fn encoded(value: &str) -> String {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return value.to_string();
+    }
+    // Whole characters per word, each word at most 75 characters.
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in value.chars() {
+        if (chunk.len() + c.len_utf8()).div_ceil(3) * 4 > 60 {
+            words.push(format!("=?UTF-8?B?{}?=", STANDARD.encode(&chunk)));
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(format!("=?UTF-8?B?{}?=", STANDARD.encode(&chunk)));
+    }
+    words.join("\r\n ")
+}
+
+/// The message as sent: an automatic answer (RFC 3834) that asks Exchange
+/// for no automatic answers back, threaded under the mail it answers.
+pub fn render(mail: &OutgoingMail, date: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let mut header = |name: &str, value: &str| {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    };
+    header("From", &mail.from);
+    header("To", &mail.to);
+    header("Subject", &encoded(&mail.subject));
+    header("Date", &date.to_rfc2822());
+    header("Message-ID", &format!("<{}>", mail.message_id));
+    if let Some(id) = &mail.in_reply_to {
+        header("In-Reply-To", &format!("<{id}>"));
+    }
+    if !mail.references.is_empty() {
+        let refs: Vec<String> = mail.references.iter().map(|r| format!("<{r}>")).collect();
+        header("References", &refs.join("\r\n "));
+    }
+    header("Auto-Submitted", "auto-replied");
+    header("X-Auto-Response-Suppress", "All");
+    header(ROBOT_HEADER, env!("CARGO_PKG_VERSION"));
+    header("MIME-Version", "1.0");
+    header("Content-Type", "text/plain; charset=utf-8");
+    header("Content-Transfer-Encoding", "base64");
+    out.push_str("\r\n");
+    let body = mail.text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let encoded = STANDARD.encode(body.as_bytes());
+    for line in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailrobot_core::OutgoingKind;
+
+    #[test]
+    fn an_acknowledgement_carries_the_headers_that_stop_loops_and_thread_replies() {
+        let mail = OutgoingMail {
+            kind: OutgoingKind::Acknowledgement,
+            mailbox_id: 1,
+            ticket: 7,
+            journal_id: 9,
+            from: "support@contoso.example".into(),
+            to: "Ann.Desk+x@example.com".into(),
+            subject: "[TKT-000007] Drucker brennt – schnell".into(),
+            message_id: "mailrobot.acknowledgement.7.9@contoso.example".into(),
+            in_reply_to: Some("1@example.com".into()),
+            references: vec!["0@example.com".into(), "1@example.com".into()],
+            text: "Hello,\nticket TKT-000007.\n".into(),
+        };
+        let rendered = render(&mail, DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().into());
+        for line in [
+            "From: support@contoso.example\r\n",
+            "To: Ann.Desk+x@example.com\r\n",
+            "Message-ID: <mailrobot.acknowledgement.7.9@contoso.example>\r\n",
+            "In-Reply-To: <1@example.com>\r\n",
+            "References: <0@example.com>\r\n <1@example.com>\r\n",
+            "Auto-Submitted: auto-replied\r\n",
+            "X-Auto-Response-Suppress: All\r\n",
+            "X-Mailrobot: ",
+        ] {
+            assert!(rendered.contains(line), "{line:?} in\n{rendered}");
+        }
+        // What another parser reads back.
+        let parsed = mailrobot_core::parse(rendered.as_bytes()).unwrap();
+        assert_eq!(parsed.subject, mail.subject);
+        assert_eq!(parsed.text_body.replace("\r\n", "\n").trim_end(), "Hello,\nticket TKT-000007.");
+        assert_eq!(parsed.in_reply_to, ["1@example.com"]);
+        assert!(parsed.answer_block.is_some(), "a robot's mail is never answered by a robot");
+    }
+}
