@@ -68,6 +68,10 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed = robot.run(&["mailbox", "list", "--json"]);
     assert!(!listed.contains(DESK_PASSWORD), "the SMTP password is never shown");
+    for file in ["mailrobot.db", "mailrobot.db-wal"] {
+        let bytes = std::fs::read(robot.data_dir().join(file)).unwrap_or_default();
+        assert!(!bytes.windows(DESK_PASSWORD.len()).any(|w| w == DESK_PASSWORD.as_bytes()), "sealed in {file}");
+    }
 
     let cases = [
         ("1.eml", mail("Ann <Ann.Desk+tickets@example.com>", "p1@example.com", "Printer on fire", "")),
