@@ -216,14 +216,32 @@ pub fn may_answer<'m>(mail: &'m ParsedMail, facts: &AnswerFacts<'_>) -> Result<&
 pub enum OutgoingKind {
     /// To the requester of a new ticket: its number, and how to add to it.
     Acknowledgement,
+    /// An agent's answer, written by a person.
+    Reply,
 }
 
 impl OutgoingKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OutgoingKind::Acknowledgement => "acknowledgement",
+            OutgoingKind::Reply => "reply",
         }
     }
+
+    /// Sent by the robot on its own (RFC 3834 `Auto-Submitted: auto-replied`),
+    /// not written by a person.
+    pub fn is_automatic(self) -> bool {
+        matches!(self, OutgoingKind::Acknowledgement)
+    }
+}
+
+/// A file sent with a mail: its bytes are kept as a blob until sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutgoingAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// A mail the robot will send, as the outbox keeps it (rendered to MIME by
@@ -244,6 +262,8 @@ pub struct OutgoingMail {
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
     pub text: String,
+    #[serde(default)]
+    pub attachments: Vec<OutgoingAttachment>,
 }
 
 /// What the store knows about answering a mail of one mailbox.
@@ -298,6 +318,7 @@ pub fn acknowledgement(
         in_reply_to: mail.message_id.clone(),
         references,
         text,
+        attachments: Vec::new(),
     }
 }
 

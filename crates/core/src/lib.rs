@@ -13,7 +13,9 @@ pub mod process;
 pub mod subject;
 pub mod tag;
 
-pub use answer::{AnswerBlock, AnswerContext, AnswerFacts, AnswerLimits, OutgoingKind, OutgoingMail, may_answer};
+pub use answer::{
+    AnswerBlock, AnswerContext, AnswerFacts, AnswerLimits, OutgoingAttachment, OutgoingKind, OutgoingMail, may_answer,
+};
 pub use classify::MailKind;
 pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};

@@ -398,6 +398,18 @@ pub enum TicketsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Answer the requester by mail (through the ticket's mailbox's --reply-via).
+    Reply {
+        number: String,
+        /// The text (UTF-8); `-` reads standard input.
+        #[arg(long)]
+        body_file: std::path::PathBuf,
+        /// A file to attach; repeat for several.
+        #[arg(long = "attach")]
+        attachments: Vec<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

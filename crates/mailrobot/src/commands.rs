@@ -346,6 +346,41 @@ pub fn mailbox_set(app: &App, set: &MailboxSet) -> anyhow::Result<Mailbox> {
     Ok(m)
 }
 
+/// `tickets reply NUMBER --body-file F [--attach FILE …]`.
+pub fn tickets_reply(
+    app: &App,
+    number: &str,
+    body_file: &std::path::Path,
+    attachments: &[std::path::PathBuf],
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let text = if body_file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(body_file).with_context(|| format!("cannot read {}", body_file.display()))?
+    };
+    let mut files = Vec::new();
+    for path in attachments {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+        let content_type = crate::outbound::content_type_of(&filename).to_string();
+        files.push(crate::outbound::ReplyFile { filename, content_type, bytes });
+    }
+    let queued = crate::outbound::queue_reply(app, number, &text, files)?;
+    if json_out {
+        print_json(&serde_json::to_value(&queued)?);
+    } else {
+        crate::say!(
+            "Reply to {} queued (outbox {}); `mailrobot serve` sends it, or the next `run-once`.",
+            queued.to.as_deref().unwrap_or("-"),
+            queued.id
+        );
+    }
+    Ok(())
+}
+
 /// `outbox list` and `outbox resend`.
 pub fn outbox_command(app: &App, command: &OutboxCommand) -> anyhow::Result<()> {
     match command {

@@ -115,6 +115,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Tickets(TicketsCommand::List { json }) => commands::tickets_list(&app, json)?,
         Command::Tickets(TicketsCommand::Show { number, json }) => commands::tickets_show(&app, &number, json)?,
+        Command::Tickets(TicketsCommand::Reply { number, body_file, attachments, json }) => {
+            commands::tickets_reply(&app, &number, &body_file, &attachments, json)?
+        }
         Command::Messages(MessagesCommand::List { json, state, mailbox }) => {
             commands::messages_list(&app, json, state, mailbox)?
         }

@@ -139,6 +139,86 @@ fn tls_mode(word: Option<&str>) -> TlsMode {
     }
 }
 
+pub use mailrobot_web::ops::ReplyFile;
+
+/// A content type from a file name (what mail clients go by).
+pub fn content_type_of(filename: &str) -> &'static str {
+    match filename.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
+        Some("pdf") => "application/pdf",
+        Some("txt" | "log") => "text/plain",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("csv") => "text/csv",
+        Some("zip") => "application/zip",
+        Some("docx") => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Queues an agent's reply to the ticket `number`: to its requester, from
+/// the mailbox it came in through, threaded under its latest mail. The
+/// outbound mail, as `outbox list` shows it.
+pub fn queue_reply(
+    app: &App,
+    number: &str,
+    text: &str,
+    files: Vec<ReplyFile>,
+) -> anyhow::Result<mailrobot_views::OutboxMailJson> {
+    use mailrobot_core::{OutgoingAttachment, OutgoingKind, OutgoingMail};
+    let tag = app.tag_format()?;
+    let id = tag
+        .parse_number(number)
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| anyhow!("{number:?} is not a ticket number like {}", tag.number(123)))?;
+    let ticket = app.store.ticket(id)?.ok_or_else(|| anyhow!("no ticket {number}"))?;
+    if text.trim().is_empty() {
+        bail!("a reply needs a text");
+    }
+    let to = ticket.summary.requester.clone().ok_or_else(|| anyhow!("ticket {number} has no requester to answer"))?;
+    let (mailbox_id, from) = app.outbox.ticket_mailbox(id)?.ok_or_else(|| anyhow!("ticket {number} has no mailbox"))?;
+    let mailbox = app.store.mailbox(mailbox_id)?;
+    let from = from.ok_or_else(|| {
+        anyhow!(
+            "mailbox {} sends no mail: choose how with `mailrobot mailbox set {} --reply-via smtp …`",
+            mailbox.name,
+            mailbox.name
+        )
+    })?;
+    let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
+    let unique: u64 = rand::random();
+    let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
+    let subject = format!("Re: {} {}", tag.tag(id as u64), ticket.summary.subject);
+    let mail = OutgoingMail {
+        kind: OutgoingKind::Reply,
+        mailbox_id,
+        ticket: id as u64,
+        journal_id: 0,
+        from,
+        to,
+        subject,
+        message_id: format!("mailrobot.reply.{id}.{unique:016x}@{domain}"),
+        in_reply_to: references.last().cloned(),
+        references,
+        text: text.to_string(),
+        attachments: files
+            .iter()
+            .map(|f| OutgoingAttachment {
+                filename: f.filename.clone(),
+                content_type: f.content_type.clone(),
+                sha256: String::new(),
+                size: f.bytes.len() as u64,
+            })
+            .collect(),
+    };
+    let bytes: Vec<Vec<u8>> = files.into_iter().map(|f| f.bytes).collect();
+    let row = app.outbox.queue_reply(&mail, &bytes)?;
+    tracing::info!(ticket = %tag.number(id as u64), mail = row, "reply queued");
+    let view = app.outbox.mails()?.into_iter().find(|m| m.id == row).ok_or_else(|| anyhow!("the reply vanished"))?;
+    Ok(mailrobot_views::OutboxMailJson::of(&view, &tag))
+}
+
 /// Sends through each mailbox's reply transport; one SMTP session per mail.
 pub struct RobotMail {
     pub app: App,

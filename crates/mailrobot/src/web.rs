@@ -9,7 +9,7 @@ use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
     ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, MailboxTest, OpResult,
-    Operations, ServiceOperations, SmtpCheck, TenantForm, WebhookOperations,
+    Operations, ReplyFile, ServiceOperations, SmtpCheck, TenantForm, TicketOperations, WebhookOperations,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -51,6 +51,19 @@ impl RobotOperations {
             Ok(result) => result.map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("the operation stopped: {e}")),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl TicketOperations for RobotOperations {
+    async fn reply(
+        &self,
+        number: &str,
+        text: String,
+        files: Vec<ReplyFile>,
+    ) -> OpResult<mailrobot_views::OutboxMailJson> {
+        let number = number.to_string();
+        self.run(move |app| crate::outbound::queue_reply(app, &number, &text, files)).await
     }
 }
 

@@ -72,7 +72,9 @@ fn the_openapi_document_describes_what_the_live_server_answers() {
         .expect("schemathesis runs");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis found problems:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("Tested: 34"), "every operation but token revocation was tested:\n{report}");
+    let operations: usize = document["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    let tested = format!("Tested: {}", operations - 1);
+    assert!(report.contains(&tested), "every operation but token revocation was tested ({tested}):\n{report}");
     serve.kill().unwrap();
     let _ = serve.wait();
 }

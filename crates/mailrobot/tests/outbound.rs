@@ -148,10 +148,42 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
     assert_eq!(ticket["entries"].as_array().unwrap().len(), 2, "{ticket}");
     assert_eq!(sink.mails().unwrap().len(), 1, "nothing more was sent");
 
+    // An agent answers from the command line, with a file.
+    let body = robot.dir.path().join("reply.txt");
+    std::fs::write(&body, "The printer is repaired.\nRegards, the desk").unwrap();
+    let report = robot.dir.path().join("Repair report.pdf");
+    std::fs::write(&report, b"%PDF-1.4 repaired").unwrap();
+    let queued: Value = serde_json::from_str(&robot.run(&[
+        "tickets",
+        "reply",
+        &number,
+        "--body-file",
+        body.to_str().unwrap(),
+        "--attach",
+        report.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!((&queued["kind"], &queued["state"]), (&Value::from("reply"), &Value::from("queued")), "{queued}");
+    robot.run(&["run-once"]);
+    let sent = sink.mails().unwrap();
+    assert_eq!(sent.len(), 2);
+    let reply = mailrobot_core::parse(&sent[1].data).unwrap();
+    assert_eq!(reply.subject, format!("Re: [{number}] Printer on fire"));
+    assert!(reply.text_body.contains("The printer is repaired."), "{}", reply.text_body);
+    assert_eq!(reply.attachments.len(), 1);
+    assert_eq!(reply.attachments[0].filename.as_deref(), Some("Repair report.pdf"));
+    assert_eq!(reply.attachments[0].data, b"%PDF-1.4 repaired");
+    assert_eq!(reply.in_reply_to, ["p3@example.com"], "under the ticket's latest mail");
+    let raw = String::from_utf8_lossy(&sent[1].data).to_string();
+    assert!(!raw.contains("Auto-Submitted"), "a person's reply is not automatic");
+    let out = robot.run_raw(&["tickets", "reply", "TKT-999999", "--body-file", body.to_str().unwrap()], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket TKT-999999"), "{out:?}");
+
     // Resend: the same mail again, same Message-ID.
     robot.run(&["outbox", "resend", &row["id"].to_string()]);
     robot.run(&["run-once"]);
     let sent = sink.mails().unwrap();
-    assert_eq!(sent.len(), 2);
-    assert!(String::from_utf8_lossy(&sent[1].data).contains(&format!("Message-ID: <{ack_id}>")));
+    assert_eq!(sent.len(), 3);
+    assert!(String::from_utf8_lossy(&sent[2].data).contains(&format!("Message-ID: <{ack_id}>")));
 }

@@ -985,3 +985,86 @@ async fn administrators_are_added_removed_and_change_their_password_in_the_ui() 
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_replies_from_the_ticket_page_and_the_api_with_files() {
+    use mailrobot_testkit::dovecot::{Dovecot, Options};
+    use mailrobot_testkit::smtp_sink::SmtpSink;
+    const DESK: &str = "desk@contoso.test";
+    const DESK_PASSWORD: &str = "Desk-Pa55word";
+    let sink = SmtpSink::start().unwrap();
+    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
+    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
+    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let robot = robot_with_a_mailbox();
+    let number = robot.tickets()[0]["number"].as_str().unwrap().to_string();
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "set",
+            "support-desk",
+            "--reply-via",
+            "smtp",
+            "--smtp-server",
+            &server,
+            "--smtp-tls",
+            "none",
+            "--smtp-username",
+            DESK,
+            "--smtp-password-env",
+            "PW",
+            "--from",
+            "support@contoso.test",
+        ],
+        &[("PW", DESK_PASSWORD)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = common::api::token(&robot, "helpdesk", false);
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-reply").await;
+    browser.click_link("Tickets").await;
+    browser.click_link(&number).await;
+    browser.fill("Reply", "We replaced the toner.\nThe desk").await;
+    let file = robot.dir.path().join("invoice.txt");
+    std::fs::write(&file, "toner: 1").unwrap();
+    browser.choose_file("Attachments", &file).await;
+    browser.screenshot("reply-written").await;
+    browser.click_button("Send reply").await;
+    assert!(browser.text().await.contains("Reply queued"), "{}", browser.text().await);
+    assert!(wait_until(Duration::from_secs(20), || sink.mails().unwrap().len() == 1), "{}", robot.serve_logs());
+    let sent = mailrobot_core::parse(&sink.mails().unwrap()[0].data).unwrap();
+    assert_eq!(sent.subject, format!("Re: [{number}] Printer on fire"));
+    assert!(sent.text_body.contains("We replaced the toner."), "{}", sent.text_body);
+    assert_eq!(
+        (sent.attachments[0].filename.as_deref(), &sent.attachments[0].data[..]),
+        (Some("invoice.txt"), &b"toner: 1"[..])
+    );
+    assert_eq!(sink.mails().unwrap()[0].recipients, ["<customer@example.com>"]);
+
+    // The Outbox page shows it sent.
+    browser.click_link("Outbox").await;
+    browser.heading("Outbox").await;
+    let row = browser.row("1").await;
+    assert_eq!((row[1].as_str(), row[2].as_str(), row[5].as_str()), (number.as_str(), "reply", "sent"), "{row:?}");
+    browser.screenshot("outbox").await;
+
+    // And through the API, with a file in base64.
+    let reply = serde_json::json!({"text": "One more thing.", "attachments": [
+        {"filename": "note.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]});
+    let (status, body) = common::api::call(
+        "POST",
+        &format!("http://{address}/api/v1/tickets/{number}/reply"),
+        Some(&token),
+        Some(reply),
+    )
+    .await;
+    assert_eq!((status, body["kind"].as_str()), (201, Some("reply")), "{body}");
+    assert!(wait_until(Duration::from_secs(20), || sink.mails().unwrap().len() == 2));
+    let sent = mailrobot_core::parse(&sink.mails().unwrap()[1].data).unwrap();
+    assert_eq!(sent.attachments[0].data, b"hello");
+    let (_, outbox) = common::api::call("GET", &format!("http://{address}/api/v1/outbox"), Some(&token), None).await;
+    assert_eq!(outbox["items"].as_array().unwrap().len(), 2, "{outbox}");
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -163,7 +163,24 @@ impl Engine {
         let body = match queued.body {
             Some(body) => body,
             None => {
-                let body = crate::mail::render(&queued.mail, Utc::now());
+                let mut files = Vec::with_capacity(queued.mail.attachments.len());
+                for a in &queued.mail.attachments {
+                    match self.store.blob(&a.sha256) {
+                        Ok(Some(bytes)) => files.push(bytes),
+                        Ok(None) => {
+                            let answer = format!("the attachment {} is no longer stored", a.filename);
+                            return Attempt { status: None, answer, next: AfterAttempt::GiveUp };
+                        }
+                        Err(err) => {
+                            return Attempt {
+                                status: None,
+                                answer: format!("cannot read the attachment {}: {err}", a.filename),
+                                next: AfterAttempt::RetryAt(rfc3339(Utc::now() + chrono::Duration::seconds(30))),
+                            };
+                        }
+                    }
+                }
+                let body = crate::mail::render(&queued.mail, Utc::now(), &files);
                 if let Err(err) = self.outbox.set_delivery_body(queued.id, &body) {
                     return Attempt {
                         status: None,

@@ -43,9 +43,39 @@ fn encoded(value: &str) -> String {
     words.join("\r\n ")
 }
 
-/// The message as sent: an automatic answer (RFC 3834) that asks Exchange
-/// for no automatic answers back, threaded under the mail it answers.
-pub fn render(mail: &OutgoingMail, date: DateTime<Utc>) -> String {
+fn base64_lines(bytes: &[u8], out: &mut String) {
+    let encoded = STANDARD.encode(bytes);
+    for line in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push_str("\r\n");
+    }
+}
+
+/// A file name for a `Content-Disposition` parameter (RFC 2231 when not ASCII).
+fn filename_parameter(name: &str) -> String {
+    let safe: String = name.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect();
+    if safe.is_ascii() {
+        format!("filename=\"{safe}\"")
+    } else {
+        let encoded: String = safe
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("filename*=UTF-8''{encoded}")
+    }
+}
+
+/// The message as sent, threaded under the mail it answers. An automatic
+/// one says so (RFC 3834); every one asks Exchange for no automatic answers
+/// back and names the robot. `attachments` are the files' bytes, in the
+/// order of `mail.attachments`.
+pub fn render(mail: &OutgoingMail, date: DateTime<Utc>, attachments: &[Vec<u8>]) -> String {
     let mut out = String::new();
     let mut header = |name: &str, value: &str| {
         out.push_str(name);
@@ -65,19 +95,38 @@ pub fn render(mail: &OutgoingMail, date: DateTime<Utc>) -> String {
         let refs: Vec<String> = mail.references.iter().map(|r| format!("<{r}>")).collect();
         header("References", &refs.join("\r\n "));
     }
-    header("Auto-Submitted", "auto-replied");
+    if mail.kind.is_automatic() {
+        header("Auto-Submitted", "auto-replied");
+    }
     header("X-Auto-Response-Suppress", "All");
     header(ROBOT_HEADER, env!("CARGO_PKG_VERSION"));
     header("MIME-Version", "1.0");
-    header("Content-Type", "text/plain; charset=utf-8");
-    header("Content-Transfer-Encoding", "base64");
-    out.push_str("\r\n");
-    let body = mail.text.replace("\r\n", "\n").replace('\n', "\r\n");
-    let encoded = STANDARD.encode(body.as_bytes());
-    for line in encoded.as_bytes().chunks(76) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+    let text = mail.text.replace("\r\n", "\n").replace('\n', "\r\n");
+    if mail.attachments.is_empty() {
+        header("Content-Type", "text/plain; charset=utf-8");
+        header("Content-Transfer-Encoding", "base64");
         out.push_str("\r\n");
+        base64_lines(text.as_bytes(), &mut out);
+        return out;
     }
+    // The boundary cannot occur in base64 lines nor in the headers above.
+    let boundary = format!("=_mailrobot_{}", mail.message_id.len() * 7919 + mail.ticket as usize);
+    header("Content-Type", &format!("multipart/mixed; boundary=\"{boundary}\""));
+    out.push_str("\r\n");
+    out.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ));
+    base64_lines(text.as_bytes(), &mut out);
+    for (meta, bytes) in mail.attachments.iter().zip(attachments) {
+        out.push_str(&format!(
+            "--{boundary}\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n",
+            meta.content_type.replace(['\r', '\n'], ""),
+            filename_parameter(&meta.filename)
+        ));
+        base64_lines(bytes, &mut out);
+    }
+    out.push_str(&format!("--{boundary}--\r\n"));
     out
 }
 
@@ -100,8 +149,9 @@ mod tests {
             in_reply_to: Some("1@example.com".into()),
             references: vec!["0@example.com".into(), "1@example.com".into()],
             text: "Hello,\nticket TKT-000007.\n".into(),
+            attachments: Vec::new(),
         };
-        let rendered = render(&mail, DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().into());
+        let rendered = render(&mail, DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().into(), &[]);
         for line in [
             "From: support@contoso.example\r\n",
             "To: Ann.Desk+x@example.com\r\n",
@@ -120,5 +170,35 @@ mod tests {
         assert_eq!(parsed.text_body.replace("\r\n", "\n").trim_end(), "Hello,\nticket TKT-000007.");
         assert_eq!(parsed.in_reply_to, ["1@example.com"]);
         assert!(parsed.answer_block.is_some(), "a robot's mail is never answered by a robot");
+    }
+
+    #[test]
+    fn an_agent_s_reply_carries_its_files_and_is_not_marked_automatic() {
+        let mail = OutgoingMail {
+            kind: OutgoingKind::Reply,
+            mailbox_id: 1,
+            ticket: 7,
+            journal_id: 0,
+            from: "support@contoso.example".into(),
+            to: "ann@example.com".into(),
+            subject: "Re: [TKT-000007] Printer".into(),
+            message_id: "mailrobot.reply.7.abc@contoso.example".into(),
+            in_reply_to: None,
+            references: Vec::new(),
+            text: "Fixed it.\n".into(),
+            attachments: vec![mailrobot_core::OutgoingAttachment {
+                filename: "Prüfbericht.pdf".into(),
+                content_type: "application/pdf".into(),
+                sha256: "x".into(),
+                size: 9,
+            }],
+        };
+        let rendered = render(&mail, Utc::now(), &[b"%PDF-1.4\n".to_vec()]);
+        assert!(!rendered.contains("Auto-Submitted"), "a person wrote it");
+        let parsed = mailrobot_core::parse(rendered.as_bytes()).unwrap();
+        assert_eq!(parsed.text_body.trim_end(), "Fixed it.");
+        assert_eq!(parsed.attachments.len(), 1);
+        assert_eq!(parsed.attachments[0].filename.as_deref(), Some("Prüfbericht.pdf"));
+        assert_eq!(parsed.attachments[0].data, b"%PDF-1.4\n");
     }
 }

@@ -153,6 +153,12 @@ pub trait OutboxStore: Send + Sync {
     /// Puts a delivery back in the queue, due now, with the same event id.
     /// Returns whether it exists.
     fn resend_delivery(&self, id: i64) -> Result<bool>;
+    /// Queues a person's mail (an agent's reply) with its files, which are
+    /// stored as blobs in the same transaction. Returns the outbox row's id.
+    fn queue_reply(&self, mail: &mailrobot_core::OutgoingMail, files: &[Vec<u8>]) -> Result<i64>;
+    /// The mailbox a ticket came in through (its first entry's), and the
+    /// address that mailbox sends from, if it sends mail.
+    fn ticket_mailbox(&self, ticket_id: i64) -> Result<Option<(i64, Option<String>)>>;
     /// Up to `limit` mails due at `now`, leased until `lease_until`.
     fn claim_due_mails(&self, now: &str, lease_until: &str, limit: usize) -> Result<Vec<QueuedMail>>;
     /// Every outbound mail, oldest first.

@@ -371,6 +371,31 @@ impl OutboxStore for SqliteStore {
         })
     }
 
+    fn queue_reply(&self, mail: &mailrobot_core::OutgoingMail, files: &[Vec<u8>]) -> Result<i64> {
+        self.write(|tx| {
+            let mut mail = mail.clone();
+            for (meta, bytes) in mail.attachments.iter_mut().zip(files) {
+                meta.sha256 = crate::sqlite::put_blob(tx, bytes)?;
+                meta.size = bytes.len() as u64;
+            }
+            queue_mail(tx, &now(), &mail)?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    fn ticket_mailbox(&self, ticket_id: i64) -> Result<Option<(i64, Option<String>)>> {
+        let conn = self.read();
+        let found: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT b.id, b.config FROM ticket_entries e JOIN messages m ON m.id = e.journal_id
+                 JOIN mailboxes b ON b.id = m.mailbox_id WHERE e.ticket_id = ?1 ORDER BY e.position LIMIT 1",
+                [ticket_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(found.map(|(id, config)| (id, reply_from(&serde_json::from_str(&config).unwrap_or_default()))))
+    }
+
     fn mails(&self) -> Result<Vec<MailView>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(

@@ -185,6 +185,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/openapi.json", get(openapi_document))
         .merge(crate::api_webhooks::routes())
         .merge(crate::api_admin::routes())
+        .merge(crate::api_outbox::routes())
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
 }

@@ -16,6 +16,7 @@ use mailrobot_store::{AdminStore, AuthStore, OutboxStore, Store, StoreError};
 pub mod administrators;
 pub mod api;
 pub mod api_admin;
+pub mod api_outbox;
 pub mod api_webhooks;
 pub mod connections;
 pub mod journal;
@@ -23,6 +24,7 @@ pub use mailrobot_views as json;
 pub mod mailboxes;
 pub mod openapi;
 pub mod ops;
+pub mod outbox;
 pub mod pages;
 pub mod password;
 pub mod services;
@@ -143,6 +145,9 @@ pub fn router(state: WebState) -> Router {
         .route("/tickets", get(tickets::list))
         .route("/tickets/{number}", get(tickets::page))
         .route("/tickets/{number}/status", post(tickets::set_status))
+        .route("/tickets/{number}/reply", post(tickets::reply))
+        .route("/outbox", get(outbox::page))
+        .route("/outbox/{id}/resend", post(outbox::resend))
         .route("/tickets/{number}/entries/{position}/html", get(tickets::entry_html))
         .route("/tickets/{number}/entries/{position}/attachments/{index}/{name}", get(tickets::attachment))
         .route("/static/app.css", get(pages::stylesheet))

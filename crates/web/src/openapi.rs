@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, api_admin, api_webhooks};
+use crate::{api, api_admin, api_outbox, api_webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use crate::{api, api_admin, api_webhooks};
         api::tickets,
         api::ticket,
         api::patch_ticket,
+        api_outbox::reply,
         api::attachment,
         api::messages,
         api::message_retry,
@@ -43,6 +44,8 @@ use crate::{api, api_admin, api_webhooks};
         api::connection_test,
         api_admin::services,
         api_admin::set_service,
+        api_outbox::list,
+        api_outbox::resend,
         api_webhooks::list,
         api_webhooks::create,
         api_webhooks::one,

@@ -26,7 +26,7 @@ pub type OpResult<T> = Result<T, String>;
 
 #[async_trait::async_trait]
 pub trait Operations:
-    ConnectionOperations + MailboxOperations + ServiceOperations + WebhookOperations + Send + Sync
+    ConnectionOperations + MailboxOperations + ServiceOperations + WebhookOperations + TicketOperations + Send + Sync
 {
     async fn add_tenant(&self, form: TenantForm) -> OpResult<Tenant>;
     /// Saves the tenant called `name` (the form's name is not changed).
@@ -147,4 +147,24 @@ pub trait WebhookOperations: Send + Sync {
         events: Vec<mailrobot_store::WebhookEvent>,
         secret: String,
     ) -> OpResult<mailrobot_store::Webhook>;
+}
+
+/// A file an agent attaches to a reply.
+#[derive(Debug, Clone)]
+pub struct ReplyFile {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The tickets' part of [`Operations`].
+#[async_trait::async_trait]
+pub trait TicketOperations: Send + Sync {
+    /// Queues an agent's reply to the ticket's requester, with files.
+    async fn reply(
+        &self,
+        number: &str,
+        text: String,
+        files: Vec<ReplyFile>,
+    ) -> OpResult<mailrobot_views::OutboxMailJson>;
 }

@@ -35,6 +35,7 @@ impl Layout {
             ("/mailboxes", "Mailboxes"),
             ("/journal", "Mail journal"),
             ("/tickets", "Tickets"),
+            ("/outbox", "Outbox"),
             ("/webhooks", "Webhooks"),
             ("/api-tokens", "API tokens"),
             ("/administrators", "Administrators"),

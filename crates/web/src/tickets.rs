@@ -150,6 +150,7 @@ struct TicketPage {
     statuses: [(&'static str, &'static str); 3],
     entries: Vec<EntryBlock>,
     notice: Option<String>,
+    message: Option<String>,
 }
 
 async fn load(state: &WebState, number: &str) -> Result<TicketDetail, Response> {
@@ -174,13 +175,25 @@ fn size_words(bytes: i64) -> String {
 #[derive(Deserialize)]
 pub struct Shown {
     saved: Option<String>,
+    /// The outbox row of a reply just queued.
+    replied: Option<i64>,
 }
 
 pub async fn page(
+    state: State<WebState>,
+    signed_in: SignedIn,
+    number: Path<String>,
+    Query(shown): Query<Shown>,
+) -> Response {
+    page_with(state, signed_in, number, shown, None).await
+}
+
+async fn page_with(
     State(state): State<WebState>,
     signed_in: SignedIn,
     Path(number): Path<String>,
-    Query(shown): Query<Shown>,
+    shown: Shown,
+    shown_message: Option<String>,
 ) -> Response {
     let t = match load(&state, &number).await {
         Ok(t) => t,
@@ -239,8 +252,61 @@ pub async fn page(
         updated: views::short_time(&t.summary.updated_at),
         statuses: STATUSES,
         entries,
-        notice: shown.saved.map(|_| format!("{number} is now {}.", status_label(t.summary.status))),
+        notice: match (shown.saved, shown.replied) {
+            (Some(_), _) => Some(format!("{number} is now {}.", status_label(t.summary.status))),
+            (None, Some(row)) => Some(format!("Reply queued (outbox {row}); see Outbox for when it is sent.")),
+            _ => None,
+        },
+        message: shown_message,
     })
+}
+
+/// The ticket page's `Send reply` (multipart: the text and files).
+pub async fn reply(
+    State(state): State<WebState>,
+    signed_in: SignedIn,
+    Path(number): Path<String>,
+    mut multipart: axum::extract::Multipart,
+) -> Response {
+    let (mut csrf, mut text, mut files) = (String::new(), String::new(), Vec::new());
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let filename = field.file_name().map(str::to_string);
+                let content_type = field.content_type().map(str::to_string);
+                let bytes = match field.bytes().await {
+                    Ok(bytes) => bytes,
+                    Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+                };
+                match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+                    "text" => text = String::from_utf8_lossy(&bytes).into_owned(),
+                    "attachments" => {
+                        if let Some(filename) = filename.filter(|f| !f.is_empty()) {
+                            let content_type = content_type
+                                .filter(|c| !c.is_empty() && c != "application/octet-stream")
+                                .unwrap_or_else(|| "application/octet-stream".into());
+                            files.push(crate::ops::ReplyFile { filename, content_type, bytes: bytes.to_vec() });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        }
+    }
+    if !signed_in.csrf_ok(&csrf) {
+        return csrf_refused();
+    }
+    match state.ops.reply(&number, text, files).await {
+        Ok(queued) => Redirect::to(&format!("/tickets/{number}?replied={}", queued.id)).into_response(),
+        Err(message) => {
+            let shown = Shown { saved: None, replied: None };
+            page_with(State(state), signed_in, Path(number), shown, Some(format!("Reply not sent: {message}"))).await
+        }
+    }
 }
 
 #[derive(Deserialize)]
