@@ -155,7 +155,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         app.store.clone(),
         app.outbox.clone(),
         app.secrets.clone(),
-        mailrobot_outbox::EngineConfig::new(&public_url, app.tag_format()?),
+        mailrobot::outbound::engine_config(&public_url, app.tag_format()?),
     )?
     .with_mail(mailrobot::outbound::RobotMail::transport(app));
     let attempted = outbox.run_once().await;

@@ -13,6 +13,19 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::mailbox_config::reply_secret_context;
 
+/// `MAILROBOT_OUTBOX_LEASE_SECS`: how long a row claimed by a process that
+/// died waits before another process takes it (default 120).
+pub const LEASE_ENV: &str = "MAILROBOT_OUTBOX_LEASE_SECS";
+
+/// The outbox engine's settings for this process.
+pub fn engine_config(public_url: &str, tag: mailrobot_core::TagFormat) -> mailrobot_outbox::EngineConfig {
+    let mut config = mailrobot_outbox::EngineConfig::new(public_url, tag);
+    if let Some(secs) = std::env::var(LEASE_ENV).ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0) {
+        config.lease = std::time::Duration::from_secs(secs);
+    }
+    config
+}
+
 /// How a mailbox sends (`reply` in its settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplyVia {
@@ -271,6 +284,10 @@ impl MailTransport for RobotMail {
         let mut session = SmtpSession::connect(cfg).await.map_err(failure)?;
         let sent = session.send(from, &[to], message).await;
         session.quit().await;
+        if sent.is_ok() {
+            // The window a crash can resend in: sent, not yet recorded.
+            crate::crash::point("after-mail-sent");
+        }
         sent.map_err(failure)
     }
 }

@@ -67,7 +67,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
         app.store.clone(),
         app.outbox.clone(),
         app.secrets.clone(),
-        mailrobot_outbox::EngineConfig::new(&public_url, app.tag_format()?),
+        crate::outbound::engine_config(&public_url, app.tag_format()?),
     )?
     .with_mail(crate::outbound::RobotMail::transport(app));
     let delivering = tokio::spawn(webhooks.run(stop_rx.clone()));

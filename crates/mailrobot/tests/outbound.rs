@@ -187,3 +187,57 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
     assert_eq!(sent.len(), 3);
     assert!(String::from_utf8_lossy(&sent[2].data).contains(&format!("Message-ID: <{ack_id}>")));
 }
+
+/// A crash right after the server took a mail, before the robot recorded
+/// it: the next run sends it once more (same Message-ID), and never again —
+/// the one window where a mail can go twice.
+#[test]
+fn a_crash_between_send_and_record_resends_once_at_most() {
+    let sink = SmtpSink::start().unwrap();
+    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
+    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
+    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let mut robot = Robot::new();
+    robot.env.push(("MAILROBOT_OUTBOX_LEASE_SECS".into(), "1".into()));
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    let out = robot.run_raw(
+        &[
+            "mailbox",
+            "set",
+            "desk",
+            "--reply-via",
+            "smtp",
+            "--smtp-server",
+            &server,
+            "--smtp-tls",
+            "none",
+            "--smtp-username",
+            DESK,
+            "--smtp-password-env",
+            "PW",
+            "--from",
+            FROM,
+        ],
+        &[("PW", DESK_PASSWORD)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(drop.join("inbox/1.eml"), mail("ann@example.com", "k1@example.com", "Kill me", "")).unwrap();
+
+    let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", "after-mail-sent")]);
+    assert_eq!(out.status.code(), Some(86), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sink.mails().unwrap().len(), 1, "the server took it");
+    let row = robot.json(&["outbox", "list", "--json"])[0].clone();
+    assert_eq!((&row["state"], &row["attempts"]), (&Value::from("queued"), &Value::from(0)), "not recorded: {row}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1200)); // the dead run's lease runs out
+    robot.run(&["run-once"]);
+    robot.run(&["run-once"]);
+    let sent = sink.mails().unwrap();
+    assert_eq!(sent.len(), 2, "sent once more, then never again");
+    let id = |i: usize| {
+        String::from_utf8_lossy(&sent[i].data).lines().find(|l| l.starts_with("Message-ID:")).unwrap().to_string()
+    };
+    assert_eq!(id(0), id(1), "the same Message-ID: the receiver can tell");
+    assert_eq!(robot.json(&["outbox", "list", "--json"])[0]["state"], "sent");
+}

@@ -22,9 +22,9 @@ use crate::mail::MailTransport;
 use crate::schedule::wait_after;
 use crate::signature::WebhookSecret;
 
-/// How long a claimed delivery is ours: past it (a crash), another engine
-/// may take it. Longer than a request may take.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claimed delivery is ours by default: past it (a crash),
+/// another engine may take it. Longer than a request may take.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 /// The longest answer kept for the deliveries list.
 const ANSWER_CHARS: usize = 300;
 
@@ -39,6 +39,9 @@ pub struct EngineConfig {
     /// How often the outbox is looked at when nothing wakes the engine (other
     /// processes — `run-once`, the CLI — write events too).
     pub idle_poll: Duration,
+    /// How long a claimed row waits after its process died before another
+    /// takes it (`MAILROBOT_OUTBOX_LEASE_SECS`).
+    pub lease: Duration,
 }
 
 impl EngineConfig {
@@ -49,6 +52,7 @@ impl EngineConfig {
             concurrency: 8,
             request_timeout: Duration::from_secs(15),
             idle_poll: Duration::from_secs(1),
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -133,7 +137,7 @@ impl Engine {
         let now = Utc::now();
         let claimed = self.outbox.claim_due_mails(
             &rfc3339(now),
-            &rfc3339(now + chrono::Duration::from_std(LEASE).expect("small")),
+            &rfc3339(now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(120))),
             self.config.concurrency * 4,
         );
         let due = match claimed {
@@ -221,7 +225,7 @@ impl Engine {
         let now = Utc::now();
         let claimed = self.outbox.claim_due_deliveries(
             &rfc3339(now),
-            &rfc3339(now + chrono::Duration::from_std(LEASE).expect("small")),
+            &rfc3339(now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(120))),
             self.config.concurrency * 4,
         );
         let due = match claimed {
