@@ -7,13 +7,9 @@
 
 mod common;
 
+use common::outbound::DESK_PASSWORD;
 use common::*;
-use mailrobot_testkit::dovecot::{Dovecot, Options};
-use mailrobot_testkit::smtp_sink::SmtpSink;
 use serde_json::Value;
-
-const DESK: &str = "desk@contoso.test";
-const DESK_PASSWORD: &str = "Desk-Pa55word";
 const FROM: &str = "support@contoso.test";
 
 fn mail(from: &str, message_id: &str, subject: &str, headers: &str) -> Vec<u8> {
@@ -32,10 +28,7 @@ fn answer_of(robot: &Robot, message_id: &str) -> String {
 
 #[test]
 fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
-    let sink = SmtpSink::start().unwrap();
-    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
-    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
-    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let (sink, _dc, server) = common::outbound::submission();
     let robot = Robot::new();
     let drop = robot.dir.path().join("drop");
     robot.add_drop_folder("desk", &drop);
@@ -45,27 +38,9 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
     robot.run(&["run-once"]);
     assert_eq!(answer_of(&robot, "z0@example.com"), "");
 
-    let set = |args: &[&str]| robot.run_raw(args, &[("PW", DESK_PASSWORD)]);
-    let out = set(&["mailbox", "set", "desk", "--reply-via", "smtp", "--smtp-server", &server]);
+    let out = robot.run_raw(&["mailbox", "set", "desk", "--reply-via", "smtp", "--smtp-server", &server], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--smtp-username"), "{out:?}");
-    let out = set(&[
-        "mailbox",
-        "set",
-        "desk",
-        "--reply-via",
-        "smtp",
-        "--smtp-server",
-        &server,
-        "--smtp-tls",
-        "none",
-        "--smtp-username",
-        DESK,
-        "--smtp-password-env",
-        "PW",
-        "--from",
-        FROM,
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::outbound::reply_via_smtp(&robot, "desk", &server, FROM);
     let listed = robot.run(&["mailbox", "list", "--json"]);
     assert!(!listed.contains(DESK_PASSWORD), "the SMTP password is never shown");
     for file in ["mailrobot.db", "mailrobot.db-wal"] {
@@ -193,35 +168,12 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
 /// the one window where a mail can go twice.
 #[test]
 fn a_crash_between_send_and_record_resends_once_at_most() {
-    let sink = SmtpSink::start().unwrap();
-    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
-    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
-    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let (sink, _dc, server) = common::outbound::submission();
     let mut robot = Robot::new();
     robot.env.push(("MAILROBOT_OUTBOX_LEASE_SECS".into(), "1".into()));
     let drop = robot.dir.path().join("drop");
     robot.add_drop_folder("desk", &drop);
-    let out = robot.run_raw(
-        &[
-            "mailbox",
-            "set",
-            "desk",
-            "--reply-via",
-            "smtp",
-            "--smtp-server",
-            &server,
-            "--smtp-tls",
-            "none",
-            "--smtp-username",
-            DESK,
-            "--smtp-password-env",
-            "PW",
-            "--from",
-            FROM,
-        ],
-        &[("PW", DESK_PASSWORD)],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::outbound::reply_via_smtp(&robot, "desk", &server, FROM);
     std::fs::write(drop.join("inbox/1.eml"), mail("ann@example.com", "k1@example.com", "Kill me", "")).unwrap();
 
     let out = robot.run_raw(&["run-once"], &[("MAILROBOT_CRASH_AT", "after-mail-sent")]);

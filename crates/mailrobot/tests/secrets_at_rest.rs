@@ -114,27 +114,7 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // …and the password of the mailbox's SMTP reply transport.
-    let out = robot.run_raw(
-        &[
-            "mailbox",
-            "set",
-            "desk",
-            "--reply-via",
-            "smtp",
-            "--smtp-server",
-            "127.0.0.1:25",
-            "--smtp-tls",
-            "none",
-            "--smtp-username",
-            "desk@example.test",
-            "--smtp-password-env",
-            "SMTP_PW",
-            "--from",
-            "desk@example.test",
-        ],
-        &[("SMTP_PW", "smtp-reply-Pa55")],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::outbound::reply_via_smtp(&robot, "desk", "127.0.0.1:25", "desk@example.test");
     add_tenant(&robot, &emu);
     for (name, mode) in [("app", "application"), ("deleg", "delegated")] {
         add_connection(&robot, name, "graph", mode);
@@ -154,7 +134,10 @@ async fn a_master_key_rotation_reseals_every_stored_secret_at_once() {
     assert!(stderr.contains("nothing was changed") && stderr.contains("MAILROBOT_PREVIOUS_MASTER_KEYS"), "{stderr}");
     assert!(stderr.contains("password of mailbox desk") && !stderr.contains(PASSWORD), "{stderr}");
     assert!(stderr.contains("secret of webhook #1") && !stderr.contains(&hook_secret[6..]), "{stderr}");
-    assert!(stderr.contains("SMTP password of mailbox desk") && !stderr.contains("smtp-reply-Pa55"), "{stderr}");
+    assert!(
+        stderr.contains("SMTP password of mailbox desk") && !stderr.contains(common::outbound::DESK_PASSWORD),
+        "{stderr}"
+    );
     assert_eq!(robot.json(&["secrets", "status", "--json"])["not_current"], count);
 
     // With the old key as a previous one: everything re-sealed under the new.

@@ -988,37 +988,10 @@ async fn administrators_are_added_removed_and_change_their_password_in_the_ui() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_replies_from_the_ticket_page_and_the_api_with_files() {
-    use mailrobot_testkit::dovecot::{Dovecot, Options};
-    use mailrobot_testkit::smtp_sink::SmtpSink;
-    const DESK: &str = "desk@contoso.test";
-    const DESK_PASSWORD: &str = "Desk-Pa55word";
-    let sink = SmtpSink::start().unwrap();
-    let options = Options { submission_relay_port: Some(sink.port()), ..Options::default() };
-    let dc = Dovecot::start_with(&[(DESK, DESK_PASSWORD)], &options).unwrap();
-    let server = format!("127.0.0.1:{}", dc.submission_port().unwrap());
+    let (sink, _dc, server) = common::outbound::submission();
     let robot = robot_with_a_mailbox();
     let number = robot.tickets()[0]["number"].as_str().unwrap().to_string();
-    let out = robot.run_raw(
-        &[
-            "mailbox",
-            "set",
-            "support-desk",
-            "--reply-via",
-            "smtp",
-            "--smtp-server",
-            &server,
-            "--smtp-tls",
-            "none",
-            "--smtp-username",
-            DESK,
-            "--smtp-password-env",
-            "PW",
-            "--from",
-            "support@contoso.test",
-        ],
-        &[("PW", DESK_PASSWORD)],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::outbound::reply_via_smtp(&robot, "support-desk", &server, "support@contoso.test");
     let token = common::api::token(&robot, "helpdesk", false);
     let (mut serve, address) = robot.spawn_serve(&[]);
     let mut browser = signed_in_browser(&address, "web_ui-reply").await;

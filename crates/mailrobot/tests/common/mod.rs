@@ -4,6 +4,7 @@
 pub mod api;
 pub mod contoso;
 pub mod oauth;
+pub mod outbound;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
