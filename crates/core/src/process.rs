@@ -208,6 +208,7 @@ pub fn file_batch<L: Ledger + ?Sized>(
     ledger: &mut L,
     batch: Vec<ParsedPending>,
     tag: &TagFormat,
+    limits: &AnswerLimits,
 ) -> Result<Vec<Outcome>, L::Error> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for mail in batch {
@@ -215,7 +216,7 @@ pub fn file_batch<L: Ledger + ?Sized>(
             continue;
         }
         let result = match mail.parsed {
-            Ok(parsed) => Ok(file_one(ledger, mail.mailbox_id, mail.journal_id, parsed, tag)?),
+            Ok(parsed) => Ok(file_one(ledger, mail.mailbox_id, mail.journal_id, parsed, tag, limits)?),
             Err(reason) => {
                 ledger.record_failed(mail.journal_id, &reason)?;
                 Err(reason)
@@ -237,6 +238,7 @@ fn file_one<L: Ledger + ?Sized>(
     journal_id: i64,
     mail: ParsedMail,
     tag: &TagFormat,
+    limits: &AnswerLimits,
 ) -> Result<ProcessedAs, L::Error> {
     let found = lookups(ledger, journal_id, &mail, tag)?;
     let filed = match decide(&mail, &found) {
@@ -246,7 +248,7 @@ fn file_one<L: Ledger + ?Sized>(
             let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
             ledger.add_entry(ticket, journal_id, &mail)?;
             ledger.ticket_changed(ticket, TicketChange::Created)?;
-            acknowledge(ledger, mailbox_id, journal_id, ticket, &mail, tag)?;
+            acknowledge(ledger, mailbox_id, journal_id, ticket, &mail, tag, limits)?;
             Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
         }
         Decision::Append { ticket } => {
@@ -269,8 +271,9 @@ fn acknowledge<L: Ledger + ?Sized>(
     ticket: u64,
     mail: &ParsedMail,
     tag: &TagFormat,
+    limits: &AnswerLimits,
 ) -> Result<(), L::Error> {
-    let limits = AnswerLimits::default();
+    let limits = *limits;
     let recipient_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
     let Some(context) = ledger.answer_context(mailbox_id, &recipient_key, ticket, &limits)? else {
         return Ok(());

@@ -189,7 +189,7 @@ proptest! {
                 ledger.journal.insert(i as i64, Row::Pending);
                 PendingMail { journal_id: i as i64, mailbox_id: 1, remote_id: i.to_string(), raw: raws[i].clone() }
             }).collect();
-            let outcomes = file_batch(&mut ledger, parse_batch(batch, 2), &tag).unwrap();
+            let outcomes = file_batch(&mut ledger, parse_batch(batch, 2), &tag, &AnswerLimits::default()).unwrap();
             prop_assert_eq!(outcomes.len(), end - next);
             for outcome in outcomes {
                 let i = outcome.journal_id as usize;

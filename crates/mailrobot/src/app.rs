@@ -17,6 +17,17 @@ use crate::pipeline::{BatchLimits, Pipeline};
 pub const DB_FILE: &str = "mailrobot.db";
 pub const SETTING_TICKET_PREFIX: &str = "ticket.prefix";
 pub const SETTING_TICKET_DIGITS: &str = "ticket.digits";
+/// Automatic mails to one sender within the window (default 1).
+pub const SETTING_ANSWER_PER_SENDER: &str = "answer.per_sender";
+pub const SETTING_ANSWER_SENDER_WINDOW: &str = "answer.sender_window_minutes";
+/// Automatic mails on one ticket per day (default 10).
+pub const SETTING_ANSWER_PER_TICKET: &str = "answer.per_ticket_per_day";
+/// The settings that are whole numbers, with their bounds.
+pub const NUMBER_SETTINGS: &[(&str, u32, u32)] = &[
+    (SETTING_ANSWER_PER_SENDER, 0, 1000),
+    (SETTING_ANSWER_SENDER_WINDOW, 1, 10_080),
+    (SETTING_ANSWER_PER_TICKET, 0, 1000),
+];
 
 #[derive(Clone)]
 pub struct App {
@@ -89,6 +100,21 @@ impl App {
         Ok(self.broker_cell.get_or_init(|| broker).clone())
     }
 
+    /// The loop protection's limits, from the settings.
+    pub fn answer_limits(&self) -> anyhow::Result<mailrobot_core::AnswerLimits> {
+        let mut limits = mailrobot_core::AnswerLimits::default();
+        let read = |key: &str, default: u32| -> anyhow::Result<u32> {
+            match self.store.setting(key)? {
+                Some(v) => v.parse().with_context(|| format!("setting {key} is not a number: {v:?}")),
+                None => Ok(default),
+            }
+        };
+        limits.per_sender = read(SETTING_ANSWER_PER_SENDER, limits.per_sender)?;
+        limits.sender_window_minutes = read(SETTING_ANSWER_SENDER_WINDOW, limits.sender_window_minutes)?;
+        limits.per_ticket_per_day = read(SETTING_ANSWER_PER_TICKET, limits.per_ticket_per_day)?;
+        Ok(limits)
+    }
+
     pub fn tag_format(&self) -> anyhow::Result<TagFormat> {
         let default = TagFormat::default();
         let prefix = self.store.setting(SETTING_TICKET_PREFIX)?.unwrap_or(default.prefix);
@@ -103,7 +129,7 @@ impl App {
         Ok(Pipeline {
             store: self.store.clone(),
             secrets: self.secrets.clone(),
-            rules: ProcessingRules { tag: self.tag_format()? },
+            rules: ProcessingRules { tag: self.tag_format()?, answer_limits: self.answer_limits()? },
             broker: Some(self.broker()?),
             limits: batch_limits()?,
             progress: self.progress.clone(),

@@ -432,7 +432,9 @@ pub enum MessagesCommand {
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
     Show,
-    /// Keys: ticket.prefix (default "TKT-"), ticket.digits (default 6).
+    /// Keys: ticket.prefix (default "TKT-"), ticket.digits (default 6),
+    /// answer.per_sender (1), answer.sender_window_minutes (10),
+    /// answer.per_ticket_per_day (10).
     Set {
         key: String,
         value: String,

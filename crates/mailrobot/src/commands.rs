@@ -538,6 +538,10 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
             let tag = app.tag_format()?;
             crate::say!("{SETTING_TICKET_PREFIX} = {}", tag.prefix);
             crate::say!("{SETTING_TICKET_DIGITS} = {}", tag.digits);
+            let limits = app.answer_limits()?;
+            crate::say!("{} = {}", crate::app::SETTING_ANSWER_PER_SENDER, limits.per_sender);
+            crate::say!("{} = {}", crate::app::SETTING_ANSWER_SENDER_WINDOW, limits.sender_window_minutes);
+            crate::say!("{} = {}", crate::app::SETTING_ANSWER_PER_TICKET, limits.per_ticket_per_day);
         }
         SettingsCommand::Set { key, value } => {
             match key.as_str() {
@@ -552,7 +556,18 @@ pub fn settings(app: &App, command: &SettingsCommand) -> anyhow::Result<()> {
                         bail!("ticket.digits must be between 1 and 12");
                     }
                 }
-                other => bail!("unknown setting {other:?}; known: {SETTING_TICKET_PREFIX}, {SETTING_TICKET_DIGITS}"),
+                number if crate::app::NUMBER_SETTINGS.iter().any(|(k, ..)| *k == number) => {
+                    let (_, min, max) = crate::app::NUMBER_SETTINGS.iter().find(|(k, ..)| *k == number).unwrap();
+                    let n: u32 = value.parse().with_context(|| format!("{number} must be a whole number"))?;
+                    if !(*min..=*max).contains(&n) {
+                        bail!("{number} must be between {min} and {max}");
+                    }
+                }
+                other => {
+                    let mut known = vec![SETTING_TICKET_PREFIX, SETTING_TICKET_DIGITS];
+                    known.extend(crate::app::NUMBER_SETTINGS.iter().map(|(k, ..)| *k));
+                    bail!("unknown setting {other:?}; known: {}", known.join(", "))
+                }
             }
             app.store.set_setting(key, value)?;
             crate::say!("{key} = {value}");

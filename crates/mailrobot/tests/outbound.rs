@@ -193,3 +193,25 @@ fn a_crash_between_send_and_record_resends_once_at_most() {
     assert_eq!(id(0), id(1), "the same Message-ID: the receiver can tell");
     assert_eq!(robot.json(&["outbox", "list", "--json"])[0]["state"], "sent");
 }
+
+/// The limits are the operator's: `settings set answer.per_sender 2`.
+#[test]
+fn the_loop_limits_are_settings() {
+    let (sink, _dc, server) = common::outbound::submission();
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    common::outbound::reply_via_smtp(&robot, "desk", &server, FROM);
+    let out = robot.run_raw(&["settings", "set", "answer.per_sender", "many"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answer.per_sender must be a whole number"), "{out:?}");
+    robot.run(&["settings", "set", "answer.per_sender", "2"]);
+    assert!(robot.run(&["settings", "show"]).contains("answer.per_sender = 2"));
+    for i in 1..=3 {
+        let raw = mail("ann@example.com", &format!("s{i}@example.com"), &format!("Question {i}"), "");
+        std::fs::write(drop.join(format!("inbox/{i}.eml")), raw).unwrap();
+    }
+    robot.run(&["run-once"]);
+    assert_eq!(sink.mails().unwrap().len(), 2);
+    let third = answer_of(&robot, "s3@example.com");
+    assert!(third.contains("got 2 automatic mails in the last 10 minutes (at most 2)"), "{third}");
+}

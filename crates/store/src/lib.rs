@@ -49,6 +49,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Default)]
 pub struct ProcessingRules {
     pub tag: TagFormat,
+    /// How many automatic mails the robot sends at most.
+    pub answer_limits: mailrobot_core::AnswerLimits,
 }
 
 pub trait Store: Send + Sync {

@@ -27,7 +27,7 @@ pub(crate) fn process_pending<S: Store + ?Sized>(
     let mut batch = Some(parse_batch(pending, PARSE_THREADS));
     let mut outcomes = Vec::new();
     store.with_ledger(&mut |ledger| {
-        outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag)?;
+        outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag, &rules.answer_limits)?;
         Ok(())
     })?;
     Ok(outcomes.into_iter().map(processed_mail).collect())

@@ -212,7 +212,7 @@ fn a_mail_another_process_filed_meanwhile_is_left_alone() {
     let mut filed = Vec::new();
     first
         .with_ledger(&mut |ledger| {
-            filed = mailrobot_core::file_batch(ledger, parsed.take().unwrap(), &rules().tag)?;
+            filed = mailrobot_core::file_batch(ledger, parsed.take().unwrap(), &rules().tag, &Default::default())?;
             Ok(())
         })
         .unwrap();
