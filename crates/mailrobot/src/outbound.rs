@@ -118,14 +118,20 @@ pub fn apply(
                 bail!("--smtp-username needs its password: --smtp-password-env VAR");
             }
         }
-        Some("graph") => bail!(
-            "--reply-via graph is not built yet (issue 10 goes on); use --reply-via smtp with the mailbox's SMTP \
-             server, or an smtp service connection (--smtp-connection)"
-        ),
+        Some("graph") => {
+            if m.kind != mailrobot_store::MailboxKind::Graph || m.connection_id.is_none() {
+                bail!(
+                    "--reply-via graph sends through a Microsoft Graph mailbox's own connection; mailbox {} is {}: \
+                     use --reply-via smtp",
+                    m.name,
+                    m.kind
+                );
+            }
+        }
         _ => {}
     }
     config["reply"] = reply;
-    if text_of(&config, "via").as_deref() == Some("smtp") && reply_from(&config).is_none() {
+    if matches!(text_of(&config, "via").as_deref(), Some("smtp" | "graph")) && reply_from(&config).is_none() {
         bail!("the mailbox has no address to send from: give --from ADDR");
     }
     let sealed = given.smtp_password.as_ref().map(|p| app.secrets.seal_str(p, &reply_secret_context(&m.name)));
@@ -275,9 +281,49 @@ impl RobotMail {
     }
 }
 
+impl RobotMail {
+    /// Microsoft Graph `sendMail` as the mailbox, with its connection's tokens.
+    async fn send_by_graph(&self, m: &mailrobot_store::Mailbox, message: &[u8]) -> Result<(), SendFailure> {
+        let permanent = |text: String| SendFailure { transient: false, text };
+        let failure =
+            |e: mailrobot_sources::SourceError| SendFailure { transient: e.is_transient(), text: e.to_string() };
+        let connection_id =
+            m.connection_id.ok_or_else(|| permanent(format!("mailbox {} has no connection", m.name)))?;
+        let broker = self.app.broker().map_err(|e| permanent(format!("{e:#}")))?;
+        let urls = broker.service_urls(connection_id).await.map_err(|e| permanent(e.to_string()))?;
+        mailrobot_sources::plaintext::check_url(&urls.graph, "the connection's access token", urls.allow_plaintext)
+            .map_err(failure)?;
+        let address = m.config.get("address").and_then(|a| a.as_str()).unwrap_or_default().to_string();
+        let tokens = Arc::new(crate::pipeline::ConnectionTokens { broker, connection_id });
+        let client = mailrobot_sources::graph::GraphClient::new(mailrobot_sources::GraphConfig {
+            base_url: urls.graph,
+            address,
+            folder: "inbox".into(),
+            processed_folder: String::new(),
+            error_folder: String::new(),
+            settle: mailrobot_sources::SettleAction::MarkRead,
+            tokens,
+            timeout: std::time::Duration::from_secs(60),
+            delta_link: None,
+            max_message_bytes: None,
+        })
+        .map_err(failure)?;
+        let sent = client.send_mime(message).await.map_err(failure);
+        if sent.is_ok() {
+            crate::crash::point("after-mail-sent");
+        }
+        sent
+    }
+}
+
 #[async_trait::async_trait]
 impl MailTransport for RobotMail {
     async fn send(&self, mailbox_id: i64, from: &str, to: &str, message: &[u8]) -> Result<(), SendFailure> {
+        let permanent = |text: String| SendFailure { transient: false, text };
+        let m = self.app.store.mailbox(mailbox_id).map_err(|e| permanent(e.to_string()))?;
+        if text_of(&m.config, "via").as_deref() == Some("graph") {
+            return self.send_by_graph(&m, message).await;
+        }
         let cfg = self.login(mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
         let failure =
             |e: mailrobot_sources::SourceError| SendFailure { transient: e.is_transient(), text: e.to_string() };

@@ -215,3 +215,42 @@ fn the_loop_limits_are_settings() {
     let third = answer_of(&robot, "s3@example.com");
     assert!(third.contains("got 2 automatic mails in the last 10 minutes (at most 2)"), "{third}");
 }
+
+/// A Microsoft 365 mailbox answers through Graph `sendMail` with its own
+/// (application) connection: the acknowledgement is kept in its Sent Items.
+#[test]
+fn a_graph_mailbox_acknowledges_through_send_mail() {
+    use common::contoso;
+    let emu = contoso::emulator();
+    let robot = contoso::robot_with_tenant(&emu);
+    contoso::add_connection(&robot, "app", "graph", "application");
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "shared",
+        "--kind",
+        "graph",
+        "--connection",
+        "app",
+        "--address",
+        contoso::SHARED,
+    ]);
+    // A drop folder has no connection to send through.
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    let out = robot.run_raw(&["mailbox", "set", "desk", "--reply-via", "graph"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --reply-via smtp"), "{out:?}");
+    robot.run(&["mailbox", "set", "shared", "--reply-via", "graph"]);
+
+    let mime = String::from_utf8(mail("ann@example.com", "g1@example.com", "VPN down", "")).unwrap();
+    emu.deliver_mime(contoso::SHARED, "inbox", &mime).unwrap();
+    robot.run(&["run-once"]);
+    let outbox = robot.json(&["outbox", "list", "--json"]);
+    assert_eq!(outbox[0]["state"], "sent", "{outbox}");
+    let sent = emu.messages(contoso::SHARED, "sentitems").unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].subject.starts_with("[TKT-000001] VPN down"), "{:?}", sent[0].subject);
+    assert!(sent[0].internet_message_id.contains("mailrobot.acknowledgement.1."), "{:?}", sent[0].internet_message_id);
+    assert_eq!(answer_of(&robot, "g1@example.com"), "acknowledged to ann@example.com");
+}

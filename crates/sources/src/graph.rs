@@ -239,6 +239,14 @@ enum ItemOutcome {
     },
 }
 
+/// What a request carries.
+#[derive(Clone, Copy)]
+enum RequestBody<'a> {
+    Json(&'a Value),
+    /// `text/plain` (sendMail's base64 MIME).
+    Text(&'a str),
+}
+
 /// HTTP to Graph for one mailbox.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -299,6 +307,16 @@ impl GraphClient {
         url: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, SourceError> {
+        self.send_body(method, url, body.map(RequestBody::Json)).await
+    }
+
+    /// [`send`](Self::send) with any kind of body.
+    async fn send_body(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<RequestBody<'_>>,
+    ) -> Result<reqwest::Response, SourceError> {
         // The bearer token is for the configured Graph only, whatever link
         // a server answered or the database handed back.
         if !crate::plaintext::same_origin(url, &self.cfg.base_url) {
@@ -322,8 +340,12 @@ impl GraphClient {
                 .bearer_auth(token)
                 // Ids survive moves within the mailbox (case-sensitive value).
                 .header("Prefer", "IdType=\"ImmutableId\"");
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                Some(RequestBody::Json(value)) => request = request.json(value),
+                Some(RequestBody::Text(text)) => {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "text/plain").body(text.to_string())
+                }
+                None => {}
             }
             let (error, asked) = match request.send().await {
                 Ok(response) if response.status().is_success() => {
@@ -360,6 +382,18 @@ impl GraphClient {
             backoff = (backoff * 2).min(Duration::from_secs(8));
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Sends a mail as this mailbox: `POST /users/{address}/sendMail` with the
+    /// MIME message as base64 `text/plain` (Graph keeps it in Sent Items).
+    /// Needs `Mail.Send` (application) or `Mail.Send.Shared` (delegated, for
+    /// a shared mailbox).
+    pub async fn send_mime(&self, mime: &[u8]) -> Result<(), SourceError> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(mime);
+        let url = self.user_url("/sendMail");
+        self.send_body(reqwest::Method::POST, &url, Some(RequestBody::Text(&encoded))).await?;
+        Ok(())
     }
 
     /// Waits until the mailbox's throttle (if any) has passed.

@@ -34,6 +34,7 @@ pub fn emulator_with_latency(latency_ms: u64) -> Emulator {
         redirect_uris: vec!["http://127.0.0.1/wm/externalAuth/redirect.html".into()],
         application_permissions: vec![
             "https://graph.microsoft.com/Mail.ReadWrite".into(),
+            "https://graph.microsoft.com/Mail.Send".into(),
             "https://outlook.office365.com/full_access_as_app".into(),
             "https://outlook.office365.com/IMAP.AccessAsApp".into(),
             "https://outlook.office365.com/POP.AccessAsApp".into(),
