@@ -118,16 +118,12 @@ pub fn apply(
                 bail!("--smtp-username needs its password: --smtp-password-env VAR");
             }
         }
-        Some("graph") => {
-            if m.kind != mailrobot_store::MailboxKind::Graph || m.connection_id.is_none() {
-                bail!(
-                    "--reply-via graph sends through a Microsoft Graph mailbox's own connection; mailbox {} is {}: \
-                     use --reply-via smtp",
-                    m.name,
-                    m.kind
-                );
-            }
-        }
+        Some("graph") if m.kind != mailrobot_store::MailboxKind::Graph || m.connection_id.is_none() => bail!(
+            "--reply-via graph sends through a Microsoft Graph mailbox's own connection; mailbox {} is {}: \
+             use --reply-via smtp",
+            m.name,
+            m.kind
+        ),
         _ => {}
     }
     config["reply"] = reply;

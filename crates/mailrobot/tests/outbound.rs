@@ -224,18 +224,7 @@ fn a_graph_mailbox_acknowledges_through_send_mail() {
     let emu = contoso::emulator();
     let robot = contoso::robot_with_tenant(&emu);
     contoso::add_connection(&robot, "app", "graph", "application");
-    robot.run(&[
-        "mailbox",
-        "add",
-        "--name",
-        "shared",
-        "--kind",
-        "graph",
-        "--connection",
-        "app",
-        "--address",
-        contoso::SHARED,
-    ]);
+    contoso::add_shared_graph_mailbox(&robot, "shared", "app");
     // A drop folder has no connection to send through.
     let drop = robot.dir.path().join("drop");
     robot.add_drop_folder("desk", &drop);

@@ -117,3 +117,8 @@ pub fn add_connection(robot: &Robot, name: &str, capability: &str, mode: &str) {
         mode,
     ]);
 }
+
+/// `mailbox add NAME --kind graph --connection CONNECTION --address` the shared mailbox.
+pub fn add_shared_graph_mailbox(robot: &Robot, name: &str, connection: &str) {
+    robot.run(&["mailbox", "add", "--name", name, "--kind", "graph", "--connection", connection, "--address", SHARED]);
+}
