@@ -64,6 +64,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Err(err) => value["error"] = serde_json::json!(err.to_string()),
                 }
+                if let Some(reply) = mailrobot::outbound::check_reply(&app, &mailbox).await {
+                    value["reply"] = reply;
+                }
                 if json {
                     print_json(&value);
                 } else {
@@ -81,6 +84,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             }
                         }
                         Err(err) => mailrobot::say!("{}: {err}", mailbox.name),
+                    }
+                    if let Some(reply) = value.get("reply") {
+                        let words = match (reply["ok"].as_bool(), reply["error"].as_str()) {
+                            (Some(true), _) => "can send".to_string(),
+                            (Some(false), Some(error)) => format!("cannot send: {error}"),
+                            _ => format!("shows only when sending; needs {}", reply["needs"].as_str().unwrap_or("?")),
+                        };
+                        mailrobot::say!("  replies via {}: {words}", reply["via"].as_str().unwrap_or("?"));
                     }
                 }
                 if result.is_err() {

@@ -234,6 +234,51 @@ pub fn queue_reply(
     Ok(mailrobot_views::OutboxMailJson::of(&view, &tag))
 }
 
+/// What `mailbox test` says about the mailbox's reply transport, before the
+/// first send: an SMTP login (nothing sent), or for Graph whether the
+/// connection was granted a send permission. None: it sends no mail.
+pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Value> {
+    match text_of(&m.config, "via").as_deref() {
+        Some("smtp") => {
+            let cfg = match (RobotMail { app: app.clone() }).login(m.id) {
+                Ok(cfg) => cfg,
+                Err(e) => return Some(json!({"via": "smtp", "ok": false, "error": format!("{e:#}")})),
+            };
+            Some(match mailrobot_sources::smtp::check(&cfg).await {
+                Ok(info) => {
+                    json!({"via": "smtp", "ok": true, "server": cfg.endpoint(), "authenticated_as": info.authenticated_as})
+                }
+                Err(e) => json!({"via": "smtp", "ok": false, "server": cfg.endpoint(), "error": e.to_string()}),
+            })
+        }
+        Some("graph") => {
+            let connection = m.connection_id.and_then(|id| app.auth_store.connection(id).ok().flatten());
+            let Some(c) = connection else {
+                return Some(json!({"via": "graph", "ok": false, "error": "the mailbox has no connection"}));
+            };
+            if c.mode == mailrobot_store::Mode::Application {
+                // An app-only token says nothing documented about its roles:
+                // only a send shows a missing permission.
+                return Some(json!({
+                    "via": "graph", "checked": false,
+                    "needs": "Mail.Send (application permission, with admin consent)",
+                }));
+            }
+            let granted = c.granted_scopes.clone().unwrap_or_default();
+            let ok = granted.split_whitespace().any(|s| s.ends_with("/Mail.Send") || s.ends_with("/Mail.Send.Shared"));
+            let mut value = json!({"via": "graph", "ok": ok, "granted_scopes": granted});
+            if !ok {
+                value["error"] = json!(
+                    "the connection was not granted Mail.Send.Shared (a shared mailbox) or Mail.Send: add it to the \
+                     connection's scopes and run Setup Authentication again"
+                );
+            }
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
 /// Sends through each mailbox's reply transport; one SMTP session per mail.
 pub struct RobotMail {
     pub app: App,

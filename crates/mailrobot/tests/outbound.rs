@@ -41,6 +41,14 @@ fn a_new_ticket_is_acknowledged_once_and_robots_are_never_answered() {
     let out = robot.run_raw(&["mailbox", "set", "desk", "--reply-via", "smtp", "--smtp-server", &server], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--smtp-username"), "{out:?}");
     common::outbound::reply_via_smtp(&robot, "desk", &server, FROM);
+    // `mailbox test` logs in to the SMTP server before the first send.
+    let tested = robot.json(&["mailbox", "test", "desk", "--json"]);
+    assert_eq!(
+        (&tested["reply"]["ok"], &tested["reply"]["authenticated_as"]),
+        (&Value::from(true), &Value::from(common::outbound::DESK)),
+        "{tested}"
+    );
+    assert!(robot.run(&["mailbox", "test", "desk"]).contains("replies via smtp: can send"));
     let listed = robot.run(&["mailbox", "list", "--json"]);
     assert!(!listed.contains(DESK_PASSWORD), "the SMTP password is never shown");
     for file in ["mailrobot.db", "mailrobot.db-wal"] {
@@ -231,6 +239,9 @@ fn a_graph_mailbox_acknowledges_through_send_mail() {
     let out = robot.run_raw(&["mailbox", "set", "desk", "--reply-via", "graph"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("use --reply-via smtp"), "{out:?}");
     robot.run(&["mailbox", "set", "shared", "--reply-via", "graph"]);
+    let tested = robot.json(&["mailbox", "test", "shared", "--json"]);
+    assert_eq!(tested["reply"]["checked"], false, "an app-only token tells nothing documented: {tested}");
+    assert!(tested["reply"]["needs"].as_str().unwrap().contains("Mail.Send"), "{tested}");
 
     let mime = String::from_utf8(mail("ann@example.com", "g1@example.com", "VPN down", "")).unwrap();
     emu.deliver_mime(contoso::SHARED, "inbox", &mime).unwrap();
