@@ -133,35 +133,38 @@ fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `mailbox add bench --kind imap` over the Dovecot user `user`, plus `extra`.
+fn add_imap_mailbox(bin: &Path, data: &Path, port: u16, user: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let port = port.to_string();
+    let mut args = vec![
+        "mailbox",
+        "add",
+        "--name",
+        "bench",
+        "--kind",
+        "imap",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "none",
+        "--username",
+        user,
+        "--password-env",
+        "BENCH_PW",
+    ];
+    args.extend_from_slice(extra);
+    let add = robot(bin, data, &args).output()?;
+    ensure!(add.status.success(), "mailbox add: {}", String::from_utf8_lossy(&add.stderr));
+    Ok(())
+}
+
 /// Adds the IMAP mailbox and runs one `run-once` over it.
 fn mailrobot_run(bin: &Path, port: u16, user: &str) -> anyhow::Result<(Measured, Value)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let port = port.to_string();
-    let add = robot(
-        bin,
-        &data,
-        &[
-            "mailbox",
-            "add",
-            "--name",
-            "bench",
-            "--kind",
-            "imap",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--tls",
-            "none",
-            "--username",
-            user,
-            "--password-env",
-            "BENCH_PW",
-        ],
-    )
-    .output()?;
-    ensure!(add.status.success(), "mailbox add: {}", String::from_utf8_lossy(&add.stderr));
+    add_imap_mailbox(bin, &data, port, user, &[])?;
     let measured = measure(&mut robot(bin, &data, &["run-once", "--json"]))?;
     let report: Value = serde_json::from_str(&measured.stdout).context("run-once --json output")?;
     Ok((measured, report[0]["report"].clone()))

@@ -134,29 +134,49 @@ impl Engine {
 
     async fn send_mails(&self) -> usize {
         let Some(transport) = &self.mail else { return 0 };
+        let (now, until) = self.lease_window();
+        let claimed = self.outbox.claim_due_mails(&now, &until, self.config.concurrency * 4);
+        // The transport's answer is recorded before anything else: a crash
+        // between the send and that record sends it once more, at most (the
+        // same Message-ID: receivers can tell).
+        self.round("mail", claimed, |q| q.id, |q| self.send_mail(transport.as_ref(), q)).await
+    }
+
+    /// Now, and when a row claimed now is free again.
+    fn lease_window(&self) -> (String, String) {
         let now = Utc::now();
-        let claimed = self.outbox.claim_due_mails(
-            &rfc3339(now),
-            &rfc3339(now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(120))),
-            self.config.concurrency * 4,
-        );
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(120));
+        (rfc3339(now), rfc3339(now + lease))
+    }
+
+    /// Attempts every claimed row (a few at a time) and records each answer.
+    /// A row whose answer cannot be recorded is tried again once its lease
+    /// runs out.
+    async fn round<T, Fut>(
+        &self,
+        what: &'static str,
+        claimed: Result<Vec<T>, mailrobot_store::StoreError>,
+        id_of: fn(&T) -> i64,
+        attempt: impl Fn(T) -> Fut,
+    ) -> usize
+    where
+        Fut: std::future::Future<Output = Attempt>,
+    {
         let due = match claimed {
             Ok(due) => due,
             Err(err) => {
-                tracing::error!(error = %err, "cannot read the outbox's mail; trying again shortly");
+                tracing::error!(what, error = %err, "cannot read the outbox; trying again shortly");
                 return 0;
             }
         };
         let count = due.len();
+        let attempt = &attempt;
         futures::stream::iter(due)
-            .for_each_concurrent(self.config.concurrency, |queued| async move {
-                let id = queued.id;
-                let attempt = self.send_mail(transport.as_ref(), queued).await;
-                // The transport's answer is recorded before anything else: a
-                // crash between the send and this line sends it once more, at
-                // most (the same Message-ID: receivers can tell).
-                if let Err(err) = self.outbox.record_attempt(id, &attempt, &rfc3339(Utc::now())) {
-                    tracing::error!(mail = id, error = %err, "cannot record a mail attempt");
+            .for_each_concurrent(self.config.concurrency, |row| async move {
+                let id = id_of(&row);
+                let done = attempt(row).await;
+                if let Err(err) = self.outbox.record_attempt(id, &done, &rfc3339(Utc::now())) {
+                    tracing::error!(what, row = id, error = %err, "cannot record an attempt");
                 }
             })
             .await;
@@ -222,31 +242,9 @@ impl Engine {
     }
 
     async fn deliver_webhooks(&self) -> usize {
-        let now = Utc::now();
-        let claimed = self.outbox.claim_due_deliveries(
-            &rfc3339(now),
-            &rfc3339(now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(120))),
-            self.config.concurrency * 4,
-        );
-        let due = match claimed {
-            Ok(due) => due,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the outbox; trying again shortly");
-                return 0;
-            }
-        };
-        let count = due.len();
-        futures::stream::iter(due)
-            .for_each_concurrent(self.config.concurrency, |delivery| async move {
-                let id = delivery.id;
-                let attempt = self.attempt(delivery).await;
-                if let Err(err) = self.outbox.record_attempt(id, &attempt, &rfc3339(Utc::now())) {
-                    // The lease runs out and the delivery is tried again.
-                    tracing::error!(delivery = id, error = %err, "cannot record a webhook attempt");
-                }
-            })
-            .await;
-        count
+        let (now, until) = self.lease_window();
+        let claimed = self.outbox.claim_due_deliveries(&now, &until, self.config.concurrency * 4);
+        self.round("webhook delivery", claimed, |d| d.id, |d| self.attempt(d)).await
     }
 
     async fn attempt(&self, delivery: Delivery) -> Attempt {

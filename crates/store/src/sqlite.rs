@@ -344,7 +344,7 @@ impl Store for SqliteStore {
     }
 
     fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()> {
-        self.write(|tx| work(&mut SqliteLedger { tx, at: now() }))
+        self.write(|tx| work(&mut SqliteLedger { tx, at: now(), own_addresses: None }))
     }
 
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>> {

@@ -58,6 +58,9 @@ pub(crate) struct SqliteLedger<'a, 'c> {
     pub(crate) tx: &'a Transaction<'c>,
     /// When this batch was processed (RFC 3339), one time for all its mails.
     pub(crate) at: String,
+    /// The robot's own addresses, read once per batch when first needed
+    /// (every mailbox's settings: not once per acknowledgement).
+    pub(crate) own_addresses: Option<Vec<String>>,
 }
 
 impl Ledger for SqliteLedger<'_, '_> {
@@ -207,7 +210,15 @@ impl Ledger for SqliteLedger<'_, '_> {
         ticket: u64,
         limits: &AnswerLimits,
     ) -> Result<Option<AnswerContext>> {
-        crate::sqlite_outbox::answer_context(self.tx, &self.at, mailbox_id, recipient_key, ticket, limits)
+        crate::sqlite_outbox::answer_context(
+            self.tx,
+            &self.at,
+            &mut self.own_addresses,
+            mailbox_id,
+            recipient_key,
+            ticket,
+            limits,
+        )
     }
 
     fn queue_mail(&mut self, mail: &OutgoingMail) -> Result<()> {

@@ -96,6 +96,7 @@ fn minus_minutes(at: &str, minutes: u32) -> String {
 pub(crate) fn answer_context(
     tx: &Transaction<'_>,
     at: &str,
+    own_addresses_cache: &mut Option<Vec<String>>,
     mailbox_id: i64,
     recipient_key: &str,
     ticket: u64,
@@ -117,7 +118,10 @@ pub(crate) fn answer_context(
     Ok(Some(mailrobot_core::AnswerContext {
         from,
         mailbox_name: name,
-        own_addresses: own_addresses(tx)?,
+        own_addresses: match own_addresses_cache {
+            Some(own) => own.clone(),
+            None => own_addresses_cache.insert(own_addresses(tx)?).clone(),
+        },
         sent_to_sender_recently,
         sent_on_ticket_today,
     }))
