@@ -216,22 +216,47 @@ pub fn may_answer<'m>(mail: &'m ParsedMail, facts: &AnswerFacts<'_>) -> Result<&
 pub enum OutgoingKind {
     /// To the requester of a new ticket: its number, and how to add to it.
     Acknowledgement,
+    /// To the requester when an agent changes the ticket (its status), or a
+    /// rule's copy of a mail to someone (`forward`).
+    Notification,
     /// An agent's answer, written by a person.
     Reply,
+    /// To the sender of a mail a rule or the unknown-sender policy refused.
+    Rejection,
 }
 
 impl OutgoingKind {
+    pub const ALL: [OutgoingKind; 4] =
+        [OutgoingKind::Acknowledgement, OutgoingKind::Notification, OutgoingKind::Reply, OutgoingKind::Rejection];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutgoingKind::Acknowledgement => "acknowledgement",
+            OutgoingKind::Notification => "notification",
             OutgoingKind::Reply => "reply",
+            OutgoingKind::Rejection => "rejection",
         }
     }
 
     /// Sent by the robot on its own (RFC 3834 `Auto-Submitted: auto-replied`),
     /// not written by a person.
     pub fn is_automatic(self) -> bool {
-        matches!(self, OutgoingKind::Acknowledgement)
+        !matches!(self, OutgoingKind::Reply)
+    }
+}
+
+impl std::str::FromStr for OutgoingKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        OutgoingKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            format!("{s:?} is not a kind of mail: expected acknowledgement, notification, reply or rejection")
+        })
+    }
+}
+
+impl std::fmt::Display for OutgoingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -250,7 +275,8 @@ pub struct OutgoingAttachment {
 pub struct OutgoingMail {
     pub kind: OutgoingKind,
     pub mailbox_id: i64,
-    pub ticket: u64,
+    /// None for a rejection (no ticket was made).
+    pub ticket: Option<u64>,
     /// The journal row it answers.
     pub journal_id: i64,
     pub from: String,
@@ -262,6 +288,9 @@ pub struct OutgoingMail {
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
     pub text: String,
+    /// The HTML alternative, when the template has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     #[serde(default)]
     pub attachments: Vec<OutgoingAttachment>,
 }
@@ -269,6 +298,7 @@ pub struct OutgoingMail {
 /// What the store knows about answering a mail of one mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerContext {
+    pub mailbox_id: i64,
     /// The address the mailbox sends from.
     pub from: String,
     pub mailbox_name: String,
@@ -278,20 +308,40 @@ pub struct AnswerContext {
     pub sent_on_ticket_today: u32,
 }
 
-/// The acknowledgement of a new ticket: its tag in the subject, threaded
-/// under the requester's mail.
-pub fn acknowledgement(
+/// The variables templates see for an automatic answer to `mail`.
+pub fn template_vars(
     mail: &ParsedMail,
     to: &Address,
     context: &AnswerContext,
-    mailbox_id: i64,
-    journal_id: i64,
-    ticket: u64,
+    ticket: Option<(u64, &str)>,
     tag: &crate::TagFormat,
-) -> OutgoingMail {
-    let number = tag.number(ticket);
+) -> serde_json::Value {
     let subject = crate::subject::strip_reply_prefixes(&mail.subject);
     let subject = if subject.is_empty() { "(no subject)" } else { subject };
+    let mut vars = serde_json::json!({
+        "entry": {"subject": subject, "text": mail.text_body, "from": mail.from.as_ref().map(|a| a.as_written.as_str())},
+        "requester": {"email": to.send_to(), "name": to.name},
+        "mailbox": {"name": context.mailbox_name, "address": context.from},
+    });
+    if let Some((ticket, status)) = ticket {
+        vars["ticket"] = serde_json::json!({
+            "number": tag.number(ticket), "tag": tag.tag(ticket), "subject": subject, "status": status,
+        });
+    }
+    vars
+}
+
+/// An automatic answer to `mail` (an acknowledgement or a rejection), its
+/// text rendered from a template, threaded under the requester's mail.
+pub fn automatic_answer(
+    kind: OutgoingKind,
+    mail: &ParsedMail,
+    to: &Address,
+    context: &AnswerContext,
+    journal_id: i64,
+    ticket: Option<u64>,
+    rendered: crate::templates::Rendered,
+) -> OutgoingMail {
     let domain = context.from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d);
     let mut references = mail.references.clone();
     if let Some(id) = &mail.message_id
@@ -299,25 +349,23 @@ pub fn acknowledgement(
     {
         references.push(id.clone());
     }
-    let text = format!(
-        "Hello,\n\nthank you for your message. It is now ticket {number}: \"{subject}\".\n\n\
-         To add to it, reply to this mail and keep {tag} in the subject.\n\n\
-         This is an automatic answer from {mailbox}.\n",
-        tag = tag.tag(ticket),
-        mailbox = context.mailbox_name,
-    );
+    let message_id = match ticket {
+        Some(ticket) => format!("mailrobot.{}.{ticket}.{journal_id}@{domain}", kind.as_str()),
+        None => format!("mailrobot.{}.{journal_id}@{domain}", kind.as_str()),
+    };
     OutgoingMail {
-        kind: OutgoingKind::Acknowledgement,
-        mailbox_id,
+        kind,
+        mailbox_id: context.mailbox_id,
         ticket,
         journal_id,
         from: context.from.clone(),
         to: to.send_to().to_string(),
-        subject: format!("{} {subject}", tag.tag(ticket)),
-        message_id: format!("mailrobot.{}.{ticket}.{journal_id}@{domain}", OutgoingKind::Acknowledgement.as_str()),
+        subject: rendered.subject,
+        message_id,
         in_reply_to: mail.message_id.clone(),
         references,
-        text,
+        text: rendered.text,
+        html: rendered.html,
         attachments: Vec::new(),
     }
 }

@@ -10,8 +10,10 @@ pub mod html;
 pub mod mail;
 pub mod parse;
 pub mod process;
+pub mod rules;
 pub mod subject;
 pub mod tag;
+pub mod templates;
 
 pub use answer::{
     AnswerBlock, AnswerContext, AnswerFacts, AnswerLimits, OutgoingAttachment, OutgoingKind, OutgoingMail, may_answer,
@@ -21,6 +23,9 @@ pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};
 pub use parse::{ParseError, parse};
 pub use process::{
-    Filed, Ledger, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, TicketChange, file_batch, parse_batch,
+    Filed, Ledger, MailboxPolicy, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, RulesTest, TicketChange,
+    UnknownSenders, file_batch, parse_batch, test_rules,
 };
+pub use rules::{RuleDefinition, StoredRule, TicketFields};
 pub use tag::TagFormat;
+pub use templates::{MailTemplate, StoredTemplate};

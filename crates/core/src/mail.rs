@@ -72,7 +72,15 @@ pub struct ParsedMail {
     pub fingerprint: String,
     /// Decoding problems met on the way (kept for the journal, not fatal).
     pub warnings: Vec<String>,
+    /// The raw mail's size in bytes.
+    pub raw_size: u64,
+    /// The header block as read (at most [`HEADER_BLOCK_LIMIT`] bytes), for
+    /// rules that test a header.
+    pub header_block: String,
 }
+
+/// How much of a header block a parsed mail keeps.
+pub const HEADER_BLOCK_LIMIT: usize = 64 * 1024;
 
 impl ParsedMail {
     /// The address a ticket's requester is: Reply-To if given, else From.

@@ -116,6 +116,11 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         answer_block,
         fingerprint: content_fingerprint(raw),
         warnings,
+        raw_size: raw.len() as u64,
+        header_block: {
+            let (block, _) = split_header_body(raw);
+            String::from_utf8_lossy(&block[..block.len().min(crate::mail::HEADER_BLOCK_LIMIT)]).into_owned()
+        },
     }
 }
 

@@ -14,12 +14,19 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::answer::{AnswerContext, AnswerFacts, AnswerLimits, OutgoingMail, acknowledgement, folded, may_answer};
+use std::collections::HashMap;
+
+use crate::answer::{
+    AnswerContext, AnswerFacts, AnswerLimits, OutgoingAttachment, OutgoingKind, OutgoingMail, automatic_answer, folded,
+    may_answer, template_vars,
+};
 use crate::classify::MailKind;
 use crate::decide::{Decision, Lookups, decide};
-use crate::mail::ParsedMail;
+use crate::mail::{Address, ParsedMail};
 use crate::parse::parse;
+use crate::rules::{Classification, Disposition, MailFacts, RuleSet, StoredRule, TicketFields, Verdict};
 use crate::tag::TagFormat;
+use crate::templates::{StoredTemplate, mail_languages, render_best};
 
 /// A journaled mail waiting for processing, with its raw bytes.
 #[derive(Debug, Clone)]
@@ -109,7 +116,7 @@ impl<'a> NewTicket<'a> {
         let subject = crate::subject::strip_reply_prefixes(&mail.subject);
         Self {
             subject: if subject.is_empty() { "(no subject)" } else { subject },
-            requester: requester.map(|a| a.email.as_str()).filter(|e| !e.is_empty()),
+            requester: requester.map(|a| a.send_to()).filter(|e| !e.is_empty()),
             requester_name: requester.and_then(|a| a.name.as_deref()),
         }
     }
@@ -141,6 +148,75 @@ pub enum TicketChange {
     Created,
     /// A mail was added as the ticket's latest entry.
     EntryAdded,
+}
+
+/// What happens to mail from a sender the directory does not know, per
+/// mailbox (`mailbox set NAME --unknown-senders …`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownSenders {
+    /// The requester of a new ticket becomes a contact.
+    #[default]
+    Create,
+    /// Tickets are made; the directory is left alone.
+    Accept,
+    /// No ticket; the sender gets the `rejection` template.
+    Reject,
+}
+
+impl UnknownSenders {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownSenders::Create => "create",
+            UnknownSenders::Accept => "accept",
+            UnknownSenders::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for UnknownSenders {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "create" => Ok(UnknownSenders::Create),
+            "accept" => Ok(UnknownSenders::Accept),
+            "reject" => Ok(UnknownSenders::Reject),
+            other => Err(format!("{other:?} is not an unknown-sender policy: expected create, accept or reject")),
+        }
+    }
+}
+
+/// A mailbox's settings that processing needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxPolicy {
+    pub unknown_senders: UnknownSenders,
+    /// The language of its templates when the mail names none it has.
+    pub language: Option<String>,
+}
+
+/// What processing reads once per batch: rules, templates, mailbox settings.
+struct BatchContext {
+    rules: RuleSet,
+    templates: Option<Vec<StoredTemplate>>,
+    policies: HashMap<i64, MailboxPolicy>,
+}
+
+impl BatchContext {
+    fn policy<L: Ledger + ?Sized>(&mut self, ledger: &mut L, mailbox_id: i64) -> Result<MailboxPolicy, L::Error> {
+        if let Some(p) = self.policies.get(&mailbox_id) {
+            return Ok(p.clone());
+        }
+        let policy = ledger.mailbox_policy(mailbox_id)?;
+        self.policies.insert(mailbox_id, policy.clone());
+        Ok(policy)
+    }
+
+    fn templates<L: Ledger + ?Sized>(&mut self, ledger: &mut L) -> Result<&[StoredTemplate], L::Error> {
+        if self.templates.is_none() {
+            self.templates = Some(ledger.templates()?);
+        }
+        Ok(self.templates.as_deref().unwrap_or_default())
+    }
 }
 
 /// What the store offers processing, inside one write transaction. Lookups
@@ -175,11 +251,28 @@ pub trait Ledger {
         &mut self,
         mailbox_id: i64,
         recipient_key: &str,
-        ticket: u64,
+        ticket: Option<u64>,
         limits: &AnswerLimits,
     ) -> Result<Option<AnswerContext>, Self::Error>;
     /// Queues a mail in the outbox, in this transaction.
     fn queue_mail(&mut self, mail: &OutgoingMail) -> Result<(), Self::Error>;
+    /// Every enabled rule, in the order they apply (read once per batch).
+    fn rules(&mut self) -> Result<Vec<StoredRule>, Self::Error>;
+    /// Every stored mail template (read once per batch, when first needed).
+    fn templates(&mut self) -> Result<Vec<StoredTemplate>, Self::Error>;
+    /// What the mailbox's settings say about senders and language.
+    fn mailbox_policy(&mut self, mailbox_id: i64) -> Result<MailboxPolicy, Self::Error>;
+    /// Whether the directory has a contact with this folded address.
+    fn contact_known(&mut self, key: &str) -> Result<bool, Self::Error>;
+    /// Adds the address to the directory (nothing if it is there already).
+    fn add_contact(&mut self, address: &Address) -> Result<(), Self::Error>;
+    /// Sets what rules decided on the ticket (category, queue, tags…).
+    fn set_ticket_fields(&mut self, ticket: u64, fields: &TicketFields) -> Result<(), Self::Error>;
+    /// Records on the journal row what the rules did.
+    fn record_rules(&mut self, journal_id: i64, summary: &str) -> Result<(), Self::Error>;
+    /// The journaled raw mail as an attachment (`message/rfc822`), for a
+    /// rule's forward.
+    fn original_attachment(&mut self, journal_id: i64) -> Result<Option<OutgoingAttachment>, Self::Error>;
     /// Records on the journal row what was decided about answering it.
     fn record_answer(&mut self, journal_id: i64, answer: &str) -> Result<(), Self::Error>;
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Self::Error>;
@@ -211,12 +304,17 @@ pub fn file_batch<L: Ledger + ?Sized>(
     limits: &AnswerLimits,
 ) -> Result<Vec<Outcome>, L::Error> {
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut context =
+        BatchContext { rules: RuleSet::compile(ledger.rules()?), templates: None, policies: HashMap::new() };
     for mail in batch {
         if !ledger.is_pending(mail.journal_id)? {
             continue;
         }
         let result = match mail.parsed {
-            Ok(parsed) => Ok(file_one(ledger, mail.mailbox_id, mail.journal_id, parsed, tag, limits)?),
+            Ok(parsed) => {
+                let filing = Filing { mailbox_id: mail.mailbox_id, journal_id: mail.journal_id, tag, limits };
+                Ok(filing.file(ledger, &mut context, parsed)?)
+            }
             Err(reason) => {
                 ledger.record_failed(mail.journal_id, &reason)?;
                 Err(reason)
@@ -232,65 +330,271 @@ pub fn file_batch<L: Ledger + ?Sized>(
     Ok(outcomes)
 }
 
-fn file_one<L: Ledger + ?Sized>(
+/// What the rules would do to a stored mail (`rules test --message ID`):
+/// nothing is written. `decision` is how it would be filed today.
+pub fn test_rules<L: Ledger + ?Sized>(
     ledger: &mut L,
     mailbox_id: i64,
     journal_id: i64,
-    mail: ParsedMail,
-    tag: &TagFormat,
-    limits: &AnswerLimits,
-) -> Result<ProcessedAs, L::Error> {
-    let found = lookups(ledger, journal_id, &mail, tag)?;
-    let filed = match decide(&mail, &found) {
-        Decision::Duplicate { ticket } => Filed::Duplicate { ticket },
-        Decision::Unmatched => Filed::Mail { kind: mail.kind, ticket: None, created_ticket: false },
-        Decision::NewTicket => {
-            let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
-            ledger.add_entry(ticket, journal_id, &mail)?;
-            ledger.ticket_changed(ticket, TicketChange::Created)?;
-            acknowledge(ledger, mailbox_id, journal_id, ticket, &mail, tag, limits)?;
-            Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
-        }
-        Decision::Append { ticket } => {
-            ledger.add_entry(ticket, journal_id, &mail)?;
-            ledger.ticket_changed(ticket, TicketChange::EntryAdded)?;
-            Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: false }
-        }
-    };
-    ledger.record_processed(journal_id, &mail, filed)?;
-    Ok(ProcessedAs { subject: mail.subject, filed })
-}
-
-/// Queues the acknowledgement of a new ticket, unless the mailbox sends no
-/// mail or the mail must not be answered ([`may_answer`]); the decision is
-/// recorded on the journal row either way.
-fn acknowledge<L: Ledger + ?Sized>(
-    ledger: &mut L,
-    mailbox_id: i64,
-    journal_id: i64,
-    ticket: u64,
     mail: &ParsedMail,
     tag: &TagFormat,
-    limits: &AnswerLimits,
-) -> Result<(), L::Error> {
-    let limits = *limits;
-    let recipient_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
-    let Some(context) = ledger.answer_context(mailbox_id, &recipient_key, ticket, &limits)? else {
-        return Ok(());
-    };
-    let facts = AnswerFacts {
-        own_addresses: &context.own_addresses,
-        sent_to_sender_recently: context.sent_to_sender_recently,
-        sent_on_ticket_today: context.sent_on_ticket_today,
-        limits,
-    };
-    match may_answer(mail, &facts) {
-        Ok(to) => {
-            let ack = acknowledgement(mail, to, &context, mailbox_id, journal_id, ticket, tag);
-            ledger.queue_mail(&ack)?;
-            ledger.record_answer(journal_id, &format!("acknowledged to {}", ack.to))
+) -> Result<RulesTest, L::Error> {
+    let found = lookups(ledger, journal_id, mail, tag)?;
+    let decision = decide(mail, &found);
+    let rules = RuleSet::compile(ledger.rules()?);
+    let (facts, _) = mail_facts(ledger, mail, &decision)?;
+    let mut verdict = rules.evaluate(mailbox_id, mail, &facts);
+    let policy = ledger.mailbox_policy(mailbox_id)?;
+    let unknown_sender_rejected = rejects_unknown_sender(&policy, &decision, &facts, mail);
+    if unknown_sender_rejected && verdict.disposition == Disposition::File {
+        verdict.disposition = Disposition::Reject { rule: UNKNOWN_SENDER.into() };
+    }
+    Ok(RulesTest { classification: facts.classification, contact_known: facts.contact_known, verdict })
+}
+
+/// What `rules test` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RulesTest {
+    pub classification: Classification,
+    pub contact_known: bool,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The name a rejection by the unknown-sender policy goes by.
+const UNKNOWN_SENDER: &str = "the mailbox's unknown-sender policy";
+
+fn mail_facts<L: Ledger + ?Sized>(
+    ledger: &mut L,
+    mail: &ParsedMail,
+    decision: &Decision,
+) -> Result<(MailFacts, String), L::Error> {
+    let requester_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
+    let contact_known = !requester_key.is_empty() && ledger.contact_known(&requester_key)?;
+    let has_ticket = matches!(decision, Decision::Append { .. });
+    Ok((MailFacts { classification: Classification::of(mail.kind, has_ticket), contact_known }, requester_key))
+}
+
+/// Whether the policy refuses this mail: a person's new ticket from a
+/// sender the directory does not know.
+fn rejects_unknown_sender(policy: &MailboxPolicy, decision: &Decision, facts: &MailFacts, mail: &ParsedMail) -> bool {
+    policy.unknown_senders == UnknownSenders::Reject
+        && matches!(decision, Decision::NewTicket)
+        && !facts.contact_known
+        && mail.kind == MailKind::Mail
+}
+
+/// One mail being filed.
+struct Filing<'a> {
+    mailbox_id: i64,
+    journal_id: i64,
+    tag: &'a TagFormat,
+    limits: &'a AnswerLimits,
+}
+
+impl Filing<'_> {
+    fn file<L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        context: &mut BatchContext,
+        mail: ParsedMail,
+    ) -> Result<ProcessedAs, L::Error> {
+        let journal_id = self.journal_id;
+        let found = lookups(ledger, journal_id, &mail, self.tag)?;
+        let decision = decide(&mail, &found);
+        if let Decision::Duplicate { ticket } = decision {
+            let filed = Filed::Duplicate { ticket };
+            ledger.record_processed(journal_id, &mail, filed)?;
+            return Ok(ProcessedAs { subject: mail.subject, filed });
         }
-        Err(block) => ledger.record_answer(journal_id, &block.reason()),
+        let (facts, _) = mail_facts(ledger, &mail, &decision)?;
+        let mut verdict = if context.rules.is_empty() {
+            Verdict::default()
+        } else {
+            context.rules.evaluate(self.mailbox_id, &mail, &facts)
+        };
+        let policy = context.policy(ledger, self.mailbox_id)?;
+        if verdict.disposition == Disposition::File && rejects_unknown_sender(&policy, &decision, &facts, &mail) {
+            verdict.disposition = Disposition::Reject { rule: UNKNOWN_SENDER.into() };
+        }
+        let unfiled = Filed::Mail { kind: mail.kind, ticket: None, created_ticket: false };
+        let filed = match (&verdict.disposition, decision) {
+            (Disposition::Ignore { .. }, _) => unfiled,
+            (Disposition::Reject { .. }, _) => {
+                self.reject(ledger, context, &policy, &mail)?;
+                unfiled
+            }
+            (Disposition::File, Decision::Duplicate { .. }) => unreachable!("duplicates returned above"),
+            (Disposition::File, Decision::Unmatched) => unfiled,
+            (Disposition::File, Decision::NewTicket) => {
+                let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
+                ledger.add_entry(ticket, journal_id, &mail)?;
+                if !verdict.fields.is_empty() {
+                    ledger.set_ticket_fields(ticket, &verdict.fields)?;
+                }
+                if policy.unknown_senders == UnknownSenders::Create
+                    && !facts.contact_known
+                    && mail.kind == MailKind::Mail
+                    && let Some(requester) = mail.requester().filter(|a| !a.email.is_empty())
+                {
+                    ledger.add_contact(requester)?;
+                }
+                ledger.ticket_changed(ticket, TicketChange::Created)?;
+                if verdict.acknowledge {
+                    self.acknowledge(ledger, context, &policy, ticket, &mail)?;
+                } else {
+                    ledger.record_answer(journal_id, "not answered: a rule said no acknowledgement")?;
+                }
+                Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
+            }
+            (Disposition::File, Decision::Append { ticket }) => {
+                ledger.add_entry(ticket, journal_id, &mail)?;
+                if !verdict.fields.is_empty() {
+                    ledger.set_ticket_fields(ticket, &verdict.fields)?;
+                }
+                ledger.ticket_changed(ticket, TicketChange::EntryAdded)?;
+                Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: false }
+            }
+        };
+        for (to, rule) in &verdict.forwards {
+            self.forward(ledger, &mail, filed.ticket(), to, rule)?;
+        }
+        if let Some(summary) = verdict.summary() {
+            ledger.record_rules(journal_id, &summary)?;
+        }
+        ledger.record_processed(journal_id, &mail, filed)?;
+        Ok(ProcessedAs { subject: mail.subject, filed })
+    }
+
+    /// Whom an automatic answer goes to and from where, or why none is sent
+    /// (recorded on the journal row).
+    fn answerable<'m, L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        mail: &'m ParsedMail,
+        ticket: Option<u64>,
+    ) -> Result<Option<(&'m Address, AnswerContext)>, L::Error> {
+        let limits = *self.limits;
+        let recipient_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
+        let Some(context) = ledger.answer_context(self.mailbox_id, &recipient_key, ticket, &limits)? else {
+            return Ok(None);
+        };
+        let facts = AnswerFacts {
+            own_addresses: &context.own_addresses,
+            sent_to_sender_recently: context.sent_to_sender_recently,
+            sent_on_ticket_today: context.sent_on_ticket_today,
+            limits,
+        };
+        match may_answer(mail, &facts) {
+            Ok(to) => Ok(Some((to, context))),
+            Err(block) => {
+                ledger.record_answer(self.journal_id, &block.reason())?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Queues the acknowledgement of a new ticket, unless the mailbox sends
+    /// no mail or the mail must not be answered ([`may_answer`]); the
+    /// decision is recorded on the journal row either way.
+    fn acknowledge<L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        batch: &mut BatchContext,
+        policy: &MailboxPolicy,
+        ticket: u64,
+        mail: &ParsedMail,
+    ) -> Result<(), L::Error> {
+        let Some((to, context)) = self.answerable(ledger, mail, Some(ticket))? else { return Ok(()) };
+        let vars = template_vars(mail, to, &context, Some((ticket, "open")), self.tag);
+        let ack =
+            self.render(ledger, batch, policy, OutgoingKind::Acknowledgement, mail, to, &context, Some(ticket), &vars)?;
+        ledger.queue_mail(&ack)?;
+        ledger.record_answer(self.journal_id, &format!("acknowledged to {}", ack.to))
+    }
+
+    /// No ticket: the sender is told, if the mailbox sends mail and the mail
+    /// may be answered.
+    fn reject<L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        batch: &mut BatchContext,
+        policy: &MailboxPolicy,
+        mail: &ParsedMail,
+    ) -> Result<(), L::Error> {
+        let Some((to, context)) = self.answerable(ledger, mail, None)? else { return Ok(()) };
+        let vars = template_vars(mail, to, &context, None, self.tag);
+        let rejection = self.render(ledger, batch, policy, OutgoingKind::Rejection, mail, to, &context, None, &vars)?;
+        ledger.queue_mail(&rejection)?;
+        ledger.record_answer(self.journal_id, &format!("rejected; told {}", rejection.to))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render<L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        batch: &mut BatchContext,
+        policy: &MailboxPolicy,
+        kind: OutgoingKind,
+        mail: &ParsedMail,
+        to: &Address,
+        context: &AnswerContext,
+        ticket: Option<u64>,
+        vars: &serde_json::Value,
+    ) -> Result<OutgoingMail, L::Error> {
+        let mut languages = mail_languages(&mail.header_block);
+        languages.extend(policy.language.iter().cloned());
+        let (rendered, error) = render_best(batch.templates(ledger)?, kind, self.mailbox_id, &languages, vars);
+        if let Some(error) = error {
+            ledger.record_rules(
+                self.journal_id,
+                &format!("the stored {kind} template failed ({error}); the built-in one was used"),
+            )?;
+        }
+        Ok(automatic_answer(kind, mail, to, context, self.journal_id, ticket, rendered))
+    }
+
+    /// A rule's copy of the mail to `to`, the original attached.
+    fn forward<L: Ledger + ?Sized>(
+        &self,
+        ledger: &mut L,
+        mail: &ParsedMail,
+        ticket: Option<u64>,
+        to: &str,
+        rule: &str,
+    ) -> Result<(), L::Error> {
+        let Some(context) = ledger.answer_context(self.mailbox_id, &folded(to), ticket, self.limits)? else {
+            return ledger.record_rules(self.journal_id, &format!("not forwarded to {to}: the mailbox sends no mail"));
+        };
+        if context.own_addresses.iter().any(|a| folded(a) == folded(to)) {
+            return ledger
+                .record_rules(self.journal_id, &format!("not forwarded to {to}: it is the robot's own address"));
+        }
+        let domain = context.from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d);
+        let from = mail.from.as_ref().map_or("(unknown sender)", |a| a.as_written.as_str());
+        let text = format!(
+            "Forwarded by rule \"{rule}\" of mailbox {}.\n\nFrom: {from}\nSubject: {}\n{}\n\n{}",
+            context.mailbox_name,
+            mail.subject,
+            ticket.map(|t| format!("Ticket: {}\n", self.tag.number(t))).unwrap_or_default(),
+            mail.text_body
+        );
+        let forward = OutgoingMail {
+            kind: OutgoingKind::Notification,
+            mailbox_id: self.mailbox_id,
+            ticket,
+            journal_id: self.journal_id,
+            from: context.from.clone(),
+            to: to.to_string(),
+            subject: format!("Fwd: {}", mail.subject),
+            message_id: format!("mailrobot.forward.{}.{}@{domain}", self.journal_id, folded(to).replace('@', ".")),
+            in_reply_to: None,
+            references: Vec::new(),
+            text,
+            html: None,
+            attachments: ledger.original_attachment(self.journal_id)?.into_iter().collect(),
+        };
+        ledger.queue_mail(&forward)
     }
 }
 

@@ -87,7 +87,7 @@ impl Ledger for MemoryLedger {
         &mut self,
         _mailbox_id: i64,
         _recipient_key: &str,
-        _ticket: u64,
+        _ticket: Option<u64>,
         _limits: &AnswerLimits,
     ) -> Result<Option<AnswerContext>, Infallible> {
         // These mailboxes send no mail.
@@ -100,6 +100,39 @@ impl Ledger for MemoryLedger {
 
     fn record_answer(&mut self, _journal_id: i64, _answer: &str) -> Result<(), Infallible> {
         Ok(())
+    }
+
+    // No rules, templates or directory: threading alone.
+    fn rules(&mut self) -> Result<Vec<StoredRule>, Infallible> {
+        Ok(Vec::new())
+    }
+
+    fn templates(&mut self) -> Result<Vec<StoredTemplate>, Infallible> {
+        Ok(Vec::new())
+    }
+
+    fn mailbox_policy(&mut self, _mailbox_id: i64) -> Result<MailboxPolicy, Infallible> {
+        Ok(MailboxPolicy { unknown_senders: UnknownSenders::Accept, language: None })
+    }
+
+    fn contact_known(&mut self, _key: &str) -> Result<bool, Infallible> {
+        Ok(false)
+    }
+
+    fn add_contact(&mut self, _address: &Address) -> Result<(), Infallible> {
+        unreachable!("the policy is accept")
+    }
+
+    fn set_ticket_fields(&mut self, _ticket: u64, _fields: &TicketFields) -> Result<(), Infallible> {
+        unreachable!("no rules")
+    }
+
+    fn record_rules(&mut self, _journal_id: i64, _summary: &str) -> Result<(), Infallible> {
+        unreachable!("no rules")
+    }
+
+    fn original_attachment(&mut self, _journal_id: i64) -> Result<Option<OutgoingAttachment>, Infallible> {
+        unreachable!("no rules")
     }
 
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Infallible> {

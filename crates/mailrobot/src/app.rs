@@ -8,8 +8,8 @@ use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
 use mailrobot_store::{
-    AdminStore, AuthStore, Capability, Mode, OutboxStore, ProcessingRules, SealedStore, ServiceScopes, SqliteStore,
-    Store,
+    AdminStore, AuthStore, Capability, DirectoryStore, Mode, OutboxStore, ProcessingRules, SealedStore, ServiceScopes,
+    SqliteStore, Store,
 };
 
 use crate::pipeline::{BatchLimits, Pipeline};
@@ -41,6 +41,8 @@ pub struct App {
     pub admin_store: Arc<dyn AdminStore>,
     /// The same database: webhooks and the outbox of their deliveries.
     pub outbox: Arc<dyn OutboxStore>,
+    /// The same database: rules, mail templates and contacts.
+    pub directory: Arc<dyn DirectoryStore>,
     pub secrets: Arc<SecretBox>,
     /// How far each running poll of this process has got (the dashboard's).
     pub progress: Arc<mailrobot_views::progress::SyncProgress>,
@@ -83,6 +85,7 @@ impl App {
             auth_store: sqlite.clone() as Arc<dyn AuthStore>,
             admin_store: sqlite.clone() as Arc<dyn AdminStore>,
             outbox: sqlite.clone() as Arc<dyn OutboxStore>,
+            directory: sqlite.clone() as Arc<dyn DirectoryStore>,
             sealed_store: sqlite as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
             progress: Arc::default(),

@@ -81,6 +81,15 @@ pub enum Command {
     /// Webhooks: ticket events POSTed, signed (Standard Webhooks), to another system.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Rules: conditions → actions applied to each mail, in order.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Templates of the mails the robot sends (minijinja), per mailbox and language.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// The sender directory.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -139,6 +148,12 @@ pub struct MailboxSet {
     /// The address replies are sent from (default: the mailbox's address).
     #[arg(long)]
     pub from: Option<String>,
+    /// What happens to mail from senders the directory does not know.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["create", "accept", "reject"]))]
+    pub unknown_senders: Option<String>,
+    /// The language of the mailbox's templates when a mail names none it has (e.g. de).
+    #[arg(long)]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +422,176 @@ pub enum TicketsCommand {
         /// A file to attach; repeat for several.
         #[arg(long = "attach")]
         attachments: Vec<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the status; the requester is notified when the ticket's mailbox sends mail.
+    Status {
+        number: String,
+        #[arg(value_enum)]
+        status: mailrobot_store::TicketStatus,
+    },
+}
+
+/// `rules add`: the conditions (all must match) and the actions.
+#[derive(Debug, Args, Default)]
+pub struct RuleAdd {
+    #[arg(long)]
+    pub name: String,
+    /// Only for this mailbox (default: every mailbox).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Its place in the order, 1 first (default: last).
+    #[arg(long)]
+    pub position: Option<i64>,
+    /// The whole rule as JSON ({"conditions": [...], "actions": [...]}) instead of the flags below.
+    #[arg(long, conflicts_with_all = ["from", "to", "cc", "subject_contains", "subject_regex", "body_contains",
+        "body_regex", "header", "attachment_type", "larger_than", "smaller_than", "classification", "contact"])]
+    pub definition: Option<String>,
+    /// The sender is this address or in this domain; repeat for any of several.
+    #[arg(long)]
+    pub from: Vec<String>,
+    #[arg(long)]
+    pub to: Vec<String>,
+    #[arg(long)]
+    pub cc: Vec<String>,
+    #[arg(long)]
+    pub subject_contains: Option<String>,
+    #[arg(long)]
+    pub subject_regex: Option<String>,
+    #[arg(long)]
+    pub body_contains: Option<String>,
+    #[arg(long)]
+    pub body_regex: Option<String>,
+    /// NAME (present) or NAME=VALUE (equal, ignoring case).
+    #[arg(long)]
+    pub header: Vec<String>,
+    /// e.g. application/pdf or image/*.
+    #[arg(long)]
+    pub attachment_type: Option<String>,
+    /// The raw mail is larger than this many bytes.
+    #[arg(long)]
+    pub larger_than: Option<u64>,
+    #[arg(long)]
+    pub smaller_than: Option<u64>,
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["new", "reply", "auto-reply", "bounce"]))]
+    pub classification: Option<String>,
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["known", "unknown"]))]
+    pub contact: Option<String>,
+    #[arg(long)]
+    pub set_category: Option<String>,
+    #[arg(long)]
+    pub set_priority: Option<String>,
+    #[arg(long)]
+    pub set_queue: Option<String>,
+    #[arg(long)]
+    pub set_assignee: Option<String>,
+    /// Repeat for several.
+    #[arg(long)]
+    pub add_tag: Vec<String>,
+    #[arg(long)]
+    pub no_acknowledgement: bool,
+    /// Journal only: no ticket, no answer.
+    #[arg(long)]
+    pub ignore: bool,
+    /// No ticket; the sender gets the rejection template.
+    #[arg(long)]
+    pub reject: bool,
+    /// Send a copy (the original attached) to this address.
+    #[arg(long)]
+    pub forward: Option<String>,
+    /// No later rule applies.
+    #[arg(long)]
+    pub stop: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    Add(Box<RuleAdd>),
+    /// Every rule, in the order they apply.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        id: i64,
+    },
+    /// Which rules match a journaled mail and what they would do; changes nothing.
+    Test {
+        /// The journal id (`mailrobot messages list`).
+        #[arg(long)]
+        message: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which template: kind, mailbox, language.
+#[derive(Debug, Args)]
+pub struct TemplateKeyArgs {
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(["acknowledgement", "notification", "reply", "rejection"]))]
+    pub kind: String,
+    /// Only for this mailbox (default: every mailbox).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// A language tag such as de or en-gb (default: any language).
+    #[arg(long, default_value = "")]
+    pub language: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Stored templates, and which kinds use the built-in one.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The template that applies, and its preview with sample values.
+    Show {
+        #[command(flatten)]
+        key: TemplateKeyArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a template (checked by rendering it with sample values first).
+    Set {
+        #[command(flatten)]
+        key: TemplateKeyArgs,
+        #[arg(long, required_unless_present = "reset")]
+        subject: Option<String>,
+        /// The plain-text part; `-` reads standard input.
+        #[arg(long, required_unless_present = "reset")]
+        text_file: Option<std::path::PathBuf>,
+        /// An HTML part (optional).
+        #[arg(long)]
+        html_file: Option<std::path::PathBuf>,
+        /// Remove the stored template: the built-in one applies again.
+        #[arg(long, conflicts_with_all = ["subject", "text_file", "html_file"])]
+        reset: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a contact (or update the name and organisation of a known one).
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        organisation: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A contact and the tickets they requested.
+    Show {
+        email: String,
         #[arg(long)]
         json: bool,
     },

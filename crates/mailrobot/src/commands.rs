@@ -292,6 +292,21 @@ pub fn mailbox_update(app: &App, set: &MailboxSet, password: Option<Secret>) -> 
         mailrobot_sources::error::refuse_line_breaks(value, flag).map_err(|e| anyhow!("{e}"))?;
         settings.insert(key.to_string(), value.trim().into());
     }
+    if let Some(policy) = &set.unknown_senders {
+        let policy: mailrobot_core::UnknownSenders = policy.parse().map_err(|e: String| anyhow!("{e}"))?;
+        settings.insert("unknown_senders".into(), policy.as_str().into());
+    }
+    if let Some(language) = &set.language {
+        let language = language.trim().to_ascii_lowercase();
+        if !language.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || language.len() > 35 {
+            bail!("--language takes a language tag such as de or en-gb, not {language:?}");
+        }
+        if language.is_empty() {
+            settings.remove("language");
+        } else {
+            settings.insert("language".into(), language.into());
+        }
+    }
     let poll_seconds = set.poll_seconds.unwrap_or(m.poll_seconds);
     if poll_seconds < 1 {
         bail!("--poll-seconds must be at least 1");

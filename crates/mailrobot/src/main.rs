@@ -129,6 +129,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tickets(TicketsCommand::Reply { number, body_file, attachments, json }) => {
             commands::tickets_reply(&app, &number, &body_file, &attachments, json)?
         }
+        Command::Tickets(TicketsCommand::Status { number, status }) => {
+            let tag = app.tag_format()?;
+            let id = tag
+                .parse_number(&number)
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| anyhow::anyhow!("{number:?} is not a ticket number like {}", tag.number(123)))?;
+            if !mailrobot::outbound::set_status(&app, id, status)? {
+                anyhow::bail!("no ticket {number}");
+            }
+            mailrobot::say!("Ticket {} is {status}.", tag.number(id as u64));
+        }
         Command::Messages(MessagesCommand::List { json, state, mailbox }) => {
             commands::messages_list(&app, json, state, mailbox)?
         }
@@ -150,6 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ApiToken(command) => mailrobot::web::api_token_command(&app, &command)?,
         Command::Outbox(command) => commands::outbox_command(&app, &command)?,
         Command::Webhook(command) => mailrobot::commands_webhooks::webhook_command(&app, &command)?,
+        Command::Rules(command) => mailrobot::commands_rules::rules_command(&app, &command)?,
+        Command::Templates(command) => mailrobot::commands_rules::templates_command(&app, &command)?,
+        Command::Contacts(command) => mailrobot::commands_rules::contacts_command(&app, &command)?,
         Command::Demo { once, local: true, listen } => mailrobot::demo::run_local(&app, once, listen).await?,
         Command::Demo { once, local: false, listen } => mailrobot::demo_m365::run(&app, once, listen).await?,
     }

@@ -204,19 +204,21 @@ pub fn queue_reply(
     let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
     let unique: u64 = rand::random();
     let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
-    let subject = format!("Re: {} {}", tag.tag(id as u64), ticket.summary.subject);
+    let vars = ticket_vars(&tag, &ticket.summary, &mailbox, &from, text);
+    let rendered = render_template(app, OutgoingKind::Reply, &mailbox, &vars)?;
     let mail = OutgoingMail {
         kind: OutgoingKind::Reply,
         mailbox_id,
-        ticket: id as u64,
+        ticket: Some(id as u64),
         journal_id: 0,
         from,
         to,
-        subject,
+        subject: rendered.subject,
         message_id: format!("mailrobot.reply.{id}.{unique:016x}@{domain}"),
         in_reply_to: references.last().cloned(),
         references,
-        text: text.to_string(),
+        text: rendered.text,
+        html: rendered.html,
         attachments: files
             .iter()
             .map(|f| OutgoingAttachment {
@@ -232,6 +234,97 @@ pub fn queue_reply(
     tracing::info!(ticket = %tag.number(id as u64), mail = row, "reply queued");
     let view = app.outbox.mails()?.into_iter().find(|m| m.id == row).ok_or_else(|| anyhow!("the reply vanished"))?;
     Ok(mailrobot_views::OutboxMailJson::of(&view, &tag))
+}
+
+/// Sets ticket `id`'s status; when it changed, the requester is told (a
+/// `notification`, queued in the same transaction) if the ticket's mailbox
+/// sends mail. False: no such ticket.
+pub fn set_status(app: &App, id: i64, status: mailrobot_store::TicketStatus) -> anyhow::Result<bool> {
+    use mailrobot_core::{OutgoingKind, OutgoingMail};
+    let Some(ticket) = app.store.ticket(id)? else { return Ok(false) };
+    let notification = match (ticket.summary.requester.clone(), app.outbox.ticket_mailbox(id)?) {
+        (Some(to), Some((mailbox_id, Some(from)))) if ticket.summary.status != status => {
+            let tag = app.tag_format()?;
+            let mailbox = app.store.mailbox(mailbox_id)?;
+            let mut summary = ticket.summary.clone();
+            summary.status = status;
+            let vars = ticket_vars(&tag, &summary, &mailbox, &from, "");
+            let rendered = render_template(app, OutgoingKind::Notification, &mailbox, &vars)?;
+            let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
+            let unique: u64 = rand::random();
+            let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
+            Some(OutgoingMail {
+                kind: OutgoingKind::Notification,
+                mailbox_id,
+                ticket: Some(id as u64),
+                journal_id: 0,
+                from,
+                to,
+                subject: rendered.subject,
+                message_id: format!("mailrobot.notification.{id}.{unique:016x}@{domain}"),
+                in_reply_to: references.last().cloned(),
+                references,
+                text: rendered.text,
+                html: rendered.html,
+                attachments: Vec::new(),
+            })
+        }
+        _ => None,
+    };
+    let found = app.outbox.set_status_notifying(id, status, notification.as_ref())?;
+    if let Some(n) = &notification {
+        tracing::info!(ticket = id, %status, to = %n.to, "status changed; requester notified");
+    }
+    Ok(found)
+}
+
+/// The variables templates see for a mail about `ticket` (an agent's reply
+/// or a notification): `text` is what the agent wrote.
+pub fn ticket_vars(
+    tag: &mailrobot_core::TagFormat,
+    ticket: &mailrobot_store::TicketSummary,
+    mailbox: &mailrobot_store::Mailbox,
+    from: &str,
+    text: &str,
+) -> Value {
+    let number = ticket.id as u64;
+    json!({
+        "ticket": {
+            "number": tag.number(number), "tag": tag.tag(number), "subject": ticket.subject,
+            "status": ticket.status.as_str(),
+        },
+        "entry": {"subject": ticket.subject, "text": text, "from": from},
+        "requester": {"email": ticket.requester, "name": ticket.requester_name},
+        "mailbox": {"name": mailbox.name, "address": from},
+    })
+}
+
+/// Renders the mailbox's template of `kind` (in its language, if it names
+/// one), else the built-in one. A stored template that fails is reported.
+pub fn render_template(
+    app: &App,
+    kind: mailrobot_core::OutgoingKind,
+    mailbox: &mailrobot_store::Mailbox,
+    vars: &Value,
+) -> anyhow::Result<mailrobot_core::templates::Rendered> {
+    let stored: Vec<mailrobot_core::StoredTemplate> = app
+        .directory
+        .templates()?
+        .into_iter()
+        .map(|t| mailrobot_core::StoredTemplate {
+            kind: t.kind,
+            mailbox_id: t.mailbox_id,
+            language: t.language,
+            template: t.template,
+        })
+        .collect();
+    let languages: Vec<String> =
+        mailbox.config.get("language").and_then(|l| l.as_str()).map(str::to_string).into_iter().collect();
+    let (rendered, error) = mailrobot_core::templates::render_best(&stored, kind, mailbox.id, &languages, vars);
+    if let Some(error) = error {
+        tracing::warn!(mailbox = %mailbox.name, %kind, %error, "a stored template failed; the built-in one was used");
+    }
+    Ok(rendered)
 }
 
 /// What `mailbox test` says about the mailbox's reply transport, before the

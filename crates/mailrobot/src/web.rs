@@ -65,6 +65,10 @@ impl TicketOperations for RobotOperations {
         let number = number.to_string();
         self.run(move |app| crate::outbound::queue_reply(app, &number, &text, files)).await
     }
+
+    async fn set_status(&self, ticket_id: i64, status: mailrobot_store::TicketStatus) -> OpResult<bool> {
+        self.run(move |app| crate::outbound::set_status(app, ticket_id, status)).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -242,6 +246,8 @@ impl MailboxOperations for RobotOperations {
                 max_message_mb: form.max_message_mb,
                 password_env: None,
                 password_stdin: false,
+                unknown_senders: form.unknown_senders,
+                language: form.language,
             };
             crate::commands::mailbox_update(app, &set, form.password.map(Secret::new))
         })

@@ -102,31 +102,43 @@ pub fn render(mail: &OutgoingMail, date: DateTime<Utc>, attachments: &[Vec<u8>])
     header(ROBOT_HEADER, env!("CARGO_PKG_VERSION"));
     header("MIME-Version", "1.0");
     let text = mail.text.replace("\r\n", "\n").replace('\n', "\r\n");
+    // Boundaries start with "=_", which base64 lines never contain.
+    const MIXED: &str = "=_mailrobot_mixed";
+    const ALTERNATIVE: &str = "=_mailrobot_alternative";
+    let body = |out: &mut String| match &mail.html {
+        None => {
+            out.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+            base64_lines(text.as_bytes(), out);
+        }
+        Some(html) => {
+            out.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{ALTERNATIVE}\"\r\n\r\n"));
+            for (content_type, bytes) in [("text/plain", text.as_bytes()), ("text/html", html.as_bytes())] {
+                out.push_str(&format!(
+                    "--{ALTERNATIVE}\r\nContent-Type: {content_type}; charset=utf-8\r\n\
+                     Content-Transfer-Encoding: base64\r\n\r\n"
+                ));
+                base64_lines(bytes, out);
+            }
+            out.push_str(&format!("--{ALTERNATIVE}--\r\n"));
+        }
+    };
     if mail.attachments.is_empty() {
-        header("Content-Type", "text/plain; charset=utf-8");
-        header("Content-Transfer-Encoding", "base64");
-        out.push_str("\r\n");
-        base64_lines(text.as_bytes(), &mut out);
+        body(&mut out);
         return out;
     }
-    // The boundary cannot occur in base64 lines nor in the headers above.
-    let boundary = format!("=_mailrobot_{}", mail.message_id.len() * 7919 + mail.ticket as usize);
-    header("Content-Type", &format!("multipart/mixed; boundary=\"{boundary}\""));
-    out.push_str("\r\n");
-    out.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    ));
-    base64_lines(text.as_bytes(), &mut out);
+    header("Content-Type", &format!("multipart/mixed; boundary=\"{MIXED}\""));
+    out.push_str(&format!("\r\n--{MIXED}\r\n"));
+    body(&mut out);
     for (meta, bytes) in mail.attachments.iter().zip(attachments) {
         out.push_str(&format!(
-            "--{boundary}\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\n\
+            "--{MIXED}\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\n\
              Content-Transfer-Encoding: base64\r\n\r\n",
             meta.content_type.replace(['\r', '\n'], ""),
             filename_parameter(&meta.filename)
         ));
         base64_lines(bytes, &mut out);
     }
-    out.push_str(&format!("--{boundary}--\r\n"));
+    out.push_str(&format!("--{MIXED}--\r\n"));
     out
 }
 
@@ -140,7 +152,7 @@ mod tests {
         let mail = OutgoingMail {
             kind: OutgoingKind::Acknowledgement,
             mailbox_id: 1,
-            ticket: 7,
+            ticket: Some(7),
             journal_id: 9,
             from: "support@contoso.example".into(),
             to: "Ann.Desk+x@example.com".into(),
@@ -149,6 +161,7 @@ mod tests {
             in_reply_to: Some("1@example.com".into()),
             references: vec!["0@example.com".into(), "1@example.com".into()],
             text: "Hello,\nticket TKT-000007.\n".into(),
+            html: None,
             attachments: Vec::new(),
         };
         let rendered = render(&mail, DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().into(), &[]);
@@ -173,11 +186,46 @@ mod tests {
     }
 
     #[test]
+    fn a_template_with_html_sends_both_alternatives_and_the_files_beside_them() {
+        let mail = OutgoingMail {
+            kind: OutgoingKind::Notification,
+            mailbox_id: 1,
+            ticket: Some(7),
+            journal_id: 0,
+            from: "support@contoso.example".into(),
+            to: "ann@example.com".into(),
+            subject: "[TKT-000007] Printer".into(),
+            message_id: "mailrobot.notification.7.1@contoso.example".into(),
+            in_reply_to: None,
+            references: Vec::new(),
+            text: "Closed.\n".into(),
+            html: Some("<p>Closed.</p>".into()),
+            attachments: vec![mailrobot_core::OutgoingAttachment {
+                filename: "log.txt".into(),
+                content_type: "text/plain".into(),
+                sha256: "x".into(),
+                size: 3,
+            }],
+        };
+        let rendered = render(&mail, Utc::now(), &[b"abc".to_vec()]);
+        assert!(rendered.contains("Auto-Submitted: auto-replied\r\n"));
+        let parsed = mailrobot_core::parse(rendered.as_bytes()).unwrap();
+        assert_eq!(parsed.text_body.trim_end(), "Closed.");
+        assert_eq!(parsed.html_body.as_deref().map(str::trim), Some("<p>Closed.</p>"));
+        assert_eq!(parsed.attachments.len(), 1);
+        assert_eq!(parsed.attachments[0].data, b"abc");
+        let without_files = render(&OutgoingMail { attachments: Vec::new(), ..mail }, Utc::now(), &[]);
+        let parsed = mailrobot_core::parse(without_files.as_bytes()).unwrap();
+        assert_eq!((parsed.text_body.trim_end(), parsed.attachments.len()), ("Closed.", 0));
+        assert!(parsed.html_body.is_some());
+    }
+
+    #[test]
     fn an_agent_s_reply_carries_its_files_and_is_not_marked_automatic() {
         let mail = OutgoingMail {
             kind: OutgoingKind::Reply,
             mailbox_id: 1,
-            ticket: 7,
+            ticket: Some(7),
             journal_id: 0,
             from: "support@contoso.example".into(),
             to: "ann@example.com".into(),
@@ -192,6 +240,7 @@ mod tests {
                 sha256: "x".into(),
                 size: 9,
             }],
+            html: None,
         };
         let rendered = render(&mail, Utc::now(), &[b"%PDF-1.4\n".to_vec()]);
         assert!(!rendered.contains("Auto-Submitted"), "a person wrote it");

@@ -16,6 +16,11 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// What was asked for cannot be stored as given (the text says why).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl StoreError {
@@ -36,7 +41,9 @@ impl StoreError {
             | StoreError::Exists { .. }
             | StoreError::NoSuchMailbox(_)
             | StoreError::SchemaTooNew { .. }
-            | StoreError::Corrupt(_) => false,
+            | StoreError::Corrupt(_)
+            | StoreError::Invalid(_)
+            | StoreError::NotFound(_) => false,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod directory;
 mod error;
 pub mod model;
 pub mod outbox;
@@ -21,6 +22,7 @@ pub mod sealed;
 mod sqlite;
 mod sqlite_admin;
 mod sqlite_auth;
+mod sqlite_directory;
 mod sqlite_ledger;
 mod sqlite_outbox;
 mod sqlite_sealed;
@@ -28,6 +30,7 @@ pub mod states;
 
 pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
+pub use directory::{Contact, ContactSource, DirectoryStore, NewContact, NewRule, Rule, Template, TemplateKey};
 pub use error::StoreError;
 pub use model::*;
 pub use outbox::{

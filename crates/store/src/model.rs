@@ -153,6 +153,9 @@ pub struct TicketSummary {
     pub entries: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// What rules set (`rules add … --set-category` and the like).
+    #[serde(flatten)]
+    pub fields: mailrobot_core::TicketFields,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,6 +242,8 @@ pub struct MessageView {
     pub processed_at: Option<String>,
     /// What was decided about answering it by itself (`acknowledged to …`, or why not).
     pub answer: Option<String>,
+    /// What rules did to it.
+    pub rules: Option<String>,
 }
 
 /// What the journal holds of one mailbox.

@@ -156,6 +156,14 @@ pub trait OutboxStore: Send + Sync {
     /// Queues a person's mail (an agent's reply) with its files, which are
     /// stored as blobs in the same transaction. Returns the outbox row's id.
     fn queue_reply(&self, mail: &mailrobot_core::OutgoingMail, files: &[Vec<u8>]) -> Result<i64>;
+    /// Sets the ticket's status; when it changed, queues `notification`
+    /// (to the requester) in the same transaction. False: no such ticket.
+    fn set_status_notifying(
+        &self,
+        ticket_id: i64,
+        status: crate::TicketStatus,
+        notification: Option<&mailrobot_core::OutgoingMail>,
+    ) -> Result<bool>;
     /// The mailbox a ticket came in through (its first entry's), and the
     /// address that mailbox sends from, if it sends mail.
     fn ticket_mailbox(&self, ticket_id: i64) -> Result<Option<(i64, Option<String>)>>;

@@ -297,4 +297,115 @@ CREATE INDEX outbox_mail_queued ON outbox(next_attempt_at) WHERE kind = 'mail' A
 -- A requester's reply names the robot's mail in In-Reply-To: its ticket.
 CREATE INDEX outbox_message_id ON outbox(event_id) WHERE kind = 'mail';
 "#,
+    // 12: rules, mail templates and the sender directory; what rules set
+    // on a ticket; what they did to each mail.
+    r#"
+CREATE TABLE rules (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    -- NULL: every mailbox.
+    mailbox_id INTEGER REFERENCES mailboxes(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    -- core's RuleDefinition as JSON: conditions and actions.
+    definition TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX rules_order ON rules(position, id);
+
+CREATE TABLE templates (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('acknowledgement', 'notification', 'reply', 'rejection')),
+    mailbox_id INTEGER REFERENCES mailboxes(id) ON DELETE CASCADE,
+    -- A language tag, or '' for any language.
+    language   TEXT NOT NULL DEFAULT '',
+    subject    TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    html       TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX templates_key ON templates(kind, IFNULL(mailbox_id, 0), language);
+
+-- The sender directory. `email_key` is the address folded (lower case, no
+-- +tag): what matching goes by; `email` is as first written.
+CREATE TABLE contacts (
+    id           INTEGER PRIMARY KEY,
+    email        TEXT NOT NULL,
+    email_key    TEXT NOT NULL UNIQUE,
+    name         TEXT,
+    organisation TEXT,
+    -- 'mail' (a new ticket's requester) or 'operator'.
+    source       TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+
+ALTER TABLE tickets ADD COLUMN requester_key TEXT;
+ALTER TABLE tickets ADD COLUMN category TEXT;
+ALTER TABLE tickets ADD COLUMN priority TEXT;
+ALTER TABLE tickets ADD COLUMN queue TEXT;
+ALTER TABLE tickets ADD COLUMN assignee TEXT;
+-- A JSON array of strings.
+ALTER TABLE tickets ADD COLUMN tags TEXT;
+-- Folded as core's `folded` does: lower case, the +tag of the local part cut.
+UPDATE tickets SET requester_key = (
+    WITH a(e) AS (SELECT lower(trim(requester)))
+    SELECT CASE
+        WHEN instr(e, '@') = 0 THEN e
+        WHEN instr(substr(e, 1, instr(e, '@') - 1), '+') > 0
+            THEN substr(e, 1, instr(e, '+') - 1) || substr(e, instr(e, '@'))
+        ELSE e END
+    FROM a)
+WHERE requester IS NOT NULL;
+CREATE INDEX tickets_requester_key ON tickets(requester_key);
+-- Every requester so far is a contact.
+INSERT OR IGNORE INTO contacts (email, email_key, name, source, created_at)
+    SELECT requester, requester_key, requester_name, 'mail', MIN(created_at) FROM tickets
+    WHERE requester_key IS NOT NULL AND requester_key <> '' GROUP BY requester_key;
+
+-- What rules did to the mail ('rule 3 (billing) matched; …').
+ALTER TABLE messages ADD COLUMN rules TEXT;
+"#,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Migration 12 folds the requesters already stored as core's `folded`
+    /// does, and makes each of them a contact.
+    #[test]
+    fn requesters_before_migration_12_are_folded_and_become_contacts() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for migration in &MIGRATIONS[..11] {
+            conn.execute_batch(migration).unwrap();
+        }
+        let requesters = ["Ann.Desk+Tickets@Example.COM", "ann.desk@example.com", "bob@example.com", "no-at-sign"];
+        for (i, r) in requesters.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO tickets (subject, requester, requester_name, created_at, updated_at)
+                 VALUES ('s', ?1, NULL, ?2, ?2)",
+                rusqlite::params![r, format!("2026-01-0{}T00:00:00Z", i + 1)],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(MIGRATIONS[11]).unwrap();
+        let keys: Vec<String> = conn
+            .prepare("SELECT requester_key FROM tickets ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected: Vec<String> = requesters.iter().map(|r| mailrobot_core::answer::folded(r)).collect();
+        assert_eq!(keys, expected);
+        let contacts: Vec<(String, String)> = conn
+            .prepare("SELECT email, email_key FROM contacts ORDER BY email_key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(contacts.len(), 3, "one per folded address: {contacts:?}");
+        assert_eq!(contacts[0].1, "ann.desk@example.com");
+    }
+}

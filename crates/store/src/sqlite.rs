@@ -491,29 +491,7 @@ impl Store for SqliteStore {
     }
 
     fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<bool> {
-        self.write(|tx| {
-            let Some(previous) = tx
-                .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get::<_, TicketStatus>(0))
-                .optional()?
-            else {
-                return Ok(false);
-            };
-            if previous == status {
-                return Ok(true);
-            }
-            let at = now();
-            tx.execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, at])?;
-            crate::sqlite_outbox::enqueue_event(tx, crate::WebhookEvent::TicketStatusChanged, || {
-                Ok(crate::EventRecord {
-                    ticket_id: id,
-                    entry_position: None,
-                    status,
-                    previous_status: Some(previous),
-                    occurred_at: at.clone(),
-                })
-            })?;
-            Ok(true)
-        })
+        self.write(|tx| Ok(change_ticket_status(tx, id, status)? != StatusChange::NoTicket))
     }
 
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
@@ -546,7 +524,7 @@ impl Store for SqliteStore {
         let order = if filter.page.is_some() { "DESC" } else { "ASC" };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, b.name, m.remote_id, m.message_id, m.subject, m.from_addr, m.state, m.kind,
-                    m.ticket_id, m.reason, m.size, m.raw_sha256, m.settled, m.fetched_at, m.processed_at, m.answer
+                    m.ticket_id, m.reason, m.size, m.raw_sha256, m.settled, m.fetched_at, m.processed_at, m.answer, m.rules
              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE (?1 IS NULL OR m.state = ?1) AND (?2 IS NULL OR m.mailbox_id = ?2) AND (?3 IS NULL OR m.id < ?3)
              ORDER BY m.id {order} LIMIT ?4"
@@ -574,6 +552,7 @@ impl Store for SqliteStore {
                     fetched_at: r.get(13)?,
                     processed_at: r.get(14)?,
                     answer: r.get(15)?,
+                    rules: r.get(16)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -649,12 +628,21 @@ impl Store for SqliteStore {
     }
 }
 
-const TICKET_SUMMARY_SQL: &str = "SELECT t.id, t.subject, t.requester, t.requester_name, t.status,
-        (SELECT COUNT(*) FROM ticket_entries e WHERE e.ticket_id = t.id), t.created_at, t.updated_at
+pub(crate) const TICKET_SUMMARY_SQL: &str = "SELECT t.id, t.subject, t.requester, t.requester_name, t.status,
+        (SELECT COUNT(*) FROM ticket_entries e WHERE e.ticket_id = t.id), t.created_at, t.updated_at,
+        t.category, t.priority, t.queue, t.assignee, t.tags
      FROM tickets t";
 
-fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
+pub(crate) fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
+    let tags: Option<String> = r.get(12)?;
     Ok(TicketSummary {
+        fields: mailrobot_core::TicketFields {
+            category: r.get(8)?,
+            priority: r.get(9)?,
+            queue: r.get(10)?,
+            assignee: r.get(11)?,
+            tags: tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+        },
         id: r.get(0)?,
         subject: r.get(1)?,
         requester: r.get(2)?,
@@ -664,4 +652,37 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
     })
+}
+
+/// What [`change_ticket_status`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusChange {
+    NoTicket,
+    Unchanged,
+    Changed,
+}
+
+/// Sets a ticket's status and, when it changed, queues the webhook event in
+/// the same transaction.
+pub(crate) fn change_ticket_status(tx: &Transaction<'_>, id: i64, status: TicketStatus) -> Result<StatusChange> {
+    let Some(previous) =
+        tx.query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get::<_, TicketStatus>(0)).optional()?
+    else {
+        return Ok(StatusChange::NoTicket);
+    };
+    if previous == status {
+        return Ok(StatusChange::Unchanged);
+    }
+    let at = now();
+    tx.execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, at])?;
+    crate::sqlite_outbox::enqueue_event(tx, crate::WebhookEvent::TicketStatusChanged, || {
+        Ok(crate::EventRecord {
+            ticket_id: id,
+            entry_position: None,
+            status,
+            previous_status: Some(previous),
+            occurred_at: at.clone(),
+        })
+    })?;
+    Ok(StatusChange::Changed)
 }

@@ -2,8 +2,10 @@
 //! [`Ledger`] primitives the ticket rules call inside the write transaction.
 //! No decision is taken here.
 
+use mailrobot_core::answer::folded;
 use mailrobot_core::{
-    AnswerContext, AnswerLimits, Filed, Ledger, NewTicket, OutgoingMail, ParsedMail, PendingMail, TicketChange,
+    Address, AnswerContext, AnswerLimits, Filed, Ledger, MailboxPolicy, NewTicket, OutgoingAttachment, OutgoingMail,
+    ParsedMail, PendingMail, StoredRule, StoredTemplate, TicketChange, TicketFields,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -126,10 +128,16 @@ impl Ledger for SqliteLedger<'_, '_> {
     fn create_ticket(&mut self, ticket: &NewTicket<'_>) -> Result<u64> {
         self.tx
             .prepare_cached(
-                "INSERT INTO tickets (subject, requester, requester_name, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO tickets (subject, requester, requester_name, requester_key, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             )?
-            .execute(params![ticket.subject, ticket.requester, ticket.requester_name, self.at])?;
+            .execute(params![
+                ticket.subject,
+                ticket.requester,
+                ticket.requester_name,
+                ticket.requester.map(folded),
+                self.at
+            ])?;
         Ok(self.tx.last_insert_rowid() as u64)
     }
 
@@ -207,7 +215,7 @@ impl Ledger for SqliteLedger<'_, '_> {
         &mut self,
         mailbox_id: i64,
         recipient_key: &str,
-        ticket: u64,
+        ticket: Option<u64>,
         limits: &AnswerLimits,
     ) -> Result<Option<AnswerContext>> {
         crate::sqlite_outbox::answer_context(
@@ -223,6 +231,82 @@ impl Ledger for SqliteLedger<'_, '_> {
 
     fn queue_mail(&mut self, mail: &OutgoingMail) -> Result<()> {
         crate::sqlite_outbox::queue_mail(self.tx, &self.at, mail)
+    }
+
+    fn rules(&mut self) -> Result<Vec<StoredRule>> {
+        crate::sqlite_directory::stored_rules(self.tx)
+    }
+
+    fn templates(&mut self) -> Result<Vec<StoredTemplate>> {
+        crate::sqlite_directory::stored_templates(self.tx)
+    }
+
+    fn mailbox_policy(&mut self, mailbox_id: i64) -> Result<MailboxPolicy> {
+        let config: String = self
+            .tx
+            .prepare_cached("SELECT config FROM mailboxes WHERE id = ?1")?
+            .query_row([mailbox_id], |r| r.get(0))?;
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+        let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        Ok(MailboxPolicy {
+            unknown_senders: text("unknown_senders").and_then(|p| p.parse().ok()).unwrap_or_default(),
+            language: text("language").filter(|l| !l.is_empty()),
+        })
+    }
+
+    fn contact_known(&mut self, key: &str) -> Result<bool> {
+        crate::sqlite_directory::contact_known(self.tx, key)
+    }
+
+    fn add_contact(&mut self, address: &Address) -> Result<()> {
+        crate::sqlite_directory::add_mail_contact(self.tx, &self.at, address)
+    }
+
+    fn set_ticket_fields(&mut self, ticket: u64, fields: &TicketFields) -> Result<()> {
+        // Tags add up across mails; the other fields take the latest value.
+        let tags: Option<String> = self
+            .tx
+            .prepare_cached("SELECT tags FROM tickets WHERE id = ?1")?
+            .query_row([ticket as i64], |r| r.get(0))?;
+        let mut all: Vec<String> = tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        for tag in &fields.tags {
+            if !all.contains(tag) {
+                all.push(tag.clone());
+            }
+        }
+        let tags = (!all.is_empty()).then(|| serde_json::to_string(&all).unwrap_or_default());
+        self.tx
+            .prepare_cached(
+                "UPDATE tickets SET category = COALESCE(?2, category), priority = COALESCE(?3, priority),
+                 queue = COALESCE(?4, queue), assignee = COALESCE(?5, assignee), tags = ?6 WHERE id = ?1",
+            )?
+            .execute(params![ticket as i64, fields.category, fields.priority, fields.queue, fields.assignee, tags])?;
+        Ok(())
+    }
+
+    fn record_rules(&mut self, journal_id: i64, summary: &str) -> Result<()> {
+        // Several notes on one mail (rules, then a template fallback) add up.
+        self.tx
+            .prepare_cached(
+                "UPDATE messages SET rules = CASE WHEN rules IS NULL THEN ?2 ELSE rules || '; ' || ?2 END WHERE id = ?1",
+            )?
+            .execute(params![journal_id, summary])?;
+        Ok(())
+    }
+
+    fn original_attachment(&mut self, journal_id: i64) -> Result<Option<OutgoingAttachment>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT raw_sha256, size FROM messages WHERE id = ?1 AND raw_sha256 IS NOT NULL")?
+            .query_row([journal_id], |r| {
+                Ok(OutgoingAttachment {
+                    filename: "original.eml".into(),
+                    content_type: "message/rfc822".into(),
+                    sha256: r.get(0)?,
+                    size: r.get::<_, i64>(1)?.max(0) as u64,
+                })
+            })
+            .optional()?)
     }
 
     fn record_answer(&mut self, journal_id: i64, answer: &str) -> Result<()> {

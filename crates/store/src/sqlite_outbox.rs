@@ -99,7 +99,7 @@ pub(crate) fn answer_context(
     own_addresses_cache: &mut Option<Vec<String>>,
     mailbox_id: i64,
     recipient_key: &str,
-    ticket: u64,
+    ticket: Option<u64>,
     limits: &mailrobot_core::AnswerLimits,
 ) -> Result<Option<mailrobot_core::AnswerContext>> {
     let (name, config): (String, String) = tx
@@ -109,13 +109,24 @@ pub(crate) fn answer_context(
     let Some(from) = reply_from(&config) else { return Ok(None) };
     let since_sender = minus_minutes(at, limits.sender_window_minutes);
     let sent_to_sender_recently: u32 = tx
-        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND recipient_key = ?1 AND created_at >= ?2")?
+        .prepare_cached(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND recipient_key = ?1 AND created_at >= ?2
+             AND mail_kind <> 'reply'",
+        )?
         .query_row(params![recipient_key, since_sender], |r| r.get(0))?;
     let day_start = format!("{}T00:00:00.000Z", at.get(..10).unwrap_or(at));
-    let sent_on_ticket_today: u32 = tx
-        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND ticket_id = ?1 AND created_at >= ?2")?
-        .query_row(params![ticket as i64, day_start], |r| r.get(0))?;
+    // Agents' replies are not automatic: they count for neither limit.
+    let sent_on_ticket_today: u32 = match ticket {
+        Some(ticket) => tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND ticket_id = ?1 AND created_at >= ?2
+                 AND mail_kind <> 'reply'",
+            )?
+            .query_row(params![ticket as i64, day_start], |r| r.get(0))?,
+        None => 0,
+    };
     Ok(Some(mailrobot_core::AnswerContext {
+        mailbox_id,
         from,
         mailbox_name: name,
         own_addresses: match own_addresses_cache {
@@ -135,7 +146,7 @@ pub(crate) fn queue_mail(tx: &Transaction<'_>, at: &str, mail: &mailrobot_core::
          VALUES ('mail', ?1, ?2, 'queued', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        mail.ticket as i64,
+        mail.ticket.map(|t| t as i64),
         payload,
         at,
         mail.message_id,
@@ -372,6 +383,22 @@ impl OutboxStore for SqliteStore {
                 claimed.push(QueuedMail { id, mail, body, attempts });
             }
             Ok(claimed)
+        })
+    }
+
+    fn set_status_notifying(
+        &self,
+        ticket_id: i64,
+        status: crate::TicketStatus,
+        notification: Option<&mailrobot_core::OutgoingMail>,
+    ) -> Result<bool> {
+        use crate::sqlite::{StatusChange, change_ticket_status};
+        self.write(|tx| {
+            let change = change_ticket_status(tx, ticket_id, status)?;
+            if let (StatusChange::Changed, Some(mail)) = (change, notification) {
+                queue_mail(tx, &now(), mail)?;
+            }
+            Ok(change != StatusChange::NoTicket)
         })
     }
 

@@ -24,6 +24,12 @@ pub struct TicketJson {
     pub entries: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// Set by rules (`set_category`, …); null when none did.
+    pub category: Option<String>,
+    pub priority: Option<String>,
+    pub queue: Option<String>,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
 }
 
 impl TicketJson {
@@ -38,6 +44,11 @@ impl TicketJson {
             entries: t.entries,
             created_at: t.created_at.clone(),
             updated_at: t.updated_at.clone(),
+            category: t.fields.category.clone(),
+            priority: t.fields.priority.clone(),
+            queue: t.fields.queue.clone(),
+            assignee: t.fields.assignee.clone(),
+            tags: t.fields.tags.clone(),
         }
     }
 }
@@ -491,6 +502,8 @@ pub struct MessageJson {
     /// What was decided about answering it by itself: `acknowledged to …`,
     /// or why not (`not answered: …`); null when nothing was to decide.
     pub answer: Option<String>,
+    /// What rules did: `rule 3 (billing) matched; ignored by rule "spam"`.
+    pub rules: Option<String>,
 }
 
 impl MessageJson {
@@ -512,6 +525,118 @@ impl MessageJson {
             fetched_at: m.fetched_at.clone(),
             processed_at: m.processed_at.clone(),
             answer: m.answer.clone(),
+            rules: m.rules.clone(),
+        }
+    }
+}
+
+/// A rule: when all its conditions match a mail, its actions apply.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleJson {
+    pub id: i64,
+    pub name: String,
+    /// The mailbox it is for; null: every mailbox.
+    pub mailbox: Option<String>,
+    /// Its place in the order (1 applies first).
+    pub position: i64,
+    pub enabled: bool,
+    /// e.g. `[{"from": ["example.com"]}, {"subject_contains": "invoice"}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub conditions: serde_json::Value,
+    /// e.g. `[{"set_queue": "billing"}, "no_acknowledgement", "stop"]`.
+    #[schema(value_type = Vec<Object>)]
+    pub actions: serde_json::Value,
+    pub created_at: String,
+}
+
+impl RuleJson {
+    pub fn of(r: &mailrobot_store::Rule) -> Self {
+        Self {
+            id: r.id,
+            name: r.name.clone(),
+            mailbox: r.mailbox.clone(),
+            position: r.position,
+            enabled: r.enabled,
+            conditions: serde_json::to_value(&r.definition.conditions).unwrap_or_default(),
+            actions: serde_json::to_value(&r.definition.actions).unwrap_or_default(),
+            created_at: r.created_at.clone(),
+        }
+    }
+}
+
+/// A mail template (minijinja): subject, text and an optional HTML part.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TemplateJson {
+    pub id: i64,
+    /// acknowledgement, notification, reply or rejection.
+    pub kind: String,
+    /// Null: every mailbox.
+    pub mailbox: Option<String>,
+    /// A language tag, or empty for any language.
+    pub language: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub updated_at: String,
+}
+
+impl TemplateJson {
+    pub fn of(t: &mailrobot_store::Template) -> Self {
+        Self {
+            id: t.id,
+            kind: t.kind.as_str().to_string(),
+            mailbox: t.mailbox.clone(),
+            language: t.language.clone(),
+            subject: t.template.subject.clone(),
+            text: t.template.text.clone(),
+            html: t.template.html.clone(),
+            updated_at: t.updated_at.clone(),
+        }
+    }
+}
+
+/// A person in the sender directory.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContactJson {
+    pub id: i64,
+    /// As first written (matching folds case and +tags).
+    pub email: String,
+    pub name: Option<String>,
+    pub organisation: Option<String>,
+    /// `mail` (a new ticket's requester) or `operator`.
+    pub source: String,
+    /// How many tickets they requested.
+    pub tickets: i64,
+    pub created_at: String,
+}
+
+impl ContactJson {
+    pub fn of(c: &mailrobot_store::Contact) -> Self {
+        Self {
+            id: c.id,
+            email: c.email.clone(),
+            name: c.name.clone(),
+            organisation: c.organisation.clone(),
+            source: c.source.as_str().to_string(),
+            tickets: c.tickets,
+            created_at: c.created_at.clone(),
+        }
+    }
+}
+
+/// A contact with the tickets they requested, newest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContactDetailJson {
+    #[serde(flatten)]
+    pub contact: ContactJson,
+    pub requested_tickets: Vec<TicketJson>,
+}
+
+impl ContactDetailJson {
+    pub fn of(c: &mailrobot_store::Contact, tickets: &[TicketSummary], tag: &TagFormat) -> Self {
+        Self {
+            contact: ContactJson::of(c),
+            requested_tickets: tickets.iter().map(|t| TicketJson::of(t, tag)).collect(),
         }
     }
 }

@@ -362,7 +362,7 @@ pub(crate) async fn patch_ticket(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", e))?;
     let t = find_ticket(&state, &number).await?;
     let id = t.summary.id;
-    state.blocking(move |s| s.store.set_ticket_status(id, status)).await.map_err(ApiError::internal)?;
+    state.ops.set_status(id, status).await.map_err(crate::api_admin::refused)?;
     let t = find_ticket(&state, &number).await?;
     Ok(Json(TicketJson::of(&t.summary, &state.tag)))
 }

@@ -47,7 +47,7 @@ pub(crate) fn routes() -> Router<WebState> {
 }
 
 /// An operation's refusal: what was sent cannot be used, in words.
-fn refused(message: String) -> ApiError {
+pub(crate) fn refused(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
@@ -411,6 +411,22 @@ pub struct MailboxPatch {
     max_message_mb: Option<i64>,
     /// Write-only.
     password: Option<String>,
+    /// What happens to mail from senders the directory does not know.
+    unknown_senders: Option<UnknownSenders>,
+    /// The templates' language when a mail names none (e.g. `de`; empty: none).
+    language: Option<String>,
+}
+
+/// A mailbox's policy for senders the directory does not know.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownSenders {
+    /// A new ticket's requester becomes a contact (the default).
+    Create,
+    /// Tickets are made; the directory is left alone.
+    Accept,
+    /// No ticket; the sender gets the rejection template.
+    Reject,
 }
 
 pub(crate) async fn find_mailbox(state: &WebState, name: &str) -> Result<mailrobot_store::Mailbox, ApiError> {
@@ -515,7 +531,7 @@ pub(crate) async fn change_mailbox(
     caller.may_write()?;
     let p = json_body(
         body,
-        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password"}"#,
+        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password", "unknown_senders", "language"}"#,
     )?;
     let m = find_mailbox(&state, &name).await?;
     let settings = MailboxSettingsForm {
@@ -526,6 +542,15 @@ pub(crate) async fn change_mailbox(
         poll_seconds: p.poll_seconds,
         max_message_mb: p.max_message_mb,
         password: p.password.filter(|p| !p.is_empty()),
+        unknown_senders: p.unknown_senders.map(|u| {
+            match u {
+                UnknownSenders::Create => "create",
+                UnknownSenders::Accept => "accept",
+                UnknownSenders::Reject => "reject",
+            }
+            .to_string()
+        }),
+        language: p.language,
     };
     let changes_settings = settings.folder.is_some()
         || settings.processed_folder.is_some()
@@ -533,7 +558,9 @@ pub(crate) async fn change_mailbox(
         || settings.after_processing.is_some()
         || settings.poll_seconds.is_some()
         || settings.max_message_mb.is_some()
-        || settings.password.is_some();
+        || settings.password.is_some()
+        || settings.unknown_senders.is_some()
+        || settings.language.is_some();
     if changes_settings {
         state.ops.update_mailbox(&m.name, settings).await.map_err(refused)?;
     }

@@ -234,6 +234,9 @@ pub struct EditValues {
     pub error_folder: Option<String>,
     pub settle: Option<String>,
     pub has_password: bool,
+    /// `create`, `accept` or `reject`.
+    pub unknown_senders: String,
+    pub language: String,
 }
 
 impl EditValues {
@@ -245,6 +248,8 @@ impl EditValues {
             error_folder: text("error_folder"),
             settle: text("settle"),
             has_password: m.has_secret,
+            unknown_senders: text("unknown_senders").unwrap_or_else(|| "create".into()),
+            language: text("language").unwrap_or_default(),
         }
     }
 }
@@ -417,6 +422,8 @@ pub struct SettingsForm {
     #[serde(default)]
     max_message_mb: String,
     password: Option<String>,
+    unknown_senders: Option<String>,
+    language: Option<String>,
 }
 
 pub async fn save_settings(
@@ -446,6 +453,9 @@ pub async fn save_settings(
             poll_seconds: poll,
             max_message_mb: number(&form.max_message_mb, "Maximum mail size (MB)")?,
             password: form.password.filter(|p| !p.is_empty()),
+            unknown_senders: nonempty(form.unknown_senders),
+            // Empty clears the language.
+            language: form.language.map(|l| l.trim().to_string()),
         })
     });
     let result = match settings {

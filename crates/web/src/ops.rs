@@ -134,6 +134,10 @@ pub struct MailboxSettingsForm {
     pub max_message_mb: Option<i64>,
     /// A new password; None keeps the stored one.
     pub password: Option<String>,
+    /// `create`, `accept` or `reject`: mail from senders the directory does not know.
+    pub unknown_senders: Option<String>,
+    /// The templates' language when a mail names none (empty: none).
+    pub language: Option<String>,
 }
 
 /// The webhooks' part of [`Operations`].
@@ -167,4 +171,7 @@ pub trait TicketOperations: Send + Sync {
         text: String,
         files: Vec<ReplyFile>,
     ) -> OpResult<mailrobot_views::OutboxMailJson>;
+    /// Sets the ticket's status; the requester is notified by mail when its
+    /// mailbox sends mail. False: no such ticket.
+    async fn set_status(&self, ticket_id: i64, status: mailrobot_store::TicketStatus) -> OpResult<bool>;
 }

@@ -334,8 +334,8 @@ pub async fn set_status(
         return (StatusCode::BAD_REQUEST, "Choose Open, Pending or Closed.").into_response();
     };
     let id = t.summary.id;
-    if let Err(err) = state.blocking(move |s| s.store.set_ticket_status(id, status)).await {
-        return error_page(&err);
+    if let Err(message) = state.ops.set_status(id, status).await {
+        return (StatusCode::UNPROCESSABLE_ENTITY, message).into_response();
     }
     Redirect::to(&format!("/tickets/{}?saved=1", state.tag.number(id as u64))).into_response()
 }
