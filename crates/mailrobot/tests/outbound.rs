@@ -254,3 +254,61 @@ fn a_graph_mailbox_acknowledges_through_send_mail() {
     assert!(sent[0].internet_message_id.contains("mailrobot.acknowledgement.1."), "{:?}", sent[0].internet_message_id);
     assert_eq!(answer_of(&robot, "g1@example.com"), "acknowledged to ann@example.com");
 }
+
+/// The whole way round, over real protocols only: Ann's mail reaches the
+/// robot's mailbox by SMTP and LMTP, the robot reads it over IMAP and
+/// acknowledges it through the submission service, the acknowledgement lands
+/// in Ann's INBOX (read back over IMAP), and her answer to it — tag taken
+/// out of the subject — lands on the same ticket by `In-Reply-To`.
+#[test]
+fn acknowledgement_reaches_the_requesters_mailbox_and_the_reply_threads() {
+    use common::outbound::{ANN, MAILBOX_PASSWORD, MailWorld, SUPPORT, header};
+    let world = MailWorld::start();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+
+    let first = format!(
+        "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: Printer on fire\r\nMessage-ID: <ann.1@example.com>\r\n\
+         Date: Wed, 02 Dec 2026 09:00:00 +0000\r\n\r\nThe printer on floor 3 is on fire.\r\n"
+    );
+    world.send(ANN, SUPPORT, first.as_bytes());
+    robot.run(&["run-once"]);
+
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:#?}");
+    let number = tickets[0]["number"].as_str().unwrap().to_string();
+    let acks = world.fetch(ANN, "INBOX");
+    assert_eq!(acks.len(), 1, "the acknowledgement is in Ann's INBOX\n{}", world.dc.log());
+    let ack = &acks[0];
+    let ack_header =
+        |name: &str| header(ack, name).unwrap_or_else(|| panic!("no {name} in\n{}", String::from_utf8_lossy(ack)));
+    assert_eq!(ack_header("Subject"), format!("[{number}] Printer on fire"));
+    assert_eq!(ack_header("From"), SUPPORT);
+    assert_eq!(ack_header("Auto-Submitted"), "auto-replied");
+    assert_eq!(ack_header("X-Auto-Response-Suppress"), "All");
+    assert_eq!(ack_header("In-Reply-To"), "<ann.1@example.com>");
+    assert_eq!(ack_header("Delivered-To"), ANN, "delivered by Dovecot's LMTP");
+    let ack_id = ack_header("Message-ID");
+    assert!(ack_id.starts_with("<mailrobot.acknowledgement.") && ack_id.ends_with("@contoso.test>"), "{ack_id}");
+    assert_eq!(answer_of(&robot, "ann.1@example.com"), format!("acknowledged to {ANN}"));
+
+    // Ann answers from her mail program: "Re:" and the tag gone, threaded
+    // under the acknowledgement only by In-Reply-To / References.
+    let reply = format!(
+        "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: Re: Printer on fire\r\nMessage-ID: <ann.2@example.com>\r\n\
+         In-Reply-To: {ack_id}\r\nReferences: <ann.1@example.com> {ack_id}\r\n\
+         Date: Wed, 02 Dec 2026 09:30:00 +0000\r\n\r\nThe fire is out, the printer is not.\r\n"
+    );
+    world.send(ANN, SUPPORT, reply.as_bytes());
+    robot.run(&["run-once"]);
+
+    assert_eq!(robot.tickets().len(), 1, "no new ticket: {:#?}", robot.tickets());
+    let ticket = robot.ticket(&number);
+    let entries = ticket["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{ticket}");
+    assert_eq!(entries[1]["message_id"], "ann.2@example.com", "{ticket}");
+    assert_eq!(world.fetch(ANN, "INBOX").len(), 1, "a reply on a ticket is not acknowledged again");
+    assert_eq!(world.fetch(SUPPORT, "Processed").len(), 2, "both mails read and settled over IMAP");
+    assert_eq!(world.fetch(SUPPORT, "INBOX").len(), 0);
+}
