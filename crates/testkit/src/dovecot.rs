@@ -29,6 +29,9 @@ pub const SUBMISSION_BIN: &str = "/usr/lib/dovecot/submission";
 /// Debian's dovecot-lmtpd puts the LMTP delivery service here.
 pub const LMTP_BIN: &str = "/usr/lib/dovecot/lmtp";
 
+/// Debian's dovecot-sieve (Pigeonhole) puts the Sieve plugin here.
+pub const SIEVE_PLUGIN: &str = "/usr/lib/dovecot/modules/lib90_sieve_plugin.so";
+
 const DEBIAN_DH_PEM: &str = "/usr/share/dovecot/dh.pem";
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +73,11 @@ pub struct Options<'a> {
     /// this Dovecot can then be read back over IMAP. Implies `lmtp`; not
     /// together with `submission_relay_port`.
     pub lmtp_relay_python: Option<&'a Path>,
+    /// Sieve (Pigeonhole) runs on every LMTP delivery, with each user's
+    /// script from [`Dovecot::set_sieve_script`]. What Sieve sends (a
+    /// vacation answer, a redirect) goes out through the relay of
+    /// `lmtp_relay_python`, so it lands in this Dovecot too. Needs LMTP.
+    pub sieve: bool,
 }
 
 /// A running Dovecot; stopped (and its temp dir removed) on drop.
@@ -152,6 +160,15 @@ impl Dovecot {
                 format!("{LMTP_BIN} not found: install Debian's dovecot-lmtpd (scripts/test.sh does)"),
             ));
         }
+        if options.sieve && !wants_lmtp {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "Sieve runs on LMTP delivery: ask for lmtp too"));
+        }
+        if options.sieve && !Path::new(SIEVE_PLUGIN).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{SIEVE_PLUGIN} not found: install Debian's dovecot-sieve (scripts/test.sh does)"),
+            ));
+        }
         if options.lmtp_relay_python.is_some() {
             if options.submission_relay_port.is_some() {
                 return Err(io::Error::new(
@@ -227,6 +244,16 @@ impl Dovecot {
             text.push_str(&format!(
                 "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
             ));
+        }
+        if options.sieve {
+            text.push_str(
+                "protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\n\
+                 plugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}\n",
+            );
+            if let Some(relay) = relay_port {
+                // Vacation answers and redirects are sent by SMTP, here.
+                text.push_str(&format!("submission_host = 127.0.0.1:{relay}\n"));
+            }
         }
         if let (Some(port), Some(relay)) = (submission_port, relay_port) {
             text.push_str(&format!(
@@ -378,6 +405,15 @@ impl Dovecot {
             )));
         }
         Ok(())
+    }
+
+    /// Makes `script` the active Sieve script of `user` (run on LMTP
+    /// delivery when started with [`Options::sieve`]).
+    pub fn set_sieve_script(&self, user: &str, script: &str) -> io::Result<()> {
+        self.ensure_folder(user, "INBOX")?;
+        let path = self.dir().join("mail").join(user).join(".dovecot.sieve");
+        fs::write(&path, script)?;
+        chown(&path, self.owner)
     }
 
     /// Adds a user; Dovecot rereads the passwd-file when it changes.

@@ -40,24 +40,32 @@ fd, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
 def log(line):
     print(line, flush=True)
 
+def deliver(mail_from, rcpt, content):
+    try:
+        with smtplib.LMTP("127.0.0.1", lmtp_port) as lmtp:
+            lmtp.sendmail(mail_from, [rcpt], content)
+        answer = (250, "2.0.0 delivered")
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = next(iter(e.recipients.values()))
+        answer = (code, text.decode(errors="replace"))
+    except smtplib.SMTPResponseException as e:
+        answer = (e.smtp_code, e.smtp_error.decode(errors="replace"))
+    except OSError as e:
+        answer = (451, f"4.4.1 LMTP not reachable: {e}")
+    log(f"{mail_from} -> {rcpt}: {answer[0]} {answer[1]}")
+    return answer
+
 class IntoLmtp:
     # One LMTP transaction per recipient: LMTP answers DATA once per
-    # recipient, and smtplib reads only one answer.
+    # recipient, and smtplib reads only one answer. Delivery runs in a
+    # thread: while Dovecot delivers, Sieve (vacation) may send through
+    # this relay, which must go on serving.
     async def handle_DATA(self, server, session, envelope):
-        answers = []
-        for rcpt in envelope.rcpt_tos:
-            try:
-                with smtplib.LMTP("127.0.0.1", lmtp_port) as lmtp:
-                    lmtp.sendmail(envelope.mail_from, [rcpt], envelope.original_content)
-                answers.append((250, "2.0.0 delivered"))
-            except smtplib.SMTPRecipientsRefused as e:
-                code, text = next(iter(e.recipients.values()))
-                answers.append((code, text.decode(errors="replace")))
-            except smtplib.SMTPResponseException as e:
-                answers.append((e.smtp_code, e.smtp_error.decode(errors="replace")))
-            except OSError as e:
-                answers.append((451, f"4.4.1 LMTP not reachable: {e}"))
-            log(f"{envelope.mail_from} -> {rcpt}: {answers[-1][0]} {answers[-1][1]}")
+        loop = asyncio.get_running_loop()
+        answers = [
+            await loop.run_in_executor(None, deliver, envelope.mail_from, rcpt, envelope.original_content)
+            for rcpt in envelope.rcpt_tos
+        ]
         # The first failure is the answer (an MTA would bounce a partial one).
         code, text = next((a for a in answers if a[0] >= 400), (250, "2.0.0 delivered over LMTP"))
         return f"{code} {text}"

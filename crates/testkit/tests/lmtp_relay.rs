@@ -60,3 +60,23 @@ fn mail_given_to_the_relay_lands_in_the_mailbox_and_unknown_users_are_refused() 
     let refused = Dovecot::start_with(&[], &both).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput, "{refused}");
 }
+
+/// With Sieve on, a user's vacation script answers a person's mail, and the
+/// answer goes out through the relay into the sender's mailbox here.
+#[test]
+fn sieve_vacation_answers_through_the_relay() {
+    let python = lmtp_relay::python(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let options = Options { lmtp_relay_python: Some(&python), sieve: true, ..Options::default() };
+    let dc = Dovecot::start_with(&[("bob@example.test", "pw"), ("carol@example.test", "pw")], &options).unwrap();
+    dc.set_sieve_script("bob@example.test", "require \"vacation\";\nvacation :days 1 \"Bob is away.\";\n").unwrap();
+    let relay = dc.relay_port().unwrap();
+
+    let data = "From: carol@example.test\r\nTo: bob@example.test\r\nSubject: Lunch?\r\nMessage-ID: <c1@example.test>\r\n\r\nToday?\r\n.";
+    let answer = send(relay, "carol@example.test", "bob@example.test", data);
+    assert!(answer.starts_with("250"), "{answer}\n{}", dc.log());
+    assert_eq!(dc.messages("bob@example.test", "INBOX").len(), 1);
+    let answers = dc.messages("carol@example.test", "INBOX");
+    assert_eq!(answers.len(), 1, "the vacation answer came back\n{}", dc.log());
+    let text = String::from_utf8_lossy(&answers[0]);
+    assert!(text.contains("Auto-Submitted: auto-replied") && text.contains("Bob is away."), "{text}");
+}
