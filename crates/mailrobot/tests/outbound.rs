@@ -363,10 +363,15 @@ struct Tally {
 }
 
 /// Ann writes one mail to the desk; then, round after round, the robot
-/// runs once and Ann's responder answers (by SMTP, into the robot's mailbox
-/// over LMTP) every mail in her INBOX it has not answered yet. Returns the
-/// tally after each round.
-fn exchange(world: &common::outbound::MailWorld, robot: &Robot, responder: Responder, rounds: usize) -> Vec<Tally> {
+/// runs once and Ann's responder, if any, answers (by SMTP, into the robot's
+/// mailbox over LMTP) every mail in her INBOX it has not answered yet.
+/// Returns the tally after each round.
+fn exchange(
+    world: &common::outbound::MailWorld,
+    robot: &Robot,
+    responder: Option<Responder>,
+    rounds: usize,
+) -> Vec<Tally> {
     use common::outbound::{ANN, SUPPORT, header};
     let first = format!(
         "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: VPN down\r\nMessage-ID: <ann.vpn@example.com>\r\n\
@@ -378,9 +383,9 @@ fn exchange(world: &common::outbound::MailWorld, robot: &Robot, responder: Respo
     for _ in 0..rounds {
         robot.run(&["run-once"]);
         let inbox = world.fetch(ANN, "INBOX");
-        for mail in &inbox {
+        for mail in inbox.iter().filter(|_| responder.is_some()) {
             if answered.insert(header(mail, "Message-ID").unwrap()) {
-                world.send(ANN, SUPPORT, responder.answer(mail, answered.len()).as_bytes());
+                world.send(ANN, SUPPORT, responder.unwrap().answer(mail, answered.len()).as_bytes());
             }
         }
         tallies.push(Tally {
@@ -406,7 +411,7 @@ fn auto_responder_does_not_loop() {
     common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
     robot.run(&["settings", "set", "answer.per_sender", "100"]);
 
-    let tallies = exchange(&world, &robot, Responder::Typical, 5);
+    let tallies = exchange(&world, &robot, Some(Responder::Typical), 5);
     let end = Tally { robot_mailbox: 2, ann_mailbox: 1, tickets: 1, outbox: 1 };
     assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
     assert!(tallies.iter().all(|t| *t == end), "it stopped after the first answer: {tallies:#?}");
@@ -435,7 +440,7 @@ fn auto_responder_starting_new_threads_opens_no_ticket() {
     common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
     robot.run(&["settings", "set", "answer.per_sender", "100"]);
 
-    let tallies = exchange(&world, &robot, Responder::MarkedButUnthreaded, 5);
+    let tallies = exchange(&world, &robot, Some(Responder::MarkedButUnthreaded), 5);
     let end = Tally { robot_mailbox: 2, ann_mailbox: 1, tickets: 1, outbox: 1 };
     assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
     assert!(tallies.iter().all(|t| *t == end), "it stopped after the first answer: {tallies:#?}");
@@ -461,7 +466,7 @@ fn responder_without_auto_headers_is_stopped_by_the_sender_limit() {
     robot.run(&["settings", "set", "answer.per_sender", "3"]);
     robot.run(&["settings", "set", "answer.sender_window_minutes", "60"]);
 
-    let tallies = exchange(&world, &robot, Responder::WithoutAutoHeaders, 8);
+    let tallies = exchange(&world, &robot, Some(Responder::WithoutAutoHeaders), 8);
     // Ann's mail and three answers became four tickets; three were acknowledged.
     let end = Tally { robot_mailbox: 4, ann_mailbox: 3, tickets: 4, outbox: 3 };
     assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
@@ -479,4 +484,40 @@ fn responder_without_auto_headers_is_stopped_by_the_sender_limit() {
         "{:#?}",
         robot.messages()
     );
+}
+
+/// Ann's real Sieve `vacation` (Pigeonhole, on LMTP delivery): it answers a
+/// colleague, and that answer comes back through the relay — but it follows
+/// RFC 3834 and does not answer the robot's `Auto-Submitted: auto-replied`
+/// acknowledgement, so the exchange is one mail each way.
+#[test]
+fn sieve_vacation_does_not_answer_the_acknowledgement() {
+    use common::outbound::{ANN, CAROL, MAILBOX_PASSWORD, MailWorld, SUPPORT, header};
+    let world = MailWorld::start_with_sieve();
+    let vacation = "require \"vacation\";\nvacation :days 1 :subject \"Out of office\" \"I am away until Monday.\";\n";
+    world.dc.set_sieve_script(ANN, vacation).unwrap();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+
+    // The vacation is live: a colleague's mail is answered, into her INBOX.
+    let lunch = format!(
+        "From: Carol <{CAROL}>\r\nTo: {ANN}\r\nSubject: Lunch?\r\nMessage-ID: <carol.1@example.com>\r\n\
+         Date: Wed, 02 Dec 2026 08:00:00 +0000\r\n\r\nToday at noon?\r\n"
+    );
+    world.send(CAROL, ANN, lunch.as_bytes());
+    let answers = world.fetch(CAROL, "INBOX");
+    assert_eq!(answers.len(), 1, "the vacation answered Carol\n{}", world.dc.log());
+    let auto = header(&answers[0], "Auto-Submitted").unwrap_or_default();
+    assert!(auto.starts_with("auto-replied"), "Pigeonhole writes \"auto-replied (vacation)\": {auto}");
+
+    let tallies = exchange(&world, &robot, None, 4);
+    // Ann's INBOX: Carol's mail and the acknowledgement; nothing came back to the robot.
+    let end = Tally { robot_mailbox: 1, ann_mailbox: 2, tickets: 1, outbox: 1 };
+    assert!(tallies.iter().all(|t| *t == end), "{tallies:#?}\n{}", world.dc.log());
+    assert_eq!(world.fetch(CAROL, "INBOX").len(), 1);
+    let log = world.dc.log();
+    let why = "msgid=<mailrobot.acknowledgement.1.1@contoso.test>: vacation action: \
+               discarding vacation response to auto-submitted message from <support@contoso.test>";
+    assert!(log.contains(why), "Pigeonhole says why it kept quiet:\n{log}");
 }

@@ -53,7 +53,9 @@ pub fn reply_via_smtp(robot: &Robot, mailbox: &str, server: &str, from: &str) {
 pub const SUPPORT: &str = "support@contoso.test";
 /// A requester with a mailbox of her own on the same Dovecot.
 pub const ANN: &str = "ann@example.com";
-/// The password of [`SUPPORT`] and [`ANN`] at IMAP.
+/// Ann's colleague, with a mailbox on the same Dovecot.
+pub const CAROL: &str = "carol@example.com";
+/// The password of [`SUPPORT`], [`ANN`] and [`CAROL`] at IMAP.
 pub const MAILBOX_PASSWORD: &str = "Mailbox-Pa55word";
 
 /// A Dovecot where mail really arrives: the robot submits as [`DESK`], the
@@ -69,9 +71,20 @@ pub struct MailWorld {
 
 impl MailWorld {
     pub fn start() -> MailWorld {
+        Self::start_with(false)
+    }
+
+    /// With Sieve run on every delivery (scripts set with
+    /// [`Dovecot::set_sieve_script`]); what Sieve sends comes back here too.
+    pub fn start_with_sieve() -> MailWorld {
+        Self::start_with(true)
+    }
+
+    fn start_with(sieve: bool) -> MailWorld {
         let python = mailrobot_testkit::lmtp_relay::python(Path::new(env!("CARGO_TARGET_TMPDIR")));
-        let options = Options { lmtp_relay_python: Some(&python), ..Options::default() };
-        let users = [(DESK, DESK_PASSWORD), (SUPPORT, MAILBOX_PASSWORD), (ANN, MAILBOX_PASSWORD)];
+        let options = Options { lmtp_relay_python: Some(&python), sieve, ..Options::default() };
+        let users =
+            [(DESK, DESK_PASSWORD), (SUPPORT, MAILBOX_PASSWORD), (ANN, MAILBOX_PASSWORD), (CAROL, MAILBOX_PASSWORD)];
         let dc = Dovecot::start_with(&users, &options).expect("start Dovecot with LMTP (scripts/test.sh installs it)");
         let submission = format!("127.0.0.1:{}", dc.submission_port().unwrap());
         MailWorld { dc, submission, python }
