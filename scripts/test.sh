@@ -11,6 +11,11 @@ missing=()
 # SMTP: Dovecot's submission service (AUTH, XOAUTH2) relaying to Postfix's smtp-sink.
 [ -x /usr/lib/dovecot/submission ] || missing+=(dovecot-submissiond)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+# Mail the robot sends that must come back: submission relays (through a small
+# aiosmtpd relay, crates/testkit/src/lmtp_relay.rs) into Dovecot's LMTP.
+[ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
+# A requester's real Sieve vacation (Pigeonhole) in the auto-responder tests.
+[ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] || missing+=(dovecot-sieve)
 # Microsoft's own clients (msal, msgraph-sdk) and exchangelib run in venvs the tests make.
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
 # The admin UI's tests drive a real, headless Chromium over WebDriver.

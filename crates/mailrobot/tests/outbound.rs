@@ -9,7 +9,7 @@ mod common;
 
 use common::outbound::DESK_PASSWORD;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 const FROM: &str = "support@contoso.test";
 
 fn mail(from: &str, message_id: &str, subject: &str, headers: &str) -> Vec<u8> {
@@ -253,4 +253,271 @@ fn a_graph_mailbox_acknowledges_through_send_mail() {
     assert!(sent[0].subject.starts_with("[TKT-000001] VPN down"), "{:?}", sent[0].subject);
     assert!(sent[0].internet_message_id.contains("mailrobot.acknowledgement.1."), "{:?}", sent[0].internet_message_id);
     assert_eq!(answer_of(&robot, "g1@example.com"), "acknowledged to ann@example.com");
+}
+
+/// The whole way round, over real protocols only: Ann's mail reaches the
+/// robot's mailbox by SMTP and LMTP, the robot reads it over IMAP and
+/// acknowledges it through the submission service, the acknowledgement lands
+/// in Ann's INBOX (read back over IMAP), and her answer to it — tag taken
+/// out of the subject — lands on the same ticket by `In-Reply-To`.
+#[test]
+fn acknowledgement_reaches_the_requesters_mailbox_and_the_reply_threads() {
+    use common::outbound::{ANN, MAILBOX_PASSWORD, MailWorld, SUPPORT, header};
+    let world = MailWorld::start();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+
+    let first = format!(
+        "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: Printer on fire\r\nMessage-ID: <ann.1@example.com>\r\n\
+         Date: Wed, 02 Dec 2026 09:00:00 +0000\r\n\r\nThe printer on floor 3 is on fire.\r\n"
+    );
+    world.send(ANN, SUPPORT, first.as_bytes());
+    robot.run(&["run-once"]);
+
+    let tickets = robot.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:#?}");
+    let number = tickets[0]["number"].as_str().unwrap().to_string();
+    let acks = world.fetch(ANN, "INBOX");
+    assert_eq!(acks.len(), 1, "the acknowledgement is in Ann's INBOX\n{}", world.dc.log());
+    let ack = &acks[0];
+    let ack_header =
+        |name: &str| header(ack, name).unwrap_or_else(|| panic!("no {name} in\n{}", String::from_utf8_lossy(ack)));
+    assert_eq!(ack_header("Subject"), format!("[{number}] Printer on fire"));
+    assert_eq!(ack_header("From"), SUPPORT);
+    assert_eq!(ack_header("Auto-Submitted"), "auto-replied");
+    assert_eq!(ack_header("X-Auto-Response-Suppress"), "All");
+    assert_eq!(ack_header("In-Reply-To"), "<ann.1@example.com>");
+    assert_eq!(ack_header("Delivered-To"), ANN, "delivered by Dovecot's LMTP");
+    let ack_id = ack_header("Message-ID");
+    assert!(ack_id.starts_with("<mailrobot.acknowledgement.") && ack_id.ends_with("@contoso.test>"), "{ack_id}");
+    assert_eq!(answer_of(&robot, "ann.1@example.com"), format!("acknowledged to {ANN}"));
+
+    // Ann answers from her mail program: "Re:" and the tag gone, threaded
+    // under the acknowledgement only by In-Reply-To / References.
+    let reply = format!(
+        "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: Re: Printer on fire\r\nMessage-ID: <ann.2@example.com>\r\n\
+         In-Reply-To: {ack_id}\r\nReferences: <ann.1@example.com> {ack_id}\r\n\
+         Date: Wed, 02 Dec 2026 09:30:00 +0000\r\n\r\nThe fire is out, the printer is not.\r\n"
+    );
+    world.send(ANN, SUPPORT, reply.as_bytes());
+    robot.run(&["run-once"]);
+
+    assert_eq!(robot.tickets().len(), 1, "no new ticket: {:#?}", robot.tickets());
+    let ticket = robot.ticket(&number);
+    let entries = ticket["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{ticket}");
+    assert_eq!(entries[1]["message_id"], "ann.2@example.com", "{ticket}");
+    assert_eq!(world.fetch(ANN, "INBOX").len(), 1, "a reply on a ticket is not acknowledged again");
+    assert_eq!(world.fetch(SUPPORT, "Processed").len(), 2, "both mails read and settled over IMAP");
+    assert_eq!(world.fetch(SUPPORT, "INBOX").len(), 0);
+}
+
+/// How an out-of-office responder on Ann's mailbox writes its answers.
+#[derive(Clone, Copy)]
+enum Responder {
+    /// As Outlook or Sieve vacation do: `Auto-Submitted: auto-replied`,
+    /// "Automatic reply: …", `In-Reply-To` the mail it answers.
+    Typical,
+    /// Marked as automatic, but a thread of its own: a subject of its own
+    /// and no `In-Reply-To`, so each answer would be a new ticket.
+    MarkedButUnthreaded,
+    /// The worst kind: no automatic-mail header at all, a subject of its
+    /// own, no `In-Reply-To` — every answer looks like a person's new mail.
+    WithoutAutoHeaders,
+}
+
+impl Responder {
+    fn answer(self, to: &[u8], n: usize) -> String {
+        use common::outbound::{ANN, SUPPORT, header};
+        let (subject, extra) = match self {
+            Responder::Typical => {
+                let id = header(to, "Message-ID").unwrap();
+                let subject = header(to, "Subject").unwrap();
+                (
+                    format!("Automatic reply: {subject}"),
+                    format!("Auto-Submitted: auto-replied\r\nIn-Reply-To: {id}\r\nReferences: {id}\r\n"),
+                )
+            }
+            Responder::MarkedButUnthreaded => {
+                ("Away until Monday".to_string(), "Auto-Submitted: auto-replied\r\n".to_string())
+            }
+            Responder::WithoutAutoHeaders => ("Away until Monday".to_string(), String::new()),
+        };
+        format!(
+            "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\nMessage-ID: <away.{n}@example.com>\r\n\
+             Date: Wed, 02 Dec 2026 10:00:00 +0000\r\n{extra}\r\nI am out of the office until Monday.\r\n"
+        )
+    }
+}
+
+/// What the exchange had come to after one round.
+#[derive(Debug, Clone, PartialEq)]
+struct Tally {
+    /// Mails in the robot's mailbox (INBOX, Processed, Failed), over IMAP.
+    robot_mailbox: usize,
+    /// Mails in Ann's INBOX (the robot's), over IMAP.
+    ann_mailbox: usize,
+    tickets: usize,
+    outbox: usize,
+}
+
+/// Ann writes one mail to the desk; then, round after round, the robot
+/// runs once and Ann's responder, if any, answers (by SMTP, into the robot's
+/// mailbox over LMTP) every mail in her INBOX it has not answered yet.
+/// Returns the tally after each round.
+fn exchange(
+    world: &common::outbound::MailWorld,
+    robot: &Robot,
+    responder: Option<Responder>,
+    rounds: usize,
+) -> Vec<Tally> {
+    use common::outbound::{ANN, SUPPORT, header};
+    let first = format!(
+        "From: Ann <{ANN}>\r\nTo: {SUPPORT}\r\nSubject: VPN down\r\nMessage-ID: <ann.vpn@example.com>\r\n\
+         Date: Wed, 02 Dec 2026 09:00:00 +0000\r\n\r\nThe VPN refuses me since this morning.\r\n"
+    );
+    world.send(ANN, SUPPORT, first.as_bytes());
+    let mut answered = std::collections::HashSet::new();
+    let mut tallies = Vec::new();
+    for _ in 0..rounds {
+        robot.run(&["run-once"]);
+        let inbox = world.fetch(ANN, "INBOX");
+        for mail in inbox.iter().filter(|_| responder.is_some()) {
+            if answered.insert(header(mail, "Message-ID").unwrap()) {
+                world.send(ANN, SUPPORT, responder.unwrap().answer(mail, answered.len()).as_bytes());
+            }
+        }
+        tallies.push(Tally {
+            robot_mailbox: world.held(SUPPORT),
+            ann_mailbox: inbox.len(),
+            tickets: robot.tickets().len(),
+            outbox: robot.json(&["outbox", "list", "--json"]).as_array().unwrap().len(),
+        });
+    }
+    tallies
+}
+
+/// A well-behaved out-of-office answer to the acknowledgement threads onto
+/// the ticket (In-Reply-To): a mail on an existing ticket is never
+/// acknowledged, so the exchange ends after one answer each way. The sender
+/// limit is set far out of the way: it is not what stops it.
+#[test]
+fn auto_responder_does_not_loop() {
+    use common::outbound::{MAILBOX_PASSWORD, MailWorld, SUPPORT};
+    let world = MailWorld::start();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+    robot.run(&["settings", "set", "answer.per_sender", "100"]);
+
+    let tallies = exchange(&world, &robot, Some(Responder::Typical), 5);
+    let end = Tally { robot_mailbox: 2, ann_mailbox: 1, tickets: 1, outbox: 1 };
+    assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
+    assert!(tallies.iter().all(|t| *t == end), "it stopped after the first answer: {tallies:#?}");
+    let ticket = robot.ticket("TKT-000001");
+    assert_eq!(ticket["entries"].as_array().unwrap().len(), 2, "the answer is on the ticket: {ticket}");
+    let rows = robot.messages();
+    let away = rows.iter().find(|r| r["message_id"] == "away.1@example.com").unwrap();
+    // Only a new ticket is acknowledged, so no decision is recorded for it.
+    assert_eq!(
+        (&away["kind"], &away["ticket"], &away["answer"]),
+        (&json!("auto-reply"), &json!("TKT-000001"), &Value::Null),
+        "{away}"
+    );
+}
+
+/// An out-of-office answer marked as automatic but starting a thread of its
+/// own (a subject of its own, no `In-Reply-To`) matches no ticket, and an
+/// automatic mail never opens one: journaled as an auto-reply, no ticket, so
+/// nothing to acknowledge. The sender limit is out of the way.
+#[test]
+fn auto_responder_starting_new_threads_opens_no_ticket() {
+    use common::outbound::{MAILBOX_PASSWORD, MailWorld, SUPPORT};
+    let world = MailWorld::start();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+    robot.run(&["settings", "set", "answer.per_sender", "100"]);
+
+    let tallies = exchange(&world, &robot, Some(Responder::MarkedButUnthreaded), 5);
+    let end = Tally { robot_mailbox: 2, ann_mailbox: 1, tickets: 1, outbox: 1 };
+    assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
+    assert!(tallies.iter().all(|t| *t == end), "it stopped after the first answer: {tallies:#?}");
+    let rows = robot.messages();
+    let away = rows.iter().find(|r| r["message_id"] == "away.1@example.com").unwrap();
+    assert_eq!(
+        (&away["kind"], &away["ticket"], &away["answer"]),
+        (&json!("auto-reply"), &Value::Null, &Value::Null),
+        "{away}"
+    );
+}
+
+/// A responder that marks nothing as automatic makes a new ticket with each
+/// answer, and each would be acknowledged: the sender limit
+/// (`answer.per_sender`, here 3 in an hour) is what ends it.
+#[test]
+fn responder_without_auto_headers_is_stopped_by_the_sender_limit() {
+    use common::outbound::{MAILBOX_PASSWORD, MailWorld, SUPPORT};
+    let world = MailWorld::start();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+    robot.run(&["settings", "set", "answer.per_sender", "3"]);
+    robot.run(&["settings", "set", "answer.sender_window_minutes", "60"]);
+
+    let tallies = exchange(&world, &robot, Some(Responder::WithoutAutoHeaders), 8);
+    // Ann's mail and three answers became four tickets; three were acknowledged.
+    let end = Tally { robot_mailbox: 4, ann_mailbox: 3, tickets: 4, outbox: 3 };
+    assert_eq!(tallies.last(), Some(&end), "{tallies:#?}\n{}", world.dc.log());
+    assert!(tallies[tallies.len() - 4..].iter().all(|t| *t == end), "it had stopped for rounds: {tallies:#?}");
+    for n in 1..=2 {
+        assert_eq!(
+            answer_of(&robot, &format!("away.{n}@example.com")),
+            format!("acknowledged to {}", common::outbound::ANN)
+        );
+    }
+    let answer = answer_of(&robot, "away.3@example.com");
+    assert_eq!(
+        answer,
+        "not answered: the sender got 3 automatic mails in the last 60 minutes (at most 3)",
+        "{:#?}",
+        robot.messages()
+    );
+}
+
+/// Ann's real Sieve `vacation` (Pigeonhole, on LMTP delivery): it answers a
+/// colleague, and that answer comes back through the relay — but it follows
+/// RFC 3834 and does not answer the robot's `Auto-Submitted: auto-replied`
+/// acknowledgement, so the exchange is one mail each way.
+#[test]
+fn sieve_vacation_does_not_answer_the_acknowledgement() {
+    use common::outbound::{ANN, CAROL, MAILBOX_PASSWORD, MailWorld, SUPPORT, header};
+    let world = MailWorld::start_with_sieve();
+    let vacation = "require \"vacation\";\nvacation :days 1 :subject \"Out of office\" \"I am away until Monday.\";\n";
+    world.dc.set_sieve_script(ANN, vacation).unwrap();
+    let robot = Robot::new();
+    robot.add_imap("desk", world.dc.imap_port(), SUPPORT, MAILBOX_PASSWORD, &[]);
+    common::outbound::reply_via_smtp(&robot, "desk", &world.submission, SUPPORT);
+
+    // The vacation is live: a colleague's mail is answered, into her INBOX.
+    let lunch = format!(
+        "From: Carol <{CAROL}>\r\nTo: {ANN}\r\nSubject: Lunch?\r\nMessage-ID: <carol.1@example.com>\r\n\
+         Date: Wed, 02 Dec 2026 08:00:00 +0000\r\n\r\nToday at noon?\r\n"
+    );
+    world.send(CAROL, ANN, lunch.as_bytes());
+    let answers = world.fetch(CAROL, "INBOX");
+    assert_eq!(answers.len(), 1, "the vacation answered Carol\n{}", world.dc.log());
+    let auto = header(&answers[0], "Auto-Submitted").unwrap_or_default();
+    assert!(auto.starts_with("auto-replied"), "Pigeonhole writes \"auto-replied (vacation)\": {auto}");
+
+    let tallies = exchange(&world, &robot, None, 4);
+    // Ann's INBOX: Carol's mail and the acknowledgement; nothing came back to the robot.
+    let end = Tally { robot_mailbox: 1, ann_mailbox: 2, tickets: 1, outbox: 1 };
+    assert!(tallies.iter().all(|t| *t == end), "{tallies:#?}\n{}", world.dc.log());
+    assert_eq!(world.fetch(CAROL, "INBOX").len(), 1);
+    let log = world.dc.log();
+    let why = "msgid=<mailrobot.acknowledgement.1.1@contoso.test>: vacation action: \
+               discarding vacation response to auto-submitted message from <support@contoso.test>";
+    assert!(log.contains(why), "Pigeonhole says why it kept quiet:\n{log}");
 }

@@ -1,6 +1,6 @@
-//! A real Dovecot (IMAP + POP3, and SMTP submission when asked) for tests,
-//! started from Debian's `/usr/sbin/dovecot` with a temporary configuration on
-//! free loopback ports.
+//! A real Dovecot (IMAP + POP3, and SMTP submission and LMTP delivery when
+//! asked) for tests, started from Debian's `/usr/sbin/dovecot` with a
+//! temporary configuration on free loopback ports.
 //!
 //! Mail is put in place by writing Maildir++ files directly (like an MDA
 //! would), and inspected the same way, so tests see exactly what the server
@@ -18,11 +18,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::lmtp_relay::LmtpRelay;
+
 /// Where Debian's dovecot-core puts the server binary.
 pub const DOVECOT_BIN: &str = "/usr/sbin/dovecot";
 
 /// Debian's dovecot-submissiond puts the SMTP submission service here.
 pub const SUBMISSION_BIN: &str = "/usr/lib/dovecot/submission";
+
+/// Debian's dovecot-lmtpd puts the LMTP delivery service here.
+pub const LMTP_BIN: &str = "/usr/lib/dovecot/lmtp";
+
+/// Debian's dovecot-sieve (Pigeonhole) puts the Sieve plugin here.
+pub const SIEVE_PLUGIN: &str = "/usr/lib/dovecot/modules/lib90_sieve_plugin.so";
 
 const DEBIAN_DH_PEM: &str = "/usr/share/dovecot/dh.pem";
 
@@ -55,6 +63,21 @@ pub struct Options<'a> {
     /// port: Dovecot connects to its relay as soon as a client logs in, so a
     /// submission test needs one running (see [`crate::smtp_sink::SmtpSink`]).
     pub submission_relay_port: Option<u16>,
+    /// LMTP on loopback ([`Dovecot::lmtp_port`]): mail handed to it lands in
+    /// the users' INBOXes, as a mail server delivers.
+    pub lmtp: bool,
+    /// SMTP submission (with AUTH) relaying into the users' own mailboxes:
+    /// an [`LmtpRelay`] run by this python (one with aiosmtpd, see
+    /// [`crate::lmtp_relay::python`]) takes what the submission service
+    /// accepts and delivers it over LMTP. Mail the robot sends to a user of
+    /// this Dovecot can then be read back over IMAP. Implies `lmtp`; not
+    /// together with `submission_relay_port`.
+    pub lmtp_relay_python: Option<&'a Path>,
+    /// Sieve (Pigeonhole) runs on every LMTP delivery, with each user's
+    /// script from [`Dovecot::set_sieve_script`]. What Sieve sends (a
+    /// vacation answer, a redirect) goes out through the relay of
+    /// `lmtp_relay_python`, so it lands in this Dovecot too. Needs LMTP.
+    pub sieve: bool,
 }
 
 /// A running Dovecot; stopped (and its temp dir removed) on drop.
@@ -66,6 +89,8 @@ pub struct Dovecot {
     imaps_port: Option<u16>,
     pop3s_port: Option<u16>,
     submission_port: Option<u16>,
+    lmtp_port: Option<u16>,
+    relay: Option<LmtpRelay>,
     users: Vec<(String, String)>,
     owner: (libc::uid_t, libc::gid_t),
 }
@@ -78,6 +103,8 @@ impl std::fmt::Debug for Dovecot {
             .field("pop3_port", &self.pop3_port)
             .field("imaps_port", &self.imaps_port)
             .field("pop3s_port", &self.pop3s_port)
+            .field("submission_port", &self.submission_port)
+            .field("lmtp_port", &self.lmtp_port)
             .finish()
     }
 }
@@ -126,6 +153,36 @@ impl Dovecot {
                 format!("{SUBMISSION_BIN} not found: install Debian's dovecot-submissiond (scripts/test.sh does)"),
             ));
         }
+        let wants_lmtp = options.lmtp || options.lmtp_relay_python.is_some();
+        if wants_lmtp && !Path::new(LMTP_BIN).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{LMTP_BIN} not found: install Debian's dovecot-lmtpd (scripts/test.sh does)"),
+            ));
+        }
+        if options.sieve && !wants_lmtp {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "Sieve runs on LMTP delivery: ask for lmtp too"));
+        }
+        if options.sieve && !Path::new(SIEVE_PLUGIN).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{SIEVE_PLUGIN} not found: install Debian's dovecot-sieve (scripts/test.sh does)"),
+            ));
+        }
+        if options.lmtp_relay_python.is_some() {
+            if options.submission_relay_port.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "submission relays either to submission_relay_port or through lmtp_relay_python, not both",
+                ));
+            }
+            if !Path::new(SUBMISSION_BIN).exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{SUBMISSION_BIN} not found: install Debian's dovecot-submissiond (scripts/test.sh does)"),
+                ));
+            }
+        }
         let owner = dovecot_owner()?;
         // Free ports are picked by binding and releasing, so another process
         // can grab one in between: retry a few times on a failed start.
@@ -159,14 +216,46 @@ impl Dovecot {
         let users: Vec<(String, String)> = users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
         write_users_file(&base.join("users"), &users)?;
 
-        let ports = free_ports(5)?;
+        let ports = free_ports(6)?;
         let (imap_port, pop3_port) = (ports[0], ports[1]);
         let (imaps_port, pop3s_port) = if tls.is_some() { (Some(ports[2]), Some(ports[3])) } else { (None, None) };
-        let submission_port = options.submission_relay_port.map(|_| ports[4]);
+        // The relay's port is bound now and held until the relay serves on
+        // it: the submission service must be told it before Dovecot starts,
+        // and the relay can only start once Dovecot's LMTP listens.
+        let relay_listener = match options.lmtp_relay_python {
+            Some(_) => Some(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?),
+            None => None,
+        };
+        let relay_port = match &relay_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => options.submission_relay_port,
+        };
+        let submission_port = relay_port.map(|_| ports[4]);
+        let lmtp_port = (options.lmtp || relay_listener.is_some()).then_some(ports[5]);
         let conf = base.join("dovecot.conf");
         let mut text = config_text(base, imap_port, pop3_port, imaps_port, pop3s_port, tls);
-        if let (Some(port), Some(relay)) = (submission_port, options.submission_relay_port) {
-            text = text.replace("protocols = imap pop3", "protocols = imap pop3 submission");
+        let protocols: Vec<&str> = ["imap", "pop3"]
+            .into_iter()
+            .chain(lmtp_port.map(|_| "lmtp"))
+            .chain(submission_port.map(|_| "submission"))
+            .collect();
+        text = text.replace("protocols = imap pop3\n", &format!("protocols = {}\n", protocols.join(" ")));
+        if let Some(port) = lmtp_port {
+            text.push_str(&format!(
+                "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+            ));
+        }
+        if options.sieve {
+            text.push_str(
+                "protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\n\
+                 plugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}\n",
+            );
+            if let Some(relay) = relay_port {
+                // Vacation answers and redirects are sent by SMTP, here.
+                text.push_str(&format!("submission_host = 127.0.0.1:{relay}\n"));
+            }
+        }
+        if let (Some(port), Some(relay)) = (submission_port, relay_port) {
             text.push_str(&format!(
                 "hostname = mail.example.test\nsubmission_relay_host = 127.0.0.1\nsubmission_relay_port = {relay}\n\
                  service submission-login {{\n  inet_listener submission {{\n    address = 127.0.0.1\n    \
@@ -201,10 +290,16 @@ impl Dovecot {
             imaps_port,
             pop3s_port,
             submission_port,
+            lmtp_port,
+            relay: None,
             users,
             owner,
         };
         dovecot.wait_ready()?;
+        if let (Some(python), Some(listener), Some(lmtp)) = (options.lmtp_relay_python, relay_listener, lmtp_port) {
+            let dir = dovecot.dir().to_path_buf();
+            dovecot.relay = Some(LmtpRelay::spawn(python, listener, lmtp, &dir)?);
+        }
         Ok(dovecot)
     }
 
@@ -265,6 +360,18 @@ impl Dovecot {
         self.submission_port
     }
 
+    /// LMTP port, when asked for in [`Options::lmtp`] or
+    /// [`Options::lmtp_relay_python`].
+    pub fn lmtp_port(&self) -> Option<u16> {
+        self.lmtp_port
+    }
+
+    /// The plain SMTP port (no AUTH) of the relay into LMTP, when started
+    /// with [`Options::lmtp_relay_python`].
+    pub fn relay_port(&self) -> Option<u16> {
+        self.relay.as_ref().map(LmtpRelay::port)
+    }
+
     /// The temp dir holding config, logs and mail.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -277,6 +384,9 @@ impl Dovecot {
             && !stderr.is_empty()
         {
             let _ = write!(out, "\n[stderr]\n{stderr}");
+        }
+        if let Some(relay) = &self.relay {
+            let _ = write!(out, "\n[LMTP relay]\n{}", relay.log());
         }
         out
     }
@@ -295,6 +405,15 @@ impl Dovecot {
             )));
         }
         Ok(())
+    }
+
+    /// Makes `script` the active Sieve script of `user` (run on LMTP
+    /// delivery when started with [`Options::sieve`]).
+    pub fn set_sieve_script(&self, user: &str, script: &str) -> io::Result<()> {
+        self.ensure_folder(user, "INBOX")?;
+        let path = self.dir().join("mail").join(user).join(".dovecot.sieve");
+        fs::write(&path, script)?;
+        chown(&path, self.owner)
     }
 
     /// Adds a user; Dovecot rereads the passwd-file when it changes.

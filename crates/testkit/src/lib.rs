@@ -6,5 +6,6 @@
 pub mod browser;
 pub mod dovecot;
 pub mod generate;
+pub mod lmtp_relay;
 pub mod python;
 pub mod smtp_sink;
