@@ -4,14 +4,17 @@
 
 pub mod answer;
 pub mod classify;
+pub mod codepage;
 pub mod decide;
 pub mod fingerprint;
 pub mod html;
 pub mod mail;
 pub mod parse;
 pub mod process;
+pub mod rtf;
 pub mod subject;
 pub mod tag;
+pub mod tnef;
 
 pub use answer::{
     AnswerBlock, AnswerContext, AnswerFacts, AnswerLimits, OutgoingAttachment, OutgoingKind, OutgoingMail, may_answer,
