@@ -11,6 +11,7 @@ pub mod html;
 pub mod mail;
 pub mod parse;
 pub mod process;
+pub mod quote;
 pub mod rtf;
 pub mod subject;
 pub mod tag;

@@ -60,6 +60,7 @@ fn read(mut msg: Message<'_>, raw: &[u8]) -> ParsedMail {
     // instead of copying them (a 25 MB attachment stays one buffer).
     mail.attachments = take_attachments(&mut msg);
     unpack_tnef(&mut mail);
+    mail.new_text = crate::quote::new_text(&mail.text_body).map(str::to_string);
     mail
 }
 
@@ -110,6 +111,7 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         refers_to,
         original_subject,
         text_body: text_body(msg),
+        new_text: None,
         html_body: html_body(msg),
         attachments: Vec::new(),
         kind,

@@ -59,6 +59,8 @@ fn observed(raw: &[u8], expected: &Value) -> Value {
             seen
         }).collect::<Vec<_>>(),
         "no_auto_answer": mail.no_auto_answer,
+        "new_text": mail.new_text.as_deref().map(|t| t.replace("\r\n", "\n")),
+        "html_quote_found": mail.html_body.as_deref().and_then(mailrobot_core::quote::html_quote_start).is_some(),
         "dedup_key": format!("{}|{}", mail.message_id.clone().unwrap_or_default(), mail.fingerprint),
     })
 }
@@ -117,6 +119,14 @@ fn every_fixture_matches_its_expectations() {
         for key in COMPARED {
             if expected[*key] != got[*key] {
                 failures.push(format!("{name}: {key}: expected {} got {}", expected[*key], got[*key]));
+            }
+        }
+        // Compared where the expectation says.
+        for key in ["new_text", "html_quote_found"] {
+            if let Some(want) = expected.get(key)
+                && *want != got[key]
+            {
+                failures.push(format!("{name}: {key}: expected {want} got {}", got[key]));
             }
         }
         if let Some(group) = expected["fingerprint_group"].as_str() {
