@@ -297,4 +297,9 @@ CREATE INDEX outbox_mail_queued ON outbox(next_attempt_at) WHERE kind = 'mail' A
 -- A requester's reply names the robot's mail in In-Reply-To: its ticket.
 CREATE INDEX outbox_message_id ON outbox(event_id) WHERE kind = 'mail';
 "#,
+    // 12: the new text of a reply without the history it quotes (NULL: the
+    // whole text is new, or the entry is older than this).
+    r#"
+ALTER TABLE ticket_entries ADD COLUMN new_text TEXT;
+"#,
 ];
