@@ -93,6 +93,13 @@ pub fn mime(data: &[u8]) {
     assert_eq!(mailrobot_core::decide(&mail, &threaded), Decision::Append { ticket: 7 });
     if let Some(html) = &mail.html_body {
         let _ = mailrobot_core::html::sanitize(html);
+        if let Some(start) = mailrobot_core::quote::html_quote_start(html) {
+            assert!(html.is_char_boundary(start));
+        }
+    }
+    // A reply's new text is part of its whole text, and not empty.
+    if let Some(new) = &mail.new_text {
+        assert!(mail.text_body.contains(new.as_str()) && !new.trim().is_empty(), "new text {new:?}");
     }
 }
 
