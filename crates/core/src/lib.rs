@@ -4,16 +4,20 @@
 
 pub mod answer;
 pub mod classify;
+pub mod codepage;
 pub mod decide;
 pub mod fingerprint;
 pub mod html;
 pub mod mail;
 pub mod parse;
 pub mod process;
+pub mod quote;
+pub mod rtf;
 pub mod rules;
 pub mod subject;
 pub mod tag;
 pub mod templates;
+pub mod tnef;
 
 pub use answer::{
     AnswerBlock, AnswerContext, AnswerFacts, AnswerLimits, OutgoingAttachment, OutgoingKind, OutgoingMail, may_answer,

@@ -58,6 +58,9 @@ pub struct ParsedMail {
     pub original_subject: Option<String>,
     /// Plain text; derived from the HTML body when the mail has no text part.
     pub text_body: String,
+    /// The new text of a reply, without the history it quotes, when that
+    /// could be told apart ([`crate::quote`]); None: all of `text_body` is new.
+    pub new_text: Option<String>,
     /// The HTML body as received (sanitize before display: [`crate::html`]).
     pub html_body: Option<String>,
     pub attachments: Vec<Attachment>,

@@ -59,6 +59,8 @@ fn read(mut msg: Message<'_>, raw: &[u8]) -> ParsedMail {
     // Last, because it moves decoded contents out of the parsed message
     // instead of copying them (a 25 MB attachment stays one buffer).
     mail.attachments = take_attachments(&mut msg);
+    unpack_tnef(&mut mail);
+    mail.new_text = crate::quote::new_text(&mail.text_body).map(str::to_string);
     mail
 }
 
@@ -109,6 +111,7 @@ fn read_fields(msg: &Message<'_>, raw: &[u8]) -> ParsedMail {
         refers_to,
         original_subject,
         text_body: text_body(msg),
+        new_text: None,
         html_body: html_body(msg),
         attachments: Vec::new(),
         kind,
@@ -173,7 +176,7 @@ fn repaired_text<'a>(msg: &Message<'_>, part: &MessagePart<'_>, text: &'a str) -
 
 /// Base64 read the lenient way RFC 2045 asks for: characters outside the
 /// alphabet are skipped, decoding stops at padding, a cut-off tail is dropped.
-fn lenient_base64(encoded: &[u8]) -> Vec<u8> {
+pub(crate) fn lenient_base64(encoded: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &b in encoded {
@@ -282,8 +285,107 @@ fn take_attachments(msg: &mut Message<'_>) -> Vec<Attachment> {
     out
 }
 
+fn is_tnef(a: &Attachment) -> bool {
+    matches!(a.content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
+        || a.filename.as_deref().is_some_and(|n| n.eq_ignore_ascii_case("winmail.dat"))
+}
+
+/// Replaces each winmail.dat by the files and body it wraps. One that cannot
+/// be read stays as it is, with a warning: nothing the sender sent is lost.
+fn unpack_tnef(mail: &mut ParsedMail) {
+    if !mail.attachments.iter().any(is_tnef) {
+        return;
+    }
+    let mut out = Vec::with_capacity(mail.attachments.len());
+    for a in std::mem::take(&mut mail.attachments) {
+        if !is_tnef(&a) {
+            out.push(a);
+            continue;
+        }
+        let unpacked = match crate::tnef::read(&a.data) {
+            Ok(unpacked) if !unpacked.is_empty() => unpacked,
+            Ok(_) => {
+                out.push(a);
+                continue;
+            }
+            Err(err) => {
+                mail.warnings.push(format!("winmail.dat not unpacked, kept as it is: {err}"));
+                out.push(a);
+                continue;
+            }
+        };
+        mail.warnings.extend(unpacked.warnings);
+        if mail.html_body.is_none() {
+            mail.html_body = unpacked.html;
+        }
+        if mail.text_body.trim().is_empty() {
+            if let Some(body) = &unpacked.body {
+                mail.text_body = body.clone();
+            } else if let Some(html) = &mail.html_body {
+                mail.text_body = mail_parser::decoders::html::html_to_text(html);
+            } else if let Some(rtf) = &unpacked.rtf {
+                mail.text_body = crate::rtf::to_text(rtf);
+            }
+        }
+        for t in unpacked.attachments {
+            let content_type = t
+                .content_type
+                .filter(|ct| ct.contains('/'))
+                .unwrap_or_else(|| content_type_of(t.filename.as_deref().unwrap_or("")).to_string());
+            out.push(Attachment {
+                inline: t.hidden && t.content_id.is_some(),
+                filename: t.filename,
+                content_type,
+                content_id: t.content_id,
+                data: t.data,
+            });
+        }
+        // The RTF is the only form of the body the sender's Outlook kept:
+        // keep it, as a file anyone can open.
+        if let (Some(rtf), None, None) = (unpacked.rtf, &unpacked.body, &mail.html_body) {
+            out.push(Attachment {
+                filename: Some("body.rtf".into()),
+                content_type: "application/rtf".into(),
+                content_id: None,
+                inline: false,
+                data: rtf,
+            });
+        }
+    }
+    mail.attachments = out;
+}
+
+/// The type of a file unpacked from winmail.dat, which names none, by its
+/// extension.
+fn content_type_of(filename: &str) -> &'static str {
+    let ext = filename.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "htm" | "html" => "text/html",
+        "rtf" => "application/rtf",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "zip" => "application/zip",
+        "xml" => "application/xml",
+        "eml" => "message/rfc822",
+        "msg" => "application/vnd.ms-outlook",
+        "doc" => "application/msword",
+        "xls" => "application/vnd.ms-excel",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        _ => "application/octet-stream",
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A mail that refers to very many others (References grows with every

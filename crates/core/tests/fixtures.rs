@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mailrobot_core::{TagFormat, parse};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 fn fixtures_dir() -> PathBuf {
     manifest_dir().join("../../tests/fixtures/eml")
@@ -46,11 +47,20 @@ fn observed(raw: &[u8], expected: &Value) -> Value {
         "refers_to": mail.refers_to,
         "text_contains": text_contains,
         "has_html": mail.html_body.is_some(),
-        "attachments": mail.attachments.iter().map(|a| json!({
-            "filename": a.filename, "content_type": a.content_type, "size": a.size(),
-            "inline": a.inline, "content_id": a.content_id,
-        })).collect::<Vec<_>>(),
+        "attachments": mail.attachments.iter().enumerate().map(|(i, a)| {
+            let mut seen = json!({
+                "filename": a.filename, "content_type": a.content_type, "size": a.size(),
+                "inline": a.inline, "content_id": a.content_id,
+            });
+            // The content's hash, where the expectation gives one.
+            if expected["attachments"][i].get("sha256").is_some() {
+                seen["sha256"] = json!(hex::encode(Sha256::digest(&a.data)));
+            }
+            seen
+        }).collect::<Vec<_>>(),
         "no_auto_answer": mail.no_auto_answer,
+        "new_text": mail.new_text.as_deref().map(|t| t.replace("\r\n", "\n")),
+        "html_quote_found": mail.html_body.as_deref().and_then(mailrobot_core::quote::html_quote_start).is_some(),
         "dedup_key": format!("{}|{}", mail.message_id.clone().unwrap_or_default(), mail.fingerprint),
     })
 }
@@ -109,6 +119,14 @@ fn every_fixture_matches_its_expectations() {
         for key in COMPARED {
             if expected[*key] != got[*key] {
                 failures.push(format!("{name}: {key}: expected {} got {}", expected[*key], got[*key]));
+            }
+        }
+        // Compared where the expectation says.
+        for key in ["new_text", "html_quote_found"] {
+            if let Some(want) = expected.get(key)
+                && *want != got[key]
+            {
+                failures.push(format!("{name}: {key}: expected {want} got {}", got[key]));
             }
         }
         if let Some(group) = expected["fingerprint_group"].as_str() {

@@ -93,6 +93,29 @@ pub fn mime(data: &[u8]) {
     assert_eq!(mailrobot_core::decide(&mail, &threaded), Decision::Append { ticket: 7 });
     if let Some(html) = &mail.html_body {
         let _ = mailrobot_core::html::sanitize(html);
+        if let Some(start) = mailrobot_core::quote::html_quote_start(html) {
+            assert!(html.is_char_boundary(start));
+        }
+    }
+    // A reply's new text is part of its whole text, and not empty.
+    if let Some(new) = &mail.new_text {
+        assert!(mail.text_body.contains(new.as_str()) && !new.trim().is_empty(), "new text {new:?}");
+    }
+}
+
+/// A TNEF stream (winmail.dat) and the RTF and text inside it.
+pub fn tnef(data: &[u8]) {
+    let first = mailrobot_core::tnef::read(data);
+    assert_eq!(first, mailrobot_core::tnef::read(data), "reading the same stream twice differs");
+    let Ok(tnef) = first else { return };
+    // Files are pieces of the stream (a body decoded from one byte per
+    // character to UTF-8 at most triples).
+    let total: usize = tnef.attachments.iter().map(|a| a.data.len()).sum();
+    assert!(total <= data.len() * 3, "{total} bytes of files out of a {}-byte stream", data.len());
+    assert!(tnef.attachments.len() <= mailrobot_core::tnef::MAX_ATTACHMENTS);
+    if let Some(rtf) = &tnef.rtf {
+        assert!(rtf.len() <= mailrobot_core::rtf::MAX_RTF);
+        let _ = mailrobot_core::rtf::to_text(rtf);
     }
 }
 
@@ -330,6 +353,24 @@ const NTLM_WORDS: &[&[u8]] = &[
     b"\x05\x82\x8a\xe2",
 ];
 
+const TNEF_WORDS: &[&[u8]] = &[
+    b"\x78\x9f\x3e\x22",                                                 // signature
+    b"\x01\x06\x90\x08\x00",                                             // attTnefVersion
+    b"\x01\x03\x90\x06\x00",                                             // attMsgProps
+    b"\x02\x02\x90\x06\x00",                                             // attAttachRendData
+    b"\x02\x10\x80\x01\x00",                                             // attAttachTitle
+    b"\x02\x0f\x80\x06\x00",                                             // attAttachData
+    b"\x02\x05\x90\x06\x00",                                             // attAttachment
+    b"\x02\x01\x0d\x00\x01\x37",                                         // PR_ATTACH_DATA_OBJ
+    b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46", // IID_IMessage
+    b"\x1f\x00\x07\x37",                                                 // PR_ATTACH_LONG_FILENAME, Unicode
+    b"\x02\x01\x09\x10",                                                 // PR_RTF_COMPRESSED
+    b"\x03\x00\x05\x80",                                                 // a named property
+    b"LZFu",
+    b"MELA",
+    b"\xff\xff\xff\xff",
+];
+
 const TOKEN_WORDS: &[&[u8]] = &[
     b"{\"error\":\"invalid_grant\"",
     b",\"error_description\":\"AADSTS70008: expired\\r\\nTrace ID: x\"",
@@ -361,6 +402,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "graph_answer", run: graph_answer, seed_dirs: &[], dictionary: GRAPH_WORDS, max_len: 64 << 10 },
     Target { name: "ntlm_challenge", run: ntlm_challenge, seed_dirs: &[], dictionary: NTLM_WORDS, max_len: 4 << 10 },
     Target { name: "token_error", run: token_error, seed_dirs: &[], dictionary: TOKEN_WORDS, max_len: 8 << 10 },
+    Target { name: "tnef", run: tnef, seed_dirs: &[], dictionary: TNEF_WORDS, max_len: 64 << 10 },
 ];
 
 /// The target called `name`.

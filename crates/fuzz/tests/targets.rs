@@ -75,6 +75,11 @@ fn token_error() {
     run("token_error");
 }
 
+#[test]
+fn tnef() {
+    run("tnef");
+}
+
 /// The session seeds named `full-session*` get through the whole session,
 /// so mutating them reaches every step.
 #[test]

@@ -343,6 +343,69 @@ async fn hostile_html_runs_no_script_and_loads_nothing_remote() {
     let _ = serve.wait();
 }
 
+/// The ticket of each fixture, by subject.
+fn ticket_number(robot: &Robot, subject: &str) -> String {
+    let tickets = robot.tickets();
+    let t = tickets.iter().find(|t| t["subject"] == subject).unwrap_or_else(|| panic!("no ticket {subject:?}"));
+    t["number"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ticket_page_folds_quoted_history_shows_inline_images_and_unpacks_winmail_dat() {
+    let robot = Robot::new();
+    assert!(create_admin(&robot, "create", EMAIL, PASSWORD).status.success());
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    for (name, path) in [
+        ("gmail", "reply/gmail-on-wrote-gmail-quote.eml"),
+        ("inline", "new/inline-image-cid.eml"),
+        ("tnef", "new/tnef-winmail-dat-attachments.eml"),
+    ] {
+        std::fs::write(drop.join(format!("inbox/{name}.eml")), fixture(path)).unwrap();
+    }
+    robot.run(&["run-once"]);
+    let reply = ticket_number(&robot, "[TKT-000117] New laptop for Renee");
+    let inline = ticket_number(&robot, "Error message when opening SAP");
+    let tnef = ticket_number(&robot, "Angebot VPN-Lizenzen und Fehlermeldung");
+    // The JSON view: the whole text and the new text.
+    let entry = &robot.ticket(&reply)["entries"][0];
+    assert_eq!(entry["new_text"], "Great, Tuesday works. Please bring the docking station too.\r\n\r\nRaj");
+    assert!(entry["text"].as_str().unwrap().contains("> the laptop is ready."));
+
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-mail-content").await;
+    let cookie = browser.cookie_header().await;
+    browser.goto(&format!("http://{address}/tickets/{reply}")).await;
+    let shown = browser.text().await;
+    assert!(shown.contains("Great, Tuesday works."), "{shown}");
+    assert!(!shown.contains("the laptop is ready"), "the history is folded away: {shown}");
+    browser.open_section("Quoted history (the whole text)").await;
+    assert!(browser.text().await.contains("> the laptop is ready."));
+    browser.screenshot("reply-history-open").await;
+    let frame = |path: String| http_get_with_cookie(&address, &path, &cookie);
+    let new_html = frame(format!("/tickets/{reply}/entries/1/html?part=new"));
+    assert!(new_html.contains("Great, Tuesday works.") && !new_html.contains("the laptop is ready"), "{new_html}");
+    assert!(frame(format!("/tickets/{reply}/entries/1/html")).contains("the laptop is ready"));
+
+    browser.goto(&format!("http://{address}/tickets/{inline}")).await;
+    let shown = browser.text().await;
+    assert!(shown.contains("image001.png") && shown.contains("inline"), "{shown}");
+    browser.screenshot("inline-image").await;
+    let html = frame(format!("/tickets/{inline}/entries/1/html"));
+    assert!(html.contains("src=\"data:image/png;base64,iVBOR") && !html.contains("cid:"), "{html}");
+
+    browser.goto(&format!("http://{address}/tickets/{tnef}")).await;
+    let shown = browser.text().await;
+    for name in ["Angebot VPN März 2025.pdf", "Fehlermeldung.png", "Zugang.txt", "body.rtf"] {
+        assert!(shown.contains(name), "{name} in {shown}");
+    }
+    assert!(!shown.contains("winmail.dat"), "{shown}");
+    browser.screenshot("winmail-dat-unpacked").await;
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ticket_status_is_changed_and_tickets_are_filtered_by_it() {
     let robot = robot_with_a_mailbox();

@@ -179,6 +179,9 @@ pub struct EntryView {
     pub kind: crate::MessageKind,
     pub date: Option<String>,
     pub text_body: String,
+    /// The text without the history it quotes, when a reply's could be
+    /// told apart; None: all of `text_body` is new.
+    pub new_text: Option<String>,
     pub html_body: Option<String>,
     pub attachments: Vec<AttachmentView>,
     pub created_at: String,

@@ -365,6 +365,11 @@ INSERT OR IGNORE INTO contacts (email, email_key, name, source, created_at)
 -- What rules did to the mail ('rule 3 (billing) matched; …').
 ALTER TABLE messages ADD COLUMN rules TEXT;
 "#,
+    // 13: the new text of a reply without the history it quotes (NULL: the
+    // whole text is new, or the entry is older than this).
+    r#"
+ALTER TABLE ticket_entries ADD COLUMN new_text TEXT;
+"#,
 ];
 
 #[cfg(test)]

@@ -417,7 +417,7 @@ impl Store for SqliteStore {
         };
         let mut entries_stmt = conn.prepare(
             "SELECT id, position, journal_id, message_id, from_addr, from_name, subject, kind, date,
-                    text_body, html_body, created_at
+                    text_body, html_body, created_at, new_text
              FROM ticket_entries WHERE ticket_id = ?1 ORDER BY position",
         )?;
         let mut attachments_stmt = conn.prepare(
@@ -439,6 +439,7 @@ impl Store for SqliteStore {
                         kind: r.get(7)?,
                         date: r.get(8)?,
                         text_body: r.get(9)?,
+                        new_text: r.get(12)?,
                         html_body: r.get(10)?,
                         attachments: Vec::new(),
                         created_at: r.get(11)?,

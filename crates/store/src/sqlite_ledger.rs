@@ -148,7 +148,8 @@ impl Ledger for SqliteLedger<'_, '_> {
             .query_row([ticket], |r| r.get(0))?;
         tx.prepare_cached(
             "INSERT INTO ticket_entries (ticket_id, position, journal_id, kind, message_id, from_addr, from_name,
-             subject, date, text_body, html_body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             subject, date, text_body, html_body, created_at, new_text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             ticket,
@@ -162,7 +163,8 @@ impl Ledger for SqliteLedger<'_, '_> {
             mail.date,
             mail.text_body,
             mail.html_body,
-            self.at
+            self.at,
+            mail.new_text
         ])?;
         let entry_id = tx.last_insert_rowid();
         for (i, attachment) in mail.attachments.iter().enumerate() {

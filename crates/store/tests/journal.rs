@@ -70,6 +70,38 @@ fn new_mail_makes_a_ticket_and_replies_join_it() {
     assert_eq!(positions, vec![1, 2, 3]);
 }
 
+/// A reply's new text is kept beside its full text; winmail.dat arrives
+/// as the files it wraps.
+#[test]
+fn entries_keep_the_new_text_and_unpacked_attachments() {
+    let (_d, s) = store();
+    let mb = mailbox(&s, "a");
+    let first = mail("1@x", "Printer broken", "", "It is broken");
+    let reply = mail(
+        "2@x",
+        "Re: [TKT-000001] Printer broken",
+        "",
+        "Works again.\r\n\r\nOn Mon, 7 Apr 2025, IT wrote:\r\n> Please restart it.\r\n",
+    );
+    let winmail = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eml/new/winmail-dat-tnef.eml"),
+    )
+    .unwrap();
+    s.journal(mb, &[IncomingMail::fetched("r1", &first)]).unwrap();
+    s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
+    s.journal(mb, &[IncomingMail::fetched("r2", &reply), IncomingMail::fetched("r3", &winmail)]).unwrap();
+    s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
+    let detail = s.ticket(1).unwrap().unwrap();
+    assert_eq!(detail.entries[0].new_text, None);
+    assert_eq!(detail.entries[1].new_text.as_deref(), Some("Works again."));
+    assert!(detail.entries[1].text_body.contains("> Please restart it."));
+    let tnef = s.ticket(2).unwrap().unwrap();
+    let names: Vec<_> = tnef.entries[0].attachments.iter().map(|a| a.filename.as_deref().unwrap_or("")).collect();
+    assert_eq!(names, ["Auftrag.txt"]);
+    let stored = s.blob(&tnef.entries[0].attachments[0].sha256).unwrap().unwrap();
+    assert!(stored.starts_with(b"Bitte VPN-Zugang"));
+}
+
 #[test]
 fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
     let (_d, s) = store();

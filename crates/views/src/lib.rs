@@ -76,9 +76,17 @@ pub struct EntryJson {
     pub subject: String,
     pub kind: MessageKind,
     pub date: Option<String>,
+    /// The whole text, quoted history included.
     pub text: String,
+    /// A reply's new text without the history it quotes, when that could be
+    /// told apart; null: all of `text` is new.
+    pub new_text: Option<String>,
     /// Sanitized: HTML is stored as received and made safe when shown.
+    /// Inline images (`cid:`) point at their attachment's `download_url`
+    /// where that is known.
     pub html: Option<String>,
+    /// Inline images (`inline`, with a `content_id` the HTML refers to) are
+    /// listed too.
     pub attachments: Vec<AttachmentJson>,
     pub created_at: String,
 }
@@ -124,6 +132,7 @@ impl EntryJson {
             kind: e.kind,
             date: e.date.clone(),
             text: e.text_body.clone(),
+            new_text: e.new_text.clone(),
             html: e.html_body.as_deref().map(mailrobot_core::html::sanitize),
             attachments: e
                 .attachments
@@ -151,6 +160,12 @@ impl EntryJson {
         for (index, a) in self.attachments.iter_mut().enumerate() {
             a.download_url =
                 Some(format!("{base}/api/v1/tickets/{number}/entries/{}/attachments/{index}", self.position));
+        }
+        if let Some(html) = &self.html {
+            let attachments = &self.attachments;
+            self.html = Some(mailrobot_core::html::rewrite_cids(html, |cid| {
+                attachments.iter().find(|a| a.content_id.as_deref() == Some(cid)).and_then(|a| a.download_url.clone())
+            }));
         }
         self
     }
@@ -638,5 +653,63 @@ impl ContactDetailJson {
             contact: ContactJson::of(c),
             requested_tickets: tickets.iter().map(|t| TicketJson::of(t, tag)).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailrobot_store::AttachmentView;
+
+    fn entry() -> EntryView {
+        EntryView {
+            position: 2,
+            journal_id: 7,
+            message_id: Some("m@x".into()),
+            from: Some("lars@example.net".into()),
+            from_name: None,
+            subject: "Re: SAP".into(),
+            kind: MessageKind::Mail,
+            date: None,
+            text_body: "Fixed.\n\nOn Mon, IT wrote:\n> Try again.\n".into(),
+            new_text: Some("Fixed.".into()),
+            html_body: Some(r#"<p>Fixed. <img src="cid:image001.png@01DB"></p><script>x</script>"#.into()),
+            attachments: vec![
+                AttachmentView {
+                    filename: Some("report.pdf".into()),
+                    content_type: "application/pdf".into(),
+                    size: 10,
+                    content_id: None,
+                    inline: false,
+                    sha256: "a".into(),
+                },
+                AttachmentView {
+                    filename: Some("image001.png".into()),
+                    content_type: "image/png".into(),
+                    size: 99,
+                    content_id: Some("image001.png@01DB".into()),
+                    inline: true,
+                    sha256: "b".into(),
+                },
+            ],
+            created_at: "2025-04-07T07:41:08Z".into(),
+        }
+    }
+
+    #[test]
+    fn an_entry_has_its_full_and_new_text_and_inline_images_point_at_their_download() {
+        let json = EntryJson::of(&entry()).with_download_urls("https://desk.contoso.com/", "TKT-000231");
+        assert_eq!(json.text, entry().text_body);
+        assert_eq!(json.new_text.as_deref(), Some("Fixed."));
+        let image = &json.attachments[1];
+        assert!(image.inline);
+        assert_eq!(image.content_id.as_deref(), Some("image001.png@01DB"));
+        let url = "https://desk.contoso.com/api/v1/tickets/TKT-000231/entries/2/attachments/1";
+        assert_eq!(image.download_url.as_deref(), Some(url));
+        let html = json.html.unwrap();
+        assert!(html.contains(&format!(r#"<img src="{url}">"#)), "{html}");
+        assert!(!html.contains("script"), "{html}");
+        let value = serde_json::to_value(EntryJson::of(&entry())).unwrap();
+        assert_eq!(value["new_text"], "Fixed.");
     }
 }

@@ -130,9 +130,22 @@ pub struct EntryBlock {
     pub date: String,
     pub kind: &'static str,
     pub text: String,
+    /// A reply's new text; the whole text then sits behind a toggle.
+    pub new_text: Option<String>,
     pub has_html: bool,
-    /// (download URL, file name, size in words)
-    pub attachments: Vec<(String, String, String)>,
+    /// The HTML has quoted history: the frame shows the new part, the
+    /// whole HTML sits behind a toggle.
+    pub html_quoted: bool,
+    pub attachments: Vec<AttachmentItem>,
+}
+
+pub struct AttachmentItem {
+    pub href: String,
+    pub name: String,
+    /// Size in words.
+    pub size: String,
+    /// Shown in the HTML body (a cid: image), listed too.
+    pub inline: bool,
 }
 
 #[derive(Template)]
@@ -219,7 +232,9 @@ async fn page_with(
                 mailrobot_store::MessageKind::Duplicate => "duplicate",
             },
             text: e.text_body.clone(),
+            new_text: e.new_text.clone(),
             has_html: e.html_body.is_some(),
+            html_quoted: e.html_body.as_deref().and_then(mailrobot_core::quote::html_quote_start).is_some(),
             attachments: e
                 .attachments
                 .iter()
@@ -231,7 +246,7 @@ async fn page_with(
                         e.position,
                         crate::pages::path_segment(&name)
                     );
-                    (href, name, size_words(a.size))
+                    AttachmentItem { href, name, size: size_words(a.size), inline: a.inline }
                 })
                 .collect(),
         })
@@ -346,19 +361,86 @@ pub async fn set_status(
 pub const ENTRY_HTML_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox";
 
+/// Inline images larger than this in all are not put into the frame (they
+/// stay listed as attachments).
+const INLINE_IMAGES_MAX: usize = 16 << 20;
+
+#[derive(Deserialize)]
+pub struct HtmlPart {
+    /// `new`: only the HTML before the quoted history.
+    part: Option<String>,
+}
+
 pub async fn entry_html(
     State(state): State<WebState>,
     _signed_in: SignedIn,
     Path((number, position)): Path<(String, i64)>,
+    Query(part): Query<HtmlPart>,
 ) -> Response {
     let t = match load(&state, &number).await {
         Ok(t) => t,
         Err(response) => return response,
     };
-    let Some(html) = t.entries.iter().find(|e| e.position == position).and_then(|e| e.html_body.as_deref()) else {
+    let Some(entry) = t.entries.iter().find(|e| e.position == position) else {
         return not_found("This entry has no HTML.");
     };
-    let clean = mailrobot_core::html::sanitize(html);
+    let Some(mut html) = entry.html_body.as_deref() else {
+        return not_found("This entry has no HTML.");
+    };
+    if part.part.as_deref() == Some("new")
+        && let Some(start) = mailrobot_core::quote::html_quote_start(html)
+    {
+        html = &html[..start];
+    }
+    let mut clean = mailrobot_core::html::sanitize(html);
+    // The frame is sandboxed: it sends no session cookie, so its inline
+    // images come along as data: URLs rather than links to the attachments.
+    let mut referenced = Vec::new();
+    mailrobot_core::html::rewrite_cids(&clean, |cid| {
+        referenced.push(cid.to_string());
+        None
+    });
+    let images: Vec<(String, String, String)> = entry
+        .attachments
+        .iter()
+        .filter(|a| a.content_type.starts_with("image/"))
+        .filter_map(|a| {
+            let cid = a.content_id.clone().filter(|cid| referenced.contains(cid))?;
+            Some((cid, a.content_type.clone(), a.sha256.clone()))
+        })
+        .collect();
+    if !images.is_empty() {
+        let shas: Vec<String> = images.iter().map(|(_, _, sha)| sha.clone()).collect();
+        let blobs = state
+            .blocking(move |s| {
+                let mut total = 0usize;
+                let mut out = Vec::with_capacity(shas.len());
+                for sha in shas {
+                    out.push(s.store.blob(&sha)?.filter(|b| {
+                        total += b.len();
+                        total <= INLINE_IMAGES_MAX
+                    }));
+                }
+                Ok(out)
+            })
+            .await;
+        let blobs = match blobs {
+            Ok(blobs) => blobs,
+            Err(err) => return error_page(&err),
+        };
+        use base64::Engine;
+        let urls: Vec<(String, String)> = images
+            .into_iter()
+            .zip(blobs)
+            .filter_map(|((cid, content_type, _), blob)| {
+                let data = base64::engine::general_purpose::STANDARD.encode(blob?);
+                Some((cid, format!("data:{content_type};base64,{data}")))
+            })
+            .collect();
+        clean = mailrobot_core::html::rewrite_cids(&clean, |cid| {
+            urls.iter().find(|(id, _)| id == cid).map(|(_, url)| url.clone())
+        });
+    }
     (
         [
             (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(ENTRY_HTML_CSP)),
