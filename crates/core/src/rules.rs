@@ -137,6 +137,124 @@ pub struct RuleDefinition {
     pub actions: Vec<Action>,
 }
 
+/// A rule as a form says it (the CLI's flags, the UI's fields): one field
+/// per kind of condition and action; empty fields say nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleForm {
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject_contains: Option<String>,
+    pub subject_regex: Option<String>,
+    pub body_contains: Option<String>,
+    pub body_regex: Option<String>,
+    /// `NAME` (present) or `NAME=VALUE` (equal, ignoring case).
+    pub headers: Vec<String>,
+    pub attachment_type: Option<String>,
+    pub larger_than: Option<u64>,
+    pub smaller_than: Option<u64>,
+    /// new, reply, auto-reply or bounce.
+    pub classification: Option<String>,
+    /// known or unknown.
+    pub contact: Option<String>,
+    pub set_category: Option<String>,
+    pub set_priority: Option<String>,
+    pub set_queue: Option<String>,
+    pub set_assignee: Option<String>,
+    pub add_tags: Vec<String>,
+    pub no_acknowledgement: bool,
+    pub ignore: bool,
+    pub reject: bool,
+    pub forward: Option<String>,
+    pub stop: bool,
+}
+
+impl RuleForm {
+    /// The definition the form describes, checked as a stored one is.
+    pub fn definition(&self) -> Result<RuleDefinition, RuleError> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        };
+        let mut conditions = Vec::new();
+        for (values, make) in [
+            (list(&self.from), Condition::From as fn(Vec<String>) -> Condition),
+            (list(&self.to), Condition::To),
+            (list(&self.cc), Condition::Cc),
+        ] {
+            if !values.is_empty() {
+                conditions.push(make(values));
+            }
+        }
+        let mut text = |value: Option<String>, make: fn(String) -> Condition| {
+            if let Some(value) = value {
+                conditions.push(make(value));
+            }
+        };
+        text(given(&self.subject_contains), Condition::SubjectContains);
+        text(given(&self.subject_regex), Condition::SubjectRegex);
+        text(given(&self.body_contains), Condition::BodyContains);
+        text(given(&self.body_regex), Condition::BodyRegex);
+        for header in list(&self.headers) {
+            let (name, equals) = match header.split_once('=') {
+                Some((name, value)) => (name.trim().to_string(), Some(value.trim().to_string())),
+                None => (header, None),
+            };
+            conditions.push(Condition::Header(HeaderCondition { name, equals }));
+        }
+        if let Some(t) = given(&self.attachment_type) {
+            conditions.push(Condition::AttachmentType(t));
+        }
+        if let Some(n) = self.larger_than {
+            conditions.push(Condition::LargerThan(n));
+        }
+        if let Some(n) = self.smaller_than {
+            conditions.push(Condition::SmallerThan(n));
+        }
+        if let Some(c) = given(&self.classification) {
+            conditions.push(Condition::Classification(c.parse().map_err(RuleError::Invalid)?));
+        }
+        match given(&self.contact).as_deref() {
+            None => {}
+            Some("known") => conditions.push(Condition::Contact(ContactKnown::Known)),
+            Some("unknown") => conditions.push(Condition::Contact(ContactKnown::Unknown)),
+            Some(other) => return Err(RuleError::Invalid(format!("contact is known or unknown, not {other:?}"))),
+        }
+        let mut actions = Vec::new();
+        let mut set = |value: Option<String>, make: fn(String) -> Action| {
+            if let Some(value) = value {
+                actions.push(make(value));
+            }
+        };
+        set(given(&self.set_category), Action::SetCategory);
+        set(given(&self.set_priority), Action::SetPriority);
+        set(given(&self.set_queue), Action::SetQueue);
+        set(given(&self.set_assignee), Action::SetAssignee);
+        let tags = list(&self.add_tags);
+        if !tags.is_empty() {
+            actions.push(Action::AddTags(tags));
+        }
+        for (on, action) in [
+            (self.no_acknowledgement, Action::NoAcknowledgement),
+            (self.ignore, Action::Ignore),
+            (self.reject, Action::Reject),
+        ] {
+            if on {
+                actions.push(action);
+            }
+        }
+        if let Some(to) = given(&self.forward) {
+            actions.push(Action::Forward(to));
+        }
+        if self.stop {
+            actions.push(Action::Stop);
+        }
+        let definition = RuleDefinition { conditions, actions };
+        definition.compile()?;
+        Ok(definition)
+    }
+}
+
 /// A rule as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRule {

@@ -2,11 +2,10 @@
 //! says about mail itself. The UI and the API call the same functions.
 
 use anyhow::{Context, anyhow, bail};
-use mailrobot_core::rules::{Action, ContactKnown, HeaderCondition};
+use mailrobot_core::rules::RuleForm;
 use mailrobot_core::{MailTemplate, OutgoingKind, RuleDefinition};
 use mailrobot_store::{NewContact, NewRule, TemplateKey};
-use mailrobot_views::{ContactDetailJson, ContactJson, RuleJson, TemplateJson};
-use serde_json::json;
+use mailrobot_views::{ContactDetailJson, ContactJson, RuleJson, TemplateJson, TemplatePreviewJson};
 
 use crate::app::App;
 use crate::cli::{ContactsCommand, RuleAdd, RulesCommand, TemplateKeyArgs, TemplatesCommand};
@@ -14,87 +13,41 @@ use crate::commands::{find_mailbox, print_json};
 
 /// The rule `add` describes, from its flags (or its `--definition` JSON).
 pub fn rule_definition(add: &RuleAdd) -> anyhow::Result<RuleDefinition> {
-    use mailrobot_core::rules::Condition as C;
     if let Some(json) = &add.definition {
         return RuleDefinition::parse(json).map_err(|e| anyhow!("--definition: {e}"));
     }
-    let mut conditions = Vec::new();
-    for (list, make) in [
-        (&add.from, C::From as fn(Vec<String>) -> C),
-        (&add.to, C::To as fn(Vec<String>) -> C),
-        (&add.cc, C::Cc as fn(Vec<String>) -> C),
-    ] {
-        if !list.is_empty() {
-            conditions.push(make(list.clone()));
-        }
-    }
-    let mut text = |value: &Option<String>, make: fn(String) -> C| {
-        if let Some(value) = value {
-            conditions.push(make(value.clone()));
-        }
+    let form = RuleForm {
+        from: add.from.clone(),
+        to: add.to.clone(),
+        cc: add.cc.clone(),
+        subject_contains: add.subject_contains.clone(),
+        subject_regex: add.subject_regex.clone(),
+        body_contains: add.body_contains.clone(),
+        body_regex: add.body_regex.clone(),
+        headers: add.header.clone(),
+        attachment_type: add.attachment_type.clone(),
+        larger_than: add.larger_than,
+        smaller_than: add.smaller_than,
+        classification: add.classification.clone(),
+        contact: add.contact.clone(),
+        set_category: add.set_category.clone(),
+        set_priority: add.set_priority.clone(),
+        set_queue: add.set_queue.clone(),
+        set_assignee: add.set_assignee.clone(),
+        add_tags: add.add_tag.clone(),
+        no_acknowledgement: add.no_acknowledgement,
+        ignore: add.ignore,
+        reject: add.reject,
+        forward: add.forward.clone(),
+        stop: add.stop,
     };
-    text(&add.subject_contains, C::SubjectContains);
-    text(&add.subject_regex, C::SubjectRegex);
-    text(&add.body_contains, C::BodyContains);
-    text(&add.body_regex, C::BodyRegex);
-    for header in &add.header {
-        let (name, equals) = match header.split_once('=') {
-            Some((name, value)) => (name.trim().to_string(), Some(value.trim().to_string())),
-            None => (header.trim().to_string(), None),
-        };
-        conditions.push(C::Header(HeaderCondition { name, equals }));
-    }
-    if let Some(t) = &add.attachment_type {
-        conditions.push(C::AttachmentType(t.clone()));
-    }
-    if let Some(n) = add.larger_than {
-        conditions.push(C::LargerThan(n));
-    }
-    if let Some(n) = add.smaller_than {
-        conditions.push(C::SmallerThan(n));
-    }
-    if let Some(c) = &add.classification {
-        conditions.push(C::Classification(c.parse().map_err(|e: String| anyhow!("{e}"))?));
-    }
-    if let Some(c) = &add.contact {
-        conditions.push(C::Contact(if c == "known" { ContactKnown::Known } else { ContactKnown::Unknown }));
-    }
-    let mut actions = Vec::new();
-    let mut set = |value: &Option<String>, make: fn(String) -> Action| {
-        if let Some(value) = value {
-            actions.push(make(value.clone()));
-        }
-    };
-    set(&add.set_category, Action::SetCategory);
-    set(&add.set_priority, Action::SetPriority);
-    set(&add.set_queue, Action::SetQueue);
-    set(&add.set_assignee, Action::SetAssignee);
-    if !add.add_tag.is_empty() {
-        actions.push(Action::AddTags(add.add_tag.clone()));
-    }
-    for (given, action) in [
-        (add.no_acknowledgement, Action::NoAcknowledgement),
-        (add.ignore, Action::Ignore),
-        (add.reject, Action::Reject),
-    ] {
-        if given {
-            actions.push(action);
-        }
-    }
-    if let Some(to) = &add.forward {
-        actions.push(Action::Forward(to.clone()));
-    }
-    if add.stop {
-        actions.push(Action::Stop);
-    }
-    let definition = RuleDefinition { conditions, actions };
-    if definition.actions.is_empty() {
-        bail!(
+    form.definition().map_err(|e| match e {
+        mailrobot_core::rules::RuleError::NoAction => anyhow!(
             "a rule needs an action: --set-category, --set-priority, --set-queue, --set-assignee, --add-tag, \
              --no-acknowledgement, --ignore, --reject, --forward or --stop"
-        );
-    }
-    RuleDefinition::parse(&definition.to_json()).map_err(|e| anyhow!("{e}"))
+        ),
+        e => anyhow!("{e}"),
+    })
 }
 
 /// Adds a rule (the CLI, the API and the UI all come here).
@@ -196,24 +149,9 @@ fn key_of(app: &App, key: &TemplateKeyArgs) -> anyhow::Result<TemplateKey> {
 
 /// The template that applies at `key` (stored, or the built-in one) and its
 /// preview rendered with sample values.
-pub fn template_preview(app: &App, key: &TemplateKey) -> anyhow::Result<serde_json::Value> {
+pub fn template_preview(app: &App, key: &TemplateKey, mailbox: Option<&str>) -> anyhow::Result<TemplatePreviewJson> {
     let stored = app.directory.templates()?;
-    let exact =
-        stored.iter().find(|t| t.kind == key.kind && t.mailbox_id == key.mailbox_id && t.language == key.language);
-    let (source, template) = match exact {
-        Some(t) => ("stored", t.template.clone()),
-        None => ("built-in", mailrobot_core::templates::builtin(key.kind)),
-    };
-    let preview = mailrobot_core::templates::render(&template, &mailrobot_core::templates::sample_vars(key.kind))
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(json!({
-        "kind": key.kind.as_str(),
-        "source": source,
-        "subject": template.subject,
-        "text": template.text,
-        "html": template.html,
-        "preview": preview,
-    }))
+    TemplatePreviewJson::of(&stored, key, mailbox.map(str::to_string)).map_err(|e| anyhow!("{e}"))
 }
 
 pub fn templates_command(app: &App, command: &TemplatesCommand) -> anyhow::Result<()> {
@@ -241,21 +179,20 @@ pub fn templates_command(app: &App, command: &TemplatesCommand) -> anyhow::Resul
             }
         }
         TemplatesCommand::Show { key, json } => {
-            let shown = template_preview(app, &key_of(app, key)?)?;
+            let shown = template_preview(app, &key_of(app, key)?, key.mailbox.as_deref())?;
             if *json {
-                print_json(&shown);
+                print_json(&serde_json::to_value(&shown)?);
             } else {
-                let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-                crate::say!("{} template ({}):", text(&shown["kind"]), text(&shown["source"]));
-                crate::say!("Subject: {}", text(&shown["subject"]));
-                println!("{}", text(&shown["text"]));
-                if let Some(html) = shown["html"].as_str() {
+                crate::say!("{} template ({}):", shown.kind, shown.source);
+                crate::say!("Subject: {}", shown.subject);
+                println!("{}", shown.text);
+                if let Some(html) = &shown.html {
                     crate::say!("HTML:");
                     println!("{html}");
                 }
                 crate::say!("--- preview with sample values ---");
-                crate::say!("Subject: {}", text(&shown["preview"]["subject"]));
-                println!("{}", text(&shown["preview"]["text"]));
+                crate::say!("Subject: {}", shown.preview.subject);
+                println!("{}", shown.preview.text);
             }
         }
         TemplatesCommand::Set { key, subject, text_file, html_file, reset } => {

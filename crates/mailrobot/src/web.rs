@@ -24,6 +24,7 @@ pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
         admins: app.admin_store.clone(),
         auth: app.auth_store.clone(),
         outbox: app.outbox.clone(),
+        directory: app.directory.clone(),
         public_url: public_url.trim_end_matches('/').to_string(),
         secure_cookies: public_url.starts_with("https://"),
         throttle: Arc::new(SignInThrottle::default()),

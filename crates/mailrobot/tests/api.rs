@@ -335,3 +335,83 @@ async fn tenants_connections_mailboxes_services_and_tokens_are_made_and_changed_
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_templates_and_contacts_through_the_api() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    let (writer, reader) = (token(&robot, "helpdesk", false), token(&robot, "dashboard", true));
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
+    let api = format!("http://{address}/api/v1");
+
+    // Rules: added (refused with why when they cannot work), listed, used, tested, removed.
+    let rule = json!({"name": "vip", "mailbox": "desk", "conditions": [{"from": ["vip.example"]}],
+        "actions": [{"set_priority": "high"}, {"add_tags": ["vip"]}]});
+    let (status, _) = call("POST", &format!("{api}/rules"), Some(&reader), Some(rule.clone())).await;
+    assert_eq!(status, 403, "a read-only token changes nothing");
+    let (status, added) = call("POST", &format!("{api}/rules"), Some(&writer), Some(rule)).await;
+    assert_eq!((status, &added["position"], &added["mailbox"]), (201, &json!(1), &json!("desk")), "{added}");
+    let bad = json!({"name": "bad", "conditions": [{"subject_regex": "("}], "actions": ["ignore"]});
+    let (status, body) = call("POST", &format!("{api}/rules"), Some(&writer), Some(bad)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_request")), "{body}");
+    let unknown = json!({"name": "x", "actions": ["explode"]});
+    let (status, _) = call("POST", &format!("{api}/rules"), Some(&writer), Some(unknown)).await;
+    assert_eq!(status, 422);
+    let (_, listed) = call("GET", &format!("{api}/rules"), Some(&reader), None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+
+    std::fs::write(
+        drop.join("inbox/1.eml"),
+        b"From: Val <val@vip.example>\r\nSubject: Help\r\nMessage-ID: <v1@vip.example>\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    robot.run(&["run-once"]);
+    let (_, tickets) = call("GET", &format!("{api}/tickets"), Some(&reader), None).await;
+    assert_eq!((&tickets["items"][0]["priority"], &tickets["items"][0]["tags"]), (&json!("high"), &json!(["vip"])));
+    let id = robot.messages()[0]["id"].as_i64().unwrap();
+    let (status, test) = call("GET", &format!("{api}/messages/{id}/rules"), Some(&reader), None).await;
+    assert_eq!((status, &test["matched"][0]["name"]), (200, &json!("vip")), "{test}");
+    let (status, _) = call("GET", &format!("{api}/messages/999/rules"), Some(&reader), None).await;
+    assert_eq!(status, 404);
+    let rule_id = added["id"].as_i64().unwrap();
+    let (status, _) = call("DELETE", &format!("{api}/rules/{rule_id}"), Some(&writer), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call("DELETE", &format!("{api}/rules/{rule_id}"), Some(&writer), None).await;
+    assert_eq!(status, 404);
+
+    // Templates: stored per kind, mailbox and language; previewed; refused with a typo.
+    let template = json!({"subject": "{{ ticket.tag }} Eingang", "text": "Hallo {{ requester.name }}"});
+    let url = format!("{api}/templates/acknowledgement?mailbox=desk&language=de");
+    let (status, stored) = call("PUT", &url, Some(&writer), Some(template)).await;
+    assert_eq!((status, &stored["language"], &stored["mailbox"]), (200, &json!("de"), &json!("desk")), "{stored}");
+    let typo = json!({"subject": "{{ tikcet.tag }}", "text": "x"});
+    let (status, body) = call("PUT", &url, Some(&writer), Some(typo)).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, preview) =
+        call("GET", &format!("{api}/templates/acknowledgement/preview?mailbox=desk&language=de"), Some(&reader), None)
+            .await;
+    assert_eq!((status, &preview["preview"]["subject"]), (200, &json!("[#123] Eingang")), "{preview}");
+    let (status, _) = call("GET", &format!("{api}/templates/nonsense/preview"), Some(&reader), None).await;
+    assert_eq!(status, 404);
+    let (_, listed) = call("GET", &format!("{api}/templates"), Some(&reader), None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let (status, _) = call("DELETE", &url, Some(&writer), None).await;
+    assert_eq!(status, 204);
+
+    // Contacts: the requester is one; more are added; one shows its tickets.
+    let (_, contacts) = call("GET", &format!("{api}/contacts"), Some(&reader), None).await;
+    assert_eq!(contacts["items"][0]["email"], "val@vip.example", "{contacts}");
+    let bob = json!({"email": "Bob@Partner.example", "name": "Bob", "organisation": "Partner Ltd"});
+    let (status, added) = call("POST", &format!("{api}/contacts"), Some(&writer), Some(bob)).await;
+    assert_eq!((status, &added["organisation"]), (201, &json!("Partner Ltd")), "{added}");
+    let (status, _) = call("POST", &format!("{api}/contacts"), Some(&writer), Some(json!({"email": "nope"}))).await;
+    assert_eq!(status, 422);
+    let (status, val) = call("GET", &format!("{api}/contacts/VAL+x@vip.example"), Some(&reader), None).await;
+    assert_eq!((status, &val["requested_tickets"][0]["subject"]), (200, &json!("Help")), "{val}");
+    let (status, _) = call("GET", &format!("{api}/contacts/nobody@x.example"), Some(&reader), None).await;
+    assert_eq!(status, 404);
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

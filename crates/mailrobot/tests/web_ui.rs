@@ -1104,3 +1104,114 @@ async fn an_agent_replies_from_the_ticket_page_and_the_api_with_files() {
     serve.kill().unwrap();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_templates_and_contacts_are_managed_in_the_ui() {
+    let (sink, _dc, server) = common::outbound::submission();
+    let robot = robot_with_a_mailbox();
+    common::outbound::reply_via_smtp(&robot, "support-desk", &server, "support@contoso.test");
+    let (mut serve, address) = robot.spawn_serve(&[]);
+    let mut browser = signed_in_browser(&address, "web_ui-rules").await;
+
+    // A rule that routes invoices, added with the form.
+    browser.click_link("Rules").await;
+    browser.heading("Rules").await;
+    browser.fill("Name", "billing").await;
+    browser.select("Mailbox", "support-desk").await;
+    browser.fill("Subject contains", "invoice").await;
+    browser.fill("Set queue", "billing").await;
+    browser.fill("Add tags", "money, urgent").await;
+    browser.field("No acknowledgement").await.click().await.unwrap();
+    browser.screenshot("rule-form").await;
+    browser.click_button("Add rule").await;
+    assert!(browser.text().await.contains("Rule 1 (billing) added."), "{}", browser.text().await);
+    let row = browser.row("billing").await;
+    assert_eq!(row[2], "support-desk", "{row:?}");
+    assert!(row[3].contains("subject_contains") && row[4].contains("no_acknowledgement"), "{row:?}");
+    // A broken one is refused with why.
+    browser.fill("Name", "broken").await;
+    browser.fill("Subject regex", "(").await;
+    browser.field("Ignore (journal only)").await.click().await.unwrap();
+    browser.click_button("Add rule").await;
+    assert!(browser.text().await.contains("Not added: the regex"), "{}", browser.text().await);
+    browser.screenshot("rules").await;
+
+    // An invoice arrives: routed, not acknowledged.
+    let drop = robot.dir.path().join("drop");
+    std::fs::write(drop.join("inbox/3.eml"), simple_mail("3@x", "Invoice 7 is wrong", "", "see attached")).unwrap();
+    browser.click_link("Mailboxes").await;
+    browser.click_link("support-desk").await;
+    browser.click_button("Poll now").await;
+    let number = ticket_number(&robot, "Invoice 7 is wrong");
+    browser.click_link("Tickets").await;
+    browser.click_link(&number).await;
+    let text = browser.text().await;
+    assert!(text.contains("Queue\nbilling") || text.contains("Queue billing"), "{text}");
+    assert!(text.contains("money, urgent"), "{text}");
+    browser.screenshot("routed-ticket").await;
+    let journal_id = robot
+        .json(&["messages", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["message_id"] == "3@x")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Test rules on it.
+    browser.click_link("Rules").await;
+    browser.fill("Journal id", &journal_id.to_string()).await;
+    browser.click_button("Test rules").await;
+    let text = browser.text().await;
+    assert!(text.contains(&format!("Mail {journal_id}")) && text.contains("\"queue\": \"billing\""), "{text}");
+    browser.click_button_in_row("billing", "1", "Remove").await;
+    assert!(browser.text().await.contains("No rules yet"), "{}", browser.text().await);
+
+    // Templates: the rejection text, previewed then saved.
+    browser.click_link("Templates").await;
+    browser.heading("Templates").await;
+    browser.select("Kind", "rejection").await;
+    browser.click_button("Load template").await;
+    assert_eq!(
+        browser.field("Subject").await.prop("value").await.unwrap().as_deref(),
+        Some("Not accepted: {{ entry.subject }}")
+    );
+    browser.fill("Subject", "Refused: {{ entry.subject }} ({{ mailbox.name }})").await;
+    browser.click_button("Preview").await;
+    let text = browser.text().await;
+    assert!(text.contains("Refused: Printer on floor 3 smokes (support)"), "{text}");
+    browser.click_button("Save template").await;
+    assert!(browser.text().await.contains("The rejection template is saved."), "{}", browser.text().await);
+    browser.fill("Subject", "{{ nonsense.field }}").await;
+    browser.click_button("Save template").await;
+    assert!(browser.text().await.contains("Not saved: the subject template"), "{}", browser.text().await);
+    browser.screenshot("templates").await;
+    let stored = robot.json(&["templates", "list", "--json"]);
+    assert_eq!(stored[0]["subject"], "Refused: {{ entry.subject }} ({{ mailbox.name }})", "{stored}");
+
+    // Contacts: the requester is one; add another; a contact's tickets.
+    browser.click_link("Contacts").await;
+    browser.heading("Contacts").await;
+    let row = browser.row("customer@example.com").await;
+    assert_eq!((row[1].as_str(), row[3].as_str(), row[4].as_str()), ("Customer", "mail", "2"), "{row:?}");
+    browser.fill("Email", "bob@partner.example").await;
+    browser.fill("Name", "Bob").await;
+    browser.fill("Organisation", "Partner Ltd").await;
+    browser.click_button("Add contact").await;
+    assert_eq!(browser.row("bob@partner.example").await[2], "Partner Ltd");
+    browser.click_link("customer@example.com").await;
+    browser.heading("Tickets").await;
+    let text = browser.text().await;
+    assert!(text.contains(&number) && text.contains("Invoice 7 is wrong"), "{text}");
+    browser.screenshot("contact").await;
+
+    // The ticket's requester links to the contact.
+    browser.click_link(&number).await;
+    browser.click_link("Customer <customer@example.com>").await;
+    browser.heading("customer@example.com").await;
+    assert!(sink.mails().unwrap().is_empty(), "the invoice was not acknowledged");
+    browser.close().await;
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -240,7 +240,10 @@ impl DirectoryStore for SqliteStore {
 
     fn add_contact(&self, contact: &NewContact) -> Result<Contact> {
         let email = contact.email.trim();
-        if !email.contains('@') || email.chars().any(char::is_whitespace) {
+        let well_formed = email.rsplit_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
+        });
+        if !well_formed || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(StoreError::Invalid(format!("{email:?} is not an e-mail address")));
         }
         let key = folded(email);

@@ -713,3 +713,54 @@ mod tests {
         assert_eq!(value["new_text"], "Fixed.");
     }
 }
+
+/// A template as rendered with sample values.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RenderedJson {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// The template that applies at one place (kind, mailbox, language): the
+/// stored one there, else the built-in one, and its preview.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TemplatePreviewJson {
+    pub kind: String,
+    pub mailbox: Option<String>,
+    pub language: String,
+    /// `stored` or `built-in`.
+    pub source: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// Rendered with sample values (ticket #123, Ann Example…).
+    pub preview: RenderedJson,
+}
+
+impl TemplatePreviewJson {
+    pub fn of(
+        stored: &[mailrobot_store::Template],
+        key: &mailrobot_store::TemplateKey,
+        mailbox: Option<String>,
+    ) -> Result<Self, mailrobot_core::templates::TemplateError> {
+        use mailrobot_core::templates;
+        let exact =
+            stored.iter().find(|t| t.kind == key.kind && t.mailbox_id == key.mailbox_id && t.language == key.language);
+        let (source, template) = match exact {
+            Some(t) => ("stored", t.template.clone()),
+            None => ("built-in", templates::builtin(key.kind)),
+        };
+        let preview = templates::render(&template, &templates::sample_vars(key.kind))?;
+        Ok(Self {
+            kind: key.kind.as_str().to_string(),
+            mailbox,
+            language: key.language.clone(),
+            source: source.to_string(),
+            subject: template.subject,
+            text: template.text,
+            html: template.html,
+            preview: RenderedJson { subject: preview.subject, text: preview.text, html: preview.html },
+        })
+    }
+}

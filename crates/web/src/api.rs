@@ -186,6 +186,7 @@ pub fn router(state: WebState) -> Router {
         .merge(crate::api_webhooks::routes())
         .merge(crate::api_admin::routes())
         .merge(crate::api_outbox::routes())
+        .merge(crate::api_directory::routes())
         .route("/api/v1/{*rest}", get(unknown).post(unknown).patch(unknown).delete(unknown).put(unknown))
         .with_state(state)
 }
@@ -210,7 +211,8 @@ pub struct PageQuery {
 impl PageQuery {
     /// The page size (1 to [`MAX_LIMIT`]) and the id the page starts below.
     pub(crate) fn read(&self) -> Result<(usize, Option<i64>), ApiError> {
-        let limit = match given(self.limit.as_deref()) {
+        // An empty `limit=` is not a number: refused like any other.
+        let limit = match self.limit.as_deref().map(str::trim) {
             Some(l) => l.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,

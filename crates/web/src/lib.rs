@@ -11,14 +11,16 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use mailrobot_store::{AdminStore, AuthStore, OutboxStore, Store, StoreError};
+use mailrobot_store::{AdminStore, AuthStore, DirectoryStore, OutboxStore, Store, StoreError};
 
 pub mod administrators;
 pub mod api;
 pub mod api_admin;
+pub mod api_directory;
 pub mod api_outbox;
 pub mod api_webhooks;
 pub mod connections;
+pub mod directory;
 pub mod journal;
 pub use mailrobot_views as json;
 pub mod mailboxes;
@@ -50,6 +52,8 @@ pub struct WebState {
     pub admins: Arc<dyn AdminStore>,
     pub auth: Arc<dyn AuthStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    /// Rules, mail templates and contacts.
+    pub directory: Arc<dyn DirectoryStore>,
     /// The robot's public URL (no trailing slash): links it hands out.
     pub public_url: String,
     /// Cookies get `Secure` when the public URL is https.
@@ -147,6 +151,12 @@ pub fn router(state: WebState) -> Router {
         .route("/tickets/{number}/status", post(tickets::set_status))
         .route("/tickets/{number}/reply", post(tickets::reply))
         .route("/outbox", get(outbox::page))
+        .route("/rules", get(directory::rules).post(directory::add_rule))
+        .route("/rules/test", post(directory::test_rules))
+        .route("/rules/{id}/remove", post(directory::remove_rule))
+        .route("/templates", get(directory::templates).post(directory::save_template))
+        .route("/contacts", get(directory::contacts).post(directory::add_contact))
+        .route("/contacts/{email}", get(directory::contact))
         .route("/outbox/{id}/resend", post(outbox::resend))
         .route("/tickets/{number}/entries/{position}/html", get(tickets::entry_html))
         .route("/tickets/{number}/entries/{position}/attachments/{index}/{name}", get(tickets::attachment))

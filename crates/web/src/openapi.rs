@@ -6,14 +6,14 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, api_admin, api_outbox, api_webhooks};
+use crate::{api, api_admin, api_directory, api_outbox, api_webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "mailrobot REST API",
-        description = "Tickets, the mail journal, mailboxes, service connections, tenants, webhooks and API \
-            tokens of a mailrobot. Every request needs `Authorization: Bearer <token>` (`mailrobot api-token \
+        description = "Tickets, the mail journal, mailboxes, service connections, tenants, webhooks, rules, \
+            templates, contacts and API tokens of a mailrobot. Every request needs `Authorization: Bearer <token>` (`mailrobot api-token \
             create`); a read-only token may only read. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0")
     ),
@@ -53,6 +53,17 @@ use crate::{api, api_admin, api_outbox, api_webhooks};
         api_webhooks::remove,
         api_webhooks::deliveries,
         api_webhooks::resend,
+        api_directory::rules,
+        api_directory::create_rule,
+        api_directory::remove_rule,
+        api_directory::test_rules,
+        api_directory::templates,
+        api_directory::set_template,
+        api_directory::remove_template,
+        api_directory::preview_template,
+        api_directory::contacts,
+        api_directory::create_contact,
+        api_directory::contact,
         api::api_tokens,
         api_admin::create_token,
         api_admin::revoke_token,

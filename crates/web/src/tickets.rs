@@ -156,6 +156,10 @@ struct TicketPage {
     number: String,
     subject: String,
     requester: String,
+    /// The requester's contact page.
+    requester_href: Option<String>,
+    /// What rules set: (label, value), only those set.
+    routing: Vec<(&'static str, String)>,
     status: &'static str,
     status_value: &'static str,
     created: String,
@@ -261,6 +265,8 @@ async fn page_with(
             (None, Some(addr)) => addr.clone(),
             _ => "unknown".into(),
         },
+        requester_href: t.summary.requester.as_deref().map(crate::directory::href),
+        routing: routing_of(&t.summary.fields),
         status: status_label(t.summary.status),
         status_value: t.summary.status.as_str(),
         created: views::short_time(&t.summary.created_at),
@@ -274,6 +280,23 @@ async fn page_with(
         },
         message: shown_message,
     })
+}
+
+/// What rules set on a ticket, as the page lists it.
+fn routing_of(fields: &mailrobot_core::TicketFields) -> Vec<(&'static str, String)> {
+    let mut routing: Vec<(&'static str, String)> = [
+        ("Queue", &fields.queue),
+        ("Assignee", &fields.assignee),
+        ("Category", &fields.category),
+        ("Priority", &fields.priority),
+    ]
+    .into_iter()
+    .filter_map(|(label, value)| value.clone().map(|v| (label, v)))
+    .collect();
+    if !fields.tags.is_empty() {
+        routing.push(("Tags", fields.tags.join(", ")));
+    }
+    routing
 }
 
 /// The ticket page's `Send reply` (multipart: the text and files).
