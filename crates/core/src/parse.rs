@@ -315,6 +315,7 @@ fn unpack_tnef(mail: &mut ParsedMail) {
             }
         };
         mail.warnings.extend(unpacked.warnings);
+        let had_text = !mail.text_body.trim().is_empty();
         if mail.html_body.is_none() {
             mail.html_body = unpacked.html;
         }
@@ -341,8 +342,9 @@ fn unpack_tnef(mail: &mut ParsedMail) {
             });
         }
         // The RTF is the only form of the body the sender's Outlook kept:
-        // keep it, as a file anyone can open.
-        if let (Some(rtf), None, None) = (unpacked.rtf, &unpacked.body, &mail.html_body) {
+        // keep it, as a file anyone can open. Beside the plain text Outlook
+        // sends with it, it would be one more file on every Outlook mail.
+        if let (Some(rtf), None, None, false) = (unpacked.rtf, &unpacked.body, &mail.html_body, had_text) {
             out.push(Attachment {
                 filename: Some("body.rtf".into()),
                 content_type: "application/rtf".into(),

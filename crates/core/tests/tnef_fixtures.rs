@@ -253,8 +253,8 @@ fn the_outlook_mail_shows_its_files_and_keeps_the_rtf() {
                 "text/plain",
                 sha256(&tnef_writer::cp1252("Benutzer: j.brandt\r\nGültig ab: 01.04.2025\r\n"))
             ),
-            ("body.rtf", "application/rtf", sha256(RTF_BODY)),
-        ]
+        ],
+        "beside the mail's own text part, the RTF body is no file of its own"
     );
     assert!(mail.text_body.contains("anbei das Angebot für die VPN-Lizenzen"), "{}", mail.text_body);
     assert!(mail.warnings.is_empty(), "{:?}", mail.warnings);
