@@ -183,7 +183,7 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         mailrobot::outbound::engine_config(&public_url, app.tag_format()?),
     )?
     .with_mail(mailrobot::outbound::RobotMail::transport(app));
-    let attempted = outbox.run_once().await;
+    let attempted = outbox.drain().await;
     tracing::debug!(attempted, "outbox tried once");
     // Exit codes a cron job can read (README): 0 all done, 2 a mailbox
     // failed or waits for a person, 3 none failed but a server held one back.

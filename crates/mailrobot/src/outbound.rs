@@ -108,13 +108,14 @@ pub fn apply(
             let server = text("server").ok_or_else(|| anyhow!("--reply-via smtp needs --smtp-server H[:P]"))?;
             let tls = tls_mode(text("tls").as_deref());
             crate::commands_smtp::parse_server(&server, tls)?;
+            // Neither a user nor a connection: an anonymous relay (a
+            // connector that trusts the robot's address).
             if let Some(connection) = text("connection") {
                 crate::commands_auth::find_connection(app.auth_store.as_ref(), &connection)?;
-            } else if text("username").is_none() {
-                bail!(
-                    "--reply-via smtp logs in with --smtp-username U --smtp-password-env VAR, or --smtp-connection C"
-                );
-            } else if given.smtp_password.is_none() && app.outbox.mailbox_reply_secret(m.id)?.is_none() {
+            } else if text("username").is_some()
+                && given.smtp_password.is_none()
+                && app.outbox.mailbox_reply_secret(m.id)?.is_none()
+            {
                 bail!("--smtp-username needs its password: --smtp-password-env VAR");
             }
         }
@@ -333,7 +334,7 @@ pub fn render_template(
 pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Value> {
     match text_of(&m.config, "via").as_deref() {
         Some("smtp") => {
-            let cfg = match (RobotMail { app: app.clone() }).login(m.id) {
+            let cfg = match smtp_config(app, m.id) {
                 Ok(cfg) => cfg,
                 Err(e) => return Some(json!({"via": "smtp", "ok": false, "error": format!("{e:#}")})),
             };
@@ -372,46 +373,107 @@ pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Valu
     }
 }
 
-/// Sends through each mailbox's reply transport; one SMTP session per mail.
+/// The SMTP session settings of a mailbox's `--reply-via smtp`.
+fn smtp_config(app: &App, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::smtp::SmtpConfig> {
+    let m = app.store.mailbox(mailbox_id)?;
+    let text = |key: &str| text_of(&m.config, key);
+    if text("via").as_deref() != Some("smtp") {
+        bail!("mailbox {} no longer sends mail (--reply-via)", m.name);
+    }
+    let server = text("server").ok_or_else(|| anyhow!("mailbox {} has no --smtp-server", m.name))?;
+    let tls = tls_mode(text("tls").as_deref());
+    let login = match (text("connection"), text("username")) {
+        (Some(connection), _) => {
+            let c = crate::commands_auth::find_connection(app.auth_store.as_ref(), &connection)?;
+            let from = reply_from(&m.config).unwrap_or_default();
+            SmtpLogin::XOAuth2 {
+                username: from,
+                tokens: crate::commands_smtp::connection_tokens(app, &c)?,
+                app_id: crate::commands_smtp::app_only_client_id(app, &c)?,
+            }
+        }
+        (None, Some(username)) => {
+            let sealed = app
+                .outbox
+                .mailbox_reply_secret(m.id)?
+                .ok_or_else(|| anyhow!("mailbox {} has no SMTP password: --smtp-password-env", m.name))?;
+            let password = app.secrets.open_str(&sealed, &reply_secret_context(&m.name))?;
+            SmtpLogin::Password { username, password: password.expose().to_string() }
+        }
+        (None, None) => SmtpLogin::Anonymous,
+    };
+    crate::commands_smtp::config(&server, tls, login, None)
+}
+
+/// Sends through each mailbox's reply transport; SMTP sessions are kept
+/// open between mails ([`SmtpPool`]).
 pub struct RobotMail {
     pub app: App,
+    pool: SmtpPool,
+}
+
+/// Logged-in SMTP sessions waiting for their next mail, per mailbox and
+/// login: a session is taken for one mail and put back after it, so the
+/// engine's concurrent senders each hold one. One that idled too long is
+/// closed; one taken from the pool is asked NOOP first.
+#[derive(Default)]
+struct SmtpPool {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(SmtpSession, std::time::Instant)>>>,
+}
+
+/// How long a pooled session may idle (servers close idle ones after a
+/// minute or more; NOOP catches those that do sooner).
+const SMTP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Sessions kept per mailbox and login.
+const SMTP_POOL_PER_KEY: usize = 16;
+
+impl SmtpPool {
+    fn key(mailbox_id: i64, cfg: &mailrobot_sources::smtp::SmtpConfig) -> String {
+        // The login's identity is part of the key: a changed setting never
+        // reuses a session logged in with the old one.
+        format!("{mailbox_id}|{}|{:?}", cfg.endpoint(), cfg.login)
+    }
+
+    fn take(&self, key: &str) -> Option<SmtpSession> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = idle.get_mut(key)?;
+        while let Some((session, since)) = sessions.pop() {
+            if since.elapsed() < SMTP_IDLE {
+                return Some(session);
+            }
+            // Too old: dropped (closing the connection) rather than used.
+        }
+        None
+    }
+
+    fn put(&self, key: String, session: SmtpSession) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = idle.entry(key).or_default();
+        sessions.retain(|(_, since)| since.elapsed() < SMTP_IDLE);
+        if sessions.len() < SMTP_POOL_PER_KEY {
+            sessions.push((session, std::time::Instant::now()));
+        }
+    }
 }
 
 impl RobotMail {
     pub fn transport(app: &App) -> Arc<dyn MailTransport> {
-        Arc::new(Self { app: app.clone() })
+        Arc::new(Self { app: app.clone(), pool: SmtpPool::default() })
     }
 
-    fn login(&self, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::smtp::SmtpConfig> {
-        let m = self.app.store.mailbox(mailbox_id)?;
-        let text = |key: &str| text_of(&m.config, key);
-        if text("via").as_deref() != Some("smtp") {
-            bail!("mailbox {} no longer sends mail (--reply-via)", m.name);
+    /// A logged-in session for `cfg`: a pooled one that still answers, else
+    /// a new one.
+    async fn session(
+        &self,
+        key: &str,
+        cfg: mailrobot_sources::smtp::SmtpConfig,
+    ) -> Result<SmtpSession, mailrobot_sources::SourceError> {
+        while let Some(mut session) = self.pool.take(key) {
+            if session.is_alive().await {
+                return Ok(session);
+            }
         }
-        let server = text("server").ok_or_else(|| anyhow!("mailbox {} has no --smtp-server", m.name))?;
-        let tls = tls_mode(text("tls").as_deref());
-        let login = match (text("connection"), text("username")) {
-            (Some(connection), _) => {
-                let c = crate::commands_auth::find_connection(self.app.auth_store.as_ref(), &connection)?;
-                let from = reply_from(&m.config).unwrap_or_default();
-                SmtpLogin::XOAuth2 {
-                    username: from,
-                    tokens: crate::commands_smtp::connection_tokens(&self.app, &c)?,
-                    app_id: crate::commands_smtp::app_only_client_id(&self.app, &c)?,
-                }
-            }
-            (None, Some(username)) => {
-                let sealed = self
-                    .app
-                    .outbox
-                    .mailbox_reply_secret(m.id)?
-                    .ok_or_else(|| anyhow!("mailbox {} has no SMTP password: --smtp-password-env", m.name))?;
-                let password = self.app.secrets.open_str(&sealed, &reply_secret_context(&m.name))?;
-                SmtpLogin::Password { username, password: password.expose().to_string() }
-            }
-            (None, None) => SmtpLogin::Anonymous,
-        };
-        crate::commands_smtp::config(&server, tls, login, None)
+        SmtpSession::connect(cfg).await
     }
 }
 
@@ -458,15 +520,22 @@ impl MailTransport for RobotMail {
         if text_of(&m.config, "via").as_deref() == Some("graph") {
             return self.send_by_graph(&m, message).await;
         }
-        let cfg = self.login(mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
+        let cfg =
+            smtp_config(&self.app, mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
         let failure =
             |e: mailrobot_sources::SourceError| SendFailure { transient: e.is_transient(), text: e.to_string() };
-        let mut session = SmtpSession::connect(cfg).await.map_err(failure)?;
+        let key = SmtpPool::key(mailbox_id, &cfg);
+        let mut session = self.session(&key, cfg).await.map_err(failure)?;
         let sent = session.send(from, &[to], message).await;
-        session.quit().await;
-        if sent.is_ok() {
-            // The window a crash can resend in: sent, not yet recorded.
-            crate::crash::point("after-mail-sent");
+        match &sent {
+            Ok(()) => {
+                // The window a crash can resend in: sent, not yet recorded.
+                crate::crash::point("after-mail-sent");
+                self.pool.put(key, session);
+            }
+            // A refusal leaves the session usable, a broken connection does
+            // not: NOOP tells them apart when it is next taken.
+            Err(_) => self.pool.put(key, session),
         }
         sent.map_err(failure)
     }

@@ -126,10 +126,23 @@ impl Engine {
         }
     }
 
-    /// One round: attempts every webhook delivery and mail due now.
-    /// Returns how many.
+    /// One round: attempts the webhook deliveries and mails due now, up to
+    /// a few per concurrent sender. Returns how many.
     pub async fn run_once(&self) -> usize {
         self.deliver_webhooks().await + self.send_mails().await
+    }
+
+    /// Rounds until nothing is due: every row due now is tried once (one
+    /// that fails waits for its retry time, so it is not tried again here).
+    /// What `run-once` does before it exits. Returns how many attempts.
+    pub async fn drain(&self) -> usize {
+        let mut attempted = 0;
+        loop {
+            match self.run_once().await {
+                0 => return attempted,
+                n => attempted += n,
+            }
+        }
     }
 
     async fn send_mails(&self) -> usize {

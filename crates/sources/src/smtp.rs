@@ -509,6 +509,13 @@ impl SmtpSession {
         Ok(())
     }
 
+    /// Whether the session still answers (NOOP): a pooled session the
+    /// server closed while it was idle is found out before a mail is sent
+    /// on it, not halfway through one.
+    pub async fn is_alive(&mut self) -> bool {
+        matches!(exchange(&self.cfg, &mut self.wire, "NOOP", "checking the session").await, Ok(r) if r.code == 250)
+    }
+
     /// Says goodbye; a server that already hung up is fine.
     pub async fn quit(mut self) {
         let _ = exchange(&self.cfg, &mut self.wire, "QUIT", "quitting").await;
