@@ -1188,7 +1188,7 @@ fn send_error(mailbox: &str, m: &soap::ResponseMessage) -> SourceError {
     let hint = match m.code.as_str() {
         "ErrorSendAsDenied" => {
             "; the account the robot signs in with needs Send As on this mailbox (Exchange Online: \
-             Add-RecipientPermission -AccessRights SendAs; on-premises: Add-ADPermission -ExtendedRights Send-As); \
+             Add-RecipientPermission -AccessRights SendAs; on-premises: Add-ADPermission -ExtendedRights \"Send As\"); \
              full access alone does not let it send"
         }
         "ErrorAccessDenied" | "ErrorImpersonateUserDenied" | "ErrorNonExistentMailbox" => {
