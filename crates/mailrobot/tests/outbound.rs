@@ -333,6 +333,16 @@ fn an_ews_mailbox_acknowledges_through_create_item() {
     assert!(sent[0].internet_message_id.contains("mailrobot.acknowledgement.1."), "{:?}", sent[0].internet_message_id);
     assert_ann_got_the_acknowledgement(&emu, "e1@contoso.test", "Printer on fire");
     assert_eq!(answer_of(&robot, "e1@contoso.test"), "acknowledged to ann@contoso.test");
+
+    // An agent's reply goes the same way.
+    let body = robot.dir.path().join("reply.txt");
+    std::fs::write(&body, "The printer is repaired.").unwrap();
+    robot.run(&["tickets", "reply", "TKT-000001", "--body-file", body.to_str().unwrap()]);
+    robot.run(&["run-once"]);
+    assert_eq!(emu.count(contoso::SHARED, "sentitems").unwrap(), 2);
+    let got = emu.messages(ANN, "inbox").unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().any(|m| m.subject == "Re: [TKT-000001] Printer on fire"), "{got:?}");
 }
 
 /// Exchange Server on-premises over NTLM: the agent the robot signs in as
