@@ -19,6 +19,8 @@ pub struct Setup {
     pub mailboxes: Vec<MailboxSpec>,
     /// Full access of users to mailboxes other than their own.
     pub mailbox_grants: Vec<MailboxGrant>,
+    /// Send As rights of users on mailboxes other than their own (EWS sends need them).
+    pub send_as_grants: Vec<MailboxGrant>,
     /// Application access policies (app-only access restricted to some mailboxes).
     pub access_policies: Vec<AccessPolicySpec>,
     /// Apps registered as service principals in Exchange Online (`New-ServicePrincipal`): needed

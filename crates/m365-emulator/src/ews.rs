@@ -1,6 +1,6 @@
 //! Exchange Web Services (`POST /EWS/Exchange.asmx`, SOAP 1.1) on the same mailbox store as
 //! Graph: FindFolder, GetFolder, CreateFolder, SyncFolderItems, FindItem, GetItem, MoveItem,
-//! UpdateItem and DeleteItem, with EWS's response messages (`ResponseClass`, `m:ResponseCode`), its SOAP
+//! UpdateItem, DeleteItem and CreateItem (messages from MIME: save, send, or both), with EWS's response messages (`ResponseClass`, `m:ResponseCode`), its SOAP
 //! faults, OAuth bearer tokens for Exchange Online and `ExchangeImpersonation` for app-only tokens,
 //! or Basic / NTLM sign-in as Exchange Server on-premises (`ewsauth`).
 //!
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::EwsBlockBody;
 use crate::ewsauth::{self, Refusal};
 use crate::graph::iso;
-use crate::mail::{Folder, MailError, Mailbox, Message, from_ews_id, id_well_formed};
+use crate::mail::{Folder, MailError, Mailbox, Message, from_ews_id, id_well_formed, summarize};
 use crate::mailauth::{self, Api, Caller, Denied, Need, Slot};
 use crate::server::Connection;
 use crate::state::Emu;
@@ -400,6 +400,7 @@ async fn handle(
         "MoveItem" => move_item(&cx, op)?,
         "UpdateItem" => update_item(&cx, op)?,
         "DeleteItem" => delete_item(&cx, op)?,
+        "CreateItem" => create_item(&cx, &caller, op)?,
         other => {
             return Err(Failure::fault(
                 "ErrorInvalidRequest",
@@ -1037,4 +1038,146 @@ fn delete_item(cx: &Cx, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
             })
             .collect()
     }))
+}
+
+/// What `CreateItem` does with a message (`MessageDisposition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    SaveOnly,
+    SendOnly,
+    SendAndSaveCopy,
+}
+
+impl Disposition {
+    fn sends(self) -> bool {
+        self != Disposition::SaveOnly
+    }
+}
+
+/// `CreateItem` of `t:Message`s from `t:MimeContent` (base64 of the whole MIME message), as the
+/// CreateItem reference describes `MessageDisposition`: `SaveOnly` saves it in
+/// `SavedItemFolderId` and answers its `ItemId`; `SendOnly` sends it and keeps no copy;
+/// `SendAndSaveCopy` sends it and saves a copy in `SavedItemFolderId` (Sent Items when absent,
+/// as the MessageDispositionType reference says); the two that send answer no id. Sending is
+/// transport into the Inbox of every recipient (`To`/`Cc` of the MIME, plus any
+/// `ToRecipients`/`CcRecipients`/`BccRecipients` given beside it) that is a mailbox here. A
+/// message built from properties alone (no `MimeContent`) is beyond this server.
+fn create_item(cx: &Cx, caller: &Caller, op: Node<'_, '_>) -> Result<Vec<String>, Failure> {
+    let items: Vec<Node> =
+        kid(op, "Items").map(|i| i.children().filter(|c| c.is_element()).collect()).unwrap_or_default();
+    if items.is_empty() {
+        return Err(Failure::schema("Items is required and must hold at least one item."));
+    }
+    let disposition = match op.attribute("MessageDisposition") {
+        None => None,
+        Some("SaveOnly") => Some(Disposition::SaveOnly),
+        Some("SendOnly") => Some(Disposition::SendOnly),
+        Some("SendAndSaveCopy") => Some(Disposition::SendAndSaveCopy),
+        Some(other) => {
+            return Err(Failure::schema(format!(
+                "The MessageDisposition attribute is invalid: {other:?} is not SaveOnly, SendOnly or SendAndSaveCopy."
+            )));
+        }
+    };
+    let saved = kid(op, "SavedItemFolderId").map(folder_refs).and_then(|r| r.into_iter().next());
+    let now = cx.emu.clock.now_ms();
+    Ok(items
+        .into_iter()
+        .map(|item| message_of("CreateItem", create_message(cx, caller, item, disposition, saved.as_ref(), now)))
+        .collect())
+}
+
+/// One item of `CreateItem`; see [`create_item`].
+fn create_message(
+    cx: &Cx,
+    caller: &Caller,
+    item: Node<'_, '_>,
+    disposition: Option<Disposition>,
+    saved: Option<&FolderRef>,
+    now: i64,
+) -> Result<String, EwsError> {
+    if item.tag_name().name() != "Message" {
+        return Err(EwsError::new(
+            "ErrorInvalidRequest",
+            format!("This server creates Message items only, not {}.", item.tag_name().name()),
+        ));
+    }
+    let disposition = disposition.ok_or_else(|| {
+        EwsError::new("ErrorMessageDispositionRequired", "MessageDisposition is required for this operation.")
+    })?;
+    let named: Vec<String> = ["ToRecipients", "CcRecipients", "BccRecipients"]
+        .into_iter()
+        .filter_map(|list| kid(item, list))
+        .flat_map(|list| kids(list, "Mailbox"))
+        .filter_map(|m| kid(m, "EmailAddress").map(text))
+        .filter(|a| !a.is_empty())
+        .collect();
+    let no_recipients = || {
+        EwsError::new(
+            "ErrorInvalidRecipients",
+            "At least one recipient isn't valid., A message can't be sent because it contains no recipients.",
+        )
+    };
+    let mime = match kid(item, "MimeContent") {
+        Some(content) => {
+            let encoded: String = text(content).split_whitespace().collect();
+            if encoded.is_empty() {
+                return Err(EwsError::new("ErrorMimeContentInvalid", "The MIME content is empty."));
+            }
+            STANDARD.decode(encoded).map_err(|_| {
+                EwsError::new("ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.")
+            })?
+        }
+        None if disposition.sends() && named.is_empty() => return Err(no_recipients()),
+        None => {
+            return Err(EwsError::new(
+                "ErrorInvalidRequest",
+                "This server creates messages from MimeContent only; give the message as MimeContent.",
+            ));
+        }
+    };
+    let mut recipients = summarize(&mime).recipients();
+    recipients.extend(named);
+    if disposition.sends() && recipients.is_empty() {
+        return Err(no_recipients());
+    }
+    let mut mail = cx.emu.mail();
+    let mb = mail.get_mut(&cx.mailbox).expect("an open mailbox stays while its slot is held");
+    let folder = match saved {
+        Some(r) => resolve_folder(mb, r)
+            .map_err(|e| {
+                if e.code == "ErrorFolderNotFound" {
+                    EwsError::new("ErrorSavedItemFolderNotFound", "The folder to save the item in could not be found.")
+                } else {
+                    e
+                }
+            })?
+            .id
+            .clone(),
+        None => mb.folder("sentitems").map(|f| f.id.clone()).ok_or_else(EwsError::folder_not_found)?,
+    };
+    if disposition.sends() && !crate::mailauth::may_send_as(caller, mb) {
+        // As the ResponseCode reference describes ErrorSendAsDenied: the message is left in
+        // the mailbox's Drafts, unsent.
+        mb.deliver("drafts", mime, now, true)?;
+        return Err(EwsError::new(
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on \
+             behalf of the specified sending account.",
+        ));
+    }
+    let answer = match disposition {
+        Disposition::SaveOnly => {
+            let i = mb.deliver(&folder, mime, now, true)?;
+            return Ok(format!("<m:Items><t:Message>{}</t:Message></m:Items>", item_id_xml(&mb.messages[i])));
+        }
+        Disposition::SendAndSaveCopy => {
+            mb.deliver(&folder, mime.clone(), now, true)?;
+            "<m:Items/>".to_string()
+        }
+        Disposition::SendOnly => "<m:Items/>".to_string(),
+    };
+    let reached = mail.transport(&recipients, &mime, now);
+    tracing::debug!(mailbox = %cx.mailbox, recipients = recipients.len(), reached, "EWS CreateItem sent a message");
+    Ok(answer)
 }

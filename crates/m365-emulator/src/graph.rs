@@ -922,8 +922,7 @@ fn send_mail(cx: &Cx, _caller: &Caller) -> Result<Response, GraphError> {
                 "Invalid base64 string for MIME content.",
             )
         })?;
-        let s = crate::mail::summarize(&mime);
-        let rcpts: Vec<String> = s.to.iter().chain(&s.cc).map(|a| a.address.clone()).collect();
+        let rcpts = crate::mail::summarize(&mime).recipients();
         (mime, true, rcpts)
     } else {
         let sm: SendMail = serde_json::from_slice(&cx.req.body)
@@ -976,11 +975,6 @@ fn send_mail(cx: &Cx, _caller: &Caller) -> Result<Response, GraphError> {
     if save {
         cx.with(|mb| Ok(mb.deliver("sentitems", mime.clone(), now, true)?))?;
     }
-    let mut mail = cx.emu.mail();
-    for r in recipients {
-        if let Some(i) = mail.find(&r) {
-            let _ = mail.mailboxes[i].deliver("inbox", mime.clone(), now, false);
-        }
-    }
+    cx.emu.mail().transport(&recipients, &mime, now);
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -92,6 +92,13 @@ pub(crate) struct Summary {
     pub receipt_to: Option<String>,
 }
 
+impl Summary {
+    /// The addresses transport delivers to: `To` and `Cc` (a `Bcc` header does not travel).
+    pub fn recipients(&self) -> Vec<String> {
+        self.to.iter().chain(&self.cc).map(|a| a.address.clone()).filter(|a| !a.is_empty()).collect()
+    }
+}
+
 fn addrs(a: Option<&mail_parser::Address<'_>>) -> Vec<Addr> {
     a.map(|a| {
         a.iter()
@@ -271,6 +278,9 @@ pub(crate) struct Mailbox {
     pub full_access: Vec<String>,
     /// Apps (client ids) whose Exchange service principal has full access.
     pub app_full_access: Vec<String>,
+    /// Users (oids) who may send as the mailbox besides the owner (`Add-RecipientPermission
+    /// -AccessRights SendAs`): full access alone does not let a delegate send as it.
+    pub send_as: Vec<String>,
     /// Bumped to expire every delta token and sync state at once.
     pub epoch: u64,
     /// The mailbox change number.
@@ -309,6 +319,7 @@ impl Mailbox {
             tombstones: Vec::new(),
             full_access: Vec::new(),
             app_full_access: Vec::new(),
+            send_as: Vec::new(),
             epoch: 1,
             seq: 0,
             receipts: Vec::new(),
@@ -583,6 +594,23 @@ impl MailStore {
         mb.latency_ms = spec.latency_ms;
         self.mailboxes.push(mb);
         Ok(self.mailboxes.last().expect("just pushed"))
+    }
+
+    /// Transport of a sent message: a copy into the Inbox of every recipient that is a mailbox
+    /// here, once per mailbox however often it is named; other recipients are outside the
+    /// emulator and see nothing. Graph `sendMail` and EWS `CreateItem` both send through here.
+    /// Returns how many mailboxes got it.
+    pub fn transport(&mut self, recipients: &[String], mime: &[u8], now_ms: i64) -> usize {
+        let mut reached: Vec<usize> = Vec::new();
+        for r in recipients {
+            let Some(i) = self.mailboxes.iter().position(|m| m.address.eq_ignore_ascii_case(r.trim())) else {
+                continue;
+            };
+            if !reached.contains(&i) && self.mailboxes[i].deliver("inbox", mime.to_vec(), now_ms, false).is_ok() {
+                reached.push(i);
+            }
+        }
+        reached.len()
     }
 
     pub fn set_policy(&mut self, tenant_id: String, p: &AccessPolicySpec) {

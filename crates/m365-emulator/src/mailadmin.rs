@@ -58,6 +58,24 @@ impl Emu {
         Ok(())
     }
 
+    /// Lets a user send as a mailbox (`Add-RecipientPermission -AccessRights SendAs`, or Send-As
+    /// on-premises): EWS sends from a mailbox not the caller's own need it.
+    pub fn grant_send_as(&self, grant: MailboxGrant) -> Result<()> {
+        let tid = self.tenant_id(&grant.tenant)?;
+        let oid = self
+            .lock()
+            .user_by_name(Some(&tid), &grant.username)
+            .ok_or_else(|| EmulatorError::NotFound(format!("user {}", grant.username)))?
+            .oid
+            .clone();
+        let mut mail = self.mail();
+        let mb = mail.get_mut(&grant.mailbox)?;
+        if !mb.send_as.contains(&oid) {
+            mb.send_as.push(oid);
+        }
+        Ok(())
+    }
+
     /// Registers an app's service principal in Exchange Online (`New-ServicePrincipal`); the app
     /// must be usable in the tenant. Registering twice changes nothing.
     pub fn register_service_principal(&self, spec: ServicePrincipalSpec) -> Result<()> {
@@ -196,6 +214,15 @@ impl Emu {
                     });
                 }
             }
+            for oid in &mb.send_as {
+                if let Some(username) = upn(&mb.tenant_id, oid) {
+                    setup.send_as_grants.push(MailboxGrant {
+                        tenant: mb.tenant_id.clone(),
+                        mailbox: mb.address.clone(),
+                        username,
+                    });
+                }
+            }
             for client_id in &mb.app_full_access {
                 setup.mailbox_app_grants.push(MailboxAppGrant {
                     tenant: mb.tenant_id.clone(),
@@ -285,6 +312,7 @@ pub(crate) fn routes() -> Router<Arc<Emu>> {
         .route("/_admin/mailboxes", post(mailboxes))
         .route("/_admin/mailboxes/grant", post(grant))
         .route("/_admin/mailboxes/grant-app", post(grant_app))
+        .route("/_admin/mailboxes/send-as", post(send_as))
         .route("/_admin/mailboxes/access-policy", post(policy))
         .route("/_admin/exchange/service-principals", post(service_principal))
         .route("/_admin/mailboxes/deliver", post(deliver))
@@ -307,6 +335,11 @@ async fn mailboxes(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
 
 async fn grant(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
     emu.grant_mailbox_access(body(&b)?)?;
+    Ok(ok())
+}
+
+async fn send_as(State(emu): State<Arc<Emu>>, b: Bytes) -> Result<Response> {
+    emu.grant_send_as(body(&b)?)?;
     Ok(ok())
 }
 

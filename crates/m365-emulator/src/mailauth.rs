@@ -143,6 +143,16 @@ impl Caller {
     }
 }
 
+/// Whether the caller may send as the mailbox it opened: its owner, a user granted Send As
+/// (full access alone is not enough), or an app-only caller, which acts as the mailbox itself
+/// (impersonation).
+pub(crate) fn may_send_as(c: &Caller, mb: &crate::mail::Mailbox) -> bool {
+    match &c.user {
+        None => true,
+        Some((oid, _)) => mb.owner_oid.as_deref() == Some(oid.as_str()) || mb.send_as.contains(oid),
+    }
+}
+
 /// A request's hold on a mailbox: counts against the (app, mailbox) concurrency limit until dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {

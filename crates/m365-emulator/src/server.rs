@@ -479,6 +479,11 @@ impl Emulator {
         self.emu.grant_mailbox_access(grant)
     }
 
+    /// Lets a user send as a mailbox not their own (`Add-RecipientPermission -AccessRights SendAs`).
+    pub fn grant_send_as(&self, grant: MailboxGrant) -> Result<(), EmulatorError> {
+        self.emu.grant_send_as(grant)
+    }
+
     /// Registers an app's service principal in Exchange Online (`New-ServicePrincipal`), as
     /// app-only IMAP, POP and SMTP AUTH need.
     pub fn register_service_principal(&self, spec: ServicePrincipalSpec) -> Result<(), EmulatorError> {

@@ -482,6 +482,9 @@ impl Emu {
         for g in &setup.mailbox_grants {
             self.grant_mailbox_access(g.clone())?;
         }
+        for g in &setup.send_as_grants {
+            self.grant_send_as(g.clone())?;
+        }
         for sp in &setup.exchange_service_principals {
             self.register_service_principal(sp.clone())?;
         }

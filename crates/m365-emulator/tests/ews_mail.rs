@@ -602,3 +602,168 @@ async fn a_blocked_ews_answers_403_unless_the_app_is_allowed() {
     let (s, _, x) = soap_raw(&emu, &user, &[], "Exchange2013_SP1", "", &find).await;
     assert_eq!(s, 200, "{x}");
 }
+
+/// A `CreateItem` of one message from MIME, as the CreateItem reference writes it;
+/// `saved` is the `SavedItemFolderId` content (empty: none).
+fn create_item(disposition: &str, saved: &str, mime: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(mime);
+    let saved =
+        if saved.is_empty() { String::new() } else { format!("<m:SavedItemFolderId>{saved}</m:SavedItemFolderId>") };
+    format!(
+        r#"<m:CreateItem MessageDisposition="{disposition}">{saved}<m:Items><t:Message>
+<t:MimeContent CharacterSet="UTF-8">{encoded}</t:MimeContent></t:Message></m:Items></m:CreateItem>"#
+    )
+}
+
+/// A mail from the robot to Alice (and someone outside the emulator), Alice again in Cc.
+fn outgoing(n: usize) -> String {
+    format!(
+        "From: Robot <{USER}>\r\nTo: Alice <{ALICE}>, someone@example.test\r\nCc: {ALICE}\r\nSubject: Answer {n}\r\n\
+         Message-ID: <answer{n}@contoso.test>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nWe are on it.\r\n"
+    )
+}
+
+#[tokio::test]
+async fn create_item_sends_saves_or_both_from_mime() {
+    let emu = start_mail();
+    let token = user_token(&emu, USER, &[EWS_SCOPE]);
+    let sent_items = r#"<t:DistinguishedFolderId Id="sentitems" />"#;
+
+    // SendAndSaveCopy: a copy in Sent Items, exactly the MIME given, and one delivery to Alice
+    // (named in To and Cc); no item id in the answer.
+    let (s, x) = soap(&emu, &token, &[], "", &create_item("SendAndSaveCopy", sent_items, &outgoing(1))).await;
+    assert_eq!(s, 200, "{x}");
+    let doc = roxmltree::Document::parse(&x).unwrap();
+    assert_eq!(codes(&doc), ["NoError"], "{x}");
+    assert!(all(&doc, "CreateItemResponseMessage").len() == 1 && all(&doc, "ItemId").is_empty(), "{x}");
+    let sent = emu.messages(USER, "sentitems").unwrap();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].is_read);
+    assert_eq!(emu.mime(USER, &sent[0].id).unwrap(), outgoing(1).as_bytes());
+    let got = emu.messages(ALICE, "inbox").unwrap();
+    assert_eq!(got.len(), 1, "once, though named twice: {got:?}");
+    assert_eq!((got[0].subject.as_str(), got[0].is_read), ("Answer 1", false));
+    assert_eq!(emu.mime(ALICE, &got[0].id).unwrap(), outgoing(1).as_bytes(), "headers travel as given");
+
+    // Without SavedItemFolderId, SendAndSaveCopy keeps the copy in Sent Items too.
+    let (_, x) = soap(&emu, &token, &[], "", &create_item("SendAndSaveCopy", "", &outgoing(2))).await;
+    assert_eq!(codes(&roxmltree::Document::parse(&x).unwrap()), ["NoError"]);
+    assert_eq!(emu.count(USER, "sentitems").unwrap(), 2);
+
+    // SendOnly: sent, no copy.
+    let (_, x) = soap(&emu, &token, &[], "", &create_item("SendOnly", "", &outgoing(3))).await;
+    assert_eq!(codes(&roxmltree::Document::parse(&x).unwrap()), ["NoError"]);
+    assert_eq!(emu.count(USER, "sentitems").unwrap(), 2);
+    assert_eq!(emu.count(ALICE, "inbox").unwrap(), 3);
+
+    // SaveOnly: saved where asked, with its id in the answer; nothing sent.
+    let drafts = r#"<t:DistinguishedFolderId Id="drafts" />"#;
+    let (_, x) = soap(&emu, &token, &[], "", &create_item("SaveOnly", drafts, &outgoing(4))).await;
+    let doc = roxmltree::Document::parse(&x).unwrap();
+    assert_eq!(codes(&doc), ["NoError"]);
+    let draft = emu.messages(USER, "drafts").unwrap();
+    assert_eq!(draft.len(), 1);
+    assert_eq!(all(&doc, "ItemId")[0].attribute("Id").unwrap(), draft[0].id.replace('-', "+").replace('_', "/"));
+    assert_eq!(emu.count(ALICE, "inbox").unwrap(), 3);
+}
+
+#[tokio::test]
+async fn create_item_refuses_bad_input_with_ews_errors() {
+    let emu = start_mail();
+    let token = user_token(&emu, USER, &[EWS_SCOPE]);
+    let sent_items = r#"<t:DistinguishedFolderId Id="sentitems" />"#;
+    let code = |x: &str| codes(&roxmltree::Document::parse(x).unwrap());
+    let without_mime = |extra: &str| {
+        format!(
+            r#"<m:CreateItem MessageDisposition="SendAndSaveCopy"><m:Items><t:Message><t:Subject>Hi</t:Subject>{extra}</t:Message></m:Items></m:CreateItem>"#
+        )
+    };
+    let cases = [
+        // No MimeContent and nobody to send to (ResponseCode reference: ErrorInvalidRecipients).
+        (without_mime(""), "ErrorInvalidRecipients"),
+        // Recipients given as properties: this server needs the MIME.
+        (
+            without_mime(&format!("<t:ToRecipients><t:Mailbox><t:EmailAddress>{ALICE}</t:EmailAddress></t:Mailbox></t:ToRecipients>")),
+            "ErrorInvalidRequest",
+        ),
+        (create_item("SendAndSaveCopy", sent_items, "").replace("<t:MimeContent CharacterSet=\"UTF-8\"></t:MimeContent>", "<t:MimeContent/>"), "ErrorMimeContentInvalid"),
+        (create_item("SendAndSaveCopy", sent_items, "x").replace(">eA==<", ">%%%not base64<"), "ErrorMimeContentInvalidBase64String"),
+        // A MIME message with no To or Cc.
+        (create_item("SendAndSaveCopy", sent_items, &outgoing(1).replace(&format!("To: Alice <{ALICE}>, someone@example.test\r\nCc: {ALICE}\r\n"), "")), "ErrorInvalidRecipients"),
+        (create_item("SendAndSaveCopy", sent_items, &outgoing(1)).replace(" MessageDisposition=\"SendAndSaveCopy\"", ""), "ErrorMessageDispositionRequired"),
+        (create_item("SendAndSaveCopy", r#"<t:FolderId Id="AAMkAnope" />"#, &outgoing(1)), "ErrorInvalidIdMalformed"),
+        (create_item("SendAndSaveCopy", r#"<t:DistinguishedFolderId Id="nosuchfolder" />"#, &outgoing(1)), "ErrorSavedItemFolderNotFound"),
+        (
+            r#"<m:CreateItem MessageDisposition="SaveOnly"><m:Items><t:CalendarItem><t:Subject>Meet</t:Subject></t:CalendarItem></m:Items></m:CreateItem>"#.to_string(),
+            "ErrorInvalidRequest",
+        ),
+    ];
+    for (body, want) in &cases {
+        let (s, x) = soap(&emu, &token, &[], "", body).await;
+        assert_eq!((s, code(&x)), (200, vec![want.to_string()]), "{body}\n{x}");
+        assert!(x.contains("<m:MessageText>"), "{x}");
+    }
+    // Whole-request faults: an unknown disposition, no items.
+    for body in [
+        create_item("SendLater", sent_items, &outgoing(1)),
+        r#"<m:CreateItem MessageDisposition="SendOnly"><m:Items/></m:CreateItem>"#.to_string(),
+    ] {
+        let (s, x) = soap(&emu, &token, &[], "", &body).await;
+        assert_eq!(s, 500, "{x}");
+        assert!(x.contains("ErrorSchemaValidation"), "{x}");
+    }
+    // Several items: each answered on its own.
+    let two = create_item("SendOnly", "", &outgoing(5))
+        .replace("</m:Items>", "<t:Message><t:MimeContent>%%%</t:MimeContent></t:Message></m:Items>");
+    let (_, x) = soap(&emu, &token, &[], "", &two).await;
+    assert_eq!(code(&x), ["NoError", "ErrorMimeContentInvalidBase64String"], "{x}");
+    assert_eq!(emu.count(ALICE, "inbox").unwrap(), 1, "only the good one went");
+    assert_eq!(emu.count(USER, "sentitems").unwrap(), 0);
+    assert_eq!(emu.count(USER, "drafts").unwrap(), 0);
+}
+
+/// Full access lets a delegate read a shared mailbox, not send as it: without Send As the
+/// answer is ErrorSendAsDenied and the message stays in the mailbox's Drafts (ResponseCode
+/// reference). App-only callers impersonate the mailbox and send as it.
+#[tokio::test]
+async fn sending_from_another_mailbox_needs_send_as() {
+    let emu = start_mail();
+    let token = user_token(&emu, USER, &[EWS_SCOPE]);
+    emu.grant_mailbox_access(MailboxGrant { tenant: DOMAIN.into(), mailbox: SHARED.into(), username: USER.into() })
+        .unwrap();
+    let shared_sent = format!(
+        r#"<t:DistinguishedFolderId Id="sentitems"><t:Mailbox><t:EmailAddress>{SHARED}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>"#
+    );
+    let from_shared = outgoing(1).replace(&format!("From: Robot <{USER}>"), &format!("From: Support <{SHARED}>"));
+    let body = create_item("SendAndSaveCopy", &shared_sent, &from_shared);
+    let (s, x) = soap(&emu, &token, &[], "", &body).await;
+    assert_eq!(s, 200, "{x}");
+    let doc = roxmltree::Document::parse(&x).unwrap();
+    assert_eq!(codes(&doc), ["ErrorSendAsDenied"], "{x}");
+    assert!(text_of(&doc, "MessageText").contains("does not have the right to send mail"), "{x}");
+    assert_eq!(emu.count(SHARED, "drafts").unwrap(), 1, "left in Drafts");
+    assert_eq!((emu.count(SHARED, "sentitems").unwrap(), emu.count(ALICE, "inbox").unwrap()), (0, 0));
+
+    // Send As, granted through the admin API.
+    let grant = serde_json::json!({"tenant": DOMAIN, "mailbox": SHARED, "username": USER});
+    let r = client().post(format!("{}/_admin/mailboxes/send-as", emu.base_url())).json(&grant).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, x) = soap(&emu, &token, &[], "", &body).await;
+    assert_eq!(codes(&roxmltree::Document::parse(&x).unwrap()), ["NoError"], "{x}");
+    assert_eq!((emu.count(SHARED, "sentitems").unwrap(), emu.count(ALICE, "inbox").unwrap()), (1, 1));
+    assert_eq!(emu.count(USER, "sentitems").unwrap(), 0, "kept in the shared mailbox, not the caller's");
+
+    // App-only, impersonating the shared mailbox.
+    let app = app_token(&emu, EWS).await;
+    let (s, x) = soap(
+        &emu,
+        &app,
+        &[("X-AnchorMailbox", SHARED)],
+        &impersonate(SHARED),
+        &create_item("SendAndSaveCopy", r#"<t:DistinguishedFolderId Id="sentitems" />"#, &from_shared),
+    )
+    .await;
+    assert_eq!((s, codes(&roxmltree::Document::parse(&x).unwrap())), (200, vec!["NoError".to_string()]), "{x}");
+    assert_eq!((emu.count(SHARED, "sentitems").unwrap(), emu.count(ALICE, "inbox").unwrap()), (2, 2));
+}

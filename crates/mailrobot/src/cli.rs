@@ -129,7 +129,8 @@ pub struct MailboxSet {
     /// Read a new password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
-    /// How the mailbox answers requesters: `smtp`, `graph` (its connection), or `none` (the default).
+    /// How the mailbox answers requesters: `smtp`, `graph` (its connection), `ews` (an EWS
+    /// mailbox's own endpoint and login), or `none` (the default).
     #[arg(long, value_enum)]
     pub reply_via: Option<crate::outbound::ReplyVia>,
     /// The SMTP server replies go through: host[:port].

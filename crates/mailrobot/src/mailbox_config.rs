@@ -125,6 +125,53 @@ pub struct OpenContext<'a> {
     pub sync_state: Option<String>,
 }
 
+/// A mailbox's stored password, opened; it lives as long as the login that
+/// needs it.
+fn stored_password(name: &str, sealed: Option<&[u8]>, secrets: &SecretBox) -> Result<String, SourceError> {
+    let sealed = sealed.ok_or_else(|| {
+        SourceError::permanent(format!("mailbox {name} has no password stored; add it again with --password-env"))
+    })?;
+    let password =
+        secrets.open_str(sealed, &secret_context(name)).map_err(|e| SourceError::permanent(e.to_string()))?;
+    Ok(password.expose().to_string())
+}
+
+impl EwsSettings {
+    /// The EWS client's settings: the connection's tokens (app-only ones
+    /// impersonate the mailbox), or the stored password for the mailbox's
+    /// own URL.
+    fn client_config(&self, mailbox: &Mailbox, ctx: &OpenContext<'_>) -> Result<EwsConfig, SourceError> {
+        let (auth, url) = match (&self.connection, ctx.tokens.clone()) {
+            (Some(_), Some((tokens, url))) => match self.mode {
+                Some(Mode::Application) => (EwsAuth::Application(tokens), url),
+                _ => (EwsAuth::Delegated(tokens), url),
+            },
+            (Some(_), None) => {
+                return Err(SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name)));
+            }
+            (None, _) => {
+                let username = self.username.clone().unwrap_or_default();
+                let password = stored_password(&mailbox.name, ctx.sealed_secret, ctx.secrets)?;
+                let url = self.url.clone().ok_or_else(|| SourceError::permanent("an EWS mailbox needs --ews-url"))?;
+                let scheme = self.password_scheme.unwrap_or_default();
+                (EwsAuth::Password { username, password, scheme }, url)
+            }
+        };
+        Ok(EwsConfig {
+            url,
+            address: self.address.clone(),
+            folder: self.folder.clone(),
+            processed_folder: self.processed_folder.clone(),
+            error_folder: self.error_folder.clone(),
+            settle: self.settle,
+            auth,
+            timeout: NETWORK_TIMEOUT,
+            sync_state: ctx.sync_state.clone(),
+            max_message_bytes: max_message_bytes(mailbox),
+        })
+    }
+}
+
 /// The context a mailbox's password is sealed for.
 pub fn secret_context(mailbox_name: &str) -> String {
     format!("mailbox:{mailbox_name}:password")
@@ -192,6 +239,15 @@ impl MailboxConfig {
         }
     }
 
+    /// An EWS mailbox's client, asking the server nothing (no folder is
+    /// looked up): what sends its mail (`--reply-via ews`).
+    pub fn ews_client(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<EwsSource, SourceError> {
+        match self {
+            MailboxConfig::Ews(s) => EwsSource::client(s.client_config(mailbox, &ctx)?),
+            _ => Err(SourceError::permanent(format!("mailbox {} is not an EWS mailbox", mailbox.name))),
+        }
+    }
+
     /// Connects to the mailbox. The password is opened from its sealed form
     /// here and lives only as long as the connection setup needs it.
     pub async fn open(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<Box<dyn MailSource>, SourceError> {
@@ -217,17 +273,10 @@ impl MailboxConfig {
                             app_id,
                         })
                     }
-                    LoginMethod::Password => {
-                        let sealed = sealed.ok_or_else(|| {
-                            SourceError::permanent(format!(
-                                "mailbox {name} has no password stored; add it again with --password-env"
-                            ))
-                        })?;
-                        let password = secrets
-                            .open_str(&sealed, &secret_context(&name))
-                            .map_err(|e| SourceError::permanent(e.to_string()))?;
-                        Ok(Credentials::Password { username, password: password.expose().to_string() })
-                    }
+                    LoginMethod::Password => Ok(Credentials::Password {
+                        username,
+                        password: stored_password(&name, sealed.as_deref(), secrets)?,
+                    }),
                 }
             }
         };
@@ -271,47 +320,7 @@ impl MailboxConfig {
             MailboxConfig::DropFolder(s) => {
                 Box::new(DropFolderSource::open(s.path.clone())?.with_max_message_bytes(max_message_bytes(mailbox)))
             }
-            MailboxConfig::Ews(s) => {
-                let (auth, url) = match (&s.connection, ctx.tokens.clone()) {
-                    (Some(_), Some((tokens, url))) => match s.mode {
-                        Some(Mode::Application) => (EwsAuth::Application(tokens), url),
-                        _ => (EwsAuth::Delegated(tokens), url),
-                    },
-                    (Some(_), None) => {
-                        return Err(SourceError::permanent(format!(
-                            "mailbox {} has no service connection",
-                            mailbox.name
-                        )));
-                    }
-                    (None, _) => {
-                        let username = s.username.clone().unwrap_or_default();
-                        let login = credentials(&username, LoginMethod::Password).await?;
-                        let Credentials::Password { password, .. } = &login else {
-                            unreachable!("a password login yields a password");
-                        };
-                        let password = password.clone();
-                        let url =
-                            s.url.clone().ok_or_else(|| SourceError::permanent("an EWS mailbox needs --ews-url"))?;
-                        let scheme = s.password_scheme.unwrap_or_default();
-                        (EwsAuth::Password { username, password, scheme }, url)
-                    }
-                };
-                Box::new(
-                    EwsSource::connect(EwsConfig {
-                        url,
-                        address: s.address.clone(),
-                        folder: s.folder.clone(),
-                        processed_folder: s.processed_folder.clone(),
-                        error_folder: s.error_folder.clone(),
-                        settle: s.settle,
-                        auth,
-                        timeout: NETWORK_TIMEOUT,
-                        sync_state: ctx.sync_state.clone(),
-                        max_message_bytes: max_message_bytes(mailbox),
-                    })
-                    .await?,
-                )
-            }
+            MailboxConfig::Ews(s) => Box::new(EwsSource::connect(s.client_config(mailbox, &ctx)?).await?),
             MailboxConfig::Graph(s) => {
                 let (tokens, base_url) = ctx.tokens.ok_or_else(|| {
                     SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name))

@@ -87,7 +87,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(reply) = value.get("reply") {
                         let words = match (reply["ok"].as_bool(), reply["error"].as_str()) {
-                            (Some(true), _) => "can send".to_string(),
+                            (Some(true), _) => match reply["needs"].as_str() {
+                                Some(needs) => format!("reached; sending also needs {needs}"),
+                                None => "can send".to_string(),
+                            },
                             (Some(false), Some(error)) => format!("cannot send: {error}"),
                             _ => format!("shows only when sending; needs {}", reply["needs"].as_str().unwrap_or("?")),
                         };

@@ -32,8 +32,11 @@ pub enum ReplyVia {
     /// Nothing is sent (the default until the operator chooses).
     None,
     Smtp,
-    /// Microsoft Graph sendMail through the mailbox's connection (not built yet).
+    /// Microsoft Graph sendMail through the mailbox's connection.
     Graph,
+    /// EWS CreateItem (SendAndSaveCopy) through an EWS mailbox's own
+    /// endpoint and login.
+    Ews,
 }
 
 /// What `mailbox set` was given about the reply transport.
@@ -89,6 +92,7 @@ pub fn apply(
             ReplyVia::None => "none",
             ReplyVia::Smtp => "smtp",
             ReplyVia::Graph => "graph",
+            ReplyVia::Ews => "ews",
         });
     }
     set(&mut reply, "server", given.smtp_server.clone());
@@ -125,10 +129,17 @@ pub fn apply(
             m.name,
             m.kind
         ),
+        Some("ews") if m.kind != mailrobot_store::MailboxKind::Ews => bail!(
+            "--reply-via ews sends through an EWS mailbox's own endpoint and login; mailbox {} is {}: use \
+             --reply-via smtp{}",
+            m.name,
+            m.kind,
+            if m.kind == mailrobot_store::MailboxKind::Graph { " or --reply-via graph" } else { "" }
+        ),
         _ => {}
     }
     config["reply"] = reply;
-    if matches!(text_of(&config, "via").as_deref(), Some("smtp" | "graph")) && reply_from(&config).is_none() {
+    if matches!(text_of(&config, "via").as_deref(), Some("smtp" | "graph" | "ews")) && reply_from(&config).is_none() {
         bail!("the mailbox has no address to send from: give --from ADDR");
     }
     let sealed = given.smtp_password.as_ref().map(|p| app.secrets.seal_str(p, &reply_secret_context(&m.name)));
@@ -329,8 +340,10 @@ pub fn render_template(
 }
 
 /// What `mailbox test` says about the mailbox's reply transport, before the
-/// first send: an SMTP login (nothing sent), or for Graph whether the
-/// connection was granted a send permission. None: it sends no mail.
+/// first send: an SMTP login (nothing sent), for Graph whether the
+/// connection was granted a send permission, for EWS a GetFolder of the
+/// mailbox's Sent Items with its credentials (nothing sent; Send As shows
+/// only in a send). None: it sends no mail.
 pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Value> {
     match text_of(&m.config, "via").as_deref() {
         Some("smtp") => {
@@ -369,6 +382,7 @@ pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Valu
             }
             Some(value)
         }
+        Some("ews") => Some(check_ews(app, m).await),
         _ => None,
     }
 }
@@ -403,6 +417,35 @@ fn smtp_config(app: &App, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::
         (None, None) => SmtpLogin::Anonymous,
     };
     crate::commands_smtp::config(&server, tls, login, None)
+}
+
+/// `mailbox test` for `--reply-via ews`: the client that sends, signed in,
+/// finds the mailbox's Sent Items. An app-only connection impersonates the
+/// mailbox and so sends as it; a delegate (connection or password) also
+/// needs Send As, which only a send shows.
+async fn check_ews(app: &App, m: &mailrobot_store::Mailbox) -> Value {
+    let checked = async {
+        let client = app.pipeline()?.ews_client(m).await?;
+        client.check_sent_items().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = checked {
+        return json!({"via": "ews", "ok": false, "error": format!("{e:#}")});
+    }
+    use crate::mailbox_config::{EwsSettings, MailboxConfig};
+    let app_only = matches!(
+        MailboxConfig::from_mailbox(m),
+        Ok(MailboxConfig::Ews(EwsSettings { connection: Some(_), mode: Some(mailrobot_store::Mode::Application), .. }))
+    );
+    let mut value = json!({"via": "ews", "ok": true, "checked": "signed in and found its Sent Items (nothing sent)"});
+    if !app_only {
+        value["needs"] = json!(
+            "Send As on the mailbox for the account signing in, unless it is that account's own (shows only when \
+             sending)"
+        );
+    }
+    value
 }
 
 /// Sends through each mailbox's reply transport; SMTP sessions are kept
@@ -512,13 +555,34 @@ impl RobotMail {
     }
 }
 
+impl RobotMail {
+    /// EWS CreateItem as the mailbox, through the client a poll of it uses.
+    async fn send_by_ews(&self, m: &mailrobot_store::Mailbox, message: &[u8]) -> Result<(), SendFailure> {
+        let pipeline = self.app.pipeline().map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
+        let client = pipeline
+            .ews_client(m)
+            .await
+            .map_err(|e| SendFailure { transient: e.is_transient(), text: e.to_string() })?;
+        let sent = client
+            .send_mime(message)
+            .await
+            .map_err(|e| SendFailure { transient: e.is_transient(), text: e.to_string() });
+        if sent.is_ok() {
+            crate::crash::point("after-mail-sent");
+        }
+        sent
+    }
+}
+
 #[async_trait::async_trait]
 impl MailTransport for RobotMail {
     async fn send(&self, mailbox_id: i64, from: &str, to: &str, message: &[u8]) -> Result<(), SendFailure> {
         let permanent = |text: String| SendFailure { transient: false, text };
         let m = self.app.store.mailbox(mailbox_id).map_err(|e| permanent(e.to_string()))?;
-        if text_of(&m.config, "via").as_deref() == Some("graph") {
-            return self.send_by_graph(&m, message).await;
+        match text_of(&m.config, "via").as_deref() {
+            Some("graph") => return self.send_by_graph(&m, message).await,
+            Some("ews") => return self.send_by_ews(&m, message).await,
+            _ => {}
         }
         let cfg =
             smtp_config(&self.app, mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;

@@ -143,6 +143,28 @@ pub struct Pipeline {
     pub broker: Option<Arc<mailrobot_auth::TokenBroker>>,
 }
 
+/// A mailbox's settings and what opening it needs besides them, gathered
+/// before any connection.
+struct Opening {
+    config: MailboxConfig,
+    sealed: Option<Vec<u8>>,
+    tokens: Option<(Arc<dyn BearerTokens>, String)>,
+    app_id: Option<String>,
+    sync_state: Option<String>,
+}
+
+impl Opening {
+    fn context<'a>(&'a self, secrets: &'a SecretBox) -> OpenContext<'a> {
+        OpenContext {
+            sealed_secret: self.sealed.as_deref(),
+            secrets,
+            tokens: self.tokens.clone(),
+            app_id: self.app_id.clone(),
+            sync_state: self.sync_state.clone(),
+        }
+    }
+}
+
 impl Pipeline {
     async fn blocking<T: Send + 'static>(
         &self,
@@ -193,6 +215,21 @@ impl Pipeline {
     /// (a connection that needs a person pauses the mailbox here, without a
     /// network call), its stored password and sync state.
     async fn open_source(&self, mailbox: &Mailbox) -> Result<Box<dyn MailSource>, PollError> {
+        let opening = self.opening(mailbox).await?;
+        let context = opening.context(&self.secrets);
+        Ok(opening.config.open(mailbox, context).await?)
+    }
+
+    /// An EWS mailbox's client, with the credentials a poll of it uses,
+    /// asking the server nothing: what `--reply-via ews` sends through.
+    pub async fn ews_client(&self, mailbox: &Mailbox) -> Result<mailrobot_sources::EwsSource, PollError> {
+        let opening = self.opening(mailbox).await?;
+        let context = opening.context(&self.secrets);
+        Ok(opening.config.ews_client(mailbox, context)?)
+    }
+
+    /// What opening a mailbox needs (see [`Self::open_source`]).
+    async fn opening(&self, mailbox: &Mailbox) -> Result<Opening, PollError> {
         let config = MailboxConfig::from_mailbox(mailbox)?;
         config.check_plaintext()?;
         let (mut tokens, mut app_id) = (None, None);
@@ -215,9 +252,7 @@ impl Pipeline {
         let id = mailbox.id;
         let (sealed, sync_state) =
             self.blocking(move |s| Ok((s.mailbox_secret(id)?, s.mailbox_sync_state(id)?))).await?;
-        let context =
-            OpenContext { sealed_secret: sealed.as_deref(), secrets: &self.secrets, tokens, app_id, sync_state };
-        Ok(config.open(mailbox, context).await?)
+        Ok(Opening { config, sealed, tokens, app_id, sync_state })
     }
 
     /// Connects and looks around without changing anything (`mailbox test`).

@@ -8,28 +8,6 @@ use common::contoso::*;
 use common::*;
 use m365_emulator::{EwsAuthScheme, EwsAuthSpec, EwsBlockBody, EwsBlockSpec, MailboxGrant};
 
-fn add_password_mailbox(robot: &Robot, name: &str, emu_base: &str, password: &str, extra: &[&str]) -> bool {
-    let ews = format!("{emu_base}/EWS/Exchange.asmx");
-    let mut args = vec![
-        "mailbox",
-        "add",
-        "--name",
-        name,
-        "--kind",
-        "ews",
-        "--ews-url",
-        &ews,
-        "--address",
-        SHARED,
-        "--username",
-        AGENT,
-        "--password-env",
-        "EWS_PW",
-    ];
-    args.extend_from_slice(extra);
-    robot.run_raw(&args, &[("EWS_PW", password)]).status.success()
-}
-
 fn deliver(emu: &m365_emulator::Emulator, ids: std::ops::Range<usize>) {
     for i in ids {
         let mime = simple_mail(&format!("onprem{i}@ex"), &format!("On-prem request {i}"), "", "Printer on fire");
@@ -47,7 +25,7 @@ fn a_password_mailbox_signs_in_with_ntlm_when_offered_and_basic_when_asked() {
 
     // auto: the server offers Basic and NTLM; NTLM is chosen, so the
     // password never crosses the wire.
-    assert!(add_password_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
+    assert!(add_password_ews_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
     deliver(&emu, 0..3);
     let out = robot.run_raw(&["run-once"], &[("MAILROBOT_LOG_FORMAT", "json")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -60,7 +38,7 @@ fn a_password_mailbox_signs_in_with_ntlm_when_offered_and_basic_when_asked() {
 
     // Basic, when the mailbox asks for it.
     robot.run(&["mailbox", "disable", "onprem"]);
-    assert!(add_password_mailbox(&robot, "onprem-basic", emu.base_url(), AGENT_PASSWORD, &["--ews-auth", "basic"]));
+    assert!(add_password_ews_mailbox(&robot, "onprem-basic", emu.base_url(), AGENT_PASSWORD, &["--ews-auth", "basic"]));
     deliver(&emu, 3..5);
     robot.run(&["run-once"]);
     assert_eq!(robot.tickets().len(), 5);
@@ -80,7 +58,7 @@ fn a_wrong_password_is_a_clear_mailbox_error() {
     let emu = emulator();
     emu.set_ews_auth(EwsAuthSpec::new(&[EwsAuthScheme::Ntlm])).unwrap();
     let robot = Robot::new();
-    assert!(add_password_mailbox(&robot, "onprem", emu.base_url(), "not-the-password", &[]));
+    assert!(add_password_ews_mailbox(&robot, "onprem", emu.base_url(), "not-the-password", &[]));
     deliver(&emu, 0..1);
     let out = robot.run_raw(&["run-once"], &[]);
     assert!(!out.status.success());
@@ -96,7 +74,7 @@ fn a_server_offering_no_password_scheme_is_named() {
     let emu = emulator();
     // Exchange Online: bearer tokens only.
     let robot = Robot::new();
-    assert!(add_password_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
+    assert!(add_password_ews_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
     let out = robot.run_raw(&["run-once"], &[]);
     assert!(!out.status.success());
     let listed = robot.json(&["mailbox", "list", "--json"]);
@@ -114,7 +92,7 @@ fn a_403_after_the_ntlm_handshake_is_a_clear_mailbox_error() {
         .unwrap();
     emu.set_ews_block(EwsBlockSpec::blocked(EwsBlockBody::Text));
     let robot = Robot::new();
-    assert!(add_password_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
+    assert!(add_password_ews_mailbox(&robot, "onprem", emu.base_url(), AGENT_PASSWORD, &[]));
     deliver(&emu, 0..1);
     let out = robot.run_raw(&["run-once"], &[]);
     assert!(!out.status.success());

@@ -521,3 +521,135 @@ fn sieve_vacation_does_not_answer_the_acknowledgement() {
                discarding vacation response to auto-submitted message from <support@contoso.test>";
     assert!(log.contains(why), "Pigeonhole says why it kept quiet:\n{log}");
 }
+
+/// The requester of the EWS tests: a mailbox of the emulator, so the
+/// acknowledgement can be seen arriving.
+const ANN: &str = "ann@contoso.test";
+
+fn ask_the_shared_mailbox(emu: &m365_emulator::Emulator, message_id: &str, subject: &str) {
+    let mime = String::from_utf8(mail(ANN, message_id, subject, "")).unwrap();
+    emu.deliver_mime(common::contoso::SHARED, "inbox", &mime).unwrap();
+}
+
+/// The acknowledgement as it arrived in Ann's Inbox: the robot's MIME,
+/// with the ticket's tag and the header that stops auto-responders.
+fn assert_ann_got_the_acknowledgement(emu: &m365_emulator::Emulator, message_id: &str, subject: &str) {
+    let got = emu.messages(ANN, "inbox").unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let raw = String::from_utf8(emu.mime(ANN, &got[0].id).unwrap()).unwrap();
+    for line in [
+        format!("Subject: [TKT-000001] {subject}"),
+        format!("From: {}", common::contoso::SHARED),
+        format!("To: {ANN}"),
+        "Auto-Submitted: auto-replied".to_string(),
+        format!("In-Reply-To: <{message_id}>"),
+        "Message-ID: <mailrobot.acknowledgement.1.".to_string(),
+    ] {
+        assert!(raw.contains(&line), "{line:?} in\n{raw}");
+    }
+}
+
+/// An EWS mailbox of Exchange Online (app-only connection, impersonation)
+/// answers through EWS CreateItem (SendAndSaveCopy): the copy in its Sent
+/// Items, the mail in the requester's Inbox.
+#[test]
+fn an_ews_mailbox_acknowledges_through_create_item() {
+    use common::contoso;
+    let emu = contoso::emulator();
+    emu.create_mailbox(m365_emulator::MailboxSpec::new(contoso::DOMAIN, ANN)).unwrap();
+    let robot = contoso::robot_with_tenant(&emu);
+    contoso::add_connection(&robot, "ews-app", "ews", "application");
+    robot.run(&[
+        "mailbox",
+        "add",
+        "--name",
+        "shared",
+        "--kind",
+        "ews",
+        "--connection",
+        "ews-app",
+        "--address",
+        contoso::SHARED,
+    ]);
+    // Only an EWS mailbox has an EWS endpoint and login to send with.
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    let out = robot.run_raw(&["mailbox", "set", "desk", "--reply-via", "ews"], &[]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("EWS mailbox") && said.contains("use --reply-via smtp"), "{said}");
+    robot.run(&["mailbox", "set", "shared", "--reply-via", "ews"]);
+
+    // `mailbox test` signs in and finds Sent Items; it sends nothing.
+    let tested = robot.json(&["mailbox", "test", "shared", "--json"]);
+    assert_eq!(
+        (&tested["reply"]["via"], &tested["reply"]["ok"]),
+        (&Value::from("ews"), &Value::from(true)),
+        "{tested}"
+    );
+    assert!(tested["reply"].get("needs").is_none(), "app-only access sends as the mailbox it impersonates: {tested}");
+    assert_eq!(emu.count(contoso::SHARED, "sentitems").unwrap(), 0);
+
+    ask_the_shared_mailbox(&emu, "e1@contoso.test", "Printer on fire");
+    robot.run(&["run-once"]);
+    let outbox = robot.json(&["outbox", "list", "--json"]);
+    assert_eq!(outbox.as_array().unwrap().len(), 1, "{outbox}");
+    assert_eq!((&outbox[0]["state"], &outbox[0]["attempts"]), (&Value::from("sent"), &Value::from(1)), "{outbox}");
+    let sent = emu.messages(contoso::SHARED, "sentitems").unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].subject, "[TKT-000001] Printer on fire");
+    assert!(sent[0].internet_message_id.contains("mailrobot.acknowledgement.1."), "{:?}", sent[0].internet_message_id);
+    assert_ann_got_the_acknowledgement(&emu, "e1@contoso.test", "Printer on fire");
+    assert_eq!(answer_of(&robot, "e1@contoso.test"), "acknowledged to ann@contoso.test");
+
+    // An agent's reply goes the same way.
+    let body = robot.dir.path().join("reply.txt");
+    std::fs::write(&body, "The printer is repaired.").unwrap();
+    robot.run(&["tickets", "reply", "TKT-000001", "--body-file", body.to_str().unwrap()]);
+    robot.run(&["run-once"]);
+    assert_eq!(emu.count(contoso::SHARED, "sentitems").unwrap(), 2);
+    let got = emu.messages(ANN, "inbox").unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().any(|m| m.subject == "Re: [TKT-000001] Printer on fire"), "{got:?}");
+}
+
+/// Exchange Server on-premises over NTLM: the agent the robot signs in as
+/// has full access to the shared mailbox but not Send As, so the server
+/// refuses the send (ErrorSendAsDenied) and the mail is `failed` at once
+/// with that reason; once Send As is granted, a resend goes out.
+#[test]
+fn an_on_premises_ews_mailbox_without_send_as_fails_with_the_reason() {
+    use common::contoso;
+    use m365_emulator::{EwsAuthScheme, EwsAuthSpec, MailboxGrant};
+    let emu = contoso::emulator();
+    emu.create_mailbox(m365_emulator::MailboxSpec::new(contoso::DOMAIN, ANN)).unwrap();
+    emu.set_ews_auth(EwsAuthSpec::new(&[EwsAuthScheme::Ntlm])).unwrap();
+    let grant = || MailboxGrant {
+        tenant: contoso::DOMAIN.into(),
+        mailbox: contoso::SHARED.into(),
+        username: contoso::AGENT.into(),
+    };
+    emu.grant_mailbox_access(grant()).unwrap();
+    let robot = Robot::new();
+    assert!(contoso::add_password_ews_mailbox(&robot, "onprem", emu.base_url(), contoso::AGENT_PASSWORD, &[]));
+    robot.run(&["mailbox", "set", "onprem", "--reply-via", "ews"]);
+    let tested = robot.run(&["mailbox", "test", "onprem"]);
+    assert!(tested.contains("replies via ews: reached; sending also needs Send As"), "{tested}");
+
+    ask_the_shared_mailbox(&emu, "e2@contoso.test", "VPN down");
+    robot.run(&["run-once"]);
+    let row = robot.json(&["outbox", "list", "--json"])[0].clone();
+    assert_eq!((&row["state"], &row["attempts"]), (&Value::from("failed"), &Value::from(1)), "{row}");
+    let error = row["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("ErrorSendAsDenied") && error.contains("Send As"), "{row}");
+    assert!(error.contains(contoso::SHARED) && !error.contains(contoso::AGENT_PASSWORD), "{row}");
+    assert_eq!(emu.count(ANN, "inbox").unwrap(), 0, "nothing sent");
+    assert_eq!(emu.count(contoso::SHARED, "sentitems").unwrap(), 0);
+
+    emu.grant_send_as(grant()).unwrap();
+    robot.run(&["outbox", "resend", &row["id"].to_string()]);
+    robot.run(&["run-once"]);
+    let row = robot.json(&["outbox", "list", "--json"])[0].clone();
+    assert_eq!(row["state"], "sent", "{row}");
+    assert_eq!(emu.count(contoso::SHARED, "sentitems").unwrap(), 1);
+    assert_ann_got_the_acknowledgement(&emu, "e2@contoso.test", "VPN down");
+}

@@ -1,7 +1,9 @@
 //! Exchange Web Services: Exchange Server on-premises (and Exchange Online
 //! while Microsoft still allows it). New mail by SyncFolderItems with the
 //! SyncState stored after journaling, raw MIME by GetItem, settled by
-//! MoveItem, UpdateItem (IsRead) or DeleteItem. OAuth bearer tokens
+//! MoveItem, UpdateItem (IsRead) or DeleteItem. Mail the robot sends goes out
+//! as the mailbox by CreateItem (SendAndSaveCopy, the MIME message as
+//! MimeContent). OAuth bearer tokens
 //! (delegated, or app-only with ExchangeImpersonation + X-AnchorMailbox) or,
 //! for on-premises servers, a user name and password: NTLMv2 where the
 //! server offers it (the password never travels), else Basic.
@@ -196,6 +198,17 @@ mod soap {
              <t:Message><t:IsRead>true</t:IsRead></t:Message></t:SetItemField></t:Updates></t:ItemChange>\
              </m:ItemChanges></m:UpdateItem>",
             escape(id)
+        )
+    }
+
+    /// CreateItem sending a whole MIME message (base64) and keeping a copy in
+    /// Sent Items, as the CreateItem reference writes it: Exchange reads the
+    /// recipients from the message's headers.
+    pub fn send_mime(mime_base64: &str, mailbox: Option<&str>) -> String {
+        format!(
+            "<m:CreateItem MessageDisposition=\"SendAndSaveCopy\"><m:SavedItemFolderId>{}</m:SavedItemFolderId>\
+             <m:Items><t:Message><t:MimeContent>{mime_base64}</t:MimeContent></t:Message></m:Items></m:CreateItem>",
+            distinguished("sentitems", mailbox)
         )
     }
 
@@ -506,6 +519,48 @@ impl EwsSource {
         })
     }
 
+    /// The client alone, asking the server nothing (no folder is looked up):
+    /// for sending as the mailbox and checking it may.
+    pub fn client(cfg: EwsConfig) -> Result<Self, SourceError> {
+        Self::unconnected(cfg)
+    }
+
+    /// Sends a complete MIME message as this mailbox: CreateItem with
+    /// `MessageDisposition="SendAndSaveCopy"`, the message as base64
+    /// `t:MimeContent`, the copy in the mailbox's Sent Items. One attempt:
+    /// unlike the reads, a send is not repeated here, even after
+    /// ErrorServerBusy (a throttle error: the caller decides when to try
+    /// again, with the same message).
+    pub async fn send_mime(&self, mime: &[u8]) -> Result<(), SourceError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(mime);
+        let body = soap::send_mime(&encoded, self.named_mailbox());
+        self.answer_cap.store(SMALL_ANSWER, std::sync::atomic::Ordering::Relaxed);
+        let text = self.call_once(&body).await?;
+        self.sent(&text)?;
+        tracing::debug!(mailbox = %self.cfg.address, bytes = mime.len(), "EWS CreateItem sent a mail");
+        Ok(())
+    }
+
+    /// Whether the server can be reached with these credentials and shows
+    /// the mailbox's Sent Items (a GetFolder; nothing is sent). Send As
+    /// rights show only in a send.
+    pub async fn check_sent_items(&self) -> Result<(), SourceError> {
+        self.folder("sentitems", false).await.map(drop)
+    }
+
+    /// Reads CreateItem's answer: sent, or why not.
+    fn sent(&self, text: &str) -> Result<(), SourceError> {
+        let doc = soap::parse(text)?;
+        match soap::responses(&doc).into_iter().next() {
+            Some((_, m)) if m.class == "Success" => Ok(()),
+            Some((_, m)) => Err(send_error(&self.cfg.address, &m)),
+            None => Err(SourceError::transient(format!(
+                "EWS answered the send for mailbox {} without a response message",
+                self.cfg.address
+            ))),
+        }
+    }
+
     fn impersonated(&self) -> Option<&str> {
         matches!(self.cfg.auth, EwsAuth::Application(_)).then_some(self.cfg.address.as_str())
     }
@@ -591,10 +646,12 @@ impl EwsSource {
         let parsed = soap::parse(text).ok();
         let field = |name: &str| parsed.as_ref().and_then(|doc| soap::text_of(doc.root(), name));
         match (field("ResponseCode"), field("faultstring")) {
-            (Some(code), fault) if code != "ErrorInternalServerError" => SourceError::permanent(format!(
-                "EWS refused the request for mailbox {mailbox}: {code}: {}",
-                fault.unwrap_or_default()
-            )),
+            (Some(code), fault) if code != "ErrorInternalServerError" && !is_transient_code(&code) => {
+                SourceError::permanent(format!(
+                    "EWS refused the request for mailbox {mailbox}: {code}: {}",
+                    fault.unwrap_or_default()
+                ))
+            }
             (_, Some(fault)) => {
                 SourceError::transient(format!("EWS failed (HTTP {status}) for mailbox {mailbox}: {fault}"))
             }
@@ -1102,6 +1159,55 @@ impl EwsSource {
     }
 }
 
+/// Response codes the ResponseCode reference describes as passing: the
+/// server busy, overloaded or failing over, the mailbox or directory
+/// unavailable for now, a submission quota that refills. Any other code will
+/// not change by trying again.
+fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ErrorServerBusy"
+            | "ErrorInternalServerTransientError"
+            | "ErrorInsufficientResources"
+            | "ErrorADUnavailable"
+            | "ErrorMailboxStoreUnavailable"
+            | "ErrorMailboxMoveInProgress"
+            | "ErrorMailboxFailover"
+            | "ErrorConnectionFailed"
+            | "ErrorTimeoutExpired"
+            | "ErrorSubmissionQuotaExceeded"
+            | "ErrorExceededConnectionCount"
+    )
+}
+
+/// Why EWS did not send a mail, from CreateItem's response message: the
+/// ResponseCode and its text, what to do where that is known, transient only
+/// for the codes that pass ([`is_transient_code`]).
+fn send_error(mailbox: &str, m: &soap::ResponseMessage) -> SourceError {
+    let said = if m.text.is_empty() { m.code.clone() } else { format!("{}: {}", m.code, m.text) };
+    let hint = match m.code.as_str() {
+        "ErrorSendAsDenied" => {
+            "; the account the robot signs in with needs Send As on this mailbox (Exchange Online: \
+             Add-RecipientPermission -AccessRights SendAs; on-premises: Add-ADPermission -ExtendedRights \"Send As\"); \
+             full access alone does not let it send"
+        }
+        "ErrorAccessDenied" | "ErrorImpersonateUserDenied" | "ErrorNonExistentMailbox" => {
+            "; delegated connections and password logins need access to the mailbox, application connections \
+             full_access_as_app"
+        }
+        "ErrorQuotaExceeded" => "; the mailbox is over its storage quota",
+        "ErrorMessageSizeExceeded" => "; the mail is larger than the server lets this mailbox send",
+        "ErrorInvalidRecipients" => "; the server found no recipient it can send to",
+        _ => "",
+    };
+    let text = format!("EWS did not send the mail from mailbox {mailbox} ({said}){hint}");
+    match m.code.as_str() {
+        "ErrorServerBusy" => SourceError::throttled(text, Duration::from_millis(m.back_off_ms.unwrap_or(30_000))),
+        code if is_transient_code(code) => SourceError::transient(text),
+        _ => SourceError::permanent(text),
+    }
+}
+
 /// ErrorServerBusy in any response message of an answer: the longest wait
 /// asked for, as a throttle.
 fn busy_items(text: &str, mailbox: &str) -> Option<SourceError> {
@@ -1198,6 +1304,7 @@ pub(crate) fn read_answer(text: &str) {
         }
         let _ = source.mime_items(text);
         let _ = source.items_done(text, "moving a mail");
+        let _ = source.sent(text);
     });
 }
 
@@ -1483,6 +1590,111 @@ mod tests {
             config(EwsAuth::Password { username: "u".into(), password: "p".into(), scheme: PasswordScheme::Auto });
         let text = forbidden(&onprem, "Forbidden").to_string();
         assert!(text.contains("Set-CASMailbox") && !text.contains("--kind graph"), "{text}");
+    }
+
+    /// CreateItem's answer with one response message of `class` and `code`
+    /// (and `extra` inside it), in the shape of the CreateItem reference.
+    fn create_answer(class: &str, code: &str, extra: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <m:CreateItemResponse xmlns:m=\"{}\" xmlns:t=\"{}\"><m:ResponseMessages>\
+             <m:CreateItemResponseMessage ResponseClass=\"{class}\">{extra}<m:ResponseCode>{code}</m:ResponseCode>\
+             <m:Items/></m:CreateItemResponseMessage></m:ResponseMessages></m:CreateItemResponse></s:Body></s:Envelope>",
+            soap::NS_MESSAGES,
+            soap::NS_TYPES
+        )
+    }
+
+    #[test]
+    fn a_send_is_create_item_with_the_mime_and_a_copy_in_sent_items() {
+        let mime = b"From: desk@contoso.local\r\nTo: ann@example.com\r\nSubject: [TKT-1] <&>\r\n\r\nHi\r\n";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(mime);
+        for (mailbox, named) in [(Some("desk@contoso.local"), true), (None, false)] {
+            let envelope = soap::envelope(None, &soap::send_mime(&encoded, mailbox));
+            let doc = roxmltree::Document::parse(&envelope).unwrap();
+            let find = |name: &str| doc.descendants().find(|n| n.tag_name().name() == name).unwrap();
+            let op = find("CreateItem");
+            assert_eq!(op.tag_name().namespace(), Some(soap::NS_MESSAGES));
+            assert_eq!(op.attribute("MessageDisposition"), Some("SendAndSaveCopy"));
+            let folder = find("SavedItemFolderId").first_element_child().unwrap();
+            assert_eq!(
+                (folder.tag_name().name(), folder.attribute("Id")),
+                ("DistinguishedFolderId", Some("sentitems"))
+            );
+            assert_eq!(soap::text_of(folder, "EmailAddress").is_some(), named);
+            let content = find("MimeContent");
+            assert_eq!(content.parent().unwrap().tag_name().name(), "Message");
+            assert_eq!(content.tag_name().namespace(), Some(soap::NS_TYPES));
+            assert_eq!(base64::engine::general_purpose::STANDARD.decode(content.text().unwrap()).unwrap(), mime);
+        }
+    }
+
+    /// Each answer to a send, and what the outbox makes of it: sent, retried
+    /// later (transient), or failed with the ResponseCode and its text.
+    #[test]
+    fn send_answers_map_to_sent_transient_or_permanent() {
+        let source = source();
+        assert!(source.sent(&create_answer("Success", "NoError", "")).is_ok());
+        let refused = |code: &str, text: &str| {
+            let said = format!("<m:MessageText>{text}</m:MessageText>");
+            source.sent(&create_answer("Error", code, &said)).unwrap_err()
+        };
+        let e = refused(
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.",
+        );
+        let text = e.to_string();
+        assert!(e.is_permanent(), "{text}");
+        assert!(text.contains("ErrorSendAsDenied: The user account") && text.contains("desk@contoso.local"), "{text}");
+        assert!(text.contains("Send As"), "says what to do: {text}");
+        for code in [
+            "ErrorAccessDenied",
+            "ErrorInvalidRecipients",
+            "ErrorQuotaExceeded",
+            "ErrorMessageSizeExceeded",
+            "ErrorMimeContentInvalid",
+            "ErrorSomethingNew",
+        ] {
+            let e = refused(code, "refused");
+            assert!(e.is_permanent() && e.to_string().contains(&format!("{code}: refused")), "{code}: {e}");
+        }
+        for code in [
+            "ErrorMailboxStoreUnavailable",
+            "ErrorInternalServerTransientError",
+            "ErrorTimeoutExpired",
+            "ErrorSubmissionQuotaExceeded",
+        ] {
+            let e = refused(code, "later");
+            assert!(e.is_transient() && e.retry_after().is_none(), "{code}: {e}");
+        }
+        let busy = "<m:MessageText>busy</m:MessageText><m:MessageXml><t:Value Name=\"BackOffMilliseconds\">1500</t:Value></m:MessageXml>";
+        let e = source.sent(&create_answer("Error", "ErrorServerBusy", busy)).unwrap_err();
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)), "{e}");
+        assert!(source.sent("<not-xml").unwrap_err().is_transient());
+        assert!(source.sent(&sync_answer("")).is_ok(), "a Success message");
+    }
+
+    /// Faults of the whole request (HTTP 500): busy and transient codes pass,
+    /// other codes do not, an unexplained 5xx might.
+    #[test]
+    fn request_faults_are_transient_only_where_documented() {
+        let source = source();
+        let fault = |code: &str| {
+            format!(
+                "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><s:Fault><faultcode>a:{code}</faultcode>\
+                 <faultstring>no</faultstring><detail><e:ResponseCode xmlns:e=\"urn:e\">{code}</e:ResponseCode>\
+                 <t:MessageXml xmlns:t=\"urn:t\"><t:Value Name=\"BackOffMilliseconds\">250</t:Value></t:MessageXml>\
+                 </detail></s:Fault></s:Body></s:Envelope>"
+            )
+        };
+        assert_eq!(
+            source.answer(500, fault("ErrorServerBusy")).unwrap_err().retry_after(),
+            Some(Duration::from_millis(250))
+        );
+        assert!(source.answer(500, fault("ErrorInternalServerTransientError")).unwrap_err().is_transient());
+        assert!(source.answer(500, fault("ErrorInternalServerError")).unwrap_err().is_transient());
+        assert!(source.answer(500, fault("ErrorImpersonateUserDenied")).unwrap_err().is_permanent());
+        assert!(source.answer(503, "<html>Service Unavailable</html>".into()).unwrap_err().is_transient());
     }
 
     fn challenge(scheme: &str, token: Option<&str>) -> www_authenticate::Challenge {

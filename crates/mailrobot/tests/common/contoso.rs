@@ -122,3 +122,28 @@ pub fn add_connection(robot: &Robot, name: &str, capability: &str, mode: &str) {
 pub fn add_shared_graph_mailbox(robot: &Robot, name: &str, connection: &str) {
     robot.run(&["mailbox", "add", "--name", name, "--kind", "graph", "--connection", connection, "--address", SHARED]);
 }
+
+/// `mailbox add NAME --kind ews` over the shared mailbox as Exchange Server on-premises: the
+/// emulator's EWS URL, the agent's user name and `password` (through an environment variable),
+/// plus `extra`. Whether the robot took it.
+pub fn add_password_ews_mailbox(robot: &Robot, name: &str, emu_base: &str, password: &str, extra: &[&str]) -> bool {
+    let ews = format!("{emu_base}/EWS/Exchange.asmx");
+    let mut args = vec![
+        "mailbox",
+        "add",
+        "--name",
+        name,
+        "--kind",
+        "ews",
+        "--ews-url",
+        &ews,
+        "--address",
+        SHARED,
+        "--username",
+        AGENT,
+        "--password-env",
+        "EWS_PW",
+    ];
+    args.extend_from_slice(extra);
+    robot.run_raw(&args, &[("EWS_PW", password)]).status.success()
+}
