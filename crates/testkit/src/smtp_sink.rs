@@ -100,14 +100,22 @@ impl SmtpSink {
     }
 
     /// Every transaction received so far, by file time: transactions close
-    /// together may come in any order.
+    /// together may come in any order. A transaction whose DATA has not
+    /// arrived yet (the sink writes its envelope first) is left out.
     pub fn mails(&self) -> io::Result<Vec<SunkMail>> {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(self.dir.path().join("mail"))?
             .filter_map(Result::ok)
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
         files.sort();
-        files.into_iter().map(|(_, path)| fs::read(path).map(|raw| parse_dump(&raw))).collect()
+        let mut mails = Vec::with_capacity(files.len());
+        for (_, path) in files {
+            let mail = parse_dump(&fs::read(path)?);
+            if !mail.data.is_empty() {
+                mails.push(mail);
+            }
+        }
+        Ok(mails)
     }
 }
 
