@@ -27,13 +27,13 @@ const ADMIN: &str = "bench.admin@example.test";
 const ADMIN_PASSWORD: &str = "a bench passphrase, long enough";
 
 /// A `serve` on a data directory, stopped when dropped.
-struct Serving {
+pub(crate) struct Serving {
     child: Child,
     address: String,
 }
 
 impl Serving {
-    fn start(bin: &Path, data: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(bin: &Path, data: &Path) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let mut child = robot(bin, data, &["serve", "--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())

@@ -6,6 +6,7 @@
 //! mails from the same Dovecot, django-helpdesk's `get_email`.
 
 mod api;
+mod outbound;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +70,13 @@ struct Args {
     /// Only the API runs (--api-journal, --readers-mails), not the ingest ones.
     #[arg(long)]
     api_only: bool,
+    /// Acknowledgements of this many new tickets sent through smtp-sink,
+    /// and ingest with and without sending, --rounds times each (0 skips).
+    #[arg(long, default_value_t = 0)]
+    outbound_mails: usize,
+    /// Only the outbound runs (--outbound-mails).
+    #[arg(long)]
+    outbound_only: bool,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -186,6 +194,15 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }
+    if args.outbound_only {
+        eprintln!("== acknowledgements of {} new tickets, and ingest with and without sending", args.outbound_mails);
+        let results = json!({
+            "nproc": std::thread::available_parallelism()?.get(),
+            "outbound": outbound::outbound_run(&args.mailrobot, args.outbound_mails, args.rounds, args.seed)?,
+        });
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
     let opts = GenOptions::default();
     let compare_users: Vec<String> = (0..args.rounds * 2).map(|i| format!("compare{i}@example.test")).collect();
     let mut users = vec![
@@ -289,6 +306,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.graph_fault_mails > 0 {
         results["graph_faults"] = graph_fault_run(&args, &opts)?;
+    }
+    if args.outbound_mails > 0 {
+        results["outbound"] = outbound::outbound_run(&args.mailrobot, args.outbound_mails, args.rounds, args.seed)?;
     }
     println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())

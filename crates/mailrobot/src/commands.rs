@@ -344,10 +344,16 @@ pub fn mailbox_set(app: &App, set: &MailboxSet) -> anyhow::Result<Mailbox> {
         from: set.from.clone(),
     };
     let m = mailbox_update(app, set, password)?;
+    apply_reply(app, m, &reply)
+}
+
+/// Applies what was given about a mailbox's reply transport (nothing when
+/// nothing was) and stores it, the SMTP password sealed.
+pub fn apply_reply(app: &App, m: Mailbox, reply: &crate::outbound::ReplySettings) -> anyhow::Result<Mailbox> {
     if reply.is_empty() {
         return Ok(m);
     }
-    let (config, sealed) = crate::outbound::apply(app, &m, &reply)?;
+    let (config, sealed) = crate::outbound::apply(app, &m, reply)?;
     let update = mailrobot_store::MailboxUpdate {
         config,
         poll_seconds: m.poll_seconds,

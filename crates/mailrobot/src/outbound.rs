@@ -458,7 +458,7 @@ pub struct RobotMail {
 /// Logged-in SMTP sessions waiting for their next mail, per mailbox and
 /// login: a session is taken for one mail and put back after it, so the
 /// engine's concurrent senders each hold one. One that idled too long is
-/// closed; one taken from the pool is asked NOOP first.
+/// closed; one that idled more than a second is asked NOOP first.
 #[derive(Default)]
 struct SmtpPool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(SmtpSession, std::time::Instant)>>>,
@@ -467,6 +467,8 @@ struct SmtpPool {
 /// How long a pooled session may idle (servers close idle ones after a
 /// minute or more; NOOP catches those that do sooner).
 const SMTP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// A session put back this recently is used without a NOOP first.
+const SMTP_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Sessions kept per mailbox and login.
 const SMTP_POOL_PER_KEY: usize = 16;
 
@@ -477,12 +479,13 @@ impl SmtpPool {
         format!("{mailbox_id}|{}|{:?}", cfg.endpoint(), cfg.login)
     }
 
-    fn take(&self, key: &str) -> Option<SmtpSession> {
+    /// A pooled session and how long it idled.
+    fn take(&self, key: &str) -> Option<(SmtpSession, std::time::Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = idle.get_mut(key)?;
         while let Some((session, since)) = sessions.pop() {
             if since.elapsed() < SMTP_IDLE {
-                return Some(session);
+                return Some((session, since.elapsed()));
             }
             // Too old: dropped (closing the connection) rather than used.
         }
@@ -511,8 +514,9 @@ impl RobotMail {
         key: &str,
         cfg: mailrobot_sources::smtp::SmtpConfig,
     ) -> Result<SmtpSession, mailrobot_sources::SourceError> {
-        while let Some(mut session) = self.pool.take(key) {
-            if session.is_alive().await {
+        while let Some((mut session, idled)) = self.pool.take(key) {
+            // Back from the previous mail a moment ago: no need to ask.
+            if idled < SMTP_FRESH || session.is_alive().await {
                 return Ok(session);
             }
         }

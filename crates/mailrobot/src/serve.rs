@@ -70,7 +70,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
         crate::outbound::engine_config(&public_url, app.tag_format()?),
     )?
     .with_mail(crate::outbound::RobotMail::transport(app));
-    let delivering = tokio::spawn(webhooks.run(stop_rx.clone()));
+    let delivering = spawn_outbox(webhooks, stop_rx.clone())?;
     let polling = tokio::spawn(run_forever(pipeline, stop_rx));
 
     shutdown_signal().await;
@@ -80,11 +80,34 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     // in-flight HTTP answers a moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = polling.await;
-        let _ = delivering.await;
+        let _ = tokio::task::spawn_blocking(move || delivering.join()).await;
         let _ = http.await;
     })
     .await;
     Ok(())
+}
+
+/// How much lower the outbox thread's CPU priority is (a nice value).
+const OUTBOX_NICE: libc::c_int = 10;
+
+/// The outbox (webhook deliveries and mail) on a thread of its own at a
+/// lower CPU priority: when both want the cores, ingestion gets them and
+/// sending waits (docs/benchmarks.md measures both ways). Its store calls
+/// block that thread only.
+fn spawn_outbox(
+    engine: mailrobot_outbox::Engine,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(std::thread::Builder::new().name("outbox".into()).spawn(move || {
+        // SAFETY: setpriority on this thread's own id; a refusal only keeps
+        // the default priority.
+        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, OUTBOX_NICE) };
+        if niced != 0 {
+            tracing::debug!("the outbox thread keeps the default CPU priority");
+        }
+        runtime.block_on(engine.run(stop));
+    })?)
 }
 
 async fn shutdown_signal() {

@@ -250,7 +250,12 @@ impl MailboxOperations for RobotOperations {
                 unknown_senders: form.unknown_senders,
                 language: form.language,
             };
-            crate::commands::mailbox_update(app, &set, form.password.map(Secret::new))
+            let m = crate::commands::mailbox_update(app, &set, form.password.map(Secret::new))?;
+            let reply = match form.reply {
+                Some(r) => reply_settings(r)?,
+                None => crate::outbound::ReplySettings::default(),
+            };
+            crate::commands::apply_reply(app, m, &reply)
         })
         .await
     }
@@ -464,4 +469,34 @@ pub fn admin_command(app: &App, command: &AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The UI's and the API's reply form as `mailbox set` takes it.
+fn reply_settings(form: mailrobot_web::ops::ReplyForm) -> anyhow::Result<crate::outbound::ReplySettings> {
+    use crate::outbound::ReplyVia;
+    let given = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let via = match given(form.via).as_deref() {
+        None => None,
+        Some("none") => Some(ReplyVia::None),
+        Some("smtp") => Some(ReplyVia::Smtp),
+        Some("graph") => Some(ReplyVia::Graph),
+        Some("ews") => Some(ReplyVia::Ews),
+        Some(other) => anyhow::bail!("{other:?} is not a reply transport: none, smtp, graph or ews"),
+    };
+    let smtp_tls = match given(form.smtp_tls).as_deref() {
+        None => None,
+        Some("starttls") => Some(crate::cli::TlsArg::Starttls),
+        Some("tls") => Some(crate::cli::TlsArg::Tls),
+        Some("none") => Some(crate::cli::TlsArg::None),
+        Some(other) => anyhow::bail!("{other:?} is not an SMTP security: starttls, tls or none"),
+    };
+    Ok(crate::outbound::ReplySettings {
+        via,
+        smtp_server: given(form.smtp_server),
+        smtp_tls,
+        smtp_username: given(form.smtp_username),
+        smtp_password: given(form.smtp_password).map(Secret::new),
+        smtp_connection: given(form.smtp_connection),
+        from: given(form.from),
+    })
 }

@@ -400,6 +400,16 @@ async fn rules_templates_and_contacts_through_the_api() {
     let (status, _) = call("DELETE", &url, Some(&writer), None).await;
     assert_eq!(status, 204);
 
+    // The reply transport: set, shown without its password, refused when it cannot work.
+    let reply = json!({"reply": {"via": "smtp", "smtp_server": "127.0.0.1:2525", "smtp_tls": "none",
+        "smtp_username": "desk", "smtp_password": "Pa55-word", "from": "desk@contoso.test"}});
+    let (status, mailbox) = call("PATCH", &format!("{api}/mailboxes/desk"), Some(&writer), Some(reply)).await;
+    assert_eq!((status, &mailbox["settings"]["reply"]["via"]), (200, &json!("smtp")), "{mailbox}");
+    assert!(!mailbox.to_string().contains("Pa55-word"), "{mailbox}");
+    let graph = json!({"reply": {"via": "graph"}});
+    let (status, body) = call("PATCH", &format!("{api}/mailboxes/desk"), Some(&writer), Some(graph)).await;
+    assert_eq!(status, 422, "a drop folder has no Graph connection: {body}");
+
     // Contacts: the requester is one; more are added; one shows its tickets.
     let (_, contacts) = call("GET", &format!("{api}/contacts"), Some(&reader), None).await;
     assert_eq!(contacts["items"][0]["email"], "val@vip.example", "{contacts}");

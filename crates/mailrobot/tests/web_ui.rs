@@ -1110,9 +1110,24 @@ async fn an_agent_replies_from_the_ticket_page_and_the_api_with_files() {
 async fn rules_templates_and_contacts_are_managed_in_the_ui() {
     let (sink, _dc, server) = common::outbound::submission();
     let robot = robot_with_a_mailbox();
-    common::outbound::reply_via_smtp(&robot, "support-desk", &server, "support@contoso.test");
     let (mut serve, address) = robot.spawn_serve(&[]);
     let mut browser = signed_in_browser(&address, "web_ui-rules").await;
+
+    // The reply transport, chosen on the mailbox page.
+    browser.click_link("Mailboxes").await;
+    browser.click_link("support-desk").await;
+    browser.select("Reply via", "SMTP").await;
+    browser.fill("SMTP server", &server).await;
+    browser.select("SMTP security", "None").await;
+    browser.fill("SMTP username", common::outbound::DESK).await;
+    browser.fill("SMTP password", common::outbound::DESK_PASSWORD).await;
+    browser.fill("From address", "support@contoso.test").await;
+    browser.screenshot("reply-transport").await;
+    browser.click_button("Save").await;
+    assert!(browser.text().await.contains("Mailbox support-desk saved."), "{}", browser.text().await);
+    let tested = robot.json(&["mailbox", "test", "support-desk", "--json"]);
+    assert_eq!(tested["reply"]["authenticated_as"], common::outbound::DESK, "the password was stored: {tested}");
+    assert!(!browser.source().await.contains(common::outbound::DESK_PASSWORD), "never shown again");
 
     // A rule that routes invoices, added with the form.
     browser.click_link("Rules").await;

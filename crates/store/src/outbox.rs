@@ -58,6 +58,9 @@ pub struct Attempt {
     /// What it answered (shortened), or why there was no answer.
     pub answer: String,
     pub next: AfterAttempt,
+    /// The message as first rendered (a mail), kept so a retry sends the same
+    /// bytes; None keeps what is stored.
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +148,10 @@ pub trait OutboxStore: Send + Sync {
     /// Keeps the rendered document, once, before the first attempt.
     fn set_delivery_body(&self, id: i64, body: &str) -> Result<()>;
     /// Records an attempt and ends the lease.
-    fn record_attempt(&self, id: i64, attempt: &Attempt, at: &str) -> Result<()>;
+    /// Records the answers of one round of attempts, in one transaction
+    /// (one commit for the round, not one per row: sending beside ingestion
+    /// takes little of the write lock).
+    fn record_attempts(&self, done: &[(i64, Attempt)], at: &str) -> Result<()>;
     /// When the next pending delivery is due, if any (for the engine's sleep).
     fn next_delivery_due(&self) -> Result<Option<String>>;
     fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>>;

@@ -290,19 +290,33 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn record_attempt(&self, id: i64, attempt: &Attempt, at: &str) -> Result<()> {
-        let (state, next, delivered_at) = match &attempt.next {
-            AfterAttempt::Delivered => (DeliveryState::Sent, None, Some(at)),
-            AfterAttempt::RetryAt(when) => (DeliveryState::Queued, Some(when.as_str()), None),
-            AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
-        };
+    fn record_attempts(&self, done: &[(i64, Attempt)], at: &str) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         self.write(|tx| {
-            tx.prepare_cached(
+            let mut update = tx.prepare_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_status = ?3, last_error = ?4,
                  last_attempt_at = ?5, next_attempt_at = ?6, delivered_at = COALESCE(?7, delivered_at),
-                 lease_until = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, state, attempt.status, attempt.answer, at, next, delivered_at])?;
+                 body = COALESCE(?8, body), lease_until = NULL WHERE id = ?1",
+            )?;
+            for (id, attempt) in done {
+                let (state, next, delivered_at) = match &attempt.next {
+                    AfterAttempt::Delivered => (DeliveryState::Sent, None, Some(at)),
+                    AfterAttempt::RetryAt(when) => (DeliveryState::Queued, Some(when.as_str()), None),
+                    AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
+                };
+                update.execute(params![
+                    id,
+                    state,
+                    attempt.status,
+                    attempt.answer,
+                    at,
+                    next,
+                    delivered_at,
+                    attempt.body
+                ])?;
+            }
             Ok(())
         })
     }

@@ -35,7 +35,18 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// A sink that keeps every transaction (read them with [`SmtpSink::mails`]).
     pub fn start() -> io::Result<SmtpSink> {
+        Self::start_with(true)
+    }
+
+    /// A sink that answers 250 and keeps nothing: for benchmarks, where
+    /// writing a file per mail would cost the machine more than the robot.
+    pub fn start_discarding() -> io::Result<SmtpSink> {
+        Self::start_with(false)
+    }
+
+    fn start_with(keep: bool) -> io::Result<SmtpSink> {
         if !Path::new(SMTP_SINK_BIN).exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -55,10 +66,11 @@ impl SmtpSink {
             // As root the sink insists on dropping to an unprivileged user.
             command.args(["-u", "postfix"]);
         }
-        let child = command
+        if keep {
             // -d: one file per transaction, named from this template plus a random suffix.
-            .arg("-d")
-            .arg(format!("{}/%H%M%S.", dumps.display()))
+            command.arg("-d").arg(format!("{}/%H%M%S.", dumps.display()));
+        }
+        let child = command
             .arg(format!("127.0.0.1:{port}"))
             .arg("64")
             .stdin(Stdio::null())
@@ -97,6 +109,11 @@ impl SmtpSink {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The sink's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every transaction received so far, by file time: transactions close

@@ -415,6 +415,45 @@ pub struct MailboxPatch {
     unknown_senders: Option<UnknownSenders>,
     /// The templates' language when a mail names none (e.g. `de`; empty: none).
     language: Option<String>,
+    /// How it answers requesters (as `mailbox set --reply-via …`); absent fields stay.
+    reply: Option<ReplyPatch>,
+}
+
+/// A mailbox's reply transport (docs/outbound.md).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyPatch {
+    via: Option<ReplyVia>,
+    /// host[:port]
+    smtp_server: Option<String>,
+    smtp_tls: Option<SmtpTls>,
+    smtp_username: Option<String>,
+    /// Write-only; sealed.
+    smtp_password: Option<String>,
+    /// An smtp service connection (SASL XOAUTH2).
+    smtp_connection: Option<String>,
+    /// The address mail is sent from.
+    from: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyVia {
+    /// Nothing is sent (the default).
+    None,
+    Smtp,
+    /// Microsoft Graph sendMail through a Graph mailbox's connection.
+    Graph,
+    /// EWS CreateItem through an EWS mailbox's endpoint.
+    Ews,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
 }
 
 /// A mailbox's policy for senders the directory does not know.
@@ -531,7 +570,7 @@ pub(crate) async fn change_mailbox(
     caller.may_write()?;
     let p = json_body(
         body,
-        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password", "unknown_senders", "language"}"#,
+        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password", "unknown_senders", "language", "reply": {"via", "smtp_server", "smtp_tls", "smtp_username", "smtp_password", "smtp_connection", "from"}}"#,
     )?;
     let m = find_mailbox(&state, &name).await?;
     let settings = MailboxSettingsForm {
@@ -551,6 +590,30 @@ pub(crate) async fn change_mailbox(
             .to_string()
         }),
         language: p.language,
+        reply: p.reply.map(|r| crate::ops::ReplyForm {
+            via: r.via.map(|v| {
+                match v {
+                    ReplyVia::None => "none",
+                    ReplyVia::Smtp => "smtp",
+                    ReplyVia::Graph => "graph",
+                    ReplyVia::Ews => "ews",
+                }
+                .to_string()
+            }),
+            smtp_server: r.smtp_server,
+            smtp_tls: r.smtp_tls.map(|t| {
+                match t {
+                    SmtpTls::Starttls => "starttls",
+                    SmtpTls::Tls => "tls",
+                    SmtpTls::None => "none",
+                }
+                .to_string()
+            }),
+            smtp_username: r.smtp_username,
+            smtp_password: r.smtp_password,
+            smtp_connection: r.smtp_connection,
+            from: r.from,
+        }),
     };
     let changes_settings = settings.folder.is_some()
         || settings.processed_folder.is_some()
@@ -560,7 +623,8 @@ pub(crate) async fn change_mailbox(
         || settings.max_message_mb.is_some()
         || settings.password.is_some()
         || settings.unknown_senders.is_some()
-        || settings.language.is_some();
+        || settings.language.is_some()
+        || settings.reply.is_some();
     if changes_settings {
         state.ops.update_mailbox(&m.name, settings).await.map_err(refused)?;
     }

@@ -237,6 +237,21 @@ pub struct EditValues {
     /// `create`, `accept` or `reject`.
     pub unknown_senders: String,
     pub language: String,
+    /// The reply transport's settings as stored (never a password).
+    pub reply: ReplyValues,
+}
+
+/// What the Replies part of the form shows.
+#[derive(Default)]
+pub struct ReplyValues {
+    pub via: String,
+    pub smtp_server: String,
+    pub smtp_tls: String,
+    pub smtp_username: String,
+    pub smtp_connection: String,
+    pub from: String,
+    /// Which transports this kind of mailbox can use: (value, label).
+    pub choices: Vec<(&'static str, &'static str)>,
 }
 
 impl EditValues {
@@ -250,6 +265,26 @@ impl EditValues {
             has_password: m.has_secret,
             unknown_senders: text("unknown_senders").unwrap_or_else(|| "create".into()),
             language: text("language").unwrap_or_default(),
+            reply: {
+                let reply = |key: &str| {
+                    m.config.pointer(&format!("/reply/{key}")).and_then(|v| v.as_str()).unwrap_or("").to_string()
+                };
+                let mut choices = vec![("none", "Nothing (no mail is sent)"), ("smtp", "SMTP")];
+                match m.kind {
+                    mailrobot_store::MailboxKind::Graph => choices.push(("graph", "Microsoft Graph (sendMail)")),
+                    mailrobot_store::MailboxKind::Ews => choices.push(("ews", "EWS (CreateItem)")),
+                    _ => {}
+                }
+                ReplyValues {
+                    via: Some(reply("via")).filter(|v| !v.is_empty()).unwrap_or_else(|| "none".into()),
+                    smtp_server: reply("server"),
+                    smtp_tls: Some(reply("tls")).filter(|v| !v.is_empty()).unwrap_or_else(|| "starttls".into()),
+                    smtp_username: reply("username"),
+                    smtp_connection: reply("connection"),
+                    from: reply("from"),
+                    choices,
+                }
+            },
         }
     }
 }
@@ -424,6 +459,13 @@ pub struct SettingsForm {
     password: Option<String>,
     unknown_senders: Option<String>,
     language: Option<String>,
+    reply_via: Option<String>,
+    smtp_server: Option<String>,
+    smtp_tls: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password: Option<String>,
+    smtp_connection: Option<String>,
+    reply_from: Option<String>,
 }
 
 pub async fn save_settings(
@@ -456,6 +498,15 @@ pub async fn save_settings(
             unknown_senders: nonempty(form.unknown_senders),
             // Empty clears the language.
             language: form.language.map(|l| l.trim().to_string()),
+            reply: form.reply_via.is_some().then(|| crate::ops::ReplyForm {
+                via: nonempty(form.reply_via),
+                smtp_server: nonempty(form.smtp_server),
+                smtp_tls: nonempty(form.smtp_tls),
+                smtp_username: nonempty(form.smtp_username),
+                smtp_password: form.smtp_password.filter(|p| !p.is_empty()),
+                smtp_connection: nonempty(form.smtp_connection),
+                from: nonempty(form.reply_from),
+            }),
         })
     });
     let result = match settings {

@@ -138,6 +138,24 @@ pub struct MailboxSettingsForm {
     pub unknown_senders: Option<String>,
     /// The templates' language when a mail names none (empty: none).
     pub language: Option<String>,
+    /// How the mailbox answers requesters (`mailbox set --reply-via …`).
+    pub reply: Option<ReplyForm>,
+}
+
+/// A mailbox's reply transport, as `mailbox set --reply-via …` takes it;
+/// what is not given stays.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyForm {
+    /// `none`, `smtp`, `graph` or `ews`.
+    pub via: Option<String>,
+    pub smtp_server: Option<String>,
+    /// `starttls`, `tls` or `none`.
+    pub smtp_tls: Option<String>,
+    pub smtp_username: Option<String>,
+    /// Write-only.
+    pub smtp_password: Option<String>,
+    pub smtp_connection: Option<String>,
+    pub from: Option<String>,
 }
 
 /// The webhooks' part of [`Operations`].
