@@ -291,6 +291,10 @@ pub struct OutgoingMail {
     /// The HTML alternative, when the template has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+    /// Where answers should go, when the mailbox names an address other
+    /// than the one it sends from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
     #[serde(default)]
     pub attachments: Vec<OutgoingAttachment>,
 }
@@ -299,6 +303,8 @@ pub struct OutgoingMail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerContext {
     pub mailbox_id: i64,
+    /// The mailbox's Reply-To for what it sends, if it names one.
+    pub reply_to: Option<String>,
     /// The address the mailbox sends from.
     pub from: String,
     pub mailbox_name: String,
@@ -366,6 +372,7 @@ pub fn automatic_answer(
         references,
         text: rendered.text,
         html: rendered.html,
+        reply_to: context.reply_to.clone(),
         attachments: Vec::new(),
     }
 }

@@ -592,6 +592,7 @@ impl Filing<'_> {
             references: Vec::new(),
             text,
             html: None,
+            reply_to: None,
             attachments: ledger.original_attachment(self.journal_id)?.into_iter().collect(),
         };
         ledger.queue_mail(&forward)

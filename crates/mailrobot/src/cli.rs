@@ -149,6 +149,9 @@ pub struct MailboxSet {
     /// The address replies are sent from (default: the mailbox's address).
     #[arg(long)]
     pub from: Option<String>,
+    /// A Reply-To for what the mailbox sends ("" removes it).
+    #[arg(long)]
+    pub reply_to: Option<String>,
     /// What happens to mail from senders the directory does not know.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["create", "accept", "reject"]))]
     pub unknown_senders: Option<String>,

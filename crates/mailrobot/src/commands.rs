@@ -342,6 +342,7 @@ pub fn mailbox_set(app: &App, set: &MailboxSet) -> anyhow::Result<Mailbox> {
         smtp_password,
         smtp_connection: set.smtp_connection.clone(),
         from: set.from.clone(),
+        reply_to: set.reply_to.clone(),
     };
     let m = mailbox_update(app, set, password)?;
     apply_reply(app, m, &reply)

@@ -50,6 +50,8 @@ pub struct ReplySettings {
     pub smtp_password: Option<mailrobot_secrets::Secret>,
     pub smtp_connection: Option<String>,
     pub from: Option<String>,
+    /// Where answers to what it sends should go (empty: none).
+    pub reply_to: Option<String>,
 }
 
 impl ReplySettings {
@@ -61,6 +63,7 @@ impl ReplySettings {
             && self.smtp_password.is_none()
             && self.smtp_connection.is_none()
             && self.from.is_none()
+            && self.reply_to.is_none()
     }
 }
 
@@ -100,6 +103,16 @@ pub fn apply(
     set(&mut reply, "username", given.smtp_username.clone());
     set(&mut reply, "connection", given.smtp_connection.clone());
     set(&mut reply, "from", given.from.clone());
+    match given.reply_to.as_deref().map(str::trim) {
+        Some("") => {
+            reply.as_object_mut().map(|r| r.remove("reply_to"));
+        }
+        Some(address) if !address.contains('@') || address.contains(['\r', '\n']) => {
+            bail!("--reply-to takes an address, not {address:?}")
+        }
+        Some(address) => reply["reply_to"] = Value::String(address.to_string()),
+        None => {}
+    }
     if given.smtp_password.is_some() {
         reply.as_object_mut().map(|r| r.remove("connection"));
     }
@@ -144,6 +157,11 @@ pub fn apply(
     }
     let sealed = given.smtp_password.as_ref().map(|p| app.secrets.seal_str(p, &reply_secret_context(&m.name)));
     Ok((config, sealed))
+}
+
+/// The Reply-To a mailbox puts on what it sends (`--reply-to`), if any.
+fn reply_to_of(config: &Value) -> Option<String> {
+    text_of(config, "reply_to")
 }
 
 fn text_of(config: &Value, key: &str) -> Option<String> {
@@ -231,6 +249,7 @@ pub fn queue_reply(
         references,
         text: rendered.text,
         html: rendered.html,
+        reply_to: reply_to_of(&mailbox.config),
         attachments: files
             .iter()
             .map(|f| OutgoingAttachment {
@@ -278,6 +297,7 @@ pub fn set_status(app: &App, id: i64, status: mailrobot_store::TicketStatus) -> 
                 references,
                 text: rendered.text,
                 html: rendered.html,
+                reply_to: reply_to_of(&mailbox.config),
                 attachments: Vec::new(),
             })
         }

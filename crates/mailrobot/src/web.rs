@@ -238,6 +238,7 @@ impl MailboxOperations for RobotOperations {
                 smtp_password_env: None,
                 smtp_connection: None,
                 from: None,
+                reply_to: None,
                 name,
                 folder: form.folder,
                 processed_folder: form.processed_folder,
@@ -498,5 +499,7 @@ fn reply_settings(form: mailrobot_web::ops::ReplyForm) -> anyhow::Result<crate::
         smtp_password: given(form.smtp_password).map(Secret::new),
         smtp_connection: given(form.smtp_connection),
         from: given(form.from),
+        // Empty removes it.
+        reply_to: form.reply_to.map(|r| r.trim().to_string()),
     })
 }

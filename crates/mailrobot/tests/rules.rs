@@ -270,6 +270,7 @@ fn templates_per_language_and_a_notification_when_an_agent_closes_the_ticket() {
     let builtin = robot.json(&["templates", "show", "rejection", "--json"]);
     assert_eq!(builtin["source"], "built-in");
 
+    robot.run(&["mailbox", "set", "desk", "--reply-to", "servicedesk@contoso.test"]);
     std::fs::write(
         drop.join("inbox/1.eml"),
         mail("Jörg <joerg@example.de>", "d1@example.de", "Drucker", "Content-Language: de-DE\r\n", "Kaputt."),
@@ -285,6 +286,8 @@ fn templates_per_language_and_a_notification_when_an_agent_closes_the_ticket() {
     assert!(parsed.subject.ends_with("Eingang: Drucker"), "{}", parsed.subject);
     assert!(parsed.text_body.starts_with("Hallo Jörg,"), "{}", parsed.text_body);
     assert!(parsed.html_body.as_deref().unwrap_or("").contains("für Jörg"), "{:?}", parsed.html_body);
+    let raw = String::from_utf8_lossy(&german.data);
+    assert!(raw.lines().any(|l| l.trim_end() == "Reply-To: servicedesk@contoso.test"), "{raw}");
     let english = sent.iter().find(|m| m.recipients == ["<ann@example.com>"]).unwrap();
     let parsed = mailrobot_core::parse(&english.data).unwrap();
     assert!(

@@ -88,6 +88,9 @@ pub fn render(mail: &OutgoingMail, date: DateTime<Utc>, attachments: &[Vec<u8>])
     header("Subject", &encoded(&mail.subject));
     header("Date", &date.to_rfc2822());
     header("Message-ID", &format!("<{}>", mail.message_id));
+    if let Some(reply_to) = &mail.reply_to {
+        header("Reply-To", reply_to);
+    }
     if let Some(id) = &mail.in_reply_to {
         header("In-Reply-To", &format!("<{id}>"));
     }
@@ -162,6 +165,7 @@ mod tests {
             references: vec!["0@example.com".into(), "1@example.com".into()],
             text: "Hello,\nticket TKT-000007.\n".into(),
             html: None,
+            reply_to: Some("servicedesk@contoso.example".into()),
             attachments: Vec::new(),
         };
         let rendered = render(&mail, DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().into(), &[]);
@@ -173,6 +177,7 @@ mod tests {
             "References: <0@example.com>\r\n <1@example.com>\r\n",
             "Auto-Submitted: auto-replied\r\n",
             "X-Auto-Response-Suppress: All\r\n",
+            "Reply-To: servicedesk@contoso.example\r\n",
             "X-Mailrobot: ",
         ] {
             assert!(rendered.contains(line), "{line:?} in\n{rendered}");
@@ -200,6 +205,7 @@ mod tests {
             references: Vec::new(),
             text: "Closed.\n".into(),
             html: Some("<p>Closed.</p>".into()),
+            reply_to: None,
             attachments: vec![mailrobot_core::OutgoingAttachment {
                 filename: "log.txt".into(),
                 content_type: "text/plain".into(),
@@ -241,6 +247,7 @@ mod tests {
                 size: 9,
             }],
             html: None,
+            reply_to: None,
         };
         let rendered = render(&mail, Utc::now(), &[b"%PDF-1.4\n".to_vec()]);
         assert!(!rendered.contains("Auto-Submitted"), "a person wrote it");

@@ -127,6 +127,7 @@ pub(crate) fn answer_context(
     };
     Ok(Some(mailrobot_core::AnswerContext {
         mailbox_id,
+        reply_to: config.pointer("/reply/reply_to").and_then(|v| v.as_str()).map(str::to_string),
         from,
         mailbox_name: name,
         own_addresses: match own_addresses_cache {

@@ -434,6 +434,8 @@ pub struct ReplyPatch {
     smtp_connection: Option<String>,
     /// The address mail is sent from.
     from: Option<String>,
+    /// A Reply-To for what it sends ("" removes it).
+    reply_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
@@ -570,7 +572,7 @@ pub(crate) async fn change_mailbox(
     caller.may_write()?;
     let p = json_body(
         body,
-        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password", "unknown_senders", "language", "reply": {"via", "smtp_server", "smtp_tls", "smtp_username", "smtp_password", "smtp_connection", "from"}}"#,
+        r#"{"enabled", "folder", "processed_folder", "error_folder", "after_processing", "poll_seconds", "max_message_mb", "password", "unknown_senders", "language", "reply": {"via", "smtp_server", "smtp_tls", "smtp_username", "smtp_password", "smtp_connection", "from", "reply_to"}}"#,
     )?;
     let m = find_mailbox(&state, &name).await?;
     let settings = MailboxSettingsForm {
@@ -613,6 +615,7 @@ pub(crate) async fn change_mailbox(
             smtp_password: r.smtp_password,
             smtp_connection: r.smtp_connection,
             from: r.from,
+            reply_to: r.reply_to,
         }),
     };
     let changes_settings = settings.folder.is_some()

@@ -250,6 +250,7 @@ pub struct ReplyValues {
     pub smtp_username: String,
     pub smtp_connection: String,
     pub from: String,
+    pub reply_to: String,
     /// Which transports this kind of mailbox can use: (value, label).
     pub choices: Vec<(&'static str, &'static str)>,
 }
@@ -282,6 +283,7 @@ impl EditValues {
                     smtp_username: reply("username"),
                     smtp_connection: reply("connection"),
                     from: reply("from"),
+                    reply_to: reply("reply_to"),
                     choices,
                 }
             },
@@ -466,6 +468,7 @@ pub struct SettingsForm {
     smtp_password: Option<String>,
     smtp_connection: Option<String>,
     reply_from: Option<String>,
+    reply_to: Option<String>,
 }
 
 pub async fn save_settings(
@@ -506,6 +509,8 @@ pub async fn save_settings(
                 smtp_password: form.smtp_password.filter(|p| !p.is_empty()),
                 smtp_connection: nonempty(form.smtp_connection),
                 from: nonempty(form.reply_from),
+                // Empty removes it.
+                reply_to: form.reply_to.map(|r| r.trim().to_string()),
             }),
         })
     });

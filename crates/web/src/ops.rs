@@ -156,6 +156,8 @@ pub struct ReplyForm {
     pub smtp_password: Option<String>,
     pub smtp_connection: Option<String>,
     pub from: Option<String>,
+    /// A Reply-To for what the mailbox sends; empty removes it.
+    pub reply_to: Option<String>,
 }
 
 /// The webhooks' part of [`Operations`].
