@@ -127,6 +127,12 @@ fn a_rule_rejects_one_ignores_one_and_routes_one() {
     assert_eq!(sales["answer"], "rejected; told max@sales.example");
     let invoice_row = journal_row(&robot, "i1@example.com");
     assert_eq!(invoice_row["answer"], "not answered: a rule said no acknowledgement");
+    // The ticket says it too, on the entry.
+    let ticket = robot.json(&["tickets", "show", invoice["number"].as_str().unwrap(), "--json"]);
+    assert_eq!((&ticket["queue"], &ticket["assignee"]), (&Value::from("billing"), &Value::from("bob")), "{ticket}");
+    let entry = &ticket["entries"][0];
+    assert_eq!(entry["answer"], "not answered: a rule said no acknowledgement", "{ticket}");
+    assert!(entry["rules"].as_str().unwrap().contains("rule 4 (billing) matched"), "{ticket}");
 
     // Sent: the rejection, Carl's acknowledgement and the copy of his mail
     // for the boss, nothing else.

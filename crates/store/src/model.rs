@@ -185,6 +185,10 @@ pub struct EntryView {
     pub html_body: Option<String>,
     pub attachments: Vec<AttachmentView>,
     pub created_at: String,
+    /// What was decided about answering its mail (the journal row's).
+    pub answer: Option<String>,
+    /// What rules did to its mail (the journal row's).
+    pub rules: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

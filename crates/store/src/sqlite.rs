@@ -416,9 +416,10 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let mut entries_stmt = conn.prepare(
-            "SELECT id, position, journal_id, message_id, from_addr, from_name, subject, kind, date,
-                    text_body, html_body, created_at, new_text
-             FROM ticket_entries WHERE ticket_id = ?1 ORDER BY position",
+            "SELECT e.id, e.position, e.journal_id, e.message_id, e.from_addr, e.from_name, e.subject, e.kind,
+                    e.date, e.text_body, e.html_body, e.created_at, e.new_text, m.answer, m.rules
+             FROM ticket_entries e LEFT JOIN messages m ON m.id = e.journal_id
+             WHERE e.ticket_id = ?1 ORDER BY e.position",
         )?;
         let mut attachments_stmt = conn.prepare(
             "SELECT filename, content_type, size, content_id, inline, blob_sha256
@@ -443,6 +444,8 @@ impl Store for SqliteStore {
                         html_body: r.get(10)?,
                         attachments: Vec::new(),
                         created_at: r.get(11)?,
+                        answer: r.get(13)?,
+                        rules: r.get(14)?,
                     },
                 ))
             })?

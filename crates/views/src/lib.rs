@@ -65,6 +65,12 @@ pub struct TicketDetailJson {
     pub entries: Vec<EntryJson>,
     pub created_at: String,
     pub updated_at: String,
+    /// Set by rules; null when none did (as in [`TicketJson`]).
+    pub category: Option<String>,
+    pub priority: Option<String>,
+    pub queue: Option<String>,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -89,6 +95,11 @@ pub struct EntryJson {
     /// listed too.
     pub attachments: Vec<AttachmentJson>,
     pub created_at: String,
+    /// What was decided about answering its mail: `acknowledged to …`, or
+    /// why not (`not answered: …`); null when nothing was to decide.
+    pub answer: Option<String>,
+    /// What rules did to its mail.
+    pub rules: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -117,6 +128,11 @@ impl TicketDetailJson {
             entries: t.entries.iter().map(EntryJson::of).collect(),
             created_at: s.created_at,
             updated_at: s.updated_at,
+            category: s.category,
+            priority: s.priority,
+            queue: s.queue,
+            assignee: s.assignee,
+            tags: s.tags,
         }
     }
 }
@@ -133,6 +149,8 @@ impl EntryJson {
             date: e.date.clone(),
             text: e.text_body.clone(),
             new_text: e.new_text.clone(),
+            answer: e.answer.clone(),
+            rules: e.rules.clone(),
             html: e.html_body.as_deref().map(mailrobot_core::html::sanitize),
             attachments: e
                 .attachments
@@ -693,6 +711,8 @@ mod tests {
                 },
             ],
             created_at: "2025-04-07T07:41:08Z".into(),
+            answer: Some("acknowledged to lars@example.net".into()),
+            rules: None,
         }
     }
 

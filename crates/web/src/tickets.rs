@@ -137,6 +137,9 @@ pub struct EntryBlock {
     /// whole HTML sits behind a toggle.
     pub html_quoted: bool,
     pub attachments: Vec<AttachmentItem>,
+    /// What was decided about answering it, and what rules did.
+    pub answer: Option<String>,
+    pub rules: Option<String>,
 }
 
 pub struct AttachmentItem {
@@ -237,6 +240,8 @@ async fn page_with(
             },
             text: e.text_body.clone(),
             new_text: e.new_text.clone(),
+            answer: e.answer.clone(),
+            rules: e.rules.clone(),
             has_html: e.html_body.is_some(),
             html_quoted: e.html_body.as_deref().and_then(mailrobot_core::quote::html_quote_start).is_some(),
             attachments: e
