@@ -332,7 +332,7 @@ pub struct OutboxMailJson {
     pub ticket: Option<String>,
     pub to: Option<String>,
     pub subject: Option<String>,
-    /// `acknowledgement` (`notification`, `reply`, `rejection` to come).
+    /// `acknowledgement`, `notification`, `reply` or `rejection`.
     pub kind: Option<String>,
     /// `queued`, `sent` or `failed`.
     pub state: mailrobot_store::DeliveryState,
