@@ -180,6 +180,10 @@ impl Engine {
     where
         Fut: std::future::Future<Output = Attempt>,
     {
+        // Rows are claimed for `lease`; one whose turn comes too late in a
+        // slow round is left to its lease running out (and a later round),
+        // so no other process can hold it at the same time.
+        let deadline = tokio::time::Instant::now() + self.config.lease.mul_f32(0.8);
         let due = match claimed {
             Ok(due) => due,
             Err(err) => {
@@ -190,8 +194,14 @@ impl Engine {
         let count = due.len();
         let attempt = &attempt;
         let done: Vec<(i64, Attempt)> = futures::stream::iter(due)
-            .map(|row| async move { (id_of(&row), attempt(row).await) })
+            .map(|row| async move {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                Some((id_of(&row), attempt(row).await))
+            })
             .buffer_unordered(self.config.concurrency)
+            .filter_map(|done| async move { done })
             .collect()
             .await;
         if let Err(err) = self.outbox.record_attempts(&done, &rfc3339(Utc::now())) {
