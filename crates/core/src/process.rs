@@ -420,8 +420,8 @@ impl Filing<'_> {
         let unfiled = Filed::Mail { kind: mail.kind, ticket: None, created_ticket: false };
         let filed = match (&verdict.disposition, decision) {
             (Disposition::Ignore { .. }, _) => unfiled,
-            (Disposition::Reject { .. }, _) => {
-                self.reject(ledger, context, &policy, &mail)?;
+            (Disposition::Reject { rule }, _) => {
+                self.reject(ledger, context, &policy, &mail, rule)?;
                 unfiled
             }
             (Disposition::File, Decision::Duplicate { .. }) => unreachable!("duplicates returned above"),
@@ -521,9 +521,11 @@ impl Filing<'_> {
         batch: &mut BatchContext,
         policy: &MailboxPolicy,
         mail: &ParsedMail,
+        rule: &str,
     ) -> Result<(), L::Error> {
         let Some((to, context)) = self.answerable(ledger, mail, None)? else { return Ok(()) };
-        let vars = template_vars(mail, to, &context, None, self.tag);
+        let mut vars = template_vars(mail, to, &context, None, self.tag);
+        vars["rule"] = serde_json::json!({"name": rule});
         let rejection = self.render(ledger, batch, policy, OutgoingKind::Rejection, mail, to, &context, None, &vars)?;
         ledger.queue_mail(&rejection)?;
         ledger.record_answer(self.journal_id, &format!("rejected; told {}", rejection.to))
@@ -563,6 +565,12 @@ impl Filing<'_> {
         to: &str,
         rule: &str,
     ) -> Result<(), L::Error> {
+        // A robot's mail (another mailrobot's, an auto-reply, this robot's
+        // own forward coming back through a group) is not passed on again.
+        if let Some(block) = &mail.answer_block {
+            let reason = block.reason().replacen("not answered: ", "", 1);
+            return ledger.record_rules(self.journal_id, &format!("not forwarded to {to}: {reason}"));
+        }
         let Some(context) = ledger.answer_context(self.mailbox_id, &folded(to), ticket, self.limits)? else {
             return ledger.record_rules(self.journal_id, &format!("not forwarded to {to}: the mailbox sends no mail"));
         };

@@ -297,12 +297,23 @@ impl RuleDefinition {
         }
         for action in &self.actions {
             if let Action::Forward(to) = action
-                && !to.contains('@')
+                && !is_one_address(to)
             {
-                return Err(RuleError::Invalid(format!("forward needs an address, not {to:?}")));
+                return Err(RuleError::Invalid(format!("forward needs one address (local@domain), not {to:?}")));
             }
         }
         self.conditions.iter().map(Compiled::of).collect()
+    }
+}
+
+/// One plain address: local@domain, nothing a header could be split at.
+fn is_one_address(text: &str) -> bool {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || ",;<>\"()[]\\".contains(c);
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !text.chars().any(bad)
+        }
+        None => false,
     }
 }
 
@@ -713,6 +724,10 @@ mod tests {
         assert!(matches!(RuleDefinition::parse(r#"{"actions":[]}"#), Err(RuleError::NoAction)));
         assert!(matches!(RuleDefinition::parse(r#"{"actions":["explode"]}"#), Err(RuleError::Definition(_))));
         assert!(matches!(RuleDefinition::parse(r#"{"actions":[{"forward":"nobody"}]}"#), Err(RuleError::Invalid(_))));
+        for header_trick in [r#""a@x\r\nBcc: y@z""#, r#""a@x, b@y""#, r#""A <a@x>""#] {
+            let json = format!(r#"{{"actions":[{{"forward":{header_trick}}}]}}"#);
+            assert!(matches!(RuleDefinition::parse(&json), Err(RuleError::Invalid(_))), "{json}");
+        }
         // A regex that would compile to a huge program is refused, not run.
         let huge = r#"{"conditions":[{"body_regex":"(\\w{100}){100}"}],"actions":["ignore"]}"#;
         assert!(matches!(RuleDefinition::parse(huge), Err(RuleError::Regex { .. })));

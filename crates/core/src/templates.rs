@@ -92,15 +92,40 @@ fn environment(strict: bool) -> Environment<'static> {
 fn render_part(env: &Environment<'_>, part: &'static str, source: &str, vars: &Value) -> Result<String, TemplateError> {
     let error = |e: minijinja::Error| TemplateError { part, reason: e.to_string() };
     let template = env.template_from_named_str(part, source).map_err(error)?;
-    let mut out = template.render(vars).map_err(error)?;
-    if out.len() > RENDERED_LIMIT {
-        return Err(TemplateError { part, reason: format!("renders to more than {RENDERED_LIMIT} bytes") });
-    }
+    // Written into a bounded buffer: a loop over a large text stops at the
+    // limit instead of filling memory first.
+    let mut buffer = BoundedBuffer(Vec::new());
+    template.render_captured_to(vars, &mut buffer).map_err(|e| {
+        if buffer.0.len() >= RENDERED_LIMIT {
+            TemplateError { part, reason: format!("renders to more than {RENDERED_LIMIT} bytes") }
+        } else {
+            error(e)
+        }
+    })?;
+    let mut out = String::from_utf8_lossy(&buffer.0).into_owned();
     if part == "subject" {
         // A subject is one line.
         out = out.split_whitespace().collect::<Vec<_>>().join(" ");
     }
     Ok(out)
+}
+
+/// A writer that refuses to grow past [`RENDERED_LIMIT`].
+struct BoundedBuffer(Vec<u8>);
+
+impl std::io::Write for BoundedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > RENDERED_LIMIT {
+            self.0.resize(RENDERED_LIMIT, 0);
+            return Err(std::io::Error::other("the rendered text is too long"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn render_with(env: &Environment<'_>, template: &MailTemplate, vars: &Value) -> Result<Rendered, TemplateError> {
@@ -124,7 +149,7 @@ pub fn check(kind: OutgoingKind, template: &MailTemplate) -> Result<Rendered, Te
 
 /// Sample values for previews and checks.
 pub fn sample_vars(kind: OutgoingKind) -> Value {
-    json!({
+    let mut vars = json!({
         "ticket": {"number": "#123", "tag": "[#123]", "subject": "Printer on floor 3 smokes", "status": "open"},
         "entry": {
             "subject": "Printer on floor 3 smokes",
@@ -133,8 +158,14 @@ pub fn sample_vars(kind: OutgoingKind) -> Value {
         },
         "requester": {"email": "ann@example.com", "name": "Ann Example"},
         "mailbox": {"name": "support", "address": "support@example.com"},
-        "rule": {"name": "sample rule"},
-    })
+    });
+    // What each kind has at run time, and no more: a check with the
+    // samples then catches a variable the kind never gets.
+    if kind == OutgoingKind::Rejection {
+        vars.as_object_mut().map(|v| v.remove("ticket"));
+        vars["rule"] = json!({"name": "sample rule"});
+    }
+    vars
 }
 
 /// The languages a mail asks for, best first: its `Content-Language` and
@@ -236,6 +267,20 @@ mod tests {
         let e = check(OutgoingKind::Acknowledgement, &typo).unwrap_err();
         assert_eq!(e.part, "subject");
         assert_eq!(render(&typo, &vars).unwrap().subject, "", "lenient at run time");
+    }
+
+    #[test]
+    fn a_template_that_repeats_a_large_text_stops_at_the_limit() {
+        let t = MailTemplate {
+            subject: "x".into(),
+            text: "{% for i in range(100) %}{{ entry.text }}{% endfor %}".into(),
+            html: None,
+        };
+        let vars = json!({"entry": {"text": "y".repeat(100 * 1024)}});
+        let e = render(&t, &vars).unwrap_err();
+        assert!(e.reason.contains("more than"), "{e}");
+        let rejection = MailTemplate { subject: "{{ ticket.tag }}".into(), text: "x".into(), html: None };
+        assert!(check(OutgoingKind::Rejection, &rejection).is_err(), "a rejection has no ticket");
     }
 
     #[test]

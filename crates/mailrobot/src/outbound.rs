@@ -409,7 +409,25 @@ pub async fn check_reply(app: &App, m: &mailrobot_store::Mailbox) -> Option<Valu
 
 /// The SMTP session settings of a mailbox's `--reply-via smtp`.
 fn smtp_config(app: &App, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::smtp::SmtpConfig> {
+    Ok(smtp_config_and_key(app, mailbox_id)?.0)
+}
+
+/// The SMTP session settings, and the pool key of a session logged in with
+/// them: every reply setting and a hash of the sealed password, so a
+/// changed server, security, login or password never reuses a session.
+fn smtp_config_and_key(app: &App, mailbox_id: i64) -> anyhow::Result<(mailrobot_sources::smtp::SmtpConfig, String)> {
+    use std::hash::{Hash, Hasher};
     let m = app.store.mailbox(mailbox_id)?;
+    let sealed = app.outbox.mailbox_reply_secret(m.id)?;
+    // The sealed bytes change with every new password (a fresh nonce): a
+    // hash of them tells sessions apart without keeping the secret here.
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    sealed.hash(&mut digest);
+    let key = format!(
+        "{mailbox_id}|{}|{:016x}",
+        m.config.get("reply").map(|r| r.to_string()).unwrap_or_default(),
+        digest.finish()
+    );
     let text = |key: &str| text_of(&m.config, key);
     if text("via").as_deref() != Some("smtp") {
         bail!("mailbox {} no longer sends mail (--reply-via)", m.name);
@@ -427,16 +445,14 @@ fn smtp_config(app: &App, mailbox_id: i64) -> anyhow::Result<mailrobot_sources::
             }
         }
         (None, Some(username)) => {
-            let sealed = app
-                .outbox
-                .mailbox_reply_secret(m.id)?
-                .ok_or_else(|| anyhow!("mailbox {} has no SMTP password: --smtp-password-env", m.name))?;
+            let sealed =
+                sealed.ok_or_else(|| anyhow!("mailbox {} has no SMTP password: --smtp-password-env", m.name))?;
             let password = app.secrets.open_str(&sealed, &reply_secret_context(&m.name))?;
             SmtpLogin::Password { username, password: password.expose().to_string() }
         }
         (None, None) => SmtpLogin::Anonymous,
     };
-    crate::commands_smtp::config(&server, tls, login, None)
+    Ok((crate::commands_smtp::config(&server, tls, login, None)?, key))
 }
 
 /// `mailbox test` for `--reply-via ews`: the client that sends, signed in,
@@ -481,43 +497,44 @@ pub struct RobotMail {
 /// closed; one that idled more than a second is asked NOOP first.
 #[derive(Default)]
 struct SmtpPool {
-    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(SmtpSession, std::time::Instant)>>>,
+    /// Per key: (session, when it was opened, when it was put back).
+    #[allow(clippy::type_complexity)]
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(SmtpSession, Instant, Instant)>>>,
 }
+
+use std::time::Instant;
 
 /// How long a pooled session may idle (servers close idle ones after a
 /// minute or more; NOOP catches those that do sooner).
 const SMTP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// A session put back this recently is used without a NOOP first.
 const SMTP_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// A session is closed after this long however busy it is (a server's
+/// changed certificate or policy is met again by a new login).
+const SMTP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Sessions kept per mailbox and login.
 const SMTP_POOL_PER_KEY: usize = 16;
 
 impl SmtpPool {
-    fn key(mailbox_id: i64, cfg: &mailrobot_sources::smtp::SmtpConfig) -> String {
-        // The login's identity is part of the key: a changed setting never
-        // reuses a session logged in with the old one.
-        format!("{mailbox_id}|{}|{:?}", cfg.endpoint(), cfg.login)
-    }
-
-    /// A pooled session and how long it idled.
-    fn take(&self, key: &str) -> Option<(SmtpSession, std::time::Duration)> {
+    /// A pooled session, when it was opened, and how long it idled.
+    fn take(&self, key: &str) -> Option<(SmtpSession, Instant, std::time::Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = idle.get_mut(key)?;
-        while let Some((session, since)) = sessions.pop() {
-            if since.elapsed() < SMTP_IDLE {
-                return Some((session, since.elapsed()));
+        while let Some((session, opened, since)) = sessions.pop() {
+            if since.elapsed() < SMTP_IDLE && opened.elapsed() < SMTP_MAX_AGE {
+                return Some((session, opened, since.elapsed()));
             }
             // Too old: dropped (closing the connection) rather than used.
         }
         None
     }
 
-    fn put(&self, key: String, session: SmtpSession) {
+    fn put(&self, key: String, session: SmtpSession, opened: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = idle.entry(key).or_default();
-        sessions.retain(|(_, since)| since.elapsed() < SMTP_IDLE);
-        if sessions.len() < SMTP_POOL_PER_KEY {
-            sessions.push((session, std::time::Instant::now()));
+        sessions.retain(|(_, _, since)| since.elapsed() < SMTP_IDLE);
+        if sessions.len() < SMTP_POOL_PER_KEY && opened.elapsed() < SMTP_MAX_AGE {
+            sessions.push((session, opened, Instant::now()));
         }
     }
 }
@@ -533,14 +550,14 @@ impl RobotMail {
         &self,
         key: &str,
         cfg: mailrobot_sources::smtp::SmtpConfig,
-    ) -> Result<SmtpSession, mailrobot_sources::SourceError> {
-        while let Some((mut session, idled)) = self.pool.take(key) {
+    ) -> Result<(SmtpSession, Instant), mailrobot_sources::SourceError> {
+        while let Some((mut session, opened, idled)) = self.pool.take(key) {
             // Back from the previous mail a moment ago: no need to ask.
             if idled < SMTP_FRESH || session.is_alive().await {
-                return Ok(session);
+                return Ok((session, opened));
             }
         }
-        SmtpSession::connect(cfg).await
+        Ok((SmtpSession::connect(cfg).await?, Instant::now()))
     }
 }
 
@@ -608,23 +625,20 @@ impl MailTransport for RobotMail {
             Some("ews") => return self.send_by_ews(&m, message).await,
             _ => {}
         }
-        let cfg =
-            smtp_config(&self.app, mailbox_id).map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
+        let (cfg, key) = smtp_config_and_key(&self.app, mailbox_id)
+            .map_err(|e| SendFailure { transient: false, text: format!("{e:#}") })?;
         let failure =
             |e: mailrobot_sources::SourceError| SendFailure { transient: e.is_transient(), text: e.to_string() };
-        let key = SmtpPool::key(mailbox_id, &cfg);
-        let mut session = self.session(&key, cfg).await.map_err(failure)?;
+        let (mut session, opened) = self.session(&key, cfg).await.map_err(failure)?;
         let sent = session.send(from, &[to], message).await;
-        match &sent {
-            Ok(()) => {
-                // The window a crash can resend in: sent, not yet recorded.
-                crate::crash::point("after-mail-sent");
-                self.pool.put(key, session);
-            }
-            // A refusal leaves the session usable, a broken connection does
-            // not: NOOP tells them apart when it is next taken.
-            Err(_) => self.pool.put(key, session),
+        if sent.is_ok() {
+            // The window a crash can resend in: sent, not yet recorded.
+            crate::crash::point("after-mail-sent");
+            self.pool.put(key, session, opened);
         }
+        // After any failure the session is closed, not pooled: a timeout or
+        // a late answer would leave its replies out of step with the next
+        // mail's commands.
         sent.map_err(failure)
     }
 }

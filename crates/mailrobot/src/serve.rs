@@ -87,25 +87,16 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     Ok(())
 }
 
-/// How much lower the outbox thread's CPU priority is (a nice value).
-const OUTBOX_NICE: libc::c_int = 10;
-
-/// The outbox (webhook deliveries and mail) on a thread of its own at a
-/// lower CPU priority: when both want the cores, ingestion gets them and
-/// sending waits (docs/benchmarks.md measures both ways). Its store calls
-/// block that thread only.
+/// The outbox (webhook deliveries and mail) on a thread of its own: its
+/// store calls block that thread only, never the polls' runtime. (Not at a
+/// lower CPU priority: it takes the store's write lock, and a thread
+/// descheduled while holding it would hold ingestion up.)
 fn spawn_outbox(
     engine: mailrobot_outbox::Engine,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(std::thread::Builder::new().name("outbox".into()).spawn(move || {
-        // SAFETY: setpriority on this thread's own id; a refusal only keeps
-        // the default priority.
-        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, OUTBOX_NICE) };
-        if niced != 0 {
-            tracing::debug!("the outbox thread keeps the default CPU priority");
-        }
         runtime.block_on(engine.run(stop));
     })?)
 }

@@ -95,6 +95,8 @@ fn a_rule_rejects_one_ignores_one_and_routes_one() {
         ("2.eml", mail("Seller <max@sales.example>", "r1@sales.example", "Great offer", "", "Buy.")),
         ("3.eml", mail("ann@example.com", "i1@example.com", "Invoice 42", "X-Customer: Gold\r\n", "Pay?")),
         ("4.eml", mail("carl@example.com", "n1@example.com", "Printer", "", "Broken.")),
+        // Another robot's copy (a forward come back through a group): not passed on again.
+        ("5.eml", mail("desk@other.example", "x9@other.example", "Printer copy", "X-Mailrobot: 0.1.0\r\n", "Fwd.")),
     ] {
         std::fs::write(drop.join("inbox").join(name), raw).unwrap();
     }
@@ -102,7 +104,10 @@ fn a_rule_rejects_one_ignores_one_and_routes_one() {
 
     let tickets = robot.tickets();
     let subjects: Vec<&str> = tickets.iter().map(|t| t["subject"].as_str().unwrap()).collect();
-    assert_eq!(subjects.len(), 2, "the ignored and the rejected mail make no ticket: {subjects:?}");
+    assert_eq!(subjects.len(), 3, "the ignored and the rejected mail make no ticket: {subjects:?}");
+    let robot_copy = journal_row(&robot, "x9@other.example");
+    let said = robot_copy["rules"].as_str().unwrap_or_default();
+    assert!(said.contains("not forwarded to boss@partner.example: a mailrobot sent it"), "{robot_copy}");
     let invoice = tickets.iter().find(|t| t["subject"] == "Invoice 42").unwrap();
     assert_eq!(
         (&invoice["queue"], &invoice["assignee"], &invoice["priority"], &invoice["category"], &invoice["tags"]),
@@ -161,7 +166,7 @@ fn a_rule_rejects_one_ignores_one_and_routes_one() {
     let copy = mailrobot_core::parse(&copy.data).unwrap();
     assert_eq!(copy.subject, "Fwd: Printer");
     assert!(copy.text_body.contains("Forwarded by rule \"copy-printers\""), "{}", copy.text_body);
-    let original = copy.attachments.iter().find(|a| a.content_type == "message/rfc822").expect("the original attached");
+    let original = copy.attachments.iter().find(|a| a.filename.as_deref() == Some("original.eml")).expect("attached");
     assert!(String::from_utf8_lossy(&original.data).contains("Message-ID: <n1@example.com>"));
 
     // `rules test` shows what would happen to a stored mail, changing nothing.
@@ -174,7 +179,7 @@ fn a_rule_rejects_one_ignores_one_and_routes_one() {
     assert_eq!((&test["classification"], &test["contact_known"]), (&Value::from("new"), &Value::from(true)), "{test}");
     assert_eq!(test["fields"]["queue"], "billing");
     assert_eq!(test["acknowledge"], false);
-    assert_eq!(robot.tickets().len(), 2);
+    assert_eq!(robot.tickets().len(), 3);
     assert_eq!(outbox(&robot).len(), 3);
     let said = robot.run(&["rules", "test", "--message", &id]);
     assert!(said.contains("Matches rule 1 (no-spam)") && said.contains("Nothing was changed."), "{said}");

@@ -193,19 +193,25 @@ impl Engine {
         };
         let count = due.len();
         let attempt = &attempt;
-        let done: Vec<(i64, Attempt)> = futures::stream::iter(due)
-            .map(|row| async move {
-                if tokio::time::Instant::now() >= deadline {
-                    return None;
-                }
-                Some((id_of(&row), attempt(row).await))
-            })
-            .buffer_unordered(self.config.concurrency)
-            .filter_map(|done| async move { done })
-            .collect()
-            .await;
-        if let Err(err) = self.outbox.record_attempts(&done, &rfc3339(Utc::now())) {
-            tracing::error!(what, rows = done.len(), error = %err, "cannot record the attempts");
+        // Answers are recorded as they come, a few per commit: few commits,
+        // and little sent-but-unrecorded at any moment (a crash or a slow
+        // round resends at most those).
+        let mut finished = std::pin::pin!(
+            futures::stream::iter(due)
+                .map(|row| async move {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    Some((id_of(&row), attempt(row).await))
+                })
+                .buffer_unordered(self.config.concurrency)
+                .filter_map(|done| async move { done })
+                .ready_chunks(self.config.concurrency * 2)
+        );
+        while let Some(done) = finished.next().await {
+            if let Err(err) = self.outbox.record_attempts(&done, &rfc3339(Utc::now())) {
+                tracing::error!(what, rows = done.len(), error = %err, "cannot record the attempts");
+            }
         }
         count
     }

@@ -303,7 +303,9 @@ impl Ledger for SqliteLedger<'_, '_> {
             .query_row([journal_id], |r| {
                 Ok(OutgoingAttachment {
                     filename: "original.eml".into(),
-                    content_type: "message/rfc822".into(),
+                    // Not message/rfc822: that type may not be base64 (RFC 2046
+                    // 5.2.1), and every attachment is sent as base64.
+                    content_type: "application/octet-stream".into(),
                     sha256: r.get(0)?,
                     size: r.get::<_, i64>(1)?.max(0) as u64,
                 })
