@@ -211,7 +211,7 @@ pub fn queue_reply(
     text: &str,
     files: Vec<ReplyFile>,
 ) -> anyhow::Result<mailrobot_views::OutboxMailJson> {
-    use mailrobot_core::{OutgoingAttachment, OutgoingKind, OutgoingMail};
+    use mailrobot_core::{OutgoingAttachment, OutgoingKind};
     let tag = app.tag_format()?;
     let id = tag
         .parse_number(number)
@@ -231,35 +231,18 @@ pub fn queue_reply(
             mailbox.name
         )
     })?;
-    let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
-    let unique: u64 = rand::random();
-    let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
     let vars = ticket_vars(&tag, &ticket.summary, &mailbox, &from, text);
     let rendered = render_template(app, OutgoingKind::Reply, &mailbox, &vars)?;
-    let mail = OutgoingMail {
-        kind: OutgoingKind::Reply,
-        mailbox_id,
-        ticket: Some(id as u64),
-        journal_id: 0,
-        from,
-        to,
-        subject: rendered.subject,
-        message_id: format!("mailrobot.reply.{id}.{unique:016x}@{domain}"),
-        in_reply_to: references.last().cloned(),
-        references,
-        text: rendered.text,
-        html: rendered.html,
-        reply_to: reply_to_of(&mailbox.config),
-        attachments: files
-            .iter()
-            .map(|f| OutgoingAttachment {
-                filename: f.filename.clone(),
-                content_type: f.content_type.clone(),
-                sha256: String::new(),
-                size: f.bytes.len() as u64,
-            })
-            .collect(),
-    };
+    let mut mail = ticket_mail(OutgoingKind::Reply, &ticket, &mailbox, from, to, rendered);
+    mail.attachments = files
+        .iter()
+        .map(|f| OutgoingAttachment {
+            filename: f.filename.clone(),
+            content_type: f.content_type.clone(),
+            sha256: String::new(),
+            size: f.bytes.len() as u64,
+        })
+        .collect();
     let bytes: Vec<Vec<u8>> = files.into_iter().map(|f| f.bytes).collect();
     let row = app.outbox.queue_reply(&mail, &bytes)?;
     tracing::info!(ticket = %tag.number(id as u64), mail = row, "reply queued");
@@ -267,11 +250,44 @@ pub fn queue_reply(
     Ok(mailrobot_views::OutboxMailJson::of(&view, &tag))
 }
 
+/// A mail to a ticket's requester that a person caused (an agent's reply, a
+/// status notification): from the ticket's mailbox, threaded under the
+/// ticket's latest mail, with a Message-ID of its own.
+fn ticket_mail(
+    kind: mailrobot_core::OutgoingKind,
+    ticket: &mailrobot_store::TicketDetail,
+    mailbox: &mailrobot_store::Mailbox,
+    from: String,
+    to: String,
+    rendered: mailrobot_core::templates::Rendered,
+) -> mailrobot_core::OutgoingMail {
+    let id = ticket.summary.id;
+    let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
+    let unique: u64 = rand::random();
+    let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
+    mailrobot_core::OutgoingMail {
+        kind,
+        mailbox_id: mailbox.id,
+        ticket: Some(id as u64),
+        journal_id: 0,
+        from,
+        to,
+        subject: rendered.subject,
+        message_id: format!("mailrobot.{}.{id}.{unique:016x}@{domain}", kind.as_str()),
+        in_reply_to: references.last().cloned(),
+        references,
+        text: rendered.text,
+        html: rendered.html,
+        reply_to: reply_to_of(&mailbox.config),
+        attachments: Vec::new(),
+    }
+}
+
 /// Sets ticket `id`'s status; when it changed, the requester is told (a
 /// `notification`, queued in the same transaction) if the ticket's mailbox
 /// sends mail. False: no such ticket.
 pub fn set_status(app: &App, id: i64, status: mailrobot_store::TicketStatus) -> anyhow::Result<bool> {
-    use mailrobot_core::{OutgoingKind, OutgoingMail};
+    use mailrobot_core::OutgoingKind;
     let Some(ticket) = app.store.ticket(id)? else { return Ok(false) };
     let notification = match (ticket.summary.requester.clone(), app.outbox.ticket_mailbox(id)?) {
         (Some(to), Some((mailbox_id, Some(from)))) if ticket.summary.status != status => {
@@ -281,25 +297,7 @@ pub fn set_status(app: &App, id: i64, status: mailrobot_store::TicketStatus) -> 
             summary.status = status;
             let vars = ticket_vars(&tag, &summary, &mailbox, &from, "");
             let rendered = render_template(app, OutgoingKind::Notification, &mailbox, &vars)?;
-            let domain = from.rsplit_once('@').map_or("mailrobot.invalid", |(_, d)| d).to_string();
-            let unique: u64 = rand::random();
-            let references: Vec<String> = ticket.entries.iter().filter_map(|e| e.message_id.clone()).collect();
-            Some(OutgoingMail {
-                kind: OutgoingKind::Notification,
-                mailbox_id,
-                ticket: Some(id as u64),
-                journal_id: 0,
-                from,
-                to,
-                subject: rendered.subject,
-                message_id: format!("mailrobot.notification.{id}.{unique:016x}@{domain}"),
-                in_reply_to: references.last().cloned(),
-                references,
-                text: rendered.text,
-                html: rendered.html,
-                reply_to: reply_to_of(&mailbox.config),
-                attachments: Vec::new(),
-            })
+            Some(ticket_mail(OutgoingKind::Notification, &ticket, &mailbox, from, to, rendered))
         }
         _ => None,
     };
