@@ -29,13 +29,28 @@ fi
 # The tests start their own Dovecot and smtp-sink instances on free loopback
 # ports; system instances the packages may have started do not get in the way.
 
+# PostgreSQL: the store's tests and the end-to-end suite run on both backends.
+# A throwaway cluster is started unless MAILROBOT_TEST_DATABASE_URL names a
+# server (its role must be allowed to create databases).
+if [ -z "${MAILROBOT_TEST_DATABASE_URL:-}" ]; then
+  echo "== starting a throwaway PostgreSQL"
+  eval "$(scripts/throwaway-postgres.sh)"
+  trap 'scripts/throwaway-postgres.sh stop "$MAILROBOT_TEST_PG_DIR"' EXIT
+fi
+export MAILROBOT_TEST_DATABASE_URL
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --no-fail-fast "$@"
+  else
+    cargo test --no-fail-fast "$@"
+  fi
+}
+echo "== tests (the end-to-end suite on SQLite; the store's tests on both backends)"
+run_tests --workspace
+echo "== the end-to-end suite again, on PostgreSQL"
+MAILROBOT_TEST_BACKEND=postgres run_tests -p mailrobot

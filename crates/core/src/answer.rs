@@ -269,6 +269,20 @@ pub struct OutgoingAttachment {
     pub size: u64,
 }
 
+impl OutgoingAttachment {
+    /// The original of a forwarded mail, by its stored blob.
+    pub fn original(sha256: String, size: u64) -> Self {
+        OutgoingAttachment {
+            filename: "original.eml".into(),
+            // Not message/rfc822: that type may not be base64 (RFC 2046
+            // 5.2.1), and every attachment is sent as base64.
+            content_type: "application/octet-stream".into(),
+            sha256,
+            size,
+        }
+    }
+}
+
 /// A mail the robot will send, as the outbox keeps it (rendered to MIME by
 /// the sender at its first attempt).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -552,6 +552,19 @@ impl TicketFields {
     pub fn is_empty(&self) -> bool {
         *self == TicketFields::default()
     }
+
+    /// The ticket's tags after this change: tags add up across mails (the
+    /// other fields take the latest value, which the store does with
+    /// COALESCE).
+    pub fn merged_tags(&self, stored: &[String]) -> Vec<String> {
+        let mut all = stored.to_vec();
+        for tag in &self.tags {
+            if !all.contains(tag) {
+                all.push(tag.clone());
+            }
+        }
+        all
+    }
 }
 
 /// What becomes of the mail itself.

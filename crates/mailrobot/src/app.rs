@@ -8,8 +8,8 @@ use mailrobot_auth::TokenBroker;
 use mailrobot_core::TagFormat;
 use mailrobot_secrets::SecretBox;
 use mailrobot_store::{
-    AdminStore, AuthStore, Capability, DirectoryStore, Mode, OutboxStore, ProcessingRules, SealedStore, ServiceScopes,
-    SqliteStore, Store,
+    AdminStore, AuthStore, Capability, DirectoryStore, LeaseStore, Mode, OutboxStore, PgStore, ProcessingRules,
+    SealedStore, ServiceScopes, SqliteStore, Store,
 };
 
 use crate::pipeline::{BatchLimits, Pipeline};
@@ -43,6 +43,8 @@ pub struct App {
     pub outbox: Arc<dyn OutboxStore>,
     /// The same database: rules, mail templates and contacts.
     pub directory: Arc<dyn DirectoryStore>,
+    /// The same database: nodes and the leases of the mailboxes they poll.
+    pub leases: Arc<dyn LeaseStore>,
     pub secrets: Arc<SecretBox>,
     /// How far each running poll of this process has got (the dashboard's).
     pub progress: Arc<mailrobot_views::progress::SyncProgress>,
@@ -62,6 +64,43 @@ pub fn builtin_service_scopes() -> Vec<ServiceScopes> {
         .collect()
 }
 
+/// The setting holding a value sealed with the master key of the first node
+/// that opened a shared database.
+const SETTING_KEY_CHECK: &str = "secrets.key_check";
+const KEY_CHECK_CONTEXT: &str = "mailrobot key check";
+
+/// Nodes sharing a database must share one master key, or each could not
+/// open what the others sealed: the first node seals a known value, every
+/// later one must open it.
+fn check_master_key(store: &dyn Store, secrets: &SecretBox) -> anyhow::Result<()> {
+    match store.setting(SETTING_KEY_CHECK)? {
+        None => {
+            let sealed = secrets.seal(KEY_CHECK_CONTEXT.as_bytes(), KEY_CHECK_CONTEXT);
+            store.set_setting(SETTING_KEY_CHECK, &hex::encode(sealed))?;
+            Ok(())
+        }
+        Some(stored) => {
+            let sealed = hex::decode(stored.trim()).unwrap_or_default();
+            match secrets.open(&sealed, KEY_CHECK_CONTEXT) {
+                // Opened with a previous key during a key rotation: sealed
+                // again under the current one, so the old key can go.
+                Ok(_) if secrets.needs_reseal(&sealed) => {
+                    let sealed = secrets.seal(KEY_CHECK_CONTEXT.as_bytes(), KEY_CHECK_CONTEXT);
+                    store.set_setting(SETTING_KEY_CHECK, &hex::encode(sealed))?;
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(_) => anyhow::bail!(
+                    "this node's master key cannot open the secrets of the shared database: give every node the \
+                     same {} (the key of the node that first used this database{})",
+                    mailrobot_secrets::MASTER_KEY_ENV,
+                    SecretBox::key_id_of(&sealed).map(|id| format!(", key id {id}")).unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
 /// Stores the built-in defaults the database lacks (a write only when some
 /// are missing: every command opens the store).
 fn seed_service_scopes(store: &dyn AuthStore) -> anyhow::Result<()> {
@@ -73,20 +112,44 @@ fn seed_service_scopes(store: &dyn AuthStore) -> anyhow::Result<()> {
 }
 
 impl App {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens the data directory and the database: the SQLite file in the
+    /// data directory, or the PostgreSQL database at `database_url` — then,
+    /// with `key_check`, refuses a master key other than the one the shared
+    /// database's first node used.
+    pub fn open(data_dir: &Path, database_url: Option<&str>, key_check: bool) -> anyhow::Result<Self> {
         crate::data_dir::secure(data_dir)?;
-        crate::data_dir::prepare_database_file(&data_dir.join(DB_FILE))?;
-        let sqlite = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let secrets = SecretBox::load(data_dir)?;
-        seed_service_scopes(sqlite.as_ref())?;
+        match database_url {
+            None => {
+                crate::data_dir::prepare_database_file(&data_dir.join(DB_FILE))?;
+                let sqlite = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
+                Self::with_store(data_dir, sqlite, secrets)
+            }
+            Some(url) => {
+                tracing::debug!(database = %mailrobot_store::redacted_url(url), "opening PostgreSQL");
+                let pg = Arc::new(PgStore::connect(url)?);
+                if key_check {
+                    check_master_key(pg.as_ref(), &secrets)?;
+                }
+                Self::with_store(data_dir, pg, secrets)
+            }
+        }
+    }
+
+    fn with_store<S>(data_dir: &Path, store: Arc<S>, secrets: SecretBox) -> anyhow::Result<Self>
+    where
+        S: Store + AuthStore + AdminStore + OutboxStore + DirectoryStore + SealedStore + LeaseStore + 'static,
+    {
+        seed_service_scopes(store.as_ref())?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
-            store: sqlite.clone() as Arc<dyn Store>,
-            auth_store: sqlite.clone() as Arc<dyn AuthStore>,
-            admin_store: sqlite.clone() as Arc<dyn AdminStore>,
-            outbox: sqlite.clone() as Arc<dyn OutboxStore>,
-            directory: sqlite.clone() as Arc<dyn DirectoryStore>,
-            sealed_store: sqlite as Arc<dyn SealedStore>,
+            store: store.clone() as Arc<dyn Store>,
+            auth_store: store.clone() as Arc<dyn AuthStore>,
+            admin_store: store.clone() as Arc<dyn AdminStore>,
+            outbox: store.clone() as Arc<dyn OutboxStore>,
+            directory: store.clone() as Arc<dyn DirectoryStore>,
+            leases: store.clone() as Arc<dyn LeaseStore>,
+            sealed_store: store as Arc<dyn SealedStore>,
             secrets: Arc::new(secrets),
             progress: Arc::default(),
             broker_cell: std::sync::OnceLock::new(),

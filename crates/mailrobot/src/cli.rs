@@ -13,6 +13,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "MAILROBOT_DATA_DIR", default_value = "./mailrobot-data")]
     pub data_dir: PathBuf,
 
+    /// A PostgreSQL database shared by several nodes
+    /// (postgres://user:password@host:port/db) instead of the SQLite file in
+    /// the data directory. Prefer the environment variable: a password on a
+    /// command line is visible to every user of the machine.
+    #[arg(long, global = true, env = "MAILROBOT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MAILROBOT_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -90,6 +97,9 @@ pub enum Command {
     /// The sender directory.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// The `serve` processes sharing this database, and the mailboxes each polls.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {
@@ -818,6 +828,15 @@ pub enum SecretsCommand {
     /// MAILROBOT_MASTER_KEY or the key file; the old one in
     /// MAILROBOT_PREVIOUS_MASTER_KEYS). All or nothing.
     Reseal {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Every node seen (newest first): id, host, started, last heartbeat, mailboxes held.
+    List {
         #[arg(long)]
         json: bool,
     },

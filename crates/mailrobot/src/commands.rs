@@ -466,6 +466,31 @@ pub fn ticket_json(t: &TicketSummary, tag: &TagFormat) -> Value {
     serde_json::to_value(mailrobot_web::json::TicketJson::of(t, tag)).expect("views serialize")
 }
 
+/// `nodes list`: the `serve` processes sharing the database.
+pub fn nodes_list(app: &App, json_out: bool) -> anyhow::Result<()> {
+    let nodes = app.leases.nodes(mailrobot_store::lease::LEASE_TTL)?;
+    if json_out {
+        print_json(&serde_json::to_value(&nodes)?);
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        crate::say!("No node has served yet.");
+    }
+    for node in &nodes {
+        crate::say!(
+            "{} on {} — {}, started {}, last heartbeat {}; {} mailboxes: {}",
+            node.node_id,
+            node.host,
+            if node.alive { "alive" } else { "gone" },
+            node.started,
+            node.last_heartbeat,
+            node.mailboxes.len(),
+            node.mailboxes.join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub fn tickets_list(app: &App, json_out: bool) -> anyhow::Result<()> {
     let tag = app.tag_format()?;
     let tickets = app.store.tickets()?;

@@ -16,6 +16,7 @@ pub mod demo_m365;
 pub mod http;
 pub mod mailbox_config;
 pub mod metrics;
+pub mod node;
 pub mod outbound;
 pub mod pipeline;
 pub mod scheduler;

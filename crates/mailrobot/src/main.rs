@@ -41,7 +41,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let app = App::open(&cli.data_dir)?;
+    // `secrets` commands diagnose and repair a key change themselves.
+    let key_check = !matches!(cli.command, Command::Secrets(_));
+    let app = App::open(&cli.data_dir, cli.database_url.as_deref(), key_check)?;
     match cli.command {
         Command::Serve { listen, public_url } => mailrobot::serve::serve(&app, listen, public_url).await?,
         Command::RunOnce { json } => return run_once(&app, json).await,
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mailrobot::say!("Mailbox {name} removed; its journal and tickets stay.");
             }
         },
+        Command::Nodes(NodesCommand::List { json }) => commands::nodes_list(&app, json)?,
         Command::Tickets(TicketsCommand::List { json }) => commands::tickets_list(&app, json)?,
         Command::Tickets(TicketsCommand::Show { number, json }) => commands::tickets_show(&app, &number, json)?,
         Command::Tickets(TicketsCommand::Reply { number, body_file, attachments, json }) => {

@@ -1,8 +1,9 @@
 //! Polling: `run-once` polls every enabled mailbox once; `serve` keeps one
-//! loop per mailbox. Mailboxes are independent: one that fails backs off on
+//! loop per mailbox whose lease its node holds. Mailboxes are independent: one that fails backs off on
 //! its own schedule and never holds up the others.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -10,6 +11,7 @@ use mailrobot_store::{Mailbox, PollOutcome, PollRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::node::Node;
 use crate::pipeline::{Pipeline, PollError, PollReport};
 
 /// Longest wait between polls of a failing mailbox.
@@ -116,24 +118,26 @@ pub async fn run_once(pipeline: &Pipeline) -> anyhow::Result<Vec<(Mailbox, Resul
     Ok(futures::future::join_all(polls).await)
 }
 
-/// Keeps one polling loop per enabled mailbox until `stop` turns true.
-pub async fn run_forever(pipeline: Pipeline, mut stop: watch::Receiver<bool>) {
+/// Keeps one polling loop per mailbox whose lease this node holds, until
+/// `stop` turns true. Loops of mailboxes whose leases went elsewhere end.
+pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut loops: HashMap<i64, JoinHandle<()>> = HashMap::new();
     loop {
         loops.retain(|_, handle| !handle.is_finished());
-        let store = pipeline.store.clone();
-        match tokio::task::spawn_blocking(move || store.mailboxes()).await {
-            Ok(Ok(mailboxes)) => {
-                for mailbox in mailboxes.into_iter().filter(|m| m.enabled) {
-                    if !loops.contains_key(&mailbox.id) {
-                        tracing::info!(mailbox = %mailbox.name, kind = %mailbox.kind, "watching mailbox");
-                        let id = mailbox.id;
-                        loops.insert(id, tokio::spawn(mailbox_loop(pipeline.clone(), id, stop.clone())));
-                    }
-                }
+        let held = node.held();
+        loops.retain(|id, handle| {
+            let keep = held.contains(id);
+            if !keep {
+                tracing::info!(mailbox_id = id, node = %node.id, "lease gone: another node polls this mailbox now");
+                handle.abort();
             }
-            Ok(Err(err)) => tracing::error!(error = %err, "could not list mailboxes"),
-            Err(err) => tracing::error!(error = %err, "could not list mailboxes"),
+            keep
+        });
+        for id in held {
+            if let std::collections::hash_map::Entry::Vacant(slot) = loops.entry(id) {
+                tracing::info!(mailbox_id = id, node = %node.id, "watching mailbox");
+                slot.insert(tokio::spawn(mailbox_loop(pipeline.clone(), node.clone(), id, stop.clone())));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(RELOAD_EVERY) => {}
@@ -146,8 +150,12 @@ pub async fn run_forever(pipeline: Pipeline, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn mailbox_loop(pipeline: Pipeline, id: i64, mut stop: watch::Receiver<bool>) {
+async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: watch::Receiver<bool>) {
     loop {
+        // A lease lost (fenced, or rebalanced away) ends the loop at once.
+        if !node.holds(id) {
+            return;
+        }
         let store = pipeline.store.clone();
         let mailbox = match tokio::task::spawn_blocking(move || store.mailbox(id)).await {
             Ok(Ok(m)) if m.enabled => m,

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -71,7 +72,10 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     )?
     .with_mail(crate::outbound::RobotMail::transport(app));
     let delivering = spawn_outbox(webhooks, stop_rx.clone())?;
-    let polling = tokio::spawn(run_forever(pipeline, stop_rx));
+    let leases = app.leases.clone();
+    let node = Arc::new(tokio::task::spawn_blocking(move || crate::node::Node::start(leases)).await??);
+    let heartbeat = tokio::spawn(node.clone().heartbeat(stop_rx.clone()));
+    let polling = tokio::spawn(run_forever(pipeline, node, stop_rx));
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -80,6 +84,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     // in-flight HTTP answers a moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = polling.await;
+        let _ = heartbeat.await;
         let _ = tokio::task::spawn_blocking(move || delivering.join()).await;
         let _ = http.await;
     })

@@ -124,9 +124,10 @@ fn smtp_test_refuses_a_login_without_tls_to_another_host() {
 fn every_connect_checks_again() {
     let robot = Robot::new();
     robot.add_imap("box", 1143, "u", "secret", &[]);
-    let db = rusqlite::Connection::open(robot.data_dir().join("mailrobot.db")).unwrap();
-    db.execute("UPDATE mailboxes SET config = json_set(config, '$.host', 'mail.example.com')", []).unwrap();
-    drop(db);
+    robot.sql(
+        "UPDATE mailboxes SET config = json_set(config, '$.host', 'mail.example.com')",
+        "UPDATE mailboxes SET config = jsonb_set(config::jsonb, '{host}', '\"mail.example.com\"')::text",
+    );
     let out = robot.run_raw(&["run-once"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let mailbox = &robot.json(&["mailbox", "list", "--json"])[0];

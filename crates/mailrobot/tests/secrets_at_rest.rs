@@ -36,7 +36,8 @@ fn mailbox_password_is_encrypted_and_never_shown() {
 
     let mut files = Vec::new();
     files_under(&robot.data_dir(), &mut files);
-    assert!(files.iter().any(|f| f.ends_with("mailrobot.db")));
+    assert!(robot.database.is_some() || files.iter().any(|f| f.ends_with("mailrobot.db")));
+    assert!(!robot.database_contains(PASSWORD.as_bytes()), "password in clear in the database");
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         assert!(

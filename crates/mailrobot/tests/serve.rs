@@ -131,15 +131,7 @@ fn healthz_says_only_ok_or_error() {
     let robot = Robot::new();
     let (child, address) = robot.spawn_serve(&[]);
     assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some_and(|(s, _)| s == 200)));
-    let dropped = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DROP TABLE messages'); c.commit()",
-        ])
-        .arg(robot.data_dir().join("mailrobot.db"))
-        .status()
-        .unwrap();
-    assert!(dropped.success());
+    robot.sql("DROP TABLE messages", "DROP TABLE messages CASCADE");
     // Within the counts' cache period.
     let mut last = None;
     assert!(

@@ -294,7 +294,7 @@ async fn concurrent_processes_make_exactly_one_refresh() {
     let serve = spawn_redirect_receiver(&w);
     delegated_ready(&w).await;
     // Drop the cached access token so the next callers must refresh.
-    assert!(forget_cached_tokens(&w.robot.data_dir().join("mailrobot.db")), "could not clear the token cache");
+    w.robot.sql("DELETE FROM access_tokens", "DELETE FROM access_tokens");
     let before = token_requests(&w.emu);
     let children: Vec<_> = (0..8)
         .map(|_| {
@@ -316,18 +316,6 @@ async fn concurrent_processes_make_exactly_one_refresh() {
 
 /// Empties the robot's access-token cache, as if every token had expired
 /// (the robot has no command for it; Python's sqlite3 edits the file).
-fn forget_cached_tokens(db: &std::path::Path) -> bool {
-    std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM access_tokens'); c.commit()",
-        ])
-        .arg(db)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn revocation_pauses_mailboxes_and_stops_token_requests() {
     let w = world(60);

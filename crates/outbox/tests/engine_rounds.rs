@@ -1,7 +1,8 @@
-//! The engine's rounds of outbound mail against a real SQLite store: a round
-//! that runs longer than its rows' lease leaves the rows it has not reached
-//! to the lease (a later round takes them), so no row is ever held by two
-//! senders at once, and every mail is sent exactly once.
+//! The engine's rounds of outbound mail against a real store (a SQLite file
+//! and a PostgreSQL database): a round that runs longer than its rows' lease
+//! leaves the rows it has not reached to the lease (a later round takes
+//! them), so no row is ever held by two senders at once, and every mail is
+//! sent exactly once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use mailrobot_core::{OutgoingKind, OutgoingMail, TagFormat};
 use mailrobot_outbox::{Engine, EngineConfig, MailTransport, SendFailure};
-use mailrobot_store::{MailboxKind, NewMailbox, OutboxStore, SqliteStore, Store};
+use mailrobot_store::{MailboxKind, NewMailbox, OutboxStore, PgStore, SqliteStore, Store};
 
 /// An SMTP server stand-in that takes its time: counts each Message-ID sent.
 struct SlowTransport {
@@ -28,7 +29,7 @@ impl MailTransport for SlowTransport {
     }
 }
 
-fn queued(store: &SqliteStore, mailbox_id: i64, n: usize) {
+fn queued(store: &dyn Store, mailbox_id: i64, n: usize) {
     store
         .with_ledger(&mut |ledger| {
             for i in 0..n {
@@ -54,10 +55,33 @@ fn queued(store: &SqliteStore, mailbox_id: i64, n: usize) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+/// The engine holds its store as `Arc<dyn …>`, so each backend's test owns
+/// its store (the `on_both_backends!` macro lends one).
+mod a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round(Arc::new(
+            SqliteStore::open(&dir.path().join("db")).unwrap(),
+        ))
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres() {
+        let db = mailrobot_store::testing::TestDatabase::create();
+        super::a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round(Arc::new(
+            PgStore::connect(&db.url).unwrap(),
+        ))
+        .await;
+    }
+}
+
+async fn a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round<S: Store + OutboxStore + 'static>(
+    store: Arc<S>,
+) {
     let mailbox = store
         .add_mailbox(&NewMailbox {
             name: "desk".into(),
@@ -69,7 +93,7 @@ async fn a_round_longer_than_its_lease_leaves_the_rest_to_a_later_round() {
             max_message_bytes: 1 << 20,
         })
         .unwrap();
-    queued(&store, mailbox.id, 20);
+    queued(store.as_ref(), mailbox.id, 20);
     let transport = Arc::new(SlowTransport { sent: Mutex::default(), delay: Duration::from_millis(200) });
     let mut config = EngineConfig::new("http://127.0.0.1", TagFormat::default());
     config.concurrency = 2;

@@ -32,6 +32,13 @@ pub struct ApiToken {
     pub created_at: String,
 }
 
+/// When a session created now for `lifetime` expires (RFC 3339, as stored);
+/// a lifetime too long to represent counts as one day.
+pub(crate) fn session_expires_at(lifetime: std::time::Duration) -> String {
+    let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::days(1));
+    (chrono::Utc::now() + lifetime).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub trait AdminStore: Send + Sync {
     /// Adds an administrator; an existing email (any case) is refused.
     fn add_admin(&self, email: &str, password_hash: &str) -> Result<Admin>;

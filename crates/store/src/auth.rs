@@ -132,6 +132,23 @@ pub struct ServiceScopes {
     pub scopes: Vec<String>,
 }
 
+/// Scopes as every backend stores them: one space-separated string.
+pub(crate) fn join_scopes(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+/// Stored scopes ([`join_scopes`]) back as a list.
+pub(crate) fn split_scopes(stored: &str) -> Vec<String> {
+    stored.split_whitespace().map(str::to_string).collect()
+}
+
+/// The order [`AuthStore::service_scopes`] promises: capability order
+/// ([`crate::Capability::ALL`]), delegated before application.
+pub(crate) fn sort_service_scopes(rows: &mut [ServiceScopes]) {
+    let order = |c: crate::Capability| crate::Capability::ALL.iter().position(|x| *x == c);
+    rows.sort_by_key(|s| (order(s.capability), s.mode == crate::Mode::Application));
+}
+
 pub trait AuthStore: Send + Sync {
     fn add_tenant(&self, new: &NewTenant) -> Result<Tenant>;
     fn tenants(&self) -> Result<Vec<Tenant>>;

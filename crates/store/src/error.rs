@@ -2,6 +2,16 @@
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "could not open the database at {url}: {reason} — check the URL (MAILROBOT_DATABASE_URL), that the server runs and that the role may log in"
+    )]
+    OpenDatabase { url: String, reason: String },
+    /// No database session could be had in time (the server is down or
+    /// every connection is busy).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("could not open the database at {path}: {source} — check that the data directory exists and is writable")]
     Open { path: String, source: rusqlite::Error },
     #[error("a mailbox named {0:?} already exists; choose another name or remove it first")]
@@ -21,6 +31,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A write for a mailbox whose lease this node no longer holds: another
+    /// node polls it now. The node drops the mailbox and goes on.
+    #[error("mailbox {mailbox_id}: write refused, {reason}; another node polls it now")]
+    Fenced { mailbox_id: i64, reason: String },
 }
 
 impl StoreError {
@@ -37,13 +51,31 @@ impl StoreError {
                         | rusqlite::ErrorCode::SystemIoFailure
                 )
             ),
+            StoreError::Postgres(e) => {
+                use tokio_postgres::error::SqlState;
+                e.is_closed()
+                    || e.as_db_error().is_none()
+                    || matches!(
+                        e.code(),
+                        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                            || *c == SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == SqlState::LOCK_NOT_AVAILABLE
+                            || *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                            || *c == SqlState::TOO_MANY_CONNECTIONS
+                            || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+                    )
+            }
+            StoreError::Unavailable(_) => true,
+            StoreError::OpenDatabase { .. } => false,
             StoreError::MailboxExists(_)
             | StoreError::Exists { .. }
             | StoreError::NoSuchMailbox(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt(_)
             | StoreError::Invalid(_)
-            | StoreError::NotFound(_) => false,
+            | StoreError::NotFound(_)
+            | StoreError::Fenced { .. } => false,
         }
     }
 }

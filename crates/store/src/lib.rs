@@ -1,8 +1,8 @@
 //! The robot's memory: mailboxes, the mail journal, tickets and their entries,
 //! attachments (content-addressed) and the outbox.
 //!
-//! Callers use the [`Store`] trait; [`SqliteStore`] is the embedded default.
-//! A PostgreSQL implementation for several nodes implements the same trait.
+//! Callers use the [`Store`] trait; [`SqliteStore`] is the embedded default,
+//! [`PgStore`] lets several nodes share one PostgreSQL database.
 //!
 //! The journal is what makes the robot exactly-once: a mail is written (raw
 //! bytes + row in state `fetched`) and committed before anything changes in
@@ -14,8 +14,10 @@ pub mod admin;
 pub mod auth;
 pub mod directory;
 mod error;
+pub mod lease;
 pub mod model;
 pub mod outbox;
+mod pg;
 mod process;
 mod schema;
 pub mod sealed;
@@ -23,21 +25,29 @@ mod sqlite;
 mod sqlite_admin;
 mod sqlite_auth;
 mod sqlite_directory;
+mod sqlite_lease;
 mod sqlite_ledger;
 mod sqlite_outbox;
 mod sqlite_sealed;
 pub mod states;
+pub mod testing;
 
 pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
 pub use directory::{Contact, ContactSource, DirectoryStore, NewContact, NewRule, Rule, Template, TemplateKey};
 pub use error::StoreError;
+pub use lease::{Fence, Fences, Heartbeat, LeaseStore, NewNode, NodeView};
 pub use model::*;
 pub use outbox::{
     AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, MailView, OutboxStore, QueuedMail,
     Webhook,
 };
+pub use pg::{PgStore, redacted_url};
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
+/// Blocking helpers for tools and tests that work beside a PostgreSQL store.
+pub mod pg_tools {
+    pub use crate::pg::{copy_out_table, execute_batch, table_names};
+}
 pub use sqlite::SqliteStore;
 pub use states::{
     Capability, ConnectionState, DeliveryState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode,
@@ -89,7 +99,16 @@ pub trait Store: Send + Sync {
     fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>>;
     /// Runs `work` in one write transaction, committed when it returns `Ok`.
     /// The ticket rules ([`mailrobot_core::file_batch`]) run there.
-    fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()>;
+    fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()> {
+        self.with_ledger_for(&[], work)
+    }
+    /// [`Store::with_ledger`] for mails of these mailboxes: refused
+    /// ([`StoreError::Fenced`]) when this node does not hold their leases.
+    fn with_ledger_for(
+        &self,
+        mailboxes: &[i64],
+        work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>,
+    ) -> Result<()>;
     /// Processes a batch of pending mails (see [`Store::pending_mails`]):
     /// parsed on every core outside any lock, then filed in one transaction.
     fn process_pending(

@@ -74,6 +74,25 @@ pub enum PollOutcome {
 }
 
 impl PollOutcome {
+    /// The error or message the mailbox shows, if any.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            PollOutcome::Ok => None,
+            PollOutcome::Failed { error } | PollOutcome::Paused { error } => Some(error),
+            PollOutcome::Throttled { message } => Some(message),
+        }
+    }
+
+    /// The new failure count, as an SQL expression of the old one: waiting
+    /// for a person or for the server is no new failure.
+    pub(crate) fn failures_sql(&self) -> &'static str {
+        match self {
+            PollOutcome::Ok => "0",
+            PollOutcome::Failed { .. } => "consecutive_failures + 1",
+            PollOutcome::Paused { .. } | PollOutcome::Throttled { .. } => "consecutive_failures",
+        }
+    }
+
     pub fn status(&self) -> crate::MailboxStatus {
         match self {
             PollOutcome::Ok => crate::MailboxStatus::Ok,
@@ -272,4 +291,39 @@ pub struct Counts {
     pub processed: i64,
     pub failed: i64,
     pub unsettled: i64,
+}
+
+/// A ticket's tags as stored (a JSON array of strings, or NULL).
+pub(crate) fn tags_from_json(stored: Option<String>) -> Vec<String> {
+    stored.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Tags to store: NULL when there are none.
+pub(crate) fn tags_to_json(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
+}
+
+/// A search text as a LIKE pattern: its wildcards escaped (backslash, the
+/// default escape of PostgreSQL and the one SQLite's queries name), so the
+/// words are looked for as typed.
+pub(crate) fn like_pattern(text: &str) -> String {
+    format!("%{}%", text.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+/// What changing a ticket's status did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusChange {
+    NoTicket,
+    Unchanged,
+    Changed,
+}
+
+/// A mailbox's policy for new mail, read from its settings.
+pub(crate) fn mailbox_policy(config: &str) -> mailrobot_core::MailboxPolicy {
+    let config: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    mailrobot_core::MailboxPolicy {
+        unknown_senders: text("unknown_senders").and_then(|p| p.parse().ok()).unwrap_or_default(),
+        language: text("language").filter(|l| !l.is_empty()),
+    }
 }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeliveryState, Result, TicketStatus, WebhookEvent};
+use crate::{DeliveryState, Result, StoreError, TicketStatus, WebhookEvent};
 
 /// A receiver of ticket events (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,4 +184,167 @@ pub trait OutboxStore: Send + Sync {
     fn mailbox_reply_secret(&self, mailbox_id: i64) -> Result<Option<Vec<u8>>>;
     /// Deliveries waiting (pending), per webhook id.
     fn pending_deliveries(&self) -> Result<Vec<(i64, i64)>>;
+}
+
+// --- What both backends share: no SQL below. ---
+
+/// The outbox kind of a webhook delivery (outbound mail rows are `mail`).
+pub(crate) const KIND_WEBHOOK: &str = "webhook";
+
+/// An event's id (the `webhook-id` header) from 12 random bytes in hex,
+/// which each backend draws in its own SQL.
+pub(crate) fn event_id(random_hex: &str) -> String {
+    format!("evt_{random_hex}")
+}
+
+/// A webhook's events as stored: their names, separated by spaces.
+pub(crate) fn events_text(events: &[WebhookEvent]) -> String {
+    events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+/// The stored events of a webhook; names this version does not know are
+/// left out.
+pub(crate) fn parse_events(text: &str) -> Vec<WebhookEvent> {
+    text.split_whitespace().filter_map(|e| e.parse().ok()).collect()
+}
+
+/// Of `webhooks` (id, stored events), the ids of those that receive
+/// `event_type`.
+pub(crate) fn subscribers(webhooks: Vec<(i64, String)>, event_type: WebhookEvent) -> Vec<i64> {
+    webhooks
+        .into_iter()
+        .filter(|(_, events)| events.split_whitespace().any(|e| e == event_type.as_str()))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// An outbox row's payload: an event record or an outgoing mail as JSON.
+pub(crate) fn payload(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The event record kept in delivery `id`'s payload.
+pub(crate) fn event_of(id: i64, payload: &str) -> Result<EventRecord> {
+    serde_json::from_str(payload)
+        .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable payload: {e}")))
+}
+
+/// The mail kept in outbox row `id`'s payload.
+pub(crate) fn mail_of(id: i64, payload: &str) -> Result<mailrobot_core::OutgoingMail> {
+    serde_json::from_str(payload)
+        .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable mail: {e}")))
+}
+
+/// `mail` with its attachments' hashes and sizes set from `files` (in
+/// order), each stored by `put_blob`.
+pub(crate) fn with_files(
+    mail: &mailrobot_core::OutgoingMail,
+    files: &[Vec<u8>],
+    mut put_blob: impl FnMut(&[u8]) -> Result<String>,
+) -> Result<mailrobot_core::OutgoingMail> {
+    let mut mail = mail.clone();
+    for (meta, bytes) in mail.attachments.iter_mut().zip(files) {
+        meta.sha256 = put_blob(bytes)?;
+        meta.size = bytes.len() as u64;
+    }
+    Ok(mail)
+}
+
+impl AfterAttempt {
+    /// The row's new state, next attempt time and delivery time after an
+    /// attempt at `at`.
+    pub(crate) fn outcome<'a>(&'a self, at: &'a str) -> (DeliveryState, Option<&'a str>, Option<&'a str>) {
+        match self {
+            AfterAttempt::Delivered => (DeliveryState::Sent, None, Some(at)),
+            AfterAttempt::RetryAt(when) => (DeliveryState::Queued, Some(when.as_str()), None),
+            AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
+        }
+    }
+}
+
+/// A mailbox's stored settings (`mailboxes.config`); unreadable ones read
+/// as empty.
+pub(crate) fn mailbox_config(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Where a mailbox's mail is sent from: its reply settings' `from`, else its
+/// address, else a user name that is an address. None: it sends no mail.
+pub(crate) fn reply_from(config: &serde_json::Value) -> Option<String> {
+    let reply = config.get("reply")?;
+    if reply.get("via").and_then(|v| v.as_str()).is_none_or(|v| v == "none") {
+        return None;
+    }
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    text(reply.get("from"))
+        .or_else(|| text(config.get("address")))
+        .or_else(|| text(config.get("username")).filter(|u| u.contains('@')))
+}
+
+/// Every address the robot's mailboxes receive or send as, from their
+/// stored settings.
+pub(crate) fn own_addresses<S: AsRef<str>>(configs: impl IntoIterator<Item = S>) -> Vec<String> {
+    let mut own = Vec::new();
+    for config in configs {
+        let config = mailbox_config(config.as_ref());
+        for value in
+            [config.get("address"), config.get("username"), config.pointer("/reply/from")].into_iter().flatten()
+        {
+            if let Some(address) = value.as_str().filter(|a| a.contains('@')) {
+                own.push(address.to_string());
+            }
+        }
+    }
+    own
+}
+
+fn minus_minutes(at: &str, minutes: u32) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&chrono::Utc) - chrono::Duration::minutes(i64::from(minutes)))
+        .unwrap_or_else(|_| chrono::Utc::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// What an answer's context is made of before the store counts the mails
+/// already sent: the mailbox's sending settings and the windows to count in.
+pub(crate) struct AnswerQuery {
+    config: serde_json::Value,
+    from: String,
+    /// Automatic mails to the sender count from this time on (RFC 3339).
+    pub(crate) since_sender: String,
+    /// Automatic mails on the ticket count from the start of `at`'s day (UTC).
+    pub(crate) day_start: String,
+}
+
+impl AnswerQuery {
+    /// None: the mailbox (with settings `config`, as stored) sends no mail.
+    pub(crate) fn new(config: &str, at: &str, limits: &mailrobot_core::AnswerLimits) -> Option<Self> {
+        let config = mailbox_config(config);
+        let from = reply_from(&config)?;
+        Some(Self {
+            config,
+            from,
+            since_sender: minus_minutes(at, limits.sender_window_minutes),
+            day_start: format!("{}T00:00:00.000Z", at.get(..10).unwrap_or(at)),
+        })
+    }
+
+    pub(crate) fn context(
+        self,
+        mailbox_id: i64,
+        mailbox_name: String,
+        own_addresses: Vec<String>,
+        sent_to_sender_recently: u32,
+        sent_on_ticket_today: u32,
+    ) -> mailrobot_core::AnswerContext {
+        mailrobot_core::AnswerContext {
+            mailbox_id,
+            reply_to: self.config.pointer("/reply/reply_to").and_then(|v| v.as_str()).map(str::to_string),
+            from: self.from,
+            mailbox_name,
+            own_addresses,
+            sent_to_sender_recently,
+            sent_on_ticket_today,
+        }
+    }
 }

@@ -24,9 +24,12 @@ pub(crate) fn process_pending<S: Store + ?Sized>(
     if pending.is_empty() {
         return Ok(Vec::new());
     }
+    let mut mailboxes: Vec<i64> = pending.iter().map(|p| p.mailbox_id).collect();
+    mailboxes.sort_unstable();
+    mailboxes.dedup();
     let mut batch = Some(parse_batch(pending, PARSE_THREADS));
     let mut outcomes = Vec::new();
-    store.with_ledger(&mut |ledger| {
+    store.with_ledger_for(&mailboxes, &mut |ledger| {
         outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag, &rules.answer_limits)?;
         Ok(())
     })?;

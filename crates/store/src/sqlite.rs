@@ -15,8 +15,10 @@ use std::io::{Read, Write};
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+pub(crate) use crate::model::StatusChange;
 use crate::model::*;
 use crate::schema::MIGRATIONS;
+use crate::sqlite_lease::check_fences;
 use crate::sqlite_ledger::{SqliteLedger, read_pending};
 use crate::{JournalState, Result, Store, StoreError, TicketStatus};
 
@@ -28,6 +30,8 @@ pub struct SqliteStore {
     /// waits for ingestion's lock, nor ingestion for browsing.
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
+    /// The mailbox leases this process holds, when it takes leases.
+    pub(crate) fences: crate::lease::Fences,
 }
 
 /// Read-only connections per store.
@@ -55,7 +59,12 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        let mut store = Self { conn: Mutex::new(conn), readers: Vec::new(), next_reader: Default::default() };
+        let mut store = Self {
+            conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: Default::default(),
+            fences: Default::default(),
+        };
         store.migrate()?;
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -235,6 +244,7 @@ impl Store for SqliteStore {
 
     fn set_mailbox_sync_state(&self, id: i64, state: Option<&str>) -> Result<()> {
         self.write(|tx| {
+            check_fences(&self.fences, tx, &[id])?;
             tx.execute("UPDATE mailboxes SET sync_state = ?2 WHERE id = ?1", params![id, state])?;
             Ok(())
         })
@@ -272,14 +282,9 @@ impl Store for SqliteStore {
 
     fn record_poll(&self, id: i64, record: &PollRecord) -> Result<()> {
         self.write(|tx| {
+            check_fences(&self.fences, tx, &[id])?;
             let status = record.outcome.status();
-            let (error, failures) = match &record.outcome {
-                PollOutcome::Ok => (None, "0"),
-                PollOutcome::Failed { error } => (Some(error), "consecutive_failures + 1"),
-                // Waiting for a person or for the server is no new failure.
-                PollOutcome::Paused { error } => (Some(error), "consecutive_failures"),
-                PollOutcome::Throttled { message } => (Some(message), "consecutive_failures"),
-            };
+            let (error, failures) = (record.outcome.error(), record.outcome.failures_sql());
             tx.execute(
                 &format!(
                     "UPDATE mailboxes SET status = ?2, last_error = ?3, consecutive_failures = {failures},
@@ -311,6 +316,7 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         self.write(|tx| {
+            check_fences(&self.fences, tx, &[mailbox_id])?;
             let fetched_at = now();
             let mut inserted = 0;
             for mail in mails {
@@ -343,8 +349,15 @@ impl Store for SqliteStore {
         read_pending(&tx, mailbox_id, limit, max_bytes)
     }
 
-    fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()> {
-        self.write(|tx| work(&mut SqliteLedger { tx, at: now(), own_addresses: None }))
+    fn with_ledger_for(
+        &self,
+        mailboxes: &[i64],
+        work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            check_fences(&self.fences, tx, mailboxes)?;
+            work(&mut SqliteLedger { tx, at: now(), own_addresses: None })
+        })
     }
 
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>> {
@@ -371,6 +384,18 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.write(|tx| {
+            if self.fences.is_enabled() {
+                let mut mailboxes = Vec::new();
+                let mut stmt = tx.prepare_cached("SELECT mailbox_id FROM messages WHERE id = ?1")?;
+                for id in journal_ids {
+                    if let Some(mailbox) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                        mailboxes.push(mailbox);
+                    }
+                }
+                mailboxes.sort_unstable();
+                mailboxes.dedup();
+                check_fences(&self.fences, tx, &mailboxes)?;
+            }
             let at = now();
             let mut stmt = tx.prepare_cached("UPDATE messages SET settled = 1, settled_at = ?2 WHERE id = ?1")?;
             for id in journal_ids {
@@ -471,10 +496,7 @@ impl Store for SqliteStore {
     fn search_tickets(&self, query: &TicketQuery) -> Result<Vec<TicketSummary>> {
         let conn = self.read();
         // LIKE with its wildcards escaped: the words are looked for as typed.
-        let pattern = query
-            .text
-            .as_deref()
-            .map(|t| format!("%{}%", t.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let pattern = query.text.as_deref().map(like_pattern);
         let mut stmt = conn.prepare_cached(&format!(
             "{TICKET_SUMMARY_SQL}
              WHERE (?1 IS NULL OR t.subject LIKE ?1 ESCAPE '\\' OR t.requester LIKE ?1 ESCAPE '\\'
@@ -638,14 +660,13 @@ pub(crate) const TICKET_SUMMARY_SQL: &str = "SELECT t.id, t.subject, t.requester
      FROM tickets t";
 
 pub(crate) fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
-    let tags: Option<String> = r.get(12)?;
     Ok(TicketSummary {
         fields: mailrobot_core::TicketFields {
             category: r.get(8)?,
             priority: r.get(9)?,
             queue: r.get(10)?,
             assignee: r.get(11)?,
-            tags: tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+            tags: tags_from_json(r.get(12)?),
         },
         id: r.get(0)?,
         subject: r.get(1)?,
@@ -656,14 +677,6 @@ pub(crate) fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketS
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
     })
-}
-
-/// What [`change_ticket_status`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StatusChange {
-    NoTicket,
-    Unchanged,
-    Changed,
 }
 
 /// Sets a ticket's status and, when it changed, queues the webhook event in

@@ -75,8 +75,7 @@ impl AdminStore for SqliteStore {
         csrf_token: &str,
         lifetime: std::time::Duration,
     ) -> Result<()> {
-        let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::days(1));
-        let expires_at = (chrono::Utc::now() + lifetime).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let expires_at = session_expires_at(lifetime);
         self.write(|tx| {
             let at = now();
             // Expired sessions go as new ones come: the table stays small.

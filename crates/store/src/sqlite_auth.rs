@@ -44,7 +44,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         tenant_id: r.get(2)?,
         capability: r.get(3)?,
         mode: r.get(4)?,
-        scopes: scopes.split_whitespace().map(str::to_string).collect(),
+        scopes: split_scopes(&scopes),
         state: r.get(6)?,
         last_error: r.get(7)?,
         has_refresh_token: r.get(8)?,
@@ -188,7 +188,7 @@ impl AuthStore for SqliteStore {
             tx.execute(
                 "INSERT INTO connections (name, tenant_id, capability, mode, scopes, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![new.name, new.tenant_id, new.capability, new.mode, new.scopes.join(" "), at],
+                params![new.name, new.tenant_id, new.capability, new.mode, join_scopes(&new.scopes), at],
             )?;
             Ok(tx.last_insert_rowid())
         })?;
@@ -397,15 +397,10 @@ impl AuthStore for SqliteStore {
         let mut rows = stmt
             .query_map([], |r| {
                 let scopes: String = r.get(2)?;
-                Ok(ServiceScopes {
-                    capability: r.get(0)?,
-                    mode: r.get(1)?,
-                    scopes: scopes.split_whitespace().map(str::to_string).collect(),
-                })
+                Ok(ServiceScopes { capability: r.get(0)?, mode: r.get(1)?, scopes: split_scopes(&scopes) })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let order = |c: crate::Capability| crate::Capability::ALL.iter().position(|x| *x == c);
-        rows.sort_by_key(|s| (order(s.capability), s.mode == crate::Mode::Application));
+        sort_service_scopes(&mut rows);
         Ok(rows)
     }
 
@@ -415,7 +410,7 @@ impl AuthStore for SqliteStore {
                 "INSERT OR IGNORE INTO service_scopes (capability, mode, scopes) VALUES (?1, ?2, ?3)",
             )?;
             for d in defaults {
-                stmt.execute(params![d.capability, d.mode, d.scopes.join(" ")])?;
+                stmt.execute(params![d.capability, d.mode, join_scopes(&d.scopes)])?;
             }
             Ok(())
         })
@@ -426,7 +421,7 @@ impl AuthStore for SqliteStore {
             tx.execute(
                 "INSERT INTO service_scopes (capability, mode, scopes) VALUES (?1, ?2, ?3)
                  ON CONFLICT (capability, mode) DO UPDATE SET scopes = excluded.scopes",
-                params![scopes.capability, scopes.mode, scopes.scopes.join(" ")],
+                params![scopes.capability, scopes.mode, join_scopes(&scopes.scopes)],
             )?;
             Ok(())
         })

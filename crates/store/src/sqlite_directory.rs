@@ -5,13 +5,12 @@ use mailrobot_core::answer::folded;
 use mailrobot_core::{MailTemplate, RuleDefinition, StoredRule, StoredTemplate};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::directory::{Contact, ContactSource, DirectoryStore, NewContact, NewRule, Rule, Template, TemplateKey};
+use crate::directory::{
+    Contact, ContactSource, DirectoryStore, NewContact, NewRule, Rule, Template, TemplateKey, checked_contact,
+    checked_rule, checked_template, rule_definition, rule_position, rule_vanished, valid_language,
+};
 use crate::sqlite::now;
-use crate::{Result, SqliteStore, StoreError, TicketSummary};
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+use crate::{Result, SqliteStore, TicketSummary};
 
 const RULE_COLUMNS: &str = "r.id, r.name, r.mailbox_id, m.name, r.position, r.enabled, r.definition, r.created_at FROM rules r \
      LEFT JOIN mailboxes m ON m.id = r.mailbox_id";
@@ -39,10 +38,7 @@ fn rules_in(conn: &Connection, id: Option<i64>) -> Result<Vec<Rule>> {
     let rows = stmt.query_map([id], rule_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(mut rule, definition)| {
-            // Stored definitions were checked when added; one that no longer
-            // reads is shown as the error it is, not hidden.
-            rule.definition = serde_json::from_str(&definition)
-                .map_err(|e| corrupt(format!("rule {} has a definition that does not read: {e}", rule.id)))?;
+            rule.definition = rule_definition(rule.id, &definition)?;
             Ok(rule)
         })
         .collect()
@@ -82,23 +78,19 @@ fn template_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Template> {
 pub(crate) fn stored_templates(tx: &Transaction<'_>) -> Result<Vec<StoredTemplate>> {
     let mut stmt = tx.prepare_cached(&format!("SELECT {TEMPLATE_COLUMNS}"))?;
     let rows = stmt.query_map([], template_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows
-        .into_iter()
-        .map(|t| StoredTemplate { kind: t.kind, mailbox_id: t.mailbox_id, language: t.language, template: t.template })
-        .collect())
+    Ok(rows.into_iter().map(StoredTemplate::from).collect())
 }
 
 const CONTACT_COLUMNS: &str = "c.id, c.email, c.name, c.organisation, c.source, \
      (SELECT COUNT(*) FROM tickets t WHERE t.requester_key = c.email_key), c.created_at FROM contacts c";
 
 fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
-    let source: String = r.get(4)?;
     Ok(Contact {
         id: r.get(0)?,
         email: r.get(1)?,
         name: r.get(2)?,
         organisation: r.get(3)?,
-        source: if source == "operator" { ContactSource::Operator } else { ContactSource::Mail },
+        source: ContactSource::from_stored(&r.get::<_, String>(4)?),
         tickets: r.get(5)?,
         created_at: r.get(6)?,
     })
@@ -120,37 +112,22 @@ pub(crate) fn contact_known(tx: &Transaction<'_>, key: &str) -> Result<bool> {
         .query_row([key], |r| r.get(0))?)
 }
 
-fn valid_language(language: &str) -> Result<String> {
-    let language = language.trim().to_ascii_lowercase();
-    if language.len() > 35 || !language.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(StoreError::Invalid(format!("{language:?} is not a language tag like de or en-gb")));
-    }
-    Ok(language)
-}
-
 impl DirectoryStore for SqliteStore {
     fn add_rule(&self, rule: &NewRule) -> Result<Rule> {
-        if rule.name.trim().is_empty() {
-            return Err(StoreError::Invalid("a rule needs a name".into()));
-        }
-        let definition = rule.definition.to_json();
-        RuleDefinition::parse(&definition).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let definition = checked_rule(rule)?;
         let id = self.write(|tx| {
             let last: i64 = tx.query_row("SELECT COALESCE(MAX(position), 0) FROM rules", [], |r| r.get(0))?;
-            let position = match rule.position {
-                Some(p) if p >= 1 && p <= last => {
-                    tx.execute("UPDATE rules SET position = position + 1 WHERE position >= ?1", [p])?;
-                    p
-                }
-                _ => last + 1,
-            };
+            let (position, shift) = rule_position(rule.position, last);
+            if shift {
+                tx.execute("UPDATE rules SET position = position + 1 WHERE position >= ?1", [position])?;
+            }
             tx.execute(
                 "INSERT INTO rules (name, mailbox_id, position, definition, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![rule.name.trim(), rule.mailbox_id, position, definition, now()],
             )?;
             Ok(tx.last_insert_rowid())
         })?;
-        rules_in(&self.lock(), Some(id))?.pop().ok_or_else(|| corrupt("the rule vanished"))
+        rules_in(&self.lock(), Some(id))?.pop().ok_or_else(rule_vanished)
     }
 
     fn rules(&self) -> Result<Vec<Rule>> {
@@ -169,29 +146,15 @@ impl DirectoryStore for SqliteStore {
     }
 
     fn test_rules(&self, journal_id: i64, tag: &mailrobot_core::TagFormat) -> Result<mailrobot_core::RulesTest> {
-        use crate::Store;
-        let mailbox_id: i64 = self
+        let mailbox_id: Option<i64> = self
             .read()
             .query_row("SELECT mailbox_id FROM messages WHERE id = ?1", [journal_id], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("no mail {journal_id} in the journal")))?;
-        let raw = self
-            .message_raw(journal_id)?
-            .ok_or_else(|| StoreError::NotFound(format!("mail {journal_id}'s raw bytes were not kept")))?;
-        let mail = mailrobot_core::parse(&raw)
-            .map_err(|e| StoreError::Invalid(format!("mail {journal_id} cannot be read as an e-mail: {e}")))?;
-        let mut result = None;
-        // Only lookups: the transaction commits nothing.
-        self.with_ledger(&mut |ledger| {
-            result = Some(mailrobot_core::test_rules(ledger, mailbox_id, journal_id, &mail, tag)?);
-            Ok(())
-        })?;
-        result.ok_or_else(|| corrupt("rules test gave no result"))
+            .optional()?;
+        crate::directory::test_rules(self, journal_id, mailbox_id, tag)
     }
 
     fn set_template(&self, key: &TemplateKey, template: &MailTemplate) -> Result<Template> {
-        let language = valid_language(&key.language)?;
-        mailrobot_core::templates::check(key.kind, template).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let language = checked_template(key, template)?;
         let id = self.write(|tx| {
             tx.execute(
                 "INSERT INTO templates (kind, mailbox_id, language, subject, text, html, updated_at)
@@ -239,27 +202,23 @@ impl DirectoryStore for SqliteStore {
     }
 
     fn add_contact(&self, contact: &NewContact) -> Result<Contact> {
-        let email = contact.email.trim();
-        let well_formed = email.rsplit_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
-        });
-        if !well_formed || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(StoreError::Invalid(format!("{email:?} is not an e-mail address")));
-        }
-        let key = folded(email);
-        let blank = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        let contact = checked_contact(contact)?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO contacts (email, email_key, name, organisation, source, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'operator', ?5)
                  ON CONFLICT(email_key) DO UPDATE SET name = COALESCE(excluded.name, name),
                  organisation = COALESCE(excluded.organisation, organisation)",
-                params![email, key, blank(&contact.name), blank(&contact.organisation), now()],
+                params![contact.email, contact.key, contact.name, contact.organisation, now()],
             )?;
             Ok(())
         })?;
         let conn = self.lock();
-        Ok(conn.query_row(&format!("SELECT {CONTACT_COLUMNS} WHERE c.email_key = ?1"), [&key], contact_from_row)?)
+        Ok(conn.query_row(
+            &format!("SELECT {CONTACT_COLUMNS} WHERE c.email_key = ?1"),
+            [&contact.key],
+            contact_from_row,
+        )?)
     }
 
     fn contacts(&self) -> Result<Vec<Contact>> {

@@ -248,12 +248,7 @@ impl Ledger for SqliteLedger<'_, '_> {
             .tx
             .prepare_cached("SELECT config FROM mailboxes WHERE id = ?1")?
             .query_row([mailbox_id], |r| r.get(0))?;
-        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
-        let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        Ok(MailboxPolicy {
-            unknown_senders: text("unknown_senders").and_then(|p| p.parse().ok()).unwrap_or_default(),
-            language: text("language").filter(|l| !l.is_empty()),
-        })
+        Ok(crate::model::mailbox_policy(&config))
     }
 
     fn contact_known(&mut self, key: &str) -> Result<bool> {
@@ -265,18 +260,11 @@ impl Ledger for SqliteLedger<'_, '_> {
     }
 
     fn set_ticket_fields(&mut self, ticket: u64, fields: &TicketFields) -> Result<()> {
-        // Tags add up across mails; the other fields take the latest value.
-        let tags: Option<String> = self
+        let stored: Option<String> = self
             .tx
             .prepare_cached("SELECT tags FROM tickets WHERE id = ?1")?
             .query_row([ticket as i64], |r| r.get(0))?;
-        let mut all: Vec<String> = tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        for tag in &fields.tags {
-            if !all.contains(tag) {
-                all.push(tag.clone());
-            }
-        }
-        let tags = (!all.is_empty()).then(|| serde_json::to_string(&all).unwrap_or_default());
+        let tags = crate::model::tags_to_json(&fields.merged_tags(&crate::model::tags_from_json(stored)));
         self.tx
             .prepare_cached(
                 "UPDATE tickets SET category = COALESCE(?2, category), priority = COALESCE(?3, priority),
@@ -300,16 +288,7 @@ impl Ledger for SqliteLedger<'_, '_> {
         Ok(self
             .tx
             .prepare_cached("SELECT raw_sha256, size FROM messages WHERE id = ?1 AND raw_sha256 IS NOT NULL")?
-            .query_row([journal_id], |r| {
-                Ok(OutgoingAttachment {
-                    filename: "original.eml".into(),
-                    // Not message/rfc822: that type may not be base64 (RFC 2046
-                    // 5.2.1), and every attachment is sent as base64.
-                    content_type: "application/octet-stream".into(),
-                    sha256: r.get(0)?,
-                    size: r.get::<_, i64>(1)?.max(0) as u64,
-                })
-            })
+            .query_row([journal_id], |r| Ok(OutgoingAttachment::original(r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
             .optional()?)
     }
 

@@ -3,13 +3,13 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::outbox::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, OutboxStore, Webhook};
-use crate::outbox::{MailView, QueuedMail};
+use crate::outbox::{
+    AnswerQuery, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, KIND_WEBHOOK, MailView, OutboxStore,
+    QueuedMail, Webhook, event_id, event_of, events_text, mail_of, mailbox_config, parse_events, payload, reply_from,
+    subscribers, with_files,
+};
 use crate::sqlite::{SqliteStore, now};
-use crate::{DeliveryState, Result, StoreError, WebhookEvent};
-
-/// The outbox kind of a webhook delivery (outbound mail will add its own).
-const KIND_WEBHOOK: &str = "webhook";
+use crate::{Result, WebhookEvent};
 
 /// Writes one outbox row per webhook that receives `event_type`, in the
 /// caller's transaction (a disabled webhook's rows wait until it is enabled). All rows of one event share its id. When no
@@ -24,17 +24,13 @@ pub(crate) fn enqueue_event(
         .prepare_cached("SELECT id, events FROM webhooks")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let subscribed: Vec<i64> = webhooks
-        .into_iter()
-        .filter(|(_, events)| events.split_whitespace().any(|e| e == event_type.as_str()))
-        .map(|(id, _)| id)
-        .collect();
+    let subscribed = subscribers(webhooks, event_type);
     if subscribed.is_empty() {
         return Ok(());
     }
     let record = record()?;
-    let event_id: String = tx.query_row("SELECT 'evt_' || lower(hex(randomblob(12)))", [], |r| r.get(0))?;
-    let payload = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let event_id = event_id(&tx.query_row("SELECT lower(hex(randomblob(12)))", [], |r| r.get::<_, String>(0))?);
+    let payload = payload(&record)?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, webhook_id, event_id,
          event_type) VALUES (?1, ?2, ?3, 'queued', ?4, ?4, ?5, ?6, ?7)",
@@ -53,44 +49,13 @@ pub(crate) fn enqueue_event(
     Ok(())
 }
 
-/// Where a mailbox's mail is sent from: its reply settings' `from`, else its
-/// address, else a user name that is an address. None: it sends no mail.
-pub(crate) fn reply_from(config: &serde_json::Value) -> Option<String> {
-    let reply = config.get("reply")?;
-    if reply.get("via").and_then(|v| v.as_str()).is_none_or(|v| v == "none") {
-        return None;
-    }
-    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
-    text(reply.get("from"))
-        .or_else(|| text(config.get("address")))
-        .or_else(|| text(config.get("username")).filter(|u| u.contains('@')))
-}
-
 /// Every address the robot's mailboxes receive or send as.
 fn own_addresses(tx: &Transaction<'_>) -> Result<Vec<String>> {
     let configs: Vec<String> = tx
         .prepare_cached("SELECT config FROM mailboxes")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut own = Vec::new();
-    for config in configs {
-        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
-        for value in
-            [config.get("address"), config.get("username"), config.pointer("/reply/from")].into_iter().flatten()
-        {
-            if let Some(address) = value.as_str().filter(|a| a.contains('@')) {
-                own.push(address.to_string());
-            }
-        }
-    }
-    Ok(own)
-}
-
-fn minus_minutes(at: &str, minutes: u32) -> String {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .map(|t| t.with_timezone(&chrono::Utc) - chrono::Duration::minutes(i64::from(minutes)))
-        .unwrap_or_else(|_| chrono::Utc::now())
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    Ok(crate::outbox::own_addresses(configs))
 }
 
 pub(crate) fn answer_context(
@@ -105,16 +70,13 @@ pub(crate) fn answer_context(
     let (name, config): (String, String) = tx
         .prepare_cached("SELECT name, config FROM mailboxes WHERE id = ?1")?
         .query_row([mailbox_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
-    let Some(from) = reply_from(&config) else { return Ok(None) };
-    let since_sender = minus_minutes(at, limits.sender_window_minutes);
+    let Some(query) = AnswerQuery::new(&config, at, limits) else { return Ok(None) };
     let sent_to_sender_recently: u32 = tx
         .prepare_cached(
             "SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND recipient_key = ?1 AND created_at >= ?2
              AND mail_kind <> 'reply'",
         )?
-        .query_row(params![recipient_key, since_sender], |r| r.get(0))?;
-    let day_start = format!("{}T00:00:00.000Z", at.get(..10).unwrap_or(at));
+        .query_row(params![recipient_key, query.since_sender], |r| r.get(0))?;
     // Agents' replies are not automatic: they count for neither limit.
     let sent_on_ticket_today: u32 = match ticket {
         Some(ticket) => tx
@@ -122,25 +84,18 @@ pub(crate) fn answer_context(
                 "SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND ticket_id = ?1 AND created_at >= ?2
                  AND mail_kind <> 'reply'",
             )?
-            .query_row(params![ticket as i64, day_start], |r| r.get(0))?,
+            .query_row(params![ticket as i64, query.day_start], |r| r.get(0))?,
         None => 0,
     };
-    Ok(Some(mailrobot_core::AnswerContext {
-        mailbox_id,
-        reply_to: config.pointer("/reply/reply_to").and_then(|v| v.as_str()).map(str::to_string),
-        from,
-        mailbox_name: name,
-        own_addresses: match own_addresses_cache {
-            Some(own) => own.clone(),
-            None => own_addresses_cache.insert(own_addresses(tx)?).clone(),
-        },
-        sent_to_sender_recently,
-        sent_on_ticket_today,
-    }))
+    let own_addresses = match own_addresses_cache {
+        Some(own) => own.clone(),
+        None => own_addresses_cache.insert(own_addresses(tx)?).clone(),
+    };
+    Ok(Some(query.context(mailbox_id, name, own_addresses, sent_to_sender_recently, sent_on_ticket_today)))
 }
 
 pub(crate) fn queue_mail(tx: &Transaction<'_>, at: &str, mail: &mailrobot_core::OutgoingMail) -> Result<()> {
-    let payload = serde_json::to_string(mail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let payload = payload(mail)?;
     tx.prepare_cached(
         "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, event_id, mailbox_id,
          mail_kind, recipient, recipient_key, subject)
@@ -158,10 +113,6 @@ pub(crate) fn queue_mail(tx: &Transaction<'_>, at: &str, mail: &mailrobot_core::
         mail.subject
     ])?;
     Ok(())
-}
-
-fn parse_events(text: &str) -> Vec<WebhookEvent> {
-    text.split_whitespace().filter_map(|e| e.parse().ok()).collect()
 }
 
 const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, created_at";
@@ -200,7 +151,7 @@ fn delivery_view_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryVie
 
 impl OutboxStore for SqliteStore {
     fn add_webhook(&self, url: &str, events: &[WebhookEvent], seal: &mut dyn FnMut(i64) -> Vec<u8>) -> Result<Webhook> {
-        let events_text = events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ");
+        let events_text = events_text(events);
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO webhooks (url, events, sealed_secret, created_at) VALUES (?1, ?2, x'', ?3)",
@@ -275,8 +226,7 @@ impl OutboxStore for SqliteStore {
             let mut lease = tx.prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE id = ?1")?;
             let mut claimed = Vec::with_capacity(rows.len());
             for (id, webhook_id, url, event_id, event_type, payload, body, attempts, created_at) in rows {
-                let event: EventRecord = serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable payload: {e}")))?;
+                let event = event_of(id, &payload)?;
                 lease.execute(params![id, lease_until])?;
                 claimed.push(Delivery { id, webhook_id, url, event_id, event_type, event, body, attempts, created_at });
             }
@@ -302,11 +252,7 @@ impl OutboxStore for SqliteStore {
                  body = COALESCE(?8, body), lease_until = NULL WHERE id = ?1",
             )?;
             for (id, attempt) in done {
-                let (state, next, delivered_at) = match &attempt.next {
-                    AfterAttempt::Delivered => (DeliveryState::Sent, None, Some(at)),
-                    AfterAttempt::RetryAt(when) => (DeliveryState::Queued, Some(when.as_str()), None),
-                    AfterAttempt::GiveUp => (DeliveryState::Failed, None, None),
-                };
+                let (state, next, delivered_at) = attempt.next.outcome(at);
                 update.execute(params![
                     id,
                     state,
@@ -392,8 +338,7 @@ impl OutboxStore for SqliteStore {
             let mut lease = tx.prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE id = ?1")?;
             let mut claimed = Vec::with_capacity(rows.len());
             for (id, payload, body, attempts) in rows {
-                let mail = serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox row {id} has an unreadable mail: {e}")))?;
+                let mail = mail_of(id, &payload)?;
                 lease.execute(params![id, lease_until])?;
                 claimed.push(QueuedMail { id, mail, body, attempts });
             }
@@ -419,11 +364,7 @@ impl OutboxStore for SqliteStore {
 
     fn queue_reply(&self, mail: &mailrobot_core::OutgoingMail, files: &[Vec<u8>]) -> Result<i64> {
         self.write(|tx| {
-            let mut mail = mail.clone();
-            for (meta, bytes) in mail.attachments.iter_mut().zip(files) {
-                meta.sha256 = crate::sqlite::put_blob(tx, bytes)?;
-                meta.size = bytes.len() as u64;
-            }
+            let mail = with_files(mail, files, |bytes| crate::sqlite::put_blob(tx, bytes))?;
             queue_mail(tx, &now(), &mail)?;
             Ok(tx.last_insert_rowid())
         })
@@ -439,7 +380,7 @@ impl OutboxStore for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(found.map(|(id, config)| (id, reply_from(&serde_json::from_str(&config).unwrap_or_default()))))
+        Ok(found.map(|(id, config)| (id, reply_from(&mailbox_config(&config)))))
     }
 
     fn mails(&self) -> Result<Vec<MailView>> {

@@ -3,7 +3,7 @@
 //! the same lowercase string), so no layer compares string literals.
 
 /// Defines an enum stored as text: `as_str`, `FromStr`, `Display`, serde as
-/// the same strings, SQLite `ToSql`/`FromSql`, and (feature `clap`) clap's
+/// the same strings, SQLite's and PostgreSQL's `ToSql`/`FromSql`, and (feature `clap`) clap's
 /// `ValueEnum`, so a CLI flag takes exactly the stored values.
 macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -92,6 +92,35 @@ macro_rules! text_enum {
             fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
                 let text = value.as_str()?;
                 text.parse().map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+
+        impl postgres_types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &postgres_types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                <&str as postgres_types::ToSql>::accepts(ty)
+            }
+
+            postgres_types::to_sql_checked!();
+        }
+
+        impl<'a> postgres_types::FromSql<'a> for $name {
+            fn from_sql(
+                ty: &postgres_types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Ok(<&str as postgres_types::FromSql>::from_sql(ty, raw)?.parse::<$name>()?)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                <&str as postgres_types::FromSql>::accepts(ty)
             }
         }
     };

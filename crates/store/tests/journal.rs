@@ -1,14 +1,9 @@
-//! The journal's exactly-once rules, on a real SQLite file.
+//! The journal's exactly-once rules, on a real SQLite file and on a real
+//! PostgreSQL database (each test runs on both).
 
 use mailrobot_store::*;
 
-fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("robot.db")).unwrap();
-    (dir, store)
-}
-
-fn mailbox(store: &SqliteStore, name: &str) -> i64 {
+fn mailbox(store: &impl Store, name: &str) -> i64 {
     store
         .add_mailbox(&NewMailbox {
             name: name.into(),
@@ -34,10 +29,8 @@ fn rules() -> ProcessingRules {
     ProcessingRules::default()
 }
 
-#[test]
-fn journal_is_idempotent_per_remote_id() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn journal_is_idempotent_per_remote_id<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let raw = mail("1@x", "Hello", "", "Body");
     assert_eq!(s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(), 1);
     assert_eq!(s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap(), 0);
@@ -47,10 +40,8 @@ fn journal_is_idempotent_per_remote_id() {
     assert!(!known[0].settled);
 }
 
-#[test]
-fn new_mail_makes_a_ticket_and_replies_join_it() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn new_mail_makes_a_ticket_and_replies_join_it<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let first = mail("1@x", "Printer broken", "", "It is broken");
     let by_header = mail("2@x", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still broken");
     let by_tag = mail("3@x", "AW: Re: [TKT-000001] Printer broken", "", "Thanks");
@@ -72,10 +63,8 @@ fn new_mail_makes_a_ticket_and_replies_join_it() {
 
 /// A reply's new text is kept beside its full text; winmail.dat arrives
 /// as the files it wraps.
-#[test]
-fn entries_keep_the_new_text_and_unpacked_attachments() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn entries_keep_the_new_text_and_unpacked_attachments<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let first = mail("1@x", "Printer broken", "", "It is broken");
     let reply = mail(
         "2@x",
@@ -102,11 +91,9 @@ fn entries_keep_the_new_text_and_unpacked_attachments() {
     assert!(stored.starts_with(b"Bitte VPN-Zugang"));
 }
 
-#[test]
-fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
-    let (_d, s) = store();
-    let a = mailbox(&s, "a");
-    let b = mailbox(&s, "b");
+fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not<S: Store>(s: &S) {
+    let a = mailbox(s, "a");
+    let b = mailbox(s, "b");
     let original = mail("same@x", "Question", "", "Body one");
     let copy = [
         b"Received: from relay by mx; Mon, 1 Jan 2024 00:00:00 +0000\r\nDelivered-To: b@example.com\r\n".as_slice(),
@@ -125,10 +112,8 @@ fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not() {
     assert_eq!(s.tickets().unwrap().len(), 2);
 }
 
-#[test]
-fn auto_replies_and_bounces_never_open_tickets() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn auto_replies_and_bounces_never_open_tickets<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let first = mail("1@x", "Need help", "", "Help");
     let oof_known =
         mail("2@x", "Automatic reply: Need help", "Auto-Submitted: auto-replied\r\nIn-Reply-To: <1@x>\r\n", "Away");
@@ -151,10 +136,8 @@ fn auto_replies_and_bounces_never_open_tickets() {
     assert_eq!(s.tickets().unwrap().len(), 1);
 }
 
-#[test]
-fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn broken_mail_fails_with_reason_and_the_batch_goes_on<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let junk = b"\x00\x01\x02 this is not a mail\xff\xfe".to_vec();
     let good = mail("1@x", "Fine", "", "ok");
     s.journal(mb, &[IncomingMail::fetched("junk", &junk), IncomingMail::fetched("good", &good)]).unwrap();
@@ -177,16 +160,13 @@ fn broken_mail_fails_with_reason_and_the_batch_goes_on() {
     assert_eq!(s.retry_failed(None).unwrap(), 1);
 }
 
-#[test]
-fn reopening_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("robot.db");
+fn reopening_keeps_everything<S: Store>(open: &dyn Fn() -> S) {
     {
-        let s = SqliteStore::open(&path).unwrap();
+        let s = open();
         let mb = mailbox(&s, "a");
         s.journal(mb, &[IncomingMail::fetched("1", &mail("1@x", "x", "", "y"))]).unwrap();
     }
-    let s = SqliteStore::open(&path).unwrap();
+    let s = open();
     assert_eq!(s.counts().unwrap().fetched, 1);
     assert!(matches!(
         s.add_mailbox(&NewMailbox {
@@ -204,10 +184,8 @@ fn reopening_keeps_everything() {
 
 /// A processing batch holds no more raw bytes than asked (at least one
 /// mail, however large), so memory has a bound whatever the mails are.
-#[test]
-fn a_processing_batch_stops_at_its_byte_budget() {
-    let (_d, s) = store();
-    let mb = mailbox(&s, "a");
+fn a_processing_batch_stops_at_its_byte_budget<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
     let body = "x".repeat(10_000);
     let mails: Vec<Vec<u8>> = (0..5).map(|i| mail(&format!("{i}@x"), &format!("Big {i}"), "", &body)).collect();
     let incoming: Vec<IncomingMail<'_>> =
@@ -223,11 +201,8 @@ fn a_processing_batch_stops_at_its_byte_budget() {
 /// Two processes share the file (serve and a `run-once`, say): each reads
 /// pending mails with no lock held while it parses them, so both may read the
 /// same mails. Only the first to file a mail makes its ticket.
-#[test]
-fn a_mail_another_process_filed_meanwhile_is_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("robot.db");
-    let (first, second) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+fn a_mail_another_process_filed_meanwhile_is_left_alone<S: Store>(open: &dyn Fn() -> S) {
+    let (first, second) = (open(), open());
     let mb = mailbox(&first, "a");
     let raws: Vec<Vec<u8>> = (0..3).map(|i| mail(&format!("{i}@x"), &format!("Question {i}"), "", "?")).collect();
     let incoming: Vec<IncomingMail<'_>> =
@@ -253,10 +228,8 @@ fn a_mail_another_process_filed_meanwhile_is_left_alone() {
     assert!(first.ticket(1).unwrap().unwrap().entries.len() == 1);
 }
 
-#[test]
-fn counts_per_mailbox_tell_today_waiting_and_failed() {
-    let (_d, s) = store();
-    let (a, b) = (mailbox(&s, "a"), mailbox(&s, "b"));
+fn counts_per_mailbox_tell_today_waiting_and_failed<S: Store>(s: &S) {
+    let (a, b) = (mailbox(s, "a"), mailbox(s, "b"));
     let good = mail("1@x", "Hello", "", "Body");
     s.journal(a, &[IncomingMail::fetched("r1", &good), IncomingMail::fetched("r2", b"not a mail")]).unwrap();
     s.journal(b, &[IncomingMail::rejected("r3", 99, "too large")]).unwrap();
@@ -268,10 +241,8 @@ fn counts_per_mailbox_tell_today_waiting_and_failed() {
     assert_eq!(after[0], MailboxCounts { mailbox_id: a, fetched_since: 0, waiting: 0, failed: 1 });
 }
 
-#[test]
-fn tickets_are_searched_filtered_and_paged_newest_first() {
-    let (_d, s) = store();
-    let (a, b) = (mailbox(&s, "a"), mailbox(&s, "b"));
+fn tickets_are_searched_filtered_and_paged_newest_first<S: Store>(s: &S) {
+    let (a, b) = (mailbox(s, "a"), mailbox(s, "b"));
     let raws: Vec<Vec<u8>> =
         (1..=5).map(|i| mail(&format!("{i}@x"), &format!("Printer {i} 100%_done"), "", "x")).collect();
     s.journal(a, &[IncomingMail::fetched("r1", &raws[0]), IncomingMail::fetched("r2", &raws[1])]).unwrap();
@@ -300,3 +271,40 @@ fn tickets_are_searched_filtered_and_paged_newest_first() {
     assert_eq!(s.blob(&sha).unwrap().unwrap(), raws[0]);
     assert!(s.blob("0000").unwrap().is_none());
 }
+
+/// A mail larger than the pieces blobs travel in (PostgreSQL streams those
+/// in with COPY and reads them back in pieces) comes back byte for byte.
+fn a_large_mail_comes_back_byte_for_byte<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
+    let body: String = (0..9_500_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let raw = mail("big@x", "Big", "", &body);
+    s.journal(mb, &[IncomingMail::fetched("r1", &raw)]).unwrap();
+    // A second journaling of the same bytes (another mailbox) stores them once.
+    let other = mailbox(s, "b");
+    s.journal(other, &[IncomingMail::fetched("r1", &raw)]).unwrap();
+    let pending = s.pending_mails(Some(mb), 10, u64::MAX).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].raw == raw, "the bytes read back differ ({} vs {})", pending[0].raw.len(), raw.len());
+    let journal_id = pending[0].journal_id;
+    assert!(s.message_raw(journal_id).unwrap().unwrap() == raw);
+    let out = s.process_pending(None, 10, u64::MAX, &rules()).unwrap();
+    assert_eq!(out.len(), 2);
+}
+
+mailrobot_store::on_both_backends!(
+    a_large_mail_comes_back_byte_for_byte,
+    journal_is_idempotent_per_remote_id,
+    new_mail_makes_a_ticket_and_replies_join_it,
+    entries_keep_the_new_text_and_unpacked_attachments,
+    copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not,
+    auto_replies_and_bounces_never_open_tickets,
+    broken_mail_fails_with_reason_and_the_batch_goes_on,
+    a_processing_batch_stops_at_its_byte_budget,
+    counts_per_mailbox_tell_today_waiting_and_failed,
+    tickets_are_searched_filtered_and_paged_newest_first
+);
+
+mailrobot_store::on_both_backends_opened!(
+    reopening_keeps_everything,
+    a_mail_another_process_filed_meanwhile_is_left_alone
+);

@@ -18,21 +18,71 @@ pub struct Robot {
     pub dir: tempfile::TempDir,
     /// Extra environment for every command (passwords, crash points).
     pub env: Vec<(String, String)>,
+    /// The robot's PostgreSQL database when the suite runs on PostgreSQL
+    /// (`MAILROBOT_TEST_BACKEND=postgres`, as the test command's second pass
+    /// does); None: the SQLite file in the data directory.
+    pub database: Option<mailrobot_store::testing::TestDatabase>,
+}
+
+/// Whether this run of the suite uses PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("MAILROBOT_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
 impl Robot {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), env: Vec::new() }
+        let database = on_postgres().then(mailrobot_store::testing::TestDatabase::create);
+        Self { dir: tempfile::tempdir().unwrap(), env: Vec::new(), database }
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
+    /// Everything the database holds, as bytes to search (secrets must not
+    /// be found in it): the SQLite file and its WAL, or every PostgreSQL
+    /// table copied out in binary format (bytea columns as their raw bytes).
+    pub fn database_bytes(&self) -> Vec<Vec<u8>> {
+        match &self.database {
+            None => ["mailrobot.db", "mailrobot.db-wal"]
+                .iter()
+                .map(|f| std::fs::read(self.data_dir().join(f)).unwrap_or_default())
+                .collect(),
+            Some(db) => {
+                use mailrobot_store::pg_tools;
+                let tables = pg_tools::table_names(&db.url).unwrap();
+                assert!(tables.iter().any(|t| t == "mailboxes"), "the robot's tables: {tables:?}");
+                tables.iter().map(|t| pg_tools::copy_out_table(&db.url, t).unwrap()).collect()
+            }
+        }
+    }
+
+    /// Whether `needle` is anywhere in the database's bytes.
+    pub fn database_contains(&self, needle: &[u8]) -> bool {
+        self.database_bytes().iter().any(|hay| hay.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// Runs SQL on the robot's database, behind its back (what the CLI offers
+    /// no way to do): `sqlite` on SQLite, `postgres` on PostgreSQL.
+    pub fn sql(&self, sqlite: &str, postgres: &str) {
+        match &self.database {
+            None => {
+                let db = rusqlite::Connection::open(self.data_dir().join("mailrobot.db")).unwrap();
+                db.busy_timeout(Duration::from_secs(10)).unwrap();
+                db.execute_batch(sqlite).unwrap();
+            }
+            Some(db) => mailrobot_store::pg_tools::execute_batch(&db.url, postgres).unwrap(),
+        }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--data-dir").arg(self.data_dir()).args(args);
         cmd.env_remove("MAILROBOT_CRASH_AT").env("MAILROBOT_LOG", "info,mailrobot=debug");
+        match &self.database {
+            Some(db) => cmd.env("MAILROBOT_DATABASE_URL", &db.url),
+            None => cmd.env_remove("MAILROBOT_DATABASE_URL"),
+        };
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -1,0 +1,90 @@
+//! This `serve` process as one node of several sharing the database: it
+//! registers with an id of its own, heartbeats, and polls only the
+//! mailboxes whose leases it holds (see `mailrobot_store::lease`).
+
+use std::sync::Arc;
+
+use mailrobot_store::lease::{HEARTBEAT_EVERY, LEASE_TTL};
+use mailrobot_store::{Heartbeat, LeaseStore, NewNode};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Node {
+    pub id: String,
+    leases: Arc<dyn LeaseStore>,
+    next_beat_in: std::sync::Mutex<Duration>,
+}
+
+/// The next heartbeat: the regular period, or sooner when another node's
+/// lease runs out first (just after it does), so a dead node's mailboxes are
+/// taken within the lease TTL.
+fn next_beat(beat: &Heartbeat) -> Duration {
+    match beat.next_expiry_in {
+        Some(expiry) => HEARTBEAT_EVERY.min(expiry + Duration::from_millis(50)),
+        None => HEARTBEAT_EVERY,
+    }
+}
+
+/// The machine's name, as the kernel knows it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Node {
+    /// Registers this process, turns fencing on for its writes and takes its
+    /// first leases.
+    pub fn start(leases: Arc<dyn LeaseStore>) -> anyhow::Result<Node> {
+        let host = hostname();
+        let pid = std::process::id();
+        // Unique per process, even when a pid is reused on another start.
+        let id = format!("{host}-{pid}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        leases.register_node(&NewNode { id: id.clone(), host, pid: i64::from(pid) })?;
+        leases.fences().enable();
+        let beat = leases.heartbeat(&id, LEASE_TTL)?;
+        tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
+        Ok(Node { id, leases, next_beat_in: std::sync::Mutex::new(next_beat(&beat)) })
+    }
+
+    /// Heartbeats until `stop`; then gives the leases up at once.
+    pub async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let wait = *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            let node = self.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || node.leases.heartbeat(&node.id, LEASE_TTL)).await {
+                Ok(Ok(beat)) => {
+                    tracing::debug!(node = %self.id, mailboxes = beat.held.len(), "heartbeat");
+                    *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat);
+                }
+                // The leases run out by themselves; writes are fenced meanwhile.
+                Ok(Err(err)) => tracing::error!(node = %self.id, error = %err, "heartbeat failed"),
+                Err(err) => tracing::error!(node = %self.id, error = %err, "heartbeat failed"),
+            }
+            if started.elapsed() > LEASE_TTL / 2 {
+                tracing::warn!(node = %self.id, took = ?started.elapsed(), "a heartbeat took more than half the lease TTL");
+            }
+        }
+        let node = self.clone();
+        match tokio::task::spawn_blocking(move || node.leases.stop_node(&node.id)).await {
+            Ok(Ok(())) => tracing::info!(node = %self.id, "node stopped; its leases are free"),
+            _ => tracing::warn!(node = %self.id, "could not give the leases up; they run out within {:?}", LEASE_TTL),
+        }
+    }
+
+    /// The mailboxes this node may poll now.
+    pub fn held(&self) -> Vec<i64> {
+        self.leases.fences().held().into_iter().map(|f| f.mailbox_id).collect()
+    }
+
+    pub fn holds(&self, mailbox_id: i64) -> bool {
+        self.leases.fences().get(mailbox_id).is_some()
+    }
+}

@@ -1,0 +1,340 @@
+//! Several nodes sharing mailboxes: nodes, mailbox leases and fencing.
+//!
+//! Each mailbox is polled by one node at a time, the holder of its lease
+//! (owner, expiry, and a fencing token that grows with every new lease).
+//! A node renews what it holds with each heartbeat; a lease not renewed
+//! within its time to live may be taken by another node, with a higher
+//! token.
+//!
+//! Fencing: a node that holds leases keeps them in its [`Fences`]; every
+//! write the store makes for a mailbox (journal, processing, settle records,
+//! sync state, poll records) first checks, inside its write transaction,
+//! that the database's lease for that mailbox is still this node's, with the
+//! same token, and not expired. A node paused past its lease (SIGSTOP, GC, a
+//! VM migration) that wakes up has its writes refused with
+//! [`StoreError::Fenced`] — it drops the mailbox and goes on.
+//!
+//! Time is the database's clock, so nodes whose clocks disagree still agree
+//! on who holds what.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{Result, StoreError};
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often a node renews its leases (at most a third of the TTL).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The right to write for one mailbox: held by `node_id` under `token`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fence {
+    pub mailbox_id: i64,
+    pub node_id: String,
+    pub token: i64,
+}
+
+/// A node as it registers.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+}
+
+/// A node as `nodes list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    pub node_id: String,
+    pub host: String,
+    pub pid: i64,
+    pub started: String,
+    pub last_heartbeat: String,
+    /// Whether its heartbeat is within the lease TTL.
+    pub alive: bool,
+    /// The names of the mailboxes whose leases it holds.
+    pub mailboxes: Vec<String>,
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub mailbox_id: i64,
+    /// None: released.
+    pub node_id: Option<String>,
+    pub token: i64,
+    pub expires_at: String,
+}
+
+/// What one heartbeat changes, decided from what the database holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasePlan {
+    /// Leases this node still holds: renewed.
+    pub renew: Vec<i64>,
+    /// Leases this node gives up so other nodes get their share.
+    pub release: Vec<i64>,
+    /// Free or expired leases this node takes, each with a new token.
+    pub acquire: Vec<i64>,
+    /// When the first lease held by another node runs out (unless renewed):
+    /// the next heartbeat comes no later, so a dead node's mailboxes are
+    /// taken within the TTL, not the TTL plus a heartbeat period.
+    pub others_expire_at: Option<String>,
+}
+
+/// What one heartbeat found.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    /// The leases this node holds now.
+    pub held: Vec<Fence>,
+    /// How long until another node's lease may run out.
+    pub next_expiry_in: Option<Duration>,
+}
+
+/// Decides a heartbeat: keep what is ours and live, give up what is over our
+/// fair share (`ceil(mailboxes / live nodes)`), take free or expired leases
+/// up to it. `now` is the database's time as RFC 3339 text.
+pub fn plan_leases(node_id: &str, now: &str, live_nodes: usize, mailboxes: &[i64], leases: &[LeaseRow]) -> LeasePlan {
+    let by_mailbox: HashMap<i64, &LeaseRow> = leases.iter().map(|l| (l.mailbox_id, l)).collect();
+    let share = mailboxes.len().div_ceil(live_nodes.max(1));
+    let mut plan = LeasePlan::default();
+    let mut free = Vec::new();
+    for &mailbox_id in mailboxes {
+        match by_mailbox.get(&mailbox_id) {
+            Some(l) if l.expires_at.as_str() > now && l.node_id.as_deref() == Some(node_id) => {
+                plan.renew.push(mailbox_id)
+            }
+            Some(l) if l.expires_at.as_str() > now && l.node_id.is_some() => {
+                if plan.others_expire_at.as_deref().is_none_or(|e| l.expires_at.as_str() < e) {
+                    plan.others_expire_at = Some(l.expires_at.clone());
+                }
+            }
+            _ => free.push(mailbox_id),
+        }
+    }
+    if plan.renew.len() > share {
+        plan.release = plan.renew.split_off(share);
+    }
+    // Nodes take free leases from different ends of the list, so two nodes
+    // starting together do not both reach for the same first mailboxes.
+    let wanted = share.saturating_sub(plan.renew.len());
+    if node_hash(node_id) % 2 == 1 {
+        free.reverse();
+    }
+    plan.acquire = free.into_iter().take(wanted).collect();
+    plan
+}
+
+fn node_hash(node_id: &str) -> u64 {
+    node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// `now` plus `ttl`, as RFC 3339 text with milliseconds.
+pub fn expiry(now: &str, ttl: Duration) -> String {
+    let now = chrono::DateTime::parse_from_rfc3339(now)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    (now + chrono::Duration::from_std(ttl).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// How long from `now` until `at` (both RFC 3339), if `at` is later.
+pub fn time_until(now: &str, at: &str) -> Option<Duration> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    (parse(at)? - parse(now)?).to_std().ok()
+}
+
+/// `now` minus `ttl`: nodes whose heartbeat is later are alive.
+pub(crate) fn alive_since(now: &str, ttl: Duration) -> String {
+    let now = chrono::DateTime::parse_from_rfc3339(now)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    (now - chrono::Duration::from_std(ttl).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The leases this process holds, by mailbox: what its writes are fenced
+/// with. Empty and disabled in processes that take no leases (the CLI, a
+/// single `run-once`), whose writes are not fenced.
+#[derive(Debug, Default)]
+pub struct Fences {
+    enabled: std::sync::atomic::AtomicBool,
+    held: RwLock<HashMap<i64, Fence>>,
+    /// Writes refused because a newer lease exists (or ours ran out).
+    refused: AtomicU64,
+}
+
+impl Fences {
+    /// From now on, every write for a mailbox needs its lease.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Replaces what this process holds (after a heartbeat).
+    pub fn set(&self, fences: Vec<Fence>) {
+        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+        *held = fences.into_iter().map(|f| (f.mailbox_id, f)).collect();
+    }
+
+    /// Forgets one lease (the node found itself fenced, or gave it up).
+    pub fn drop_mailbox(&self, mailbox_id: i64) {
+        self.held.write().unwrap_or_else(|p| p.into_inner()).remove(&mailbox_id);
+    }
+
+    pub fn get(&self, mailbox_id: i64) -> Option<Fence> {
+        self.held.read().unwrap_or_else(|p| p.into_inner()).get(&mailbox_id).cloned()
+    }
+
+    pub fn held(&self) -> Vec<Fence> {
+        let mut all: Vec<Fence> = self.held.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by_key(|f| f.mailbox_id);
+        all
+    }
+
+    /// How many writes were refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Checks, inside a write transaction, that this process may write for
+    /// `mailbox_id`: `stored` reads the database's lease for it and the
+    /// database's time. Without fencing enabled, every write may go.
+    pub fn check(&self, mailbox_id: i64, stored: impl FnOnce() -> Result<(Option<LeaseRow>, String)>) -> Result<()> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let Some(fence) = self.get(mailbox_id) else {
+            return Err(self.refuse(mailbox_id, "this node holds no lease for it".into()));
+        };
+        let (lease, now) = stored()?;
+        match lease {
+            Some(l) if l.node_id.as_deref() == Some(fence.node_id.as_str()) && l.token == fence.token => {
+                if l.expires_at.as_str() > now.as_str() {
+                    Ok(())
+                } else {
+                    Err(self.refuse(mailbox_id, format!("its lease (token {}) ran out at {}", l.token, l.expires_at)))
+                }
+            }
+            Some(l) => Err(self.refuse(
+                mailbox_id,
+                format!(
+                    "a newer lease exists (token {} held by {}; this write carried token {})",
+                    l.token,
+                    l.node_id.as_deref().unwrap_or("nobody"),
+                    fence.token
+                ),
+            )),
+            None => Err(self.refuse(mailbox_id, "it has no lease".into())),
+        }
+    }
+
+    fn refuse(&self, mailbox_id: i64, reason: String) -> StoreError {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.drop_mailbox(mailbox_id);
+        tracing::warn!(mailbox_id, %reason, "write refused: fenced");
+        StoreError::Fenced { mailbox_id, reason }
+    }
+}
+
+/// Nodes and leases, on the shared database.
+pub trait LeaseStore: Send + Sync {
+    /// Records this process as a node (its id is unique per process).
+    fn register_node(&self, node: &NewNode) -> Result<()>;
+    /// One heartbeat: records that the node lives, renews its leases, gives
+    /// up what is over its share and takes free or expired ones. Returns
+    /// the leases it holds now (also kept in [`LeaseStore::fences`]).
+    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat>;
+    /// A node stopping: gives its leases up at once, so others take them
+    /// without waiting for the TTL.
+    fn stop_node(&self, node_id: &str) -> Result<()>;
+    /// Every node seen, newest first, with what it holds.
+    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>>;
+    /// The leases as stored (for tests and `nodes list`).
+    fn leases(&self) -> Result<Vec<LeaseRow>>;
+    /// This process's fences.
+    fn fences(&self) -> &Fences;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(mailbox_id: i64, node: Option<&str>, expires_at: &str) -> LeaseRow {
+        LeaseRow { mailbox_id, node_id: node.map(str::to_string), token: 1, expires_at: expires_at.into() }
+    }
+
+    const NOW: &str = "2026-12-02T10:00:00.000Z";
+    const LATER: &str = "2026-12-02T10:00:15.000Z";
+    const EARLIER: &str = "2026-12-02T09:59:59.000Z";
+
+    #[test]
+    fn a_lone_node_takes_every_mailbox() {
+        let plan = plan_leases("a", NOW, 1, &[1, 2, 3], &[]);
+        assert_eq!(plan.acquire.len(), 3);
+        assert!(plan.renew.is_empty() && plan.release.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_joins_gets_its_share_as_the_others_give_theirs_up() {
+        let mailboxes: Vec<i64> = (1..=6).collect();
+        let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
+        // Two nodes alive: a keeps three, releases three.
+        let plan = plan_leases("a", NOW, 2, &mailboxes, &held);
+        assert_eq!((plan.renew.len(), plan.release.len(), plan.acquire.len()), (3, 3, 0));
+        // b sees the released ones free (released leases have no owner).
+        let after: Vec<LeaseRow> = held
+            .iter()
+            .map(|l| if plan.release.contains(&l.mailbox_id) { lease(l.mailbox_id, None, NOW) } else { l.clone() })
+            .collect();
+        let plan_b = plan_leases("b", NOW, 2, &mailboxes, &after);
+        assert_eq!(plan_b.acquire.len(), 3);
+        assert!(plan_b.acquire.iter().all(|m| plan.release.contains(m)));
+    }
+
+    #[test]
+    fn expired_leases_are_taken_and_live_ones_of_others_are_not() {
+        let leases = [lease(1, Some("dead"), EARLIER), lease(2, Some("b"), LATER)];
+        let plan = plan_leases("a", NOW, 2, &[1, 2], &leases);
+        assert_eq!(plan.acquire, vec![1]);
+        // Our own lease that ran out is not renewed: it is taken anew (with a new token).
+        let plan = plan_leases("a", NOW, 1, &[1], &[lease(1, Some("a"), EARLIER)]);
+        assert_eq!((plan.renew.len(), plan.acquire.clone()), (0, vec![1]));
+    }
+
+    #[test]
+    fn fences_refuse_a_stale_token_an_expired_lease_and_a_mailbox_not_held() {
+        let fences = Fences::default();
+        assert!(fences.check(1, || unreachable!("not enabled: no read")).is_ok());
+        fences.enable();
+        fences.set(vec![Fence { mailbox_id: 1, node_id: "a".into(), token: 4 }]);
+        let ok = || {
+            Ok((
+                Some(LeaseRow { mailbox_id: 1, node_id: Some("a".into()), token: 4, expires_at: LATER.into() }),
+                NOW.into(),
+            ))
+        };
+        assert!(fences.check(1, ok).is_ok());
+        let newer = || {
+            Ok((
+                Some(LeaseRow { mailbox_id: 1, node_id: Some("b".into()), token: 5, expires_at: LATER.into() }),
+                NOW.into(),
+            ))
+        };
+        assert!(matches!(fences.check(1, newer), Err(StoreError::Fenced { mailbox_id: 1, .. })));
+        assert!(fences.get(1).is_none(), "a fenced mailbox is dropped");
+        fences.set(vec![Fence { mailbox_id: 1, node_id: "a".into(), token: 4 }]);
+        let expired = || {
+            Ok((
+                Some(LeaseRow { mailbox_id: 1, node_id: Some("a".into()), token: 4, expires_at: EARLIER.into() }),
+                NOW.into(),
+            ))
+        };
+        assert!(fences.check(1, expired).is_err());
+        assert!(fences.check(2, || unreachable!("not held: refused before reading")).is_err());
+        assert_eq!(fences.refused(), 3);
+    }
+}

@@ -1,0 +1,170 @@
+//! [`LeaseStore`] on PostgreSQL, and the fencing check of its writes.
+
+use std::time::Duration;
+
+use tokio_postgres::Row;
+
+use super::{PgStore, PgTx};
+use crate::Result;
+use crate::lease::{
+    Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases, time_until,
+};
+
+/// The database's time, as RFC 3339 text with milliseconds: the one clock
+/// every node agrees on.
+fn db_now(tx: &mut PgTx<'_>) -> Result<String> {
+    Ok(tx
+        .query_one(r#"SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#, &[])?
+        .try_get(0)?)
+}
+
+fn lease_from_row(r: &Row) -> Result<LeaseRow> {
+    Ok(LeaseRow { mailbox_id: r.try_get(0)?, node_id: r.try_get(1)?, token: r.try_get(2)?, expires_at: r.try_get(3)? })
+}
+
+/// Refuses the transaction's writes for `mailboxes` unless this process holds
+/// their leases (when it takes leases at all).
+pub(crate) fn check_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]) -> Result<()> {
+    for &mailbox_id in mailboxes {
+        fences.check(mailbox_id, || {
+            let lease = tx
+                .query_opt(
+                    "SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases WHERE mailbox_id = $1",
+                    &[&mailbox_id],
+                )?
+                .as_ref()
+                .map(lease_from_row)
+                .transpose()?;
+            Ok((lease, db_now(tx)?))
+        })?;
+    }
+    Ok(())
+}
+
+impl LeaseStore for PgStore {
+    fn register_node(&self, node: &NewNode) -> Result<()> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.exec(
+                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)",
+                &[&node.id, &node.host, &node.pid, &now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
+        let (held, next_expiry_in) = self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
+                    &[&alive_since(&now, ttl)],
+                )?
+                .try_get(0)?;
+            let mailboxes: Vec<i64> = tx
+                .query("SELECT id FROM mailboxes WHERE enabled ORDER BY id", &[])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let leases: Vec<LeaseRow> = tx
+                .query("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases", &[])?
+                .iter()
+                .map(lease_from_row)
+                .collect::<Result<_>>()?;
+            let plan = plan_leases(node_id, &now, live as usize, &mailboxes, &leases);
+            let until = expiry(&now, ttl);
+            let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
+            tx.exec(
+                "UPDATE mailbox_leases SET expires_at = $3 WHERE mailbox_id = ANY($1) AND node_id = $2",
+                &[&plan.renew, &node_id, &until],
+            )?;
+            tx.exec(
+                "UPDATE mailbox_leases SET node_id = NULL, expires_at = $3 WHERE mailbox_id = ANY($1) AND node_id = $2",
+                &[&plan.release, &node_id, &now],
+            )?;
+            for id in &plan.acquire {
+                tx.exec(
+                    "INSERT INTO mailbox_leases (mailbox_id, node_id, token, expires_at) VALUES ($1, $2, 1, $3)
+                     ON CONFLICT (mailbox_id) DO UPDATE SET node_id = excluded.node_id,
+                         token = mailbox_leases.token + 1, expires_at = excluded.expires_at",
+                    &[id, &node_id, &until],
+                )?;
+            }
+            let held = tx
+                .query(
+                    "SELECT mailbox_id, token FROM mailbox_leases WHERE node_id = $1 AND expires_at > $2 ORDER BY mailbox_id",
+                    &[&node_id, &now],
+                )?
+                .iter()
+                .map(|r| Ok(Fence { mailbox_id: r.try_get(0)?, node_id: node_id.to_string(), token: r.try_get(1)? }))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((held, next_expiry_in))
+        })?;
+        self.fences.set(held.clone());
+        Ok(Heartbeat { held, next_expiry_in })
+    }
+
+    fn stop_node(&self, node_id: &str) -> Result<()> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.exec("UPDATE nodes SET stopped_at = $2 WHERE id = $1", &[&node_id, &now])?;
+            tx.exec("UPDATE mailbox_leases SET node_id = NULL, expires_at = $2 WHERE node_id = $1", &[&node_id, &now])?;
+            Ok(())
+        })?;
+        self.fences.set(Vec::new());
+        Ok(())
+    }
+
+    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>> {
+        self.read(|tx| {
+            let now = db_now(tx)?;
+            let since = alive_since(&now, ttl);
+            let mut nodes: Vec<NodeView> = tx
+                .query(
+                    "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > $1
+                     FROM nodes ORDER BY started_at DESC, id",
+                    &[&since],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(NodeView {
+                        node_id: r.try_get(0)?,
+                        host: r.try_get(1)?,
+                        pid: r.try_get(2)?,
+                        started: r.try_get(3)?,
+                        last_heartbeat: r.try_get(4)?,
+                        alive: r.try_get(5)?,
+                        mailboxes: Vec::new(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let held = tx.query(
+                "SELECT l.node_id, b.name FROM mailbox_leases l JOIN mailboxes b ON b.id = l.mailbox_id
+                 WHERE l.node_id IS NOT NULL AND l.expires_at > $1 ORDER BY b.name",
+                &[&now],
+            )?;
+            for row in held {
+                let node_id: String = row.try_get(0)?;
+                if let Some(node) = nodes.iter_mut().find(|n| n.node_id == node_id) {
+                    node.mailboxes.push(row.try_get(1)?);
+                }
+            }
+            Ok(nodes)
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseRow>> {
+        self.read(|tx| {
+            tx.query("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases ORDER BY mailbox_id", &[])?
+                .iter()
+                .map(lease_from_row)
+                .collect()
+        })
+    }
+
+    fn fences(&self) -> &Fences {
+        &self.fences
+    }
+}

@@ -1,0 +1,343 @@
+//! The PostgreSQL store: several robot nodes share one database.
+//!
+//! The same traits as [`crate::SqliteStore`], the same tables and columns
+//! ([`crate::schema::PG_MIGRATIONS`]), and no decision of its own: ticket
+//! rules run in core through [`mailrobot_core::Ledger`].
+//!
+//! Concurrency: write transactions take one transaction-scoped advisory lock
+//! ([`WRITE_LOCK`]), so writers follow each other as on SQLite and every
+//! read-then-write (a ticket's next entry position, a name checked before it
+//! is inserted) sees what the writer before it committed, on every node.
+//! Reads take no lock. A node stopped mid-transaction (SIGSTOP) cannot hold
+//! the lock for ever: the session is ended after
+//! `idle_in_transaction_session_timeout`.
+
+mod admin;
+mod auth;
+mod directory;
+mod lease;
+mod ledger;
+mod outbox;
+mod sealed;
+mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::SinkExt;
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
+
+use crate::schema::PG_MIGRATIONS;
+use crate::{Result, StoreError};
+
+pub(crate) use crate::sqlite::now;
+
+/// The advisory lock key every write transaction takes ("mailrobt").
+const WRITE_LOCK: i64 = 0x6d61_696c_726f_6274;
+/// The advisory lock key migrations take, so nodes starting together apply
+/// each migration once.
+const MIGRATION_LOCK: i64 = 0x6d61_696c_6d69_6772;
+
+/// Connections per node: writers queue on [`WRITE_LOCK`] anyway; readers
+/// (UI, API, polls) get the rest.
+const POOL_SIZE: u32 = 12;
+
+/// The runtime that drives every session's socket, on a thread of its own.
+///
+/// The store's traits are blocking, and are called from plain threads and
+/// from async tasks alike (as SQLite's are). A tokio runtime cannot be
+/// blocked on from inside another, so the sessions live here and callers
+/// wait for their answers with [`wait`], which blocks only the calling thread.
+fn sessions_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mailrobot-postgres")
+            .enable_all()
+            .build()
+            .expect("a runtime for the PostgreSQL sessions")
+    })
+}
+
+/// Waits for a session's answer on the calling thread.
+fn wait<F: Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
+}
+
+/// Opens a session; its socket is driven by [`sessions_runtime`].
+pub(crate) fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let config = config.clone();
+    let task = sessions_runtime().spawn(async move {
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "a PostgreSQL session ended");
+            }
+        });
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    wait(task).map_err(|e| StoreError::Unavailable(format!("connecting: {e}")))?.map_err(StoreError::from)
+}
+
+/// Runs SQL statements (no parameters) on a session of their own: for
+/// tools and tests that work beside the store.
+pub fn execute_batch(url: &str, sql: &str) -> Result<()> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let client = connect(&config)?;
+    Ok(wait(client.batch_execute(sql))?)
+}
+
+/// Every row of `table` in COPY's binary format (text as its bytes, bytea
+/// raw): what a search of the database's bytes reads.
+pub fn copy_out_table(url: &str, table: &str) -> Result<Vec<u8>> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let client = connect(&config)?;
+    let stream = wait(client.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)")))?;
+    let pieces: Vec<bytes::Bytes> = wait(futures::TryStreamExt::try_collect(stream))?;
+    Ok(pieces.concat())
+}
+
+/// The names of the tables in the robot's schema.
+pub fn table_names(url: &str) -> Result<Vec<String>> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let client = connect(&config)?;
+    let rows = wait(client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[]))?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// A database session with the statements it has prepared: the hot paths
+/// (journal, ledger) run the same few statements thousands of times, and a
+/// prepared statement saves one round trip each.
+pub struct PgConn {
+    client: tokio_postgres::Client,
+    statements: HashMap<String, Statement>,
+}
+
+pub(crate) struct Manager {
+    config: tokio_postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<PgConn> {
+        Ok(PgConn { client: connect(&self.config)?, statements: HashMap::new() })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
+        Ok(wait(conn.client.simple_query("")).map(|_| ())?)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+pub struct PgStore {
+    pool: r2d2::Pool<Manager>,
+    /// The mailbox leases this process holds, when it takes leases.
+    pub(crate) fences: crate::lease::Fences,
+}
+
+/// `url` with its password replaced by `***`: what logs and errors show.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(a database URL that does not parse)".to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) and brings
+    /// the schema up to date.
+    pub fn connect(url: &str) -> Result<Self> {
+        let open_err = |reason: String| StoreError::OpenDatabase { url: redacted_url(url), reason };
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| open_err(e.to_string()))?;
+        config.application_name("mailrobot");
+        config.connect_timeout(Duration::from_secs(10));
+        // A node paused inside a transaction (SIGSTOP, a VM migration) loses
+        // its session, and with it the write lock and any row lock it held.
+        config.options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=30000");
+        // The first session is opened here, so a wrong URL or password is
+        // told at once, not after the pool's retries.
+        let first = r2d2::ManageConnection::connect(&Manager { config: config.clone() })
+            .map_err(|e| open_err(e.to_string()))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(30))
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(Manager { config });
+        drop(first);
+        let store = Self { pool, fences: Default::default() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = wait(conn.client.transaction())?;
+        wait(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
+        wait(tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))?;
+        let version: i64 = match wait(tx.query_opt("SELECT version FROM schema_version", &[]))? {
+            Some(row) => row.try_get(0)?,
+            None => {
+                wait(tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[]))?;
+                0
+            }
+        };
+        let known = PG_MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::SchemaTooNew { found: version, known });
+        }
+        for (i, sql) in PG_MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tracing::info!(migration = i + 1, "applying PostgreSQL schema migration");
+            wait(tx.batch_execute(sql))?;
+            wait(tx.execute("UPDATE schema_version SET version = $1", &[&((i + 1) as i64)]))?;
+        }
+        wait(tx.commit())?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
+        self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Runs `f` in a write transaction holding [`WRITE_LOCK`]; commits when it
+    /// returns `Ok`.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let PgConn { client, statements } = &mut *conn;
+        let mut tx = PgTx { tx: wait(client.transaction())?, statements };
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        let value = f(&mut tx)?;
+        wait(tx.tx.commit())?;
+        Ok(value)
+    }
+
+    /// Runs `f` in a read-only transaction: one consistent view, no lock.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let PgConn { client, statements } = &mut *conn;
+        let tx =
+            client.build_transaction().read_only(true).isolation_level(tokio_postgres::IsolationLevel::RepeatableRead);
+        let mut tx = PgTx { tx: wait(tx.start())?, statements };
+        let value = f(&mut tx)?;
+        wait(tx.tx.commit())?;
+        Ok(value)
+    }
+}
+
+/// One transaction with its session's prepared statements.
+pub(crate) struct PgTx<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl PgTx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = wait(self.tx.prepare(sql))?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Executes `sql`; returns how many rows it changed.
+    pub(crate) fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let statement = self.statement(sql)?;
+        Ok(wait(self.tx.execute(&statement, params))?)
+    }
+
+    pub(crate) fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(wait(self.tx.query(&statement, params))?)
+    }
+
+    pub(crate) fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(wait(self.tx.query_opt(&statement, params))?)
+    }
+
+    pub(crate) fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let statement = self.statement(sql)?;
+        Ok(wait(self.tx.query_one(&statement, params))?)
+    }
+}
+
+/// Blobs up to this size travel as one parameter; larger ones are streamed
+/// in and read back in pieces of this size, so a 50 MB mail is never held
+/// twice in the node's memory.
+const BLOB_PIECE: usize = 4 << 20;
+
+/// Stores bytes once under their SHA-256.
+pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
+    let sha = hex::encode(Sha256::digest(data));
+    if data.len() <= BLOB_PIECE {
+        tx.exec(
+            "INSERT INTO blobs (sha256, size, data) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+            &[&sha, &(data.len() as i64), &data],
+        )?;
+        return Ok(sha);
+    }
+    if tx.query_opt("SELECT 1 FROM blobs WHERE sha256 = $1", &[&sha])?.is_some() {
+        return Ok(sha);
+    }
+    // COPY in binary format: one row, one bytea field, sent in pieces.
+    tx.exec("CREATE TEMP TABLE IF NOT EXISTS blob_upload (data BYTEA) ON COMMIT DELETE ROWS", &[])?;
+    let mut header = Vec::with_capacity(32);
+    header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    header.extend_from_slice(&0i32.to_be_bytes()); // flags
+    header.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    header.extend_from_slice(&1i16.to_be_bytes()); // fields in the row
+    header.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    let sink = wait(tx.tx.copy_in::<_, bytes::Bytes>("COPY blob_upload (data) FROM STDIN (FORMAT binary)"))?;
+    let mut sink = Box::pin(sink);
+    wait(sink.send(bytes::Bytes::from(header)))?;
+    for piece in data.chunks(BLOB_PIECE) {
+        wait(sink.send(bytes::Bytes::copy_from_slice(piece)))?;
+    }
+    // The trailer: a field count of -1.
+    wait(sink.send(bytes::Bytes::from_static(&[0xff, 0xff])))?;
+    wait(sink.as_mut().finish())?;
+    tx.exec(
+        "INSERT INTO blobs (sha256, size, data) SELECT $1, $2, data FROM blob_upload ON CONFLICT (sha256) DO NOTHING",
+        &[&sha, &(data.len() as i64)],
+    )?;
+    tx.exec("DELETE FROM blob_upload", &[])?;
+    Ok(sha)
+}
+
+/// A stored blob's bytes, if it is there, read into one exactly-sized buffer.
+pub(crate) fn read_blob(tx: &mut PgTx<'_>, sha256: &str) -> Result<Option<Vec<u8>>> {
+    let Some(row) = tx.query_opt("SELECT size FROM blobs WHERE sha256 = $1", &[&sha256])? else {
+        return Ok(None);
+    };
+    let size = row.try_get::<_, i64>(0)?.max(0) as usize;
+    let mut data = Vec::with_capacity(size);
+    // Uncompressed (STORAGE EXTERNAL): substring reads only the pieces asked for.
+    while data.len() < size {
+        let row = tx.query_one(
+            "SELECT substring(data FROM $2::int FOR $3::int) FROM blobs WHERE sha256 = $1",
+            &[&sha256, &((data.len() + 1) as i32), &(BLOB_PIECE as i32)],
+        )?;
+        let piece: &[u8] = row.try_get(0)?;
+        if piece.is_empty() {
+            return Err(StoreError::Corrupt(format!("blob {sha256} is shorter than its recorded {size} bytes")));
+        }
+        data.extend_from_slice(piece);
+    }
+    Ok(Some(data))
+}

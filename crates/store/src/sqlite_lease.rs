@@ -1,0 +1,164 @@
+//! [`LeaseStore`] on SQLite, and the fencing check of its writes.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::Result;
+use crate::lease::{
+    Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases, time_until,
+};
+use crate::sqlite::SqliteStore;
+
+/// The database's time, as RFC 3339 text with milliseconds.
+fn db_now(tx: &Transaction<'_>) -> Result<String> {
+    Ok(tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| r.get(0))?)
+}
+
+fn lease_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok(LeaseRow { mailbox_id: r.get(0)?, node_id: r.get(1)?, token: r.get(2)?, expires_at: r.get(3)? })
+}
+
+/// Refuses the transaction's writes for `mailboxes` unless this process holds
+/// their leases (when it takes leases at all).
+pub(crate) fn check_fences(fences: &Fences, tx: &Transaction<'_>, mailboxes: &[i64]) -> Result<()> {
+    for &mailbox_id in mailboxes {
+        fences.check(mailbox_id, || {
+            let lease = tx
+                .prepare_cached(
+                    "SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases WHERE mailbox_id = ?1",
+                )?
+                .query_row([mailbox_id], lease_from_row)
+                .optional()?;
+            Ok((lease, db_now(tx)?))
+        })?;
+    }
+    Ok(())
+}
+
+impl LeaseStore for SqliteStore {
+    fn register_node(&self, node: &NewNode) -> Result<()> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.execute(
+                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![node.id, node.host, node.pid, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
+        let (held, next_expiry_in) = self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
+            let live: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1",
+                [alive_since(&now, ttl)],
+                |r| r.get(0),
+            )?;
+            let mailboxes: Vec<i64> = tx
+                .prepare_cached("SELECT id FROM mailboxes WHERE enabled ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let leases: Vec<LeaseRow> = tx
+                .prepare_cached("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases")?
+                .query_map([], lease_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let plan = plan_leases(node_id, &now, live as usize, &mailboxes, &leases);
+            let until = expiry(&now, ttl);
+            let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
+            for id in &plan.renew {
+                tx.prepare_cached("UPDATE mailbox_leases SET expires_at = ?3 WHERE mailbox_id = ?1 AND node_id = ?2")?
+                    .execute(params![id, node_id, until])?;
+            }
+            for id in &plan.release {
+                tx.prepare_cached(
+                    "UPDATE mailbox_leases SET node_id = NULL, expires_at = ?3 WHERE mailbox_id = ?1 AND node_id = ?2",
+                )?
+                .execute(params![id, node_id, now])?;
+            }
+            for id in &plan.acquire {
+                tx.prepare_cached(
+                    "INSERT INTO mailbox_leases (mailbox_id, node_id, token, expires_at) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (mailbox_id) DO UPDATE SET node_id = excluded.node_id,
+                         token = mailbox_leases.token + 1, expires_at = excluded.expires_at",
+                )?
+                .execute(params![id, node_id, until])?;
+            }
+            let held: Vec<Fence> = tx
+                .prepare_cached(
+                    "SELECT mailbox_id, token FROM mailbox_leases WHERE node_id = ?1 AND expires_at > ?2 ORDER BY mailbox_id",
+                )?
+                .query_map(params![node_id, now], |r| {
+                    Ok(Fence { mailbox_id: r.get(0)?, node_id: node_id.to_string(), token: r.get(1)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((held, next_expiry_in))
+        })?;
+        self.fences.set(held.clone());
+        Ok(Heartbeat { held, next_expiry_in })
+    }
+
+    fn stop_node(&self, node_id: &str) -> Result<()> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.execute("UPDATE nodes SET stopped_at = ?2 WHERE id = ?1", params![node_id, now])?;
+            tx.execute(
+                "UPDATE mailbox_leases SET node_id = NULL, expires_at = ?2 WHERE node_id = ?1",
+                params![node_id, now],
+            )?;
+            Ok(())
+        })?;
+        self.fences.set(Vec::new());
+        Ok(())
+    }
+
+    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = db_now(&tx)?;
+        let since = alive_since(&now, ttl);
+        let mut nodes: Vec<NodeView> = tx
+            .prepare(
+                "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > ?1
+                 FROM nodes ORDER BY started_at DESC, id",
+            )?
+            .query_map([&since], |r| {
+                Ok(NodeView {
+                    node_id: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    started: r.get(3)?,
+                    last_heartbeat: r.get(4)?,
+                    alive: r.get(5)?,
+                    mailboxes: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let held: Vec<(String, String)> = tx
+            .prepare(
+                "SELECT l.node_id, b.name FROM mailbox_leases l JOIN mailboxes b ON b.id = l.mailbox_id
+                 WHERE l.node_id IS NOT NULL AND l.expires_at > ?1 ORDER BY b.name",
+            )?
+            .query_map([&now], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (node_id, mailbox) in held {
+            if let Some(node) = nodes.iter_mut().find(|n| n.node_id == node_id) {
+                node.mailboxes.push(mailbox);
+            }
+        }
+        Ok(nodes)
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseRow>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases ORDER BY mailbox_id")?;
+        Ok(stmt.query_map([], lease_from_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn fences(&self) -> &Fences {
+        &self.fences
+    }
+}

@@ -1,0 +1,126 @@
+//! Nodes, mailbox leases and fencing, on both backends: several store
+//! handles on one database stand for several nodes.
+
+use std::time::Duration;
+
+use mailrobot_store::*;
+
+fn mailboxes(store: &impl Store, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            store
+                .add_mailbox(&NewMailbox {
+                    name: format!("box{i}"),
+                    kind: MailboxKind::DropFolder,
+                    config: serde_json::json!({"path": "/tmp/x"}),
+                    sealed_secret: None,
+                    connection_id: None,
+                    poll_seconds: 60,
+                    max_message_bytes: 1 << 20,
+                })
+                .unwrap()
+                .id
+        })
+        .collect()
+}
+
+fn node<S: LeaseStore>(store: &S, id: &str) {
+    store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
+    store.fences().enable();
+}
+
+fn held(beat: &Heartbeat) -> Vec<i64> {
+    beat.held.iter().map(|f| f.mailbox_id).collect()
+}
+
+const TTL: Duration = Duration::from_secs(15);
+
+/// A node alone takes every mailbox; a second one gets half within two
+/// heartbeats (the first gives up what is over its share, the second takes
+/// it); `nodes` tells who holds what.
+fn leases_are_shared_out_when_a_node_joins<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let (a, b) = (open(), open());
+    mailboxes(&a, 6);
+    node(&a, "a");
+    assert_eq!(a.heartbeat("a", TTL).unwrap().held.len(), 6);
+    node(&b, "b");
+    assert!(b.heartbeat("b", TTL).unwrap().held.is_empty(), "nothing is free yet");
+    assert_eq!(a.heartbeat("a", TTL).unwrap().held.len(), 3, "a gives up what is over its share");
+    let b_held = held(&b.heartbeat("b", TTL).unwrap());
+    assert_eq!(b_held.len(), 3);
+    let a_held = held(&a.heartbeat("a", TTL).unwrap());
+    assert!(a_held.iter().all(|m| !b_held.contains(m)), "{a_held:?} {b_held:?}");
+    let nodes = a.nodes(TTL).unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().all(|n| n.alive && n.mailboxes.len() == 3), "{nodes:?}");
+    // A stopping node frees its leases at once.
+    a.stop_node("a").unwrap();
+    assert_eq!(b.heartbeat("b", TTL).unwrap().held.len(), 6);
+    assert!(!b.nodes(TTL).unwrap().iter().find(|n| n.node_id == "a").unwrap().alive);
+}
+
+/// A node that stops heartbeating (killed, or paused) loses its leases
+/// after the TTL; the node that takes one gets a higher token; the paused
+/// node's writes are refused when it wakes, and counted.
+fn a_paused_node_is_fenced_when_it_wakes<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let (a, b) = (open(), open());
+    let ids = mailboxes(&a, 1);
+    let short = Duration::from_millis(400);
+    node(&a, "a");
+    let a_fence = a.heartbeat("a", short).unwrap().held[0].clone();
+    let raw = b"From: x@example.com\r\nSubject: one\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n".to_vec();
+    assert_eq!(a.journal(ids[0], &[IncomingMail::fetched("r1", &raw)]).unwrap(), 1, "the holder writes");
+    node(&b, "b");
+    let beat = b.heartbeat("b", short).unwrap();
+    assert!(beat.held.is_empty(), "a's lease is live");
+    assert!(beat.next_expiry_in.is_some_and(|d| d <= short), "b knows when to look again: {beat:?}");
+    // b without the lease may not write either.
+    assert!(matches!(b.journal(ids[0], &[IncomingMail::fetched("r2", &raw)]), Err(StoreError::Fenced { .. })));
+    // a is "paused" past its lease; b takes the mailbox with a new token.
+    std::thread::sleep(short + Duration::from_millis(100));
+    let b_fence = b.heartbeat("b", TTL).unwrap().held[0].clone();
+    assert!(b_fence.token > a_fence.token, "{b_fence:?} after {a_fence:?}");
+    // a wakes up and tries every kind of write it makes for the mailbox.
+    let refused_before = a.fences().refused();
+    let writes: Vec<(&str, Result<()>)> = vec![
+        ("journal", a.journal(ids[0], &[IncomingMail::fetched("r3", &raw)]).map(|_| ())),
+        ("sync state", a.set_mailbox_sync_state(ids[0], Some("stale"))),
+    ];
+    for (what, result) in writes {
+        assert!(matches!(result, Err(StoreError::Fenced { .. })), "{what}: {result:?}");
+        // Fenced drops the mailbox: restore a's stale view to try the next kind.
+        a.fences().set(vec![a_fence.clone()]);
+    }
+    let pending = a.pending_mails(Some(ids[0]), 10, u64::MAX).unwrap();
+    assert!(matches!(
+        a.process_pending(Some(ids[0]), 10, u64::MAX, &ProcessingRules::default()),
+        Err(StoreError::Fenced { .. })
+    ));
+    a.fences().set(vec![a_fence.clone()]);
+    assert!(matches!(a.mark_settled(&[pending[0].journal_id]), Err(StoreError::Fenced { .. })));
+    assert_eq!(a.fences().refused() - refused_before, 4, "every refused write is counted");
+    assert!(a.fences().get(ids[0]).is_none(), "a drops the mailbox");
+    // Nothing a wrote landed; b goes on.
+    assert!(b.mailbox_sync_state(ids[0]).unwrap().is_none());
+    assert_eq!(b.known_remote_ids(ids[0], &["r1".into(), "r3".into()]).unwrap().len(), 1);
+    assert_eq!(b.process_pending(Some(ids[0]), 10, u64::MAX, &ProcessingRules::default()).unwrap().len(), 1);
+    // a's next heartbeat sees it holds nothing.
+    assert!(a.heartbeat("a", TTL).unwrap().held.is_empty());
+}
+
+/// Writes of a process that takes no leases (the CLI, `run-once`) are not
+/// fenced.
+fn processes_without_leases_write_freely<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let s = open();
+    let ids = mailboxes(&s, 1);
+    let raw = b"Subject: x\r\n\r\nx\r\n".to_vec();
+    assert_eq!(s.journal(ids[0], &[IncomingMail::fetched("r1", &raw)]).unwrap(), 1);
+    s.set_mailbox_sync_state(ids[0], Some("s")).unwrap();
+    assert_eq!(s.fences().refused(), 0);
+}
+
+mailrobot_store::on_both_backends_opened!(
+    leases_are_shared_out_when_a_node_joins,
+    a_paused_node_is_fenced_when_it_wakes,
+    processes_without_leases_write_freely,
+);
