@@ -13,6 +13,9 @@ pub struct Node {
     pub id: String,
     leases: Arc<dyn LeaseStore>,
     next_beat_in: std::sync::Mutex<Duration>,
+    /// Told when a heartbeat changed what this node holds, so polling
+    /// starts on a new lease at once.
+    pub changed: tokio::sync::Notify,
 }
 
 /// The next heartbeat: the regular period, or sooner when another node's
@@ -46,7 +49,7 @@ impl Node {
         leases.fences().enable();
         let beat = leases.heartbeat(&id, LEASE_TTL)?;
         tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
-        Ok(Node { id, leases, next_beat_in: std::sync::Mutex::new(next_beat(&beat)) })
+        Ok(Node { id, leases, next_beat_in: std::sync::Mutex::new(next_beat(&beat)), changed: Default::default() })
     }
 
     /// Heartbeats until `stop`; then gives the leases up at once.
@@ -59,10 +62,14 @@ impl Node {
             }
             let node = self.clone();
             let started = std::time::Instant::now();
+            let before = self.held();
             match tokio::task::spawn_blocking(move || node.leases.heartbeat(&node.id, LEASE_TTL)).await {
                 Ok(Ok(beat)) => {
                     tracing::debug!(node = %self.id, mailboxes = beat.held.len(), "heartbeat");
                     *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat);
+                    if self.held() != before {
+                        self.changed.notify_one();
+                    }
                 }
                 // The leases run out by themselves; writes are fenced meanwhile.
                 Ok(Err(err)) => tracing::error!(node = %self.id, error = %err, "heartbeat failed"),

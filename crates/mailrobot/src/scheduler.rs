@@ -141,6 +141,7 @@ pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::R
         }
         tokio::select! {
             _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            _ = node.changed.notified() => {}
             _ = stop.changed() => break,
         }
     }

@@ -22,6 +22,8 @@ pub struct Robot {
     /// (`MAILROBOT_TEST_BACKEND=postgres`, as the test command's second pass
     /// does); None: the SQLite file in the data directory.
     pub database: Option<mailrobot_store::testing::TestDatabase>,
+    /// Another robot's database this one shares (another node of it).
+    pub shared_database_url: Option<String>,
 }
 
 /// Whether this run of the suite uses PostgreSQL.
@@ -31,8 +33,38 @@ pub fn on_postgres() -> bool {
 
 impl Robot {
     pub fn new() -> Self {
-        let database = on_postgres().then(mailrobot_store::testing::TestDatabase::create);
-        Self { dir: tempfile::tempdir().unwrap(), env: Vec::new(), database }
+        if on_postgres() { Self::on_postgres() } else { Self::on_sqlite() }
+    }
+
+    /// A robot on the SQLite file of its data directory, whatever the run.
+    pub fn on_sqlite() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), env: Vec::new(), database: None, shared_database_url: None }
+    }
+
+    /// A robot on a PostgreSQL database of its own, whatever the run.
+    pub fn on_postgres() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+            database: Some(mailrobot_store::testing::TestDatabase::create()),
+            shared_database_url: None,
+        }
+    }
+
+    /// Another node of this robot: its own data directory, the same
+    /// database and environment (give both one MAILROBOT_MASTER_KEY).
+    pub fn another_node(&self) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            env: self.env.clone(),
+            database: None,
+            shared_database_url: Some(self.database_url().expect("nodes share a PostgreSQL database").to_string()),
+        }
+    }
+
+    /// The PostgreSQL database this robot uses, if any.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|db| db.url.as_str()).or(self.shared_database_url.as_deref())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -43,16 +75,16 @@ impl Robot {
     /// be found in it): the SQLite file and its WAL, or every PostgreSQL
     /// table copied out in binary format (bytea columns as their raw bytes).
     pub fn database_bytes(&self) -> Vec<Vec<u8>> {
-        match &self.database {
+        match self.database_url() {
             None => ["mailrobot.db", "mailrobot.db-wal"]
                 .iter()
                 .map(|f| std::fs::read(self.data_dir().join(f)).unwrap_or_default())
                 .collect(),
-            Some(db) => {
+            Some(url) => {
                 use mailrobot_store::pg_tools;
-                let tables = pg_tools::table_names(&db.url).unwrap();
+                let tables = pg_tools::table_names(url).unwrap();
                 assert!(tables.iter().any(|t| t == "mailboxes"), "the robot's tables: {tables:?}");
-                tables.iter().map(|t| pg_tools::copy_out_table(&db.url, t).unwrap()).collect()
+                tables.iter().map(|t| pg_tools::copy_out_table(url, t).unwrap()).collect()
             }
         }
     }
@@ -65,13 +97,13 @@ impl Robot {
     /// Runs SQL on the robot's database, behind its back (what the CLI offers
     /// no way to do): `sqlite` on SQLite, `postgres` on PostgreSQL.
     pub fn sql(&self, sqlite: &str, postgres: &str) {
-        match &self.database {
+        match self.database_url() {
             None => {
                 let db = rusqlite::Connection::open(self.data_dir().join("mailrobot.db")).unwrap();
                 db.busy_timeout(Duration::from_secs(10)).unwrap();
                 db.execute_batch(sqlite).unwrap();
             }
-            Some(db) => mailrobot_store::pg_tools::execute_batch(&db.url, postgres).unwrap(),
+            Some(url) => mailrobot_store::pg_tools::execute_batch(url, postgres).unwrap(),
         }
     }
 
@@ -79,8 +111,8 @@ impl Robot {
         let mut cmd = Command::new(BIN);
         cmd.arg("--data-dir").arg(self.data_dir()).args(args);
         cmd.env_remove("MAILROBOT_CRASH_AT").env("MAILROBOT_LOG", "info,mailrobot=debug");
-        match &self.database {
-            Some(db) => cmd.env("MAILROBOT_DATABASE_URL", &db.url),
+        match self.database_url() {
+            Some(url) => cmd.env("MAILROBOT_DATABASE_URL", url),
             None => cmd.env_remove("MAILROBOT_DATABASE_URL"),
         };
         for (k, v) in &self.env {

@@ -168,7 +168,7 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(10));
         // A node paused inside a transaction (SIGSTOP, a VM migration) loses
         // its session, and with it the write lock and any row lock it held.
-        config.options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=30000");
+        config.options("-c idle_in_transaction_session_timeout=3000 -c lock_timeout=30000");
         // The first session is opened here, so a wrong URL or password is
         // told at once, not after the pool's retries.
         let first = r2d2::ManageConnection::connect(&Manager { config: config.clone() })

@@ -1,0 +1,247 @@
+//! Several `serve` nodes on one PostgreSQL database: leases share the
+//! mailboxes out, a killed node's mailboxes are taken over within the lease
+//! TTL, a paused node is fenced when it wakes, and through it all every mail
+//! becomes exactly one ticket entry.
+//!
+//! These tests always run on PostgreSQL (several nodes need a shared
+//! database), whichever backend the rest of the suite runs on.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailrobot_testkit::dovecot::Dovecot;
+use rand::Rng;
+
+const MASTER_KEY: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+const PASSWORD: &str = "chaos-password";
+/// The robot's lease TTL (mailrobot_store::lease::LEASE_TTL).
+const LEASE_TTL: Duration = Duration::from_secs(15);
+const POLL_SECONDS: u64 = 1;
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("desk{i:02}")).collect()
+}
+
+/// A robot on a fresh PostgreSQL database with `n` IMAP mailboxes in one
+/// Dovecot, polled every second.
+fn cluster(n: usize) -> (Dovecot, Robot) {
+    let names = users(n);
+    let accounts: Vec<(&str, &str)> = names.iter().map(|u| (u.as_str(), PASSWORD)).collect();
+    let dc = Dovecot::start(&accounts).expect("start Dovecot (scripts/test.sh installs it)");
+    let mut robot = Robot::on_postgres();
+    robot.env.push(("MAILROBOT_MASTER_KEY".into(), MASTER_KEY.into()));
+    for user in &names {
+        robot.add_imap(user, dc.imap_port(), user, PASSWORD, &["--poll-seconds", &POLL_SECONDS.to_string()]);
+    }
+    (dc, robot)
+}
+
+fn mail(n: usize) -> Vec<u8> {
+    format!(
+        "From: Requester {n} <req{n}@example.com>\r\nTo: desk@example.com\r\nSubject: Chaos {n}\r\n\
+         Message-ID: <chaos-{n}@example.com>\r\nDate: Wed, 02 Dec 2026 10:00:00 +0000\r\n\r\nMail number {n}.\r\n"
+    )
+    .into_bytes()
+}
+
+fn nodes_list(robot: &Robot) -> Vec<serde_json::Value> {
+    robot.json(&["nodes", "list", "--json"]).as_array().unwrap().clone()
+}
+
+fn held_by_live_nodes(robot: &Robot) -> Vec<usize> {
+    nodes_list(robot).iter().filter(|n| n["alive"] == true).map(|n| n["mailboxes"].as_array().unwrap().len()).collect()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+#[test]
+fn nodes_share_the_mailboxes_and_take_over_a_killed_nodes_share() {
+    let (dc, robot) = cluster(6);
+    let (a, b) = (robot.another_node(), robot.another_node());
+    let (mut a_serve, _) = a.spawn_serve(&[]);
+    let (mut b_serve, _) = b.spawn_serve(&[]);
+    // Within a few heartbeats the two nodes hold three mailboxes each.
+    let shared = wait_until(Duration::from_secs(30), || {
+        let mut held = held_by_live_nodes(&robot);
+        held.sort();
+        held == [3, 3]
+    });
+    assert!(shared, "{:#}", robot.json(&["nodes", "list", "--json"]));
+    let listed = nodes_list(&robot);
+    for field in ["node_id", "host", "started", "last_heartbeat", "mailboxes"] {
+        assert!(listed[0].get(field).is_some(), "nodes list --json names {field}: {}", listed[0]);
+    }
+    let ids: HashSet<&str> = listed.iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "node ids are unique per process");
+
+    // A killed node's mailboxes are polled again within the lease TTL.
+    a_serve.kill().unwrap();
+    a_serve.wait().unwrap();
+    let killed_at = Instant::now();
+    for (i, user) in users(6).iter().enumerate() {
+        dc.deliver(user, "INBOX", &mail(i)).unwrap();
+    }
+    assert!(
+        wait_until(LEASE_TTL + Duration::from_secs(20), || robot.tickets().len() == 6),
+        "after the kill: {} tickets",
+        robot.tickets().len()
+    );
+    let took = killed_at.elapsed();
+    assert!(took < LEASE_TTL + Duration::from_secs(POLL_SECONDS + 3), "took {took:?}");
+    assert_eq!(held_by_live_nodes(&robot), [6]);
+    b_serve.kill().unwrap();
+    b_serve.wait().unwrap();
+}
+
+/// Nodes must share one master key: a node whose key cannot open what the
+/// first node sealed is refused with what to do.
+#[test]
+fn a_node_with_another_master_key_is_refused() {
+    let mut first = Robot::on_postgres();
+    first.env.push(("MAILROBOT_MASTER_KEY".into(), MASTER_KEY.into()));
+    first.run(&["mailbox", "list"]);
+    let mut other = first.another_node();
+    other.env = vec![("MAILROBOT_MASTER_KEY".into(), "d4".repeat(32))];
+    let out = other.run_raw(&["mailbox", "list"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("same MAILROBOT_MASTER_KEY"), "{stderr}");
+    assert!(!stderr.contains(&"d4".repeat(32)) && !stderr.contains(MASTER_KEY), "no key is shown: {stderr}");
+}
+
+/// The chaos test: three nodes, thirty IMAP mailboxes, mail arriving
+/// throughout, nodes killed (SIGKILL) and paused (SIGSTOP/SIGCONT) at random
+/// moments. Every mail becomes exactly one ticket entry; no mailbox waits
+/// longer than the lease TTL plus its poll interval; writes of nodes that
+/// woke up fenced are refused and counted.
+///
+/// `MAILROBOT_CHAOS_SECONDS` sets how long the chaos lasts (default 120).
+#[test]
+fn chaos_three_nodes_thirty_mailboxes() {
+    let seconds: u64 = std::env::var("MAILROBOT_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    let names = users(30);
+    let (dc, robot) = cluster(30);
+    let nodes: Vec<Robot> = (0..3).map(|_| robot.another_node()).collect();
+    let mut running: Vec<Option<Child>> = nodes.iter().map(|n| Some(n.spawn_serve(&[]).0)).collect();
+    let mut paused_until: Vec<Option<Instant>> = vec![None; 3];
+    let mut down_until: Vec<Option<Instant>> = vec![None; 3];
+    let mut rng = rand::thread_rng();
+    let (mut kills, mut pauses, mut long_pauses) = (0, 0, 0);
+
+    let start = Instant::now();
+    let mut delivered = 0usize;
+    let mut next_action = Instant::now() + Duration::from_secs(5);
+    let mut next_sample = Instant::now();
+    // Per mailbox: the longest time seen since its last poll.
+    let mut longest_wait: BTreeMap<String, Duration> = BTreeMap::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let now = Instant::now();
+        // Mail arrives throughout.
+        let user = &names[rng.gen_range(0..names.len())];
+        dc.deliver(user, "INBOX", &mail(delivered)).unwrap();
+        delivered += 1;
+
+        // Paused nodes wake up, killed ones come back.
+        for i in 0..3 {
+            if paused_until[i].is_some_and(|t| now >= t) {
+                signal(running[i].as_ref().unwrap(), libc::SIGCONT);
+                paused_until[i] = None;
+            }
+            if down_until[i].is_some_and(|t| now >= t) {
+                running[i] = Some(nodes[i].spawn_serve(&[]).0);
+                down_until[i] = None;
+            }
+        }
+        // Now and then, one of the nodes that run is killed or paused (one
+        // node always keeps running).
+        if now >= next_action {
+            let up: Vec<usize> = (0..3).filter(|&i| paused_until[i].is_none() && down_until[i].is_none()).collect();
+            if up.len() > 1 {
+                let i = up[rng.gen_range(0..up.len())];
+                if rng.gen_bool(0.5) {
+                    let mut child = running[i].take().unwrap();
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    down_until[i] = Some(now + Duration::from_millis(rng.gen_range(500..4000)));
+                    kills += 1;
+                } else {
+                    let pause = Duration::from_secs(rng.gen_range(2..26));
+                    signal(running[i].as_ref().unwrap(), libc::SIGSTOP);
+                    paused_until[i] = Some(now + pause);
+                    pauses += 1;
+                    if pause > LEASE_TTL + Duration::from_secs(2) {
+                        long_pauses += 1;
+                    }
+                }
+            }
+            next_action = now + Duration::from_millis(rng.gen_range(3000..9000));
+        }
+        // How long each mailbox has waited since its last poll.
+        if now >= next_sample {
+            let at = chrono::Utc::now();
+            for mailbox in robot.json(&["mailbox", "list", "--json"]).as_array().unwrap() {
+                if let Some(last) = mailbox["last_poll_at"].as_str() {
+                    let last = chrono::DateTime::parse_from_rfc3339(last).unwrap();
+                    let waited = (at - last.with_timezone(&chrono::Utc)).to_std().unwrap_or_default();
+                    let entry = longest_wait.entry(mailbox["name"].as_str().unwrap().to_string()).or_default();
+                    *entry = (*entry).max(waited);
+                }
+            }
+            next_sample = now + Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    // Everyone back; every mail becomes a ticket.
+    for i in 0..3 {
+        if paused_until[i].take().is_some() {
+            signal(running[i].as_ref().unwrap(), libc::SIGCONT);
+        }
+        if down_until[i].take().is_some() {
+            running[i] = Some(nodes[i].spawn_serve(&[]).0);
+        }
+    }
+    let all_in = wait_until(Duration::from_secs(90), || robot.tickets().len() >= delivered);
+    let tickets = robot.tickets();
+    for child in running.iter_mut().flatten() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let logs: String = nodes.iter().map(|n| n.serve_logs()).collect();
+    let fenced = logs.matches("write refused: fenced").count();
+    eprintln!(
+        "chaos: {seconds} s, {delivered} mails, {kills} kills, {pauses} pauses ({long_pauses} longer than the lease \
+         TTL), {fenced} fenced writes refused, longest wait for a poll {:?}",
+        longest_wait.values().max()
+    );
+    assert!(all_in, "{} tickets for {delivered} mails", tickets.len());
+
+    // Exactly once: one ticket per mail, one entry each, one journal row per mail.
+    assert_eq!(tickets.len(), delivered, "no mail became two tickets");
+    let subjects: HashSet<&str> = tickets.iter().map(|t| t["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects.len(), delivered);
+    assert!(tickets.iter().all(|t| t["entries"] == 1), "one entry per mail");
+    let messages = robot.messages();
+    assert_eq!(messages.len(), delivered, "one journal row per mail");
+    assert!(messages.iter().all(|m| m["state"] == "processed"), "every mail processed");
+    let moved: usize = names.iter().map(|u| dc.count(u, "Processed")).sum();
+    assert_eq!(moved, delivered, "every mail moved to Processed once");
+    assert!(names.iter().all(|u| dc.count(u, "INBOX") == 0));
+
+    // No mailbox waited longer than the TTL plus its poll interval (plus the
+    // sampling period and one poll's own time).
+    let bound = LEASE_TTL + Duration::from_secs(POLL_SECONDS + 3);
+    let late: Vec<_> = longest_wait.iter().filter(|(_, w)| **w > bound).collect();
+    assert!(late.is_empty(), "mailboxes left unpolled longer than {bound:?}: {late:?}");
+    // A node that woke after its leases were taken had its writes refused.
+    if long_pauses > 0 {
+        assert!(fenced > 0, "{long_pauses} pauses outlived the lease, yet no write was refused");
+    }
+}
