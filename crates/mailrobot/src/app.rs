@@ -72,7 +72,7 @@ const KEY_CHECK_CONTEXT: &str = "mailrobot key check";
 /// Nodes sharing a database must share one master key, or each could not
 /// open what the others sealed: the first node seals a known value, every
 /// later one must open it.
-fn check_master_key(store: &dyn Store, secrets: &SecretBox) -> anyhow::Result<()> {
+pub(crate) fn check_master_key(store: &dyn Store, secrets: &SecretBox) -> anyhow::Result<()> {
     match store.setting(SETTING_KEY_CHECK)? {
         None => {
             let sealed = secrets.seal(KEY_CHECK_CONTEXT.as_bytes(), KEY_CHECK_CONTEXT);

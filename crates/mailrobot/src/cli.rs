@@ -100,6 +100,24 @@ pub enum Command {
     /// The `serve` processes sharing this database, and the mailboxes each polls.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Move an SQLite installation into an empty PostgreSQL database: every
+    /// table in one transaction, verified (row counts and checksums). Refused
+    /// while a node runs on either database, or when the target holds data.
+    /// Name the target with MAILROBOT_DATABASE_URL rather than --to: a
+    /// password on a command line is visible to every user of the machine.
+    MigrateStore {
+        /// The SQLite database: sqlite:PATH, PATH being the mailrobot.db file
+        /// (or the data directory holding it).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The empty PostgreSQL database (postgres://user:password@host:port/db).
+        /// Default, and preferred: MAILROBOT_DATABASE_URL.
+        #[arg(long, value_name = "postgres://…")]
+        to: Option<String>,
+        /// Print the report (per table: rows, checksum) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole story on embedded defaults: sample mails dropped into a
     /// drop folder become tickets; then keeps serving.
     Demo {

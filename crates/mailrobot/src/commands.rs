@@ -468,7 +468,7 @@ pub fn ticket_json(t: &TicketSummary, tag: &TagFormat) -> Value {
 
 /// `nodes list`: the `serve` processes sharing the database.
 pub fn nodes_list(app: &App, json_out: bool) -> anyhow::Result<()> {
-    let nodes = app.leases.nodes(mailrobot_store::lease::LEASE_TTL)?;
+    let nodes = app.leases.nodes(mailrobot_store::lease::ALIVE_WITHIN)?;
     if json_out {
         print_json(&serde_json::to_value(&nodes)?);
         return Ok(());

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod commands_auth;
+pub mod commands_migrate;
 pub mod commands_rules;
 pub mod commands_secrets;
 pub mod commands_smtp;

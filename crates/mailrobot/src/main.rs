@@ -41,6 +41,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Opens its own two databases: App::open would open (or create) the wrong one.
+    if let Command::MigrateStore { from, to, json } = &cli.command {
+        return mailrobot::commands_migrate::migrate_store(from, to.as_deref(), cli.database_url.as_deref(), *json)
+            .await;
+    }
     // `secrets` commands diagnose and repair a key change themselves.
     let key_check = !matches!(cli.command, Command::Secrets(_));
     let app = App::open(&cli.data_dir, cli.database_url.as_deref(), key_check)?;
@@ -172,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Contacts(command) => mailrobot::commands_rules::contacts_command(&app, &command)?,
         Command::Demo { once, local: true, listen } => mailrobot::demo::run_local(&app, once, listen).await?,
         Command::Demo { once, local: false, listen } => mailrobot::demo_m365::run(&app, once, listen).await?,
+        Command::MigrateStore { .. } => unreachable!("dispatched before the store is opened"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -67,7 +67,13 @@ impl Node {
                 Ok(Ok(beat)) => {
                     tracing::debug!(node = %self.id, mailboxes = beat.held.len(), "heartbeat");
                     *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat);
-                    if self.held() != before {
+                    let now = self.held();
+                    let lost: Vec<i64> =
+                        before.iter().filter(|m| !now.contains(m) && !beat.released.contains(m)).copied().collect();
+                    if !lost.is_empty() {
+                        tracing::warn!(node = %self.id, mailboxes = ?lost, "leases lost: another node took them while this node was away");
+                    }
+                    if now != before {
                         self.changed.notify_one();
                     }
                 }

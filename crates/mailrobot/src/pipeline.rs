@@ -211,6 +211,48 @@ impl Pipeline {
         Ok(report)
     }
 
+    /// Keeps a push channel open to the mailbox (IMAP IDLE) and tells
+    /// `arrived` whenever the server announces new mail; reconnects with a
+    /// backoff after errors. Returns when the mailbox has no push (the
+    /// caller polls it on its schedule as before).
+    pub async fn watch(&self, mailbox: &Mailbox, arrived: &tokio::sync::Notify) {
+        /// Re-IDLE well before the 29 minutes of RFC 2177.
+        const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(25 * 60);
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            let mut source = match self.open_source(mailbox).await {
+                Ok(source) => source,
+                Err(err) => {
+                    tracing::debug!(mailbox = %mailbox.name, error = %err, ?backoff, "push: cannot connect; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(300));
+                    continue;
+                }
+            };
+            loop {
+                match source.wait_for_mail(MAX_IDLE).await {
+                    Ok(mailrobot_sources::Push::NewMail) => {
+                        backoff = std::time::Duration::from_secs(1);
+                        arrived.notify_one();
+                    }
+                    Ok(mailrobot_sources::Push::Quiet) => backoff = std::time::Duration::from_secs(1),
+                    Ok(mailrobot_sources::Push::NotOffered) => {
+                        tracing::info!(mailbox = %mailbox.name, "the server offers no push (IDLE): polling only");
+                        let _ = source.close().await;
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::debug!(mailbox = %mailbox.name, error = %err, ?backoff, "push: connection lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+            let _ = source.close().await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(300));
+        }
+    }
+
     /// Opens the mailbox's source: its settings, its connection's tokens
     /// (a connection that needs a person pauses the mailbox here, without a
     /// network call), its stored password and sync state.

@@ -151,7 +151,21 @@ pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::R
     }
 }
 
+/// Aborts a task when dropped: a mailbox loop's push watcher ends with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: watch::Receiver<bool>) {
+    // New mail announced by the server (IMAP IDLE) ends the wait between
+    // polls; the schedule stays as the safety net.
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let mut _watcher: Option<AbortOnDrop> = None;
+    let mut announced = false;
     loop {
         // A lease lost (fenced, or rebalanced away) ends the loop at once.
         if !node.holds(id) {
@@ -168,19 +182,30 @@ async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: wa
             }
             Err(_) => return,
         };
-        // A backoff recorded by an earlier process is honoured too.
-        if let Some(wait) = mailbox.next_poll_at.as_deref().and_then(until) {
+        if _watcher.is_none() && mailbox.kind == mailrobot_store::MailboxKind::Imap {
+            let (pipeline, mailbox, arrived) = (pipeline.clone(), mailbox.clone(), arrived.clone());
+            _watcher = Some(AbortOnDrop(tokio::spawn(async move { pipeline.watch(&mailbox, &arrived).await })));
+        }
+        // A backoff recorded by an earlier process is honoured too; new mail
+        // announced by the server is fetched at once.
+        if let Some(wait) = mailbox.next_poll_at.as_deref().and_then(until).filter(|_| !announced) {
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(RELOAD_EVERY * 5)) => continue,
+                _ = arrived.notified() => tracing::debug!(mailbox = %mailbox.name, "new mail announced"),
                 _ = stop.changed() => return,
             }
         }
+        announced = false;
         let (_, delay) = tokio::select! {
             done = poll_and_record(&pipeline, &mailbox) => done,
             _ = stop.changed() => return,
         };
         tokio::select! {
             _ = tokio::time::sleep(delay.min(RELOAD_EVERY * 5)) => {}
+            _ = arrived.notified() => {
+                tracing::debug!(mailbox = %mailbox.name, "new mail announced");
+                announced = true;
+            }
             _ = stop.changed() => return,
         }
     }

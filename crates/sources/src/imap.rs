@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_imap::extensions::idle::IdleResponse;
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, ResponseCode, Status};
 use async_imap::types::Capability;
 use futures::TryStreamExt;
@@ -26,7 +27,7 @@ use tokio::io::BufWriter;
 use crate::credentials::{self, Credentials, app_only_hint, xoauth2_raw};
 use crate::imap_guard::FrameGuard;
 use crate::tls::{self, TlsMode, Transport};
-use crate::{BearerTokens, Listing, MailSource, Outcome, RemoteMail, SettleAction, SourceError};
+use crate::{BearerTokens, Listing, MailSource, Outcome, Push, RemoteMail, SettleAction, SourceError};
 
 /// Longest sequence set put in one command. Dovecot accepts 64 KiB lines
 /// and most servers 8 KiB or more; longer sets are split into several
@@ -83,6 +84,8 @@ struct Extensions {
     r#move: bool,
     /// RFC 4315: UID EXPUNGE (expunge only our mails).
     uidplus: bool,
+    /// RFC 2177: IDLE (the server tells of new mail as it arrives).
+    idle: bool,
 }
 
 struct Connection {
@@ -127,12 +130,47 @@ impl ImapSource {
     /// exercise the fallbacks against a server that has them.
     #[doc(hidden)]
     pub fn disable_extensions(&mut self, no_move: bool, no_uidplus: bool) {
-        let off = Extensions { r#move: no_move, uidplus: no_uidplus };
+        let off = Extensions { r#move: no_move, uidplus: no_uidplus, idle: false };
         self.without = Some(off);
         if let Some(conn) = self.conn.as_mut() {
             conn.ext.r#move &= !no_move;
             conn.ext.uidplus &= !no_uidplus;
         }
+    }
+
+    /// IDLE on the watched folder until the server announces new mail (an
+    /// untagged EXISTS or RECENT) or `max` passes — callers keep `max`
+    /// under the 29 minutes after which RFC 2177 lets a server drop an idle
+    /// client. A NOOP first keeps the session alive and takes any update
+    /// that arrived since the last command.
+    async fn idle_for_mail(&mut self, max: Duration) -> Result<Push, SourceError> {
+        let cfg = self.cfg.clone();
+        let conn = self.ensure_connected().await?;
+        if !conn.ext.idle {
+            return Ok(Push::NotOffered);
+        }
+        if conn.selected.is_none() {
+            select(&cfg, conn).await?;
+        }
+        timed(&cfg, "NOOP", conn.session.noop())
+            .await?
+            .map_err(|e| ImapError::from(e).into_source(&cfg, "keeping the session alive (NOOP)"))?;
+        let Connection { session, ext, selected } = self.conn.take().expect("connected above");
+        let mut idle = session.idle();
+        timed(&cfg, "IDLE", idle.init()).await?.map_err(|e| ImapError::from(e).into_source(&cfg, "starting IDLE"))?;
+        let (wait, _interrupt) = idle.wait_with_timeout(max);
+        let outcome = match wait.await {
+            Ok(IdleResponse::NewData(data)) => match data.parsed() {
+                Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => Push::NewMail,
+                _ => Push::Quiet,
+            },
+            Ok(IdleResponse::Timeout | IdleResponse::ManualInterrupt) => Push::Quiet,
+            Err(e) => return Err(ImapError::from(e).into_source(&cfg, "waiting in IDLE")),
+        };
+        let session =
+            timed(&cfg, "DONE", idle.done()).await?.map_err(|e| ImapError::from(e).into_source(&cfg, "ending IDLE"))?;
+        self.conn = Some(Connection { session, ext, selected });
+        Ok(outcome)
     }
 
     async fn ensure_connected(&mut self) -> Result<&mut Connection, SourceError> {
@@ -338,6 +376,10 @@ impl MailSource for ImapSource {
         with_retry!(self, self.list_inner())
     }
 
+    async fn wait_for_mail(&mut self, max: Duration) -> Result<Push, SourceError> {
+        self.idle_for_mail(max).await
+    }
+
     async fn fetch(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
         with_retry!(self, self.fetch_inner(remote_ids))
     }
@@ -496,7 +538,7 @@ async fn start_session(
         .await?
         .map_err(|e| ImapError::from(e).into_source(cfg, "reading capabilities"))?;
     let has = |name: &str| caps.iter().any(|c| matches!(c, Capability::Atom(a) if a.eq_ignore_ascii_case(name)));
-    let ext = Extensions { r#move: has("MOVE"), uidplus: has("UIDPLUS") };
+    let ext = Extensions { r#move: has("MOVE"), uidplus: has("UIDPLUS"), idle: has("IDLE") };
     tracing::debug!(%server, r#move = ext.r#move, uidplus = ext.uidplus, "IMAP logged in");
     if !ext.r#move {
         tracing::info!(%server, "IMAP server lacks MOVE: settling uses COPY + STORE + EXPUNGE");

@@ -176,6 +176,17 @@ pub enum SettleAction {
 
 /// A mailbox the robot reads from.
 ///
+/// How a wait for new mail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The server announced new mail: poll now.
+    NewMail,
+    /// The wait ran its time, or the server told of other changes.
+    Quiet,
+    /// The server (or the source kind) has no push: poll on a schedule.
+    NotOffered,
+}
+
 /// Calls come in this order within one session: `list`, then any number of
 /// `fetch` and `settle`, then `close`. A source may reconnect on its own.
 #[async_trait::async_trait]
@@ -211,6 +222,13 @@ pub trait MailSource: Send {
     async fn probe(&mut self) -> Result<Probe, SourceError> {
         let waiting = self.list().await?.len();
         Ok(Probe { waiting, ..Probe::default() })
+    }
+
+    /// Waits, for at most `max`, until the server says new mail arrived
+    /// (IMAP IDLE, RFC 2177). Sources without push answer
+    /// [`Push::NotOffered`] at once: the pipeline polls them.
+    async fn wait_for_mail(&mut self, _max: std::time::Duration) -> Result<Push, SourceError> {
+        Ok(Push::NotOffered)
     }
 
     /// At most this many mails per `fetch`, if the source wants fewer than

@@ -26,8 +26,16 @@ use crate::{Result, StoreError};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often a node renews its leases (at most a third of the TTL).
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How often a node renews its leases and looks for free ones: often, so a
+/// mailbox another node gives up (when a node joins) waits little for its
+/// new holder; the writes are one small transaction per node.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A node counts as alive, for sharing mailboxes out, while its last
+/// heartbeat is this recent: three missed heartbeats. Far shorter than the
+/// lease TTL, so a killed node (or one restarted under a new id) stops
+/// shrinking the others' shares within seconds; its leases still run their
+/// full TTL before anyone takes them.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(6);
 
 /// The right to write for one mailbox: held by `node_id` under `token`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +61,7 @@ pub struct NodeView {
     pub pid: i64,
     pub started: String,
     pub last_heartbeat: String,
-    /// Whether its heartbeat is within the lease TTL.
+    /// Whether its last heartbeat is recent ([`ALIVE_WITHIN`]).
     pub alive: bool,
     /// The names of the mailboxes whose leases it holds.
     pub mailboxes: Vec<String>,
@@ -89,6 +97,8 @@ pub struct LeasePlan {
 pub struct Heartbeat {
     /// The leases this node holds now.
     pub held: Vec<Fence>,
+    /// The leases it gave up so other nodes get their share.
+    pub released: Vec<i64>,
     /// How long until another node's lease may run out.
     pub next_expiry_in: Option<Duration>,
 }
@@ -251,8 +261,9 @@ pub trait LeaseStore: Send + Sync {
     /// A node stopping: gives its leases up at once, so others take them
     /// without waiting for the TTL.
     fn stop_node(&self, node_id: &str) -> Result<()>;
-    /// Every node seen, newest first, with what it holds.
-    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>>;
+    /// Every node seen, newest first, with what it holds; alive when its
+    /// last heartbeat is within `alive_within`.
+    fn nodes(&self, alive_within: Duration) -> Result<Vec<NodeView>>;
     /// The leases as stored (for tests and `nodes list`).
     fn leases(&self) -> Result<Vec<LeaseRow>>;
     /// This process's fences.

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod directory;
 mod error;
 pub mod lease;
+pub mod migrate;
 pub mod model;
 pub mod outbox;
 mod pg;

@@ -6,7 +6,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::Result;
 use crate::lease::{
-    Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases, time_until,
+    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases,
+    time_until,
 };
 use crate::sqlite::SqliteStore;
 
@@ -49,12 +50,12 @@ impl LeaseStore for SqliteStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, next_expiry_in) = self.write(|tx| {
+        let (held, released, next_expiry_in) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
             let live: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1",
-                [alive_since(&now, ttl)],
+                [alive_since(&now, ALIVE_WITHIN.min(ttl))],
                 |r| r.get(0),
             )?;
             let mailboxes: Vec<i64> = tx
@@ -94,10 +95,10 @@ impl LeaseStore for SqliteStore {
                     Ok(Fence { mailbox_id: r.get(0)?, node_id: node_id.to_string(), token: r.get(1)? })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok((held, next_expiry_in))
+            Ok((held, plan.release, next_expiry_in))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, next_expiry_in })
+        Ok(Heartbeat { held, released, next_expiry_in })
     }
 
     fn stop_node(&self, node_id: &str) -> Result<()> {
@@ -114,11 +115,11 @@ impl LeaseStore for SqliteStore {
         Ok(())
     }
 
-    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>> {
+    fn nodes(&self, alive_within: Duration) -> Result<Vec<NodeView>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = db_now(&tx)?;
-        let since = alive_since(&now, ttl);
+        let since = alive_since(&now, alive_within);
         let mut nodes: Vec<NodeView> = tx
             .prepare(
                 "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > ?1

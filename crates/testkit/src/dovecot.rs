@@ -617,8 +617,10 @@ login_trusted_networks = 127.0.0.0/8
 first_valid_uid = 1
 mail_location = maildir:{b}/mail/%u
 mail_max_userip_connections = 100
-default_client_limit = 1000
-default_process_limit = 100
+# Several robot nodes each keep an IDLE connection per mailbox beside their
+# polls: room for hundreds of sessions.
+default_client_limit = 4000
+default_process_limit = 1000
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {b}/users

@@ -7,7 +7,8 @@ use tokio_postgres::Row;
 use super::{PgStore, PgTx};
 use crate::Result;
 use crate::lease::{
-    Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases, time_until,
+    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases,
+    time_until,
 };
 
 /// The database's time, as RFC 3339 text with milliseconds: the one clock
@@ -54,13 +55,13 @@ impl LeaseStore for PgStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, next_expiry_in) = self.write(|tx| {
+        let (held, released, next_expiry_in) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: i64 = tx
                 .query_one(
                     "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
-                    &[&alive_since(&now, ttl)],
+                    &[&alive_since(&now, ALIVE_WITHIN.min(ttl))],
                 )?
                 .try_get(0)?;
             let mailboxes: Vec<i64> = tx
@@ -100,10 +101,10 @@ impl LeaseStore for PgStore {
                 .iter()
                 .map(|r| Ok(Fence { mailbox_id: r.try_get(0)?, node_id: node_id.to_string(), token: r.try_get(1)? }))
                 .collect::<Result<Vec<_>>>()?;
-            Ok((held, next_expiry_in))
+            Ok((held, plan.release, next_expiry_in))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, next_expiry_in })
+        Ok(Heartbeat { held, released, next_expiry_in })
     }
 
     fn stop_node(&self, node_id: &str) -> Result<()> {
@@ -117,10 +118,10 @@ impl LeaseStore for PgStore {
         Ok(())
     }
 
-    fn nodes(&self, ttl: Duration) -> Result<Vec<NodeView>> {
+    fn nodes(&self, alive_within: Duration) -> Result<Vec<NodeView>> {
         self.read(|tx| {
             let now = db_now(tx)?;
-            let since = alive_since(&now, ttl);
+            let since = alive_since(&now, alive_within);
             let mut nodes: Vec<NodeView> = tx
                 .query(
                     "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > $1
