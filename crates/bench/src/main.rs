@@ -6,6 +6,7 @@
 //! mails from the same Dovecot, django-helpdesk's `get_email`.
 
 mod api;
+mod latency;
 mod outbound;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,13 @@ struct Args {
     /// Only the outbound runs (--outbound-mails).
     #[arg(long)]
     outbound_only: bool,
+    /// Only the arrival → ticket latency, with push (IMAP IDLE) and with
+    /// polling: this many mails each.
+    #[arg(long, default_value_t = 0)]
+    latency_mails: usize,
+    /// The poll interval of the polling side of --latency-mails.
+    #[arg(long, default_value_t = 10)]
+    latency_poll_seconds: u64,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -191,6 +199,14 @@ fn main() -> anyhow::Result<()> {
             results["ingest_with_readers"] =
                 api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
         }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if args.latency_mails > 0 {
+        let results = json!({
+            "nproc": std::thread::available_parallelism()?.get(),
+            "latency": latency::latency(&args.mailrobot, args.latency_mails, args.latency_poll_seconds)?,
+        });
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }

@@ -25,6 +25,7 @@ pub fn state(app: &App, public_url: &str) -> anyhow::Result<WebState> {
         auth: app.auth_store.clone(),
         outbox: app.outbox.clone(),
         directory: app.directory.clone(),
+        leases: app.leases.clone(),
         public_url: public_url.trim_end_matches('/').to_string(),
         secure_cookies: public_url.starts_with("https://"),
         throttle: Arc::new(SignInThrottle::default()),

@@ -65,7 +65,10 @@ async fn an_administrator_signs_in_and_sees_every_mailbox_in_words() {
     browser.heading("Dashboard").await;
     let row = browser.row("support-desk").await;
     assert_eq!(&row[..3], ["support-desk", "Drop folder", "ok"], "{row:?}");
-    assert_eq!(&row[4..], ["2", "0", "1"], "mails today, waiting, failed: {row:?}");
+    assert_eq!(&row[4..7], ["2", "0", "1"], "mails today, waiting, failed: {row:?}");
+    // Which node polls it: this serve's, as `nodes list` names it.
+    let node = robot.json(&["nodes", "list", "--json"])[0]["node_id"].as_str().unwrap().to_string();
+    assert_eq!(row[7], node, "{row:?}");
     assert!(browser.text().await.contains(EMAIL));
     browser.screenshot("dashboard").await;
 

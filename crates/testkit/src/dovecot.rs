@@ -78,6 +78,9 @@ pub struct Options<'a> {
     /// vacation answer, a redirect) goes out through the relay of
     /// `lmtp_relay_python`, so it lands in this Dovecot too. Needs LMTP.
     pub sieve: bool,
+    /// Leave IDLE (RFC 2177) out of the announced capabilities, as servers
+    /// without push do: clients must poll.
+    pub without_idle: bool,
 }
 
 /// A running Dovecot; stopped (and its temp dir removed) on drop.
@@ -244,6 +247,12 @@ impl Dovecot {
             text.push_str(&format!(
                 "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
             ));
+        }
+        if options.without_idle {
+            text.push_str(
+                "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ MOVE UIDPLUS NAMESPACE \
+                 UIDPLUS CHILDREN SPECIAL-USE\n",
+            );
         }
         if options.sieve {
             text.push_str(

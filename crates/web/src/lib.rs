@@ -54,6 +54,8 @@ pub struct WebState {
     pub outbox: Arc<dyn OutboxStore>,
     /// Rules, mail templates and contacts.
     pub directory: Arc<dyn DirectoryStore>,
+    /// Nodes and who holds which mailbox.
+    pub leases: Arc<dyn mailrobot_store::LeaseStore>,
     /// The robot's public URL (no trailing slash): links it hands out.
     pub public_url: String,
     /// Cookies get `Secure` when the public URL is https.

@@ -264,6 +264,8 @@ pub struct MailboxRow {
     pub today: i64,
     pub waiting: i64,
     pub failed: i64,
+    /// The node whose lease it is: the one polling it now.
+    pub node: String,
 }
 
 #[derive(Template)]
@@ -304,10 +306,16 @@ pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Re
     let since = midnight.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let loaded = state
         .blocking(move |s| {
-            Ok((s.store.mailboxes()?, s.store.mailbox_counts(&since)?, s.auth.connections()?, s.auth.tenants()?))
+            Ok((
+                s.store.mailboxes()?,
+                s.store.mailbox_counts(&since)?,
+                s.auth.connections()?,
+                s.auth.tenants()?,
+                s.leases.nodes(mailrobot_store::lease::ALIVE_WITHIN)?,
+            ))
         })
         .await;
-    let (mailboxes, counts, connections, tenants) = match loaded {
+    let (mailboxes, counts, connections, tenants, nodes) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => return error_page(&err),
     };
@@ -333,6 +341,10 @@ pub async fn dashboard(State(state): State<WebState>, signed_in: SignedIn) -> Re
                 today: c.fetched_since,
                 waiting: c.waiting,
                 failed: c.failed,
+                node: nodes
+                    .iter()
+                    .find(|n| n.mailboxes.contains(&m.name))
+                    .map_or_else(|| "none".to_string(), |n| n.node_id.clone()),
             }
         })
         .collect();
