@@ -1,6 +1,7 @@
 //! The Microsoft Graph mail subset under `/v1.0`: mail folders, messages (list, get, `$value`,
 //! attachments, update, delete, move), per-folder delta, sendMail and JSON batching, with Graph's
-//! error shape, permissions and Outlook's throttling.
+//! error shape, permissions and Outlook's throttling. `/v1.0/subscriptions` (change
+//! notifications) is served by `subscriptions`.
 //!
 //! Paths are dispatched by hand (not with the router) so that `$batch` items run through the
 //! very same code as top-level requests.
@@ -189,7 +190,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Path segments after `/v1.0`, decoded, with OData key syntax `mailFolders('inbox')` split in two.
-fn segments(path: &str) -> Vec<String> {
+pub(crate) fn segments(path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for raw in path.trim_matches('/').split('/').filter(|s| !s.is_empty()) {
         let seg = percent_decode(raw);
@@ -205,6 +206,33 @@ fn segments(path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Graph's segment names are case-insensitive (change notifications name a message
+/// `Users/{id}/Messages/{id}`, and clients GET that): known names in their canonical spelling.
+fn canonical(mut segs: Vec<String>) -> Vec<String> {
+    const NAMES: [&str; 14] = [
+        "users",
+        "me",
+        "mailFolders",
+        "childFolders",
+        "messages",
+        "attachments",
+        "move",
+        "sendMail",
+        "delta",
+        "subscriptions",
+        "reauthorize",
+        "microsoft.graph.move",
+        "microsoft.graph.sendMail",
+        "microsoft.graph.delta",
+    ];
+    for s in segs.iter_mut() {
+        if let Some(n) = NAMES.iter().find(|n| n.eq_ignore_ascii_case(s)) {
+            *s = n.to_string();
+        }
+    }
+    segs
 }
 
 fn query(uri: &Uri) -> HashMap<String, String> {
@@ -332,12 +360,17 @@ impl Cx<'_> {
 }
 
 async fn dispatch(emu: &Arc<Emu>, req: &GraphRequest) -> Result<Response, GraphError> {
-    let segs = segments(req.uri.path());
+    let segs = canonical(segments(req.uri.path()));
     let segs = match segs.first().map(String::as_str) {
         Some("v1.0") => &segs[1..],
         _ => return Err(GraphError::unknown_path()),
     };
     let caller = mailauth::caller(emu, &req.headers, Api::Graph).map_err(GraphError::from)?;
+    if let [subs, rest @ ..] = segs
+        && subs == "subscriptions"
+    {
+        return crate::subscriptions::handle(emu, req, &caller, rest).await;
+    }
     let (user, rest) = match segs {
         [me, rest @ ..] if me == "me" => {
             let upn = caller.user.as_ref().map(|u| u.1.clone()).ok_or(GraphError::from(Denied::NeedsUser))?;

@@ -1,8 +1,10 @@
 //! A local stand-in for the Microsoft identity platform v2.0 (Entra ID): authorize with sign-in
 //! and consent pages, the token endpoint (authorization code + PKCE, refresh token rotation,
 //! client credentials with secrets or certificate assertions), OpenID discovery and JWKS, token
-//! introspection, an admin API and fault injection. It follows Microsoft's documented behaviour
-//! (endpoints, AADSTS codes, error JSON) and shares no code with the robot's own client.
+//! introspection, an admin API and fault injection; Microsoft Graph mail (with change
+//! notifications through webhooks) and EWS on an in-memory mailbox store. It follows Microsoft's
+//! documented behaviour (endpoints, AADSTS codes, error JSON) and shares no code with the robot's
+//! own client.
 //!
 //! ```no_run
 //! use m365_emulator::{AppSpec, Emulator, EmulatorConfig, SecretSpec, Setup, TenantSpec};
@@ -37,10 +39,12 @@ mod mail;
 mod mailadmin;
 mod mailauth;
 mod mailproto;
+mod notify;
 mod ntlm;
 mod scopes;
 mod server;
 mod state;
+mod subscriptions;
 mod tls;
 mod token;
 
@@ -54,4 +58,5 @@ pub use faults::{ENDPOINTS, EndpointStats, Stats};
 pub use jwt::SigningKey;
 pub use mailadmin::SlotHold;
 pub use server::{Emulator, EmulatorConfig, TlsSetup};
+pub use subscriptions::{LifecycleEvent, NotificationFault, NotificationPolicy, NotificationRecord, SubscriptionInfo};
 pub use tls::SelfSignedTls;

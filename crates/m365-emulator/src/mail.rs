@@ -251,6 +251,42 @@ pub(crate) enum Removal {
     Deleted,
 }
 
+/// What happened to a message, as Graph change notifications name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// A change of a message, kept until change notifications have looked at it (`subscriptions`
+/// drains them). A move is two changes: `deleted` in the folder left (the id the client knew) and
+/// `created` in the folder entered (the new id), as the item is a new one there.
+#[derive(Debug, Clone)]
+pub(crate) struct MailChange {
+    pub kind: ChangeKind,
+    pub folder: String,
+    pub rest_id: String,
+    pub immutable_id: String,
+    /// The message's change key at that moment (`@odata.etag` in the notification).
+    pub change_key: String,
+    /// The mailbox change number of the change.
+    pub seq: u64,
+}
+
+/// Changes kept at most while nobody drains them (the server's notifier drains them every tick).
+const MAX_PENDING_CHANGES: usize = 50_000;
+
 /// A message that left a folder, for delta `@removed` and SyncFolderItems `Delete`.
 #[derive(Debug, Clone)]
 pub(crate) struct Tombstone {
@@ -287,6 +323,8 @@ pub(crate) struct Mailbox {
     pub seq: u64,
     /// Read receipts sent for its messages, oldest first.
     pub receipts: Vec<ReadReceipt>,
+    /// Message changes change notifications have not looked at yet, oldest first.
+    pub changes: Vec<MailChange>,
 }
 
 impl Mailbox {
@@ -323,7 +361,29 @@ impl Mailbox {
             epoch: 1,
             seq: 0,
             receipts: Vec::new(),
+            changes: Vec::new(),
         }
+    }
+
+    /// Notes a change of message `i` for change notifications.
+    fn note_change(&mut self, kind: ChangeKind, i: usize) {
+        let m = &self.messages[i];
+        let change = MailChange {
+            kind,
+            folder: m.folder.clone(),
+            rest_id: m.rest_id.clone(),
+            immutable_id: m.immutable_id.clone(),
+            change_key: m.change_key(),
+            seq: m.seq,
+        };
+        self.push_change(change);
+    }
+
+    fn push_change(&mut self, change: MailChange) {
+        if self.changes.len() >= MAX_PENDING_CHANGES {
+            self.changes.drain(..MAX_PENDING_CHANGES / 5);
+        }
+        self.changes.push(change);
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -405,7 +465,9 @@ impl Mailbox {
             created_seq: seq,
             receipt_pending,
         });
-        Ok(self.messages.len() - 1)
+        let i = self.messages.len() - 1;
+        self.note_change(ChangeKind::Created, i);
+        Ok(i)
     }
 
     /// Moves a message; its REST id changes (the immutable one does not). Returns its index.
@@ -414,6 +476,14 @@ impl Mailbox {
         let i = self.message_index(id).ok_or(MailError::ItemNotFound)?;
         let seq = self.next_seq();
         let m = &mut self.messages[i];
+        let left = MailChange {
+            kind: ChangeKind::Deleted,
+            folder: m.folder.clone(),
+            rest_id: m.rest_id.clone(),
+            immutable_id: m.immutable_id.clone(),
+            change_key: m.change_key(),
+            seq,
+        };
         let from = std::mem::replace(&mut m.folder, dest);
         let tomb = Tombstone {
             folder: from,
@@ -428,6 +498,8 @@ impl Mailbox {
         m.content_seq = seq;
         m.modified_ms = now_ms;
         self.tombstones.push(tomb);
+        self.push_change(left);
+        self.note_change(ChangeKind::Created, i);
         Ok(i)
     }
 
@@ -435,6 +507,14 @@ impl Mailbox {
         let i = self.message_index(id).ok_or(MailError::ItemNotFound)?;
         let seq = self.next_seq();
         let m = self.messages.remove(i);
+        self.push_change(MailChange {
+            kind: ChangeKind::Deleted,
+            folder: m.folder.clone(),
+            rest_id: m.rest_id.clone(),
+            immutable_id: m.immutable_id.clone(),
+            change_key: m.change_key(),
+            seq,
+        });
         self.tombstones.push(Tombstone {
             folder: m.folder,
             rest_id: m.rest_id,
@@ -465,6 +545,7 @@ impl Mailbox {
         }
         m.seq = seq;
         m.modified_ms = now_ms;
+        self.note_change(ChangeKind::Updated, i);
         Ok(i)
     }
 

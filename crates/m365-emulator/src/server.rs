@@ -28,6 +28,9 @@ use crate::faults::{Stats, classify, fault_error};
 use crate::jwt::SigningKey;
 use crate::mailadmin::SlotHold;
 use crate::state::Emu;
+use crate::subscriptions::{
+    LifecycleEvent, NotificationFault, NotificationPolicy, NotificationRecord, SubscriptionInfo,
+};
 use crate::tls::SelfSignedTls;
 use crate::{EmulatorError, admin, authorize, discovery, graph, mailadmin, token};
 
@@ -104,6 +107,7 @@ pub(crate) fn router(emu: Arc<Emu>) -> Router {
         .route("/ews/exchange.asmx", post(crate::ews::entry))
         .merge(admin::routes())
         .merge(mailadmin::routes())
+        .merge(crate::subscriptions::routes())
         .with_state(emu)
 }
 
@@ -192,6 +196,8 @@ async fn serve(
         }
     };
     let router = router(emu.clone());
+    // Change notifications: validation happens in the request, deliveries in this task.
+    tokio::spawn(crate::notify::run(emu.clone()));
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
@@ -580,6 +586,55 @@ impl Emulator {
     /// marked read or deleted unread without `SuppressReadReceipts`, or marked read through Graph.
     pub fn read_receipts(&self, mailbox: Option<&str>) -> Result<Vec<ReadReceipt>, EmulatorError> {
         self.emu.read_receipts(mailbox)
+    }
+
+    /// The Graph change notification subscriptions that exist (every app's), with their
+    /// `clientState` (as `GET /_admin/subscriptions`).
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.emu.subscription_list()
+    }
+
+    /// Sends a lifecycle notification for a subscription (as `POST /_admin/subscriptions/lifecycle`):
+    /// `SubscriptionRemoved` also removes the subscription, `ReauthorizationRequired` marks it
+    /// until it is reauthorized or renewed. Returns whether a notification was queued: Graph sends
+    /// none to subscriptions created without `lifecycleNotificationUrl`.
+    pub fn trigger_lifecycle(&self, subscription_id: &str, event: LifecycleEvent) -> Result<bool, EmulatorError> {
+        self.emu.trigger_lifecycle(subscription_id, event)
+    }
+
+    /// Makes change and lifecycle notification deliveries to URLs starting with `fault.url` fail
+    /// (without contacting the receiver) for `count` attempts and/or `ms` milliseconds, or until
+    /// [`Emulator::clear_notification_faults`]; they are retried as Graph retries.
+    pub fn fail_notifications(&self, fault: NotificationFault) -> Result<(), EmulatorError> {
+        self.emu.fail_notifications(fault)
+    }
+
+    pub fn clear_notification_faults(&self) {
+        self.emu.clear_notification_faults()
+    }
+
+    /// Every validation request and delivery attempt made to receivers, oldest first (the last
+    /// 10,000), with what was sent and how it ended (as `GET /_admin/notifications`).
+    pub fn notifications(&self) -> Vec<NotificationRecord> {
+        self.emu.notification_records()
+    }
+
+    pub fn clear_notifications(&self) {
+        self.emu.clear_notification_records()
+    }
+
+    /// Lifetimes, timeouts and retry timing of change notifications (Microsoft's by default).
+    pub fn set_notification_policy(&self, policy: NotificationPolicy) -> Result<NotificationPolicy, EmulatorError> {
+        self.emu.set_notification_policy(policy)
+    }
+
+    pub fn notification_policy(&self) -> NotificationPolicy {
+        self.emu.notification_policy()
+    }
+
+    /// Trusts a CA (PEM) for `https://` notification URLs (none is trusted by default).
+    pub fn trust_notification_ca(&self, ca_pem: &str) -> Result<(), EmulatorError> {
+        self.emu.trust_notification_ca(ca_pem)
     }
 
     /// Stops the server and waits for its thread.

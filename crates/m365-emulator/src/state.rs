@@ -405,6 +405,10 @@ pub(crate) struct Emu {
     pub faults: Mutex<Faults>,
     mail: Mutex<crate::mail::MailStore>,
     ews_auth: Mutex<crate::ewsauth::EwsAuthState>,
+    /// Graph change notifications: subscriptions, deliveries in progress, their log.
+    subs: Mutex<crate::subscriptions::SubStore>,
+    /// Wakes the notifier (a subscription change, a test hook) before its next tick.
+    pub notifier: tokio::sync::Notify,
     initial: Setup,
 }
 
@@ -418,6 +422,8 @@ impl Emu {
             faults: Mutex::new(Faults::default()),
             mail: Mutex::new(crate::mail::MailStore::new()),
             ews_auth: Mutex::new(Default::default()),
+            subs: Mutex::new(Default::default()),
+            notifier: tokio::sync::Notify::new(),
             initial: setup.clone(),
         };
         emu.load(&setup)?;
@@ -441,6 +447,12 @@ impl Emu {
         self.ews_auth.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The change notification state. Lock order: this one may be held while taking the mail lock
+    /// (never the other way round), and never while taking the directory lock.
+    pub fn subs(&self) -> MutexGuard<'_, crate::subscriptions::SubStore> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -456,6 +468,7 @@ impl Emu {
         *self.faults() = Faults::default();
         *self.mail() = crate::mail::MailStore::new();
         *self.ews_auth() = Default::default();
+        self.subs().reset();
         self.clock.reset();
         if !empty {
             self.load(&self.initial.clone())?;

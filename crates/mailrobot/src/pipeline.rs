@@ -103,6 +103,12 @@ impl PollError {
         }
     }
 
+    /// This node lost the mailbox's lease mid-poll: another node polls it
+    /// now. No failure of the mailbox's, and nothing to record.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PollError::Store(StoreError::Fenced { .. }))
+    }
+
     /// The mailbox waits for a person (its connection needs Setup
     /// Authentication, or a new secret): no network until then.
     pub fn is_paused(&self) -> bool {

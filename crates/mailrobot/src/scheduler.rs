@@ -44,6 +44,14 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
     }
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
+    // Fenced: another node holds the mailbox now; its polls record the
+    // outcome (ours would be refused too). The loop ends at its next turn.
+    if let Err(err) = &result
+        && err.is_fenced()
+    {
+        tracing::info!(mailbox = %mailbox.name, error = %err, "lease lost mid-poll; another node polls this mailbox now");
+        return (result, RELOAD_EVERY);
+    }
     let outcome = match &result {
         Ok(_) => PollOutcome::Ok,
         // A wait the server asked for is no failure: it never feeds the

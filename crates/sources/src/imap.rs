@@ -155,11 +155,17 @@ impl ImapSource {
         timed(&cfg, "NOOP", conn.session.noop())
             .await?
             .map_err(|e| ImapError::from(e).into_source(&cfg, "keeping the session alive (NOOP)"))?;
+        // New mail told while no IDLE ran (in answer to NOOP, or while the
+        // last IDLE ended) is not lost: it waits in the session's channel.
+        if new_mail_told(&conn.session) {
+            return Ok(Push::NewMail);
+        }
         let Connection { session, ext, selected } = self.conn.take().expect("connected above");
         let mut idle = session.idle();
         timed(&cfg, "IDLE", idle.init()).await?.map_err(|e| ImapError::from(e).into_source(&cfg, "starting IDLE"))?;
+        tracing::debug!(server = %cfg.endpoint(), folder = %cfg.folder, "IMAP IDLE");
         let (wait, _interrupt) = idle.wait_with_timeout(max);
-        let outcome = match wait.await {
+        let mut outcome = match wait.await {
             Ok(IdleResponse::NewData(data)) => match data.parsed() {
                 Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => Push::NewMail,
                 _ => Push::Quiet,
@@ -169,6 +175,10 @@ impl ImapSource {
         };
         let session =
             timed(&cfg, "DONE", idle.done()).await?.map_err(|e| ImapError::from(e).into_source(&cfg, "ending IDLE"))?;
+        if new_mail_told(&session) {
+            outcome = Push::NewMail;
+        }
+        tracing::debug!(server = %cfg.endpoint(), ?outcome, "IMAP IDLE ended");
         self.conn = Some(Connection { session, ext, selected });
         Ok(outcome)
     }
@@ -715,6 +725,20 @@ fn search_ranges(exists: u32, uid_next: Option<u32>) -> Vec<Option<String>> {
     }
     ranges.push(Some(format!("{start}:*")));
     ranges
+}
+
+/// Whether the server told of new mail (EXISTS, RECENT) in responses the
+/// client library set aside (those that came with other commands' answers);
+/// takes everything set aside so far.
+fn new_mail_told(session: &Session) -> bool {
+    let mut told = false;
+    while let Ok(response) = session.unsolicited_responses.try_recv() {
+        told |= matches!(
+            response,
+            async_imap::types::UnsolicitedResponse::Exists(_) | async_imap::types::UnsolicitedResponse::Recent(_)
+        );
+    }
+    told
 }
 
 async fn select(cfg: &ImapConfig, conn: &mut Connection) -> Result<Selected, SourceError> {
