@@ -49,8 +49,9 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast --workspace
   echo "== the end-to-end suite again, on PostgreSQL"
   # nodes.rs and migrate_store.rs choose their backends themselves: run once.
-  MAILROBOT_TEST_BACKEND=postgres cargo nextest run --no-fail-fast -p mailrobot \
-    -E 'not (binary(nodes) | binary(migrate_store))'
+  # (--workspace with a filter: the same build as above, nothing recompiled.)
+  MAILROBOT_TEST_BACKEND=postgres cargo nextest run --no-fail-fast --workspace \
+    -E 'package(mailrobot) & not (binary(nodes) | binary(migrate_store))'
 else
   cargo test --no-fail-fast --workspace
   echo "== the end-to-end suite again, on PostgreSQL"
