@@ -203,7 +203,22 @@ impl App {
             broker: Some(self.broker()?),
             limits: batch_limits()?,
             progress: self.progress.clone(),
+            poll_permits: Arc::new(tokio::sync::Semaphore::new(poll_concurrency()?)),
         })
+    }
+}
+
+/// `MAILROBOT_POLL_CONCURRENCY`: polls running at once (default 32).
+pub const POLL_CONCURRENCY_ENV: &str = "MAILROBOT_POLL_CONCURRENCY";
+
+fn poll_concurrency() -> anyhow::Result<usize> {
+    match std::env::var(POLL_CONCURRENCY_ENV) {
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|n: &usize| *n > 0)
+            .with_context(|| format!("{POLL_CONCURRENCY_ENV} must be a positive number, got {value:?}")),
+        Err(_) => Ok(32),
     }
 }
 

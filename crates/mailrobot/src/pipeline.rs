@@ -147,6 +147,11 @@ pub struct Pipeline {
     pub progress: Arc<mailrobot_views::progress::SyncProgress>,
     /// Tokens for mailboxes behind a service connection.
     pub broker: Option<Arc<mailrobot_auth::TokenBroker>>,
+    /// Polls running at once, across every mailbox of this process: a
+    /// thousand mailboxes due together open at most this many connections,
+    /// in turn (the semaphore is first come, first served). A mailbox with
+    /// a huge backlog holds one permit; the others keep theirs.
+    pub poll_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// A mailbox's settings and what opening it needs besides them, gathered

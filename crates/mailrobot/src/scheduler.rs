@@ -42,8 +42,11 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
         };
         return (Ok(report), wait);
     }
+    let permit = pipeline.poll_permits.clone().acquire_owned().await;
+    tracing::debug!(mailbox = %mailbox.name, "poll started");
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
+    drop(permit);
     // Fenced: another node holds the mailbox now; its polls record the
     // outcome (ours would be refused too). The loop ends at its next turn.
     if let Err(err) = &result

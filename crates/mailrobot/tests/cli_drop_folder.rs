@@ -224,3 +224,40 @@ fn names_the_admin_ui_keeps_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("kept for the admin UI"), "{out:?}");
     assert_eq!(robot.json(&["mailbox", "list", "--json"]), serde_json::json!([]));
 }
+
+/// `MAILROBOT_POLL_CONCURRENCY` bounds the polls running at once: with 1,
+/// the mailboxes of one pass are polled one after the other (each poll's
+/// start and end in the log, never two open at a time), and all of them are.
+#[test]
+fn polls_run_at_most_the_configured_number_at_once() {
+    let robot = Robot::new();
+    for i in 0..4 {
+        let drop = robot.dir.path().join(format!("drop{i}"));
+        robot.add_drop_folder(&format!("drop{i}"), &drop);
+        for n in 0..20 {
+            let mail = simple_mail(&format!("{i}-{n}@x"), &format!("Mailbox {i} mail {n}"), "", "hello");
+            std::fs::write(drop.join("inbox").join(format!("{n}.eml")), mail).unwrap();
+        }
+    }
+    let out =
+        robot.run_raw(&["run-once"], &[("MAILROBOT_POLL_CONCURRENCY", "1"), ("MAILROBOT_LOG", "mailrobot=debug")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let (mut open, mut most, mut started) = (0i32, 0i32, 0);
+    for line in log.lines() {
+        if line.contains("poll started") {
+            open += 1;
+            started += 1;
+        } else if line.contains("poll finished") {
+            open -= 1;
+        }
+        most = most.max(open);
+    }
+    assert_eq!(started, 4, "every mailbox polled:\n{log}");
+    assert_eq!(most, 1, "at most one poll at a time:\n{log}");
+    assert_eq!(robot.tickets().len(), 80);
+
+    let refused = robot.run_raw(&["run-once"], &[("MAILROBOT_POLL_CONCURRENCY", "0")]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("MAILROBOT_POLL_CONCURRENCY must be a positive number"));
+}
