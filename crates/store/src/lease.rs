@@ -143,10 +143,15 @@ fn node_hash(node_id: &str) -> u64 {
 
 /// `now` plus `ttl`, as RFC 3339 text with milliseconds.
 pub fn expiry(now: &str, ttl: Duration) -> String {
+    shifted(now, chrono::Duration::from_std(ttl).unwrap_or_default())
+}
+
+/// `now` (RFC 3339) moved by `by`, as RFC 3339 text with milliseconds.
+fn shifted(now: &str, by: chrono::Duration) -> String {
     let now = chrono::DateTime::parse_from_rfc3339(now)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
-    (now + chrono::Duration::from_std(ttl).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    (now + by).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// How long from `now` until `at` (both RFC 3339), if `at` is later.
@@ -157,10 +162,7 @@ pub fn time_until(now: &str, at: &str) -> Option<Duration> {
 
 /// `now` minus `ttl`: nodes whose heartbeat is later are alive.
 pub(crate) fn alive_since(now: &str, ttl: Duration) -> String {
-    let now = chrono::DateTime::parse_from_rfc3339(now)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or_else(|_| chrono::Utc::now());
-    (now - chrono::Duration::from_std(ttl).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    shifted(now, -chrono::Duration::from_std(ttl).unwrap_or_default())
 }
 
 /// The leases this process holds, by mailbox: what its writes are fenced

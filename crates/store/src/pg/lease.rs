@@ -14,10 +14,11 @@ use crate::lease::{
 /// The database's time, as RFC 3339 text with milliseconds: the one clock
 /// every node agrees on.
 fn db_now(tx: &mut PgTx<'_>) -> Result<String> {
-    Ok(tx
-        .query_one(r#"SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#, &[])?
-        .try_get(0)?)
+    Ok(tx.query_one(&format!("SELECT {NOW_SQL}"), &[])?.try_get(0)?)
 }
+
+/// The database's time as RFC 3339 text with milliseconds, in SQL.
+const NOW_SQL: &str = r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
 
 fn lease_from_row(r: &Row) -> Result<LeaseRow> {
     Ok(LeaseRow { mailbox_id: r.try_get(0)?, node_id: r.try_get(1)?, token: r.try_get(2)?, expires_at: r.try_get(3)? })
@@ -28,15 +29,20 @@ fn lease_from_row(r: &Row) -> Result<LeaseRow> {
 pub(crate) fn check_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]) -> Result<()> {
     for &mailbox_id in mailboxes {
         fences.check(mailbox_id, || {
-            let lease = tx
-                .query_opt(
-                    "SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases WHERE mailbox_id = $1",
-                    &[&mailbox_id],
-                )?
-                .as_ref()
-                .map(lease_from_row)
-                .transpose()?;
-            Ok((lease, db_now(tx)?))
+            // The lease and the database's time in one round trip: this
+            // runs in every write for a mailbox.
+            let row = tx.query_one(
+                &format!(
+                    "SELECT l.mailbox_id, l.node_id, l.token, l.expires_at, {NOW_SQL}
+                     FROM (SELECT $1::bigint AS id) m LEFT JOIN mailbox_leases l ON l.mailbox_id = m.id"
+                ),
+                &[&mailbox_id],
+            )?;
+            let lease = match row.try_get::<_, Option<i64>>(0)? {
+                Some(_) => Some(lease_from_row(&row)?),
+                None => None,
+            };
+            Ok((lease, row.try_get(4)?))
         })?;
     }
     Ok(())
