@@ -72,7 +72,8 @@ pub fn sealing_context(at: &mailrobot_store::SealedRef) -> Option<String> {
         SealedRef::AuthFlowVerifier { state } => verifier_context(state),
         SealedRef::MailboxPassword { .. }
         | SealedRef::WebhookSecret { .. }
-        | SealedRef::MailboxReplyPassword { .. } => return None,
+        | SealedRef::MailboxReplyPassword { .. }
+        | SealedRef::PushClientState { .. } => return None,
     })
 }
 
@@ -229,6 +230,17 @@ impl TokenBroker {
     pub async fn app_only_client_id(&self, connection_id: i64) -> Result<Option<String>, AuthError> {
         let (connection, tenant) = self.load(connection_id).await?;
         Ok((connection.mode == Mode::Application).then_some(tenant.client_id))
+    }
+
+    /// Who completed Setup Authentication of a delegated connection (its
+    /// user principal name), as far as the robot knows; None in application
+    /// mode.
+    pub async fn signed_in_user(&self, connection_id: i64) -> Result<Option<String>, AuthError> {
+        let (connection, _) = self.load(connection_id).await?;
+        Ok(match connection.mode {
+            Mode::Application => None,
+            _ => Some(connection.authenticated_upn.unwrap_or_default()),
+        })
     }
 
     /// Forgets the connection's cached access tokens, here and in the

@@ -24,6 +24,7 @@ fn context_of(at: &SealedRef) -> String {
         SealedRef::MailboxReplyPassword { mailbox_name, .. } => {
             crate::mailbox_config::reply_secret_context(mailbox_name)
         }
+        SealedRef::PushClientState { mailbox_id } => crate::graph_push::client_state_context(*mailbox_id),
         other => mailrobot_auth::broker::sealing_context(other).expect("the auth side owns every other value"),
     }
 }
@@ -41,6 +42,9 @@ fn describe(at: &SealedRef) -> String {
         SealedRef::AuthFlowVerifier { .. } => "pending Setup Authentication".to_string(),
         SealedRef::WebhookSecret { webhook_id } => format!("secret of webhook #{webhook_id}"),
         SealedRef::MailboxReplyPassword { mailbox_name, .. } => format!("SMTP password of mailbox {mailbox_name}"),
+        SealedRef::PushClientState { mailbox_id } => {
+            format!("clientState of the Graph subscription of mailbox #{mailbox_id}")
+        }
     }
 }
 

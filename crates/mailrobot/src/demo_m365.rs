@@ -154,7 +154,7 @@ async fn setup_authentication(app: &App, connection_id: i64, password: &str) -> 
     let limits = HttpLimits::default();
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve_http(listener, router(state, None), limits, stop_rx));
+    let server = tokio::spawn(serve_http(listener, router(state, None, None), limits, stop_rx));
 
     let result = async {
         let broker = app.broker()?;

@@ -142,9 +142,14 @@ impl CountsCache {
 
 /// The robot's HTTP side: liveness, metrics, the Setup Authentication
 /// redirect, and (with `web`) the admin UI.
-pub fn router(state: HttpState, web: Option<mailrobot_web::WebState>) -> Router {
+pub fn router(
+    state: HttpState,
+    web: Option<mailrobot_web::WebState>,
+    graph_push: Option<Arc<crate::graph_push::GraphPush>>,
+) -> Router {
     let request_timeout = state.limits.request_timeout;
     let pages = web.map(mailrobot_web::router).unwrap_or_default();
+    let push = graph_push.map(crate::graph_push::router).unwrap_or_default();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -152,6 +157,7 @@ pub fn router(state: HttpState, web: Option<mailrobot_web::WebState>) -> Router 
         .route(REDIRECT_PATH, get(redirect_query).post(redirect_form))
         .with_state(state)
         .merge(pages)
+        .merge(push)
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         // Outermost, so timeouts and 404s carry the headers too.
         .layer(middleware::from_fn(security_headers))

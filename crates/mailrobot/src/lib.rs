@@ -14,6 +14,7 @@ pub mod crash;
 pub mod data_dir;
 pub mod demo;
 pub mod demo_m365;
+pub mod graph_push;
 pub mod http;
 pub mod mailbox_config;
 pub mod metrics;

@@ -8,8 +8,9 @@ use mailrobot_secrets::SecretBox;
 use std::sync::Arc;
 
 use mailrobot_sources::{
-    BearerTokens, Credentials, DropFolderSource, EwsAuth, EwsConfig, EwsSource, GraphConfig, GraphSource, ImapConfig,
-    ImapSource, MailSource, PasswordScheme, Pop3Config, Pop3Source, SettleAction, SourceError, TlsMode,
+    BearerTokens, Credentials, DropFolderSource, EwsAuth, EwsConfig, EwsSource, GraphConfig, GraphSource,
+    GraphSubscriber, ImapConfig, ImapSource, MailSource, PasswordScheme, Pop3Config, Pop3Source, SettleAction,
+    SourceError, TlsMode,
 };
 use mailrobot_store::{Mailbox, MailboxKind, Mode};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,28 @@ pub struct GraphSettings {
     pub processed_folder: String,
     pub error_folder: String,
     pub settle: SettleAction,
+}
+
+impl GraphSettings {
+    /// The Graph client's settings: the connection's tokens and Graph URL.
+    fn client_config(&self, mailbox: &Mailbox, ctx: &OpenContext<'_>) -> Result<GraphConfig, SourceError> {
+        let (tokens, base_url) = ctx
+            .tokens
+            .clone()
+            .ok_or_else(|| SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name)))?;
+        Ok(GraphConfig {
+            base_url,
+            address: self.address.clone(),
+            folder: self.folder.clone(),
+            processed_folder: self.processed_folder.clone(),
+            error_folder: self.error_folder.clone(),
+            settle: self.settle,
+            tokens,
+            timeout: NETWORK_TIMEOUT,
+            delta_link: ctx.sync_state.clone(),
+            max_message_bytes: Some(max_message_bytes(mailbox)),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,6 +271,15 @@ impl MailboxConfig {
         }
     }
 
+    /// A Graph mailbox's change-notification subscriber, with the tokens a
+    /// poll of it uses, asking the server nothing.
+    pub fn graph_subscriber(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<GraphSubscriber, SourceError> {
+        match self {
+            MailboxConfig::Graph(s) => GraphSubscriber::new(s.client_config(mailbox, &ctx)?),
+            _ => Err(SourceError::permanent(format!("mailbox {} is not a Graph mailbox", mailbox.name))),
+        }
+    }
+
     /// Connects to the mailbox. The password is opened from its sealed form
     /// here and lives only as long as the connection setup needs it.
     pub async fn open(&self, mailbox: &Mailbox, ctx: OpenContext<'_>) -> Result<Box<dyn MailSource>, SourceError> {
@@ -321,26 +353,7 @@ impl MailboxConfig {
                 Box::new(DropFolderSource::open(s.path.clone())?.with_max_message_bytes(max_message_bytes(mailbox)))
             }
             MailboxConfig::Ews(s) => Box::new(EwsSource::connect(s.client_config(mailbox, &ctx)?).await?),
-            MailboxConfig::Graph(s) => {
-                let (tokens, base_url) = ctx.tokens.ok_or_else(|| {
-                    SourceError::permanent(format!("mailbox {} has no service connection", mailbox.name))
-                })?;
-                Box::new(
-                    GraphSource::connect(GraphConfig {
-                        base_url,
-                        address: s.address.clone(),
-                        folder: s.folder.clone(),
-                        processed_folder: s.processed_folder.clone(),
-                        error_folder: s.error_folder.clone(),
-                        settle: s.settle,
-                        tokens,
-                        timeout: NETWORK_TIMEOUT,
-                        delta_link: ctx.sync_state,
-                        max_message_bytes: Some(max_message_bytes(mailbox)),
-                    })
-                    .await?,
-                )
-            }
+            MailboxConfig::Graph(s) => Box::new(GraphSource::connect(s.client_config(mailbox, &ctx)?).await?),
         })
     }
 }

@@ -152,6 +152,9 @@ pub struct Pipeline {
     /// in turn (the semaphore is first come, first served). A mailbox with
     /// a huge backlog holds one permit; the others keep theirs.
     pub poll_permits: Arc<tokio::sync::Semaphore>,
+    /// Graph change notifications, when this process serves the URL Graph
+    /// posts them to (`serve`).
+    pub graph_push: Option<Arc<crate::graph_push::GraphPush>>,
 }
 
 /// A mailbox's settings and what opening it needs besides them, gathered
@@ -279,6 +282,14 @@ impl Pipeline {
         let opening = self.opening(mailbox).await?;
         let context = opening.context(&self.secrets);
         Ok(opening.config.ews_client(mailbox, context)?)
+    }
+
+    /// A Graph mailbox's change-notification subscriber, with the tokens a
+    /// poll of it uses, asking the server nothing.
+    pub async fn graph_subscriber(&self, mailbox: &Mailbox) -> Result<mailrobot_sources::GraphSubscriber, PollError> {
+        let opening = self.opening(mailbox).await?;
+        let context = opening.context(&self.secrets);
+        Ok(opening.config.graph_subscriber(mailbox, context)?)
     }
 
     /// What opening a mailbox needs (see [`Self::open_source`]).

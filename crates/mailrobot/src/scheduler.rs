@@ -193,9 +193,8 @@ async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: wa
             }
             Err(_) => return,
         };
-        if _watcher.is_none() && mailbox.kind == mailrobot_store::MailboxKind::Imap {
-            let (pipeline, mailbox, arrived) = (pipeline.clone(), mailbox.clone(), arrived.clone());
-            _watcher = Some(AbortOnDrop(tokio::spawn(async move { pipeline.watch(&mailbox, &arrived).await })));
+        if _watcher.is_none() {
+            _watcher = watch_for_mail(&pipeline, &mailbox, &arrived).map(AbortOnDrop);
         }
         // A backoff recorded by an earlier process is honoured too; new mail
         // announced by the server is fetched at once.
@@ -219,6 +218,26 @@ async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: wa
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Starts the task that wakes `arrived` when the server announces new
+/// mail: IMAP IDLE, Graph change notifications. None for other kinds.
+fn watch_for_mail(
+    pipeline: &Pipeline,
+    mailbox: &Mailbox,
+    arrived: &Arc<tokio::sync::Notify>,
+) -> Option<JoinHandle<()>> {
+    let (pipeline, mailbox, arrived) = (pipeline.clone(), mailbox.clone(), arrived.clone());
+    match mailbox.kind {
+        mailrobot_store::MailboxKind::Imap => {
+            Some(tokio::spawn(async move { pipeline.watch(&mailbox, &arrived).await }))
+        }
+        mailrobot_store::MailboxKind::Graph => {
+            let push = pipeline.graph_push.clone()?;
+            Some(tokio::spawn(push.watch(pipeline, mailbox, arrived)))
+        }
+        _ => None,
     }
 }
 

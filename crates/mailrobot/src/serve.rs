@@ -48,7 +48,7 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let limits = HttpLimits::from_env().map_err(anyhow::Error::msg)?;
     let _lock = ServeLock::acquire(&app.data_dir)?;
     let metrics = crate::metrics::install()?;
-    let pipeline = app.pipeline()?;
+    let mut pipeline = app.pipeline()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}; is another program using that port? choose one with --listen")
     })?;
@@ -63,7 +63,13 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
     let web = crate::web::state(app, &public_url)?;
-    let http = tokio::spawn(serve_http(listener, router(state, Some(web)), limits, stop_rx.clone()));
+    // Graph posts change notifications under the public URL.
+    if crate::graph_push::enabled()? {
+        let push = crate::graph_push::GraphPush::new(&public_url, app.store.clone(), app.secrets.clone())?;
+        pipeline.graph_push = Some(Arc::new(push));
+    }
+    let app_router = router(state, Some(web), pipeline.graph_push.clone());
+    let http = tokio::spawn(serve_http(listener, app_router, limits, stop_rx.clone()));
     let webhooks = mailrobot_outbox::Engine::new(
         app.store.clone(),
         app.outbox.clone(),

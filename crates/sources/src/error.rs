@@ -15,6 +15,8 @@ pub struct SourceError {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The HTTP status of the answer it came from, for HTTP sources.
+    http_status: Option<u16>,
 }
 
 /// What kind of failure, as far as what happens next is concerned.
@@ -44,7 +46,7 @@ pub enum ErrorKind {
 
 impl SourceError {
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self { kind, message: message.into(), source: None, http_status: None }
     }
 
     pub fn transient(message: impl Into<String>) -> Self {
@@ -86,6 +88,17 @@ impl SourceError {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Notes the HTTP status of the answer this error came from.
+    pub fn with_http_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// The HTTP status of the answer this error came from, if any.
+    pub fn http_status(&self) -> Option<u16> {
+        self.http_status
     }
 
     pub fn kind(&self) -> ErrorKind {

@@ -250,7 +250,7 @@ enum RequestBody<'a> {
 /// HTTP to Graph for one mailbox.
 pub struct GraphClient {
     http: reqwest::Client,
-    cfg: GraphConfig,
+    pub(crate) cfg: GraphConfig,
     token: tokio::sync::Mutex<Option<String>>,
     /// The server asked for quiet until then: shared by every request of
     /// this mailbox.
@@ -416,7 +416,12 @@ impl GraphClient {
         }
     }
 
-    async fn json(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, SourceError> {
+    pub(crate) async fn json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, SourceError> {
         self.json_capped(method, url, body, crate::http_body::JSON_PAGE).await
     }
 
@@ -619,7 +624,7 @@ impl GraphClient {
         if body.is_concurrency_refusal(status) {
             self.allowance.refused();
         }
-        self.error_for(status, retry_after, &body)
+        self.error_for(status, retry_after, &body).with_http_status(status)
     }
 
     /// What a Graph error answer means for the mailbox.
@@ -811,7 +816,7 @@ impl GraphSource {
 
 /// A folder's id from a well-known name or a `/`-separated display-name
 /// path, created (at the mailbox root) if `create` and missing.
-async fn resolve_folder(client: &GraphClient, name: &str, create: bool) -> Result<String, SourceError> {
+pub(crate) async fn resolve_folder(client: &GraphClient, name: &str, create: bool) -> Result<String, SourceError> {
     const WELL_KNOWN: &[&str] = &[
         "archive",
         "clutter",

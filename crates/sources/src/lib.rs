@@ -36,6 +36,7 @@ pub mod ews;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
+pub mod graph_subscriptions;
 mod http1;
 pub mod http_body;
 pub mod imap;
@@ -53,6 +54,7 @@ pub use drop_folder::DropFolderSource;
 pub use error::{ErrorKind, SourceError};
 pub use ews::{EwsAuth, EwsConfig, EwsSource, PasswordScheme};
 pub use graph::{GraphConfig, GraphSource};
+pub use graph_subscriptions::{GraphSubscriber, Subscription, SubscriptionRequest};
 pub use imap::{ImapConfig, ImapSource};
 pub use pop3::{Pop3Config, Pop3Source};
 pub use smtp::{SmtpConfig, SmtpLogin, SmtpSession};

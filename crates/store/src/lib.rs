@@ -87,6 +87,16 @@ pub trait Store: Send + Sync {
     /// time the next poll is due.
     fn record_poll(&self, id: i64, result: &PollRecord) -> Result<()>;
 
+    // --- push subscriptions ---
+    /// The mailbox's Graph subscription, if the robot made one.
+    fn push_subscription(&self, mailbox_id: i64) -> Result<Option<PushSubscription>>;
+    /// The subscription a notification names, whichever node made it.
+    fn push_subscription_by_id(&self, subscription_id: &str) -> Result<Option<PushSubscription>>;
+    /// Records the mailbox's subscription, replacing an earlier one; refused
+    /// ([`StoreError::Fenced`]) when this node does not hold the mailbox.
+    fn save_push_subscription(&self, subscription: &PushSubscription) -> Result<()>;
+    fn forget_push_subscription(&self, mailbox_id: i64) -> Result<()>;
+
     // --- journal ---
     /// What the journal already knows of these remote ids in one mailbox.
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>>;

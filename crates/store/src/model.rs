@@ -327,3 +327,19 @@ pub(crate) fn mailbox_policy(config: &str) -> mailrobot_core::MailboxPolicy {
         language: text("language").filter(|l| !l.is_empty()),
     }
 }
+
+/// A Graph change-notification subscription the robot keeps for a mailbox
+/// (at most one per mailbox). The `clientState` Graph echoes in every
+/// notification is a secret: it is stored sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSubscription {
+    pub mailbox_id: i64,
+    /// Graph's id of the subscription.
+    pub subscription_id: String,
+    pub sealed_client_state: Vec<u8>,
+    pub notification_url: String,
+    /// When Graph ends it unless renewed (RFC 3339).
+    pub expires_at: String,
+    pub created_at: String,
+    pub renewed_at: Option<String>,
+}

@@ -406,6 +406,20 @@ CREATE TABLE mailbox_leases (
 );
 CREATE INDEX mailbox_leases_node ON mailbox_leases(node_id);
 "#,
+    // 16: Graph change-notification subscriptions, one per mailbox at most.
+    r#"
+CREATE TABLE push_subscriptions (
+    mailbox_id          INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+    -- Graph's id of the subscription; notifications name it.
+    subscription_id     TEXT NOT NULL UNIQUE,
+    -- The clientState Graph echoes in every notification, sealed.
+    sealed_client_state BLOB NOT NULL,
+    notification_url    TEXT NOT NULL,
+    expires_at          TEXT NOT NULL,
+    created_at          TEXT NOT NULL,
+    renewed_at          TEXT
+);
+"#,
 ];
 
 /// Migrations on PostgreSQL. Timestamps stay RFC 3339 text (UTC, with
@@ -714,6 +728,18 @@ CREATE TABLE mailbox_leases (
     expires_at TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX mailbox_leases_node ON mailbox_leases(node_id);
+"#,
+    // 3: Graph change-notification subscriptions (SQLite's 16).
+    r#"
+CREATE TABLE push_subscriptions (
+    mailbox_id          BIGINT PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+    subscription_id     TEXT NOT NULL UNIQUE,
+    sealed_client_state BYTEA NOT NULL,
+    notification_url    TEXT NOT NULL,
+    expires_at          TEXT COLLATE "C" NOT NULL,
+    created_at          TEXT COLLATE "C" NOT NULL,
+    renewed_at          TEXT COLLATE "C"
+);
 "#,
 ];
 

@@ -36,6 +36,10 @@ pub enum SealedRef {
         mailbox_id: i64,
         mailbox_name: String,
     },
+    /// The `clientState` of a mailbox's Graph subscription.
+    PushClientState {
+        mailbox_id: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

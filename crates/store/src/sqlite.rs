@@ -296,6 +296,55 @@ impl Store for SqliteStore {
         })
     }
 
+    fn push_subscription(&self, mailbox_id: i64) -> Result<Option<PushSubscription>> {
+        let conn = self.lock();
+        let sql = format!("SELECT {PUSH_SUBSCRIPTION_COLUMNS} FROM push_subscriptions WHERE mailbox_id = ?1");
+        Ok(conn.query_row(&sql, [mailbox_id], push_subscription_row).optional()?)
+    }
+
+    fn push_subscription_by_id(&self, subscription_id: &str) -> Result<Option<PushSubscription>> {
+        let conn = self.lock();
+        let sql = format!("SELECT {PUSH_SUBSCRIPTION_COLUMNS} FROM push_subscriptions WHERE subscription_id = ?1");
+        Ok(conn.query_row(&sql, [subscription_id], push_subscription_row).optional()?)
+    }
+
+    fn save_push_subscription(&self, s: &PushSubscription) -> Result<()> {
+        self.write(|tx| {
+            check_fences(&self.fences, tx, &[s.mailbox_id])?;
+            // A subscription id names one mailbox: a stale row naming it goes.
+            tx.execute(
+                "DELETE FROM push_subscriptions WHERE subscription_id = ?1 AND mailbox_id <> ?2",
+                params![s.subscription_id, s.mailbox_id],
+            )?;
+            tx.execute(
+                "INSERT INTO push_subscriptions (mailbox_id, subscription_id, sealed_client_state, notification_url,
+                                                 expires_at, created_at, renewed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (mailbox_id) DO UPDATE SET subscription_id = excluded.subscription_id,
+                     sealed_client_state = excluded.sealed_client_state, notification_url = excluded.notification_url,
+                     expires_at = excluded.expires_at, created_at = excluded.created_at,
+                     renewed_at = excluded.renewed_at",
+                params![
+                    s.mailbox_id,
+                    s.subscription_id,
+                    s.sealed_client_state,
+                    s.notification_url,
+                    s.expires_at,
+                    s.created_at,
+                    s.renewed_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn forget_push_subscription(&self, mailbox_id: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM push_subscriptions WHERE mailbox_id = ?1", [mailbox_id])?;
+            Ok(())
+        })
+    }
+
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>> {
         let conn = self.lock();
         let mut stmt =
@@ -702,4 +751,19 @@ pub(crate) fn change_ticket_status(tx: &Transaction<'_>, id: i64, status: Ticket
         })
     })?;
     Ok(StatusChange::Changed)
+}
+
+const PUSH_SUBSCRIPTION_COLUMNS: &str =
+    "mailbox_id, subscription_id, sealed_client_state, notification_url, expires_at, created_at, renewed_at";
+
+fn push_subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushSubscription> {
+    Ok(PushSubscription {
+        mailbox_id: r.get(0)?,
+        subscription_id: r.get(1)?,
+        sealed_client_state: r.get(2)?,
+        notification_url: r.get(3)?,
+        expires_at: r.get(4)?,
+        created_at: r.get(5)?,
+        renewed_at: r.get(6)?,
+    })
 }

@@ -44,6 +44,9 @@ impl SealedStore for SqliteStore {
         collect("SELECT id, sealed_secret AS sealed FROM webhooks", &|r| {
             Ok(SealedRef::WebhookSecret { webhook_id: r.get("id")? })
         })?;
+        collect("SELECT mailbox_id, sealed_client_state AS sealed FROM push_subscriptions", &|r| {
+            Ok(SealedRef::PushClientState { mailbox_id: r.get("mailbox_id")? })
+        })?;
         Ok(out)
     }
 
@@ -88,6 +91,11 @@ impl SealedStore for SqliteStore {
                     SealedRef::WebhookSecret { webhook_id } => tx.execute(
                         "UPDATE webhooks SET sealed_secret = ?2 WHERE id = ?1 AND sealed_secret = ?3",
                         params![webhook_id, new, old],
+                    )?,
+                    SealedRef::PushClientState { mailbox_id } => tx.execute(
+                        "UPDATE push_subscriptions SET sealed_client_state = ?2
+                         WHERE mailbox_id = ?1 AND sealed_client_state = ?3",
+                        params![mailbox_id, new, old],
                     )?,
                 };
             }

@@ -24,6 +24,56 @@ fn mailboxes(store: &impl Store, n: usize) -> Vec<i64> {
         .collect()
 }
 
+fn subscription(mailbox_id: i64, id: &str) -> PushSubscription {
+    PushSubscription {
+        mailbox_id,
+        subscription_id: id.into(),
+        sealed_client_state: format!("sealed state of {id}").into_bytes(),
+        notification_url: "https://robot.example/graph/notifications".into(),
+        expires_at: "2026-12-05T10:00:00.000Z".into(),
+        created_at: "2026-12-02T10:00:00.000Z".into(),
+        renewed_at: None,
+    }
+}
+
+/// A mailbox has one subscription at most: saving another replaces it, a
+/// subscription id names one mailbox, the clientState is among the sealed
+/// values a key rotation reseals, and the row goes when forgotten.
+fn push_subscriptions_are_one_per_mailbox<S: Store + SealedStore>(store: &S) {
+    let ids = mailboxes(store, 2);
+    assert!(store.push_subscription(ids[0]).unwrap().is_none());
+    store.save_push_subscription(&subscription(ids[0], "sub-a")).unwrap();
+    assert_eq!(store.push_subscription(ids[0]).unwrap(), Some(subscription(ids[0], "sub-a")));
+    assert_eq!(store.push_subscription_by_id("sub-a").unwrap().map(|s| s.mailbox_id), Some(ids[0]));
+
+    let renewed =
+        PushSubscription { renewed_at: Some("2026-12-03T10:00:00.000Z".into()), ..subscription(ids[0], "sub-b") };
+    store.save_push_subscription(&renewed).unwrap();
+    assert_eq!(store.push_subscription(ids[0]).unwrap(), Some(renewed));
+    assert!(store.push_subscription_by_id("sub-a").unwrap().is_none(), "replaced");
+    // The same id saved for another mailbox moves there.
+    store.save_push_subscription(&subscription(ids[1], "sub-b")).unwrap();
+    assert!(store.push_subscription(ids[0]).unwrap().is_none());
+    assert_eq!(store.push_subscription_by_id("sub-b").unwrap().map(|s| s.mailbox_id), Some(ids[1]));
+
+    let sealed: Vec<SealedValue> = store
+        .sealed_values()
+        .unwrap()
+        .into_iter()
+        .filter(|v| matches!(v.at, SealedRef::PushClientState { .. }))
+        .collect();
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    assert_eq!(sealed[0].at, SealedRef::PushClientState { mailbox_id: ids[1] });
+    let resealed = Resealed { old: sealed[0].clone(), new: b"resealed".to_vec() };
+    assert_eq!(store.replace_sealed(&[resealed]).unwrap(), 1);
+    assert_eq!(store.push_subscription(ids[1]).unwrap().unwrap().sealed_client_state, b"resealed");
+
+    store.forget_push_subscription(ids[1]).unwrap();
+    assert!(store.push_subscription_by_id("sub-b").unwrap().is_none());
+}
+
+mailrobot_store::on_both_backends!(push_subscriptions_are_one_per_mailbox);
+
 fn node<S: LeaseStore>(store: &S, id: &str) {
     store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
     store.fences().enable();
@@ -86,6 +136,7 @@ fn a_paused_node_is_fenced_when_it_wakes<S: Store + LeaseStore>(open: &dyn Fn() 
     let writes: Vec<(&str, Result<()>)> = vec![
         ("journal", a.journal(ids[0], &[IncomingMail::fetched("r3", &raw)]).map(|_| ())),
         ("sync state", a.set_mailbox_sync_state(ids[0], Some("stale"))),
+        ("push subscription", a.save_push_subscription(&subscription(ids[0], "stale-sub"))),
     ];
     for (what, result) in writes {
         assert!(matches!(result, Err(StoreError::Fenced { .. })), "{what}: {result:?}");
@@ -99,10 +150,11 @@ fn a_paused_node_is_fenced_when_it_wakes<S: Store + LeaseStore>(open: &dyn Fn() 
     ));
     a.fences().set(vec![a_fence.clone()]);
     assert!(matches!(a.mark_settled(&[pending[0].journal_id]), Err(StoreError::Fenced { .. })));
-    assert_eq!(a.fences().refused() - refused_before, 4, "every refused write is counted");
+    assert_eq!(a.fences().refused() - refused_before, 5, "every refused write is counted");
     assert!(a.fences().get(ids[0]).is_none(), "a drops the mailbox");
     // Nothing a wrote landed; b goes on.
     assert!(b.mailbox_sync_state(ids[0]).unwrap().is_none());
+    assert!(b.push_subscription(ids[0]).unwrap().is_none());
     assert_eq!(b.known_remote_ids(ids[0], &["r1".into(), "r3".into()]).unwrap().len(), 1);
     assert_eq!(b.process_pending(Some(ids[0]), 10, u64::MAX, &ProcessingRules::default()).unwrap().len(), 1);
     // a's next heartbeat sees it holds nothing.

@@ -250,6 +250,18 @@ fn fill(s: &SqliteStore) -> Filled {
     s.set_setting("ticket.prefix", "HELP").unwrap();
     s.set_setting("public_url", "https://robot.example").unwrap();
 
+    // A Graph subscription, its clientState sealed.
+    s.save_push_subscription(&PushSubscription {
+        mailbox_id: desk,
+        subscription_id: "sub-1".into(),
+        sealed_client_state: b"sealed-client-state".to_vec(),
+        notification_url: "https://robot.example/graph/notifications".into(),
+        expires_at: "2026-12-05T10:00:00.000Z".into(),
+        created_at: "2026-12-02T10:00:00.000Z".into(),
+        renewed_at: None,
+    })
+    .unwrap();
+
     // A node that ran and stopped, with the leases it held.
     s.register_node(&NewNode { id: "old-node".into(), host: "box1".into(), pid: 4242 }).unwrap();
     s.heartbeat("old-node", TTL).unwrap();
@@ -313,12 +325,13 @@ fn everything_is_copied_and_reads_back_the_same() {
         "contacts",
         "nodes",
         "mailbox_leases",
+        "push_subscriptions",
     ] {
         let t = report.tables.iter().find(|t| t.table == table).unwrap_or_else(|| panic!("{table} in {names:?}"));
         assert!(t.rows > 0, "{table} has rows: {report:?}");
         assert_eq!(t.checksum.len(), 64, "{t:?}");
     }
-    assert_eq!(report.tables.len(), 22, "{names:?}");
+    assert_eq!(report.tables.len(), 23, "{names:?}");
     assert!(!names.contains(&"schema_version"));
     let position = |t: &str| names.iter().position(|n| *n == t).unwrap();
     assert!(position("blobs") < position("messages") && position("messages") < position("ticket_entries"));
@@ -326,11 +339,13 @@ fn everything_is_copied_and_reads_back_the_same() {
     assert_eq!(report.rows, report.tables.iter().map(|t| t.rows).sum::<u64>());
     assert!(!report.target.contains(&password(&db.url).unwrap_or_else(|| "\u{0}".into())), "{}", report.target);
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["tables"].as_array().unwrap().len(), 22);
+    assert_eq!(json["tables"].as_array().unwrap().len(), 23);
     assert_eq!(json["replaced"], 0);
 
     // Mailboxes and their sealed secrets.
     same("mailboxes", s.mailboxes().unwrap(), p.mailboxes().unwrap());
+    same("push subscription", s.push_subscription_by_id("sub-1").unwrap(), p.push_subscription_by_id("sub-1").unwrap());
+    assert!(p.push_subscription(1).unwrap().is_some());
     for m in s.mailboxes().unwrap() {
         same("mailbox secret", s.mailbox_secret(m.id).unwrap(), p.mailbox_secret(m.id).unwrap());
         same("reply secret", s.mailbox_reply_secret(m.id).unwrap(), p.mailbox_reply_secret(m.id).unwrap());
@@ -338,7 +353,7 @@ fn everything_is_copied_and_reads_back_the_same() {
     }
     assert_eq!(p.mailbox_secret(1).unwrap().as_deref(), Some(b"sealed-mailbox-password".as_slice()));
     same("sealed values", sorted_sealed(&s), sorted_sealed(&p));
-    assert_eq!(sorted_sealed(&p).len(), 8, "every kind of sealed value: {:?}", sorted_sealed(&p));
+    assert_eq!(sorted_sealed(&p).len(), 9, "every kind of sealed value: {:?}", sorted_sealed(&p));
 
     // Tickets, the journal, blobs.
     same("tickets", s.tickets().unwrap(), p.tickets().unwrap());

@@ -204,9 +204,15 @@ impl Robot {
     /// for a "free" port) and returns it with its address, read from what it
     /// prints once listening — by then it has recorded its public URL.
     pub fn spawn_serve(&self, env: &[(&str, &str)]) -> (Child, String) {
+        self.spawn_serve_at("127.0.0.1:0", env)
+    }
+
+    /// [`Robot::spawn_serve`] listening on `listen` (a restart on the same
+    /// address keeps the same public URL).
+    pub fn spawn_serve_at(&self, listen: &str, env: &[(&str, &str)]) -> (Child, String) {
         use std::io::BufRead;
         let log = std::fs::File::create(self.dir.path().join(format!("serve-{}.log", free_port()))).unwrap();
-        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        let mut cmd = self.command(&["serve", "--listen", listen]);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -72,6 +72,9 @@ impl SealedStore for PgStore {
             collect(tx, &mut out, "SELECT id, sealed_secret AS sealed FROM webhooks", |r| {
                 Ok(SealedRef::WebhookSecret { webhook_id: r.try_get("id")? })
             })?;
+            collect(tx, &mut out, "SELECT mailbox_id, sealed_client_state AS sealed FROM push_subscriptions", |r| {
+                Ok(SealedRef::PushClientState { mailbox_id: r.try_get("mailbox_id")? })
+            })?;
             Ok(out)
         })
     }
@@ -117,6 +120,11 @@ impl SealedStore for PgStore {
                     SealedRef::WebhookSecret { webhook_id } => tx.exec(
                         "UPDATE webhooks SET sealed_secret = $2 WHERE id = $1 AND sealed_secret = $3",
                         &[webhook_id, new, old],
+                    )?,
+                    SealedRef::PushClientState { mailbox_id } => tx.exec(
+                        "UPDATE push_subscriptions SET sealed_client_state = $2
+                         WHERE mailbox_id = $1 AND sealed_client_state = $3",
+                        &[mailbox_id, new, old],
                     )?,
                 };
             }

@@ -188,6 +188,53 @@ impl Store for PgStore {
         })
     }
 
+    fn push_subscription(&self, mailbox_id: i64) -> Result<Option<PushSubscription>> {
+        let sql = format!("SELECT {PUSH_SUBSCRIPTION_COLUMNS} FROM push_subscriptions WHERE mailbox_id = $1");
+        self.read(|tx| tx.query_opt(&sql, &[&mailbox_id])?.map(|r| push_subscription_row(&r)).transpose())
+    }
+
+    fn push_subscription_by_id(&self, subscription_id: &str) -> Result<Option<PushSubscription>> {
+        let sql = format!("SELECT {PUSH_SUBSCRIPTION_COLUMNS} FROM push_subscriptions WHERE subscription_id = $1");
+        self.read(|tx| tx.query_opt(&sql, &[&subscription_id])?.map(|r| push_subscription_row(&r)).transpose())
+    }
+
+    fn save_push_subscription(&self, s: &PushSubscription) -> Result<()> {
+        self.write(|tx| {
+            check_fences(&self.fences, tx, &[s.mailbox_id])?;
+            // A subscription id names one mailbox: a stale row naming it goes.
+            tx.exec(
+                "DELETE FROM push_subscriptions WHERE subscription_id = $1 AND mailbox_id <> $2",
+                &[&s.subscription_id, &s.mailbox_id],
+            )?;
+            tx.exec(
+                "INSERT INTO push_subscriptions (mailbox_id, subscription_id, sealed_client_state, notification_url,
+                                                 expires_at, created_at, renewed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (mailbox_id) DO UPDATE SET subscription_id = excluded.subscription_id,
+                     sealed_client_state = excluded.sealed_client_state, notification_url = excluded.notification_url,
+                     expires_at = excluded.expires_at, created_at = excluded.created_at,
+                     renewed_at = excluded.renewed_at",
+                &[
+                    &s.mailbox_id,
+                    &s.subscription_id,
+                    &s.sealed_client_state,
+                    &s.notification_url,
+                    &s.expires_at,
+                    &s.created_at,
+                    &s.renewed_at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn forget_push_subscription(&self, mailbox_id: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.exec("DELETE FROM push_subscriptions WHERE mailbox_id = $1", &[&mailbox_id])?;
+            Ok(())
+        })
+    }
+
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>> {
         self.read(|tx| {
             let rows = tx.query(
@@ -581,4 +628,19 @@ pub(crate) fn change_ticket_status(tx: &mut PgTx<'_>, id: i64, status: TicketSta
         })
     })?;
     Ok(StatusChange::Changed)
+}
+
+const PUSH_SUBSCRIPTION_COLUMNS: &str =
+    "mailbox_id, subscription_id, sealed_client_state, notification_url, expires_at, created_at, renewed_at";
+
+fn push_subscription_row(r: &Row) -> Result<PushSubscription> {
+    Ok(PushSubscription {
+        mailbox_id: r.try_get(0)?,
+        subscription_id: r.try_get(1)?,
+        sealed_client_state: r.try_get(2)?,
+        notification_url: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        renewed_at: r.try_get(6)?,
+    })
 }
