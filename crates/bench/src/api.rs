@@ -34,8 +34,13 @@ pub(crate) struct Serving {
 
 impl Serving {
     pub(crate) fn start(bin: &Path, data: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, data, &[])
+    }
+
+    pub(crate) fn start_with_env(bin: &Path, data: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let mut child = robot(bin, data, &["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,11 +1,12 @@
 //! Arrival → ticket latency (issue 11's push part): how long after the mail
-//! server accepts a mail its ticket exists, with push (IMAP IDLE) and with
-//! polling, side by side in one run.
+//! server accepts a mail its ticket exists, with push and with polling, for
+//! IMAP and Graph, side by side in one run.
 //!
 //! One Dovecot announces IDLE, another does not (its capabilities leave it
-//! out, as servers without push do). A `serve` watches one mailbox on each:
-//! the first with a 60 s safety poll (push brings mail in), the second
-//! polling every `--latency-poll-seconds`. Mails are delivered one by one at
+//! out, as servers without push do); the Graph mailbox is in the emulator,
+//! with change notifications, then without (`MAILROBOT_GRAPH_PUSH=off`). A
+//! `serve` watches each: with push on a 60 s safety poll (push brings mail
+//! in), without it polling every `--latency-poll-seconds`. Mails are delivered one by one at
 //! random gaps; a mail's latency is its ticket's `created_at` (the robot's
 //! clock) minus the moment the delivery returned (the Maildir rename that
 //! makes it visible to the server — the same machine's clock).
@@ -35,20 +36,60 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Delivers `mails` mails to a fresh robot watching one mailbox and returns
-/// the latencies in seconds, sorted.
-fn run(bin: &Path, name: &str, push: bool, poll_seconds: u64, mails: usize) -> anyhow::Result<Vec<f64>> {
+/// Where the mails of one run arrive, and the robot watching it.
+struct World {
+    data: std::path::PathBuf,
+    deliver: Box<dyn Fn(&[u8]) -> anyhow::Result<()>>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// One Dovecot user, with IDLE offered or not.
+fn imap_world(bin: &Path, push: bool, poll_seconds: u64) -> anyhow::Result<World> {
     let dc = Dovecot::start_with(&[(USER, PASSWORD)], &Options { without_idle: !push, ..Default::default() })?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     add_imap_mailbox(bin, &data, dc.imap_port(), USER, &["--poll-seconds", &poll_seconds.to_string()])?;
-    let _serving = Serving::start(bin, &data)?;
-    // The first poll (and, with push, the IDLE session) is under way.
+    let dc = std::rc::Rc::new(dc);
+    let server = dc.clone();
+    Ok(World {
+        data,
+        deliver: Box::new(move |mail| Ok(server.deliver(USER, "INBOX", mail)?)),
+        _keep: Box::new((dc, dir)),
+    })
+}
+
+/// A Graph mailbox in the emulator (application connection).
+fn graph_world(bin: &Path, poll_seconds: u64) -> anyhow::Result<World> {
+    let (emu, dir) = crate::graph_world(bin, Vec::new(), &["--poll-seconds", &poll_seconds.to_string()])?;
+    let data = dir.path().join("data");
+    let emu = std::rc::Rc::new(emu);
+    let server = emu.clone();
+    let deliver = move |mail: &[u8]| {
+        server.deliver_mime("shared@bench.test", "inbox", &String::from_utf8_lossy(mail))?;
+        Ok(())
+    };
+    Ok(World { data, deliver: Box::new(deliver), _keep: Box::new((emu, dir)) })
+}
+
+/// Delivers `mails` mails to a fresh robot watching one mailbox and returns
+/// the latencies in seconds, sorted.
+fn run(
+    bin: &Path,
+    name: &str,
+    world: &World,
+    env: &[(&str, &str)],
+    poll_seconds: u64,
+    mails: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let data = &world.data;
+    let _serving = Serving::start_with_env(bin, data, env)?;
+    // The first poll (and, with push, the IDLE session or the Graph
+    // subscription) is under way.
     std::thread::sleep(Duration::from_secs(2));
     let mut delivered_at = Vec::with_capacity(mails);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for n in 0..mails {
-        dc.deliver(USER, "INBOX", &mail(name, n))?;
+        (world.deliver)(&mail(name, n))?;
         delivered_at.push(SystemTime::now());
         // Random gaps of 0.2–1.2 s (xorshift: no dependency for this).
         seed ^= seed << 13;
@@ -58,7 +99,7 @@ fn run(bin: &Path, name: &str, push: bool, poll_seconds: u64, mails: usize) -> a
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(poll_seconds * 2 + 30);
     let tickets = loop {
-        let out = robot(bin, &data, &["tickets", "list", "--json"]).output()?;
+        let out = robot(bin, data, &["tickets", "list", "--json"]).output()?;
         let tickets: Vec<Value> = serde_json::from_slice(&out.stdout).context("tickets list --json")?;
         if tickets.len() >= mails || std::time::Instant::now() > deadline {
             break tickets;
@@ -81,9 +122,17 @@ fn run(bin: &Path, name: &str, push: bool, poll_seconds: u64, mails: usize) -> a
 
 pub(crate) fn latency(bin: &Path, mails: usize, poll_seconds: u64) -> anyhow::Result<Value> {
     let mut results = serde_json::Map::new();
-    for (name, push, poll) in [("push (IMAP IDLE)", true, 60), ("polling", false, poll_seconds)] {
+    let push_off = [("MAILROBOT_GRAPH_PUSH", "off")];
+    let runs: [(&str, bool, u64, &[(&str, &str)]); 4] = [
+        ("push (IMAP IDLE)", true, 60, &[]),
+        ("polling (IMAP)", false, poll_seconds, &[]),
+        ("push (Graph change notifications)", true, 60, &[]),
+        ("polling (Graph)", false, poll_seconds, &push_off),
+    ];
+    for (i, (name, push, poll, env)) in runs.into_iter().enumerate() {
         eprintln!("== {name}: {mails} mails, poll every {poll} s");
-        let latencies = run(bin, if push { "push" } else { "poll" }, push, poll, mails)?;
+        let world = if i < 2 { imap_world(bin, push, poll)? } else { graph_world(bin, poll)? };
+        let latencies = run(bin, &format!("run{i}"), &world, env, poll, mails)?;
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         eprintln!("   p50 {p50:.3} s, p99 {p99:.3} s, max {:.3} s", latencies[latencies.len() - 1]);
         results.insert(

@@ -378,10 +378,10 @@ fn baseline_run(
 
 /// An emulated tenant with `n` generated mails in a shared mailbox, and a
 /// robot data directory with an application Graph connection to it.
-fn graph_world(
-    args: &Args,
-    opts: &GenOptions,
-    n: usize,
+pub(crate) fn graph_world(
+    bin: &Path,
+    corpus: Vec<Vec<u8>>,
+    mailbox_options: &[&str],
 ) -> anyhow::Result<(m365_emulator::Emulator, tempfile::TempDir)> {
     use m365_emulator::{AppSpec, Emulator, EmulatorConfig, MailboxSpec, SecretSpec, Setup, TenantSpec};
     let emu = Emulator::start(EmulatorConfig::http(Setup::default()))?;
@@ -394,8 +394,8 @@ fn graph_world(
         ..Default::default()
     })?;
     emu.create_mailbox(MailboxSpec::new("bench.test", "shared@bench.test"))?;
-    eprintln!("== delivering {n} generated mails into a Graph mailbox");
-    for mail in generate_corpus(n, args.seed, opts) {
+    eprintln!("== delivering {} generated mails into a Graph mailbox", corpus.len());
+    for mail in corpus {
         emu.deliver_mime("shared@bench.test", "inbox", &String::from_utf8_lossy(&mail))?;
     }
     let dir = tempfile::tempdir()?;
@@ -420,20 +420,24 @@ fn graph_world(
         ],
         &["connection", "add", "--name", "app", "--tenant", "bench", "--capability", "graph", "--mode", "application"],
         &[
-            "mailbox",
-            "add",
-            "--name",
-            "graph",
-            "--kind",
-            "graph",
-            "--connection",
-            "app",
-            "--address",
-            "shared@bench.test",
-        ],
+            &[
+                "mailbox",
+                "add",
+                "--name",
+                "graph",
+                "--kind",
+                "graph",
+                "--connection",
+                "app",
+                "--address",
+                "shared@bench.test",
+            ][..],
+            mailbox_options,
+        ]
+        .concat(),
     ];
     for command in setup {
-        let out = robot(&args.mailrobot, &data, command).output()?;
+        let out = robot(bin, &data, command).output()?;
         ensure!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((emu, dir))
@@ -446,7 +450,7 @@ const GRAPH_ENDPOINTS: [&str; 4] = ["graph", "graph_value", "graph_delta", "grap
 /// mails/s, HTTP requests per mail, token requests.
 fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
     let n = args.graph_mails;
-    let (emu, dir) = graph_world(args, opts, n)?;
+    let (emu, dir) = graph_world(&args.mailrobot, generate_corpus(n, args.seed, opts).collect(), &[])?;
     let data = dir.path().join("data");
     emu.reset_stats();
     eprintln!("== mailrobot run-once over the Graph mailbox");
@@ -482,7 +486,7 @@ fn graph_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
 fn graph_fault_run(args: &Args, opts: &GenOptions) -> anyhow::Result<Value> {
     use m365_emulator::FaultSpec;
     let n = args.graph_fault_mails;
-    let (emu, dir) = graph_world(args, opts, n)?;
+    let (emu, dir) = graph_world(&args.mailrobot, generate_corpus(n, args.seed, opts).collect(), &[])?;
     let data = dir.path().join("data");
     // Every Graph request (and $batch item) fails with about one chance in
     // five, independently: 429 with and without Retry-After, 503, drops.

@@ -29,7 +29,7 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use mailrobot_secrets::{Secret, SecretBox};
 use mailrobot_sources::{GraphSubscriber, SubscriptionRequest};
-use mailrobot_store::{Mailbox, PushSubscription, Store, StoreError};
+use mailrobot_store::{LeaseStore, Mailbox, PushSubscription, Store, StoreError};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
@@ -94,6 +94,8 @@ struct Route {
 pub struct GraphPush {
     public_url: String,
     store: Arc<dyn Store>,
+    /// Tells the node holding a mailbox of a notification that came here.
+    leases: Arc<dyn LeaseStore>,
     secrets: Arc<SecretBox>,
     lifetime: chrono::Duration,
     routes: Mutex<HashMap<String, Route>>,
@@ -109,7 +111,12 @@ pub fn enabled() -> anyhow::Result<bool> {
 }
 
 impl GraphPush {
-    pub fn new(public_url: &str, store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> anyhow::Result<Self> {
+    pub fn new(
+        public_url: &str,
+        store: Arc<dyn Store>,
+        leases: Arc<dyn LeaseStore>,
+        secrets: Arc<SecretBox>,
+    ) -> anyhow::Result<Self> {
         let lifetime = match std::env::var(LIFETIME_ENV) {
             Ok(v) => Duration::from_secs(v.parse().ok().filter(|s| *s >= 60).ok_or_else(|| {
                 anyhow::anyhow!("{LIFETIME_ENV} must be a number of seconds, at least 60 (got {v:?})")
@@ -119,6 +126,7 @@ impl GraphPush {
         Ok(Self {
             public_url: public_url.trim_end_matches('/').to_string(),
             store,
+            leases,
             secrets,
             lifetime: chrono::Duration::from_std(lifetime)?,
             routes: Mutex::new(HashMap::new()),
@@ -159,6 +167,28 @@ impl GraphPush {
             },
         }
         Accepted::Taken
+    }
+
+    /// A notification for a subscription no mailbox of this node has: made
+    /// by another node (several nodes behind one public URL), or by this
+    /// one before it took the mailbox's watch up. When its `clientState`
+    /// is the stored one, the node holding the mailbox hears of it at its
+    /// next heartbeat and polls.
+    fn relay(&self, item: &NotificationItem) -> Result<Accepted, StoreError> {
+        let Some(stored) = self.store.push_subscription_by_id(&item.subscription_id)? else {
+            return Ok(Accepted::Unknown);
+        };
+        let context = client_state_context(stored.mailbox_id);
+        let Ok(client_state) = self.secrets.open_str(&stored.sealed_client_state, &context) else {
+            return Ok(Accepted::Unknown);
+        };
+        let presented = item.client_state.as_deref().unwrap_or_default();
+        if !same_secret(presented.as_bytes(), client_state.expose().as_bytes()) {
+            return Ok(Accepted::Forged);
+        }
+        // A lifecycle event is for the holder's watcher; all it can do from
+        // here is make the holder look (a poll), which `missed` needs.
+        Ok(if self.leases.announce_mail(stored.mailbox_id)? { Accepted::Relayed } else { Accepted::Unknown })
     }
 
     /// Keeps the mailbox's subscription alive while this node holds the
@@ -236,7 +266,10 @@ enum Accepted {
     Taken,
     /// Its `clientState` is not the subscription's: not from Graph.
     Forged,
-    /// A subscription no mailbox of this node has.
+    /// A subscription no mailbox of this node has: told to the node that
+    /// holds the mailbox.
+    Relayed,
+    /// A subscription no mailbox has (any more).
     Unknown,
 }
 
@@ -452,21 +485,42 @@ async fn receive(State(push): State<Arc<GraphPush>>, Query(query): Query<Validat
         Ok(c) => c,
         Err(_) => return (StatusCode::BAD_REQUEST, "not a Graph notification collection").into_response(),
     };
-    for item in &collection.value {
-        match push.accept(item) {
-            Accepted::Taken => {
-                tracing::debug!(subscription = %item.subscription_id, lifecycle = ?item.lifecycle_event, "Graph notification")
-            }
-            Accepted::Forged => {
-                metrics::counter!("mailrobot_graph_notifications_refused_total").increment(1);
-                tracing::warn!(subscription = %item.subscription_id, "a Graph notification with a wrong clientState was ignored (not sent by Graph?)");
-            }
-            Accepted::Unknown => {
-                tracing::debug!(subscription = %item.subscription_id, "a Graph notification for a subscription no mailbox of this node has")
-            }
+    let mut elsewhere = Vec::new();
+    for item in collection.value {
+        match push.accept(&item) {
+            Accepted::Unknown => elsewhere.push(item),
+            taken => log_notification(&item, taken),
         }
     }
+    if !elsewhere.is_empty() {
+        // Graph wants its answer within 3 s: the store is asked after it.
+        tokio::task::spawn_blocking(move || {
+            for item in elsewhere {
+                match push.relay(&item) {
+                    Ok(outcome) => log_notification(&item, outcome),
+                    Err(err) => {
+                        tracing::warn!(subscription = %item.subscription_id, error = %err, "could not pass a Graph notification on")
+                    }
+                }
+            }
+        });
+    }
     StatusCode::ACCEPTED.into_response()
+}
+
+fn log_notification(item: &NotificationItem, outcome: Accepted) {
+    let subscription = &item.subscription_id;
+    match outcome {
+        Accepted::Taken => tracing::debug!(%subscription, lifecycle = ?item.lifecycle_event, "Graph notification"),
+        Accepted::Relayed => {
+            tracing::debug!(%subscription, "Graph notification for a mailbox another node holds; passed on")
+        }
+        Accepted::Forged => {
+            metrics::counter!("mailrobot_graph_notifications_refused_total").increment(1);
+            tracing::warn!(%subscription, "a Graph notification with a wrong clientState was ignored (not sent by Graph?)");
+        }
+        Accepted::Unknown => tracing::debug!(%subscription, "a Graph notification for a subscription no mailbox has"),
+    }
 }
 
 /// A new random `clientState` (256 bits in hex: 64 characters).

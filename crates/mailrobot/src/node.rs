@@ -16,6 +16,9 @@ pub struct Node {
     /// Told when a heartbeat changed what this node holds, so polling
     /// starts on a new lease at once.
     pub changed: tokio::sync::Notify,
+    /// Mailboxes of this node with new mail announced to another node,
+    /// not yet taken by the scheduler.
+    announced: std::sync::Mutex<Vec<i64>>,
 }
 
 /// The next heartbeat: the regular period, or sooner when another node's
@@ -49,7 +52,13 @@ impl Node {
         leases.fences().enable();
         let beat = leases.heartbeat(&id, LEASE_TTL)?;
         tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
-        Ok(Node { id, leases, next_beat_in: std::sync::Mutex::new(next_beat(&beat)), changed: Default::default() })
+        Ok(Node {
+            id,
+            leases,
+            next_beat_in: std::sync::Mutex::new(next_beat(&beat)),
+            changed: Default::default(),
+            announced: Default::default(),
+        })
     }
 
     /// Heartbeats until `stop`; then gives the leases up at once.
@@ -73,7 +82,11 @@ impl Node {
                     if !lost.is_empty() {
                         tracing::warn!(node = %self.id, mailboxes = ?lost, "leases lost: another node took them while this node was away");
                     }
-                    if now != before {
+                    if !beat.announced.is_empty() {
+                        tracing::debug!(node = %self.id, mailboxes = ?beat.announced, "new mail announced to another node");
+                        self.announced.lock().unwrap_or_else(|p| p.into_inner()).extend(&beat.announced);
+                    }
+                    if now != before || !beat.announced.is_empty() {
                         self.changed.notify_one();
                     }
                 }
@@ -90,6 +103,12 @@ impl Node {
             Ok(Ok(())) => tracing::info!(node = %self.id, "node stopped; its leases are free"),
             _ => tracing::warn!(node = %self.id, "could not give the leases up; they run out within {:?}", LEASE_TTL),
         }
+    }
+
+    /// Mailboxes whose new mail was announced to another node since the
+    /// last call (see [`mailrobot_store::Heartbeat::announced`]).
+    pub fn take_announced(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.announced.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The mailboxes this node may poll now.

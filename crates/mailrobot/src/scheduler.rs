@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mailrobot_store::{Mailbox, PollOutcome, PollRecord};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::node::Node;
@@ -132,11 +132,12 @@ pub async fn run_once(pipeline: &Pipeline) -> anyhow::Result<Vec<(Mailbox, Resul
 /// Keeps one polling loop per mailbox whose lease this node holds, until
 /// `stop` turns true. Loops of mailboxes whose leases went elsewhere end.
 pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut loops: HashMap<i64, JoinHandle<()>> = HashMap::new();
+    // Each loop with what wakes it for new mail announced elsewhere.
+    let mut loops: HashMap<i64, (JoinHandle<()>, Arc<Notify>)> = HashMap::new();
     loop {
-        loops.retain(|_, handle| !handle.is_finished());
+        loops.retain(|_, (handle, _)| !handle.is_finished());
         let held = node.held();
-        loops.retain(|id, handle| {
+        loops.retain(|id, (handle, _)| {
             let keep = held.contains(id);
             if !keep {
                 tracing::info!(mailbox_id = id, node = %node.id, "lease gone: another node polls this mailbox now");
@@ -147,7 +148,14 @@ pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::R
         for id in held {
             if let std::collections::hash_map::Entry::Vacant(slot) = loops.entry(id) {
                 tracing::info!(mailbox_id = id, node = %node.id, "watching mailbox");
-                slot.insert(tokio::spawn(mailbox_loop(pipeline.clone(), node.clone(), id, stop.clone())));
+                let arrived = Arc::new(Notify::new());
+                let looping = mailbox_loop(pipeline.clone(), node.clone(), id, arrived.clone(), stop.clone());
+                slot.insert((tokio::spawn(looping), arrived));
+            }
+        }
+        for id in node.take_announced() {
+            if let Some((_, arrived)) = loops.get(&id) {
+                arrived.notify_one();
             }
         }
         tokio::select! {
@@ -157,7 +165,7 @@ pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::R
         }
     }
     // Stopping mid-poll is safe: every step is committed or repeatable.
-    for (_, handle) in loops {
+    for (_, (handle, _)) in loops {
         handle.abort();
     }
 }
@@ -171,10 +179,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: watch::Receiver<bool>) {
-    // New mail announced by the server (IMAP IDLE) ends the wait between
-    // polls; the schedule stays as the safety net.
-    let arrived = Arc::new(tokio::sync::Notify::new());
+/// Polls one mailbox on its schedule, and at once when `arrived` is told
+/// of new mail (by the server's push, or by another node that heard of it).
+async fn mailbox_loop(
+    pipeline: Pipeline,
+    node: Arc<Node>,
+    id: i64,
+    arrived: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // New mail announced ends the wait between polls; the schedule stays
+    // as the safety net.
     let mut _watcher: Option<AbortOnDrop> = None;
     let mut announced = false;
     loop {
@@ -223,11 +238,7 @@ async fn mailbox_loop(pipeline: Pipeline, node: Arc<Node>, id: i64, mut stop: wa
 
 /// Starts the task that wakes `arrived` when the server announces new
 /// mail: IMAP IDLE, Graph change notifications. None for other kinds.
-fn watch_for_mail(
-    pipeline: &Pipeline,
-    mailbox: &Mailbox,
-    arrived: &Arc<tokio::sync::Notify>,
-) -> Option<JoinHandle<()>> {
+fn watch_for_mail(pipeline: &Pipeline, mailbox: &Mailbox, arrived: &Arc<Notify>) -> Option<JoinHandle<()>> {
     let (pipeline, mailbox, arrived) = (pipeline.clone(), mailbox.clone(), arrived.clone());
     match mailbox.kind {
         mailrobot_store::MailboxKind::Imap => {

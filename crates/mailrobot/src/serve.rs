@@ -65,7 +65,8 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let web = crate::web::state(app, &public_url)?;
     // Graph posts change notifications under the public URL.
     if crate::graph_push::enabled()? {
-        let push = crate::graph_push::GraphPush::new(&public_url, app.store.clone(), app.secrets.clone())?;
+        let push =
+            crate::graph_push::GraphPush::new(&public_url, app.store.clone(), app.leases.clone(), app.secrets.clone())?;
         pipeline.graph_push = Some(Arc::new(push));
     }
     let app_router = router(state, Some(web), pipeline.graph_push.clone());

@@ -220,3 +220,51 @@ async fn delegated_access_to_a_shared_mailbox_polls_and_says_so() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+/// Several nodes behind one public URL: a notification that reaches a node
+/// not holding the mailbox is passed to the holder through the database
+/// (it hears of it at its next heartbeat) and the mail comes in at once.
+#[test]
+fn a_notification_reaching_another_node_is_passed_to_the_holder() {
+    let emu = emulator();
+    let mut robot = Robot::on_postgres();
+    robot.env.push(("MAILROBOT_MASTER_KEY".into(), "d4".repeat(32)));
+    add_tenant(&robot, &emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_shared_mailbox(&robot, "app", "600");
+    let front = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{front}");
+    let env = [("MAILROBOT_PUBLIC_URL", public.as_str())];
+
+    // Node A, at the public address, holds the mailbox and subscribes.
+    let (mut a, _) = robot.spawn_serve_at(&front, &env);
+    let sub = wait_for_subscription(&emu, &robot, None);
+    // Node B joins; A stops and frees its lease: B takes the mailbox and
+    // the stored subscription up.
+    let other = robot.another_node();
+    let (mut b, _) = other.spawn_serve_at("127.0.0.1:0", &env);
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
+    a.wait().unwrap();
+    let taken =
+        wait_until(Duration::from_secs(20), || other.serve_logs().contains("taking up the stored subscription"));
+    assert!(taken, "{}", other.serve_logs());
+
+    // A comes back at the public address: Graph's notifications reach A,
+    // while B holds the mailbox.
+    let (mut a, _) = robot.spawn_serve_at(&front, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    let nodes = robot.json(&["nodes", "list", "--json"]);
+    let alive: Vec<&serde_json::Value> = nodes.as_array().unwrap().iter().filter(|n| n["alive"] == true).collect();
+    let holding: Vec<usize> = alive.iter().map(|n| n["mailboxes"].as_array().unwrap().len()).collect();
+    assert_eq!(holding.len(), 2, "{nodes}");
+    assert_eq!(holding.iter().sum::<usize>(), 1, "one node holds the mailbox: {nodes}");
+    expect_ticket_soon(&emu, &other, 1, Duration::from_secs(6));
+    assert!(robot.serve_logs().contains("passed on"), "A did not pass the notification on:\n{}", robot.serve_logs());
+    let subs = emu.subscriptions();
+    assert_eq!((subs.len(), subs[0].id.as_str()), (1, sub.id.as_str()), "{subs:?}");
+    for node in [&mut a, &mut b] {
+        node.kill().unwrap();
+        node.wait().unwrap();
+    }
+}

@@ -101,6 +101,9 @@ pub struct Heartbeat {
     pub released: Vec<i64>,
     /// How long until another node's lease may run out.
     pub next_expiry_in: Option<Duration>,
+    /// Mailboxes of this node with new mail announced to another node
+    /// (a Graph notification that reached it) since the last heartbeat.
+    pub announced: Vec<i64>,
 }
 
 /// Decides a heartbeat: keep what is ours and live, give up what is over our
@@ -260,6 +263,9 @@ pub trait LeaseStore: Send + Sync {
     /// up what is over its share and takes free or expired ones. Returns
     /// the leases it holds now (also kept in [`LeaseStore::fences`]).
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat>;
+    /// Tells whichever node holds the mailbox that new mail was announced
+    /// (it hears of it at its next heartbeat). False when no node holds it.
+    fn announce_mail(&self, mailbox_id: i64) -> Result<bool>;
     /// A node stopping: gives its leases up at once, so others take them
     /// without waiting for the TTL.
     fn stop_node(&self, node_id: &str) -> Result<()>;

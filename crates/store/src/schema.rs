@@ -419,6 +419,10 @@ CREATE TABLE push_subscriptions (
     created_at          TEXT NOT NULL,
     renewed_at          TEXT
 );
+
+-- A notification for a mailbox that reached a node not holding it: the
+-- holder's next heartbeat takes it and polls.
+ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT;
 "#,
 ];
 
@@ -740,6 +744,8 @@ CREATE TABLE push_subscriptions (
     created_at          TEXT COLLATE "C" NOT NULL,
     renewed_at          TEXT COLLATE "C"
 );
+
+ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT COLLATE "C";
 "#,
 ];
 

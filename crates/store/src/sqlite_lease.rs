@@ -50,7 +50,7 @@ impl LeaseStore for SqliteStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in) = self.write(|tx| {
+        let (held, released, next_expiry_in, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
             let live: i64 = tx.query_row(
@@ -95,10 +95,28 @@ impl LeaseStore for SqliteStore {
                     Ok(Fence { mailbox_id: r.get(0)?, node_id: node_id.to_string(), token: r.get(1)? })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok((held, plan.release, next_expiry_in))
+            let announced: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE mailbox_leases SET announced_at = NULL
+                     WHERE node_id = ?1 AND expires_at > ?2 AND announced_at IS NOT NULL RETURNING mailbox_id",
+                )?
+                .query_map(params![node_id, now], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((held, plan.release, next_expiry_in, announced))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, released, next_expiry_in })
+        Ok(Heartbeat { held, released, next_expiry_in, announced })
+    }
+
+    fn announce_mail(&self, mailbox_id: i64) -> Result<bool> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            let n = tx.execute(
+                "UPDATE mailbox_leases SET announced_at = ?2 WHERE mailbox_id = ?1 AND node_id IS NOT NULL AND expires_at > ?2",
+                params![mailbox_id, now],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     fn stop_node(&self, node_id: &str) -> Result<()> {

@@ -74,6 +74,22 @@ fn push_subscriptions_are_one_per_mailbox<S: Store + SealedStore>(store: &S) {
 
 mailrobot_store::on_both_backends!(push_subscriptions_are_one_per_mailbox);
 
+/// New mail announced to a node that does not hold the mailbox reaches the
+/// holder at its next heartbeat, once; with no holder there is no one to tell.
+fn announced_mail_reaches_the_holder_at_its_next_heartbeat<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let (a, b) = (open(), open());
+    let ids = mailboxes(&a, 2);
+    node(&a, "a");
+    assert_eq!(held(&a.heartbeat("a", TTL).unwrap()), ids);
+    assert!(b.announce_mail(ids[1]).unwrap());
+    assert_eq!(a.heartbeat("a", TTL).unwrap().announced, vec![ids[1]]);
+    assert!(a.heartbeat("a", TTL).unwrap().announced.is_empty(), "told once");
+    a.stop_node("a").unwrap();
+    assert!(!b.announce_mail(ids[0]).unwrap(), "no node holds it");
+}
+
+mailrobot_store::on_both_backends_opened!(announced_mail_reaches_the_holder_at_its_next_heartbeat);
+
 fn node<S: LeaseStore>(store: &S, id: &str) {
     store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
     store.fences().enable();

@@ -61,7 +61,7 @@ impl LeaseStore for PgStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in) = self.write(|tx| {
+        let (held, released, next_expiry_in, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: i64 = tx
@@ -107,10 +107,30 @@ impl LeaseStore for PgStore {
                 .iter()
                 .map(|r| Ok(Fence { mailbox_id: r.try_get(0)?, node_id: node_id.to_string(), token: r.try_get(1)? }))
                 .collect::<Result<Vec<_>>>()?;
-            Ok((held, plan.release, next_expiry_in))
+            let announced = tx
+                .query(
+                    "UPDATE mailbox_leases SET announced_at = NULL
+                     WHERE node_id = $1 AND expires_at > $2 AND announced_at IS NOT NULL RETURNING mailbox_id",
+                    &[&node_id, &now],
+                )?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect::<Result<Vec<i64>>>()?;
+            Ok((held, plan.release, next_expiry_in, announced))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, released, next_expiry_in })
+        Ok(Heartbeat { held, released, next_expiry_in, announced })
+    }
+
+    fn announce_mail(&self, mailbox_id: i64) -> Result<bool> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            let n = tx.exec(
+                "UPDATE mailbox_leases SET announced_at = $2 WHERE mailbox_id = $1 AND node_id IS NOT NULL AND expires_at > $2",
+                &[&mailbox_id, &now],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     fn stop_node(&self, node_id: &str) -> Result<()> {
