@@ -146,7 +146,32 @@ fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
         .args(args)
         .env("MAILROBOT_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .env("BENCH_PW", PASSWORD);
+    if let Ok(server) = std::env::var(POSTGRES_ENV) {
+        cmd.env("MAILROBOT_DATABASE_URL", database_for(&server, data_dir));
+    }
     cmd
+}
+
+/// `BENCH_POSTGRES_URL`: run every robot on PostgreSQL instead of SQLite, a
+/// fresh database per data directory, made with `psql` through this URL (a
+/// role with CREATEDB).
+const POSTGRES_ENV: &str = "BENCH_POSTGRES_URL";
+
+/// The database of a data directory's robot, created on first use.
+fn database_for(server: &str, data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    static CREATED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let name = format!("bench_{:016x}", hasher.finish());
+    let mut created = CREATED.lock().unwrap_or_else(|p| p.into_inner());
+    if !created.iter().any(|d| d == data_dir) {
+        let status = Command::new("psql").arg(server).arg("-qc").arg(format!("CREATE DATABASE {name}")).status();
+        assert!(status.is_ok_and(|s| s.success()), "psql could not create database {name}");
+        created.push(data_dir.to_path_buf());
+    }
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    format!("{base}/{name}")
 }
 
 /// `mailbox add bench --kind imap` over the Dovecot user `user`, plus `extra`.

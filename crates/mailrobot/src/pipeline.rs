@@ -503,7 +503,10 @@ impl Pipeline {
                     }
                 })
                 .collect();
-            s.journal(mailbox_id, &incoming)
+            let started = std::time::Instant::now();
+            let journaled = s.journal(mailbox_id, &incoming);
+            tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
+            journaled
         })
         .await?;
         Ok(())

@@ -27,12 +27,20 @@ pub(crate) fn process_pending<S: Store + ?Sized>(
     let mut mailboxes: Vec<i64> = pending.iter().map(|p| p.mailbox_id).collect();
     mailboxes.sort_unstable();
     mailboxes.dedup();
+    let started = std::time::Instant::now();
     let mut batch = Some(parse_batch(pending, PARSE_THREADS));
+    let parsed = started.elapsed();
     let mut outcomes = Vec::new();
     store.with_ledger_for(&mailboxes, &mut |ledger| {
         outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag, &rules.answer_limits)?;
         Ok(())
     })?;
+    tracing::debug!(
+        mails = outcomes.len(),
+        parse_ms = parsed.as_millis() as u64,
+        file_ms = (started.elapsed() - parsed).as_millis() as u64,
+        "parsed and filed a batch"
+    );
     Ok(outcomes.into_iter().map(processed_mail).collect())
 }
 
