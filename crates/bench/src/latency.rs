@@ -36,10 +36,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Puts one mail into the watched mailbox.
+type Deliver = Box<dyn Fn(&[u8]) -> anyhow::Result<()>>;
+
 /// Where the mails of one run arrive, and the robot watching it.
 struct World {
     data: std::path::PathBuf,
-    deliver: Box<dyn Fn(&[u8]) -> anyhow::Result<()>>,
+    deliver: Deliver,
     _keep: Box<dyn std::any::Any>,
 }
 
@@ -123,7 +126,8 @@ fn run(
 pub(crate) fn latency(bin: &Path, mails: usize, poll_seconds: u64) -> anyhow::Result<Value> {
     let mut results = serde_json::Map::new();
     let push_off = [("MAILROBOT_GRAPH_PUSH", "off")];
-    let runs: [(&str, bool, u64, &[(&str, &str)]); 4] = [
+    type Run<'a> = (&'a str, bool, u64, &'a [(&'a str, &'a str)]);
+    let runs: [Run; 4] = [
         ("push (IMAP IDLE)", true, 60, &[]),
         ("polling (IMAP)", false, poll_seconds, &[]),
         ("push (Graph change notifications)", true, 60, &[]),
