@@ -57,6 +57,12 @@ impl Serving {
     }
 }
 
+impl Serving {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -7,6 +7,7 @@
 
 mod api;
 mod latency;
+mod mailboxes;
 mod outbound;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,17 @@ struct Args {
     /// The poll interval of the polling side of --latency-mails.
     #[arg(long, default_value_t = 10)]
     latency_poll_seconds: u64,
+    /// Only many mailboxes on one node: this many IMAP mailboxes, without
+    /// and with IDLE (0 skips).
+    #[arg(long, default_value_t = 0)]
+    many_mailboxes: usize,
+    /// Only many Graph mailboxes on one node and one application
+    /// connection, with change notifications (0 skips).
+    #[arg(long, default_value_t = 0)]
+    many_graph_mailboxes: usize,
+    /// How long --many-mailboxes and --many-graph-mailboxes watch the idle node.
+    #[arg(long, default_value_t = 60)]
+    many_watch_seconds: u64,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -223,6 +235,18 @@ fn main() -> anyhow::Result<()> {
             eprintln!("== ingest of {} mails by serve, alone and with 20 API readers", args.readers_mails);
             results["ingest_with_readers"] =
                 api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if args.many_mailboxes > 0 || args.many_graph_mailboxes > 0 {
+        let (bin, watch) = (&args.mailrobot, args.many_watch_seconds);
+        let mut results = json!({"nproc": std::thread::available_parallelism()?.get()});
+        if args.many_mailboxes > 0 {
+            results["many_mailboxes"] = mailboxes::mailboxes(bin, args.many_mailboxes, watch)?;
+        }
+        if args.many_graph_mailboxes > 0 {
+            results["many_graph_mailboxes"] = mailboxes::graph_mailboxes(bin, args.many_graph_mailboxes, watch)?;
         }
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());

@@ -234,7 +234,14 @@ impl Pipeline {
         const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(25 * 60);
         let mut backoff = std::time::Duration::from_secs(1);
         loop {
-            let mut source = match self.open_source(mailbox).await {
+            // Connecting takes a place among the polls running at once (a
+            // node starting with thousands of mailboxes does not open them
+            // all together); the wait for mail that follows does not.
+            let opened = {
+                let _permit = self.poll_permits.acquire().await;
+                self.open_source(mailbox).await
+            };
+            let mut source = match opened {
                 Ok(source) => source,
                 Err(err) => {
                     tracing::debug!(mailbox = %mailbox.name, error = %err, ?backoff, "push: cannot connect; trying again");

@@ -47,6 +47,7 @@ impl ServeLock {
 pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) -> anyhow::Result<()> {
     let limits = HttpLimits::from_env().map_err(anyhow::Error::msg)?;
     let _lock = ServeLock::acquire(&app.data_dir)?;
+    raise_open_files_limit();
     let metrics = crate::metrics::install()?;
     let mut pipeline = app.pipeline()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
@@ -111,6 +112,26 @@ fn spawn_outbox(
     Ok(std::thread::Builder::new().name("outbox".into()).spawn(move || {
         runtime.block_on(engine.run(stop));
     })?)
+}
+
+/// Raises this process's soft limit on open files to its hard limit: a node
+/// keeps a connection per IMAP mailbox that offers IDLE, besides its polls
+/// (the usual soft limit of 1,024 would stop it near a thousand mailboxes).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    tracing::debug!(open_files = limit.rlim_cur, "open files limit");
 }
 
 async fn shutdown_signal() {

@@ -627,7 +627,9 @@ first_valid_uid = 1
 mail_location = maildir:{b}/mail/%u
 mail_max_userip_connections = 100
 # Several robot nodes each keep an IDLE connection per mailbox beside their
-# polls: room for hundreds of sessions.
+# polls, and a node may watch thousands of mailboxes: room for thousands of
+# sessions (one imap process each; Dovecot's own default for the imap
+# service is 1,024 processes).
 default_client_limit = 4000
 default_process_limit = 1000
 passdb {{
@@ -657,6 +659,9 @@ service pop3-login {{
     address = 127.0.0.1
     port = {pop3s}
   }}
+}}
+service imap {{
+  process_limit = 5000
 }}
 # No auth penalty: every refused login from 127.0.0.1 would delay the next
 # one by 2, 4, 8, up to 15 seconds, and tests refuse logins on purpose.
