@@ -285,3 +285,107 @@ pub(crate) fn mailboxes(bin: &Path, n: usize, watch_seconds: u64) -> anyhow::Res
     }
     Ok(Value::Object(results))
 }
+
+/// Fair scheduling: one mailbox holding `big` mails beside ten that get a
+/// mail a second while it drains. How long the small ones' mails wait for
+/// their ticket (arrival → ticket) tells whether the big one starves them.
+pub(crate) fn fairness(bin: &Path, big: usize) -> anyhow::Result<Value> {
+    const SMALL: usize = 10;
+    const ROUNDS: usize = 15;
+    eprintln!("== one mailbox with {big} mails beside {SMALL} getting a mail a second");
+    let names: Vec<String> = std::iter::once("big".to_string()).chain((0..SMALL).map(user)).collect();
+    let accounts: Vec<(&str, &str)> = names.iter().map(|u| (u.as_str(), PASSWORD)).collect();
+    let dc = Dovecot::start_with(&accounts, &Options { without_idle: true, ..Default::default() })?;
+    let small_mail = |i: usize| {
+        format!(
+            "From: Busy {i} <busy{i}@example.com>\r\nSubject: Backlog {i}\r\nMessage-ID: <backlog-{i}@example.com>\r\n\r\nOne of many.\r\n"
+        )
+        .into_bytes()
+    };
+    dc.deliver_many("big", "INBOX", (0..big).map(small_mail))?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = dc.imap_port().to_string();
+    add_all(names.len(), |i| {
+        let (name, poll) = (&names[i], if i == 0 { "60" } else { "1" });
+        add_mailbox(
+            bin,
+            &data,
+            &[
+                "--name",
+                name,
+                "--kind",
+                "imap",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--tls",
+                "none",
+                "--username",
+                name,
+                "--password-env",
+                "BENCH_PW",
+                "--poll-seconds",
+                poll,
+            ],
+        )
+    })?;
+    let serving = Serving::start(bin, &data)?;
+    let started = Instant::now();
+    // The big mailbox's pass is under way once its inbox starts emptying.
+    while dc.count("big", "INBOX") + 2000 > big && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut delivered = Vec::new();
+    for round in 0..ROUNDS {
+        for (i, name) in names.iter().enumerate().skip(1) {
+            let subject = format!("Small {i}-{round}");
+            let raw = format!(
+                "From: Small <small{i}@example.com>\r\nSubject: {subject}\r\nMessage-ID: <small-{i}-{round}@example.com>\r\n\r\nHello.\r\n"
+            );
+            dc.deliver(name, "INBOX", raw.as_bytes())?;
+            delivered.push((subject, std::time::SystemTime::now()));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let still_draining = dc.count("big", "INBOX");
+    while dc.count("big", "INBOX") > 0 && started.elapsed() < Duration::from_secs(900) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let drained = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = robot(bin, &data, &["tickets", "list", "--json"]).output()?;
+    drop(serving);
+    let tickets: Vec<Value> = serde_json::from_slice(&out.stdout).context("tickets list --json")?;
+    let created: std::collections::HashMap<&str, &str> = tickets
+        .iter()
+        .filter_map(|t| Some((t["subject"].as_str()?, t["created_at"].as_str()?)))
+        .filter(|(s, _)| s.starts_with("Small "))
+        .collect();
+    let mut latencies = Vec::new();
+    for (subject, at) in &delivered {
+        let ticket = created.get(subject.as_str()).with_context(|| format!("no ticket for {subject}"))?;
+        let ticket = chrono::DateTime::parse_from_rfc3339(ticket)?;
+        let ticket = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ticket.timestamp_millis() as u64);
+        latencies.push(ticket.duration_since(*at).unwrap_or_default().as_secs_f64());
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pick = |p: f64| latencies[(((latencies.len() - 1) as f64) * p).round() as usize];
+    let big_tickets = tickets.len() - created.len();
+    eprintln!(
+        "   small mailboxes' mails while the big one drained ({still_draining} of {big} left when the last was sent): \
+         p50 {:.2} s, p99 {:.2} s, max {:.2} s; the big one drained in {:.1} s ({big_tickets} tickets)",
+        pick(0.5),
+        pick(0.99),
+        latencies[latencies.len() - 1],
+        drained.as_secs_f64()
+    );
+    Ok(json!({
+        "big_mails": big, "small_mailboxes": SMALL, "small_mails": latencies.len(),
+        "big_left_when_last_small_sent": still_draining,
+        "small_p50_seconds": pick(0.5), "small_p99_seconds": pick(0.99),
+        "small_max_seconds": latencies[latencies.len() - 1],
+        "big_drained_seconds": drained.as_secs_f64(), "big_tickets": big_tickets,
+    }))
+}

@@ -94,6 +94,10 @@ struct Args {
     /// connection, with change notifications (0 skips).
     #[arg(long, default_value_t = 0)]
     many_graph_mailboxes: usize,
+    /// Only fair scheduling: one IMAP mailbox with this many mails beside
+    /// ten that get a mail a second while it drains (0 skips).
+    #[arg(long, default_value_t = 0)]
+    fair_big_mails: usize,
     /// How long --many-mailboxes and --many-graph-mailboxes watch the idle node.
     #[arg(long, default_value_t = 60)]
     many_watch_seconds: u64,
@@ -236,6 +240,14 @@ fn main() -> anyhow::Result<()> {
             results["ingest_with_readers"] =
                 api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
         }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if args.fair_big_mails > 0 {
+        let results = json!({
+            "nproc": std::thread::available_parallelism()?.get(),
+            "fairness": mailboxes::fairness(&args.mailrobot, args.fair_big_mails)?,
+        });
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }
