@@ -239,6 +239,35 @@ impl GraphPush {
         }
     }
 
+    /// Ends the mailbox's subscription, at Graph and in the store (the
+    /// mailbox was disabled or removed). A failure is logged: Graph ends
+    /// the subscription at its expiry anyway.
+    pub async fn unsubscribe(&self, pipeline: &Pipeline, mailbox: &Mailbox) {
+        let id = mailbox.id;
+        let store = self.store.clone();
+        let stored = match tokio::task::spawn_blocking(move || store.push_subscription(id)).await {
+            Ok(Ok(Some(stored))) => stored,
+            _ => return,
+        };
+        let deleted = match pipeline.graph_subscriber(mailbox).await {
+            Ok(subscriber) => subscriber.delete(&stored.subscription_id).await.map_err(PollError::from),
+            Err(err) => Err(err),
+        };
+        match deleted {
+            Ok(()) => {
+                tracing::info!(mailbox = %mailbox.name, subscription = %stored.subscription_id, "Graph change notifications: unsubscribed")
+            }
+            Err(err) => {
+                tracing::warn!(mailbox = %mailbox.name, error = %err, "could not end the Graph subscription; it expires by itself")
+            }
+        }
+        let store = self.store.clone();
+        let forgotten = tokio::task::spawn_blocking(move || store.forget_push_subscription(id)).await;
+        if !matches!(forgotten, Ok(Ok(()))) {
+            tracing::warn!(mailbox = %mailbox.name, "could not forget the ended subscription");
+        }
+    }
+
     /// Whether the mailbox can have a subscription; the reason if not.
     async fn may_subscribe(&self, pipeline: &Pipeline, mailbox: &Mailbox) -> Result<(), String> {
         let Ok(MailboxConfig::Graph(settings)) = MailboxConfig::from_mailbox(mailbox) else {

@@ -200,7 +200,14 @@ async fn mailbox_loop(
         let store = pipeline.store.clone();
         let mailbox = match tokio::task::spawn_blocking(move || store.mailbox(id)).await {
             Ok(Ok(m)) if m.enabled => m,
-            Ok(Ok(_)) | Ok(Err(mailrobot_store::StoreError::NoSuchMailbox(_))) => return,
+            Ok(Ok(disabled)) => {
+                // Disabled or removed: its Graph subscription ends too.
+                if let Some(push) = &pipeline.graph_push {
+                    push.unsubscribe(&pipeline, &disabled).await;
+                }
+                return;
+            }
+            Ok(Err(mailrobot_store::StoreError::NoSuchMailbox(_))) => return,
             Ok(Err(err)) => {
                 tracing::error!(mailbox_id = id, error = %err, "could not read mailbox");
                 tokio::time::sleep(RELOAD_EVERY).await;

@@ -81,6 +81,16 @@ fn a_notification_brings_new_graph_mail_in_at_once() {
         emu.notifications().iter().filter(|n| n.kind == "change").map(|n| n.status).collect();
     assert!(!answers.is_empty() && answers.iter().all(|s| *s == Some(202)), "{answers:?}");
     assert_eq!(emu.count(SHARED, "inbox").unwrap(), 0);
+
+    // A disabled mailbox's subscription ends, at Graph and in the store
+    // (its sealed clientState goes with it).
+    let sealed = || robot.json(&["secrets", "status", "--json"])["secrets"].as_u64().unwrap();
+    let before = sealed();
+    robot.run(&["mailbox", "disable", "shared"]);
+    let ended = wait_until(Duration::from_secs(20), || emu.subscriptions().is_empty());
+    assert!(ended, "still subscribed: {:?}\n{}", emu.subscriptions(), robot.serve_logs());
+    let forgotten = wait_until(Duration::from_secs(5), || sealed() == before - 1);
+    assert!(forgotten, "the ended subscription is still stored:\n{}", robot.serve_logs());
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
