@@ -47,8 +47,13 @@ pub const SWITCH_ENV: &str = "MAILROBOT_GRAPH_PUSH";
 /// 4,200 minutes: under the 4,230 Microsoft's older pages give for Outlook
 /// messages (the newer lifetime table says 10,080).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(4_200 * 60);
+/// Graph's longest lifetime for Outlook message subscriptions (10,080
+/// minutes in the current table; older pages said 4,230).
+const MAX_LIFETIME_SECONDS: u64 = 10_080 * 60;
 /// Longest validation token echoed back (Graph's are a few hundred bytes).
 const MAX_VALIDATION_TOKEN: usize = 4096;
+/// Items of one notification request looked up in the store, at most.
+const MAX_RELAYED: usize = 50;
 /// Waits between failed attempts to subscribe: from this…
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// …doubling up to this (Graph validates our URL on each attempt).
@@ -86,7 +91,9 @@ struct Route {
     client_state: Secret,
     /// Wakes the mailbox's loop: a poll now.
     arrived: Arc<Notify>,
-    lifecycle: mpsc::UnboundedSender<Lifecycle>,
+    /// The watcher, told of lifecycle events (with the subscription they
+    /// are for: an event for one it already replaced is stale).
+    lifecycle: mpsc::UnboundedSender<(String, Lifecycle)>,
 }
 
 /// Graph change notifications on this node: the subscriptions of the
@@ -99,6 +106,27 @@ pub struct GraphPush {
     secrets: Arc<SecretBox>,
     lifetime: chrono::Duration,
     routes: Mutex<HashMap<String, Route>>,
+}
+
+/// Why Graph cannot post to `public_url`, if it cannot: Microsoft requires
+/// https. Plain http is taken on loopback only, for local trials against
+/// an emulator (real Graph cannot reach it anyway).
+pub fn unreachable_reason(public_url: &str) -> Option<String> {
+    let url = url::Url::parse(public_url).ok()?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        _ => Some(format!(
+            "Graph posts change notifications only to https URLs, and the public URL is {public_url}: \
+             Graph mailboxes are polled (give serve --public-url https://…, or set {SWITCH_ENV}=off to say so)"
+        )),
+    }
 }
 
 /// Whether Graph push is switched on (`MAILROBOT_GRAPH_PUSH`, on by default).
@@ -118,9 +146,11 @@ impl GraphPush {
         secrets: Arc<SecretBox>,
     ) -> anyhow::Result<Self> {
         let lifetime = match std::env::var(LIFETIME_ENV) {
-            Ok(v) => Duration::from_secs(v.parse().ok().filter(|s| *s >= 60).ok_or_else(|| {
-                anyhow::anyhow!("{LIFETIME_ENV} must be a number of seconds, at least 60 (got {v:?})")
-            })?),
+            Ok(v) => {
+                Duration::from_secs(v.parse().ok().filter(|s| (60..=MAX_LIFETIME_SECONDS).contains(s)).ok_or_else(
+                    || anyhow::anyhow!("{LIFETIME_ENV} must be seconds from 60 to {MAX_LIFETIME_SECONDS} (got {v:?})"),
+                )?)
+            }
             Err(_) => DEFAULT_LIFETIME,
         };
         Ok(Self {
@@ -160,7 +190,7 @@ impl GraphPush {
             None => route.arrived.notify_one(),
             Some(event) => match Lifecycle::parse(event) {
                 Some(event) => {
-                    let _ = route.lifecycle.send(event);
+                    let _ = route.lifecycle.send((item.subscription_id.clone(), event));
                 }
                 // A lifecycle event this robot does not know: look anyway.
                 None => route.arrived.notify_one(),
@@ -221,15 +251,18 @@ impl GraphPush {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => watch.renew().await,
                 event = events.recv() => match event {
-                    Some(Lifecycle::Missed) => {
+                    Some((id, _)) if watch.active.as_ref().is_none_or(|a| a.id != id) => {
+                        tracing::debug!(mailbox = %mailbox.name, subscription = %id, "a lifecycle event for a replaced subscription");
+                    }
+                    Some((_, Lifecycle::Missed)) => {
                         tracing::info!(mailbox = %mailbox.name, "Graph missed some notifications; catching up");
                         arrived.notify_one();
                     }
-                    Some(Lifecycle::ReauthorizationRequired) => {
+                    Some((_, Lifecycle::ReauthorizationRequired)) => {
                         tracing::info!(mailbox = %mailbox.name, "Graph asks to reauthorize the subscription; renewing it");
                         watch.renew().await;
                     }
-                    Some(Lifecycle::SubscriptionRemoved) => {
+                    Some((_, Lifecycle::SubscriptionRemoved)) => {
                         tracing::info!(mailbox = %mailbox.name, "Graph removed the subscription; subscribing again");
                         watch.forget_active().await;
                     }
@@ -279,6 +312,9 @@ impl GraphPush {
         match broker.signed_in_user(connection_id).await {
             Ok(None) => Ok(()),
             Ok(Some(user)) if user.eq_ignore_ascii_case(&settings.address) => Ok(()),
+            Ok(Some(user)) if user.is_empty() => {
+                Err("the delegated connection has no signed-in user yet (run Setup Authentication)".into())
+            }
             Ok(Some(_)) => Err(format!(
                 "delegated access to a shared mailbox ({}) cannot subscribe to Graph change notifications \
                  (Microsoft supports them with application permissions): use an application connection for push",
@@ -316,7 +352,7 @@ struct Watch<'a> {
     pipeline: &'a Pipeline,
     mailbox: &'a Mailbox,
     arrived: &'a Arc<Notify>,
-    tx: mpsc::UnboundedSender<Lifecycle>,
+    tx: mpsc::UnboundedSender<(String, Lifecycle)>,
     active: Option<Active>,
 }
 
@@ -373,10 +409,12 @@ impl Watch<'_> {
     async fn establish(&mut self) -> Result<(), PollError> {
         let id = self.mailbox.id;
         let notification_url = self.push.notification_url();
+        let watching = watching(self.mailbox);
         let stored = self.blocking(move |s| s.push_subscription(id)).await?;
         if let Some(stored) = stored {
             let context = client_state_context(id);
             let good = stored.notification_url == notification_url
+                && stored.watching == watching
                 && parse_time(&stored.expires_at).is_some_and(|t| t > Utc::now() + chrono::Duration::seconds(5));
             match self.push.secrets.open_str(&stored.sealed_client_state, &context) {
                 Ok(client_state) if good => {
@@ -410,13 +448,20 @@ impl Watch<'_> {
             subscription_id: subscription.id.clone(),
             sealed_client_state: self.push.secrets.seal_str(&client_state, &client_state_context(id)),
             notification_url,
+            watching,
             expires_at: time_text(subscription.expires_at),
             created_at: now,
             renewed_at: None,
         };
         tracing::info!(mailbox = %self.mailbox.name, subscription = %subscription.id, expires_at = %subscription.expires_at, "Graph change notifications: subscribed");
+        if let Err(err) = self.blocking(move |s| s.save_push_subscription(&record)).await {
+            // Not stored, it would be found by no one: end it at Graph.
+            if let Ok(subscriber) = self.subscriber().await {
+                let _ = subscriber.delete(&subscription.id).await;
+            }
+            return Err(err);
+        }
         self.activate(subscription.id, client_state, subscription.expires_at);
-        self.blocking(move |s| s.save_push_subscription(&record)).await?;
         self.arrived.notify_one();
         Ok(())
     }
@@ -436,9 +481,13 @@ impl Watch<'_> {
             Ok(Some(subscription)) => {
                 let mailbox_id = self.mailbox.id;
                 let (until, renewed_at) = (time_text(subscription.expires_at), now_text());
+                let renewed_id = id.clone();
                 let saved = self
                     .blocking(move |s| {
                         let Some(mut record) = s.push_subscription(mailbox_id)? else { return Ok(()) };
+                        if record.subscription_id != renewed_id {
+                            return Ok(());
+                        }
                         record.expires_at = until;
                         record.renewed_at = Some(renewed_at);
                         s.save_push_subscription(&record)
@@ -521,6 +570,11 @@ async fn receive(State(push): State<Arc<GraphPush>>, Query(query): Query<Validat
             taken => log_notification(&item, taken),
         }
     }
+    // Graph batches a few notifications per request; a stranger's body full
+    // of made-up ids costs at most this many store reads.
+    elsewhere.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+    elsewhere.dedup_by(|a, b| a.subscription_id == b.subscription_id && a.lifecycle_event == b.lifecycle_event);
+    elsewhere.truncate(MAX_RELAYED);
     if !elsewhere.is_empty() {
         // Graph wants its answer within 3 s: the store is asked after it.
         tokio::task::spawn_blocking(move || {
@@ -549,6 +603,17 @@ fn log_notification(item: &NotificationItem, outcome: Accepted) {
             tracing::warn!(%subscription, "a Graph notification with a wrong clientState was ignored (not sent by Graph?)");
         }
         Accepted::Unknown => tracing::debug!(%subscription, "a Graph notification for a subscription no mailbox has"),
+    }
+}
+
+/// What a mailbox's subscription watches, as stored: a subscription made
+/// for another connection, address or folder is not taken up.
+fn watching(mailbox: &Mailbox) -> String {
+    match MailboxConfig::from_mailbox(mailbox) {
+        Ok(MailboxConfig::Graph(s)) => {
+            format!("connection {}: {} {}", mailbox.connection_id.unwrap_or(0), s.address.to_lowercase(), s.folder)
+        }
+        _ => String::new(),
     }
 }
 
@@ -586,6 +651,15 @@ fn now_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_posts_to_https_or_to_loopback_for_trials() {
+        assert_eq!(unreachable_reason("https://robot.example.com"), None);
+        assert_eq!(unreachable_reason("http://127.0.0.1:8025"), None);
+        assert_eq!(unreachable_reason("http://localhost:8025"), None);
+        assert!(unreachable_reason("http://robot.example.com").is_some_and(|r| r.contains("https")));
+        assert!(unreachable_reason("http://10.0.0.5:8025").is_some());
+    }
 
     #[test]
     fn lifecycle_events_are_read_in_any_case() {

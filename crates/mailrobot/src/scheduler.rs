@@ -18,6 +18,8 @@ use crate::pipeline::{Pipeline, PollError, PollReport};
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often `serve` looks for added, enabled or disabled mailboxes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// A push watcher that ended is started again after this long.
+const WATCH_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
 /// Delay before the next poll: the mailbox's interval after success; after
 /// failures, the interval doubled per consecutive failure, capped.
@@ -190,7 +192,7 @@ async fn mailbox_loop(
 ) {
     // New mail announced ends the wait between polls; the schedule stays
     // as the safety net.
-    let mut _watcher: Option<AbortOnDrop> = None;
+    let mut _watcher: Option<(AbortOnDrop, Instant, (serde_json::Value, Option<i64>))> = None;
     let mut announced = false;
     loop {
         // A lease lost (fenced, or rebalanced away) ends the loop at once.
@@ -201,7 +203,9 @@ async fn mailbox_loop(
         let mailbox = match tokio::task::spawn_blocking(move || store.mailbox(id)).await {
             Ok(Ok(m)) if m.enabled => m,
             Ok(Ok(disabled)) => {
-                // Disabled or removed: its Graph subscription ends too.
+                // Disabled or removed: its Graph subscription ends too,
+                // once the watcher (which could renew it) is gone.
+                drop(_watcher.take());
                 if let Some(push) = &pipeline.graph_push {
                     push.unsubscribe(&pipeline, &disabled).await;
                 }
@@ -215,8 +219,19 @@ async fn mailbox_loop(
             }
             Err(_) => return,
         };
+        // The watcher follows the mailbox's settings (a new folder needs a
+        // new subscription); one that ended (no push offered, an error) is
+        // tried again after a while.
+        let settings = (mailbox.config.clone(), mailbox.connection_id);
+        let stale = _watcher.as_ref().is_some_and(|(w, since, watched): &(AbortOnDrop, Instant, _)| {
+            *watched != settings || (w.0.is_finished() && since.elapsed() > WATCH_AGAIN_AFTER)
+        });
+        if stale {
+            _watcher = None;
+        }
         if _watcher.is_none() {
-            _watcher = watch_for_mail(&pipeline, &mailbox, &arrived).map(AbortOnDrop);
+            _watcher =
+                watch_for_mail(&pipeline, &mailbox, &arrived).map(|w| (AbortOnDrop(w), Instant::now(), settings));
         }
         // A backoff recorded by an earlier process is honoured too; new mail
         // announced by the server is fetched at once.

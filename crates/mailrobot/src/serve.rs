@@ -65,7 +65,11 @@ pub async fn serve(app: &App, listen: SocketAddr, public_url: Option<String>) ->
     let state = HttpState::new(app.store.clone(), metrics, app.broker()?, limits);
     let web = crate::web::state(app, &public_url)?;
     // Graph posts change notifications under the public URL.
-    if crate::graph_push::enabled()? {
+    let unreachable = crate::graph_push::unreachable_reason(&public_url);
+    if let (true, Some(reason)) = (crate::graph_push::enabled()?, &unreachable) {
+        tracing::warn!("{reason}");
+    }
+    if crate::graph_push::enabled()? && unreachable.is_none() {
         let push =
             crate::graph_push::GraphPush::new(&public_url, app.store.clone(), app.leases.clone(), app.secrets.clone())?;
         pipeline.graph_push = Some(Arc::new(push));

@@ -127,6 +127,15 @@ fn lifecycle_notifications_renew_catch_up_and_subscribe_again() {
     let again = wait_for_subscription(&emu, &robot, Some(&sub.id));
     assert_ne!(again.client_state, sub.client_state, "a new subscription gets a new clientState");
     expect_ticket_soon(&emu, &robot, 3, Duration::from_secs(5));
+
+    // The mailbox is set to another folder: the subscription follows it.
+    robot.run(&["mailbox", "set", "shared", "--folder", "junkemail"]);
+    let moved = wait_for_subscription(&emu, &robot, Some(&again.id));
+    assert!(moved.resource.to_lowercase().contains("mailfolders("), "{}", moved.resource);
+    let mime = String::from_utf8(simple_mail("junk4@ex", "Pushed 4", "", "Hello")).unwrap();
+    emu.deliver_mime(SHARED, "junkemail", &mime).unwrap();
+    let arrived = wait_until(Duration::from_secs(5), || robot.tickets().len() == 4);
+    assert!(arrived, "mail in the new folder was no ticket within 5 s:\n{}", robot.serve_logs());
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

@@ -338,6 +338,8 @@ pub struct PushSubscription {
     pub subscription_id: String,
     pub sealed_client_state: Vec<u8>,
     pub notification_url: String,
+    /// What it watches (connection, address, folder), as the robot names it.
+    pub watching: String,
     /// When Graph ends it unless renewed (RFC 3339).
     pub expires_at: String,
     pub created_at: String,

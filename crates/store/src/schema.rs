@@ -415,6 +415,9 @@ CREATE TABLE push_subscriptions (
     -- The clientState Graph echoes in every notification, sealed.
     sealed_client_state BLOB NOT NULL,
     notification_url    TEXT NOT NULL,
+    -- What it watches (connection, address, folder): a mailbox set to
+    -- another folder needs a new subscription.
+    watching            TEXT NOT NULL,
     expires_at          TEXT NOT NULL,
     created_at          TEXT NOT NULL,
     renewed_at          TEXT
@@ -740,6 +743,7 @@ CREATE TABLE push_subscriptions (
     subscription_id     TEXT NOT NULL UNIQUE,
     sealed_client_state BYTEA NOT NULL,
     notification_url    TEXT NOT NULL,
+    watching            TEXT NOT NULL,
     expires_at          TEXT COLLATE "C" NOT NULL,
     created_at          TEXT COLLATE "C" NOT NULL,
     renewed_at          TEXT COLLATE "C"

@@ -265,8 +265,11 @@ impl Store for SqliteStore {
     fn update_mailbox(&self, id: i64, update: &MailboxUpdate) -> Result<Mailbox> {
         self.write(|tx| {
             let changed = tx.execute(
+                // A sync state (Graph deltaLink, EWS SyncState) belongs to the
+                // folder it was made for: other settings start it over.
                 "UPDATE mailboxes SET config = ?2, poll_seconds = ?3, max_message_bytes = ?4,
-                 sealed_secret = COALESCE(?5, sealed_secret) WHERE id = ?1",
+                 sealed_secret = COALESCE(?5, sealed_secret),
+                 sync_state = CASE WHEN config = ?2 THEN sync_state END WHERE id = ?1",
                 params![
                     id,
                     update.config.to_string(),
@@ -318,17 +321,18 @@ impl Store for SqliteStore {
             )?;
             tx.execute(
                 "INSERT INTO push_subscriptions (mailbox_id, subscription_id, sealed_client_state, notification_url,
-                                                 expires_at, created_at, renewed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                                                 watching, expires_at, created_at, renewed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (mailbox_id) DO UPDATE SET subscription_id = excluded.subscription_id,
                      sealed_client_state = excluded.sealed_client_state, notification_url = excluded.notification_url,
-                     expires_at = excluded.expires_at, created_at = excluded.created_at,
+                     watching = excluded.watching, expires_at = excluded.expires_at, created_at = excluded.created_at,
                      renewed_at = excluded.renewed_at",
                 params![
                     s.mailbox_id,
                     s.subscription_id,
                     s.sealed_client_state,
                     s.notification_url,
+                    s.watching,
                     s.expires_at,
                     s.created_at,
                     s.renewed_at
@@ -754,7 +758,7 @@ pub(crate) fn change_ticket_status(tx: &Transaction<'_>, id: i64, status: Ticket
 }
 
 const PUSH_SUBSCRIPTION_COLUMNS: &str =
-    "mailbox_id, subscription_id, sealed_client_state, notification_url, expires_at, created_at, renewed_at";
+    "mailbox_id, subscription_id, sealed_client_state, notification_url, watching, expires_at, created_at, renewed_at";
 
 fn push_subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushSubscription> {
     Ok(PushSubscription {
@@ -762,8 +766,9 @@ fn push_subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushSubscrip
         subscription_id: r.get(1)?,
         sealed_client_state: r.get(2)?,
         notification_url: r.get(3)?,
-        expires_at: r.get(4)?,
-        created_at: r.get(5)?,
-        renewed_at: r.get(6)?,
+        watching: r.get(4)?,
+        expires_at: r.get(5)?,
+        created_at: r.get(6)?,
+        renewed_at: r.get(7)?,
     })
 }

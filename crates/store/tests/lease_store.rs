@@ -30,6 +30,7 @@ fn subscription(mailbox_id: i64, id: &str) -> PushSubscription {
         subscription_id: id.into(),
         sealed_client_state: format!("sealed state of {id}").into_bytes(),
         notification_url: "https://robot.example/graph/notifications".into(),
+        watching: "connection 1: desk@contoso.test inbox".into(),
         expires_at: "2026-12-05T10:00:00.000Z".into(),
         created_at: "2026-12-02T10:00:00.000Z".into(),
         renewed_at: None,
@@ -73,6 +74,27 @@ fn push_subscriptions_are_one_per_mailbox<S: Store + SealedStore>(store: &S) {
 }
 
 mailrobot_store::on_both_backends!(push_subscriptions_are_one_per_mailbox);
+
+/// A sync state belongs to the settings it was made with (a deltaLink to
+/// its folder): changing them starts it over; saving the same keeps it.
+fn new_settings_start_the_sync_state_over<S: Store>(store: &S) {
+    let id = mailboxes(store, 1)[0];
+    let mailbox = store.mailbox(id).unwrap();
+    store.set_mailbox_sync_state(id, Some("delta-of-inbox")).unwrap();
+    let same = MailboxUpdate {
+        config: mailbox.config.clone(),
+        poll_seconds: 30,
+        max_message_bytes: mailbox.max_message_bytes,
+        sealed_secret: None,
+    };
+    store.update_mailbox(id, &same).unwrap();
+    assert_eq!(store.mailbox_sync_state(id).unwrap().as_deref(), Some("delta-of-inbox"));
+    let other = MailboxUpdate { config: serde_json::json!({"path": "/tmp/elsewhere"}), ..same };
+    store.update_mailbox(id, &other).unwrap();
+    assert_eq!(store.mailbox_sync_state(id).unwrap(), None);
+}
+
+mailrobot_store::on_both_backends!(new_settings_start_the_sync_state_over);
 
 /// New mail announced to a node that does not hold the mailbox reaches the
 /// holder at its next heartbeat, once; with no holder there is no one to tell.

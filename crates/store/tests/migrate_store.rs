@@ -256,6 +256,7 @@ fn fill(s: &SqliteStore) -> Filled {
         subscription_id: "sub-1".into(),
         sealed_client_state: b"sealed-client-state".to_vec(),
         notification_url: "https://robot.example/graph/notifications".into(),
+        watching: "connection 1: desk@contoso.test inbox".into(),
         expires_at: "2026-12-05T10:00:00.000Z".into(),
         created_at: "2026-12-02T10:00:00.000Z".into(),
         renewed_at: None,

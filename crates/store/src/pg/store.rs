@@ -157,8 +157,11 @@ impl Store for PgStore {
     fn update_mailbox(&self, id: i64, update: &MailboxUpdate) -> Result<Mailbox> {
         self.write(|tx| {
             let changed = tx.exec(
+                // A sync state (Graph deltaLink, EWS SyncState) belongs to the
+                // folder it was made for: other settings start it over.
                 "UPDATE mailboxes SET config = $2, poll_seconds = $3, max_message_bytes = $4,
-                 sealed_secret = COALESCE($5, sealed_secret) WHERE id = $1",
+                 sealed_secret = COALESCE($5, sealed_secret),
+                 sync_state = CASE WHEN config = $2 THEN sync_state END WHERE id = $1",
                 &[
                     &id,
                     &update.config.to_string(),
@@ -208,17 +211,18 @@ impl Store for PgStore {
             )?;
             tx.exec(
                 "INSERT INTO push_subscriptions (mailbox_id, subscription_id, sealed_client_state, notification_url,
-                                                 expires_at, created_at, renewed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                                 watching, expires_at, created_at, renewed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (mailbox_id) DO UPDATE SET subscription_id = excluded.subscription_id,
                      sealed_client_state = excluded.sealed_client_state, notification_url = excluded.notification_url,
-                     expires_at = excluded.expires_at, created_at = excluded.created_at,
+                     watching = excluded.watching, expires_at = excluded.expires_at, created_at = excluded.created_at,
                      renewed_at = excluded.renewed_at",
                 &[
                     &s.mailbox_id,
                     &s.subscription_id,
                     &s.sealed_client_state,
                     &s.notification_url,
+                    &s.watching,
                     &s.expires_at,
                     &s.created_at,
                     &s.renewed_at,
@@ -631,7 +635,7 @@ pub(crate) fn change_ticket_status(tx: &mut PgTx<'_>, id: i64, status: TicketSta
 }
 
 const PUSH_SUBSCRIPTION_COLUMNS: &str =
-    "mailbox_id, subscription_id, sealed_client_state, notification_url, expires_at, created_at, renewed_at";
+    "mailbox_id, subscription_id, sealed_client_state, notification_url, watching, expires_at, created_at, renewed_at";
 
 fn push_subscription_row(r: &Row) -> Result<PushSubscription> {
     Ok(PushSubscription {
@@ -639,8 +643,9 @@ fn push_subscription_row(r: &Row) -> Result<PushSubscription> {
         subscription_id: r.try_get(1)?,
         sealed_client_state: r.try_get(2)?,
         notification_url: r.try_get(3)?,
-        expires_at: r.try_get(4)?,
-        created_at: r.try_get(5)?,
-        renewed_at: r.try_get(6)?,
+        watching: r.try_get(4)?,
+        expires_at: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        renewed_at: r.try_get(7)?,
     })
 }
