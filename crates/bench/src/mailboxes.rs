@@ -206,7 +206,7 @@ fn graph_run(bin: &Path, n: usize, watch_seconds: u64) -> anyhow::Result<Value> 
     let data = dir.path().join("data");
     let address = |i: usize| if i == 0 { "shared@bench.test".to_string() } else { format!("{}@bench.test", user(i)) };
     for i in 1..n {
-        emu.create_mailbox(m365_emulator::MailboxSpec::new("bench.test", &address(i)))?;
+        emu.create_mailbox(m365_emulator::MailboxSpec::new("bench.test", address(i)))?;
     }
     let started = Instant::now();
     add_all(n, |i| {
