@@ -49,6 +49,10 @@ pub struct NotificationPolicy {
     /// Longest subscription lifetime for Outlook messages: 10,080 minutes (under 7 days) in the
     /// current lifetime table; older pages and the service's own error said 4,230.
     pub max_expiration_minutes: i64,
+    /// Shorter lifetimes asked for are raised to this ("if the requested
+    /// expirationDateTime is less than 45 minutes, it is automatically set
+    /// to 45 minutes"); tests lower it to see renewals within seconds.
+    pub min_expiration_minutes: i64,
     /// Time the notification URL has to answer the validation request (10 seconds).
     pub validation_timeout_ms: u64,
     /// Time a receiver has to answer a notification with a 2xx (3 seconds).
@@ -73,6 +77,7 @@ impl Default for NotificationPolicy {
     fn default() -> Self {
         NotificationPolicy {
             max_expiration_minutes: 10_080,
+            min_expiration_minutes: 45,
             validation_timeout_ms: 10_000,
             delivery_timeout_ms: 3_000,
             retry_initial_ms: 1_000,
@@ -881,6 +886,10 @@ fn expiration(raw: &str, emu: &Emu) -> Result<DateTime<Utc>, GraphError> {
     let max = emu.subs().policy.max_expiration_minutes;
     if t.timestamp_millis() <= now {
         return Err(invalid("Subscription expiration must be in the future."));
+    }
+    let min = emu.subs().policy.min_expiration_minutes;
+    if t.timestamp_millis() - now < min * 60_000 {
+        return Ok(at(now + min * 60_000));
     }
     if t.timestamp_millis() - now > max * 60_000 {
         // The service's wording (reported with 4230 in microsoft-graph-docs#2988).

@@ -611,12 +611,18 @@ async fn deleted_and_expired_subscriptions_stop_notifying() {
     rx.quiet("/deleted", 1).await;
 
     // Expiry: Graph deletes the subscription; nothing is sent afterwards.
+    // Thirty minutes asked are raised to Graph's 45-minute floor.
     let mut body = subscription(&emu, &inbox_of(SHARED), "created", &rx.url("/expiring"));
     body["expirationDateTime"] = json!(in_minutes(&emu, 30));
-    created(&emu, &t, body).await;
+    let sub = created(&emu, &t, body).await;
+    let floor = chrono::DateTime::parse_from_rfc3339(&in_minutes(&emu, 45)).unwrap();
+    let given = chrono::DateTime::parse_from_rfc3339(sub["expirationDateTime"].as_str().unwrap()).unwrap();
+    assert!((given - floor).num_seconds().abs() <= 2, "{given} for a floor of {floor}");
     emu.deliver_mime(SHARED, "inbox", &mime(3)).unwrap();
     rx.wait_items("/expiring", 1).await;
     emu.advance_clock(31 * 60);
+    assert_eq!(emu.subscriptions().len(), 1, "not expired after 31 of its 45 minutes");
+    emu.advance_clock(15 * 60);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !emu.subscriptions().is_empty() {
         assert!(Instant::now() < deadline, "the expired subscription is removed");

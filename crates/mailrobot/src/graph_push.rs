@@ -88,6 +88,7 @@ impl Lifecycle {
 
 /// Where a subscription's notifications go on this node.
 struct Route {
+    mailbox_id: i64,
     client_state: Secret,
     /// Wakes the mailbox's loop: a poll now.
     arrived: Arc<Notify>,
@@ -216,9 +217,19 @@ impl GraphPush {
         if !same_secret(presented.as_bytes(), client_state.expose().as_bytes()) {
             return Ok(Accepted::Forged);
         }
-        // A lifecycle event is for the holder's watcher; all it can do from
-        // here is make the holder look (a poll), which `missed` needs.
-        Ok(if self.leases.announce_mail(stored.mailbox_id)? { Accepted::Relayed } else { Accepted::Unknown })
+        // A lifecycle event goes with it, for the holder's watcher.
+        let event = item.lifecycle_event.as_deref();
+        Ok(if self.leases.announce_mail(stored.mailbox_id, event)? { Accepted::Relayed } else { Accepted::Unknown })
+    }
+
+    /// A lifecycle event that reached another node, for the watcher of a
+    /// mailbox this node holds (its current subscription).
+    pub fn lifecycle_for(&self, mailbox_id: i64, event: &str) {
+        let Some(event) = Lifecycle::parse(event) else { return };
+        let routes = self.routes();
+        if let Some((id, route)) = routes.iter().find(|(_, r)| r.mailbox_id == mailbox_id) {
+            let _ = route.lifecycle.send((id.clone(), event));
+        }
     }
 
     /// Keeps the mailbox's subscription alive while this node holds the
@@ -399,7 +410,12 @@ impl Watch<'_> {
 
     fn activate(&mut self, id: String, client_state: Secret, expires_at: DateTime<Utc>) {
         let renew_at = Utc::now() + (expires_at - Utc::now()) / 2;
-        let route = Route { client_state, arrived: self.arrived.clone(), lifecycle: self.tx.clone() };
+        let route = Route {
+            mailbox_id: self.mailbox.id,
+            client_state,
+            arrived: self.arrived.clone(),
+            lifecycle: self.tx.clone(),
+        };
         self.push.routes().insert(id.clone(), route);
         self.active = Some(Active { id, expires_at, renew_at });
     }

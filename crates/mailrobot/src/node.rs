@@ -18,7 +18,7 @@ pub struct Node {
     pub changed: tokio::sync::Notify,
     /// Mailboxes of this node with new mail announced to another node,
     /// not yet taken by the scheduler.
-    announced: std::sync::Mutex<Vec<i64>>,
+    announced: std::sync::Mutex<Vec<mailrobot_store::lease::Announcement>>,
 }
 
 /// The next heartbeat: the regular period, or sooner when another node's
@@ -84,7 +84,7 @@ impl Node {
                     }
                     if !beat.announced.is_empty() {
                         tracing::debug!(node = %self.id, mailboxes = ?beat.announced, "new mail announced to another node");
-                        self.announced.lock().unwrap_or_else(|p| p.into_inner()).extend(&beat.announced);
+                        self.announced.lock().unwrap_or_else(|p| p.into_inner()).extend(beat.announced.iter().cloned());
                     }
                     if now != before || !beat.announced.is_empty() {
                         self.changed.notify_one();
@@ -107,7 +107,7 @@ impl Node {
 
     /// Mailboxes whose new mail was announced to another node since the
     /// last call (see [`mailrobot_store::Heartbeat::announced`]).
-    pub fn take_announced(&self) -> Vec<i64> {
+    pub fn take_announced(&self) -> Vec<mailrobot_store::lease::Announcement> {
         std::mem::take(&mut *self.announced.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

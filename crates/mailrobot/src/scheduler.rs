@@ -155,9 +155,12 @@ pub async fn run_forever(pipeline: Pipeline, node: Arc<Node>, mut stop: watch::R
                 slot.insert((tokio::spawn(looping), arrived));
             }
         }
-        for id in node.take_announced() {
-            if let Some((_, arrived)) = loops.get(&id) {
+        for told in node.take_announced() {
+            if let Some((_, arrived)) = loops.get(&told.mailbox_id) {
                 arrived.notify_one();
+            }
+            if let (Some(event), Some(push)) = (&told.event, &pipeline.graph_push) {
+                push.lifecycle_for(told.mailbox_id, event);
             }
         }
         tokio::select! {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::contoso::*;
 use common::*;
-use m365_emulator::{Emulator, LifecycleEvent, MailboxGrant, NotificationFault, SubscriptionInfo};
+use m365_emulator::{Emulator, LifecycleEvent, MailboxGrant, NotificationFault, NotificationPolicy, SubscriptionInfo};
 
 fn deliver(emu: &Emulator, n: usize) {
     let mime = String::from_utf8(simple_mail(&format!("push{n}@ex"), &format!("Pushed {n}"), "", "Hello")).unwrap();
@@ -143,6 +143,9 @@ fn lifecycle_notifications_renew_catch_up_and_subscribe_again() {
 #[test]
 fn a_restart_takes_up_the_stored_subscription_and_renewal_comes_before_expiry() {
     let emu = emulator();
+    // Graph raises lifetimes under 45 minutes to 45; the emulator lets the
+    // test keep one minute, so a renewal comes within seconds.
+    emu.set_notification_policy(NotificationPolicy { min_expiration_minutes: 0, ..Default::default() }).unwrap();
     let robot = robot_with_app_mailbox(&emu);
     // A one-minute lifetime: renewed after about 30 s.
     let env = [("MAILROBOT_GRAPH_SUBSCRIPTION_SECONDS", "60")];
@@ -282,6 +285,13 @@ fn a_notification_reaching_another_node_is_passed_to_the_holder() {
     assert!(robot.serve_logs().contains("passed on"), "A did not pass the notification on:\n{}", robot.serve_logs());
     let subs = emu.subscriptions();
     assert_eq!((subs.len(), subs[0].id.as_str()), (1, sub.id.as_str()), "{subs:?}");
+
+    // A lifecycle event reaching A is for B's watcher too: Graph removed
+    // the subscription, B subscribes again.
+    assert!(emu.trigger_lifecycle(&sub.id, LifecycleEvent::SubscriptionRemoved).unwrap());
+    let again = wait_for_subscription(&emu, &other, Some(&sub.id));
+    assert_ne!(again.id, sub.id);
+    expect_ticket_soon(&emu, &other, 2, Duration::from_secs(6));
     for node in [&mut a, &mut b] {
         node.kill().unwrap();
         node.wait().unwrap();

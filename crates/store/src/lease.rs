@@ -103,7 +103,16 @@ pub struct Heartbeat {
     pub next_expiry_in: Option<Duration>,
     /// Mailboxes of this node with new mail announced to another node
     /// (a Graph notification that reached it) since the last heartbeat.
-    pub announced: Vec<i64>,
+    pub announced: Vec<Announcement>,
+}
+
+/// New mail announced for a mailbox to a node that does not hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub mailbox_id: i64,
+    /// The Graph lifecycle event that came with it (`subscriptionRemoved`…),
+    /// for the holder's watcher.
+    pub event: Option<String>,
 }
 
 /// Decides a heartbeat: keep what is ours and live, give up what is over our
@@ -265,7 +274,7 @@ pub trait LeaseStore: Send + Sync {
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat>;
     /// Tells whichever node holds the mailbox that new mail was announced
     /// (it hears of it at its next heartbeat). False when no node holds it.
-    fn announce_mail(&self, mailbox_id: i64) -> Result<bool>;
+    fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool>;
     /// A node stopping: gives its leases up at once, so others take them
     /// without waiting for the TTL.
     fn stop_node(&self, node_id: &str) -> Result<()>;

@@ -426,6 +426,8 @@ CREATE TABLE push_subscriptions (
 -- A notification for a mailbox that reached a node not holding it: the
 -- holder's next heartbeat takes it and polls.
 ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT;
+-- With the Graph lifecycle event it came with, if any.
+ALTER TABLE mailbox_leases ADD COLUMN announced_event TEXT;
 "#,
 ];
 
@@ -750,6 +752,7 @@ CREATE TABLE push_subscriptions (
 );
 
 ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT COLLATE "C";
+ALTER TABLE mailbox_leases ADD COLUMN announced_event TEXT;
 "#,
 ];
 

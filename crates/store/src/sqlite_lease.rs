@@ -1,5 +1,6 @@
 //! [`LeaseStore`] on SQLite, and the fencing check of its writes.
 
+use crate::lease::Announcement;
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -95,25 +96,32 @@ impl LeaseStore for SqliteStore {
                     Ok(Fence { mailbox_id: r.get(0)?, node_id: node_id.to_string(), token: r.get(1)? })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let announced: Vec<i64> = tx
+            let announced: Vec<Announcement> = tx
                 .prepare_cached(
-                    "UPDATE mailbox_leases SET announced_at = NULL
-                     WHERE node_id = ?1 AND expires_at > ?2 AND announced_at IS NOT NULL RETURNING mailbox_id",
+                    "SELECT mailbox_id, announced_event FROM mailbox_leases
+                     WHERE node_id = ?1 AND expires_at > ?2 AND announced_at IS NOT NULL",
                 )?
-                .query_map(params![node_id, now], |r| r.get(0))?
+                .query_map(params![node_id, now], |r| Ok(Announcement { mailbox_id: r.get(0)?, event: r.get(1)? }))?
                 .collect::<rusqlite::Result<_>>()?;
+            for a in &announced {
+                tx.prepare_cached(
+                    "UPDATE mailbox_leases SET announced_at = NULL, announced_event = NULL WHERE mailbox_id = ?1",
+                )?
+                .execute([a.mailbox_id])?;
+            }
             Ok((held, plan.release, next_expiry_in, announced))
         })?;
         self.fences.set(held.clone());
         Ok(Heartbeat { held, released, next_expiry_in, announced })
     }
 
-    fn announce_mail(&self, mailbox_id: i64) -> Result<bool> {
+    fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
         self.write(|tx| {
             let now = db_now(tx)?;
             let n = tx.execute(
-                "UPDATE mailbox_leases SET announced_at = ?2 WHERE mailbox_id = ?1 AND node_id IS NOT NULL AND expires_at > ?2",
-                params![mailbox_id, now],
+                "UPDATE mailbox_leases SET announced_at = ?2, announced_event = COALESCE(?3, announced_event)
+                 WHERE mailbox_id = ?1 AND node_id IS NOT NULL AND expires_at > ?2",
+                params![mailbox_id, now, event],
             )?;
             Ok(n > 0)
         })

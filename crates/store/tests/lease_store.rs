@@ -103,11 +103,18 @@ fn announced_mail_reaches_the_holder_at_its_next_heartbeat<S: Store + LeaseStore
     let ids = mailboxes(&a, 2);
     node(&a, "a");
     assert_eq!(held(&a.heartbeat("a", TTL).unwrap()), ids);
-    assert!(b.announce_mail(ids[1]).unwrap());
-    assert_eq!(a.heartbeat("a", TTL).unwrap().announced, vec![ids[1]]);
+    assert!(b.announce_mail(ids[1], None).unwrap());
+    assert_eq!(a.heartbeat("a", TTL).unwrap().announced, vec![Announcement { mailbox_id: ids[1], event: None }]);
+    assert!(a.heartbeat("a", TTL).unwrap().announced.is_empty(), "told once");
+    // A lifecycle event comes with it; a plain notification after it does
+    // not wipe it out.
+    assert!(b.announce_mail(ids[0], Some("subscriptionRemoved")).unwrap());
+    assert!(b.announce_mail(ids[0], None).unwrap());
+    let told = a.heartbeat("a", TTL).unwrap().announced;
+    assert_eq!(told, vec![Announcement { mailbox_id: ids[0], event: Some("subscriptionRemoved".into()) }]);
     assert!(a.heartbeat("a", TTL).unwrap().announced.is_empty(), "told once");
     a.stop_node("a").unwrap();
-    assert!(!b.announce_mail(ids[0]).unwrap(), "no node holds it");
+    assert!(!b.announce_mail(ids[0], None).unwrap(), "no node holds it");
 }
 
 mailrobot_store::on_both_backends_opened!(announced_mail_reaches_the_holder_at_its_next_heartbeat);

@@ -1,5 +1,6 @@
 //! [`LeaseStore`] on PostgreSQL, and the fencing check of its writes.
 
+use crate::lease::Announcement;
 use std::time::Duration;
 
 use tokio_postgres::Row;
@@ -109,25 +110,32 @@ impl LeaseStore for PgStore {
                 .collect::<Result<Vec<_>>>()?;
             let announced = tx
                 .query(
-                    "UPDATE mailbox_leases SET announced_at = NULL
-                     WHERE node_id = $1 AND expires_at > $2 AND announced_at IS NOT NULL RETURNING mailbox_id",
+                    "SELECT mailbox_id, announced_event FROM mailbox_leases
+                     WHERE node_id = $1 AND expires_at > $2 AND announced_at IS NOT NULL",
                     &[&node_id, &now],
                 )?
                 .iter()
-                .map(|r| Ok(r.try_get(0)?))
-                .collect::<Result<Vec<i64>>>()?;
+                .map(|r| Ok(Announcement { mailbox_id: r.try_get(0)?, event: r.try_get(1)? }))
+                .collect::<Result<Vec<_>>>()?;
+            for a in &announced {
+                tx.exec(
+                    "UPDATE mailbox_leases SET announced_at = NULL, announced_event = NULL WHERE mailbox_id = $1",
+                    &[&a.mailbox_id],
+                )?;
+            }
             Ok((held, plan.release, next_expiry_in, announced))
         })?;
         self.fences.set(held.clone());
         Ok(Heartbeat { held, released, next_expiry_in, announced })
     }
 
-    fn announce_mail(&self, mailbox_id: i64) -> Result<bool> {
+    fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
         self.write(|tx| {
             let now = db_now(tx)?;
             let n = tx.exec(
-                "UPDATE mailbox_leases SET announced_at = $2 WHERE mailbox_id = $1 AND node_id IS NOT NULL AND expires_at > $2",
-                &[&mailbox_id, &now],
+                "UPDATE mailbox_leases SET announced_at = $2, announced_event = COALESCE($3, announced_event)
+                 WHERE mailbox_id = $1 AND node_id IS NOT NULL AND expires_at > $2",
+                &[&mailbox_id, &now, &event],
             )?;
             Ok(n > 0)
         })
