@@ -23,10 +23,20 @@ fn init_logs(format: LogFormat, long_running: bool) {
     }
 }
 
+/// Threads for blocking work (store calls) at most.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format, matches!(cli.command, Command::Serve { .. } | Command::Demo { once: false, .. }));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Store calls run on blocking threads; with thousands of mailboxes
+    // tokio's default (up to 512, each kept 10 s) left hundreds idle. They
+    // wait on one writer (SQLite) or a small pool (PostgreSQL) anyway.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
