@@ -83,32 +83,8 @@ fn add_mailbox(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Adds `n` IMAP mailboxes, one per Dovecot user.
 fn add_mailboxes(bin: &Path, data: &Path, port: u16, n: usize, poll_seconds: u64) -> anyhow::Result<()> {
-    let (port, poll) = (port.to_string(), poll_seconds.to_string());
-    add_all(n, |i| {
-        let name = user(i);
-        add_mailbox(
-            bin,
-            data,
-            &[
-                "--name",
-                &name,
-                "--kind",
-                "imap",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--tls",
-                "none",
-                "--username",
-                &name,
-                "--password-env",
-                "BENCH_PW",
-                "--poll-seconds",
-                &poll,
-            ],
-        )
-    })
+    let poll = poll_seconds.to_string();
+    add_all(n, |i| crate::add_imap_mailbox_named(bin, data, &user(i), port, &user(i), &["--poll-seconds", &poll]))
 }
 
 /// Samples `pid` into `peak` and returns the sample.
@@ -305,31 +281,9 @@ pub(crate) fn fairness(bin: &Path, big: usize) -> anyhow::Result<Value> {
     dc.deliver_many("big", "INBOX", (0..big).map(small_mail))?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let port = dc.imap_port().to_string();
     add_all(names.len(), |i| {
-        let (name, poll) = (&names[i], if i == 0 { "60" } else { "1" });
-        add_mailbox(
-            bin,
-            &data,
-            &[
-                "--name",
-                name,
-                "--kind",
-                "imap",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--tls",
-                "none",
-                "--username",
-                name,
-                "--password-env",
-                "BENCH_PW",
-                "--poll-seconds",
-                poll,
-            ],
-        )
+        let poll = if i == 0 { "60" } else { "1" };
+        crate::add_imap_mailbox_named(bin, &data, &names[i], dc.imap_port(), &names[i], &["--poll-seconds", poll])
     })?;
     let serving = Serving::start(bin, &data)?;
     let started = Instant::now();

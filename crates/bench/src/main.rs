@@ -192,12 +192,25 @@ fn database_for(server: &str, data_dir: &Path) -> String {
 
 /// `mailbox add bench --kind imap` over the Dovecot user `user`, plus `extra`.
 fn add_imap_mailbox(bin: &Path, data: &Path, port: u16, user: &str, extra: &[&str]) -> anyhow::Result<()> {
+    add_imap_mailbox_named(bin, data, "bench", port, user, extra)
+}
+
+/// `mailbox add NAME --kind imap` over the Dovecot user `user` (no TLS, the
+/// bench password), plus `extra`.
+pub(crate) fn add_imap_mailbox_named(
+    bin: &Path,
+    data: &Path,
+    name: &str,
+    port: u16,
+    user: &str,
+    extra: &[&str],
+) -> anyhow::Result<()> {
     let port = port.to_string();
     let mut args = vec![
         "mailbox",
         "add",
         "--name",
-        "bench",
+        name,
         "--kind",
         "imap",
         "--host",
@@ -213,7 +226,7 @@ fn add_imap_mailbox(bin: &Path, data: &Path, port: u16, user: &str, extra: &[&st
     ];
     args.extend_from_slice(extra);
     let add = robot(bin, data, &args).output()?;
-    ensure!(add.status.success(), "mailbox add: {}", String::from_utf8_lossy(&add.stderr));
+    ensure!(add.status.success(), "mailbox add {name}: {}", String::from_utf8_lossy(&add.stderr));
     Ok(())
 }
 

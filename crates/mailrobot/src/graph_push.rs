@@ -114,12 +114,7 @@ pub struct GraphPush {
 /// an emulator (real Graph cannot reach it anyway).
 pub fn unreachable_reason(public_url: &str) -> Option<String> {
     let url = url::Url::parse(public_url).ok()?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        None => false,
-    };
+    let loopback = url.host_str().is_some_and(mailrobot_sources::plaintext::is_loopback_host);
     match url.scheme() {
         "https" => None,
         "http" if loopback => None,
