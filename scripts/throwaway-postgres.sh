@@ -4,6 +4,7 @@
 #   eval "$(scripts/throwaway-postgres.sh)"   # exports MAILROBOT_TEST_DATABASE_URL
 #                                             # and MAILROBOT_TEST_PG_DIR
 #   scripts/throwaway-postgres.sh stop "$MAILROBOT_TEST_PG_DIR"
+#   DURABLE=1 scripts/throwaway-postgres.sh   # fsync and synchronous commit on
 #
 # Debian's `postgresql` package is installed when missing. The cluster lives in
 # a temporary directory on a free loopback port, run by the `postgres` user
@@ -39,9 +40,12 @@ password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 run_pg "$bin/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   -E UTF8 --locale=C.UTF-8 >/dev/null
 # A test machine's cluster: no fsync wait (nothing here must survive a power cut),
-# room for many test databases and nodes at once.
+# room for many test databases and nodes at once. DURABLE=1 keeps PostgreSQL's
+# own defaults (fsync, synchronous commit): what benchmarks measure against.
+durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+if [ "${DURABLE:-0}" = 1 ]; then durability=""; fi
 run_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o \
-  "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB" \
+  "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=400 -c shared_buffers=128MB" \
   start >/dev/null
 run_pg "$bin/psql" -h "$dir" -p "$port" -U postgres -q -v ON_ERROR_STOP=1 \
   -c "CREATE ROLE mailrobot LOGIN CREATEDB PASSWORD '$password'" \

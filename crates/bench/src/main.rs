@@ -8,6 +8,7 @@
 mod api;
 mod latency;
 mod mailboxes;
+mod nodes;
 mod outbound;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,16 @@ struct Args {
     /// How long --many-mailboxes and --many-graph-mailboxes watch the idle node.
     #[arg(long, default_value_t = 60)]
     many_watch_seconds: u64,
+    /// Only several nodes against one on PostgreSQL (BENCH_POSTGRES_URL):
+    /// this many mails over --nodes-mailboxes IMAP mailboxes, --rounds
+    /// times each (0 skips).
+    #[arg(long, default_value_t = 0)]
+    nodes_mails: usize,
+    #[arg(long, default_value_t = 30)]
+    nodes_mailboxes: usize,
+    /// How many nodes share the database in the several-nodes runs.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -205,6 +216,19 @@ pub(crate) fn add_imap_mailbox_named(
     user: &str,
     extra: &[&str],
 ) -> anyhow::Result<()> {
+    add_imap_mailbox_named_with_env(bin, data, name, port, user, extra, &[])
+}
+
+/// [`add_imap_mailbox_named`] with these environment variables set.
+pub(crate) fn add_imap_mailbox_named_with_env(
+    bin: &Path,
+    data: &Path,
+    name: &str,
+    port: u16,
+    user: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let port = port.to_string();
     let mut args = vec![
         "mailbox",
@@ -225,7 +249,7 @@ pub(crate) fn add_imap_mailbox_named(
         "BENCH_PW",
     ];
     args.extend_from_slice(extra);
-    let add = robot(bin, data, &args).output()?;
+    let add = robot(bin, data, &args).envs(env.iter().copied()).output()?;
     ensure!(add.status.success(), "mailbox add {name}: {}", String::from_utf8_lossy(&add.stderr));
     Ok(())
 }
@@ -253,6 +277,21 @@ fn main() -> anyhow::Result<()> {
             results["ingest_with_readers"] =
                 api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
         }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if args.nodes_mails > 0 {
+        let results = json!({
+            "nproc": std::thread::available_parallelism()?.get(),
+            "nodes": nodes::nodes_run(
+                &args.mailrobot,
+                args.nodes_mails,
+                args.nodes_mailboxes,
+                args.nodes,
+                args.rounds,
+                args.seed
+            )?,
+        });
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }

@@ -27,8 +27,8 @@ pub use decide::{Decision, Lookups, decide};
 pub use mail::{Address, Attachment, ParsedMail};
 pub use parse::{ParseError, parse};
 pub use process::{
-    Filed, Ledger, MailboxPolicy, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, RulesTest, TicketChange,
-    UnknownSenders, file_batch, parse_batch, test_rules,
+    BatchLookups, Filed, Ledger, MailboxPolicy, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, RulesTest,
+    TicketChange, UnknownSenders, file_batch, parse_batch, test_rules,
 };
 pub use rules::{RuleDefinition, StoredRule, TicketFields};
 pub use tag::TagFormat;

@@ -224,6 +224,13 @@ impl BatchContext {
 pub trait Ledger {
     type Error;
 
+    /// Told once per batch, before its first mail, what filing it will look
+    /// up, so a store where every lookup is a round trip can read them all at
+    /// once. Answers must still see what the batch writes.
+    fn prefetch(&mut self, _lookups: &BatchLookups) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Whether the journal row still waits for processing: another process
     /// sharing the store may have processed it since it was read.
     fn is_pending(&mut self, journal_id: i64) -> Result<bool, Self::Error>;
@@ -279,6 +286,39 @@ pub trait Ledger {
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<(), Self::Error>;
 }
 
+/// The keys filing a batch looks up ([`Ledger::prefetch`]): the mails'
+/// journal rows, fingerprints, tagged tickets, the Message-IDs they refer
+/// to and their requesters' folded addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchLookups {
+    pub journal_ids: Vec<i64>,
+    pub fingerprints: Vec<String>,
+    pub tickets: Vec<u64>,
+    pub referred_message_ids: Vec<String>,
+    pub requester_keys: Vec<String>,
+}
+
+impl BatchLookups {
+    fn of(batch: &[ParsedPending], tag: &TagFormat) -> Self {
+        let mut lookups = Self::default();
+        for pending in batch {
+            lookups.journal_ids.push(pending.journal_id);
+            let Ok(mail) = &pending.parsed else { continue };
+            lookups.fingerprints.push(mail.fingerprint.clone());
+            lookups.tickets.extend(tagged_number(mail, tag));
+            lookups.referred_message_ids.extend(mail.refers_to.iter().cloned());
+            lookups.requester_keys.extend(requester_key(mail));
+        }
+        for keys in [&mut lookups.fingerprints, &mut lookups.referred_message_ids, &mut lookups.requester_keys] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        lookups.tickets.sort_unstable();
+        lookups.tickets.dedup();
+        lookups
+    }
+}
+
 /// What processing made of one mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -306,6 +346,7 @@ pub fn file_batch<L: Ledger + ?Sized>(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut context =
         BatchContext { rules: RuleSet::compile(ledger.rules()?), templates: None, policies: HashMap::new() };
+    ledger.prefetch(&BatchLookups::of(&batch, tag))?;
     for mail in batch {
         if !ledger.is_pending(mail.journal_id)? {
             continue;
@@ -369,7 +410,7 @@ fn mail_facts<L: Ledger + ?Sized>(
     mail: &ParsedMail,
     decision: &Decision,
 ) -> Result<(MailFacts, String), L::Error> {
-    let requester_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
+    let requester_key = requester_key(mail).unwrap_or_default();
     let contact_known = !requester_key.is_empty() && ledger.contact_known(&requester_key)?;
     let has_ticket = matches!(decision, Decision::Append { .. });
     Ok((MailFacts { classification: Classification::of(mail.kind, has_ticket), contact_known }, requester_key))
@@ -475,7 +516,7 @@ impl Filing<'_> {
         ticket: Option<u64>,
     ) -> Result<Option<(&'m Address, AnswerContext)>, L::Error> {
         let limits = *self.limits;
-        let recipient_key = mail.requester().map(|a| folded(&a.email)).unwrap_or_default();
+        let recipient_key = requester_key(mail).unwrap_or_default();
         let Some(context) = ledger.answer_context(self.mailbox_id, &recipient_key, ticket, &limits)? else {
             return Ok(None);
         };
@@ -607,6 +648,18 @@ impl Filing<'_> {
     }
 }
 
+/// The ticket number the mail's subject is tagged with. A bounce carries
+/// the tag in the subject of the original it returns.
+fn tagged_number(mail: &ParsedMail, tag: &TagFormat) -> Option<u64> {
+    tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| tag.find(s)))
+}
+
+/// The folded address of whom a new ticket would be for, as the directory
+/// keys contacts.
+fn requester_key(mail: &ParsedMail) -> Option<String> {
+    mail.requester().map(|a| folded(&a.email)).filter(|key| !key.is_empty())
+}
+
 fn lookups<L: Ledger + ?Sized>(
     ledger: &mut L,
     journal_id: i64,
@@ -614,9 +667,7 @@ fn lookups<L: Ledger + ?Sized>(
     tag: &TagFormat,
 ) -> Result<Lookups, L::Error> {
     let duplicate_of = ledger.earlier_copy(journal_id, &mail.fingerprint, mail.message_id.as_deref())?;
-    // A bounce carries the tag in the subject of the original it returns.
-    let tagged = tag.find(&mail.subject).or_else(|| mail.original_subject.as_deref().and_then(|s| tag.find(s)));
-    let tagged_ticket = match tagged {
+    let tagged_ticket = match tagged_number(mail, tag) {
         Some(id) if ledger.ticket_exists(id)? => Some(id),
         _ => None,
     };

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use mailrobot_core::PendingMail;
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
@@ -212,7 +213,7 @@ impl Pipeline {
         let mut report = PollReport { mailbox: mailbox.name.clone(), ..Default::default() };
         // Mails journaled by a pass that died are processed first, without
         // the server: they are already safe here.
-        self.process(mailbox.id, &mut report).await?;
+        self.process(mailbox.id, &mut report, Vec::new()).await?;
 
         let mut source = self.open_source(mailbox).await?;
         let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
@@ -416,13 +417,14 @@ impl Pipeline {
         }
         let mut queue: std::collections::VecDeque<Listing> = new.into();
         let first = next_batch(&mut queue, limits);
+        let mut journaled = Vec::new();
         if let Some(ids) = &first {
             let batch = source.fetch(ids).await?;
             let batch = requeue_deferred(batch, &mut queue)?;
             crash::point("after-fetch");
             report.fetched += batch.len();
             self.progress.fetched(id, batch.len());
-            self.journal(id, max, batch).await?;
+            journaled = self.journal(id, max, batch).await?;
             crash::point("after-journal");
         }
         let mut more = first.is_some();
@@ -435,7 +437,8 @@ impl Pipeline {
                     None => Ok(None),
                 }
             };
-            let (processed, next) = tokio::join!(self.process(mailbox.id, report), fetch_next);
+            let to_process = std::mem::take(&mut journaled);
+            let (processed, next) = tokio::join!(self.process(mailbox.id, report, to_process), fetch_next);
             processed?;
             crash::point("after-process");
             let next = match next? {
@@ -456,12 +459,12 @@ impl Pipeline {
             let journal_next = async {
                 match next {
                     Some(batch) => self.journal(id, max, batch).await,
-                    None => Ok(()),
+                    None => Ok(Vec::new()),
                 }
             };
-            let (settled, journaled) = tokio::join!(self.settle(mailbox.id, source, report), journal_next);
+            let (settled, next_journaled) = tokio::join!(self.settle(mailbox.id, source, report), journal_next);
             settled?;
-            journaled?;
+            journaled = next_journaled?;
             if more {
                 crash::point("after-journal");
             }
@@ -480,54 +483,86 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Stores a fetched batch in the journal (one commit).
-    async fn journal(&self, mailbox_id: i64, max: u64, fetched: Vec<RemoteMail>) -> Result<(), PollError> {
-        self.blocking(move |s| {
-            let incoming: Vec<IncomingMail<'_>> = fetched
-                .iter()
-                .map(|m| {
-                    // Sources that list no sizes are checked here.
-                    match &m.refused {
-                        Some(Refusal::TooLarge { at_least }) => IncomingMail::rejected(
-                            m.remote_id.clone(),
-                            *at_least,
-                            format!(
-                                "message is at least {at_least} bytes, over this mailbox's limit of {max} bytes; \
-                                 raise --max-message-mb or handle it by hand"
+    /// Stores a fetched batch in the journal (one commit). Returns the new
+    /// mails to process, with their bytes: processing need not read back
+    /// what was just written.
+    async fn journal(
+        &self,
+        mailbox_id: i64,
+        max: u64,
+        fetched: Vec<RemoteMail>,
+    ) -> Result<Vec<PendingMail>, PollError> {
+        let pending = self
+            .blocking(move |s| {
+                let incoming: Vec<IncomingMail<'_>> = fetched
+                    .iter()
+                    .map(|m| {
+                        // Sources that list no sizes are checked here.
+                        match &m.refused {
+                            Some(Refusal::TooLarge { at_least }) => IncomingMail::rejected(
+                                m.remote_id.clone(),
+                                *at_least,
+                                format!(
+                                    "message is at least {at_least} bytes, over this mailbox's limit of {max} bytes; \
+                                     raise --max-message-mb or handle it by hand"
+                                ),
                             ),
-                        ),
-                        Some(Refusal::NotAMail { reason }) => {
-                            IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
+                            Some(Refusal::NotAMail { reason }) => {
+                                IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
+                            }
+                            // Taken off by requeue_deferred before journaling.
+                            Some(Refusal::Deferred) => unreachable!("deferred mails are never journaled"),
+                            None if m.raw.len() as u64 > max => IncomingMail::rejected(
+                                m.remote_id.clone(),
+                                m.raw.len() as u64,
+                                format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
+                            ),
+                            None => IncomingMail::fetched(m.remote_id.clone(), &m.raw),
                         }
-                        // Taken off by requeue_deferred before journaling.
-                        Some(Refusal::Deferred) => unreachable!("deferred mails are never journaled"),
-                        None if m.raw.len() as u64 > max => IncomingMail::rejected(
-                            m.remote_id.clone(),
-                            m.raw.len() as u64,
-                            format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
-                        ),
-                        None => IncomingMail::fetched(m.remote_id.clone(), &m.raw),
-                    }
-                })
-                .collect();
-            let started = std::time::Instant::now();
-            let journaled = s.journal(mailbox_id, &incoming);
-            tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
-            journaled
-        })
-        .await?;
-        Ok(())
+                    })
+                    .collect();
+                let started = std::time::Instant::now();
+                let journaled = s.journal_new(mailbox_id, &incoming)?;
+                tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
+                let fetched_new: Vec<bool> = incoming.iter().map(|m| m.rejected.is_none()).collect();
+                drop(incoming);
+                let mut fetched: Vec<Option<RemoteMail>> = fetched.into_iter().map(Some).collect();
+                Ok(journaled
+                    .into_iter()
+                    .filter(|(i, _)| fetched_new[*i])
+                    .filter_map(|(i, journal_id)| {
+                        let mail = fetched[i].take()?;
+                        Some(PendingMail { journal_id, mailbox_id, remote_id: mail.remote_id, raw: mail.raw })
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(pending)
     }
 
-    /// Processes everything journaled but not yet processed for the mailbox,
-    /// a batch (by count and by bytes) per transaction.
-    async fn process(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
+    /// Processes `journaled` (a batch just journaled, with its bytes), then
+    /// everything else journaled but not yet processed for the mailbox, a
+    /// batch (by count and by bytes) per transaction.
+    async fn process(
+        &self,
+        mailbox_id: i64,
+        report: &mut PollReport,
+        journaled: Vec<PendingMail>,
+    ) -> Result<(), PollError> {
         let label = crate::metrics::mailbox_label(mailbox_id, &report.mailbox);
+        let mut journaled = Some(journaled).filter(|batch| !batch.is_empty());
         loop {
             let rules = self.rules.clone();
             let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
             let started = std::time::Instant::now();
-            let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
+            let given = journaled.take();
+            let was_given = given.is_some();
+            let done = self
+                .blocking(move |s| match given {
+                    Some(batch) => s.process_mails(batch, &rules),
+                    None => s.process_pending(Some(mailbox_id), limit, max_bytes, &rules),
+                })
+                .await?;
             if !done.is_empty() {
                 crate::metrics::record_batch(&label, started.elapsed().as_secs_f64(), done.len());
             }
@@ -541,7 +576,7 @@ impl Pipeline {
             }
             crate::metrics::record_processed(&label, &done);
             // A batch cut short by bytes is not the last one; an empty one is.
-            if done.is_empty() {
+            if done.is_empty() && !was_given {
                 return Ok(());
             }
         }

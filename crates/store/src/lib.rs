@@ -102,7 +102,12 @@ pub trait Store: Send + Sync {
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>>;
     /// Stores fetched mails (raw bytes, state `fetched`) in one transaction.
     /// Remote ids already journaled are skipped. Returns how many were new.
-    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
+    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
+        Ok(self.journal_new(mailbox_id, mails)?.len())
+    }
+    /// [`Store::journal`], telling which mails were new: (their index in
+    /// `mails`, their journal id), in the order given.
+    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>>;
     /// Up to `limit` journaled mails in state `fetched` (of one mailbox, or
     /// all), in arrival order, with their raw bytes — fewer when their bytes
     /// would pass `max_bytes` (always at least one), so the memory a batch
@@ -130,6 +135,12 @@ pub trait Store: Send + Sync {
         rules: &ProcessingRules,
     ) -> Result<Vec<ProcessedMail>> {
         process::process_pending(self, mailbox_id, limit, max_bytes, rules)
+    }
+    /// Processes mails just journaled, whose bytes the caller still holds
+    /// (no need to read them back); mails processed meanwhile by someone
+    /// else are left out, as in [`Store::process_pending`].
+    fn process_mails(&self, pending: Vec<PendingMail>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
+        process::process_mails(self, pending, rules)
     }
     /// Processed or failed mails whose remote copy is not settled yet.
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;

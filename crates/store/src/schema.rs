@@ -754,6 +754,20 @@ CREATE TABLE push_subscriptions (
 ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT COLLATE "C";
 ALTER TABLE mailbox_leases ADD COLUMN announced_event TEXT;
 "#,
+    // 4: entry bodies compressed with LZ4 where the server has it (PostgreSQL
+    // 14 and later, built with lz4, as Debian's is): pglz took about 100 µs
+    // of the server's time per 10 KB mail, LZ4 a fraction of it. Elsewhere
+    // bodies stay with pglz; values already stored keep theirs.
+    r#"
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE ticket_entries ALTER COLUMN text_body SET COMPRESSION lz4,
+                                        ALTER COLUMN html_body SET COMPRESSION lz4,
+                                        ALTER COLUMN new_text SET COMPRESSION lz4';
+EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+    RAISE NOTICE 'LZ4 is not available: entry bodies stay compressed with pglz';
+END $$;
+"#,
 ];
 
 #[cfg(test)]

@@ -364,15 +364,15 @@ impl Store for SqliteStore {
         Ok(known)
     }
 
-    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
+    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>> {
         if mails.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         self.write(|tx| {
             check_fences(&self.fences, tx, &[mailbox_id])?;
             let fetched_at = now();
-            let mut inserted = 0;
-            for mail in mails {
+            let mut inserted = Vec::new();
+            for (i, mail) in mails.iter().enumerate() {
                 let exists: bool = tx
                     .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages WHERE mailbox_id = ?1 AND remote_id = ?2)")?
                     .query_row(params![mailbox_id, mail.remote_id], |r| r.get(0))?;
@@ -388,7 +388,7 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?5 = 'failed' THEN ?7 END)",
                 )?
                 .execute(params![mailbox_id, mail.remote_id, sha, mail.size as i64, state, mail.rejected, fetched_at])?;
-                inserted += 1;
+                inserted.push((i, tx.last_insert_rowid()));
             }
             Ok(inserted)
         })

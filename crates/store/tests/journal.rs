@@ -112,6 +112,38 @@ fn copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not<S: Store
     assert_eq!(s.tickets().unwrap().len(), 2);
 }
 
+/// Filing looks things up that earlier mails of the same batch wrote: a
+/// reply to a mail of the batch, a tag of a ticket the batch opened. Ticket
+/// numbers go on from there in the next batch.
+fn lookups_within_one_batch_see_what_the_batch_wrote<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
+    let first = mail("1@x", "Printer broken", "", "It is broken");
+    let reply = mail("2@x", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still broken");
+    let other = mail("3@x", "Scanner", "", "Scanner too");
+    let tagged = mail("4@x", "Re: [TKT-000002] Scanner", "", "Thanks");
+    let journaled = s
+        .journal(
+            mb,
+            &[
+                IncomingMail::fetched("r1", &first),
+                IncomingMail::fetched("r2", &reply),
+                IncomingMail::fetched("r3", &other),
+                IncomingMail::fetched("r4", &tagged),
+                IncomingMail::fetched("r1", &first),
+            ],
+        )
+        .unwrap();
+    assert_eq!(journaled, 4, "a remote id twice in one batch is journaled once");
+    let out = s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
+    let filed: Vec<_> = out.iter().map(|p| (p.ticket_id, p.created_ticket)).collect();
+    assert_eq!(filed, [(Some(1), true), (Some(1), false), (Some(2), true), (Some(2), false)]);
+    s.journal(mb, &[IncomingMail::fetched("r5", &mail("5@x", "Monitor", "", "Dark"))]).unwrap();
+    let out = s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap();
+    assert_eq!((out[0].ticket_id, out[0].created_ticket), (Some(3), true));
+    let entries: Vec<_> = s.tickets().unwrap().iter().map(|t| (t.id, t.entries)).collect();
+    assert_eq!(entries, [(1, 2), (2, 2), (3, 1)]);
+}
+
 fn auto_replies_and_bounces_never_open_tickets<S: Store>(s: &S) {
     let mb = mailbox(s, "a");
     let first = mail("1@x", "Need help", "", "Help");
@@ -297,6 +329,7 @@ mailrobot_store::on_both_backends!(
     new_mail_makes_a_ticket_and_replies_join_it,
     entries_keep_the_new_text_and_unpacked_attachments,
     copies_in_two_mailboxes_make_one_entry_but_reused_message_ids_do_not,
+    lookups_within_one_batch_see_what_the_batch_wrote,
     auto_replies_and_bounces_never_open_tickets,
     broken_mail_fails_with_reason_and_the_batch_goes_on,
     a_processing_batch_stops_at_its_byte_budget,

@@ -96,16 +96,6 @@ fn contact_from_row(r: &Row) -> Result<Contact> {
     })
 }
 
-/// Adds a contact met in mail (a new ticket's requester); nothing if known.
-pub(crate) fn add_mail_contact(tx: &mut PgTx<'_>, at: &str, address: &mailrobot_core::Address) -> Result<()> {
-    tx.exec(
-        "INSERT INTO contacts (email, email_key, name, source, created_at) VALUES ($1, $2, $3, 'mail', $4)
-         ON CONFLICT (email_key) DO NOTHING",
-        &[&address.as_written, &folded(&address.email), &address.name, &at],
-    )?;
-    Ok(())
-}
-
 pub(crate) fn contact_known(tx: &mut PgTx<'_>, key: &str) -> Result<bool> {
     Ok(tx.query_one("SELECT EXISTS(SELECT 1 FROM contacts WHERE email_key = $1)", &[&key])?.try_get(0)?)
 }

@@ -18,12 +18,15 @@ mod directory;
 mod lease;
 mod ledger;
 mod outbox;
+mod rows;
 mod sealed;
 mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -219,10 +222,15 @@ impl PgStore {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let PgConn { client, statements } = &mut *conn;
-        let mut tx = PgTx { tx: wait(client.transaction())?, statements };
-        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-        let value = f(&mut tx)?;
-        wait(tx.tx.commit())?;
+        let transaction = wait(client.transaction())?;
+        let value = {
+            let mut tx = PgTx::new(&transaction, statements);
+            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let value = f(&mut tx)?;
+            tx.flush()?;
+            value
+        };
+        wait(transaction.commit())?;
         Ok(value)
     }
 
@@ -230,22 +238,52 @@ impl PgStore {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let PgConn { client, statements } = &mut *conn;
-        let tx =
-            client.build_transaction().read_only(true).isolation_level(tokio_postgres::IsolationLevel::RepeatableRead);
-        let mut tx = PgTx { tx: wait(tx.start())?, statements };
-        let value = f(&mut tx)?;
-        wait(tx.tx.commit())?;
+        let transaction = wait(
+            client
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .start(),
+        )?;
+        let value = f(&mut PgTx::new(&transaction, statements))?;
+        wait(transaction.commit())?;
         Ok(value)
     }
 }
 
+/// A statement parameter a deferred write owns until it is done.
+pub(crate) type OwnedParam = Box<dyn ToSql + Sync + Send>;
+
+/// A write sent and not waited for yet.
+type InFlight<'t> = Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 't>>;
+
+/// Writes in flight are waited for once this many are, or once they carry
+/// this many bytes (bodies, attachments), so a batch's copies stay small.
+const MAX_IN_FLIGHT: usize = 1_000;
+const MAX_IN_FLIGHT_BYTES: usize = 8 << 20;
+
 /// One transaction with its session's prepared statements.
-pub(crate) struct PgTx<'a> {
-    tx: tokio_postgres::Transaction<'a>,
-    statements: &'a mut HashMap<String, Statement>,
+///
+/// A round trip to the server costs about 90 µs on these machines, a
+/// pipelined statement about 6 µs (`examples/pg_round_trip.rs`): a write
+/// whose answer nothing needs ([`PgTx::defer`]) is sent at once and not
+/// waited for, so the server runs it while the node prepares the next one.
+/// The server runs statements in the order they were sent, so every read
+/// sees the writes before it. Writes are waited for with the next read, or
+/// at the latest before commit; the first error among them is the one
+/// returned, and the transaction is rolled back as with any error.
+pub(crate) struct PgTx<'t> {
+    tx: &'t tokio_postgres::Transaction<'t>,
+    statements: &'t mut HashMap<String, Statement>,
+    in_flight: Vec<InFlight<'t>>,
+    in_flight_bytes: usize,
 }
 
-impl PgTx<'_> {
+impl<'t> PgTx<'t> {
+    fn new(tx: &'t tokio_postgres::Transaction<'t>, statements: &'t mut HashMap<String, Statement>) -> Self {
+        Self { tx, statements, in_flight: Vec::new(), in_flight_bytes: 0 }
+    }
+
     fn statement(&mut self, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -255,40 +293,126 @@ impl PgTx<'_> {
         Ok(statement)
     }
 
+    /// Sends a write and goes on without its answer. `bytes`: roughly what
+    /// its parameters hold (bodies, attachment data).
+    pub(crate) fn defer(&mut self, sql: &str, params: Vec<OwnedParam>, bytes: usize) -> Result<()> {
+        let statement = self.statement(sql)?;
+        let tx = self.tx;
+        let mut write: InFlight<'t> = Box::pin(async move {
+            tx.execute_raw(&statement, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await
+        });
+        // The first poll encodes the statement and queues it on the session;
+        // only a statement that cannot be encoded is done at once.
+        match write.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            Poll::Pending => self.in_flight.push(write),
+            Poll::Ready(done) => {
+                done?;
+            }
+        }
+        self.in_flight_bytes += bytes;
+        if self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the writes in flight.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        self.after_in_flight(async { Ok(()) })
+    }
+
+    /// Waits for the writes in flight, then for `last` (sent when first
+    /// polled, after them). The first error in order is the one returned,
+    /// since a failed statement aborts those after it.
+    fn after_in_flight<T>(
+        &mut self,
+        last: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.in_flight_bytes = 0;
+        let (written, value) = wait(in_order(in_flight, last));
+        written?;
+        Ok(value?)
+    }
+
     /// Executes `sql`; returns how many rows it changed.
     pub(crate) fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let statement = self.statement(sql)?;
-        Ok(wait(self.tx.execute(&statement, params))?)
+        let tx = self.tx;
+        self.after_in_flight(async move { tx.execute(&statement, params).await })
     }
 
     pub(crate) fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let statement = self.statement(sql)?;
-        Ok(wait(self.tx.query(&statement, params))?)
+        let tx = self.tx;
+        self.after_in_flight(async move { tx.query(&statement, params).await })
     }
 
     pub(crate) fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let statement = self.statement(sql)?;
-        Ok(wait(self.tx.query_opt(&statement, params))?)
+        let tx = self.tx;
+        self.after_in_flight(async move { tx.query_opt(&statement, params).await })
     }
 
     pub(crate) fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
         let statement = self.statement(sql)?;
-        Ok(wait(self.tx.query_one(&statement, params))?)
+        let tx = self.tx;
+        self.after_in_flight(async move { tx.query_one(&statement, params).await })
     }
+}
+
+/// Waits for `writes` (sent already, answered in order), then for `last`.
+async fn in_order<L: Future>(
+    mut writes: Vec<InFlight<'_>>,
+    last: L,
+) -> (std::result::Result<(), tokio_postgres::Error>, L::Output) {
+    let mut last = std::pin::pin!(last);
+    let mut last_value = None;
+    let mut error = None;
+    let mut next = 0;
+    futures::future::poll_fn(|cx| {
+        // `last` is sent on its first poll, behind the writes.
+        if last_value.is_none()
+            && let Poll::Ready(value) = last.as_mut().poll(cx)
+        {
+            last_value = Some(value);
+        }
+        while next < writes.len() {
+            match writes[next].as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    if let (Err(e), None) = (result, &error) {
+                        error = Some(e);
+                    }
+                    next += 1;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match last_value.is_some() || last.as_mut().poll(cx).map(|v| last_value = Some(v)).is_ready() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await;
+    (error.map_or(Ok(()), Err), last_value.expect("set before ready"))
 }
 
 /// Blobs up to this size travel as one parameter; larger ones are streamed
 /// in and read back in pieces of this size, so a 50 MB mail is never held
 /// twice in the node's memory.
-const BLOB_PIECE: usize = 4 << 20;
+pub(crate) const BLOB_PIECE: usize = 4 << 20;
 
 /// Stores bytes once under their SHA-256.
 pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
     let sha = hex::encode(Sha256::digest(data));
     if data.len() <= BLOB_PIECE {
-        tx.exec(
+        tx.defer(
             "INSERT INTO blobs (sha256, size, data) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-            &[&sha, &(data.len() as i64), &data],
+            vec![Box::new(sha.clone()), Box::new(data.len() as i64), Box::new(data.to_vec())],
+            data.len(),
         )?;
         return Ok(sha);
     }
@@ -303,6 +427,7 @@ pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
     header.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     header.extend_from_slice(&1i16.to_be_bytes()); // fields in the row
     header.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    tx.flush()?;
     let sink = wait(tx.tx.copy_in::<_, bytes::Bytes>("COPY blob_upload (data) FROM STDIN (FORMAT binary)"))?;
     let mut sink = Box::pin(sink);
     wait(sink.send(bytes::Bytes::from(header)))?;
@@ -318,6 +443,52 @@ pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
     )?;
     tx.exec("DELETE FROM blob_upload", &[])?;
     Ok(sha)
+}
+
+/// Small blobs stored with one statement per few megabytes: fewer
+/// statements for the server to run than one per blob.
+#[derive(Default)]
+pub(crate) struct BlobRows {
+    seen: std::collections::HashSet<String>,
+    shas: Vec<String>,
+    sizes: Vec<i64>,
+    data: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl BlobRows {
+    /// Adds `data` (at most [`BLOB_PIECE`] bytes); returns its SHA-256.
+    pub(crate) fn add(&mut self, tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
+        let sha = hex::encode(Sha256::digest(data));
+        if self.seen.insert(sha.clone()) {
+            self.shas.push(sha.clone());
+            self.sizes.push(data.len() as i64);
+            self.data.push(data.to_vec());
+            self.bytes += data.len();
+        }
+        if self.bytes >= BLOB_PIECE {
+            self.send(tx)?;
+        }
+        Ok(sha)
+    }
+
+    /// Sends the blobs added so far (not waited for).
+    pub(crate) fn send(&mut self, tx: &mut PgTx<'_>) -> Result<()> {
+        if self.shas.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        tx.defer(
+            "INSERT INTO blobs (sha256, size, data) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
+             ON CONFLICT (sha256) DO NOTHING",
+            vec![
+                Box::new(std::mem::take(&mut self.shas)),
+                Box::new(std::mem::take(&mut self.sizes)),
+                Box::new(std::mem::take(&mut self.data)),
+            ],
+            bytes,
+        )
+    }
 }
 
 /// A stored blob's bytes, if it is there, read into one exactly-sized buffer.

@@ -8,6 +8,7 @@
 
 use tokio_postgres::Row;
 
+use super::ledger::owned;
 use super::store::change_ticket_status;
 use super::{PgStore, PgTx, now, put_blob};
 use crate::model::StatusChange;
@@ -28,11 +29,22 @@ pub(crate) fn enqueue_event(
     event_type: WebhookEvent,
     record: impl FnOnce(&mut PgTx<'_>) -> Result<EventRecord>,
 ) -> Result<()> {
-    let webhooks = tx
-        .query("SELECT id, events FROM webhooks", &[])?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<Vec<(i64, String)>>>()?;
+    let webhooks = webhooks(tx)?;
+    enqueue_event_to(tx, webhooks, event_type, record)
+}
+
+/// Every webhook: (id, the events it takes, as stored).
+pub(crate) fn webhooks(tx: &mut PgTx<'_>) -> Result<Vec<(i64, String)>> {
+    tx.query("SELECT id, events FROM webhooks", &[])?.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// [`enqueue_event`] with the webhooks read already.
+pub(crate) fn enqueue_event_to(
+    tx: &mut PgTx<'_>,
+    webhooks: Vec<(i64, String)>,
+    event_type: WebhookEvent,
+    record: impl FnOnce(&mut PgTx<'_>) -> Result<EventRecord>,
+) -> Result<()> {
     let subscribed = subscribers(webhooks, event_type);
     if subscribed.is_empty() {
         return Ok(());
@@ -43,10 +55,19 @@ pub(crate) fn enqueue_event(
     let event_id = event_id(&random);
     let payload = payload(&record)?;
     for webhook_id in subscribed {
-        tx.exec(
+        tx.defer(
             "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, webhook_id, event_id,
              event_type) VALUES ($1, $2, $3, 'queued', $4, $4, $5, $6, $7)",
-            &[&KIND_WEBHOOK, &record.ticket_id, &payload, &record.occurred_at, &webhook_id, &event_id, &event_type],
+            owned![
+                KIND_WEBHOOK,
+                record.ticket_id,
+                payload.clone(),
+                record.occurred_at.clone(),
+                webhook_id,
+                event_id.clone(),
+                event_type
+            ],
+            payload.len(),
         )?;
     }
     Ok(())
@@ -67,18 +88,15 @@ fn own_addresses(tx: &mut PgTx<'_>) -> Result<Vec<String>> {
     Ok(crate::outbox::own_addresses(configs))
 }
 
+/// What answering needs to know, for a mailbox that sends mail (`query`).
 pub(crate) fn answer_context(
     tx: &mut PgTx<'_>,
-    at: &str,
     own_addresses_cache: &mut Option<Vec<String>>,
-    mailbox_id: i64,
+    (mailbox_id, name): (i64, String),
+    query: AnswerQuery,
     recipient_key: &str,
     ticket: Option<u64>,
-    limits: &mailrobot_core::AnswerLimits,
-) -> Result<Option<mailrobot_core::AnswerContext>> {
-    let row = tx.query_one("SELECT name, config FROM mailboxes WHERE id = $1", &[&mailbox_id])?;
-    let (name, config): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-    let Some(query) = AnswerQuery::new(&config, at, limits) else { return Ok(None) };
+) -> Result<mailrobot_core::AnswerContext> {
     let sent_to_sender_recently = count(&tx.query_one(
         "SELECT COUNT(*) FROM outbox WHERE kind = 'mail' AND recipient_key = $1 AND created_at >= $2
          AND mail_kind <> 'reply'",
@@ -97,21 +115,38 @@ pub(crate) fn answer_context(
         Some(own) => own.clone(),
         None => own_addresses_cache.insert(own_addresses(tx)?).clone(),
     };
-    Ok(Some(query.context(mailbox_id, name, own_addresses, sent_to_sender_recently, sent_on_ticket_today)))
+    Ok(query.context(mailbox_id, name, own_addresses, sent_to_sender_recently, sent_on_ticket_today))
 }
 
 pub(crate) fn queue_mail(tx: &mut PgTx<'_>, at: &str, mail: &mailrobot_core::OutgoingMail) -> Result<()> {
-    insert_mail(tx, at, mail)?;
-    Ok(())
+    let payload = payload(mail)?;
+    let bytes = payload.len();
+    tx.defer(
+        INSERT_MAIL,
+        owned![
+            mail.ticket.map(|t| t as i64),
+            payload,
+            at.to_string(),
+            mail.message_id.clone(),
+            mail.mailbox_id,
+            mail.kind.as_str(),
+            mail.to.clone(),
+            mailrobot_core::answer::folded(&mail.to),
+            mail.subject.clone(),
+        ],
+        bytes,
+    )
 }
+
+const INSERT_MAIL: &str = "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at,
+     event_id, mailbox_id, mail_kind, recipient, recipient_key, subject)
+     VALUES ('mail', $1, $2, 'queued', $3, $3, $4, $5, $6, $7, $8, $9)";
 
 /// [`queue_mail`], returning the outbox row's id.
 fn insert_mail(tx: &mut PgTx<'_>, at: &str, mail: &mailrobot_core::OutgoingMail) -> Result<i64> {
     let payload = payload(mail)?;
     let row = tx.query_one(
-        "INSERT INTO outbox (kind, ticket_id, payload, state, next_attempt_at, created_at, event_id, mailbox_id,
-         mail_kind, recipient, recipient_key, subject)
-         VALUES ('mail', $1, $2, 'queued', $3, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        &format!("{INSERT_MAIL} RETURNING id"),
         &[
             &mail.ticket.map(|t| t as i64),
             &payload,

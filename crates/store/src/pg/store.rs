@@ -1,11 +1,13 @@
 //! [`Store`] on PostgreSQL: mailboxes, the journal, tickets and the views.
 
+use std::collections::{HashMap, HashSet};
+
 use mailrobot_core::{Ledger, PendingMail};
 use tokio_postgres::Row;
 
 use super::lease::check_fences;
 use super::ledger::{PgLedger, read_pending};
-use super::{PgStore, PgTx, now, put_blob, read_blob};
+use super::{BLOB_PIECE, BlobRows, PgStore, PgTx, now, put_blob, read_blob};
 use crate::model::*;
 use crate::{JournalState, Result, Store, StoreError, TicketStatus};
 
@@ -265,46 +267,63 @@ impl Store for PgStore {
         })
     }
 
-    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
+    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>> {
         if mails.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         self.write(|tx| {
             check_fences(&self.fences, tx, &[mailbox_id])?;
             let fetched_at = now();
-            let mut inserted = 0;
-            for mail in mails {
-                if tx
-                    .query_opt(
-                        "SELECT 1 FROM messages WHERE mailbox_id = $1 AND remote_id = $2",
-                        &[&mailbox_id, &mail.remote_id],
-                    )?
-                    .is_some()
-                {
-                    continue;
-                }
-                let (sha, state) = match &mail.rejected {
-                    None => (Some(put_blob(tx, mail.raw)?), JournalState::Fetched),
-                    Some(_) => (None, JournalState::Failed),
-                };
-                let processed_at = (state == JournalState::Failed).then_some(fetched_at.as_str());
-                tx.exec(
-                    "INSERT INTO messages (mailbox_id, remote_id, raw_sha256, size, state, reason, fetched_at, processed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    &[
-                        &mailbox_id,
-                        &mail.remote_id,
-                        &sha,
-                        &(mail.size as i64),
-                        &state,
-                        &mail.rejected,
-                        &fetched_at,
-                        &processed_at,
-                    ],
-                )?;
-                inserted += 1;
+            let remote_ids: Vec<&str> = mails.iter().map(|m| m.remote_id.as_str()).collect();
+            let mut journaled: HashSet<String> = tx
+                .query(
+                    "SELECT remote_id FROM messages WHERE mailbox_id = $1 AND remote_id = ANY($2)",
+                    &[&mailbox_id, &remote_ids],
+                )?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
+            // Once per mailbox and remote id, also within one batch.
+            let new: Vec<usize> = (0..mails.len()).filter(|i| journaled.insert(mails[*i].remote_id.clone())).collect();
+            let mut shas: Vec<Option<String>> = Vec::with_capacity(new.len());
+            let mut blobs = BlobRows::default();
+            for &i in &new {
+                let mail = &mails[i];
+                shas.push(match &mail.rejected {
+                    Some(_) => None,
+                    None if mail.raw.len() > BLOB_PIECE => Some(put_blob(tx, mail.raw)?),
+                    None => Some(blobs.add(tx, mail.raw)?),
+                });
             }
-            Ok(inserted)
+            blobs.send(tx)?;
+            let states: Vec<JournalState> = new
+                .iter()
+                .map(|i| if mails[*i].rejected.is_some() { JournalState::Failed } else { JournalState::Fetched })
+                .collect();
+            let rows = tx.query(
+                "INSERT INTO messages (mailbox_id, remote_id, raw_sha256, size, state, reason, fetched_at, processed_at)
+                 SELECT $1, remote_id, sha, size, state, reason, $2, CASE WHEN state = 'failed' THEN $2 END
+                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
+                      AS u(remote_id, sha, size, state, reason)
+                 RETURNING remote_id, id",
+                &[
+                    &mailbox_id,
+                    &fetched_at,
+                    &new.iter().map(|i| mails[*i].remote_id.as_str()).collect::<Vec<_>>(),
+                    &shas,
+                    &new.iter().map(|i| mails[*i].size as i64).collect::<Vec<_>>(),
+                    &states,
+                    &new.iter().map(|i| mails[*i].rejected.as_deref()).collect::<Vec<_>>(),
+                ],
+            )?;
+            let ids: HashMap<String, i64> =
+                rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect::<Result<_>>()?;
+            new.into_iter()
+                .map(|i| {
+                    let id = ids.get(&mails[i].remote_id).copied();
+                    id.map(|id| (i, id)).ok_or_else(|| StoreError::Corrupt("a journaled mail was not found".into()))
+                })
+                .collect()
         })
     }
 
@@ -319,7 +338,9 @@ impl Store for PgStore {
     ) -> Result<()> {
         self.write(|tx| {
             check_fences(&self.fences, tx, mailboxes)?;
-            work(&mut PgLedger { tx, at: now(), own_addresses: None })
+            let mut ledger = PgLedger::new(tx, now());
+            work(&mut ledger)?;
+            ledger.finish()
         })
     }
 
