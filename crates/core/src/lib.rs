@@ -28,7 +28,7 @@ pub use mail::{Address, Attachment, ParsedMail};
 pub use parse::{ParseError, parse};
 pub use process::{
     BatchLookups, Filed, Ledger, MailboxPolicy, NewTicket, Outcome, ParsedPending, PendingMail, ProcessedAs, RulesTest,
-    TicketChange, UnknownSenders, file_batch, parse_batch, test_rules,
+    TicketChange, UnknownSenders, file_batch, parse_batch, parse_raw, test_rules,
 };
 pub use rules::{RuleDefinition, StoredRule, TicketFields};
 pub use tag::TagFormat;

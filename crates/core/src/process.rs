@@ -93,12 +93,18 @@ enum Slot {
 }
 
 fn parse_pending(mail: PendingMail) -> ParsedPending {
-    let parsed = match catch_unwind(AssertUnwindSafe(|| parse(&mail.raw))) {
+    let parsed = parse_raw(&mail.raw);
+    ParsedPending { journal_id: mail.journal_id, mailbox_id: mail.mailbox_id, remote_id: mail.remote_id, parsed }
+}
+
+/// Parses one raw mail: the parsed mail, or why it cannot be read (a
+/// parser crash included).
+pub fn parse_raw(raw: &[u8]) -> Result<ParsedMail, String> {
+    match catch_unwind(AssertUnwindSafe(|| parse(raw))) {
         Ok(Ok(parsed)) => Ok(parsed),
         Ok(Err(err)) => Err(format!("cannot be read as an e-mail: {err}")),
         Err(_) => Err("the parser crashed on this mail; kept for a later retry".to_string()),
-    };
-    ParsedPending { journal_id: mail.journal_id, mailbox_id: mail.mailbox_id, remote_id: mail.remote_id, parsed }
+    }
 }
 
 /// A new ticket, as the rules make it from its first mail.

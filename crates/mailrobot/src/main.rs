@@ -26,12 +26,13 @@ fn init_logs(format: LogFormat, long_running: bool) {
 /// Threads for blocking work (store calls) at most.
 const MAX_BLOCKING_THREADS: usize = 64;
 
-/// Caps glibc's malloc arenas at one per core, unless `MALLOC_ARENA_MAX`
+/// Caps glibc's malloc arenas at four per core, unless `MALLOC_ARENA_MAX`
 /// says otherwise. Store calls hop between blocking threads, and buffers
 /// are freed on other threads than made them: with glibc's default (eight
-/// arenas per core) each thread's arena kept its own high-water mark, and
-/// peak RSS of a 10,000-mail ingest on PostgreSQL grew from 101 to 175 MB
-/// (`mailrobot-bench`, docs/benchmarks.md).
+/// per core) each arena kept its own high-water mark, and peak RSS of a
+/// 10,000-mail ingest on PostgreSQL reached 150–175 MB; with one per core,
+/// threads parsing and filing side by side waited on each other's arena
+/// lock (SQLite ingest 0.85×). Figures: docs/benchmarks.md.
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -39,7 +40,7 @@ fn cap_malloc_arenas() {
         // SAFETY: mallopt only sets an allocator parameter; called before
         // any other thread starts.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, cores.clamp(1, 64) as libc::c_int);
+            libc::mallopt(libc::M_ARENA_MAX, (cores * 4).clamp(2, 256) as libc::c_int);
         }
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use mailrobot_core::PendingMail;
+use mailrobot_core::{ParsedMail, ParsedPending, parse_raw};
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
@@ -424,16 +424,21 @@ impl Pipeline {
             crash::point("after-fetch");
             report.fetched += batch.len();
             self.progress.fetched(id, batch.len());
-            journaled = self.journal(id, max, batch).await?;
+            journaled = self.journal(id, max, batch, Parsed::new()).await?;
             crash::point("after-journal");
         }
         let mut more = first.is_some();
         while more {
             let started = std::time::Instant::now();
             let next_ids = next_batch(&mut queue, limits);
+            // The next batch is parsed as soon as it is here, beside the
+            // filing of this one (parsing needs no lock).
             let fetch_next = async {
                 match &next_ids {
-                    Some(ids) => source.fetch(ids).await.map(Some),
+                    Some(ids) => {
+                        let batch = source.fetch(ids).await?;
+                        Ok::<_, PollError>(Some(self.parse(batch, max).await?))
+                    }
                     None => Ok(None),
                 }
             };
@@ -441,9 +446,9 @@ impl Pipeline {
             let (processed, next) = tokio::join!(self.process(mailbox.id, report, to_process), fetch_next);
             processed?;
             crash::point("after-process");
-            let next = match next? {
-                Some(batch) => Some(requeue_deferred(batch, &mut queue)?),
-                None => None,
+            let (next, mut parsed) = match next? {
+                Some((batch, parsed)) => (Some(requeue_deferred(batch, &mut queue)?), parsed),
+                None => (None, Parsed::new()),
             };
             tracing::debug!(
                 seconds = started.elapsed().as_secs_f64(),
@@ -458,7 +463,7 @@ impl Pipeline {
             self.progress.fetched(id, next.as_ref().map_or(0, Vec::len));
             let journal_next = async {
                 match next {
-                    Some(batch) => self.journal(id, max, batch).await,
+                    Some(batch) => self.journal(id, max, batch, std::mem::take(&mut parsed)).await,
                     None => Ok(Vec::new()),
                 }
             };
@@ -483,71 +488,68 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Parses a fetched batch (the mails the journal will keep), keyed by
+    /// remote id.
+    async fn parse(&self, batch: Vec<RemoteMail>, max: u64) -> Result<(Vec<RemoteMail>, Parsed), PollError> {
+        self.blocking(move |_| {
+            let started = std::time::Instant::now();
+            let parsed: Parsed = batch
+                .iter()
+                .filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max)
+                .map(|m| (m.remote_id.clone(), parse_raw(&m.raw)))
+                .collect();
+            tracing::debug!(mails = parsed.len(), ms = started.elapsed().as_millis() as u64, "parsed a batch");
+            Ok((batch, parsed))
+        })
+        .await
+    }
+
     /// Stores a fetched batch in the journal (one commit). Returns the new
-    /// mails to process, with their bytes: processing need not read back
-    /// what was just written.
+    /// mails parsed, ready to be filed: processing need not read back what
+    /// was just written. Mails not in `parsed` are parsed here, on another
+    /// thread while the journal commits.
     async fn journal(
         &self,
         mailbox_id: i64,
         max: u64,
         fetched: Vec<RemoteMail>,
-    ) -> Result<Vec<PendingMail>, PollError> {
-        let pending = self
-            .blocking(move |s| {
-                let incoming: Vec<IncomingMail<'_>> = fetched
-                    .iter()
-                    .map(|m| {
-                        // Sources that list no sizes are checked here.
-                        match &m.refused {
-                            Some(Refusal::TooLarge { at_least }) => IncomingMail::rejected(
-                                m.remote_id.clone(),
-                                *at_least,
-                                format!(
-                                    "message is at least {at_least} bytes, over this mailbox's limit of {max} bytes; \
-                                     raise --max-message-mb or handle it by hand"
-                                ),
-                            ),
-                            Some(Refusal::NotAMail { reason }) => {
-                                IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
-                            }
-                            // Taken off by requeue_deferred before journaling.
-                            Some(Refusal::Deferred) => unreachable!("deferred mails are never journaled"),
-                            None if m.raw.len() as u64 > max => IncomingMail::rejected(
-                                m.remote_id.clone(),
-                                m.raw.len() as u64,
-                                format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
-                            ),
-                            None => IncomingMail::fetched(m.remote_id.clone(), &m.raw),
-                        }
-                    })
-                    .collect();
-                let started = std::time::Instant::now();
-                let journaled = s.journal_new(mailbox_id, &incoming)?;
-                tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
-                let fetched_new: Vec<bool> = incoming.iter().map(|m| m.rejected.is_none()).collect();
-                drop(incoming);
-                let mut fetched: Vec<Option<RemoteMail>> = fetched.into_iter().map(Some).collect();
-                Ok(journaled
-                    .into_iter()
-                    .filter(|(i, _)| fetched_new[*i])
-                    .filter_map(|(i, journal_id)| {
-                        let mail = fetched[i].take()?;
-                        Some(PendingMail { journal_id, mailbox_id, remote_id: mail.remote_id, raw: mail.raw })
-                    })
-                    .collect())
-            })
-            .await?;
-        Ok(pending)
+        mut parsed: Parsed,
+    ) -> Result<Vec<ParsedPending>, PollError> {
+        self.blocking(move |s| {
+            let incoming: Vec<IncomingMail<'_>> = fetched.iter().map(|m| incoming_mail(m, max)).collect();
+            let started = std::time::Instant::now();
+            let (journaled, more) = std::thread::scope(|scope| {
+                let parsing = scope.spawn(|| {
+                    let unparsed =
+                        incoming.iter().filter(|m| m.rejected.is_none() && !parsed.contains_key(&m.remote_id));
+                    unparsed.map(|m| (m.remote_id.clone(), parse_raw(m.raw))).collect::<Vec<_>>()
+                });
+                let journaled = s.journal_new(mailbox_id, &incoming);
+                (journaled, parsing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            });
+            let journaled = journaled?;
+            parsed.extend(more);
+            tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
+            Ok(journaled
+                .into_iter()
+                .filter_map(|(i, journal_id)| {
+                    let remote_id = fetched[i].remote_id.clone();
+                    let parsed = parsed.remove(&remote_id)?;
+                    Some(ParsedPending { journal_id, mailbox_id, remote_id, parsed })
+                })
+                .collect())
+        })
+        .await
     }
 
-    /// Processes `journaled` (a batch just journaled, with its bytes), then
+    /// Files `journaled` (a batch just journaled, parsed), then processes
     /// everything else journaled but not yet processed for the mailbox, a
     /// batch (by count and by bytes) per transaction.
     async fn process(
         &self,
         mailbox_id: i64,
         report: &mut PollReport,
-        journaled: Vec<PendingMail>,
+        journaled: Vec<ParsedPending>,
     ) -> Result<(), PollError> {
         let label = crate::metrics::mailbox_label(mailbox_id, &report.mailbox);
         let mut journaled = Some(journaled).filter(|batch| !batch.is_empty());
@@ -559,7 +561,7 @@ impl Pipeline {
             let was_given = given.is_some();
             let done = self
                 .blocking(move |s| match given {
-                    Some(batch) => s.process_mails(batch, &rules),
+                    Some(batch) => s.file_parsed(batch, &rules),
                     None => s.process_pending(Some(mailbox_id), limit, max_bytes, &rules),
                 })
                 .await?;
@@ -611,6 +613,35 @@ impl Pipeline {
         self.blocking(move |s| s.mark_settled(&ids)).await?;
         crash::point("after-mark-settled");
         Ok(())
+    }
+}
+
+/// Parsed mails of a batch, by remote id.
+type Parsed = std::collections::HashMap<String, Result<ParsedMail, String>>;
+
+/// What the journal stores of a fetched mail: its bytes, or why it was
+/// not read (sources that list no sizes are checked against `max` here).
+fn incoming_mail(m: &RemoteMail, max: u64) -> IncomingMail<'_> {
+    match &m.refused {
+        Some(Refusal::TooLarge { at_least }) => IncomingMail::rejected(
+            m.remote_id.clone(),
+            *at_least,
+            format!(
+                "message is at least {at_least} bytes, over this mailbox's limit of {max} bytes; \
+                 raise --max-message-mb or handle it by hand"
+            ),
+        ),
+        Some(Refusal::NotAMail { reason }) => {
+            IncomingMail::rejected(m.remote_id.clone(), 0, format!("not read: {reason}"))
+        }
+        // Taken off by requeue_deferred before journaling.
+        Some(Refusal::Deferred) => unreachable!("deferred mails are never journaled"),
+        None if m.raw.len() as u64 > max => IncomingMail::rejected(
+            m.remote_id.clone(),
+            m.raw.len() as u64,
+            format!("message is {} bytes, over this mailbox's limit of {max} bytes", m.raw.len()),
+        ),
+        None => IncomingMail::fetched(m.remote_id.clone(), &m.raw),
     }
 }
 

@@ -55,7 +55,7 @@ pub use states::{
     TicketStatus, WebhookEvent,
 };
 
-use mailrobot_core::{Ledger, PendingMail, TagFormat};
+use mailrobot_core::{Ledger, ParsedPending, PendingMail, TagFormat};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -141,6 +141,11 @@ pub trait Store: Send + Sync {
     /// else are left out, as in [`Store::process_pending`].
     fn process_mails(&self, pending: Vec<PendingMail>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
         process::process_mails(self, pending, rules)
+    }
+    /// Files mails parsed already ([`mailrobot_core::parse_raw`]), in one
+    /// transaction: [`Store::process_mails`] without its parsing.
+    fn file_parsed(&self, parsed: Vec<ParsedPending>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
+        process::file_parsed(self, parsed, rules)
     }
     /// Processed or failed mails whose remote copy is not settled yet.
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;

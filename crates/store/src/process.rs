@@ -2,7 +2,7 @@
 //! no lock held, file them in one transaction. The rules are core's
 //! ([`mailrobot_core::process`]); a backend only offers the primitives.
 
-use mailrobot_core::{Filed, Outcome, PendingMail, file_batch, parse_batch};
+use mailrobot_core::{Filed, Outcome, ParsedPending, PendingMail, file_batch, parse_batch};
 
 use crate::{JournalState, MessageKind, ProcessedMail, ProcessingRules, Result, Store};
 
@@ -32,23 +32,31 @@ pub(crate) fn process_mails<S: Store + ?Sized>(
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    let mut mailboxes: Vec<i64> = pending.iter().map(|p| p.mailbox_id).collect();
+    let started = std::time::Instant::now();
+    let batch = parse_batch(pending, PARSE_THREADS);
+    tracing::debug!(mails = batch.len(), ms = started.elapsed().as_millis() as u64, "parsed a batch");
+    file_parsed(store, batch, rules)
+}
+
+pub(crate) fn file_parsed<S: Store + ?Sized>(
+    store: &S,
+    batch: Vec<ParsedPending>,
+    rules: &ProcessingRules,
+) -> Result<Vec<ProcessedMail>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut mailboxes: Vec<i64> = batch.iter().map(|p| p.mailbox_id).collect();
     mailboxes.sort_unstable();
     mailboxes.dedup();
     let started = std::time::Instant::now();
-    let mut batch = Some(parse_batch(pending, PARSE_THREADS));
-    let parsed = started.elapsed();
+    let mut batch = Some(batch);
     let mut outcomes = Vec::new();
     store.with_ledger_for(&mailboxes, &mut |ledger| {
         outcomes = file_batch(ledger, batch.take().unwrap_or_default(), &rules.tag, &rules.answer_limits)?;
         Ok(())
     })?;
-    tracing::debug!(
-        mails = outcomes.len(),
-        parse_ms = parsed.as_millis() as u64,
-        file_ms = (started.elapsed() - parsed).as_millis() as u64,
-        "parsed and filed a batch"
-    );
+    tracing::debug!(mails = outcomes.len(), ms = started.elapsed().as_millis() as u64, "filed a batch");
     Ok(outcomes.into_iter().map(processed_mail).collect())
 }
 
