@@ -460,7 +460,10 @@ impl Dovecot {
             let raw = raw.as_ref();
             let seq = DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed);
             // Zero-padded counter keeps delivery order when names are sorted.
-            let name = format!("{secs}.M{seq:010}P{pid}.mailrobot-test,S={}", raw.len());
+            // S= and W= (the size with CRLF line ends, what RFC822.SIZE
+            // tells) as Dovecot's own delivery names files: without W=,
+            // Dovecot reads every file again when asked for sizes.
+            let name = format!("{secs}.M{seq:010}P{pid}.mailrobot-test,S={},W={}", raw.len(), virtual_size(raw));
             let tmp_path = tmp.join(&name);
             fs::write(&tmp_path, raw)?;
             chown(&tmp_path, self.owner)?;
@@ -778,4 +781,10 @@ fn chown(path: &Path, (uid, gid): (libc::uid_t, libc::gid_t)) -> io::Result<()> 
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A mail's size with every line ending a CRLF (IMAP's RFC822.SIZE).
+fn virtual_size(raw: &[u8]) -> usize {
+    let bare_lf = raw.iter().enumerate().filter(|(i, b)| **b == b'\n' && (*i == 0 || raw[i - 1] != b'\r')).count();
+    raw.len() + bare_lf
 }

@@ -260,7 +260,7 @@ type InFlight<'t> = Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_p
 /// Writes in flight are waited for once this many are, or once they carry
 /// this many bytes (bodies, attachments), so a batch's copies stay small.
 const MAX_IN_FLIGHT: usize = 1_000;
-const MAX_IN_FLIGHT_BYTES: usize = 8 << 20;
+const MAX_IN_FLIGHT_BYTES: usize = 2 << 20;
 
 /// One transaction with its session's prepared statements.
 ///
@@ -445,8 +445,11 @@ pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
     Ok(sha)
 }
 
-/// Small blobs stored with one statement per few megabytes: fewer
-/// statements for the server to run than one per blob.
+/// Small blobs stored with one statement per megabyte: fewer statements
+/// for the server to run than one per blob, and few copies held.
+const BLOB_ROWS_BYTES: usize = 1 << 20;
+
+/// Small blobs stored with one statement per [`BLOB_ROWS_BYTES`].
 #[derive(Default)]
 pub(crate) struct BlobRows {
     seen: std::collections::HashSet<String>,
@@ -466,7 +469,7 @@ impl BlobRows {
             self.data.push(data.to_vec());
             self.bytes += data.len();
         }
-        if self.bytes >= BLOB_PIECE {
+        if self.bytes >= BLOB_ROWS_BYTES {
             self.send(tx)?;
         }
         Ok(sha)

@@ -16,7 +16,7 @@ use crate::{MessageKind, Result};
 
 /// Rows are sent once they hold this many bytes (bodies, attachments) or
 /// mails, so a batch's copies stay small.
-const MAX_BYTES: usize = 4 << 20;
+const MAX_BYTES: usize = 1 << 20;
 const MAX_MAILS: usize = 500;
 
 #[derive(Default)]
