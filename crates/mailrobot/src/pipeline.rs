@@ -493,11 +493,13 @@ impl Pipeline {
     async fn parse(&self, batch: Vec<RemoteMail>, max: u64) -> Result<(Vec<RemoteMail>, Parsed), PollError> {
         self.blocking(move |_| {
             let started = std::time::Instant::now();
-            let parsed: Parsed = batch
-                .iter()
-                .filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max)
-                .map(|m| (m.remote_id.clone(), parse_raw(&m.raw)))
-                .collect();
+            let mut parsed = Parsed::new();
+            // A remote id twice in one fetch: the journal keeps the first.
+            for m in batch.iter().filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max) {
+                if !parsed.contains_key(&m.remote_id) {
+                    parsed.insert(m.remote_id.clone(), parse_raw(&m.raw));
+                }
+            }
             tracing::debug!(mails = parsed.len(), ms = started.elapsed().as_millis() as u64, "parsed a batch");
             Ok((batch, parsed))
         })
@@ -528,7 +530,9 @@ impl Pipeline {
                 (journaled, parsing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             });
             let journaled = journaled?;
-            parsed.extend(more);
+            for (remote_id, mail) in more {
+                parsed.entry(remote_id).or_insert(mail);
+            }
             tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
             Ok(journaled
                 .into_iter()

@@ -228,6 +228,12 @@ fn a_processing_batch_stops_at_its_byte_budget<S: Store>(s: &S) {
     assert_eq!(s.process_pending(Some(mb), 100, 1, &rules()).unwrap().len(), 1, "at least one");
     assert_eq!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().len(), 2);
     assert!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().is_empty());
+
+    // An empty mail first does not let the next one past the budget.
+    let big = mail("big@x", "Big", "", &body);
+    s.journal(mb, &[IncomingMail::fetched("empty", b""), IncomingMail::fetched("big", &big)]).unwrap();
+    assert_eq!(s.process_pending(Some(mb), 100, 10, &rules()).unwrap().len(), 1);
+    assert_eq!(s.process_pending(Some(mb), 100, 10, &rules()).unwrap().len(), 1);
 }
 
 /// Two processes share the file (serve and a `run-once`, say): each reads

@@ -29,11 +29,12 @@ pub(crate) fn read_pending(
     let rows = tx.query(
         "SELECT id, mailbox_id, remote_id, raw_sha256, CASE WHEN size <= $4 THEN data END FROM (
              SELECT m.id, m.mailbox_id, m.remote_id, m.raw_sha256, b.size, b.data,
-                    (SUM(COALESCE(b.size, 0)) OVER (ORDER BY m.id))::bigint - COALESCE(b.size, 0) AS before
+                    (SUM(COALESCE(b.size, 0)) OVER (ORDER BY m.id))::bigint - COALESCE(b.size, 0) AS before,
+                    ROW_NUMBER() OVER (ORDER BY m.id) AS n
              FROM messages m LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
              WHERE m.state = 'fetched' AND ($1::bigint IS NULL OR m.mailbox_id = $1)
              ORDER BY m.id LIMIT $2) p
-         WHERE before = 0 OR before + COALESCE(size, 0) <= $3
+         WHERE n = 1 OR before + COALESCE(size, 0) <= $3
          ORDER BY id",
         &[&mailbox_id, &(limit as i64), &(max_bytes.min(i64::MAX as u64) as i64), &(BLOB_PIECE as i64)],
     )?;

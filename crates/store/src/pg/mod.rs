@@ -288,7 +288,9 @@ impl<'t> PgTx<'t> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = wait(self.tx.prepare(sql))?;
+        // Behind the writes in flight: a failed one's error is the one told.
+        let tx = self.tx;
+        let statement = self.after_in_flight(tx.prepare(sql))?;
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
