@@ -84,7 +84,7 @@ fn add_mailbox(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<()> {
 /// Adds `n` IMAP mailboxes, one per Dovecot user.
 fn add_mailboxes(bin: &Path, data: &Path, port: u16, n: usize, poll_seconds: u64) -> anyhow::Result<()> {
     let poll = poll_seconds.to_string();
-    add_all(n, |i| crate::add_imap_mailbox_named(bin, data, &user(i), port, &user(i), &["--poll-seconds", &poll]))
+    add_all(n, |i| crate::add_imap_mailbox_named(bin, data, &user(i), port, &user(i), &["--poll-seconds", &poll], &[]))
 }
 
 /// Samples `pid` into `peak` and returns the sample.
@@ -283,7 +283,7 @@ pub(crate) fn fairness(bin: &Path, big: usize) -> anyhow::Result<Value> {
     let data = dir.path().join("data");
     add_all(names.len(), |i| {
         let poll = if i == 0 { "60" } else { "1" };
-        crate::add_imap_mailbox_named(bin, &data, &names[i], dc.imap_port(), &names[i], &["--poll-seconds", poll])
+        crate::add_imap_mailbox_named(bin, &data, &names[i], dc.imap_port(), &names[i], &["--poll-seconds", poll], &[])
     })?;
     let serving = Serving::start(bin, &data)?;
     let started = Instant::now();

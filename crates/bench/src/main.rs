@@ -203,24 +203,12 @@ fn database_for(server: &str, data_dir: &Path) -> String {
 
 /// `mailbox add bench --kind imap` over the Dovecot user `user`, plus `extra`.
 fn add_imap_mailbox(bin: &Path, data: &Path, port: u16, user: &str, extra: &[&str]) -> anyhow::Result<()> {
-    add_imap_mailbox_named(bin, data, "bench", port, user, extra)
+    add_imap_mailbox_named(bin, data, "bench", port, user, extra, &[])
 }
 
 /// `mailbox add NAME --kind imap` over the Dovecot user `user` (no TLS, the
-/// bench password), plus `extra`.
+/// bench password), plus `extra`, with the environment variables `env`.
 pub(crate) fn add_imap_mailbox_named(
-    bin: &Path,
-    data: &Path,
-    name: &str,
-    port: u16,
-    user: &str,
-    extra: &[&str],
-) -> anyhow::Result<()> {
-    add_imap_mailbox_named_with_env(bin, data, name, port, user, extra, &[])
-}
-
-/// [`add_imap_mailbox_named`] with these environment variables set.
-pub(crate) fn add_imap_mailbox_named_with_env(
     bin: &Path,
     data: &Path,
     name: &str,

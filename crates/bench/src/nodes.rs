@@ -48,15 +48,7 @@ fn run(bin: &Path, server: &str, mails: usize, mailboxes: usize, nodes: usize, s
     let url = database_for(server, &data[0]);
     let env = [("MAILROBOT_DATABASE_URL", url.as_str()), ("MAILROBOT_MASTER_KEY", MASTER_KEY)];
     for name in &names {
-        crate::add_imap_mailbox_named_with_env(
-            bin,
-            &data[0],
-            name,
-            dovecot.imap_port(),
-            name,
-            &["--poll-seconds", "5"],
-            &env,
-        )?;
+        crate::add_imap_mailbox_named(bin, &data[0], name, dovecot.imap_port(), name, &["--poll-seconds", "5"], &env)?;
     }
 
     let started = Instant::now();

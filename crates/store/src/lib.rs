@@ -136,14 +136,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<ProcessedMail>> {
         process::process_pending(self, mailbox_id, limit, max_bytes, rules)
     }
-    /// Processes mails just journaled, whose bytes the caller still holds
-    /// (no need to read them back); mails processed meanwhile by someone
-    /// else are left out, as in [`Store::process_pending`].
-    fn process_mails(&self, pending: Vec<PendingMail>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
-        process::process_mails(self, pending, rules)
-    }
     /// Files mails parsed already ([`mailrobot_core::parse_raw`]), in one
-    /// transaction: [`Store::process_mails`] without its parsing.
+    /// transaction: [`Store::process_pending`] without its reading and
+    /// parsing, for mails whose bytes the caller still holds. Mails
+    /// processed meanwhile by someone else are left out.
     fn file_parsed(&self, parsed: Vec<ParsedPending>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
         process::file_parsed(self, parsed, rules)
     }

@@ -2,7 +2,7 @@
 //! no lock held, file them in one transaction. The rules are core's
 //! ([`mailrobot_core::process`]); a backend only offers the primitives.
 
-use mailrobot_core::{Filed, Outcome, ParsedPending, PendingMail, file_batch, parse_batch};
+use mailrobot_core::{Filed, Outcome, ParsedPending, file_batch, parse_batch};
 
 use crate::{JournalState, MessageKind, ProcessedMail, ProcessingRules, Result, Store};
 
@@ -21,14 +21,6 @@ pub(crate) fn process_pending<S: Store + ?Sized>(
     rules: &ProcessingRules,
 ) -> Result<Vec<ProcessedMail>> {
     let pending = store.pending_mails(mailbox_id, limit, max_bytes)?;
-    process_mails(store, pending, rules)
-}
-
-pub(crate) fn process_mails<S: Store + ?Sized>(
-    store: &S,
-    pending: Vec<PendingMail>,
-    rules: &ProcessingRules,
-) -> Result<Vec<ProcessedMail>> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
