@@ -733,6 +733,12 @@ async fn failed_deliveries_are_retried_then_dropped_with_a_missed_notification()
     emu.fail_notifications(NotificationFault { url: rx.url("/notify"), count: Some(2), ms: None }).unwrap();
     let m1 = emu.deliver_mime(SHARED, "inbox", &mime(1)).unwrap();
     assert_eq!(rx.wait_items("/notify", 1).await[0]["resourceData"]["id"], m1.id.as_str());
+    // The emulator records an attempt once the receiver's answer is in, which may be just after
+    // the receiver has seen the post.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempts(&emu).len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(attempts(&emu), [(1, "failed".into()), (2, "failed".into()), (3, "delivered".into())]);
     let first = emu.notifications().into_iter().find(|r| r.kind == "change").unwrap();
     assert!(first.error.as_deref().unwrap().contains("injected"), "{first:?}");
