@@ -12,6 +12,7 @@ use tokio::sync::watch;
 pub struct Node {
     pub id: String,
     leases: Arc<dyn LeaseStore>,
+    started: std::time::Instant,
     next_beat_in: std::sync::Mutex<Duration>,
     /// Told when a heartbeat changed what this node holds, so polling
     /// starts on a new lease at once.
@@ -21,13 +22,19 @@ pub struct Node {
     announced: std::sync::Mutex<Vec<mailrobot_store::lease::Announcement>>,
 }
 
-/// The next heartbeat: the regular period, or sooner when another node's
-/// lease runs out first (just after it does), so a dead node's mailboxes are
-/// taken within the lease TTL.
-fn next_beat(beat: &Heartbeat) -> Duration {
+/// How often a node beats while it is short of its share, and in its first
+/// lease TTL: nodes started together spread the mailboxes within a second or
+/// two, not a few regular periods (the first to start takes them all).
+const QUICK_BEAT: Duration = Duration::from_millis(500);
+
+/// The next heartbeat: the regular period; sooner when another node's lease
+/// runs out first (just after it does), so a dead node's mailboxes are taken
+/// within the lease TTL; [`QUICK_BEAT`] while starting or short of the share.
+fn next_beat(beat: &Heartbeat, starting: bool) -> Duration {
+    let regular = if starting || beat.short_of_share { QUICK_BEAT } else { HEARTBEAT_EVERY };
     match beat.next_expiry_in {
-        Some(expiry) => HEARTBEAT_EVERY.min(expiry + Duration::from_millis(50)),
-        None => HEARTBEAT_EVERY,
+        Some(expiry) => regular.min(expiry + Duration::from_millis(50)),
+        None => regular,
     }
 }
 
@@ -55,7 +62,8 @@ impl Node {
         Ok(Node {
             id,
             leases,
-            next_beat_in: std::sync::Mutex::new(next_beat(&beat)),
+            started: std::time::Instant::now(),
+            next_beat_in: std::sync::Mutex::new(next_beat(&beat, true)),
             changed: Default::default(),
             announced: Default::default(),
         })
@@ -75,7 +83,8 @@ impl Node {
             match tokio::task::spawn_blocking(move || node.leases.heartbeat(&node.id, LEASE_TTL)).await {
                 Ok(Ok(beat)) => {
                     tracing::debug!(node = %self.id, mailboxes = beat.held.len(), "heartbeat");
-                    *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat);
+                    let starting = self.started.elapsed() < LEASE_TTL;
+                    *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat, starting);
                     let now = self.held();
                     let lost: Vec<i64> =
                         before.iter().filter(|m| !now.contains(m) && !beat.released.contains(m)).copied().collect();

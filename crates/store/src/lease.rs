@@ -90,6 +90,9 @@ pub struct LeasePlan {
     /// the next heartbeat comes no later, so a dead node's mailboxes are
     /// taken within the TTL, not the TTL plus a heartbeat period.
     pub others_expire_at: Option<String>,
+    /// This node holds less than its share after this heartbeat: other
+    /// nodes hold more than theirs and will give some up at their next.
+    pub short_of_share: bool,
 }
 
 /// What one heartbeat found.
@@ -101,6 +104,9 @@ pub struct Heartbeat {
     pub released: Vec<i64>,
     /// How long until another node's lease may run out.
     pub next_expiry_in: Option<Duration>,
+    /// This node holds less than its fair share: the next heartbeat comes
+    /// soon, to take what the others give up.
+    pub short_of_share: bool,
     /// Mailboxes of this node with new mail announced to another node
     /// (a Graph notification that reached it) since the last heartbeat.
     pub announced: Vec<Announcement>,
@@ -146,6 +152,9 @@ pub fn plan_leases(node_id: &str, now: &str, live_nodes: usize, mailboxes: &[i64
         free.reverse();
     }
     plan.acquire = free.into_iter().take(wanted).collect();
+    // Shares are rounded up, so a node may rightly end one short: only the
+    // fair share rounded down counts as short.
+    plan.short_of_share = plan.renew.len() + plan.acquire.len() < mailboxes.len() / live_nodes.max(1);
     plan
 }
 
@@ -321,6 +330,20 @@ mod tests {
         let plan_b = plan_leases("b", NOW, 2, &mailboxes, &after);
         assert_eq!(plan_b.acquire.len(), 3);
         assert!(plan_b.acquire.iter().all(|m| plan.release.contains(m)));
+        assert!(!plan.short_of_share && !plan_b.short_of_share);
+    }
+
+    #[test]
+    fn a_node_knows_it_is_short_of_its_share_until_the_others_give_some_up() {
+        let mailboxes: Vec<i64> = (1..=7).collect();
+        let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
+        assert!(plan_leases("b", NOW, 2, &mailboxes, &held).short_of_share);
+        // Seven over two: four and three; the node with three is not short.
+        let after: Vec<LeaseRow> =
+            held.iter().map(|l| if l.mailbox_id > 4 { lease(l.mailbox_id, None, NOW) } else { l.clone() }).collect();
+        let plan_b = plan_leases("b", NOW, 2, &mailboxes, &after);
+        assert_eq!((plan_b.acquire.len(), plan_b.short_of_share), (3, false));
+        assert!(!plan_leases("a", NOW, 1, &mailboxes, &held).short_of_share);
     }
 
     #[test]

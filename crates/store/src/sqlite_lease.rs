@@ -51,7 +51,7 @@ impl LeaseStore for SqliteStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in, announced) = self.write(|tx| {
+        let (held, released, next_expiry_in, short_of_share, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
             let live: i64 = tx.query_row(
@@ -109,10 +109,10 @@ impl LeaseStore for SqliteStore {
                 )?
                 .execute([a.mailbox_id])?;
             }
-            Ok((held, plan.release, next_expiry_in, announced))
+            Ok((held, plan.release, next_expiry_in, plan.short_of_share, announced))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, released, next_expiry_in, announced })
+        Ok(Heartbeat { held, released, next_expiry_in, short_of_share, announced })
     }
 
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {

@@ -49,6 +49,35 @@ pub(crate) fn check_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]
     Ok(())
 }
 
+/// As [`check_fences`], for a transaction without the write lock: each lease
+/// row is locked `FOR SHARE` as it is read (in mailbox order), so a takeover,
+/// which updates the row, waits until this transaction ends, and one that
+/// committed before is what this transaction reads.
+pub(crate) fn lock_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]) -> Result<()> {
+    if !fences.is_enabled() {
+        return Ok(());
+    }
+    let mut sorted = mailboxes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for mailbox_id in sorted {
+        fences.check(mailbox_id, || {
+            let row = tx.query_opt(
+                &format!(
+                    "SELECT mailbox_id, node_id, token, expires_at, {NOW_SQL}
+                     FROM mailbox_leases WHERE mailbox_id = $1 FOR SHARE"
+                ),
+                &[&mailbox_id],
+            )?;
+            match row {
+                Some(row) => Ok((Some(lease_from_row(&row)?), row.try_get(4)?)),
+                None => Ok((None, db_now(tx)?)),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 impl LeaseStore for PgStore {
     fn register_node(&self, node: &NewNode) -> Result<()> {
         self.write(|tx| {
@@ -62,7 +91,7 @@ impl LeaseStore for PgStore {
     }
 
     fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in, announced) = self.write(|tx| {
+        let (held, released, next_expiry_in, short_of_share, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: i64 = tx
@@ -123,10 +152,10 @@ impl LeaseStore for PgStore {
                     &[&a.mailbox_id],
                 )?;
             }
-            Ok((held, plan.release, next_expiry_in, announced))
+            Ok((held, plan.release, next_expiry_in, plan.short_of_share, announced))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, released, next_expiry_in, announced })
+        Ok(Heartbeat { held, released, next_expiry_in, short_of_share, announced })
     }
 
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
@@ -201,5 +230,85 @@ impl LeaseStore for PgStore {
 
     fn fences(&self) -> &Fences {
         &self.fences
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use crate::lease::{LeaseStore, NewNode};
+    use crate::testing::TestDatabase;
+    use crate::{MailboxKind, NewMailbox, PgStore, Store, StoreError};
+
+    fn node(store: &PgStore, id: &str) {
+        store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
+        store.fences().enable();
+    }
+
+    /// A mailbox's writes run beside other writers, without the write lock:
+    /// a node taking its lease over must wait until a write that passed the
+    /// fence has committed, and the old holder's next write is refused. So a
+    /// stale write never lands after a newer lease.
+    #[test]
+    fn a_takeover_waits_for_the_write_in_flight_then_fences_the_old_holder() {
+        let db = TestDatabase::create();
+        let (a, b) = (PgStore::connect(&db.url).unwrap(), PgStore::connect(&db.url).unwrap());
+        let mailbox = a
+            .add_mailbox(&NewMailbox {
+                name: "box".into(),
+                kind: MailboxKind::DropFolder,
+                config: serde_json::json!({"path": "/tmp/x"}),
+                sealed_secret: None,
+                connection_id: None,
+                poll_seconds: 60,
+                max_message_bytes: 1 << 20,
+            })
+            .unwrap()
+            .id;
+        let short = Duration::from_millis(300);
+        node(&a, "a");
+        assert_eq!(a.heartbeat("a", short).unwrap().held.len(), 1);
+        node(&b, "b");
+
+        let (locked_tx, locked) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (a_ref, b_ref) = (&a, &b);
+        std::thread::scope(|scope| {
+            // a's write passes the fence, then dawdles past its lease.
+            let writing = scope.spawn(move || {
+                let a = a_ref;
+                a.write_for_mailbox(&[mailbox], |tx| {
+                    locked_tx.send(()).unwrap();
+                    // Never for ever: a failing test must fail, not hang.
+                    go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                    tx.exec("UPDATE mailboxes SET sync_state = 'from a' WHERE id = $1", &[&mailbox])?;
+                    Ok(())
+                })
+            });
+            locked.recv().unwrap();
+            std::thread::sleep(short + Duration::from_millis(100));
+            let (took_tx, took) = mpsc::channel();
+            let taking = scope.spawn(move || {
+                let beat = b_ref.heartbeat("b", Duration::from_secs(15));
+                took_tx.send(Instant::now()).unwrap();
+                beat
+            });
+            assert!(took.recv_timeout(Duration::from_millis(500)).is_err(), "b took the lease while a was writing");
+            let released = Instant::now();
+            go.send(()).unwrap();
+            writing.join().unwrap().expect("a's write passed the fence before the takeover");
+            assert!(took.recv().unwrap() >= released);
+            let beat = taking.join().unwrap().unwrap();
+            assert_eq!(beat.held.len(), 1, "b holds the mailbox once a's write is in");
+        });
+        assert_eq!(b.mailbox_sync_state(mailbox).unwrap().as_deref(), Some("from a"));
+        let late = a.write_for_mailbox(&[mailbox], |tx| {
+            tx.exec("UPDATE mailboxes SET sync_state = 'late' WHERE id = $1", &[&mailbox])?;
+            Ok(())
+        });
+        assert!(matches!(late, Err(StoreError::Fenced { .. })), "{late:?}");
+        assert_eq!(b.mailbox_sync_state(mailbox).unwrap().as_deref(), Some("from a"));
     }
 }

@@ -8,9 +8,12 @@
 //! ([`WRITE_LOCK`]), so writers follow each other as on SQLite and every
 //! read-then-write (a ticket's next entry position, a name checked before it
 //! is inserted) sees what the writer before it committed, on every node.
-//! Reads take no lock. A node stopped mid-transaction (SIGSTOP) cannot hold
-//! the lock for ever: the session is ended after
-//! `idle_in_transaction_session_timeout`.
+//! The writes one mailbox's lease holder alone makes (journal, settle
+//! records, poll records, sync state) are the exception
+//! ([`PgStore::write_for_mailbox`]): they lock their lease row instead, so
+//! nodes journal side by side while another files. Reads take no lock. A
+//! node stopped mid-transaction (SIGSTOP) cannot hold a lock for ever: the
+//! session is ended after `idle_in_transaction_session_timeout`.
 
 mod admin;
 mod auth;
@@ -36,6 +39,7 @@ use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::schema::PG_MIGRATIONS;
 use crate::{Result, StoreError};
+use lease::lock_fences;
 
 pub(crate) use crate::sqlite::now;
 
@@ -232,6 +236,48 @@ impl PgStore {
         };
         wait(transaction.commit())?;
         Ok(value)
+    }
+
+    /// Runs `f` in a write transaction for writes only the holder of
+    /// `mailboxes`' leases makes, without [`WRITE_LOCK`]: the lease rows are
+    /// locked instead ([`lock_fences`]), so a takeover waits for this
+    /// transaction and one committed before it is seen. `f` must not read
+    /// what other writers change (it may run beside them); it runs again when
+    /// the server broke a deadlock by ending this transaction (two nodes
+    /// storing the same attachment or mail bytes in a different order).
+    pub(crate) fn write_for_mailbox<T>(
+        &self,
+        mailboxes: &[i64],
+        mut f: impl FnMut(&mut PgTx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let result = (|| {
+                let mut conn = self.conn()?;
+                let PgConn { client, statements } = &mut *conn;
+                let transaction = wait(client.transaction())?;
+                let value = {
+                    let mut tx = PgTx::new(&transaction, statements);
+                    lock_fences(&self.fences, &mut tx, mailboxes)?;
+                    let value = f(&mut tx)?;
+                    tx.flush()?;
+                    value
+                };
+                wait(transaction.commit())?;
+                Ok(value)
+            })();
+            match result {
+                Err(StoreError::Postgres(e))
+                    if attempt < ATTEMPTS
+                        && e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    tracing::debug!(attempt, error = %e, "a mailbox's write was ended to break a deadlock; again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Runs `f` in a read-only transaction: one consistent view, no lock.

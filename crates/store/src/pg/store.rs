@@ -137,8 +137,7 @@ impl Store for PgStore {
     }
 
     fn set_mailbox_sync_state(&self, id: i64, state: Option<&str>) -> Result<()> {
-        self.write(|tx| {
-            check_fences(&self.fences, tx, &[id])?;
+        self.write_for_mailbox(&[id], |tx| {
             tx.exec("UPDATE mailboxes SET sync_state = $2 WHERE id = $1", &[&id, &state])?;
             Ok(())
         })
@@ -178,8 +177,7 @@ impl Store for PgStore {
     }
 
     fn record_poll(&self, id: i64, record: &PollRecord) -> Result<()> {
-        self.write(|tx| {
-            check_fences(&self.fences, tx, &[id])?;
+        self.write_for_mailbox(&[id], |tx| {
             let status = record.outcome.status();
             let (error, failures) = (record.outcome.error(), record.outcome.failures_sql());
             tx.exec(
@@ -271,8 +269,7 @@ impl Store for PgStore {
         if mails.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(|tx| {
-            check_fences(&self.fences, tx, &[mailbox_id])?;
+        self.write_for_mailbox(&[mailbox_id], |tx| {
             let fetched_at = now();
             let remote_ids: Vec<&str> = mails.iter().map(|m| m.remote_id.as_str()).collect();
             let mut journaled: HashSet<String> = tx
@@ -301,10 +298,13 @@ impl Store for PgStore {
                 .map(|i| if mails[*i].rejected.is_some() { JournalState::Failed } else { JournalState::Fetched })
                 .collect();
             let rows = tx.query(
+                // A row another writer added meanwhile (a `run-once` beside
+                // the nodes, which takes no lease) is that writer's to file.
                 "INSERT INTO messages (mailbox_id, remote_id, raw_sha256, size, state, reason, fetched_at, processed_at)
                  SELECT $1, remote_id, sha, size, state, reason, $2, CASE WHEN state = 'failed' THEN $2 END
                  FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
                       AS u(remote_id, sha, size, state, reason)
+                 ON CONFLICT (mailbox_id, remote_id) DO NOTHING
                  RETURNING remote_id, id",
                 &[
                     &mailbox_id,
@@ -318,12 +318,7 @@ impl Store for PgStore {
             )?;
             let ids: HashMap<String, i64> =
                 rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect::<Result<_>>()?;
-            new.into_iter()
-                .map(|i| {
-                    let id = ids.get(&mails[i].remote_id).copied();
-                    id.map(|id| (i, id)).ok_or_else(|| StoreError::Corrupt("a journaled mail was not found".into()))
-                })
-                .collect()
+            Ok(new.into_iter().filter_map(|i| Some((i, *ids.get(&mails[i].remote_id)?))).collect())
         })
     }
 
@@ -368,15 +363,18 @@ impl Store for PgStore {
         if journal_ids.is_empty() {
             return Ok(());
         }
-        self.write(|tx| {
-            if self.fences.is_enabled() {
-                let mailboxes: Vec<i64> = tx
-                    .query("SELECT DISTINCT mailbox_id FROM messages WHERE id = ANY($1)", &[&journal_ids])?
+        // A journal row's mailbox never changes: read before the write.
+        let mailboxes: Vec<i64> = if self.fences.is_enabled() {
+            self.read(|tx| {
+                tx.query("SELECT DISTINCT mailbox_id FROM messages WHERE id = ANY($1)", &[&journal_ids])?
                     .iter()
-                    .map(|r| r.try_get(0))
-                    .collect::<Result<_, _>>()?;
-                check_fences(&self.fences, tx, &mailboxes)?;
-            }
+                    .map(|r| Ok(r.try_get(0)?))
+                    .collect()
+            })?
+        } else {
+            Vec::new()
+        };
+        self.write_for_mailbox(&mailboxes, |tx| {
             tx.exec("UPDATE messages SET settled = TRUE, settled_at = $2 WHERE id = ANY($1)", &[&journal_ids, &now()])?;
             Ok(())
         })
