@@ -26,34 +26,12 @@ fn lease_from_row(r: &Row) -> Result<LeaseRow> {
 }
 
 /// Refuses the transaction's writes for `mailboxes` unless this process holds
-/// their leases (when it takes leases at all).
+/// their leases (when it takes leases at all). Each lease row is locked
+/// `FOR SHARE` as it is read (in mailbox order), so a takeover, which updates
+/// the row, waits until this transaction ends, and one that committed before
+/// is what this transaction reads: the fence holds also for writes made
+/// without the write lock ([`PgStore::write_for_mailbox`]).
 pub(crate) fn check_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]) -> Result<()> {
-    for &mailbox_id in mailboxes {
-        fences.check(mailbox_id, || {
-            // The lease and the database's time in one round trip: this
-            // runs in every write for a mailbox.
-            let row = tx.query_one(
-                &format!(
-                    "SELECT l.mailbox_id, l.node_id, l.token, l.expires_at, {NOW_SQL}
-                     FROM (SELECT $1::bigint AS id) m LEFT JOIN mailbox_leases l ON l.mailbox_id = m.id"
-                ),
-                &[&mailbox_id],
-            )?;
-            let lease = match row.try_get::<_, Option<i64>>(0)? {
-                Some(_) => Some(lease_from_row(&row)?),
-                None => None,
-            };
-            Ok((lease, row.try_get(4)?))
-        })?;
-    }
-    Ok(())
-}
-
-/// As [`check_fences`], for a transaction without the write lock: each lease
-/// row is locked `FOR SHARE` as it is read (in mailbox order), so a takeover,
-/// which updates the row, waits until this transaction ends, and one that
-/// committed before is what this transaction reads.
-pub(crate) fn lock_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]) -> Result<()> {
     if !fences.is_enabled() {
         return Ok(());
     }

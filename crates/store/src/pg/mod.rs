@@ -39,7 +39,7 @@ use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::schema::PG_MIGRATIONS;
 use crate::{Result, StoreError};
-use lease::lock_fences;
+use lease::check_fences;
 
 pub(crate) use crate::sqlite::now;
 
@@ -224,12 +224,20 @@ impl PgStore {
     /// Runs `f` in a write transaction holding [`WRITE_LOCK`]; commits when it
     /// returns `Ok`.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(|tx| {
+            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            f(tx)
+        })
+    }
+
+    /// Runs `f` in a read-write transaction; commits when it returns `Ok`
+    /// (its deferred writes waited for first).
+    fn transaction<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let PgConn { client, statements } = &mut *conn;
         let transaction = wait(client.transaction())?;
         let value = {
             let mut tx = PgTx::new(&transaction, statements);
-            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
             let value = f(&mut tx)?;
             tx.flush()?;
             value
@@ -240,7 +248,7 @@ impl PgStore {
 
     /// Runs `f` in a write transaction for writes only the holder of
     /// `mailboxes`' leases makes, without [`WRITE_LOCK`]: the lease rows are
-    /// locked instead ([`lock_fences`]), so a takeover waits for this
+    /// locked instead ([`check_fences`]), so a takeover waits for this
     /// transaction and one committed before it is seen. `f` must not read
     /// what other writers change (it may run beside them); it runs again when
     /// the server broke a deadlock by ending this transaction (two nodes
@@ -253,20 +261,10 @@ impl PgStore {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
         loop {
-            let result = (|| {
-                let mut conn = self.conn()?;
-                let PgConn { client, statements } = &mut *conn;
-                let transaction = wait(client.transaction())?;
-                let value = {
-                    let mut tx = PgTx::new(&transaction, statements);
-                    lock_fences(&self.fences, &mut tx, mailboxes)?;
-                    let value = f(&mut tx)?;
-                    tx.flush()?;
-                    value
-                };
-                wait(transaction.commit())?;
-                Ok(value)
-            })();
+            let result = self.transaction(|tx| {
+                check_fences(&self.fences, tx, mailboxes)?;
+                f(tx)
+            });
             match result {
                 Err(StoreError::Postgres(e))
                     if attempt < ATTEMPTS
