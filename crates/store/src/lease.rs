@@ -86,9 +86,10 @@ pub struct LeasePlan {
     pub release: Vec<i64>,
     /// Free or expired leases this node takes, each with a new token.
     pub acquire: Vec<i64>,
-    /// When the first lease held by another node runs out (unless renewed):
-    /// the next heartbeat comes no later, so a dead node's mailboxes are
-    /// taken within the TTL, not the TTL plus a heartbeat period.
+    /// When the first lease held by another node runs out (unless renewed),
+    /// or a free lease left to others becomes anyone's: the next heartbeat
+    /// comes no later, so a dead node's mailboxes are taken within the TTL,
+    /// not the TTL plus a heartbeat period.
     pub others_expire_at: Option<String>,
     /// This node holds less than its share after this heartbeat: other
     /// nodes hold more than theirs and will give some up at their next.
@@ -121,41 +122,101 @@ pub struct Announcement {
     pub event: Option<String>,
 }
 
-/// Decides a heartbeat: keep what is ours and live, give up what is over our
-/// fair share (`ceil(mailboxes / live nodes)`), take free or expired leases
-/// up to it. `now` is the database's time as RFC 3339 text.
-pub fn plan_leases(node_id: &str, now: &str, live_nodes: usize, mailboxes: &[i64], leases: &[LeaseRow]) -> LeasePlan {
+/// A node whose heartbeat is recent enough ([`ALIVE_WITHIN`]) to count
+/// when mailboxes are shared out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNode {
+    pub id: String,
+    /// Its last heartbeat, RFC 3339 text in the database's clock.
+    pub heartbeat_at: String,
+}
+
+/// A free lease (released, or run out) that no node took this long may be
+/// taken by any node, even one already at its share: a mailbox nobody
+/// polls is worse than an uneven share, which the next heartbeats even out.
+/// Longer than a few quick beats, so a node short of its share gets the
+/// first chance.
+pub const UNCLAIMED_AFTER: Duration = Duration::from_secs(1);
+
+/// A node short of its share counts as waiting for leases while it beats
+/// this often (it beats every half second while short). A node that is
+/// paused (SIGSTOP, a VM migration) stops counting within this time, so
+/// the others stop giving mailboxes up for it, well before it stops
+/// counting as alive.
+pub const WAITING_WITHIN: Duration = Duration::from_millis(1500);
+
+/// Decides a heartbeat: keep what is ours and live; give up what is over
+/// our fair share (`ceil(mailboxes / live nodes)`) when another node short
+/// of its share is beating; take free or expired leases up to the share,
+/// and any lease left free longer than [`UNCLAIMED_AFTER`]. `now` is the
+/// database's time as RFC 3339 text; `live` includes this node.
+pub fn plan_leases(node_id: &str, now: &str, live: &[LiveNode], mailboxes: &[i64], leases: &[LeaseRow]) -> LeasePlan {
     let by_mailbox: HashMap<i64, &LeaseRow> = leases.iter().map(|l| (l.mailbox_id, l)).collect();
-    let share = mailboxes.len().div_ceil(live_nodes.max(1));
+    let live_nodes = live.len().max(1);
+    let share = mailboxes.len().div_ceil(live_nodes);
+    let floor = mailboxes.len() / live_nodes;
+    let unclaimed_since = shifted(now, -chrono::Duration::from_std(UNCLAIMED_AFTER).unwrap_or_default());
     let mut plan = LeasePlan::default();
-    let mut free = Vec::new();
+    let mut held_by: HashMap<&str, usize> = HashMap::new();
+    let mut free: Vec<&LeaseRow> = Vec::new();
+    let mut never_leased = Vec::new();
     for &mailbox_id in mailboxes {
         match by_mailbox.get(&mailbox_id) {
             Some(l) if l.expires_at.as_str() > now && l.node_id.as_deref() == Some(node_id) => {
                 plan.renew.push(mailbox_id)
             }
             Some(l) if l.expires_at.as_str() > now && l.node_id.is_some() => {
-                if plan.others_expire_at.as_deref().is_none_or(|e| l.expires_at.as_str() < e) {
-                    plan.others_expire_at = Some(l.expires_at.clone());
-                }
+                *held_by.entry(l.node_id.as_deref().unwrap_or_default()).or_default() += 1;
+                plan.note_change_at(&l.expires_at);
             }
-            _ => free.push(mailbox_id),
+            Some(l) => free.push(l),
+            None => never_leased.push(mailbox_id),
         }
     }
-    if plan.renew.len() > share {
+    let waiting_since = shifted(now, -chrono::Duration::from_std(WAITING_WITHIN).unwrap_or_default());
+    let another_waits = live.iter().any(|n| {
+        n.id != node_id
+            && n.heartbeat_at.as_str() > waiting_since.as_str()
+            && held_by.get(n.id.as_str()).copied().unwrap_or(0) < floor
+    });
+    if plan.renew.len() > share && another_waits {
         plan.release = plan.renew.split_off(share);
     }
     // Nodes take free leases from different ends of the list, so two nodes
     // starting together do not both reach for the same first mailboxes.
-    let wanted = share.saturating_sub(plan.renew.len());
+    // Mailboxes never leased (new ones) go by share alone: when nodes start
+    // together, the first must not take them all.
+    let mut candidates: Vec<(i64, Option<&str>)> = never_leased.iter().map(|&m| (m, None)).collect();
+    candidates.extend(free.iter().map(|l| (l.mailbox_id, Some(l.expires_at.as_str()))));
+    candidates.sort_by_key(|(m, _)| *m);
     if node_hash(node_id) % 2 == 1 {
-        free.reverse();
+        candidates.reverse();
     }
-    plan.acquire = free.into_iter().take(wanted).collect();
+    let mut wanted = share.saturating_sub(plan.renew.len());
+    for (mailbox_id, free_since) in candidates {
+        let unclaimed = free_since.is_some_and(|since| since <= unclaimed_since.as_str());
+        if wanted > 0 {
+            wanted -= 1;
+            plan.acquire.push(mailbox_id);
+        } else if unclaimed {
+            plan.acquire.push(mailbox_id);
+        } else if let Some(since) = free_since {
+            // Left to a node short of its share; ours once unclaimed.
+            plan.note_change_at(&shifted(since, chrono::Duration::from_std(UNCLAIMED_AFTER).unwrap_or_default()));
+        }
+    }
     // Shares are rounded up, so a node may rightly end one short: only the
     // fair share rounded down counts as short.
-    plan.short_of_share = plan.renew.len() + plan.acquire.len() < mailboxes.len() / live_nodes.max(1);
+    plan.short_of_share = plan.renew.len() + plan.acquire.len() < floor;
     plan
+}
+
+impl LeasePlan {
+    fn note_change_at(&mut self, at: &str) {
+        if self.others_expire_at.as_deref().is_none_or(|e| at < e) {
+            self.others_expire_at = Some(at.to_string());
+        }
+    }
 }
 
 fn node_hash(node_id: &str) -> u64 {
@@ -304,13 +365,18 @@ mod tests {
         LeaseRow { mailbox_id, node_id: node.map(str::to_string), token: 1, expires_at: expires_at.into() }
     }
 
+    /// Nodes a, b, c… (the first `n`), all beating now.
+    fn live(n: usize) -> Vec<LiveNode> {
+        ["a", "b", "c", "d"][..n].iter().map(|id| LiveNode { id: id.to_string(), heartbeat_at: NOW.into() }).collect()
+    }
+
     const NOW: &str = "2026-12-02T10:00:00.000Z";
     const LATER: &str = "2026-12-02T10:00:15.000Z";
     const EARLIER: &str = "2026-12-02T09:59:59.000Z";
 
     #[test]
     fn a_lone_node_takes_every_mailbox() {
-        let plan = plan_leases("a", NOW, 1, &[1, 2, 3], &[]);
+        let plan = plan_leases("a", NOW, &live(1), &[1, 2, 3], &[]);
         assert_eq!(plan.acquire.len(), 3);
         assert!(plan.renew.is_empty() && plan.release.is_empty());
     }
@@ -320,14 +386,14 @@ mod tests {
         let mailboxes: Vec<i64> = (1..=6).collect();
         let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
         // Two nodes alive: a keeps three, releases three.
-        let plan = plan_leases("a", NOW, 2, &mailboxes, &held);
+        let plan = plan_leases("a", NOW, &live(2), &mailboxes, &held);
         assert_eq!((plan.renew.len(), plan.release.len(), plan.acquire.len()), (3, 3, 0));
         // b sees the released ones free (released leases have no owner).
         let after: Vec<LeaseRow> = held
             .iter()
             .map(|l| if plan.release.contains(&l.mailbox_id) { lease(l.mailbox_id, None, NOW) } else { l.clone() })
             .collect();
-        let plan_b = plan_leases("b", NOW, 2, &mailboxes, &after);
+        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after);
         assert_eq!(plan_b.acquire.len(), 3);
         assert!(plan_b.acquire.iter().all(|m| plan.release.contains(m)));
         assert!(!plan.short_of_share && !plan_b.short_of_share);
@@ -337,23 +403,64 @@ mod tests {
     fn a_node_knows_it_is_short_of_its_share_until_the_others_give_some_up() {
         let mailboxes: Vec<i64> = (1..=7).collect();
         let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
-        assert!(plan_leases("b", NOW, 2, &mailboxes, &held).short_of_share);
+        assert!(plan_leases("b", NOW, &live(2), &mailboxes, &held).short_of_share);
         // Seven over two: four and three; the node with three is not short.
         let after: Vec<LeaseRow> =
             held.iter().map(|l| if l.mailbox_id > 4 { lease(l.mailbox_id, None, NOW) } else { l.clone() }).collect();
-        let plan_b = plan_leases("b", NOW, 2, &mailboxes, &after);
+        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after);
         assert_eq!((plan_b.acquire.len(), plan_b.short_of_share), (3, false));
-        assert!(!plan_leases("a", NOW, 1, &mailboxes, &held).short_of_share);
+        assert!(!plan_leases("a", NOW, &live(1), &mailboxes, &held).short_of_share);
     }
 
     #[test]
     fn expired_leases_are_taken_and_live_ones_of_others_are_not() {
         let leases = [lease(1, Some("dead"), EARLIER), lease(2, Some("b"), LATER)];
-        let plan = plan_leases("a", NOW, 2, &[1, 2], &leases);
+        let plan = plan_leases("a", NOW, &live(2), &[1, 2], &leases);
         assert_eq!(plan.acquire, vec![1]);
         // Our own lease that ran out is not renewed: it is taken anew (with a new token).
-        let plan = plan_leases("a", NOW, 1, &[1], &[lease(1, Some("a"), EARLIER)]);
+        let plan = plan_leases("a", NOW, &live(1), &[1], &[lease(1, Some("a"), EARLIER)]);
         assert_eq!((plan.renew.len(), plan.acquire.clone()), (0, vec![1]));
+    }
+
+    #[test]
+    fn a_lease_nobody_took_goes_to_a_node_already_at_its_share() {
+        // Three nodes alive, nine mailboxes: a holds its three; b and c hold
+        // none, but nobody took the three that ran out long ago (b and c
+        // are paused, say): a takes them rather than leave them unpolled.
+        let long_ago = "2026-12-02T09:59:55.000Z";
+        let mut leases: Vec<LeaseRow> = (1..=3).map(|m| lease(m, Some("a"), LATER)).collect();
+        leases.extend((4..=6).map(|m| lease(m, Some("dead"), long_ago)));
+        // These ran out just now: left to b and c for a second.
+        leases.extend((7..=9).map(|m| lease(m, Some("dead"), NOW)));
+        let mailboxes: Vec<i64> = (1..=9).collect();
+        let plan = plan_leases("a", NOW, &live(3), &mailboxes, &leases);
+        assert_eq!(plan.renew, vec![1, 2, 3]);
+        let mut taken = plan.acquire.clone();
+        taken.sort();
+        assert_eq!(taken, vec![4, 5, 6]);
+        assert_eq!(
+            plan.others_expire_at.as_deref(),
+            Some("2026-12-02T10:00:01.000Z"),
+            "a looks again when they are unclaimed"
+        );
+        // b, short of its share, takes its share at once (and whatever
+        // is unclaimed besides).
+        let plan_b = plan_leases("b", NOW, &live(3), &mailboxes, &leases);
+        assert!(plan_b.acquire.len() >= 3 && !plan_b.short_of_share, "{plan_b:?}");
+    }
+
+    #[test]
+    fn an_over_share_node_gives_up_mailboxes_only_while_a_short_node_is_beating() {
+        let mailboxes: Vec<i64> = (1..=6).collect();
+        let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
+        let mut nodes = live(2);
+        assert_eq!(plan_leases("a", NOW, &nodes, &mailboxes, &held).release.len(), 3);
+        // b's last heartbeat is three seconds old: it still counts as alive
+        // (its share is kept for it), but it is not taking anything now.
+        nodes[1].heartbeat_at = "2026-12-02T09:59:57.000Z".into();
+        let plan = plan_leases("a", NOW, &nodes, &mailboxes, &held);
+        assert!(plan.release.is_empty(), "nothing given up for a node that does not beat");
+        assert_eq!(plan.renew.len(), 6);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::Result;
 use crate::lease::{
-    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases,
-    time_until,
+    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, alive_since, expiry,
+    plan_leases, time_until,
 };
 use crate::sqlite::SqliteStore;
 
@@ -54,11 +54,12 @@ impl LeaseStore for SqliteStore {
         let (held, released, next_expiry_in, short_of_share, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
-            let live: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1",
-                [alive_since(&now, ALIVE_WITHIN.min(ttl))],
-                |r| r.get(0),
-            )?;
+            let live: Vec<LiveNode> = tx
+                .prepare_cached("SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1")?
+                .query_map([alive_since(&now, ALIVE_WITHIN.min(ttl))], |r| {
+                    Ok(LiveNode { id: r.get(0)?, heartbeat_at: r.get(1)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
             let mailboxes: Vec<i64> = tx
                 .prepare_cached("SELECT id FROM mailboxes WHERE enabled ORDER BY id")?
                 .query_map([], |r| r.get(0))?
@@ -67,7 +68,7 @@ impl LeaseStore for SqliteStore {
                 .prepare_cached("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases")?
                 .query_map([], lease_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let plan = plan_leases(node_id, &now, live as usize, &mailboxes, &leases);
+            let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases);
             let until = expiry(&now, ttl);
             let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
             for id in &plan.renew {

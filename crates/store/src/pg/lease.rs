@@ -8,8 +8,8 @@ use tokio_postgres::Row;
 use super::{PgStore, PgTx};
 use crate::Result;
 use crate::lease::{
-    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, NewNode, NodeView, alive_since, expiry, plan_leases,
-    time_until,
+    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, alive_since, expiry,
+    plan_leases, time_until,
 };
 
 /// The database's time, as RFC 3339 text with milliseconds: the one clock
@@ -72,12 +72,14 @@ impl LeaseStore for PgStore {
         let (held, released, next_expiry_in, short_of_share, announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
-            let live: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
+            let live: Vec<LiveNode> = tx
+                .query(
+                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
                     &[&alive_since(&now, ALIVE_WITHIN.min(ttl))],
                 )?
-                .try_get(0)?;
+                .iter()
+                .map(|r| Ok(LiveNode { id: r.try_get(0)?, heartbeat_at: r.try_get(1)? }))
+                .collect::<Result<_>>()?;
             let mailboxes: Vec<i64> = tx
                 .query("SELECT id FROM mailboxes WHERE enabled ORDER BY id", &[])?
                 .iter()
@@ -88,7 +90,7 @@ impl LeaseStore for PgStore {
                 .iter()
                 .map(lease_from_row)
                 .collect::<Result<_>>()?;
-            let plan = plan_leases(node_id, &now, live as usize, &mailboxes, &leases);
+            let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases);
             let until = expiry(&now, ttl);
             let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
             tx.exec(
