@@ -31,13 +31,15 @@ fi
 
 # PostgreSQL: the store's tests and the end-to-end suite run on both backends.
 # A throwaway cluster is started unless MAILROBOT_TEST_DATABASE_URL names a
-# server (its role must be allowed to create databases).
+# server (its role must be allowed to create databases; with it, give
+# MAILROBOT_TEST_PG_CA, the CA of the server's TLS certificate, which must be
+# issued for the URL's host).
 if [ -z "${MAILROBOT_TEST_DATABASE_URL:-}" ]; then
   echo "== starting a throwaway PostgreSQL"
   eval "$(scripts/throwaway-postgres.sh)"
   trap 'scripts/throwaway-postgres.sh stop "$MAILROBOT_TEST_PG_DIR"' EXIT
 fi
-export MAILROBOT_TEST_DATABASE_URL
+export MAILROBOT_TEST_DATABASE_URL MAILROBOT_TEST_PG_CA
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

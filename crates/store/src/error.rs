@@ -2,7 +2,7 @@
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_cause(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
         "could not open the database at {url}: {reason} — check the URL (MAILROBOT_DATABASE_URL), that the server runs and that the role may log in"
@@ -77,6 +77,15 @@ impl StoreError {
             | StoreError::NotFound(_)
             | StoreError::Fenced { .. } => false,
         }
+    }
+}
+
+/// The driver's error with its cause ("error performing TLS handshake" alone
+/// does not say that the certificate was not trusted).
+fn with_cause(err: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(cause) => format!("{err}: {cause}"),
+        None => err.to_string(),
     }
 }
 

@@ -195,12 +195,10 @@ fn open_source(path: &Path) -> Result<Connection> {
 /// A session of its own for the copy (the store's sessions end a
 /// transaction idle for seconds; a copy may pause longer between tables).
 fn target_session(url: &str) -> Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError::OpenDatabase { url: redacted_url(url), reason: e.to_string() }
-    })?;
+    let (mut config, tls) = crate::pg::parse_url(url)?;
     config.application_name("mailrobot migrate-store");
     config.connect_timeout(Duration::from_secs(10));
-    crate::pg::connect(&config)
+    crate::pg::connect(&config, &tls)
 }
 
 /// A PostgreSQL table: its columns in order, and what orders its rows.

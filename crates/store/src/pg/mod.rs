@@ -24,6 +24,7 @@ mod outbox;
 mod rows;
 mod sealed;
 mod store;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,11 +36,12 @@ use std::time::Duration;
 use futures::SinkExt;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 use crate::schema::PG_MIGRATIONS;
 use crate::{Result, StoreError};
 use lease::check_fences;
+use tls::{DatabaseUrl, MakeRustlsConnect};
 
 pub(crate) use crate::sqlite::now;
 
@@ -77,10 +79,11 @@ fn wait<F: Future>(future: F) -> F::Output {
 }
 
 /// Opens a session; its socket is driven by [`sessions_runtime`].
-pub(crate) fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+pub(crate) fn connect(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Result<tokio_postgres::Client> {
     let config = config.clone();
+    let tls = tls.clone();
     let task = sessions_runtime().spawn(async move {
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = config.connect(tls).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "a PostgreSQL session ended");
@@ -94,16 +97,16 @@ pub(crate) fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres:
 /// Runs SQL statements (no parameters) on a session of their own: for
 /// tools and tests that work beside the store.
 pub fn execute_batch(url: &str, sql: &str) -> Result<()> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let client = connect(&config)?;
+    let (config, tls) = parse_url(url)?;
+    let client = connect(&config, &tls)?;
     Ok(wait(client.batch_execute(sql))?)
 }
 
 /// Every row of `table` in COPY's binary format (text as its bytes, bytea
 /// raw): what a search of the database's bytes reads.
 pub fn copy_out_table(url: &str, table: &str) -> Result<Vec<u8>> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let client = connect(&config)?;
+    let (config, tls) = parse_url(url)?;
+    let client = connect(&config, &tls)?;
     let stream = wait(client.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)")))?;
     let pieces: Vec<bytes::Bytes> = wait(futures::TryStreamExt::try_collect(stream))?;
     Ok(pieces.concat())
@@ -111,8 +114,8 @@ pub fn copy_out_table(url: &str, table: &str) -> Result<Vec<u8>> {
 
 /// The names of the tables in the robot's schema.
 pub fn table_names(url: &str) -> Result<Vec<String>> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let client = connect(&config)?;
+    let (config, tls) = parse_url(url)?;
+    let client = connect(&config, &tls)?;
     let rows = wait(client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[]))?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
@@ -127,6 +130,7 @@ pub struct PgConn {
 
 pub(crate) struct Manager {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -134,7 +138,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = StoreError;
 
     fn connect(&self) -> Result<PgConn> {
-        Ok(PgConn { client: connect(&self.config)?, statements: HashMap::new() })
+        Ok(PgConn { client: connect(&self.config, &self.tls)?, statements: HashMap::new() })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
@@ -164,13 +168,22 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// The driver's configuration and the TLS connector for `url` (see
+/// [`tls`]: `sslmode` as libpq reads it).
+pub(crate) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let open_err = |reason: String| StoreError::OpenDatabase { url: redacted_url(url), reason };
+    let parsed = DatabaseUrl::parse(url).map_err(open_err)?;
+    let tls = parsed.tls().map_err(open_err)?;
+    Ok((parsed.config, tls))
+}
+
 impl PgStore {
-    /// Connects to `url` (`postgres://user:password@host:port/db`) and brings
-    /// the schema up to date.
+    /// Connects to `url` (`postgres://user:password@host:port/db`, with
+    /// libpq's `sslmode` and `sslrootcert` if given) and brings the schema
+    /// up to date.
     pub fn connect(url: &str) -> Result<Self> {
         let open_err = |reason: String| StoreError::OpenDatabase { url: redacted_url(url), reason };
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| open_err(e.to_string()))?;
+        let (mut config, tls) = parse_url(url)?;
         config.application_name("mailrobot");
         config.connect_timeout(Duration::from_secs(10));
         // A node paused inside a transaction (SIGSTOP, a VM migration) loses
@@ -178,14 +191,14 @@ impl PgStore {
         config.options("-c idle_in_transaction_session_timeout=3000 -c lock_timeout=30000");
         // The first session is opened here, so a wrong URL or password is
         // told at once, not after the pool's retries.
-        let first = r2d2::ManageConnection::connect(&Manager { config: config.clone() })
+        let first = r2d2::ManageConnection::connect(&Manager { config: config.clone(), tls: tls.clone() })
             .map_err(|e| open_err(e.to_string()))?;
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(30))
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
-            .build_unchecked(Manager { config });
+            .build_unchecked(Manager { config, tls });
         drop(first);
         let store = Self { pool, fences: Default::default() };
         store.migrate()?;
