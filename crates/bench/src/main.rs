@@ -197,8 +197,10 @@ fn database_for(server: &str, data_dir: &Path) -> String {
         assert!(status.is_ok_and(|s| s.success()), "psql could not create database {name}");
         created.push(data_dir.to_path_buf());
     }
-    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    format!("{base}/{name}")
+    // The server's query (sslmode=…) stays with each database's URL.
+    let (path, query) = server.split_once('?').map_or((server, ""), |(path, query)| (path, query));
+    let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+    if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") }
 }
 
 /// `mailbox add bench --kind imap` over the Dovecot user `user`, plus `extra`.

@@ -20,6 +20,25 @@ pub struct Node {
     /// Mailboxes of this node with new mail announced to another node,
     /// not yet taken by the scheduler.
     announced: std::sync::Mutex<Vec<mailrobot_store::lease::Announcement>>,
+    /// Mailboxes being polled now: given up last when over the share.
+    busy: std::sync::Mutex<std::collections::HashSet<i64>>,
+}
+
+/// How long a node keeps mailboxes over its share because they are being
+/// polled, before it gives them up anyway (a first sync of a large mailbox
+/// must not keep a joining node waiting for its share).
+const KEEP_BUSY_AT_MOST: Duration = Duration::from_secs(10);
+
+/// Marks a mailbox busy while it lives (a poll in progress).
+pub struct Busy<'a> {
+    node: &'a Node,
+    mailbox_id: i64,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.node.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.mailbox_id);
+    }
 }
 
 /// How often a node beats while it is short of its share, and in its first
@@ -66,11 +85,13 @@ impl Node {
             next_beat_in: std::sync::Mutex::new(next_beat(&beat, true)),
             changed: Default::default(),
             announced: Default::default(),
+            busy: Default::default(),
         })
     }
 
     /// Heartbeats until `stop`; then gives the leases up at once.
     pub async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut keeping_busy_since: Option<std::time::Instant> = None;
         loop {
             let wait = *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner());
             tokio::select! {
@@ -80,8 +101,14 @@ impl Node {
             let node = self.clone();
             let started = std::time::Instant::now();
             let before = self.held();
-            match tokio::task::spawn_blocking(move || node.leases.heartbeat(&node.id, LEASE_TTL)).await {
+            let busy: Vec<i64> = if keeping_busy_since.is_some_and(|since| since.elapsed() > KEEP_BUSY_AT_MOST) {
+                Vec::new()
+            } else {
+                self.busy.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+            };
+            match tokio::task::spawn_blocking(move || node.leases.heartbeat_keeping(&node.id, LEASE_TTL, &busy)).await {
                 Ok(Ok(beat)) => {
+                    keeping_busy_since = if beat.kept_busy { keeping_busy_since.or(Some(started)) } else { None };
                     tracing::debug!(node = %self.id, mailboxes = beat.held.len(), "heartbeat");
                     let starting = self.started.elapsed() < LEASE_TTL;
                     *self.next_beat_in.lock().unwrap_or_else(|p| p.into_inner()) = next_beat(&beat, starting);
@@ -123,6 +150,12 @@ impl Node {
     /// The mailboxes this node may poll now.
     pub fn held(&self) -> Vec<i64> {
         self.leases.fences().held().into_iter().map(|f| f.mailbox_id).collect()
+    }
+
+    /// Marks `mailbox_id` as being polled until the guard is dropped.
+    pub fn busy(&self, mailbox_id: i64) -> Busy<'_> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(mailbox_id);
+        Busy { node: self, mailbox_id }
     }
 
     pub fn holds(&self, mailbox_id: i64) -> bool {

@@ -246,10 +246,12 @@ async fn mailbox_loop(
             }
         }
         announced = false;
+        let busy = node.busy(id);
         let (_, delay) = tokio::select! {
             done = poll_and_record(&pipeline, &mailbox) => done,
             _ = stop.changed() => return,
         };
+        drop(busy);
         tokio::select! {
             _ = tokio::time::sleep(delay.min(RELOAD_EVERY * 5)) => {}
             _ = arrived.notified() => {

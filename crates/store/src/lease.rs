@@ -94,6 +94,8 @@ pub struct LeasePlan {
     /// This node holds less than its share after this heartbeat: other
     /// nodes hold more than theirs and will give some up at their next.
     pub short_of_share: bool,
+    /// Mailboxes over the share were kept because they are being polled.
+    pub kept_busy: bool,
 }
 
 /// What one heartbeat found.
@@ -111,6 +113,8 @@ pub struct Heartbeat {
     /// Mailboxes of this node with new mail announced to another node
     /// (a Graph notification that reached it) since the last heartbeat.
     pub announced: Vec<Announcement>,
+    /// It kept mailboxes over its share because they were being polled.
+    pub kept_busy: bool,
 }
 
 /// New mail announced for a mailbox to a node that does not hold it.
@@ -150,7 +154,14 @@ pub const WAITING_WITHIN: Duration = Duration::from_millis(1500);
 /// of its share is beating; take free or expired leases up to the share,
 /// and any lease left free longer than [`UNCLAIMED_AFTER`]. `now` is the
 /// database's time as RFC 3339 text; `live` includes this node.
-pub fn plan_leases(node_id: &str, now: &str, live: &[LiveNode], mailboxes: &[i64], leases: &[LeaseRow]) -> LeasePlan {
+pub fn plan_leases(
+    node_id: &str,
+    now: &str,
+    live: &[LiveNode],
+    mailboxes: &[i64],
+    leases: &[LeaseRow],
+    busy: &[i64],
+) -> LeasePlan {
     let by_mailbox: HashMap<i64, &LeaseRow> = leases.iter().map(|l| (l.mailbox_id, l)).collect();
     let live_nodes = live.len().max(1);
     let share = mailboxes.len().div_ceil(live_nodes);
@@ -180,7 +191,14 @@ pub fn plan_leases(node_id: &str, now: &str, live: &[LiveNode], mailboxes: &[i64
             && held_by.get(n.id.as_str()).copied().unwrap_or(0) < floor
     });
     if plan.renew.len() > share && another_waits {
-        plan.release = plan.renew.split_off(share);
+        // Idle mailboxes go first; busy ones stay while idle ones suffice,
+        // and are kept back otherwise (the caller insists by passing none).
+        let over = plan.renew.len() - share;
+        let (idle, kept): (Vec<i64>, Vec<i64>) = plan.renew.iter().partition(|m| !busy.contains(m));
+        plan.release = idle.iter().rev().take(over).copied().collect();
+        plan.kept_busy = plan.release.len() < over;
+        plan.renew = kept.into_iter().chain(idle.into_iter().filter(|m| !plan.release.contains(m))).collect();
+        plan.renew.sort_unstable();
     }
     // Nodes take free leases from different ends of the list, so two nodes
     // starting together do not both reach for the same first mailboxes.
@@ -341,7 +359,14 @@ pub trait LeaseStore: Send + Sync {
     /// One heartbeat: records that the node lives, renews its leases, gives
     /// up what is over its share and takes free or expired ones. Returns
     /// the leases it holds now (also kept in [`LeaseStore::fences`]).
-    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat>;
+    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
+        self.heartbeat_keeping(node_id, ttl, &[])
+    }
+    /// A heartbeat that gives up mailboxes in `busy` (being polled now)
+    /// only when not enough others are over the share: a mailbox given up
+    /// mid-poll wastes the batch in flight (its writes are fenced, and the
+    /// new holder fetches it again).
+    fn heartbeat_keeping(&self, node_id: &str, ttl: Duration, busy: &[i64]) -> Result<Heartbeat>;
     /// Tells whichever node holds the mailbox that new mail was announced
     /// (it hears of it at its next heartbeat). False when no node holds it.
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool>;
@@ -376,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_lone_node_takes_every_mailbox() {
-        let plan = plan_leases("a", NOW, &live(1), &[1, 2, 3], &[]);
+        let plan = plan_leases("a", NOW, &live(1), &[1, 2, 3], &[], &[]);
         assert_eq!(plan.acquire.len(), 3);
         assert!(plan.renew.is_empty() && plan.release.is_empty());
     }
@@ -386,14 +411,14 @@ mod tests {
         let mailboxes: Vec<i64> = (1..=6).collect();
         let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
         // Two nodes alive: a keeps three, releases three.
-        let plan = plan_leases("a", NOW, &live(2), &mailboxes, &held);
+        let plan = plan_leases("a", NOW, &live(2), &mailboxes, &held, &[]);
         assert_eq!((plan.renew.len(), plan.release.len(), plan.acquire.len()), (3, 3, 0));
         // b sees the released ones free (released leases have no owner).
         let after: Vec<LeaseRow> = held
             .iter()
             .map(|l| if plan.release.contains(&l.mailbox_id) { lease(l.mailbox_id, None, NOW) } else { l.clone() })
             .collect();
-        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after);
+        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after, &[]);
         assert_eq!(plan_b.acquire.len(), 3);
         assert!(plan_b.acquire.iter().all(|m| plan.release.contains(m)));
         assert!(!plan.short_of_share && !plan_b.short_of_share);
@@ -403,22 +428,22 @@ mod tests {
     fn a_node_knows_it_is_short_of_its_share_until_the_others_give_some_up() {
         let mailboxes: Vec<i64> = (1..=7).collect();
         let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
-        assert!(plan_leases("b", NOW, &live(2), &mailboxes, &held).short_of_share);
+        assert!(plan_leases("b", NOW, &live(2), &mailboxes, &held, &[]).short_of_share);
         // Seven over two: four and three; the node with three is not short.
         let after: Vec<LeaseRow> =
             held.iter().map(|l| if l.mailbox_id > 4 { lease(l.mailbox_id, None, NOW) } else { l.clone() }).collect();
-        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after);
+        let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after, &[]);
         assert_eq!((plan_b.acquire.len(), plan_b.short_of_share), (3, false));
-        assert!(!plan_leases("a", NOW, &live(1), &mailboxes, &held).short_of_share);
+        assert!(!plan_leases("a", NOW, &live(1), &mailboxes, &held, &[]).short_of_share);
     }
 
     #[test]
     fn expired_leases_are_taken_and_live_ones_of_others_are_not() {
         let leases = [lease(1, Some("dead"), EARLIER), lease(2, Some("b"), LATER)];
-        let plan = plan_leases("a", NOW, &live(2), &[1, 2], &leases);
+        let plan = plan_leases("a", NOW, &live(2), &[1, 2], &leases, &[]);
         assert_eq!(plan.acquire, vec![1]);
         // Our own lease that ran out is not renewed: it is taken anew (with a new token).
-        let plan = plan_leases("a", NOW, &live(1), &[1], &[lease(1, Some("a"), EARLIER)]);
+        let plan = plan_leases("a", NOW, &live(1), &[1], &[lease(1, Some("a"), EARLIER)], &[]);
         assert_eq!((plan.renew.len(), plan.acquire.clone()), (0, vec![1]));
     }
 
@@ -433,7 +458,7 @@ mod tests {
         // These ran out just now: left to b and c for a second.
         leases.extend((7..=9).map(|m| lease(m, Some("dead"), NOW)));
         let mailboxes: Vec<i64> = (1..=9).collect();
-        let plan = plan_leases("a", NOW, &live(3), &mailboxes, &leases);
+        let plan = plan_leases("a", NOW, &live(3), &mailboxes, &leases, &[]);
         assert_eq!(plan.renew, vec![1, 2, 3]);
         let mut taken = plan.acquire.clone();
         taken.sort();
@@ -445,7 +470,7 @@ mod tests {
         );
         // b, short of its share, takes its share at once (and whatever
         // is unclaimed besides).
-        let plan_b = plan_leases("b", NOW, &live(3), &mailboxes, &leases);
+        let plan_b = plan_leases("b", NOW, &live(3), &mailboxes, &leases, &[]);
         assert!(plan_b.acquire.len() >= 3 && !plan_b.short_of_share, "{plan_b:?}");
     }
 
@@ -454,13 +479,29 @@ mod tests {
         let mailboxes: Vec<i64> = (1..=6).collect();
         let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
         let mut nodes = live(2);
-        assert_eq!(plan_leases("a", NOW, &nodes, &mailboxes, &held).release.len(), 3);
+        assert_eq!(plan_leases("a", NOW, &nodes, &mailboxes, &held, &[]).release.len(), 3);
         // b's last heartbeat is three seconds old: it still counts as alive
         // (its share is kept for it), but it is not taking anything now.
         nodes[1].heartbeat_at = "2026-12-02T09:59:57.000Z".into();
-        let plan = plan_leases("a", NOW, &nodes, &mailboxes, &held);
+        let plan = plan_leases("a", NOW, &nodes, &mailboxes, &held, &[]);
         assert!(plan.release.is_empty(), "nothing given up for a node that does not beat");
         assert_eq!(plan.renew.len(), 6);
+    }
+
+    #[test]
+    fn mailboxes_being_polled_are_given_up_last() {
+        let mailboxes: Vec<i64> = (1..=6).collect();
+        let held: Vec<LeaseRow> = mailboxes.iter().map(|&m| lease(m, Some("a"), LATER)).collect();
+        let plan = plan_leases("a", NOW, &live(2), &mailboxes, &held, &[4, 5, 6]);
+        let mut released = plan.release.clone();
+        released.sort();
+        assert_eq!((released, plan.renew.clone(), plan.kept_busy), (vec![1, 2, 3], vec![4, 5, 6], false));
+        // Only one idle: it goes, the busy ones stay (for now).
+        let plan = plan_leases("a", NOW, &live(2), &mailboxes, &held, &[1, 2, 3, 4, 5]);
+        assert_eq!((plan.release.clone(), plan.kept_busy), (vec![6], true));
+        assert_eq!(plan.renew, vec![1, 2, 3, 4, 5]);
+        // Insisting (no busy list): the share again.
+        assert_eq!(plan_leases("a", NOW, &live(2), &mailboxes, &held, &[]).release.len(), 3);
     }
 
     #[test]

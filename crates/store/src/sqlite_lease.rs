@@ -50,8 +50,8 @@ impl LeaseStore for SqliteStore {
         })
     }
 
-    fn heartbeat(&self, node_id: &str, ttl: Duration) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in, short_of_share, announced) = self.write(|tx| {
+    fn heartbeat_keeping(&self, node_id: &str, ttl: Duration, busy: &[i64]) -> Result<Heartbeat> {
+        let (held, released, next_expiry_in, (short_of_share, kept_busy), announced) = self.write(|tx| {
             let now = db_now(tx)?;
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
             let live: Vec<LiveNode> = tx
@@ -68,7 +68,7 @@ impl LeaseStore for SqliteStore {
                 .prepare_cached("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases")?
                 .query_map([], lease_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases);
+            let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases, busy);
             let until = expiry(&now, ttl);
             let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
             for id in &plan.renew {
@@ -110,10 +110,10 @@ impl LeaseStore for SqliteStore {
                 )?
                 .execute([a.mailbox_id])?;
             }
-            Ok((held, plan.release, next_expiry_in, plan.short_of_share, announced))
+            Ok((held, plan.release, next_expiry_in, (plan.short_of_share, plan.kept_busy), announced))
         })?;
         self.fences.set(held.clone());
-        Ok(Heartbeat { held, released, next_expiry_in, short_of_share, announced })
+        Ok(Heartbeat { held, released, next_expiry_in, short_of_share, announced, kept_busy })
     }
 
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
