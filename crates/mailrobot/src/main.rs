@@ -214,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let pipeline = app.pipeline()?;
-    let results = mailrobot::scheduler::run_once(&pipeline).await?;
+    let results = mailrobot::scheduler::run_once(&pipeline, app.leases.clone()).await?;
     // What the pass queued (acknowledgements, webhook events), tried once,
     // so a cron job of `run-once` sends too. Retries wait for the next run.
     let public_url = mailrobot::commands_auth::public_url(app, None).unwrap_or_default();
@@ -233,6 +233,16 @@ async fn run_once(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for (mailbox, result) in &results {
         match result {
+            Ok(r) if r.held_by.is_some() => {
+                if !json {
+                    mailrobot::say!(
+                        "{}: polled by node {}; this pass leaves it to that node",
+                        mailbox.name,
+                        r.held_by.as_deref().unwrap_or("")
+                    );
+                }
+                reports.push(serde_json::json!({"mailbox": mailbox.name, "ok": true, "report": r}));
+            }
             Ok(r) if r.throttled_until.is_some() => {
                 held_back += 1;
                 if !json {

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use mailrobot_store::lease::{HEARTBEAT_EVERY, LEASE_TTL};
-use mailrobot_store::{Heartbeat, LeaseStore, NewNode};
+use mailrobot_store::lease::{HEARTBEAT_EVERY, LEASE_TTL, pid_scope};
+use mailrobot_store::{Heartbeat, LeaseStore, NewNode, NodeKind, PassLeases};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -66,16 +66,42 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Whether process `pid` of this pid namespace still runs (a zombie, killed
+/// but not yet reaped, does not).
+fn process_running(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// Registers this process among the nodes, frees the leases of processes
+/// of this machine that are gone (a node or pass killed here: its
+/// successor need not wait out the TTL) and turns fencing on for its
+/// writes. Returns its id, unique per process.
+fn register(leases: &dyn LeaseStore, kind: NodeKind) -> anyhow::Result<String> {
+    let host = hostname();
+    let pid = std::process::id();
+    // Unique per process, even when a pid is reused on another start.
+    let id = format!("{host}-{pid}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let pid_scope = pid_scope();
+    if let Some(scope) = &pid_scope {
+        let gone = leases.free_leases_of_gone(scope, &process_running)?;
+        if !gone.is_empty() {
+            tracing::info!(processes = ?gone, "freed the leases of processes of this machine that are gone");
+        }
+    }
+    leases.register_node(&NewNode { id: id.clone(), host, pid: i64::from(pid), kind, pid_scope })?;
+    leases.fences().enable();
+    Ok(id)
+}
+
 impl Node {
     /// Registers this process, turns fencing on for its writes and takes its
     /// first leases.
     pub fn start(leases: Arc<dyn LeaseStore>) -> anyhow::Result<Node> {
-        let host = hostname();
-        let pid = std::process::id();
-        // Unique per process, even when a pid is reused on another start.
-        let id = format!("{host}-{pid}-{:06x}", rand::random::<u32>() & 0xff_ffff);
-        leases.register_node(&NewNode { id: id.clone(), host, pid: i64::from(pid) })?;
-        leases.fences().enable();
+        let id = register(leases.as_ref(), NodeKind::Serve)?;
         let beat = leases.heartbeat(&id, LEASE_TTL)?;
         tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
         Ok(Node {
@@ -160,5 +186,63 @@ impl Node {
 
     pub fn holds(&self, mailbox_id: i64) -> bool {
         self.leases.fences().get(mailbox_id).is_some()
+    }
+}
+
+/// One `run-once` pass among the nodes: it takes the leases nobody holds
+/// and keeps them (renewing) while it polls; mailboxes another process
+/// holds are that process's to poll. It counts for no node's share.
+pub struct Pass {
+    pub id: String,
+    leases: Arc<dyn LeaseStore>,
+    taken: PassLeases,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Pass {
+    pub async fn start(leases: Arc<dyn LeaseStore>) -> anyhow::Result<Pass> {
+        let store = leases.clone();
+        let (id, taken) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let id = register(store.as_ref(), NodeKind::RunOnce)?;
+            let taken = store.take_free_leases(&id, LEASE_TTL)?;
+            Ok((id, taken))
+        })
+        .await??;
+        tracing::debug!(pass = %id, held = taken.held.len(), elsewhere = taken.held_elsewhere.len(), "pass leases taken");
+        let (store, pass_id) = (leases.clone(), id.clone());
+        // A pass longer than the TTL (a first sync) keeps what it holds.
+        let renewing = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                let (store, pass_id) = (store.clone(), pass_id.clone());
+                match tokio::task::spawn_blocking(move || store.renew_leases(&pass_id, LEASE_TTL)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "could not renew the pass's leases"),
+                    Err(err) => tracing::warn!(error = %err, "could not renew the pass's leases"),
+                }
+            }
+        });
+        Ok(Pass { id, leases, taken, renewing })
+    }
+
+    /// The process that holds `mailbox_id`, when not this pass.
+    pub fn held_elsewhere(&self, mailbox_id: i64) -> Option<&str> {
+        self.taken.held_elsewhere.iter().find(|(m, _)| *m == mailbox_id).map(|(_, node)| node.as_str())
+    }
+
+    pub fn holds(&self, mailbox_id: i64) -> bool {
+        self.leases.fences().get(mailbox_id).is_some()
+    }
+
+    /// Gives the leases up at once.
+    pub async fn finish(self) {
+        self.renewing.abort();
+        let (store, id) = (self.leases.clone(), self.id.clone());
+        match tokio::task::spawn_blocking(move || store.stop_node(&id)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                tracing::warn!(pass = %self.id, "could not give the pass's leases up; they run out within {:?}", LEASE_TTL)
+            }
+        }
     }
 }

@@ -136,6 +136,10 @@ pub struct PollReport {
     /// Not polled: the server asked for quiet until then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<String>,
+    /// Not polled by this `run-once`: the node (or pass) that holds the
+    /// mailbox's lease polls it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 #[derive(Clone)]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mailrobot_store::{Mailbox, PollOutcome, PollRecord};
+use mailrobot_store::{LeaseStore, Mailbox, PollOutcome, PollRecord};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::node::Node;
+use crate::node::{Node, Pass};
 use crate::pipeline::{Pipeline, PollError, PollReport};
 
 /// Longest wait between polls of a failing mailbox.
@@ -120,15 +120,41 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
     (result, delay)
 }
 
-/// One pass over every enabled mailbox, all at once.
-pub async fn run_once(pipeline: &Pipeline) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
+/// One pass over every enabled mailbox, all at once — those whose leases
+/// it could take: a mailbox a `serve` node (or another pass) holds is that
+/// process's to poll, and is reported with its holder instead.
+pub async fn run_once(
+    pipeline: &Pipeline,
+    leases: Arc<dyn LeaseStore>,
+) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
+    let pass = Pass::start(leases).await?;
+    let results = poll_for_pass(pipeline, &pass).await;
+    pass.finish().await;
+    results
+}
+
+async fn poll_for_pass(
+    pipeline: &Pipeline,
+    pass: &Pass,
+) -> anyhow::Result<Vec<(Mailbox, Result<PollReport, PollError>)>> {
     let store = pipeline.store.clone();
     let mailboxes = tokio::task::spawn_blocking(move || store.mailboxes()).await??;
     let polls = mailboxes.into_iter().filter(|m| m.enabled).map(|mailbox| async move {
+        if let Some(holder) = pass.held_elsewhere(mailbox.id) {
+            tracing::info!(mailbox = %mailbox.name, node = holder, "polled by another process; this pass leaves it");
+            let report =
+                PollReport { mailbox: mailbox.name.clone(), held_by: Some(holder.to_string()), ..Default::default() };
+            return Some((mailbox, Ok(report)));
+        }
+        if !pass.holds(mailbox.id) {
+            // Enabled after the pass took its leases: the next pass polls it.
+            tracing::debug!(mailbox = %mailbox.name, "enabled after this pass began; left to the next");
+            return None;
+        }
         let (result, _) = poll_and_record(pipeline, &mailbox).await;
-        (mailbox, result)
+        Some((mailbox, result))
     });
-    Ok(futures::future::join_all(polls).await)
+    Ok(futures::future::join_all(polls).await.into_iter().flatten().collect())
 }
 
 /// Keeps one polling loop per mailbox whose lease this node holds, until

@@ -336,7 +336,8 @@ async fn tenants_connections_mailboxes_services_and_tokens_are_made_and_changed_
 async fn rules_templates_and_contacts_through_the_api() {
     let robot = Robot::new();
     let drop = robot.dir.path().join("drop");
-    robot.add_drop_folder("desk", &drop);
+    let path = drop.to_str().unwrap();
+    robot.run(&["mailbox", "add", "--name", "desk", "--kind", "drop-folder", "--path", path, "--poll-seconds", "1"]);
     let (writer, reader) = (token(&robot, "helpdesk", false), token(&robot, "dashboard", true));
     let (mut serve, address) = robot.spawn_serve(&[]);
     assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
@@ -363,7 +364,8 @@ async fn rules_templates_and_contacts_through_the_api() {
         b"From: Val <val@vip.example>\r\nSubject: Help\r\nMessage-ID: <v1@vip.example>\r\n\r\nx\r\n",
     )
     .unwrap();
-    robot.run(&["run-once"]);
+    // `serve` polls the mailbox (a `run-once` beside it would leave it to serve).
+    assert!(wait_until(Duration::from_secs(20), || robot.tickets().len() == 1));
     let (_, tickets) = call("GET", &format!("{api}/tickets"), Some(&reader), None).await;
     assert_eq!((&tickets["items"][0]["priority"], &tickets["items"][0]["tags"]), (&json!("high"), &json!(["vip"])));
     let id = robot.messages()[0]["id"].as_i64().unwrap();

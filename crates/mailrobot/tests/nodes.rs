@@ -100,6 +100,41 @@ fn nodes_share_the_mailboxes_and_take_over_a_killed_nodes_share() {
     b_serve.wait().unwrap();
 }
 
+/// `run-once` beside a running node leaves the node's mailboxes to it and
+/// says which node polls them; once that node is killed (on this machine),
+/// the next `run-once` frees its leases at once — no waiting out the TTL —
+/// and polls every mailbox.
+#[test]
+fn run_once_leaves_a_nodes_mailboxes_to_it_and_takes_a_killed_nodes_at_once() {
+    let (dc, robot) = cluster(3);
+    let (mut serve, _) = robot.spawn_serve(&[]);
+    assert!(wait_until(Duration::from_secs(30), || held_by_live_nodes(&robot) == [3]), "{:?}", nodes_list(&robot));
+    let node_id = nodes_list(&robot)[0]["node_id"].as_str().unwrap().to_string();
+    let passes = robot.json(&["run-once", "--json"]);
+    let passes = passes.as_array().unwrap();
+    assert_eq!(passes.len(), 3, "{passes:?}");
+    for pass in passes {
+        assert_eq!(pass["report"]["held_by"], node_id.as_str(), "{pass}");
+        assert_eq!(pass["report"]["fetched"], 0, "{pass}");
+    }
+    let text = robot.run(&["run-once"]);
+    assert!(text.contains(&format!("polled by node {node_id}")), "{text}");
+    assert_eq!(held_by_live_nodes(&robot), [3], "run-once took nothing from the node");
+
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    for (i, user) in users(3).iter().enumerate() {
+        dc.deliver(user, "INBOX", &mail(i)).unwrap();
+    }
+    let passes = robot.json(&["run-once", "--json"]);
+    for pass in passes.as_array().unwrap() {
+        assert!(pass["report"].get("held_by").is_none(), "the killed node's leases were freed: {pass}");
+        assert_eq!(pass["report"]["fetched"], 1, "{pass}");
+    }
+    assert_eq!(robot.tickets().len(), 3);
+    assert!(nodes_list(&robot).iter().all(|n| n["alive"] == false), "{:?}", nodes_list(&robot));
+}
+
 /// Nodes must share one master key: a node whose key cannot open what the
 /// first node sealed is refused with what to do.
 #[test]

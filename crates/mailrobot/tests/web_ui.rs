@@ -703,8 +703,13 @@ async fn the_mail_journal_filters_downloads_and_retries_a_failed_mail() {
     assert_eq!(again[0]["id"].as_i64().unwrap().to_string(), id);
 
     // Processed again, it fails again; all failed mails of the mailbox go
-    // back in the queue at once.
+    // back in the queue at once. (`serve` is stopped for the `run-once`,
+    // which would leave serve's mailbox to it, and started again.)
+    serve.kill().unwrap();
+    serve.wait().unwrap();
     robot.run(&["run-once"]);
+    let (mut serve, _) = robot.spawn_serve_at(&address, &[]);
+    assert!(wait_until(Duration::from_secs(10), || http_get(&address, "/healthz").is_some()));
     browser.goto(&format!("http://{address}/journal?mailbox=support-desk&state=failed")).await;
     browser.click_button("Retry all failed").await;
     assert!(browser.text().await.contains("1 failed mails queued again"), "{}", browser.text().await);

@@ -22,7 +22,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{Result, StoreError};
+use crate::{NodeKind, Result, StoreError};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
@@ -51,6 +51,60 @@ pub struct NewNode {
     pub id: String,
     pub host: String,
     pub pid: i64,
+    pub kind: NodeKind,
+    /// Where its pid means something ([`pid_scope`]); None where unknown.
+    pub pid_scope: Option<String>,
+}
+
+impl NewNode {
+    /// A `serve` node, its pid scope unknown (tests; [`pid_scope`] otherwise).
+    pub fn serve(id: &str, host: &str, pid: i64) -> NewNode {
+        NewNode { id: id.into(), host: host.into(), pid, kind: NodeKind::Serve, pid_scope: None }
+    }
+}
+
+/// Where a pid names one process: the machine's boot id and the process's
+/// pid namespace. Two processes with the same scope see each other's pids,
+/// so one can tell that the other is gone (its pid no longer runs) and free
+/// its leases without waiting for the TTL. None where /proc does not say.
+pub fn pid_scope() -> Option<String> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot_id.trim(), namespace.display()))
+}
+
+/// What a `run-once` pass holds for its polls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassLeases {
+    /// The leases it took: every mailbox nobody else held.
+    pub held: Vec<Fence>,
+    /// Mailboxes a live lease of another process holds, with its holder:
+    /// that process polls them, the pass leaves them alone.
+    pub held_elsewhere: Vec<(i64, String)>,
+}
+
+/// Decides what a `run-once` pass takes: every enabled mailbox whose lease
+/// is free (never taken, released, or run out); the others stay with their
+/// holders, returned beside. It takes no share and gives nothing up.
+pub fn plan_pass(node_id: &str, now: &str, mailboxes: &[i64], leases: &[LeaseRow]) -> PassPlan {
+    let by_mailbox: HashMap<i64, &LeaseRow> = leases.iter().map(|l| (l.mailbox_id, l)).collect();
+    let mut plan = PassPlan::default();
+    for &mailbox_id in mailboxes {
+        match by_mailbox.get(&mailbox_id) {
+            Some(l) if l.expires_at.as_str() > now && l.node_id.as_deref().is_some_and(|n| n != node_id) => {
+                plan.held_elsewhere.push((mailbox_id, l.node_id.clone().unwrap_or_default()))
+            }
+            _ => plan.acquire.push(mailbox_id),
+        }
+    }
+    plan
+}
+
+/// What [`plan_pass`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassPlan {
+    pub acquire: Vec<i64>,
+    pub held_elsewhere: Vec<(i64, String)>,
 }
 
 /// A node as `nodes list` shows it.
@@ -373,6 +427,18 @@ pub trait LeaseStore: Send + Sync {
     /// A node stopping: gives its leases up at once, so others take them
     /// without waiting for the TTL.
     fn stop_node(&self, node_id: &str) -> Result<()>;
+    /// A `run-once` pass (registered as [`NodeKind::RunOnce`]) takes every
+    /// free lease, each with a new token ([`plan_pass`]); kept in
+    /// [`LeaseStore::fences`].
+    fn take_free_leases(&self, node_id: &str, ttl: Duration) -> Result<PassLeases>;
+    /// Renews the leases `node_id` still holds, taking none (a pass longer
+    /// than the TTL); returns them (also kept in [`LeaseStore::fences`]).
+    fn renew_leases(&self, node_id: &str, ttl: Duration) -> Result<Vec<Fence>>;
+    /// Frees at once the leases of processes in `pid_scope` (this machine,
+    /// this pid namespace) that `is_running` says are gone — a node or a
+    /// pass killed or crashed here — and marks them stopped. Returns their
+    /// ids. Processes elsewhere are left to their leases' TTL.
+    fn free_leases_of_gone(&self, pid_scope: &str, is_running: &dyn Fn(i64) -> bool) -> Result<Vec<String>>;
     /// Every node seen, newest first, with what it holds; alive when its
     /// last heartbeat is within `alive_within`.
     fn nodes(&self, alive_within: Duration) -> Result<Vec<NodeView>>;
@@ -435,6 +501,19 @@ mod tests {
         let plan_b = plan_leases("b", NOW, &live(2), &mailboxes, &after, &[]);
         assert_eq!((plan_b.acquire.len(), plan_b.short_of_share), (3, false));
         assert!(!plan_leases("a", NOW, &live(1), &mailboxes, &held, &[]).short_of_share);
+    }
+
+    #[test]
+    fn a_pass_takes_every_free_lease_and_leaves_live_ones_to_their_holders() {
+        let leases = [
+            lease(1, Some("dead"), EARLIER),
+            lease(2, Some("b"), LATER),
+            lease(3, None, EARLIER),
+            lease(5, Some("pass"), LATER),
+        ];
+        let plan = plan_pass("pass", NOW, &[1, 2, 3, 4, 5], &leases);
+        assert_eq!(plan.acquire, vec![1, 3, 4, 5]);
+        assert_eq!(plan.held_elsewhere, vec![(2, "b".to_string())]);
     }
 
     #[test]

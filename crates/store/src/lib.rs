@@ -37,7 +37,7 @@ pub use admin::{Admin, AdminStore, ApiToken, Session};
 pub use auth::*;
 pub use directory::{Contact, ContactSource, DirectoryStore, NewContact, NewRule, Rule, Template, TemplateKey};
 pub use error::StoreError;
-pub use lease::{Announcement, Fence, Fences, Heartbeat, LeaseStore, NewNode, NodeView};
+pub use lease::{Announcement, Fence, Fences, Heartbeat, LeaseStore, NewNode, NodeView, PassLeases};
 pub use model::*;
 pub use outbox::{
     AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, MailView, OutboxStore, QueuedMail,
@@ -51,7 +51,7 @@ pub mod pg_tools {
 }
 pub use sqlite::SqliteStore;
 pub use states::{
-    Capability, ConnectionState, DeliveryState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode,
+    Capability, ConnectionState, DeliveryState, JournalState, MailboxKind, MailboxStatus, MessageKind, Mode, NodeKind,
     TicketStatus, WebhookEvent,
 };
 

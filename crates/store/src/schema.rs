@@ -429,6 +429,16 @@ ALTER TABLE mailbox_leases ADD COLUMN announced_at TEXT;
 -- With the Graph lifecycle event it came with, if any.
 ALTER TABLE mailbox_leases ADD COLUMN announced_event TEXT;
 "#,
+    // 17: `run-once` passes hold leases too (they are not counted when nodes
+    // share mailboxes out); where a process runs, so one on the same machine
+    // can tell that it is gone and free its leases at once.
+    r#"
+-- 'serve' or 'run-once'.
+ALTER TABLE nodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'serve';
+-- The machine's boot id and the process's pid namespace: pids compare only
+-- within one.
+ALTER TABLE nodes ADD COLUMN pid_scope TEXT;
+"#,
 ];
 
 /// Migrations on PostgreSQL. Timestamps stay RFC 3339 text (UTC, with
@@ -767,6 +777,11 @@ BEGIN
 EXCEPTION WHEN feature_not_supported OR syntax_error THEN
     RAISE NOTICE 'LZ4 is not available: entry bodies stay compressed with pglz';
 END $$;
+"#,
+    // 5: `run-once` passes among the nodes, and where a process runs (SQLite's 17).
+    r#"
+ALTER TABLE nodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'serve';
+ALTER TABLE nodes ADD COLUMN pid_scope TEXT;
 "#,
 ];
 

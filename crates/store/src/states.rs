@@ -127,6 +127,18 @@ macro_rules! text_enum {
 }
 
 text_enum! {
+    /// What a process holding leases is.
+    pub enum NodeKind {
+        /// `mailrobot serve`: it shares the mailboxes out with the other
+        /// nodes and polls its share until it stops.
+        Serve => "serve",
+        /// One `mailrobot run-once` pass: it takes only leases nobody holds,
+        /// for as long as the pass runs, and counts for no share.
+        RunOnce => "run-once",
+    }
+}
+
+text_enum! {
     /// How a mailbox's last poll went.
     pub enum MailboxStatus {
         /// Added, not polled yet.

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use mailrobot_store::*;
 
+/// `n` new mailboxes, named apart from any added before.
 fn mailboxes(store: &impl Store, n: usize) -> Vec<i64> {
-    (0..n)
+    let before = store.mailboxes().unwrap().len();
+    (before..before + n)
         .map(|i| {
             store
                 .add_mailbox(&NewMailbox {
@@ -120,7 +122,7 @@ fn announced_mail_reaches_the_holder_at_its_next_heartbeat<S: Store + LeaseStore
 mailrobot_store::on_both_backends_opened!(announced_mail_reaches_the_holder_at_its_next_heartbeat);
 
 fn node<S: LeaseStore>(store: &S, id: &str) {
-    store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
+    store.register_node(&NewNode::serve(id, "test", 1)).unwrap();
     store.fences().enable();
 }
 
@@ -206,8 +208,61 @@ fn a_paused_node_is_fenced_when_it_wakes<S: Store + LeaseStore>(open: &dyn Fn() 
     assert!(a.heartbeat("a", TTL).unwrap().held.is_empty());
 }
 
-/// Writes of a process that takes no leases (the CLI, `run-once`) are not
-/// fenced.
+/// A `run-once` pass takes only free leases and counts for no share: the
+/// node beside it gives nothing up for it and `nodes` does not list it; its
+/// writes are fenced like a node's; when it stops its leases are free at
+/// once and it leaves no row behind.
+fn a_pass_takes_only_free_leases_and_counts_for_no_share<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let (a, p) = (open(), open());
+    let by_node = mailboxes(&a, 4);
+    node(&a, "a");
+    assert_eq!(held(&a.heartbeat("a", TTL).unwrap()), by_node);
+    let added = mailboxes(&a, 2);
+    p.register_node(&NewNode { kind: NodeKind::RunOnce, ..NewNode::serve("pass", "test", 2) }).unwrap();
+    p.fences().enable();
+    let taken = p.take_free_leases("pass", TTL).unwrap();
+    assert_eq!(taken.held.iter().map(|f| f.mailbox_id).collect::<Vec<_>>(), added);
+    assert_eq!(taken.held_elsewhere, by_node.iter().map(|&m| (m, "a".to_string())).collect::<Vec<_>>());
+    let beat = a.heartbeat("a", TTL).unwrap();
+    assert!(beat.released.is_empty(), "the pass counts for no share: {beat:?}");
+    assert_eq!(held(&beat), by_node, "a cannot take what the pass holds");
+    let nodes = a.nodes(lease::ALIVE_WITHIN).unwrap();
+    assert_eq!(nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), ["a"], "{nodes:?}");
+    let raw = b"Subject: x\r\n\r\nx\r\n".to_vec();
+    assert_eq!(p.journal(added[0], &[IncomingMail::fetched("r1", &raw)]).unwrap(), 1, "the pass writes for its own");
+    assert!(matches!(p.journal(by_node[0], &[IncomingMail::fetched("r2", &raw)]), Err(StoreError::Fenced { .. })));
+    assert_eq!(p.renew_leases("pass", TTL).unwrap(), taken.held, "renewed, nothing taken");
+    p.stop_node("pass").unwrap();
+    assert_eq!(a.heartbeat("a", TTL).unwrap().held.len(), 6, "free at once");
+    assert!(p.nodes(Duration::from_secs(3600)).unwrap().iter().all(|n| n.node_id != "pass"));
+}
+
+/// A process of this machine that is gone (killed, crashed) has its leases
+/// freed at once by the next one that starts here; one whose pid still
+/// runs, or one of another machine, keeps them until they run out.
+fn leases_of_processes_gone_from_this_machine_are_freed_at_once<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
+    let (a, b, c, d) = (open(), open(), open(), open());
+    let ids = mailboxes(&a, 3);
+    let on = |store: &S, id: &str, pid: i64, scope: &str| {
+        store.register_node(&NewNode { pid_scope: Some(scope.into()), ..NewNode::serve(id, "test", pid) }).unwrap();
+        store.fences().enable();
+    };
+    on(&a, "dead-here", 101, "machine-1");
+    assert_eq!(held(&a.heartbeat("dead-here", TTL).unwrap()), ids);
+    on(&c, "alive-here", 102, "machine-1");
+    on(&d, "dead-elsewhere", 101, "machine-2");
+    on(&b, "starting", 103, "machine-1");
+    let gone = b.free_leases_of_gone("machine-1", &|pid| pid != 101).unwrap();
+    assert_eq!(gone, ["dead-here"]);
+    // Three live nodes now: its share is one of the three freed.
+    assert_eq!(held(&b.heartbeat("starting", TTL).unwrap()).len(), 1);
+    let nodes = b.nodes(lease::ALIVE_WITHIN).unwrap();
+    let alive = |id: &str| nodes.iter().find(|n| n.node_id == id).unwrap().alive;
+    assert!(!alive("dead-here") && alive("alive-here") && alive("dead-elsewhere"), "{nodes:?}");
+    assert!(b.free_leases_of_gone("machine-1", &|pid| pid != 101).unwrap().is_empty(), "once");
+}
+
+/// Writes of a process that takes no leases (the CLI) are not fenced.
 fn processes_without_leases_write_freely<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
     let s = open();
     let ids = mailboxes(&s, 1);
@@ -221,4 +276,6 @@ mailrobot_store::on_both_backends_opened!(
     leases_are_shared_out_when_a_node_joins,
     a_paused_node_is_fenced_when_it_wakes,
     processes_without_leases_write_freely,
+    a_pass_takes_only_free_leases_and_counts_for_no_share,
+    leases_of_processes_gone_from_this_machine_are_freed_at_once,
 );

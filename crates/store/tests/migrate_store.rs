@@ -264,7 +264,7 @@ fn fill(s: &SqliteStore) -> Filled {
     .unwrap();
 
     // A node that ran and stopped, with the leases it held.
-    s.register_node(&NewNode { id: "old-node".into(), host: "box1".into(), pid: 4242 }).unwrap();
+    s.register_node(&NewNode::serve("old-node", "box1", 4242)).unwrap();
     s.heartbeat("old-node", TTL).unwrap();
     s.stop_node("old-node").unwrap();
 
@@ -486,7 +486,7 @@ fn a_source_with_a_live_node_is_refused() {
     let path = dir.path().join("mailrobot.db");
     let s = SqliteStore::open(&path).unwrap();
     s.add_mailbox(&new_mailbox("desk", None)).unwrap();
-    s.register_node(&NewNode { id: "node-on-box7".into(), host: "box7".into(), pid: 777 }).unwrap();
+    s.register_node(&NewNode::serve("node-on-box7", "box7", 777)).unwrap();
     s.heartbeat("node-on-box7", TTL).unwrap();
     let db = TestDatabase::create();
 
@@ -509,7 +509,7 @@ fn a_target_with_a_live_node_is_refused_and_left_as_it_was() {
     s.add_mailbox(&new_mailbox("desk", None)).unwrap();
     let db = TestDatabase::create();
     let p = PgStore::connect(&db.url).unwrap();
-    p.register_node(&NewNode { id: "pg-node".into(), host: "box9".into(), pid: 99 }).unwrap();
+    p.register_node(&NewNode::serve("pg-node", "box9", 99)).unwrap();
 
     let err = sqlite_to_postgres(&path, &db.url).unwrap_err().to_string();
     assert!(err.contains("node pg-node on box9 (pid 99") && err.contains("PostgreSQL"), "{err}");

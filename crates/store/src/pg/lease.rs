@@ -8,8 +8,8 @@ use tokio_postgres::Row;
 use super::{PgStore, PgTx};
 use crate::Result;
 use crate::lease::{
-    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, alive_since, expiry,
-    plan_leases, time_until,
+    ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, PassLeases, alive_since,
+    expiry, plan_leases, plan_pass, time_until,
 };
 
 /// The database's time, as RFC 3339 text with milliseconds: the one clock
@@ -56,13 +56,62 @@ pub(crate) fn check_fences(fences: &Fences, tx: &mut PgTx<'_>, mailboxes: &[i64]
     Ok(())
 }
 
+/// Takes leases for `node_id`, each with a token above any before.
+fn acquire(tx: &mut PgTx<'_>, mailboxes: &[i64], node_id: &str, until: &str) -> Result<()> {
+    for id in mailboxes {
+        tx.exec(
+            "INSERT INTO mailbox_leases (mailbox_id, node_id, token, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (mailbox_id) DO UPDATE SET node_id = excluded.node_id,
+                 token = mailbox_leases.token + 1, expires_at = excluded.expires_at",
+            &[id, &node_id, &until],
+        )?;
+    }
+    Ok(())
+}
+
+/// The live leases `node_id` holds.
+fn held_by(tx: &mut PgTx<'_>, node_id: &str, now: &str) -> Result<Vec<Fence>> {
+    tx.query(
+        "SELECT mailbox_id, token FROM mailbox_leases WHERE node_id = $1 AND expires_at > $2 ORDER BY mailbox_id",
+        &[&node_id, &now],
+    )?
+    .iter()
+    .map(|r| Ok(Fence { mailbox_id: r.try_get(0)?, node_id: node_id.to_string(), token: r.try_get(1)? }))
+    .collect()
+}
+
+fn enabled_mailboxes(tx: &mut PgTx<'_>) -> Result<Vec<i64>> {
+    Ok(tx
+        .query("SELECT id FROM mailboxes WHERE enabled ORDER BY id", &[])?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
+fn all_leases(tx: &mut PgTx<'_>) -> Result<Vec<LeaseRow>> {
+    tx.query("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases", &[])?
+        .iter()
+        .map(lease_from_row)
+        .collect()
+}
+
+/// A node or pass stopped: its leases free at once. A pass leaves no row
+/// (a `run-once` a minute would pile them up); a node's stays for `nodes list`.
+fn stopped(tx: &mut PgTx<'_>, node_id: &str, now: &str) -> Result<()> {
+    tx.exec("UPDATE nodes SET stopped_at = $2 WHERE id = $1", &[&node_id, &now])?;
+    tx.exec("DELETE FROM nodes WHERE id = $1 AND kind = 'run-once'", &[&node_id])?;
+    tx.exec("UPDATE mailbox_leases SET node_id = NULL, expires_at = $2 WHERE node_id = $1", &[&node_id, &now])?;
+    Ok(())
+}
+
 impl LeaseStore for PgStore {
     fn register_node(&self, node: &NewNode) -> Result<()> {
         self.write(|tx| {
             let now = db_now(tx)?;
             tx.exec(
-                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)",
-                &[&node.id, &node.host, &node.pid, &now],
+                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at, kind, pid_scope)
+                 VALUES ($1, $2, $3, $4, $4, $5, $6)",
+                &[&node.id, &node.host, &node.pid, &now, &node.kind, &node.pid_scope],
             )?;
             Ok(())
         })
@@ -74,22 +123,14 @@ impl LeaseStore for PgStore {
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: Vec<LiveNode> = tx
                 .query(
-                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
+                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1 AND kind = 'serve'",
                     &[&alive_since(&now, ALIVE_WITHIN.min(ttl))],
                 )?
                 .iter()
                 .map(|r| Ok(LiveNode { id: r.try_get(0)?, heartbeat_at: r.try_get(1)? }))
                 .collect::<Result<_>>()?;
-            let mailboxes: Vec<i64> = tx
-                .query("SELECT id FROM mailboxes WHERE enabled ORDER BY id", &[])?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()?;
-            let leases: Vec<LeaseRow> = tx
-                .query("SELECT mailbox_id, node_id, token, expires_at FROM mailbox_leases", &[])?
-                .iter()
-                .map(lease_from_row)
-                .collect::<Result<_>>()?;
+            let mailboxes = enabled_mailboxes(tx)?;
+            let leases = all_leases(tx)?;
             let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases, busy);
             let until = expiry(&now, ttl);
             let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
@@ -101,22 +142,8 @@ impl LeaseStore for PgStore {
                 "UPDATE mailbox_leases SET node_id = NULL, expires_at = $3 WHERE mailbox_id = ANY($1) AND node_id = $2",
                 &[&plan.release, &node_id, &now],
             )?;
-            for id in &plan.acquire {
-                tx.exec(
-                    "INSERT INTO mailbox_leases (mailbox_id, node_id, token, expires_at) VALUES ($1, $2, 1, $3)
-                     ON CONFLICT (mailbox_id) DO UPDATE SET node_id = excluded.node_id,
-                         token = mailbox_leases.token + 1, expires_at = excluded.expires_at",
-                    &[id, &node_id, &until],
-                )?;
-            }
-            let held = tx
-                .query(
-                    "SELECT mailbox_id, token FROM mailbox_leases WHERE node_id = $1 AND expires_at > $2 ORDER BY mailbox_id",
-                    &[&node_id, &now],
-                )?
-                .iter()
-                .map(|r| Ok(Fence { mailbox_id: r.try_get(0)?, node_id: node_id.to_string(), token: r.try_get(1)? }))
-                .collect::<Result<Vec<_>>>()?;
+            acquire(tx, &plan.acquire, node_id, &until)?;
+            let held = held_by(tx, node_id, &now)?;
             let announced = tx
                 .query(
                     "SELECT mailbox_id, announced_event FROM mailbox_leases
@@ -153,12 +180,53 @@ impl LeaseStore for PgStore {
     fn stop_node(&self, node_id: &str) -> Result<()> {
         self.write(|tx| {
             let now = db_now(tx)?;
-            tx.exec("UPDATE nodes SET stopped_at = $2 WHERE id = $1", &[&node_id, &now])?;
-            tx.exec("UPDATE mailbox_leases SET node_id = NULL, expires_at = $2 WHERE node_id = $1", &[&node_id, &now])?;
-            Ok(())
+            stopped(tx, node_id, &now)
         })?;
         self.fences.set(Vec::new());
         Ok(())
+    }
+
+    fn take_free_leases(&self, node_id: &str, ttl: Duration) -> Result<PassLeases> {
+        let leases = self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
+            let plan = plan_pass(node_id, &now, &enabled_mailboxes(tx)?, &all_leases(tx)?);
+            acquire(tx, &plan.acquire, node_id, &expiry(&now, ttl))?;
+            Ok(PassLeases { held: held_by(tx, node_id, &now)?, held_elsewhere: plan.held_elsewhere })
+        })?;
+        self.fences.set(leases.held.clone());
+        Ok(leases)
+    }
+
+    fn renew_leases(&self, node_id: &str, ttl: Duration) -> Result<Vec<Fence>> {
+        let held = self.write(|tx| {
+            let now = db_now(tx)?;
+            tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
+            tx.exec(
+                "UPDATE mailbox_leases SET expires_at = $3 WHERE node_id = $1 AND expires_at > $2",
+                &[&node_id, &now, &expiry(&now, ttl)],
+            )?;
+            held_by(tx, node_id, &now)
+        })?;
+        self.fences.set(held.clone());
+        Ok(held)
+    }
+
+    fn free_leases_of_gone(&self, pid_scope: &str, is_running: &dyn Fn(i64) -> bool) -> Result<Vec<String>> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            let candidates =
+                tx.query("SELECT id, pid FROM nodes WHERE pid_scope = $1 AND stopped_at IS NULL", &[&pid_scope])?;
+            let mut gone = Vec::new();
+            for row in candidates {
+                let (id, pid): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+                if !is_running(pid) {
+                    stopped(tx, &id, &now)?;
+                    gone.push(id);
+                }
+            }
+            Ok(gone)
+        })
     }
 
     fn nodes(&self, alive_within: Duration) -> Result<Vec<NodeView>> {
@@ -168,7 +236,7 @@ impl LeaseStore for PgStore {
             let mut nodes: Vec<NodeView> = tx
                 .query(
                     "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > $1
-                     FROM nodes ORDER BY started_at DESC, id",
+                     FROM nodes WHERE kind = 'serve' ORDER BY started_at DESC, id",
                     &[&since],
                 )?
                 .iter()
@@ -223,7 +291,7 @@ mod tests {
     use crate::{MailboxKind, NewMailbox, PgStore, Store, StoreError};
 
     fn node(store: &PgStore, id: &str) {
-        store.register_node(&NewNode { id: id.into(), host: "test".into(), pid: 1 }).unwrap();
+        store.register_node(&NewNode::serve(id, "test", 1)).unwrap();
         store.fences().enable();
     }
 
