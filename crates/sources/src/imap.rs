@@ -93,6 +93,11 @@ struct Connection {
     ext: Extensions,
     /// UIDVALIDITY of the watched folder while it is selected.
     selected: Option<u32>,
+    /// What the SELECT made on connecting told, until something else is
+    /// done on the session: the first listing uses it instead of a second
+    /// SELECT (one round trip less per poll; the listing's last UID range
+    /// is open, so a mail arriving in between is found all the same).
+    opened_with: Option<Selected>,
 }
 
 /// An IMAP mailbox as a [`MailSource`]. Reconnects on its own after a
@@ -160,7 +165,7 @@ impl ImapSource {
         if new_mail_told(&conn.session) {
             return Ok(Push::NewMail);
         }
-        let Connection { session, ext, selected } = self.conn.take().expect("connected above");
+        let Connection { session, ext, selected, .. } = self.conn.take().expect("connected above");
         let mut idle = session.idle();
         timed(&cfg, "IDLE", idle.init()).await?.map_err(|e| ImapError::from(e).into_source(&cfg, "starting IDLE"))?;
         tracing::debug!(server = %cfg.endpoint(), folder = %cfg.folder, "IMAP IDLE");
@@ -179,7 +184,7 @@ impl ImapSource {
             outcome = Push::NewMail;
         }
         tracing::debug!(server = %cfg.endpoint(), ?outcome, "IMAP IDLE ended");
-        self.conn = Some(Connection { session, ext, selected });
+        self.conn = Some(Connection { session, ext, selected, opened_with: None });
         Ok(outcome)
     }
 
@@ -222,7 +227,10 @@ impl ImapSource {
     async fn list_inner(&mut self) -> Result<Vec<Listing>, SourceError> {
         let cfg = self.cfg.clone();
         let conn = self.ensure_connected().await?;
-        let selected = select(&cfg, conn).await?;
+        let selected = match conn.opened_with.take() {
+            Some(selected) => selected,
+            None => select(&cfg, conn).await?,
+        };
         let validity = selected.validity;
 
         // MarkRead leaves processed mails in the folder: only unseen ones wait.
@@ -279,6 +287,7 @@ impl ImapSource {
     async fn fetch_inner(&mut self, remote_ids: &[String]) -> Result<Vec<RemoteMail>, SourceError> {
         let cfg = self.cfg.clone();
         let conn = self.ensure_connected().await?;
+        conn.opened_with = None;
         let validity = match conn.selected {
             Some(v) => v,
             None => select(&cfg, conn).await?.validity,
@@ -343,6 +352,7 @@ impl ImapSource {
         }
         let cfg = self.cfg.clone();
         let conn = self.ensure_connected().await?;
+        conn.opened_with = None;
         let validity = match conn.selected {
             Some(v) => v,
             None => select(&cfg, conn).await?.validity,
@@ -553,7 +563,7 @@ async fn start_session(
     if !ext.r#move {
         tracing::info!(%server, "IMAP server lacks MOVE: settling uses COPY + STORE + EXPUNGE");
     }
-    Ok(Connection { session, ext, selected: None })
+    Ok(Connection { session, ext, selected: None, opened_with: None })
 }
 
 async fn read_greeting(cfg: &ImapConfig, client: &mut async_imap::Client<Io>) -> Result<(), SourceError> {
@@ -665,7 +675,7 @@ async fn prepare_folders(cfg: &ImapConfig, conn: &mut Connection) -> Result<(), 
         create_folder(cfg, &mut conn.session, folder).await?;
     }
     // Fails early, with a clear message, if the watched folder is missing.
-    select(cfg, conn).await?;
+    conn.opened_with = Some(select(cfg, conn).await?);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! commands, so no answer line is long (async-imap reads a long line in
 //! quadratic time: a million-mail folder's one-line answer took minutes).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,14 +32,16 @@ fn uids_of(set: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Serves the folder; records each SEARCH command and its answer's length.
-async fn large_folder_server(searches: Arc<Mutex<Vec<(String, usize)>>>) -> u16 {
+/// Serves the folder; records each SEARCH command and its answer's length,
+/// and counts the SELECTs.
+async fn large_folder_server(searches: Arc<Mutex<Vec<(String, usize)>>>, selects: Arc<AtomicUsize>) -> u16 {
     let (listener, port) = scripted_imap::listen().await;
     tokio::spawn(async move {
         let mut session = scripted_imap::Session::accept(&listener).await;
         while let Some((tag, command, upper)) = session.next_command().await {
             let w = &mut session.writer;
             let answer = if upper.starts_with("SELECT") {
+                selects.fetch_add(1, Ordering::SeqCst);
                 let next = 2 * MAILS + 1;
                 format!(
                     "* {MAILS} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {next}] ok\r\n{tag} OK [READ-WRITE] done\r\n"
@@ -74,7 +77,8 @@ async fn large_folder_server(searches: Arc<Mutex<Vec<(String, usize)>>>) -> u16 
 #[tokio::test]
 async fn a_large_folder_is_searched_in_uid_ranges() {
     let searches = Arc::new(Mutex::new(Vec::new()));
-    let port = large_folder_server(searches.clone()).await;
+    let selects = Arc::new(AtomicUsize::new(0));
+    let port = large_folder_server(searches.clone(), selects.clone()).await;
     let mut source = ImapSource::connect(ImapConfig {
         host: "127.0.0.1".into(),
         port,
@@ -96,11 +100,18 @@ async fn a_large_folder_is_searched_in_uid_ranges() {
     let want: Vec<String> = (1..=MAILS).map(|i| format!("7:{}", 2 * i)).collect();
     assert_eq!(listed.iter().map(|l| l.remote_id.clone()).collect::<Vec<_>>(), want);
     assert!(listed.iter().all(|l| l.size == Some(100)));
+    // Connecting selected the folder; the first listing used that SELECT.
+    assert_eq!(selects.load(Ordering::SeqCst), 1);
 
-    let searches = searches.lock().unwrap();
-    assert!(searches.len() > 1, "{searches:?}");
-    assert!(searches.iter().all(|(command, _)| command.starts_with("UID SEARCH UID ")), "{searches:?}");
-    // One search of everything would have answered in one 339 KB line.
-    let longest = searches.iter().map(|(_, len)| *len).max().unwrap();
-    assert!(longest < 150_000, "longest SEARCH answer {longest} bytes: {searches:?}");
+    {
+        let searches = searches.lock().unwrap();
+        assert!(searches.len() > 1, "{searches:?}");
+        assert!(searches.iter().all(|(command, _)| command.starts_with("UID SEARCH UID ")), "{searches:?}");
+        // One search of everything would have answered in one 339 KB line.
+        let longest = searches.iter().map(|(_, len)| *len).max().unwrap();
+        assert!(longest < 150_000, "longest SEARCH answer {longest} bytes: {searches:?}");
+    }
+    // A later listing on the same session selects again, to see new mail.
+    assert_eq!(source.list().await.unwrap().len(), MAILS as usize);
+    assert_eq!(selects.load(Ordering::SeqCst), 2);
 }
