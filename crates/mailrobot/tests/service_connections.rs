@@ -319,7 +319,8 @@ async fn concurrent_processes_make_exactly_one_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn revocation_pauses_mailboxes_and_stops_token_requests() {
     let w = world(60);
-    let serve = spawn_redirect_receiver(&w);
+    let (child, address) = w.robot.spawn_serve_anywhere();
+    let serve = Serve(child);
     delegated_ready(&w).await;
     w.robot.run(&[
         "mailbox",
@@ -334,6 +335,10 @@ async fn revocation_pauses_mailboxes_and_stops_token_requests() {
         "servicedesk@contoso.test",
     ]);
     w.emu.revoke_user_tokens(DOMAIN, ADMIN).unwrap();
+    // `run-once` polls only mailboxes no running node holds: the redirect
+    // receiver (a `serve`) stops meanwhile, and starts again on the same
+    // address for the new Setup Authentication.
+    drop(serve);
 
     let out = w.robot.run_raw(&["run-once"], &[]);
     assert!(!out.status.success());
@@ -352,6 +357,7 @@ async fn revocation_pauses_mailboxes_and_stops_token_requests() {
     assert_eq!(token_requests(&w.emu), before);
 
     // Setup Authentication again: ready, and the mailbox resumes.
+    let serve = Serve(w.robot.spawn_serve_at(&address, &[]).0);
     let url = authorize(&w.robot, "desk");
     let (status, body, _) = sign_in(&w.emu, &url, true).await;
     assert_eq!(status, 200, "{body}");
