@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::Result;
 use crate::lease::{
     ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, PassLeases, alive_since,
     expiry, plan_leases, plan_pass, time_until,
 };
 use crate::sqlite::SqliteStore;
+use crate::{NodeKind, Result};
 
 /// The database's time, as RFC 3339 text with milliseconds.
 fn db_now(tx: &Transaction<'_>) -> Result<String> {
@@ -67,7 +67,7 @@ fn held_by(tx: &Transaction<'_>, node_id: &str, now: &str) -> Result<Vec<Fence>>
 /// (a `run-once` a minute would pile them up); a node's stays for `nodes list`.
 fn stopped(tx: &Transaction<'_>, node_id: &str, now: &str) -> Result<()> {
     tx.execute("UPDATE nodes SET stopped_at = ?2 WHERE id = ?1", params![node_id, now])?;
-    tx.execute("DELETE FROM nodes WHERE id = ?1 AND kind = 'run-once'", [node_id])?;
+    tx.execute("DELETE FROM nodes WHERE id = ?1 AND kind = ?2", params![node_id, NodeKind::RunOnce])?;
     tx.execute("UPDATE mailbox_leases SET node_id = NULL, expires_at = ?2 WHERE node_id = ?1", params![node_id, now])?;
     Ok(())
 }
@@ -105,9 +105,9 @@ impl LeaseStore for SqliteStore {
             tx.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE id = ?1", params![node_id, now])?;
             let live: Vec<LiveNode> = tx
                 .prepare_cached(
-                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1 AND kind = 'serve'",
+                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?1 AND kind = ?2",
                 )?
-                .query_map([alive_since(&now, ALIVE_WITHIN.min(ttl))], |r| {
+                .query_map(params![alive_since(&now, ALIVE_WITHIN.min(ttl)), NodeKind::Serve], |r| {
                     Ok(LiveNode { id: r.get(0)?, heartbeat_at: r.get(1)? })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -218,9 +218,9 @@ impl LeaseStore for SqliteStore {
         let mut nodes: Vec<NodeView> = tx
             .prepare(
                 "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > ?1
-                 FROM nodes WHERE kind = 'serve' ORDER BY started_at DESC, id",
+                 FROM nodes WHERE kind = ?2 ORDER BY started_at DESC, id",
             )?
-            .query_map([&since], |r| {
+            .query_map(params![since, NodeKind::Serve], |r| {
                 Ok(NodeView {
                     node_id: r.get(0)?,
                     host: r.get(1)?,

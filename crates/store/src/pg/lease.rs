@@ -6,11 +6,11 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::{PgStore, PgTx};
-use crate::Result;
 use crate::lease::{
     ALIVE_WITHIN, Fence, Fences, Heartbeat, LeaseRow, LeaseStore, LiveNode, NewNode, NodeView, PassLeases, alive_since,
     expiry, plan_leases, plan_pass, time_until,
 };
+use crate::{NodeKind, Result};
 
 /// The database's time, as RFC 3339 text with milliseconds: the one clock
 /// every node agrees on.
@@ -99,7 +99,7 @@ fn all_leases(tx: &mut PgTx<'_>) -> Result<Vec<LeaseRow>> {
 /// (a `run-once` a minute would pile them up); a node's stays for `nodes list`.
 fn stopped(tx: &mut PgTx<'_>, node_id: &str, now: &str) -> Result<()> {
     tx.exec("UPDATE nodes SET stopped_at = $2 WHERE id = $1", &[&node_id, &now])?;
-    tx.exec("DELETE FROM nodes WHERE id = $1 AND kind = 'run-once'", &[&node_id])?;
+    tx.exec("DELETE FROM nodes WHERE id = $1 AND kind = $2", &[&node_id, &NodeKind::RunOnce])?;
     tx.exec("UPDATE mailbox_leases SET node_id = NULL, expires_at = $2 WHERE node_id = $1", &[&node_id, &now])?;
     Ok(())
 }
@@ -123,8 +123,8 @@ impl LeaseStore for PgStore {
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: Vec<LiveNode> = tx
                 .query(
-                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1 AND kind = 'serve'",
-                    &[&alive_since(&now, ALIVE_WITHIN.min(ttl))],
+                    "SELECT id, heartbeat_at FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1 AND kind = $2",
+                    &[&alive_since(&now, ALIVE_WITHIN.min(ttl)), &NodeKind::Serve],
                 )?
                 .iter()
                 .map(|r| Ok(LiveNode { id: r.try_get(0)?, heartbeat_at: r.try_get(1)? }))
@@ -236,8 +236,8 @@ impl LeaseStore for PgStore {
             let mut nodes: Vec<NodeView> = tx
                 .query(
                     "SELECT id, host, pid, started_at, heartbeat_at, stopped_at IS NULL AND heartbeat_at > $1
-                     FROM nodes WHERE kind = 'serve' ORDER BY started_at DESC, id",
-                    &[&since],
+                     FROM nodes WHERE kind = $2 ORDER BY started_at DESC, id",
+                    &[&since, &NodeKind::Serve],
                 )?
                 .iter()
                 .map(|r| {
