@@ -121,9 +121,15 @@ struct Measured {
     seconds: f64,
     max_rss_kb: i64,
     stdout: String,
+    /// The child's own CPU (user + system), in seconds.
+    cpu_seconds: f64,
+    /// The machine's share of idle CPU while the child ran: near 0, the run
+    /// lacked cores; well above 0, it waited on something else.
+    machine_idle_share: f64,
 }
 
 fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    let cpu_before = machine_cpu_seconds()?;
     let started = Instant::now();
     let child = cmd.stdout(std::process::Stdio::piped()).spawn().context("spawn")?;
     let pid = child.id() as libc::pid_t;
@@ -159,11 +165,38 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = machine_cpu_seconds()?;
     ensure!(waited == pid, "wait4 failed");
     let stdout = reader.join().unwrap_or_default();
     let sampled_peak_kb = sampler.join().unwrap_or(0);
     ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed (status {status}): {stdout}");
-    Ok(Measured { seconds, max_rss_kb: sampled_peak_kb, stdout })
+    let timeval = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (busy, idle) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    Ok(Measured {
+        seconds,
+        max_rss_kb: sampled_peak_kb,
+        stdout,
+        cpu_seconds: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        machine_idle_share: if busy + idle > 0.0 { idle / (busy + idle) } else { 0.0 },
+    })
+}
+
+/// The machine's busy and idle CPU seconds so far (`/proc/stat`): a run's
+/// difference tells whether it lacked CPU or waited.
+pub(crate) fn machine_cpu_seconds() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .context("/proc/stat is empty")?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    Ok(((ticks.iter().sum::<f64>() - idle) / hz, idle / hz))
 }
 
 fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {
@@ -345,9 +378,17 @@ fn main() -> anyhow::Result<()> {
     ensure!(fetched == args.mails, "mailrobot fetched {fetched} of {} mails: {report}", args.mails);
     ensure!(dovecot.count("bench@example.test", "INBOX") == 0, "mails left in INBOX");
     let rate = args.mails as f64 / m.seconds;
-    eprintln!("   {:.2} s, {:.0} mails/s, peak RSS {:.1} MB", m.seconds, rate, m.max_rss_kb as f64 / 1024.0);
+    eprintln!(
+        "   {:.2} s, {:.0} mails/s, peak RSS {:.1} MB; its CPU {:.2} s, machine {:.0} % idle",
+        m.seconds,
+        rate,
+        m.max_rss_kb as f64 / 1024.0,
+        m.cpu_seconds,
+        m.machine_idle_share * 100.0
+    );
     results["mailrobot"] = json!({
         "seconds": m.seconds, "mails_per_second": rate, "peak_rss_mb": m.max_rss_kb as f64 / 1024.0,
+        "cpu_seconds": m.cpu_seconds, "machine_idle_share": m.machine_idle_share,
         "mean_mail_bytes": bytes / args.mails.max(1), "report": report,
     });
 
@@ -459,7 +500,12 @@ fn baseline_run(
             let fetched = report["fetched"].as_u64().unwrap_or(0) as usize;
             ensure!(fetched == args.mails, "{label} fetched {fetched} of {} mails: {report}", args.mails);
             let rate = args.mails as f64 / m.seconds;
-            eprintln!("   round {round} {label}: {rate:.0} mails/s, peak RSS {:.1} MB", m.max_rss_kb as f64 / 1024.0);
+            eprintln!(
+                "   round {round} {label}: {rate:.0} mails/s, peak RSS {:.1} MB, its CPU {:.2} s, machine {:.0} % idle",
+                m.max_rss_kb as f64 / 1024.0,
+                m.cpu_seconds,
+                m.machine_idle_share * 100.0
+            );
             rates[which].push(rate);
             rss[which].push(m.max_rss_kb as f64 / 1024.0);
         }

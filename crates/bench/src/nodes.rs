@@ -51,24 +51,6 @@ impl SettledCounter {
     }
 }
 
-/// The machine's busy and idle CPU seconds so far (`/proc/stat`): a run's
-/// difference tells whether the nodes lacked CPU or waited.
-fn cpu_seconds() -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .context("/proc/stat is empty")?
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().unwrap_or(0.0))
-        .collect();
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
-    Ok(((ticks.iter().sum::<f64>() - idle) / hz, idle / hz))
-}
-
 /// How the nodes meet the mails (see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Start {
@@ -157,13 +139,13 @@ fn run(
 
     let counter = SettledCounter::connect(&url)?;
     let mut started = Instant::now();
-    let mut cpu_before = cpu_seconds()?;
+    let mut cpu_before = crate::machine_cpu_seconds()?;
     let serving: Vec<Serving> =
         data.iter().map(|d| Serving::start_with_env(bin, d, &env)).collect::<anyhow::Result<_>>()?;
     if start == Start::Running {
         wait_for_balanced_leases(bin, &data[0], &env, nodes, mailboxes)?;
         started = Instant::now();
-        cpu_before = cpu_seconds()?;
+        cpu_before = crate::machine_cpu_seconds()?;
         deliver(per_box)?;
     }
     loop {
@@ -174,7 +156,7 @@ fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_seconds()?;
+    let cpu_after = crate::machine_cpu_seconds()?;
     let (busy, idle) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let held = nodes_list(bin, &data[0], &env)?;
     drop(serving);
