@@ -25,6 +25,7 @@ pub mod sealed;
 mod sqlite;
 mod sqlite_admin;
 mod sqlite_auth;
+mod sqlite_checkpoint;
 mod sqlite_directory;
 mod sqlite_lease;
 mod sqlite_ledger;

@@ -13,7 +13,6 @@ use mailrobot_core::{Ledger, PendingMail};
 use std::io::{Read, Write};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 
 pub(crate) use crate::model::StatusChange;
 use crate::model::*;
@@ -32,6 +31,9 @@ pub struct SqliteStore {
     next_reader: std::sync::atomic::AtomicUsize,
     /// The mailbox leases this process holds, when it takes leases.
     pub(crate) fences: crate::lease::Fences,
+    /// Copies the WAL into the database beside the writer. Declared last:
+    /// its connection closes last and leaves no WAL behind.
+    checkpointer: crate::sqlite_checkpoint::Checkpointer,
 }
 
 /// Read-only connections per store.
@@ -39,10 +41,6 @@ const READERS: usize = 2;
 
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl SqliteStore {
@@ -59,11 +57,13 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", crate::sqlite_checkpoint::BACKSTOP_PAGES).map_err(open_err)?;
         let mut store = Self {
             conn: Mutex::new(conn),
             readers: Vec::new(),
             next_reader: Default::default(),
             fences: Default::default(),
+            checkpointer: crate::sqlite_checkpoint::Checkpointer::start(path)?,
         };
         store.migrate()?;
         for _ in 0..READERS {
@@ -119,6 +119,7 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        self.checkpointer.nudge();
         Ok(value)
     }
 }
@@ -153,7 +154,11 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
 /// SQLite's incremental blob I/O, so SQLite never holds its own copy of a
 /// 30 MB mail in memory.
 pub(crate) fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
-    let sha = sha256_hex(data);
+    put_blob_hashed(tx, data, raw_sha256(data))
+}
+
+/// [`put_blob`] for bytes whose SHA-256 ([`raw_sha256`]) the caller has.
+pub(crate) fn put_blob_hashed(tx: &Transaction<'_>, data: &[u8], sha: String) -> Result<String> {
     let inserted = tx
         .prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, zeroblob(?2))")?
         .execute(params![sha, data.len() as i64])?;
@@ -380,7 +385,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let (sha, state) = match &mail.rejected {
-                    None => (Some(put_blob(tx, mail.raw)?), JournalState::Fetched),
+                    None => (Some(put_blob_hashed(tx, mail.raw, mail.raw_sha256())?), JournalState::Fetched),
                     Some(_) => (None, JournalState::Failed),
                 };
                 tx.prepare_cached(
@@ -414,7 +419,9 @@ impl Store for SqliteStore {
     }
 
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>> {
-        let conn = self.lock();
+        // Committed outcomes only, read beside the writer: settling does not
+        // wait for the next batch's transaction.
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, remote_id, state FROM messages
              WHERE mailbox_id = ?1 AND settled = 0 AND state <> 'fetched' ORDER BY id",
