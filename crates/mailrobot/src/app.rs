@@ -223,7 +223,7 @@ fn poll_concurrency() -> anyhow::Result<usize> {
     }
 }
 
-/// Batch size: `MAILROBOT_BATCH_MAILS` (default 2,000 mails per commit).
+/// Batch size: `MAILROBOT_BATCH_MAILS` (default 1,000 mails per commit).
 /// Smaller batches lose less work to a crash; larger ones fsync less often.
 pub const BATCH_ENV: &str = "MAILROBOT_BATCH_MAILS";
 

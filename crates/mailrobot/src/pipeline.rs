@@ -19,6 +19,7 @@ use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
     IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, ProcessingRules, SettleTo, Store, StoreError,
+    raw_sha256,
 };
 use serde::Serialize;
 
@@ -64,7 +65,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self { max_mails: 2000, max_bytes: 32 << 20 }
+        Self { max_mails: 1000, max_bytes: 32 << 20 }
     }
 }
 
@@ -406,10 +407,13 @@ impl Pipeline {
             .await?;
         }
 
-        // Two lanes run side by side: the server lane (fetch, settle) and the
-        // database lane (journal, process). Batch k is processed while batch
-        // k+1 downloads, and settled while batch k+1 is journaled; each step
-        // still waits for the commit it depends on.
+        // Two lanes run side by side and hand batches over: the server lane
+        // fetches a batch, starts parsing it on a thread of its own, and
+        // settles whatever the database lane has filed; the database lane
+        // journals each batch (one commit) and files it. Neither waits for
+        // the other's step unless it needs its result: a batch is filed only
+        // once journaled and parsed, settled only once filed. At most two
+        // batches are in memory: the one being filed and the next.
         let limits = match source.max_batch() {
             Some(max) => BatchLimits { max_mails: max.clamp(1, self.limits.max_mails), ..self.limits },
             None => self.limits,
@@ -419,70 +423,21 @@ impl Pipeline {
         if !new.is_empty() {
             self.progress.start(id, new.len());
         }
-        let mut queue: std::collections::VecDeque<Listing> = new.into();
-        let first = next_batch(&mut queue, limits);
-        let mut journaled = Vec::new();
-        if let Some(ids) = &first {
-            let batch = source.fetch(ids).await?;
-            let batch = requeue_deferred(batch, &mut queue)?;
-            crash::point("after-fetch");
-            report.fetched += batch.len();
-            self.progress.fetched(id, batch.len());
-            journaled = self.journal(id, max, batch, Parsed::new()).await?;
-            crash::point("after-journal");
-        }
-        let mut more = first.is_some();
-        while more {
-            let started = std::time::Instant::now();
-            let next_ids = next_batch(&mut queue, limits);
-            // The next batch is parsed as soon as it is here, beside the
-            // filing of this one (parsing needs no lock).
-            let fetch_next = async {
-                match &next_ids {
-                    Some(ids) => {
-                        let batch = source.fetch(ids).await?;
-                        Ok::<_, PollError>(Some(self.parse(batch, max).await?))
-                    }
-                    None => Ok(None),
-                }
-            };
-            let to_process = std::mem::take(&mut journaled);
-            let (processed, next) = tokio::join!(self.process(mailbox.id, report, to_process), fetch_next);
-            processed?;
-            crash::point("after-process");
-            let (next, mut parsed) = match next? {
-                Some((batch, parsed)) => (Some(requeue_deferred(batch, &mut queue)?), parsed),
-                None => (None, Parsed::new()),
-            };
-            tracing::debug!(
-                seconds = started.elapsed().as_secs_f64(),
-                hwm_kb = peak_rss_kb(),
-                "processed batch, fetched the next"
-            );
-            more = next.is_some();
-            if more {
-                crash::point("after-fetch");
-            }
-            report.fetched += next.as_ref().map_or(0, Vec::len);
-            self.progress.fetched(id, next.as_ref().map_or(0, Vec::len));
-            let journal_next = async {
-                match next {
-                    Some(batch) => self.journal(id, max, batch, std::mem::take(&mut parsed)).await,
-                    None => Ok(Vec::new()),
-                }
-            };
-            let (settled, next_journaled) = tokio::join!(self.settle(mailbox.id, source, report), journal_next);
-            settled?;
-            journaled = next_journaled?;
-            if more {
-                crash::point("after-journal");
-            }
-            tracing::debug!(
-                seconds = started.elapsed().as_secs_f64(),
-                hwm_kb = peak_rss_kb(),
-                "settled batch, journaled the next"
-            );
-        }
+        let queue: std::collections::VecDeque<Listing> = new.into();
+        let (to_database, from_server) = tokio::sync::mpsc::channel::<FetchedBatch>(1);
+        let (filed, filed_events) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut filing = PollReport { mailbox: report.mailbox.clone(), ..Default::default() };
+        let (server, database) = tokio::join!(
+            self.server_lane(mailbox.id, max, source, report, queue, limits, to_database, filed_events),
+            self.database_lane(mailbox.id, max, &mut filing, from_server, filed),
+        );
+        report.processed += filing.processed;
+        report.failed += filing.failed;
+        report.duplicates += filing.duplicates;
+        report.tickets_created += filing.tickets_created;
+        // The database lane's error first: it is why the server lane stopped.
+        database?;
+        server?;
         // Rejected mails (no batch of their own) still need settling.
         self.settle(mailbox.id, source, report).await?;
         // Only now is every mail the new sync state covers in the journal.
@@ -492,62 +447,127 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Parses a fetched batch (the mails the journal will keep), keyed by
-    /// remote id.
-    async fn parse(&self, batch: Vec<RemoteMail>, max: u64) -> Result<(Vec<RemoteMail>, Parsed), PollError> {
-        self.blocking(move |_| {
-            let started = std::time::Instant::now();
-            let mut parsed = Parsed::new();
-            // A remote id twice in one fetch: the journal keeps the first.
-            for m in batch.iter().filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max) {
-                if !parsed.contains_key(&m.remote_id) {
-                    parsed.insert(m.remote_id.clone(), parse_raw(&m.raw));
-                }
-            }
-            tracing::debug!(mails = parsed.len(), ms = started.elapsed().as_millis() as u64, "parsed a batch");
-            Ok((batch, parsed))
-        })
-        .await
-    }
-
-    /// Stores a fetched batch in the journal (one commit). Returns the new
-    /// mails parsed, ready to be filed: processing need not read back what
-    /// was just written. Mails not in `parsed` are parsed here, on another
-    /// thread while the journal commits.
-    async fn journal(
+    /// The server lane of a poll: fetches batch after batch, each as soon
+    /// as the database lane has taken the one before, and settles what the
+    /// database lane reports filed. Stops fetching at its first error or
+    /// when the database lane has stopped; settles what was filed either way.
+    #[allow(clippy::too_many_arguments)]
+    async fn server_lane(
         &self,
         mailbox_id: i64,
         max: u64,
-        fetched: Vec<RemoteMail>,
-        mut parsed: Parsed,
-    ) -> Result<Vec<ParsedPending>, PollError> {
-        self.blocking(move |s| {
-            let incoming: Vec<IncomingMail<'_>> = fetched.iter().map(|m| incoming_mail(m, max)).collect();
-            let started = std::time::Instant::now();
-            let (journaled, more) = std::thread::scope(|scope| {
-                let parsing = scope.spawn(|| {
-                    let unparsed =
-                        incoming.iter().filter(|m| m.rejected.is_none() && !parsed.contains_key(&m.remote_id));
-                    unparsed.map(|m| (m.remote_id.clone(), parse_raw(m.raw))).collect::<Vec<_>>()
-                });
-                let journaled = s.journal_new(mailbox_id, &incoming);
-                (journaled, parsing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        source: &mut dyn MailSource,
+        report: &mut PollReport,
+        mut queue: std::collections::VecDeque<Listing>,
+        limits: BatchLimits,
+        to_database: tokio::sync::mpsc::Sender<FetchedBatch>,
+        mut filed_events: tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> Result<(), PollError> {
+        loop {
+            // A free slot means the database lane took the batch before.
+            let slot = tokio::select! {
+                biased;
+                slot = to_database.reserve() => slot,
+                event = filed_events.recv() => match event {
+                    Some(()) => {
+                        self.settle(mailbox_id, source, report).await?;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            // No slot: the database lane stopped (its error ends the poll).
+            let (Ok(slot), Some(ids)) = (slot, next_batch(&mut queue, limits)) else { break };
+            let batch = source.fetch(&ids).await?;
+            let batch = Arc::new(requeue_deferred(batch, &mut queue)?);
+            // Hashed here, not under the store's write lock: the database
+            // lane's time is the pass's.
+            let raw_sha256 = tokio::task::spawn_blocking({
+                let batch = batch.clone();
+                move || batch.iter().map(|m| m.refused.is_none().then(|| raw_sha256(&m.raw))).collect()
+            })
+            .await?;
+            crash::point("after-fetch");
+            report.fetched += batch.len();
+            self.progress.fetched(mailbox_id, batch.len());
+            let parsing = tokio::task::spawn_blocking({
+                let batch = batch.clone();
+                move || parse_batch(&batch, max)
             });
-            let journaled = journaled?;
-            for (remote_id, mail) in more {
-                parsed.entry(remote_id).or_insert(mail);
-            }
-            tracing::debug!(mails = incoming.len(), ms = started.elapsed().as_millis() as u64, "journaled a batch");
-            Ok(journaled
-                .into_iter()
-                .filter_map(|(i, journal_id)| {
-                    let remote_id = fetched[i].remote_id.clone();
-                    let parsed = parsed.remove(&remote_id)?;
-                    Some(ParsedPending { journal_id, mailbox_id, remote_id, parsed })
-                })
-                .collect())
-        })
-        .await
+            slot.send(FetchedBatch { mails: batch, raw_sha256, parsing });
+        }
+        drop(to_database);
+        // The database lane files what it was given, then stops.
+        while filed_events.recv().await.is_some() {
+            self.settle(mailbox_id, source, report).await?;
+        }
+        Ok(())
+    }
+
+    /// The database lane of a poll: journals each batch the server lane
+    /// hands over, files it, and says so.
+    async fn database_lane(
+        &self,
+        mailbox_id: i64,
+        max: u64,
+        report: &mut PollReport,
+        mut from_server: tokio::sync::mpsc::Receiver<FetchedBatch>,
+        filed: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Result<(), PollError> {
+        while let Some(batch) = from_server.recv().await {
+            let started = std::time::Instant::now();
+            let journaled = self.journal(mailbox_id, max, batch).await?;
+            crash::point("after-journal");
+            self.process(mailbox_id, report, journaled).await?;
+            crash::point("after-process");
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                hwm_kb = peak_rss_kb(),
+                "journaled and filed a batch"
+            );
+            // The server lane stopped after an error: the next pass settles.
+            let _ = filed.send(());
+        }
+        Ok(())
+    }
+
+    /// Stores a fetched batch in the journal (one commit), then pairs the
+    /// new mails with their parse, ready to be filed: processing need not
+    /// read back what was just written.
+    async fn journal(&self, mailbox_id: i64, max: u64, batch: FetchedBatch) -> Result<Vec<ParsedPending>, PollError> {
+        let FetchedBatch { mails, raw_sha256, parsing } = batch;
+        let journaled = self
+            .blocking({
+                let mails = mails.clone();
+                move |s| {
+                    let started = std::time::Instant::now();
+                    let incoming: Vec<IncomingMail<'_>> = mails
+                        .iter()
+                        .zip(raw_sha256)
+                        .map(|(m, sha)| match (incoming_mail(m, max), sha) {
+                            (mail, Some(sha)) if mail.rejected.is_none() => mail.hashed(sha),
+                            (mail, _) => mail,
+                        })
+                        .collect();
+                    let journaled = s.journal_new(mailbox_id, &incoming)?;
+                    tracing::debug!(
+                        mails = incoming.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "journaled a batch"
+                    );
+                    Ok(journaled)
+                }
+            })
+            .await?;
+        let mut parsed = parsing.await?;
+        Ok(journaled
+            .into_iter()
+            .filter_map(|(i, journal_id)| {
+                let remote_id = mails[i].remote_id.clone();
+                let parsed = parsed.remove(&remote_id)?;
+                Some(ParsedPending { journal_id, mailbox_id, remote_id, parsed })
+            })
+            .collect())
     }
 
     /// Files `journaled` (a batch just journaled, parsed), then processes
@@ -626,6 +646,29 @@ impl Pipeline {
 
 /// Parsed mails of a batch, by remote id.
 type Parsed = std::collections::HashMap<String, Result<ParsedMail, String>>;
+
+/// A batch on its way from the server lane to the database lane, its
+/// parsing already under way.
+struct FetchedBatch {
+    mails: Arc<Vec<RemoteMail>>,
+    /// Each mail's SHA-256 (`None` for a refused one).
+    raw_sha256: Vec<Option<String>>,
+    parsing: tokio::task::JoinHandle<Parsed>,
+}
+
+/// Parses the mails of a batch the journal will keep, keyed by remote id
+/// (a remote id twice in one fetch: the journal keeps the first).
+fn parse_batch(batch: &[RemoteMail], max: u64) -> Parsed {
+    let started = std::time::Instant::now();
+    let mut parsed = Parsed::new();
+    for m in batch.iter().filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max) {
+        if !parsed.contains_key(&m.remote_id) {
+            parsed.insert(m.remote_id.clone(), parse_raw(&m.raw));
+        }
+    }
+    tracing::debug!(mails = parsed.len(), ms = started.elapsed().as_millis() as u64, "parsed a batch");
+    parsed
+}
 
 /// What the journal stores of a fetched mail: its bytes, or why it was
 /// not read (sources that list no sizes are checked against `max` here).

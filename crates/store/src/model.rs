@@ -113,16 +113,36 @@ pub struct IncomingMail<'a> {
     /// Why the mail was not downloaded (e.g. over the size limit): it is
     /// journaled as `failed` with this reason and settled to the error folder.
     pub rejected: Option<String>,
+    /// `raw`'s SHA-256 ([`raw_sha256`]) when the caller has it already:
+    /// hashed off the store's write lock. The store hashes it otherwise.
+    pub sha256: Option<String>,
 }
 
 impl<'a> IncomingMail<'a> {
     pub fn fetched(remote_id: impl Into<String>, raw: &'a [u8]) -> Self {
-        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None }
+        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None, sha256: None }
     }
 
     pub fn rejected(remote_id: impl Into<String>, size: u64, reason: impl Into<String>) -> Self {
-        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()) }
+        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()), sha256: None }
     }
+
+    /// With `raw`'s SHA-256, computed by [`raw_sha256`].
+    pub fn hashed(self, sha256: String) -> Self {
+        Self { sha256: Some(sha256), ..self }
+    }
+
+    /// The SHA-256 the raw bytes are stored under.
+    pub(crate) fn raw_sha256(&self) -> String {
+        self.sha256.clone().unwrap_or_else(|| raw_sha256(self.raw))
+    }
+}
+
+/// The key raw mail and attachments are stored under: their SHA-256, in
+/// lowercase hex.
+pub fn raw_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Where the remote copy of a journaled mail must go.

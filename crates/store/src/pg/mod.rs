@@ -34,7 +34,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::SinkExt;
-use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
@@ -466,7 +465,11 @@ pub(crate) const BLOB_PIECE: usize = 4 << 20;
 
 /// Stores bytes once under their SHA-256.
 pub(crate) fn put_blob(tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
-    let sha = hex::encode(Sha256::digest(data));
+    put_blob_hashed(tx, data, crate::raw_sha256(data))
+}
+
+/// [`put_blob`] for bytes whose SHA-256 (`raw_sha256`) the caller has.
+pub(crate) fn put_blob_hashed(tx: &mut PgTx<'_>, data: &[u8], sha: String) -> Result<String> {
     if data.len() <= BLOB_PIECE {
         tx.defer(
             "INSERT INTO blobs (sha256, size, data) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
@@ -521,7 +524,11 @@ pub(crate) struct BlobRows {
 impl BlobRows {
     /// Adds `data` (at most [`BLOB_PIECE`] bytes); returns its SHA-256.
     pub(crate) fn add(&mut self, tx: &mut PgTx<'_>, data: &[u8]) -> Result<String> {
-        let sha = hex::encode(Sha256::digest(data));
+        self.add_hashed(tx, data, crate::raw_sha256(data))
+    }
+
+    /// [`BlobRows::add`] for bytes whose SHA-256 (`raw_sha256`) the caller has.
+    pub(crate) fn add_hashed(&mut self, tx: &mut PgTx<'_>, data: &[u8], sha: String) -> Result<String> {
         if self.seen.insert(sha.clone()) {
             self.shas.push(sha.clone());
             self.sizes.push(data.len() as i64);

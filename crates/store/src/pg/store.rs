@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::lease::check_fences;
 use super::ledger::{PgLedger, read_pending};
-use super::{BLOB_PIECE, BlobRows, PgStore, PgTx, now, put_blob, read_blob};
+use super::{BLOB_PIECE, BlobRows, PgStore, PgTx, now, put_blob_hashed, read_blob};
 use crate::model::*;
 use crate::{JournalState, Result, Store, StoreError, TicketStatus};
 
@@ -288,8 +288,8 @@ impl Store for PgStore {
                 let mail = &mails[i];
                 shas.push(match &mail.rejected {
                     Some(_) => None,
-                    None if mail.raw.len() > BLOB_PIECE => Some(put_blob(tx, mail.raw)?),
-                    None => Some(blobs.add(tx, mail.raw)?),
+                    None if mail.raw.len() > BLOB_PIECE => Some(put_blob_hashed(tx, mail.raw, mail.raw_sha256())?),
+                    None => Some(blobs.add_hashed(tx, mail.raw, mail.raw_sha256())?),
                 });
             }
             blobs.send(tx)?;
