@@ -357,14 +357,19 @@ fn main() -> anyhow::Result<()> {
     }
     let opts = GenOptions::default();
     let compare_users: Vec<String> = (0..args.rounds * 2).map(|i| format!("compare{i}@example.test")).collect();
+    // The robot's side of the django-helpdesk comparison runs --rounds times
+    // (its median counts): one run of it lasts well under a second, so one
+    // sample carries the machine's noise whole; django-helpdesk's run lasts
+    // minutes and averages it out.
+    let same_users: Vec<String> = (0..args.rounds.max(1)).map(|i| format!("same{i}@example.test")).collect();
     let mut users = vec![
         ("bench@example.test", PASSWORD),
         ("large@example.test", PASSWORD),
         ("big@example.test", PASSWORD),
         ("django@example.test", PASSWORD),
-        ("same@example.test", PASSWORD),
     ];
     users.extend(compare_users.iter().map(|u| (u.as_str(), PASSWORD)));
+    users.extend(same_users.iter().map(|u| (u.as_str(), PASSWORD)));
     let dovecot = Dovecot::start(&users)?;
     let mut results =
         json!({"mails": args.mails, "seed": args.seed, "nproc": std::thread::available_parallelism()?.get()});
@@ -447,15 +452,26 @@ fn main() -> anyhow::Result<()> {
             bail!("django-helpdesk reported no rate: {django}");
         }
         // mailrobot over exactly the mails django-helpdesk read, for a like-for-like ratio.
-        dovecot.deliver_many("same@example.test", "INBOX", generate_corpus(n, args.seed, &opts))?;
-        let (same, _) = mailrobot_run(&args.mailrobot, dovecot.imap_port(), "same@example.test")?;
-        let same_rate = n as f64 / same.seconds;
+        let mut seconds = Vec::new();
+        for user in &same_users {
+            dovecot.deliver_many(user, "INBOX", generate_corpus(n, args.seed, &opts))?;
+            let (same, _) = mailrobot_run(&args.mailrobot, dovecot.imap_port(), user)?;
+            eprintln!("   mailrobot on the same {n} mails: {:.0} mails/s", n as f64 / same.seconds);
+            seconds.push(same.seconds);
+        }
+        seconds.sort_by(f64::total_cmp);
+        let median_seconds = seconds[seconds.len() / 2];
+        let same_rate = n as f64 / median_seconds;
         eprintln!(
-            "   django-helpdesk {django_rate:.1} mails/s; mailrobot on the same {n} mails {same_rate:.0} mails/s: {:.0}x",
+            "   django-helpdesk {django_rate:.1} mails/s; mailrobot on the same {n} mails {same_rate:.0} mails/s \
+             (median of {}): {:.0}x",
+            seconds.len(),
             same_rate / django_rate
         );
         results["django_helpdesk"] = django;
-        results["mailrobot_same_mails"] = json!({"mails": n, "seconds": same.seconds, "mails_per_second": same_rate});
+        results["mailrobot_same_mails"] = json!({
+            "mails": n, "seconds": median_seconds, "mails_per_second": same_rate, "runs_seconds": seconds,
+        });
         results["speedup_vs_django_helpdesk"] = json!(same_rate / django_rate);
     }
     if let Some(baseline) = &args.baseline {
