@@ -101,6 +101,13 @@ fn trim(bytes: &[u8]) -> &[u8] {
 /// SHA-256 (hex) of the mail without transit headers, with unfolded header
 /// values, LF line endings and no trailing blank lines.
 pub fn content_fingerprint(raw: &[u8]) -> String {
+    let (hasher, body) = hash_headers(raw);
+    hash_body(hasher, body)
+}
+
+/// Hashes the header fields that are not transit headers; returns the
+/// hasher and the body without its trailing white space.
+fn hash_headers(raw: &[u8]) -> (Sha256, &[u8]) {
     let (block, body) = split_header_body(raw);
     let mut hasher = Sha256::new();
     for (name, value) in header_fields(block) {
@@ -115,7 +122,11 @@ pub fn content_fingerprint(raw: &[u8]) -> String {
     }
     hasher.update(b"\n");
     let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-    let body = &body[..body_end];
+    (hasher, &body[..body_end])
+}
+
+/// Adds the body with LF line endings and finishes the fingerprint.
+fn hash_body(mut hasher: Sha256, body: &[u8]) -> String {
     // Each line without its CR, then LF; hashed in one piece (one call per
     // line cost more than the hashing itself).
     let mut normalized = Vec::with_capacity(body.len() + 1);
@@ -166,21 +177,8 @@ mod tests {
     /// The body hashing as first written, one update per line: fingerprints
     /// stored by earlier versions must still match new copies.
     fn fingerprint_line_by_line(raw: &[u8]) -> String {
-        let (block, body) = split_header_body(raw);
-        let mut hasher = Sha256::new();
-        for (name, value) in header_fields(block) {
-            let name = String::from_utf8_lossy(name);
-            if is_transit_header(&name) {
-                continue;
-            }
-            hasher.update(name.to_ascii_lowercase().as_bytes());
-            hasher.update(b":");
-            hasher.update(&value);
-            hasher.update(b"\n");
-        }
-        hasher.update(b"\n");
-        let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-        for line in body[..body_end].split(|&b| b == b'\n') {
+        let (mut hasher, body) = hash_headers(raw);
+        for line in body.split(|&b| b == b'\n') {
             hasher.update(line.strip_suffix(b"\r").unwrap_or(line));
             hasher.update(b"\n");
         }
