@@ -248,8 +248,15 @@ fn chaos_three_nodes_thirty_mailboxes() {
     // node that was then killed or fenced is moved by the mailbox's next
     // holder on its next poll. So wait for both.
     let moved_count = || names.iter().map(|u| dc.count(u, "Processed")).sum::<usize>();
-    let all_in =
-        wait_until(Duration::from_secs(90), || robot.tickets().len() >= delivered && moved_count() >= delivered);
+    let settling = Instant::now();
+    let all_filed = wait_until(Duration::from_secs(90), || robot.tickets().len() >= delivered);
+    let (filed_after, left_to_move) = (settling.elapsed(), delivered.saturating_sub(moved_count()));
+    let all_in = all_filed && wait_until(Duration::from_secs(90), || moved_count() >= delivered);
+    eprintln!(
+        "chaos: every mail filed {filed_after:?} after the chaos ended; {left_to_move} not moved yet then, all moved \
+         after {:?}",
+        settling.elapsed()
+    );
     let tickets = robot.tickets();
     for child in running.iter_mut().flatten() {
         let _ = child.kill();
