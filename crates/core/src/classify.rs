@@ -106,7 +106,7 @@ pub fn bounced_original(msg: &Message<'_>) -> (Option<String>, Option<String>) {
             return (original.message_id().map(str::to_string), original.subject().map(str::to_string));
         }
         if part.is_content_type("text", "rfc822-headers")
-            && let Some(headers) = mail_parser::MessageParser::default().parse(part.contents())
+            && let Some(headers) = crate::parse::PARSER.parse(part.contents())
         {
             return (headers.message_id().map(str::to_string), headers.subject().map(str::to_string));
         }

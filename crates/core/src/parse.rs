@@ -4,9 +4,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use mail_parser::decoders::charsets::map::charset_decoder;
-use mail_parser::{Addr, Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Addr, Encoding, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::classify::{bounced_original, classify};
 use crate::fingerprint::{content_fingerprint, header_fields, split_header_body};
@@ -21,6 +24,20 @@ pub enum ParseError {
     #[error("the MIME structure could not be read")]
     Unreadable,
 }
+
+/// The parser of every mail and of the mails and headers inside one: it
+/// parses the fields the robot reads as values (MIME, dates, addresses,
+/// message ids, subject) and keeps every other field raw, for `header_raw`.
+/// Mail-parser's default also parses Received (several per mail in real
+/// traffic), List-* and others the robot never reads as values.
+pub(crate) static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .with_date_headers()
+        .with_address_headers()
+        .with_message_ids()
+        .header_text(HeaderName::Subject)
+});
 
 /// Parses one raw mail.
 pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
@@ -41,7 +58,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         transcoded = [legacy_text(block).as_bytes(), &raw[block.len()..]].concat();
         &transcoded[..]
     };
-    let msg = MessageParser::default().parse(readable).ok_or(ParseError::Unreadable)?;
+    let msg = PARSER.parse(readable).ok_or(ParseError::Unreadable)?;
     Ok(read(msg, raw))
 }
 
