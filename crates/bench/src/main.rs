@@ -11,6 +11,7 @@ mod mailboxes;
 mod nodes;
 mod outbound;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -197,6 +198,48 @@ pub(crate) fn machine_cpu_seconds() -> anyhow::Result<(f64, f64)> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
     Ok(((ticks.iter().sum::<f64>() - idle) / hz, idle / hz))
+}
+
+/// CPU ticks of every process on the machine, by pid: its own and those
+/// of its children it has reaped (a Dovecot `imap` or PostgreSQL backend
+/// that ended counts in its master's), with its command name.
+pub(crate) type ProcessTicks = std::collections::HashMap<u32, (String, u64)>;
+
+pub(crate) fn process_ticks() -> ProcessTicks {
+    let mut all = ProcessTicks::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return all };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name is in parentheses and may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<u64> = stat[close + 2..].split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+        // Kernel threads (children of kthreadd, pid 2) rename themselves as
+        // they take work; the kernel's share shows in the machine's CPU.
+        if pid == 2 || fields.get(1) == Some(&2) {
+            continue;
+        }
+        // utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 here.
+        let ticks = fields.get(11..15).map_or(0, |t| t.iter().sum());
+        all.insert(pid, (stat[open + 1..close].to_string(), ticks));
+    }
+    all
+}
+
+/// CPU seconds spent between two [`process_ticks`] snapshots, by command
+/// name (processes that started in between count whole).
+pub(crate) fn cpu_seconds_by_command(before: &ProcessTicks, after: &ProcessTicks) -> BTreeMap<String, f64> {
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut by_command: BTreeMap<String, f64> = BTreeMap::new();
+    for (pid, (command, ticks)) in after {
+        let earlier = before.get(pid).filter(|(c, _)| c == command).map_or(0, |(_, t)| *t);
+        let spent = ticks.saturating_sub(earlier);
+        if spent > 0 {
+            *by_command.entry(command.clone()).or_default() += spent as f64 / hz;
+        }
+    }
+    by_command
 }
 
 fn robot(bin: &Path, data_dir: &Path, args: &[&str]) -> Command {

@@ -140,12 +140,14 @@ fn run(
     let counter = SettledCounter::connect(&url)?;
     let mut started = Instant::now();
     let mut cpu_before = crate::machine_cpu_seconds()?;
+    let mut ticks_before = crate::process_ticks();
     let serving: Vec<Serving> =
         data.iter().map(|d| Serving::start_with_env(bin, d, &env)).collect::<anyhow::Result<_>>()?;
     if start == Start::Running {
         wait_for_balanced_leases(bin, &data[0], &env, nodes, mailboxes)?;
         started = Instant::now();
         cpu_before = crate::machine_cpu_seconds()?;
+        ticks_before = crate::process_ticks();
         deliver(per_box)?;
     }
     loop {
@@ -157,6 +159,7 @@ fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = crate::machine_cpu_seconds()?;
+    let by_command = crate::cpu_seconds_by_command(&ticks_before, &crate::process_ticks());
     let (busy, idle) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let held = nodes_list(bin, &data[0], &env)?;
     drop(serving);
@@ -168,9 +171,15 @@ fn run(
          machine CPU {busy_ms_per_mail:.3} ms a mail, {:.0} % idle",
         idle_share * 100.0
     );
+    // Where the machine's CPU went: the robot's nodes, the database, the
+    // IMAP server, and this driver (which delivers the mails while nodes run).
+    let mut heaviest: Vec<(&String, &f64)> = by_command.iter().collect();
+    heaviest.sort_by(|a, b| b.1.total_cmp(a.1));
+    let heaviest: Vec<String> = heaviest.iter().take(5).map(|(c, s)| format!("{c} {s:.2} s")).collect();
+    eprintln!("     CPU by process: {}", heaviest.join(", "));
     Ok(json!({"nodes": nodes, "start": format!("{start:?}").to_lowercase(), "seconds": seconds,
               "mails_per_second": rate, "machine_cpu_ms_per_mail": busy_ms_per_mail,
-              "machine_idle_share": idle_share, "nodes_list": held}))
+              "machine_idle_share": idle_share, "cpu_seconds_by_command": by_command, "nodes_list": held}))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
