@@ -48,23 +48,32 @@ const TRANSIT_HEADERS: &[&str] = &[
     "x-dovecot-",
 ];
 
+/// Whether a header name (as text, so a name that is not UTF-8 compares as
+/// it always has: with replacement characters) is one added in transit.
 fn is_transit_header(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
-    TRANSIT_HEADERS.iter().any(|t| if t.ends_with('-') { name.starts_with(t) } else { name == *t })
+    let name = name.trim().as_bytes();
+    TRANSIT_HEADERS.iter().any(|t| match t.strip_suffix('-') {
+        Some(_) => name.len() >= t.len() && name[..t.len()].eq_ignore_ascii_case(t.as_bytes()),
+        None => name.eq_ignore_ascii_case(t.as_bytes()),
+    })
 }
 
 /// Splits raw bytes into the header block and the body (after the blank line).
 pub fn split_header_body(raw: &[u8]) -> (&[u8], &[u8]) {
     let mut pos = 0;
-    while pos < raw.len() {
-        let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
-        let line = &raw[pos..line_end];
-        if line == b"\n" || line == b"\r\n" {
-            return (&raw[..pos], &raw[line_end..]);
+    loop {
+        let rest = &raw[pos..];
+        if rest.starts_with(b"\n") {
+            return (&raw[..pos], &raw[pos + 1..]);
         }
-        pos = line_end;
+        if rest.starts_with(b"\r\n") {
+            return (&raw[..pos], &raw[pos + 2..]);
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => pos += end + 1,
+            None => return (raw, &[]),
+        }
     }
-    (raw, &[])
 }
 
 /// Header fields as (name, unfolded value) in order, from a raw header block.
@@ -105,22 +114,53 @@ pub fn content_fingerprint(raw: &[u8]) -> String {
     hash_body(hasher, body)
 }
 
-/// Hashes the header fields that are not transit headers; returns the
-/// hasher and the body without its trailing white space.
+/// Hashes the header fields that are not transit headers — each as its
+/// lowercased name, `:`, its unfolded value and LF, then one LF — and
+/// returns the hasher and the body without its trailing white space. The
+/// same bytes as [`header_fields`] would give, written into one buffer as
+/// the lines go (a value and a lowercased name per field cost more than
+/// the hashing).
 fn hash_headers(raw: &[u8]) -> (Sha256, &[u8]) {
     let (block, body) = split_header_body(raw);
-    let mut hasher = Sha256::new();
-    for (name, value) in header_fields(block) {
-        let name = String::from_utf8_lossy(name);
-        if is_transit_header(&name) {
+    let mut normalized = Vec::with_capacity(block.len() + 1);
+    // Whether the field being read is hashed (its continuation lines too).
+    let mut hashing = false;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
+        let line = &block[start..end];
+        start = end + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
             continue;
         }
-        hasher.update(name.to_ascii_lowercase().as_bytes());
-        hasher.update(b":");
-        hasher.update(&value);
-        hasher.update(b"\n");
+        if line[0] == b' ' || line[0] == b'\t' {
+            // A continuation before any field belongs to none and is dropped.
+            if hashing {
+                normalized.pop(); // the field's LF, written again after this line
+                normalized.push(b' ');
+                normalized.extend_from_slice(trim(line));
+                normalized.push(b'\n');
+            }
+            continue;
+        }
+        // A line without a colon (junk, an mbox "From " line) counts as a
+        // field without a name: part of the content all the same.
+        let (name, value) = match memchr::memchr(b':', line) {
+            Some(colon) => (trim(&line[..colon]), trim(&line[colon + 1..])),
+            None => (&b""[..], trim(line)),
+        };
+        let name = String::from_utf8_lossy(name);
+        hashing = !is_transit_header(&name);
+        if hashing {
+            normalized.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+            normalized.push(b':');
+            normalized.extend_from_slice(value);
+            normalized.push(b'\n');
+        }
     }
-    hasher.update(b"\n");
+    normalized.push(b'\n');
+    let mut hasher = Sha256::new();
+    hasher.update(&normalized);
     let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     (hasher, &body[..body_end])
 }
@@ -174,10 +214,69 @@ mod tests {
         assert_eq!(fields[2].1, b"Hi there");
     }
 
-    /// The body hashing as first written, one update per line: fingerprints
-    /// stored by earlier versions must still match new copies.
+    /// The split as first written, line by line.
+    fn split_line_by_line(raw: &[u8]) -> (&[u8], &[u8]) {
+        let mut pos = 0;
+        while pos < raw.len() {
+            let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+            let line = &raw[pos..line_end];
+            if line == b"\n" || line == b"\r\n" {
+                return (&raw[..pos], &raw[line_end..]);
+            }
+            pos = line_end;
+        }
+        (raw, &[])
+    }
+
+    #[test]
+    fn the_split_is_the_one_first_written() {
+        let mails: &[&[u8]] = &[
+            b"",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"\nbody",
+            b"A: b\r\n\r\nbody\r\n\r\nmore",
+            b"A: b\n\nbody",
+            b"A: b\r\n \r\n\r\nbody",
+            b"A: b\r\r\n\r\nbody",
+            b"A: b\r\nno body",
+            b"A: b\r\n",
+            b"A: b\r\n\r",
+        ];
+        for mail in mails {
+            assert_eq!(split_header_body(mail), split_line_by_line(mail), "{:?}", String::from_utf8_lossy(mail));
+        }
+    }
+
+    /// The header hashing as first written: each field unfolded into its
+    /// own value, its name lowercased into a new string, four updates each.
+    fn hash_headers_field_by_field(raw: &[u8]) -> (Sha256, &[u8]) {
+        let (block, body) = split_header_body(raw);
+        let mut hasher = Sha256::new();
+        for (name, value) in header_fields(block) {
+            let name = String::from_utf8_lossy(name);
+            let lowercase = name.trim().to_ascii_lowercase();
+            let transit = TRANSIT_HEADERS
+                .iter()
+                .any(|t| if t.ends_with('-') { lowercase.starts_with(t) } else { lowercase == *t });
+            if transit {
+                continue;
+            }
+            hasher.update(name.to_ascii_lowercase().as_bytes());
+            hasher.update(b":");
+            hasher.update(&value);
+            hasher.update(b"\n");
+        }
+        hasher.update(b"\n");
+        let body_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+        (hasher, &body[..body_end])
+    }
+
+    /// The fingerprint as first written, one update per body line:
+    /// fingerprints stored by earlier versions must still match new copies.
     fn fingerprint_line_by_line(raw: &[u8]) -> String {
-        let (mut hasher, body) = hash_headers(raw);
+        let (mut hasher, body) = hash_headers_field_by_field(raw);
         for line in body.split(|&b| b == b'\n') {
             hasher.update(line.strip_suffix(b"\r").unwrap_or(line));
             hasher.update(b"\n");
@@ -203,5 +302,36 @@ mod tests {
         }
         let headers_only = b"From: a@example.com\r\nSubject: no body";
         assert_eq!(content_fingerprint(headers_only), fingerprint_line_by_line(headers_only));
+        let header_blocks: &[&[u8]] = &[
+            b"From: a@example.com\r\nSubject: Hi\r\n",
+            b"Subject: folded\r\n\tover\r\n   three  \r\n lines\r\nFrom: a@example.com\n",
+            b" a continuation before any field\r\nFrom: a@example.com\r\n",
+            b"From a@example.com Mon Jan  1 00:00:00 2024\nFrom: a@example.com\n",
+            b"RECEIVED: from x\r\n by y\r\nX-Spam-Flag: YES\r\nx-SPAM-score: 1\r\nArc-Seal: i=1\r\nFrom: a@x\r\n",
+            b"Received-SPF: pass\r\nReceivedX: kept\r\nStatus: RO\r\nStatusX: kept\r\n",
+            b"Subject: a blank continuation\r\n \r\nTo: b@x\r\n",
+            b"  Subject  :  spaced  \r\nX-Empty:\r\n:no name\r\n",
+            b"Na\xefve-Header: latin-1 name\r\nSubject: \xe9t\xe9\r\n",
+            b"\xc2\xa0Received: a name with a no-break space\r\nX-\xc3\x9c: umlaut\r\n",
+            b"From: a@x\rSubject: a lone CR\r\n",
+        ];
+        for block in header_blocks {
+            let mail = [*block, b"\r\nBody\r\n"].concat();
+            assert_eq!(
+                content_fingerprint(&mail),
+                fingerprint_line_by_line(&mail),
+                "{:?}",
+                String::from_utf8_lossy(block)
+            );
+        }
+        // Fixed values: a change to both forms at once shows here.
+        assert_eq!(
+            content_fingerprint(MAIL.as_bytes()),
+            "e429eabb4ad2e46a53ee6e714647da43b8d7e7c6fc7eeaef71045155b2c924a9"
+        );
+        assert_eq!(
+            content_fingerprint(&[header_blocks[4], b"\r\nBody\r\n"].concat()),
+            "b6d7a0cce5b1e85bf2bfd8c6d691429644e527a4121adb356497ccdfdb330f23"
+        );
     }
 }
