@@ -52,9 +52,12 @@ const TRANSIT_HEADERS: &[&str] = &[
 /// it always has: with replacement characters) is one added in transit.
 fn is_transit_header(name: &str) -> bool {
     let name = name.trim().as_bytes();
-    TRANSIT_HEADERS.iter().any(|t| match t.strip_suffix('-') {
-        Some(_) => name.len() >= t.len() && name[..t.len()].eq_ignore_ascii_case(t.as_bytes()),
-        None => name.eq_ignore_ascii_case(t.as_bytes()),
+    TRANSIT_HEADERS.iter().any(|t| {
+        if t.ends_with('-') {
+            name.len() >= t.len() && name[..t.len()].eq_ignore_ascii_case(t.as_bytes())
+        } else {
+            name.eq_ignore_ascii_case(t.as_bytes())
+        }
     })
 }
 
@@ -76,35 +79,51 @@ pub fn split_header_body(raw: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// One line of a header block, as header fields are read from it.
+pub(crate) enum FieldLine<'a> {
+    /// A field's first line: its name and value, trimmed. A line without a
+    /// colon (junk, an mbox "From " line) is a field without a name: part
+    /// of the content all the same.
+    Start { name: &'a [u8], value: &'a [u8] },
+    /// A folded continuation of the field before it, trimmed.
+    Continuation(&'a [u8]),
+}
+
+/// The lines of a raw header block, blank ones left out, CRLF or LF.
+pub(crate) fn field_lines(block: &[u8]) -> impl Iterator<Item = FieldLine<'_>> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len())).filter_map(move |end| {
+        let line = &block[start..end];
+        start = end + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match line.first()? {
+            b' ' | b'\t' => Some(FieldLine::Continuation(line.trim_ascii())),
+            _ => Some(match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    FieldLine::Start { name: line[..colon].trim_ascii(), value: line[colon + 1..].trim_ascii() }
+                }
+                None => FieldLine::Start { name: b"", value: line.trim_ascii() },
+            }),
+        }
+    })
+}
+
 /// Header fields as (name, unfolded value) in order, from a raw header block.
 pub fn header_fields(block: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
     let mut fields: Vec<(&[u8], Vec<u8>)> = Vec::new();
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push(b' ');
-                value.extend_from_slice(trim(line));
+    for line in field_lines(block) {
+        match line {
+            FieldLine::Start { name, value } => fields.push((name, value.to_vec())),
+            // A continuation before any field belongs to none and is dropped.
+            FieldLine::Continuation(more) => {
+                if let Some((_, value)) = fields.last_mut() {
+                    value.push(b' ');
+                    value.extend_from_slice(more);
+                }
             }
-            continue;
-        }
-        match line.iter().position(|&b| b == b':') {
-            Some(colon) => fields.push((trim(&line[..colon]), trim(&line[colon + 1..]).to_vec())),
-            // Not a header line (junk, or an mbox "From " line): part of the
-            // content all the same.
-            None => fields.push((b"", trim(line).to_vec())),
         }
     }
     fields
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 /// SHA-256 (hex) of the mail without transit headers, with unfolded header
@@ -125,37 +144,26 @@ fn hash_headers(raw: &[u8]) -> (Sha256, &[u8]) {
     let mut normalized = Vec::with_capacity(block.len() + 1);
     // Whether the field being read is hashed (its continuation lines too).
     let mut hashing = false;
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
-        let line = &block[start..end];
-        start = end + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            // A continuation before any field belongs to none and is dropped.
-            if hashing {
+    for line in field_lines(block) {
+        match line {
+            FieldLine::Start { name, value } => {
+                let name = String::from_utf8_lossy(name);
+                hashing = !is_transit_header(&name);
+                if hashing {
+                    normalized.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+                    normalized.push(b':');
+                    normalized.extend_from_slice(value);
+                    normalized.push(b'\n');
+                }
+            }
+            // Before any field, `hashing` is false: such a line is dropped.
+            FieldLine::Continuation(more) if hashing => {
                 normalized.pop(); // the field's LF, written again after this line
                 normalized.push(b' ');
-                normalized.extend_from_slice(trim(line));
+                normalized.extend_from_slice(more);
                 normalized.push(b'\n');
             }
-            continue;
-        }
-        // A line without a colon (junk, an mbox "From " line) counts as a
-        // field without a name: part of the content all the same.
-        let (name, value) = match memchr::memchr(b':', line) {
-            Some(colon) => (trim(&line[..colon]), trim(&line[colon + 1..])),
-            None => (&b""[..], trim(line)),
-        };
-        let name = String::from_utf8_lossy(name);
-        hashing = !is_transit_header(&name);
-        if hashing {
-            normalized.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
-            normalized.push(b':');
-            normalized.extend_from_slice(value);
-            normalized.push(b'\n');
+            FieldLine::Continuation(_) => {}
         }
     }
     normalized.push(b'\n');
@@ -249,12 +257,35 @@ mod tests {
         }
     }
 
+    /// Header fields as first read: line by line, each value unfolded.
+    fn header_fields_as_first_written(block: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
+        let mut fields: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        for line in block.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            if line[0] == b' ' || line[0] == b'\t' {
+                if let Some((_, value)) = fields.last_mut() {
+                    value.push(b' ');
+                    value.extend_from_slice(line.trim_ascii());
+                }
+                continue;
+            }
+            match line.iter().position(|&b| b == b':') {
+                Some(colon) => fields.push((line[..colon].trim_ascii(), line[colon + 1..].trim_ascii().to_vec())),
+                None => fields.push((b"", line.trim_ascii().to_vec())),
+            }
+        }
+        fields
+    }
+
     /// The header hashing as first written: each field unfolded into its
     /// own value, its name lowercased into a new string, four updates each.
     fn hash_headers_field_by_field(raw: &[u8]) -> (Sha256, &[u8]) {
         let (block, body) = split_header_body(raw);
         let mut hasher = Sha256::new();
-        for (name, value) in header_fields(block) {
+        for (name, value) in header_fields_as_first_written(block) {
             let name = String::from_utf8_lossy(name);
             let lowercase = name.trim().to_ascii_lowercase();
             let transit = TRANSIT_HEADERS

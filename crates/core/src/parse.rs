@@ -12,7 +12,7 @@ use mail_parser::{
 };
 
 use crate::classify::{bounced_original, classify};
-use crate::fingerprint::{content_fingerprint, split_header_body};
+use crate::fingerprint::{FieldLine, content_fingerprint, field_lines, split_header_body};
 use crate::mail::{Address, Attachment, ParsedMail};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,13 +66,11 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
 /// spaces, then a colon.
 fn starts_with_header_field(raw: &[u8]) -> bool {
     let (block, _) = split_header_body(raw);
-    // The first field: the first line neither blank nor a continuation.
-    let first = block
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .find(|line| line.first().is_some_and(|&b| b != b' ' && b != b'\t'));
-    let name = first.and_then(|line| line.iter().position(|&b| b == b':').map(|colon| line[..colon].trim_ascii()));
-    name.is_some_and(|name| !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':'))
+    let first_name = field_lines(block).find_map(|line| match line {
+        FieldLine::Start { name, .. } => Some(name),
+        FieldLine::Continuation(_) => None,
+    });
+    first_name.is_some_and(|name| !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':'))
 }
 
 fn read(mut msg: Message<'_>, raw: &[u8]) -> ParsedMail {
