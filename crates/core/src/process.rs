@@ -288,6 +288,9 @@ pub trait Ledger {
     fn original_attachment(&mut self, journal_id: i64) -> Result<Option<OutgoingAttachment>, Self::Error>;
     /// Records on the journal row what was decided about answering it.
     fn record_answer(&mut self, journal_id: i64, answer: &str) -> Result<(), Self::Error>;
+    /// Records how the mail was filed, on its journal row. Called before
+    /// any write that refers to that row (entry, answer, rules, outbox), so
+    /// a store may write the row only now.
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<(), Self::Error>;
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<(), Self::Error>;
 }
@@ -464,21 +467,37 @@ impl Filing<'_> {
         if verdict.disposition == Disposition::File && rejects_unknown_sender(&policy, &decision, &facts, &mail) {
             verdict.disposition = Disposition::Reject { rule: UNKNOWN_SENDER.into() };
         }
-        let unfiled = Filed::Mail { kind: mail.kind, ticket: None, created_ticket: false };
-        let filed = match (&verdict.disposition, decision) {
-            (Disposition::Ignore { .. }, _) => unfiled,
-            (Disposition::Reject { rule }, _) => {
-                self.reject(ledger, context, &policy, &mail, rule)?;
-                unfiled
-            }
+        // The ticket the mail goes on, and whether filing opens it.
+        let ticket = match (&verdict.disposition, decision) {
             (Disposition::File, Decision::Duplicate { .. }) => unreachable!("duplicates returned above"),
-            (Disposition::File, Decision::Unmatched) => unfiled,
             (Disposition::File, Decision::NewTicket) => {
-                let ticket = ledger.create_ticket(&NewTicket::from_mail(&mail))?;
-                ledger.add_entry(ticket, journal_id, &mail)?;
-                if !verdict.fields.is_empty() {
-                    ledger.set_ticket_fields(ticket, &verdict.fields)?;
-                }
+                Some((ledger.create_ticket(&NewTicket::from_mail(&mail))?, true))
+            }
+            (Disposition::File, Decision::Append { ticket }) => Some((ticket, false)),
+            (Disposition::File, Decision::Unmatched) | (Disposition::Ignore { .. } | Disposition::Reject { .. }, _) => {
+                None
+            }
+        };
+        let filed = Filed::Mail {
+            kind: mail.kind,
+            ticket: ticket.map(|(ticket, _)| ticket),
+            created_ticket: ticket.is_some_and(|(_, created)| created),
+        };
+        // The journal row first: the entry, the answer and the forwards
+        // refer to it, and a store may write it only now (a mail journaled
+        // and filed in one transaction, `Store::journal_and_file`).
+        ledger.record_processed(journal_id, &mail, filed)?;
+        if let Disposition::Reject { rule } = &verdict.disposition {
+            self.reject(ledger, context, &policy, &mail, rule)?;
+        }
+        if let Some((ticket, created)) = ticket {
+            ledger.add_entry(ticket, journal_id, &mail)?;
+            if !verdict.fields.is_empty() {
+                ledger.set_ticket_fields(ticket, &verdict.fields)?;
+            }
+            if !created {
+                ledger.ticket_changed(ticket, TicketChange::EntryAdded)?;
+            } else {
                 if policy.unknown_senders == UnknownSenders::Create
                     && !facts.contact_known
                     && mail.kind == MailKind::Mail
@@ -492,24 +511,14 @@ impl Filing<'_> {
                 } else {
                     ledger.record_answer(journal_id, "not answered: a rule said no acknowledgement")?;
                 }
-                Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: true }
             }
-            (Disposition::File, Decision::Append { ticket }) => {
-                ledger.add_entry(ticket, journal_id, &mail)?;
-                if !verdict.fields.is_empty() {
-                    ledger.set_ticket_fields(ticket, &verdict.fields)?;
-                }
-                ledger.ticket_changed(ticket, TicketChange::EntryAdded)?;
-                Filed::Mail { kind: mail.kind, ticket: Some(ticket), created_ticket: false }
-            }
-        };
+        }
         for (to, rule) in &verdict.forwards {
             self.forward(ledger, &mail, filed.ticket(), to, rule)?;
         }
         if let Some(summary) = verdict.summary() {
             ledger.record_rules(journal_id, &summary)?;
         }
-        ledger.record_processed(journal_id, &mail, filed)?;
         Ok(ProcessedAs { subject: mail.subject, filed })
     }
 

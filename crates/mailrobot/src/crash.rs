@@ -3,9 +3,9 @@
 //! builds); without it every point is an empty inline function, so a
 //! release binary has no way to be told to crash.
 //!
-//! With it: `MAILROBOT_CRASH_AT=after-journal` kills the process (no
+//! With it: `MAILROBOT_CRASH_AT=after-process` kills the process (no
 //! unwinding, no destructors, like SIGKILL) the first time that point is
-//! reached; `after-journal:3` the third time. `MAILROBOT_PANIC_AT=poll`
+//! reached; `after-process:3` the third time. `MAILROBOT_PANIC_AT=poll`
 //! panics instead (how tests show a bug in one mailbox's poll is caught).
 //! Unset, a point costs one atomic load.
 
@@ -13,7 +13,7 @@ pub const CRASH_ENV: &str = "MAILROBOT_CRASH_AT";
 pub const PANIC_ENV: &str = "MAILROBOT_PANIC_AT";
 
 /// Every step boundary of one mail's path, in order.
-pub const POINTS: &[&str] = &["after-fetch", "after-journal", "after-process", "after-settle", "after-mark-settled"];
+pub const POINTS: &[&str] = &["after-fetch", "after-process", "after-settle", "after-mark-settled"];
 
 #[cfg(feature = "crash-points")]
 pub use armed::{panic_point, point};

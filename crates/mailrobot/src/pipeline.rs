@@ -1,25 +1,28 @@
-//! The path of one mail (DESIGN.md): fetch → journal → process → settle →
+//! The path of one mail (DESIGN.md): fetch → journal and process → settle →
 //! record. Each arrow is a committed step, so a crash between any two loses
 //! nothing and duplicates nothing:
 //!
 //! - crash before the journal commit: the mail is still in the mailbox and
 //!   is fetched again;
-//! - after the journal, before processing: the next pass processes it from
-//!   the stored raw bytes (`fetched` rows) before talking to the server;
-//! - after processing, before settling: the next pass settles it (`settled = 0`);
+//! - the journal row, the raw bytes and the ticket decision are one commit
+//!   (the row is written once, with its outcome); a crash after it: the next
+//!   pass settles the mail (`settled = 0`);
 //! - after settling, before recording it: settling again is a no-op.
 //!
-//! Many mails share each commit (one fsync per batch, not per mail).
+//! Rows left `fetched` (by `retry`, or by a crash of a version that
+//! journaled before processing) are processed first, from the stored raw
+//! bytes, before talking to the server. Many mails share each commit (one
+//! fsync per batch, not per mail).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use mailrobot_core::{ParsedMail, ParsedPending, parse_raw};
+use mailrobot_core::{ParsedMail, parse_raw};
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
-    IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, ProcessingRules, SettleTo, Store, StoreError,
-    raw_sha256,
+    IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, ProcessedMail, ProcessingRules, SettleTo, Store,
+    StoreError, raw_sha256,
 };
 use serde::Serialize;
 
@@ -218,7 +221,7 @@ impl Pipeline {
         let mut report = PollReport { mailbox: mailbox.name.clone(), ..Default::default() };
         // Mails journaled by a pass that died are processed first, without
         // the server: they are already safe here.
-        self.process(mailbox.id, &mut report, Vec::new()).await?;
+        self.process_leftovers(mailbox.id, &mut report).await?;
 
         let mut source = self.open_source(mailbox).await?;
         let result = self.poll_source(mailbox, source.as_mut(), &mut report).await;
@@ -410,10 +413,10 @@ impl Pipeline {
         // Two lanes run side by side and hand batches over: the server lane
         // fetches a batch, starts parsing it on a thread of its own, and
         // settles whatever the database lane has filed; the database lane
-        // journals each batch (one commit) and files it. Neither waits for
-        // the other's step unless it needs its result: a batch is filed only
-        // once journaled and parsed, settled only once filed. At most two
-        // batches are in memory: the one being filed and the next.
+        // journals and files each batch (one commit) once it is parsed.
+        // Neither waits for the other's step unless it needs its result: a
+        // batch is settled only once filed. At most two batches are in
+        // memory: the one being filed and the next.
         let limits = match source.max_batch() {
             Some(max) => BatchLimits { max_mails: max.clamp(1, self.limits.max_mails), ..self.limits },
             None => self.limits,
@@ -504,8 +507,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The database lane of a poll: journals each batch the server lane
-    /// hands over, files it, and says so.
+    /// The database lane of a poll: journals and files each batch the
+    /// server lane hands over (one commit), and says so.
     async fn database_lane(
         &self,
         mailbox_id: i64,
@@ -516,9 +519,7 @@ impl Pipeline {
     ) -> Result<(), PollError> {
         while let Some(batch) = from_server.recv().await {
             let started = std::time::Instant::now();
-            let journaled = self.journal(mailbox_id, max, batch).await?;
-            crash::point("after-journal");
-            self.process(mailbox_id, report, journaled).await?;
+            self.journal_and_file(mailbox_id, max, batch, report).await?;
             crash::point("after-process");
             tracing::debug!(
                 seconds = started.elapsed().as_secs_f64(),
@@ -531,84 +532,59 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Stores a fetched batch in the journal (one commit), then pairs the
-    /// new mails with their parse, ready to be filed: processing need not
-    /// read back what was just written.
-    async fn journal(&self, mailbox_id: i64, max: u64, batch: FetchedBatch) -> Result<Vec<ParsedPending>, PollError> {
-        let FetchedBatch { mails, raw_sha256, parsing } = batch;
-        let journaled = self
-            .blocking({
-                let mails = mails.clone();
-                move |s| {
-                    let started = std::time::Instant::now();
-                    let incoming: Vec<IncomingMail<'_>> = mails
-                        .iter()
-                        .zip(raw_sha256)
-                        .map(|(m, sha)| match (incoming_mail(m, max), sha) {
-                            (mail, Some(sha)) if mail.rejected.is_none() => mail.hashed(sha),
-                            (mail, _) => mail,
-                        })
-                        .collect();
-                    let journaled = s.journal_new(mailbox_id, &incoming)?;
-                    tracing::debug!(
-                        mails = incoming.len(),
-                        ms = started.elapsed().as_millis() as u64,
-                        "journaled a batch"
-                    );
-                    Ok(journaled)
-                }
-            })
-            .await?;
-        let mut parsed = parsing.await?;
-        Ok(journaled
-            .into_iter()
-            .filter_map(|(i, journal_id)| {
-                let remote_id = mails[i].remote_id.clone();
-                let parsed = parsed.remove(&remote_id)?;
-                Some(ParsedPending { journal_id, mailbox_id, remote_id, parsed })
-            })
-            .collect())
-    }
-
-    /// Files `journaled` (a batch just journaled, parsed), then processes
-    /// everything else journaled but not yet processed for the mailbox, a
-    /// batch (by count and by bytes) per transaction.
-    async fn process(
+    /// Stores a fetched batch in the journal and files it once parsed: each
+    /// new mail's journal row is written once, with its outcome, in the
+    /// commit that files it.
+    async fn journal_and_file(
         &self,
         mailbox_id: i64,
+        max: u64,
+        batch: FetchedBatch,
         report: &mut PollReport,
-        journaled: Vec<ParsedPending>,
     ) -> Result<(), PollError> {
-        let label = crate::metrics::mailbox_label(mailbox_id, &report.mailbox);
-        let mut journaled = Some(journaled).filter(|batch| !batch.is_empty());
+        let FetchedBatch { mails, raw_sha256, parsing } = batch;
+        let rules = self.rules.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let started = std::time::Instant::now();
+        let done = self
+            .blocking(move |s| {
+                let incoming: Vec<IncomingMail<'_>> = mails
+                    .iter()
+                    .zip(raw_sha256)
+                    .map(|(m, sha)| match (incoming_mail(m, max), sha) {
+                        (mail, Some(sha)) if mail.rejected.is_none() => mail.hashed(sha),
+                        (mail, _) => mail,
+                    })
+                    .collect();
+                // The store may store the bytes while the parsing ends.
+                let remote_ids: Vec<String> = mails.iter().map(|m| m.remote_id.clone()).collect();
+                let parses = Box::new(move || {
+                    runtime.block_on(parsing).unwrap_or_else(|e| {
+                        let reason = format!("not parsed: the parsing thread stopped ({e}); kept for a later retry");
+                        remote_ids.into_iter().map(|id| (id, Err(reason.clone()))).collect()
+                    })
+                });
+                s.journal_and_file(mailbox_id, &incoming, parses, &rules)
+            })
+            .await?;
+        count_filed(report, mailbox_id, started, &done);
+        Ok(())
+    }
+
+    /// Processes everything journaled but not yet processed for the mailbox
+    /// (what a crash or a retry left), a batch (by count and by bytes) per
+    /// transaction.
+    async fn process_leftovers(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
         loop {
             let rules = self.rules.clone();
             let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
             let started = std::time::Instant::now();
-            let given = journaled.take();
-            let was_given = given.is_some();
-            let done = self
-                .blocking(move |s| match given {
-                    Some(batch) => s.file_parsed(batch, &rules),
-                    None => s.process_pending(Some(mailbox_id), limit, max_bytes, &rules),
-                })
-                .await?;
-            if !done.is_empty() {
-                crate::metrics::record_batch(&label, started.elapsed().as_secs_f64(), done.len());
-            }
-            for mail in &done {
-                match (mail.state, mail.kind) {
-                    (JournalState::Failed, _) => report.failed += 1,
-                    (_, Some(MessageKind::Duplicate)) => report.duplicates += 1,
-                    _ => report.processed += 1,
-                }
-                report.tickets_created += usize::from(mail.created_ticket);
-            }
-            crate::metrics::record_processed(&label, &done);
+            let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
             // A batch cut short by bytes is not the last one; an empty one is.
-            if done.is_empty() && !was_given {
+            if done.is_empty() {
                 return Ok(());
             }
+            count_filed(report, mailbox_id, started, &done);
         }
     }
 
@@ -642,6 +618,24 @@ impl Pipeline {
         crash::point("after-mark-settled");
         Ok(())
     }
+}
+
+/// Counts a filed batch in the poll's report and the metrics.
+fn count_filed(report: &mut PollReport, mailbox_id: i64, started: std::time::Instant, done: &[ProcessedMail]) {
+    if done.is_empty() {
+        return;
+    }
+    let label = crate::metrics::mailbox_label(mailbox_id, &report.mailbox);
+    crate::metrics::record_batch(&label, started.elapsed().as_secs_f64(), done.len());
+    for mail in done {
+        match (mail.state, mail.kind) {
+            (JournalState::Failed, _) => report.failed += 1,
+            (_, Some(MessageKind::Duplicate)) => report.duplicates += 1,
+            _ => report.processed += 1,
+        }
+        report.tickets_created += usize::from(mail.created_ticket);
+    }
+    crate::metrics::record_processed(&label, done);
 }
 
 /// Parsed mails of a batch, by remote id.

@@ -14,7 +14,7 @@ use mailrobot_testkit::generate::{GenOptions, generate_corpus};
 
 const USER: &str = "support@example.test";
 const PASSWORD: &str = "pw-crash";
-const POINTS: &[&str] = &["after-fetch", "after-journal", "after-process", "after-settle", "after-mark-settled"];
+const POINTS: &[&str] = &["after-fetch", "after-process", "after-settle", "after-mark-settled"];
 
 fn no_replies() -> GenOptions {
     GenOptions { reply_ratio: 0.0, ..GenOptions::default() }
@@ -124,4 +124,35 @@ fn sigkill_at_random_moments_while_1000_mails_flow() {
     assert!(kills >= 1);
     assert_exactly_once(&robot, 1000);
     assert_eq!(dc.count(USER, "Processed"), 1000);
+}
+
+/// Rows left `fetched` (by `messages retry`, or by a crash of an earlier
+/// version that journaled before filing) are filed from their stored bytes
+/// before the server is asked: a pass whose mailbox is unreachable still
+/// files them.
+#[test]
+fn mails_left_fetched_are_filed_before_the_server_is_asked() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    robot.add_drop_folder("desk", &drop);
+    std::fs::write(drop.join("inbox/1.eml"), b"\x00 not a mail").unwrap();
+    robot.run(&["run-once"]);
+    let state = |robot: &Robot| robot.messages()[0]["state"].as_str().unwrap().to_string();
+    assert_eq!(state(&robot), "failed");
+    assert!(std::fs::read_dir(drop.join("failed")).unwrap().count() == 1, "settled to failed/");
+    robot.run(&["messages", "retry"]);
+    assert_eq!(state(&robot), "fetched");
+
+    // The folder's path now names a file: the mailbox cannot be opened.
+    let away = robot.dir.path().join("drop-away");
+    std::fs::rename(&drop, &away).unwrap();
+    std::fs::write(&drop, b"").unwrap();
+    let out = robot.run_raw(&["run-once"], &[]);
+    assert!(!out.status.success(), "the pass could not open the mailbox");
+    assert_eq!(state(&robot), "failed", "filed without the mailbox: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(&drop).unwrap();
+    std::fs::rename(&away, &drop).unwrap();
+    robot.run(&["run-once"]);
+    assert_eq!(robot.messages().len(), 1, "one journal row");
+    assert!(std::fs::read_dir(drop.join("failed")).unwrap().count() == 1);
 }

@@ -56,7 +56,7 @@ pub use states::{
     TicketStatus, WebhookEvent,
 };
 
-use mailrobot_core::{Ledger, ParsedPending, PendingMail, TagFormat};
+use mailrobot_core::{Ledger, PendingMail, TagFormat};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -103,12 +103,7 @@ pub trait Store: Send + Sync {
     fn known_remote_ids(&self, mailbox_id: i64, remote_ids: &[String]) -> Result<Vec<KnownMail>>;
     /// Stores fetched mails (raw bytes, state `fetched`) in one transaction.
     /// Remote ids already journaled are skipped. Returns how many were new.
-    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
-        Ok(self.journal_new(mailbox_id, mails)?.len())
-    }
-    /// [`Store::journal`], telling which mails were new: (their index in
-    /// `mails`, their journal id), in the order given.
-    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>>;
+    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize>;
     /// Up to `limit` journaled mails in state `fetched` (of one mailbox, or
     /// all), in arrival order, with their raw bytes — fewer when their bytes
     /// would pass `max_bytes` (always at least one), so the memory a batch
@@ -137,13 +132,21 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<ProcessedMail>> {
         process::process_pending(self, mailbox_id, limit, max_bytes, rules)
     }
-    /// Files mails parsed already ([`mailrobot_core::parse_raw`]), in one
-    /// transaction: [`Store::process_pending`] without its reading and
-    /// parsing, for mails whose bytes the caller still holds. Mails
-    /// processed meanwhile by someone else are left out.
-    fn file_parsed(&self, parsed: Vec<ParsedPending>, rules: &ProcessingRules) -> Result<Vec<ProcessedMail>> {
-        process::file_parsed(self, parsed, rules)
-    }
+    /// Journals fetched mails and files them once `parses` tells what
+    /// parsing made of them: each new mail's journal row is written once,
+    /// with its outcome, in the transaction that files it ([`Store::journal`]
+    /// then [`Store::process_pending`] write it, then update it). The raw
+    /// bytes may be stored before, while the parsing goes on. Remote ids
+    /// journaled already (or twice in `mails`: the first counts) are left
+    /// out; a rejected mail is journaled as failed and not filed. Refused
+    /// ([`StoreError::Fenced`]) when this node does not hold the mailbox.
+    fn journal_and_file(
+        &self,
+        mailbox_id: i64,
+        mails: &[IncomingMail<'_>],
+        parses: ParsesLater<'_>,
+        rules: &ProcessingRules,
+    ) -> Result<Vec<ProcessedMail>>;
     /// Processed or failed mails whose remote copy is not settled yet.
     fn unsettled(&self, mailbox_id: i64) -> Result<Vec<Unsettled>>;
     fn mark_settled(&self, journal_ids: &[i64]) -> Result<()>;

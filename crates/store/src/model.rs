@@ -138,6 +138,23 @@ impl<'a> IncomingMail<'a> {
     }
 }
 
+/// What parsing made of a batch's mails, by remote id.
+pub type Parses = std::collections::HashMap<String, Result<mailrobot_core::ParsedMail, String>>;
+
+/// A batch's [`Parses`], waited for when called: a store may store the raw
+/// bytes meanwhile ([`crate::Store::journal_and_file`]).
+pub type ParsesLater<'a> = Box<dyn FnOnce() -> Parses + Send + 'a>;
+
+/// A journal row that filing writes once, when it records the outcome: the
+/// mail was fetched in the same transaction ([`crate::Store::journal_and_file`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FreshRow {
+    pub(crate) mailbox_id: i64,
+    pub(crate) remote_id: String,
+    pub(crate) raw_sha256: String,
+    pub(crate) size: i64,
+}
+
 /// The key raw mail and attachments are stored under: their SHA-256, in
 /// lowercase hex.
 pub fn raw_sha256(bytes: &[u8]) -> String {

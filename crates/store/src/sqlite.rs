@@ -19,7 +19,7 @@ use crate::model::*;
 use crate::schema::MIGRATIONS;
 use crate::sqlite_lease::check_fences;
 use crate::sqlite_ledger::{SqliteLedger, read_pending};
-use crate::{JournalState, Result, Store, StoreError, TicketStatus};
+use crate::{JournalState, ProcessingRules, Result, Store, StoreError, TicketStatus};
 
 pub struct SqliteStore {
     /// The one connection that writes (and reads what writers read).
@@ -369,15 +369,15 @@ impl Store for SqliteStore {
         Ok(known)
     }
 
-    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>> {
+    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
         if mails.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         self.write(|tx| {
             check_fences(&self.fences, tx, &[mailbox_id])?;
             let fetched_at = now();
-            let mut inserted = Vec::new();
-            for (i, mail) in mails.iter().enumerate() {
+            let mut inserted = 0;
+            for mail in mails {
                 let exists: bool = tx
                     .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages WHERE mailbox_id = ?1 AND remote_id = ?2)")?
                     .query_row(params![mailbox_id, mail.remote_id], |r| r.get(0))?;
@@ -393,9 +393,60 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?5 = 'failed' THEN ?7 END)",
                 )?
                 .execute(params![mailbox_id, mail.remote_id, sha, mail.size as i64, state, mail.rejected, fetched_at])?;
-                inserted.push((i, tx.last_insert_rowid()));
+                inserted += 1;
             }
             Ok(inserted)
+        })
+    }
+
+    fn journal_and_file(
+        &self,
+        mailbox_id: i64,
+        mails: &[IncomingMail<'_>],
+        parses: ParsesLater<'_>,
+        rules: &ProcessingRules,
+    ) -> Result<Vec<ProcessedMail>> {
+        // Waited for before the write lock: a parse takes longer than
+        // storing the bytes, and other writers (settling) need the lock.
+        let parses = parses();
+        if mails.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            check_fences(&self.fences, tx, &[mailbox_id])?;
+            let mut journaled = std::collections::HashSet::new();
+            for mail in mails {
+                let exists: bool = tx
+                    .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages WHERE mailbox_id = ?1 AND remote_id = ?2)")?
+                    .query_row(params![mailbox_id, mail.remote_id], |r| r.get(0))?;
+                if exists {
+                    journaled.insert(mail.remote_id.clone());
+                }
+            }
+            let new = crate::process::new_mails(mails, journaled);
+            // Ids drawn as SQLite would (the writer lock is held): rows are
+            // written only when filing records each outcome.
+            let first_id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| r.get(0))?;
+            let mut ledger = SqliteLedger::new(tx, now());
+            let mut fresh = Vec::with_capacity(new.len());
+            for (journal_id, mail) in (first_id..).zip(new.into_iter().map(|i| &mails[i])) {
+                if let Some(reason) = &mail.rejected {
+                    tx.prepare_cached(
+                        "INSERT INTO messages (id, mailbox_id, remote_id, size, state, reason, fetched_at, processed_at)
+                         VALUES (?1, ?2, ?3, ?4, 'failed', ?5, ?6, ?6)",
+                    )?
+                    .execute(params![journal_id, mailbox_id, mail.remote_id, mail.size as i64, reason, ledger.at])?;
+                    continue;
+                }
+                let raw_sha256 = put_blob_hashed(tx, mail.raw, mail.raw_sha256())?;
+                let row =
+                    FreshRow { mailbox_id, remote_id: mail.remote_id.clone(), raw_sha256, size: mail.size as i64 };
+                ledger.fresh.insert(journal_id, row);
+                fresh.push((journal_id, mail));
+            }
+            let processed = crate::process::file_fresh(&mut ledger, mailbox_id, fresh, parses, rules)?;
+            crate::process::check_all_written(&ledger.fresh)?;
+            Ok(processed)
         })
     }
 
@@ -414,7 +465,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         self.write(|tx| {
             check_fences(&self.fences, tx, mailboxes)?;
-            work(&mut SqliteLedger { tx, at: now(), own_addresses: None })
+            work(&mut SqliteLedger::new(tx, now()))
         })
     }
 

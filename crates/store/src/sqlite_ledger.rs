@@ -2,6 +2,8 @@
 //! [`Ledger`] primitives the ticket rules call inside the write transaction.
 //! No decision is taken here.
 
+use std::collections::HashMap;
+
 use mailrobot_core::answer::folded;
 use mailrobot_core::{
     Address, AnswerContext, AnswerLimits, Filed, Ledger, MailboxPolicy, NewTicket, OutgoingAttachment, OutgoingMail,
@@ -9,6 +11,7 @@ use mailrobot_core::{
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use crate::model::FreshRow;
 use crate::outbox::EventRecord;
 use crate::sqlite::{put_blob, read_blob};
 use crate::sqlite_outbox::enqueue_event;
@@ -63,12 +66,60 @@ pub(crate) struct SqliteLedger<'a, 'c> {
     /// The robot's own addresses, read once per batch when first needed
     /// (every mailbox's settings: not once per acknowledgement).
     pub(crate) own_addresses: Option<Vec<String>>,
+    /// Journal rows of mails fetched in this transaction, written when
+    /// their outcome is recorded (`Store::journal_and_file`).
+    pub(crate) fresh: HashMap<i64, FreshRow>,
+}
+
+impl<'a, 'c> SqliteLedger<'a, 'c> {
+    pub(crate) fn new(tx: &'a Transaction<'c>, at: String) -> Self {
+        Self { tx, at, own_addresses: None, fresh: HashMap::new() }
+    }
+
+    /// Writes a fresh journal row with its outcome, as one insert.
+    fn insert_fresh(&self, journal_id: i64, row: &FreshRow, outcome: &RowOutcome<'_>) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO messages (id, mailbox_id, remote_id, raw_sha256, size, state, kind, message_id,
+                 fingerprint, subject, from_addr, ticket_id, reason, attempts, fetched_at, processed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, ?14, ?14)",
+            )?
+            .execute(params![
+                journal_id,
+                row.mailbox_id,
+                row.remote_id,
+                row.raw_sha256,
+                row.size,
+                outcome.state,
+                outcome.kind,
+                outcome.mail.and_then(|m| m.message_id.as_deref()),
+                outcome.mail.map(|m| m.fingerprint.as_str()),
+                outcome.mail.map(|m| m.subject.as_str()),
+                outcome.mail.and_then(|m| m.from.as_ref()).map(|a| a.email.as_str()),
+                outcome.ticket,
+                outcome.reason,
+                self.at
+            ])?;
+        Ok(())
+    }
+}
+
+/// What a fresh journal row records of its mail's filing.
+struct RowOutcome<'m> {
+    state: JournalState,
+    kind: Option<MessageKind>,
+    mail: Option<&'m ParsedMail>,
+    ticket: Option<i64>,
+    reason: Option<&'m str>,
 }
 
 impl Ledger for SqliteLedger<'_, '_> {
     type Error = StoreError;
 
     fn is_pending(&mut self, journal_id: i64) -> Result<bool> {
+        if self.fresh.contains_key(&journal_id) {
+            return Ok(true);
+        }
         let state = self
             .tx
             .prepare_cached("SELECT state FROM messages WHERE id = ?1")?
@@ -300,6 +351,16 @@ impl Ledger for SqliteLedger<'_, '_> {
     }
 
     fn record_processed(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed) -> Result<()> {
+        if let Some(row) = self.fresh.remove(&journal_id) {
+            let outcome = RowOutcome {
+                state: JournalState::Processed,
+                kind: Some(MessageKind::from(filed)),
+                mail: Some(mail),
+                ticket: filed.ticket().map(|t| t as i64),
+                reason: None,
+            };
+            return self.insert_fresh(journal_id, &row, &outcome);
+        }
         self.tx
             .prepare_cached(
                 "UPDATE messages SET state = 'processed', kind = ?2, message_id = ?3, fingerprint = ?4, subject = ?5,
@@ -320,6 +381,11 @@ impl Ledger for SqliteLedger<'_, '_> {
     }
 
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<()> {
+        if let Some(row) = self.fresh.remove(&journal_id) {
+            let outcome =
+                RowOutcome { state: JournalState::Failed, kind: None, mail: None, ticket: None, reason: Some(reason) };
+            return self.insert_fresh(journal_id, &row, &outcome);
+        }
         self.tx
             .prepare_cached(
                 "UPDATE messages SET state = 'failed', reason = ?2, attempts = attempts + 1, processed_at = ?3

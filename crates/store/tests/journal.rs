@@ -1,6 +1,7 @@
 //! The journal's exactly-once rules, on a real SQLite file and on a real
 //! PostgreSQL database (each test runs on both).
 
+use mailrobot_core::parse_raw;
 use mailrobot_store::*;
 
 fn mailbox(store: &impl Store, name: &str) -> i64 {
@@ -329,6 +330,104 @@ fn a_large_mail_comes_back_byte_for_byte<S: Store>(s: &S) {
     assert_eq!(out.len(), 2);
 }
 
+// Journaling and filing in one transaction (`Store::journal_and_file`),
+// each new journal row written once with its outcome: the same outcomes as
+// journaling, then processing.
+
+/// Journals and files `mails` (remote id, raw bytes), each parsed as the
+/// pipeline parses it, plus `rejected` ones refused before download.
+fn journal_and_file<S: Store>(
+    s: &S,
+    mailbox_id: i64,
+    mails: &[(&str, &[u8])],
+    rejected: &[(&str, u64, &str)],
+) -> Vec<ProcessedMail> {
+    let mut incoming: Vec<IncomingMail<'_>> = mails.iter().map(|(id, raw)| IncomingMail::fetched(*id, raw)).collect();
+    incoming.extend(rejected.iter().map(|(id, size, reason)| IncomingMail::rejected(*id, *size, *reason)));
+    let mut parses = Parses::new();
+    for (id, raw) in mails {
+        parses.entry(id.to_string()).or_insert_with(|| parse_raw(raw));
+    }
+    s.journal_and_file(mailbox_id, &incoming, Box::new(move || parses), &ProcessingRules::default()).unwrap()
+}
+
+/// How a mail was filed: remote id, state, kind, ticket, whether it opened it.
+type Filed<'a> = (&'a str, JournalState, Option<MessageKind>, Option<i64>, bool);
+
+fn one_commit_files_what_journal_then_process_would<S: Store>(s: &S) {
+    let mb = mailbox(s, "a");
+    let first = mail("1@x", "Printer broken", "", "It is broken");
+    let reply = mail("2@x", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still broken");
+    let known = mail("0@x", "Known", "", "journaled by an earlier pass");
+    s.journal(mb, &[IncomingMail::fetched("r0", &known)]).unwrap();
+    let mails: [(&str, &[u8]); 6] = [
+        ("r0", &known),
+        ("r1", &first),
+        // The same mail again under another remote id (a re-listed copy).
+        ("r2", &first),
+        ("r3", &reply),
+        ("r4", b"not a mail"),
+        // A remote id twice in one fetch: the first counts.
+        ("r1", &reply),
+    ];
+    let out = journal_and_file(s, mb, &mails, &[("r5", 99 << 20, "too large")]);
+    let outcomes: Vec<Filed<'_>> =
+        out.iter().map(|p| (p.remote_id.as_str(), p.state, p.kind, p.ticket_id, p.created_ticket)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("r1", JournalState::Processed, Some(MessageKind::Mail), Some(1), true),
+            ("r2", JournalState::Processed, Some(MessageKind::Duplicate), Some(1), false),
+            ("r3", JournalState::Processed, Some(MessageKind::Mail), Some(1), false),
+            ("r4", JournalState::Failed, None, None, false),
+        ]
+    );
+    assert!(out[3].reason.as_deref().is_some_and(|r| r.contains("cannot be read")), "{:?}", out[3].reason);
+
+    let rows = s.messages(&MessageFilter { mailbox_id: Some(mb), ..Default::default() }).unwrap();
+    let by_remote = |rid: &str| rows.iter().find(|m| m.remote_id == rid).unwrap_or_else(|| panic!("{rid} missing"));
+    assert_eq!(rows.len(), 6, "r0 to r5, each once: {rows:?}");
+    assert_eq!(by_remote("r0").state, JournalState::Fetched, "left to the pass that journaled it");
+    let r1 = by_remote("r1");
+    assert_eq!((r1.message_id.as_deref(), r1.subject.as_deref()), (Some("1@x"), Some("Printer broken")));
+    assert_eq!(r1.from.as_deref(), Some("alice@example.com"));
+    assert!(r1.processed_at.is_some() && !r1.settled);
+    assert_eq!(s.message_raw(r1.journal_id).unwrap().unwrap(), first, "the raw bytes are journaled");
+    assert_eq!(s.message_raw(by_remote("r3").journal_id).unwrap().unwrap(), reply);
+    assert_eq!(by_remote("r4").state, JournalState::Failed);
+    assert_eq!(s.message_raw(by_remote("r4").journal_id).unwrap().unwrap(), b"not a mail", "a broken mail is kept");
+    let r5 = by_remote("r5");
+    assert_eq!((r5.state, r5.reason.as_deref(), r5.size), (JournalState::Failed, Some("too large"), 99 << 20));
+    // Rows are numbered in the order the mails came.
+    let ids: Vec<i64> = ["r0", "r1", "r2", "r3", "r4", "r5"].iter().map(|r| by_remote(r).journal_id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let ticket = s.ticket(1).unwrap().unwrap();
+    let entries: Vec<(i64, i64)> = ticket.entries.iter().map(|e| (e.position, e.journal_id)).collect();
+    assert_eq!(entries, [(1, r1.journal_id), (2, by_remote("r3").journal_id)]);
+    let unsettled: Vec<String> = s.unsettled(mb).unwrap().into_iter().map(|u| u.remote_id).collect();
+    assert_eq!(unsettled, ["r1", "r2", "r3", "r4", "r5"]);
+
+    // Processing what is left (r0) goes on from the rows written once.
+    let rest = s.process_pending(Some(mb), 100, u64::MAX, &ProcessingRules::default()).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(rest[0].created_ticket);
+    // A second delivery of the batch journals nothing again.
+    assert!(journal_and_file(s, mb, &[("r1", &first), ("r3", &reply)], &[]).is_empty());
+    assert_eq!(s.tickets().unwrap().len(), 2);
+}
+
+fn a_copy_in_another_mailbox_joins_the_ticket_of_the_first<S: Store>(s: &S) {
+    let (a, b) = (mailbox(s, "a"), mailbox(s, "b"));
+    let original = mail("1@x", "Hello", "", "Body");
+    let later = mail("5@x", "Re: Hello", "References: <1@x>\r\n", "More");
+    journal_and_file(s, a, &[("1", &original)], &[]);
+    let out = journal_and_file(s, b, &[("1", &original), ("2", &later)], &[]);
+    let kinds: Vec<(Option<MessageKind>, Option<i64>)> = out.iter().map(|p| (p.kind, p.ticket_id)).collect();
+    assert_eq!(kinds, [(Some(MessageKind::Duplicate), Some(1)), (Some(MessageKind::Mail), Some(1))]);
+    assert_eq!(s.ticket(1).unwrap().unwrap().entries.len(), 2);
+}
+
 mailrobot_store::on_both_backends!(
     a_large_mail_comes_back_byte_for_byte,
     journal_is_idempotent_per_remote_id,
@@ -340,7 +439,9 @@ mailrobot_store::on_both_backends!(
     broken_mail_fails_with_reason_and_the_batch_goes_on,
     a_processing_batch_stops_at_its_byte_budget,
     counts_per_mailbox_tell_today_waiting_and_failed,
-    tickets_are_searched_filtered_and_paged_newest_first
+    tickets_are_searched_filtered_and_paged_newest_first,
+    one_commit_files_what_journal_then_process_would,
+    a_copy_in_another_mailbox_joins_the_ticket_of_the_first
 );
 
 mailrobot_store::on_both_backends_opened!(

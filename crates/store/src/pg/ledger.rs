@@ -12,9 +12,9 @@ use mailrobot_core::{
 
 use super::rows::FilingRows;
 use super::{BLOB_PIECE, PgTx, read_blob};
-use crate::model::{mailbox_policy, tags_from_json, tags_to_json};
+use crate::model::{FreshRow, mailbox_policy, tags_from_json, tags_to_json};
 use crate::outbox::EventRecord;
-use crate::{JournalState, Result, StoreError, TicketStatus, WebhookEvent};
+use crate::{IncomingMail, JournalState, Result, StoreError, TicketStatus, WebhookEvent};
 
 /// Up to `limit` mails in state `fetched`, with their bytes, stopping before
 /// `max_bytes` (always at least one).
@@ -76,6 +76,9 @@ pub(crate) struct PgLedger<'a, 'c> {
     ticket_numbers: Option<(i64, i64)>,
     /// Tickets, entries, contacts and journal rows not sent yet.
     rows: FilingRows,
+    /// Journal rows of mails fetched in this transaction, written when
+    /// their outcome is recorded (`Store::journal_and_file`).
+    pub(crate) fresh: HashMap<i64, FreshRow>,
 }
 
 /// The tickets of mails with one Message-ID.
@@ -109,7 +112,15 @@ struct Known {
 
 impl<'a, 'c> PgLedger<'a, 'c> {
     pub(crate) fn new(tx: &'a mut PgTx<'c>, at: String) -> Self {
-        Self { tx, at, own_addresses: None, known: Known::default(), ticket_numbers: None, rows: FilingRows::default() }
+        Self {
+            tx,
+            at,
+            own_addresses: None,
+            known: Known::default(),
+            ticket_numbers: None,
+            rows: FilingRows::default(),
+            fresh: HashMap::new(),
+        }
     }
 
     /// The transaction, once the rows gathered are sent: what comes next
@@ -130,6 +141,24 @@ impl<'a, 'c> PgLedger<'a, 'c> {
             tx.query_one("SELECT setval(pg_get_serial_sequence('tickets', 'id'), $1::bigint)", &[&last])?;
         }
         Ok(())
+    }
+
+    /// Journals a mail refused before download as failed, with why.
+    pub(crate) fn journal_rejected(
+        &mut self,
+        journal_id: i64,
+        mailbox_id: i64,
+        mail: &IncomingMail<'_>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let at = self.at.clone();
+        let reason = reason.unwrap_or("not read").to_string();
+        self.db()?.defer(
+            "INSERT INTO messages (id, mailbox_id, remote_id, size, state, reason, fetched_at, processed_at)
+             VALUES ($1, $2, $3, $4, 'failed', $5, $6, $6)",
+            owned![journal_id, mailbox_id, mail.remote_id.clone(), mail.size as i64, reason, at],
+            0,
+        )
     }
 
     fn next_ticket_number(&mut self) -> Result<i64> {
@@ -171,7 +200,7 @@ impl Ledger for PgLedger<'_, '_> {
         self.rows.send(self.tx, &self.at)?;
         let known = &mut self.known;
         let tx = &mut *self.tx;
-        known.pending = lookups.journal_ids.iter().map(|id| (*id, false)).collect();
+        known.pending = lookups.journal_ids.iter().map(|id| (*id, self.fresh.contains_key(id))).collect();
         for row in
             tx.query("SELECT id FROM messages WHERE id = ANY($1) AND state = 'fetched'", &[&lookups.journal_ids])?
         {
@@ -216,6 +245,9 @@ impl Ledger for PgLedger<'_, '_> {
     }
 
     fn is_pending(&mut self, journal_id: i64) -> Result<bool> {
+        if self.fresh.contains_key(&journal_id) {
+            return Ok(true);
+        }
         if let Some(pending) = self.known.pending.get(&journal_id) {
             return Ok(*pending);
         }
@@ -452,12 +484,21 @@ impl Ledger for PgLedger<'_, '_> {
         {
             thread.received = Some((journal_id, ticket));
         }
-        self.rows.processed(self.tx, &self.at, journal_id, mail, filed)
+        let fresh = self.fresh.remove(&journal_id);
+        self.rows.processed(self.tx, &self.at, journal_id, mail, filed, fresh)
     }
 
     fn record_failed(&mut self, journal_id: i64, reason: &str) -> Result<()> {
         self.known.pending.insert(journal_id, false);
         let at = self.at.clone();
+        if let Some(row) = self.fresh.remove(&journal_id) {
+            return self.db()?.defer(
+                "INSERT INTO messages (id, mailbox_id, remote_id, raw_sha256, size, state, reason, attempts, fetched_at,
+                 processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, 1, $7, $7)",
+                owned![journal_id, row.mailbox_id, row.remote_id, row.raw_sha256, row.size, reason.to_string(), at],
+                reason.len(),
+            );
+        }
         self.db()?.defer(
             "UPDATE messages SET state = 'failed', reason = $2, attempts = attempts + 1, processed_at = $3
              WHERE id = $1",

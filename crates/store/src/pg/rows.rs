@@ -2,9 +2,11 @@
 //! statement per table and few megabytes (`unnest` of arrays): the server
 //! runs a few statements per batch instead of several per mail.
 //!
-//! Order matters and is kept: blobs, tickets, entries (their positions
-//! follow the ones stored, in the order added), attachments, ticket times,
-//! contacts, then journal rows. [`FilingRows::send`] must run before any
+//! Order matters and is kept: blobs, tickets, journal rows written at once
+//! (mails fetched in this transaction: the entries refer to them), entries
+//! (their positions follow the ones stored, in the order added),
+//! attachments, ticket times, contacts, then journal rows updated
+//! (mails journaled before). [`FilingRows::send`] must run before any
 //! other statement of the transaction, so what it sends lands before what
 //! follows it (the ledger sends them before every other write or read).
 
@@ -12,6 +14,7 @@ use mailrobot_core::answer::folded;
 use mailrobot_core::{Address, Filed, NewTicket, ParsedMail};
 
 use super::{BLOB_PIECE, BlobRows, OwnedParam, PgTx, put_blob};
+use crate::model::FreshRow;
 use crate::{MessageKind, Result};
 
 /// Rows are sent once they hold this many bytes (bodies, attachments) or
@@ -27,9 +30,13 @@ pub(crate) struct FilingRows {
     attachments: AttachmentRows,
     touched_tickets: Vec<i64>,
     contacts: ContactRows,
-    /// What was decided about answering each mail, until it is processed.
+    /// What was decided about answering mails whose journal rows are not
+    /// among the ones to send.
     answers: std::collections::HashMap<i64, String>,
+    /// Journal rows updated as processed, and rows written (fetched in this
+    /// transaction) as processed.
     processed: ProcessedRows,
+    inserted: InsertedRows,
     bytes: usize,
     mails: usize,
 }
@@ -87,6 +94,41 @@ struct ProcessedRows {
     from_addr: Vec<Option<String>>,
     ticket_id: Vec<Option<i64>>,
     answer: Vec<Option<String>>,
+}
+
+/// Journal rows written at once as processed: [`ProcessedRows`] and where
+/// the mail came from.
+#[derive(Default)]
+struct InsertedRows {
+    processed: ProcessedRows,
+    mailbox_id: Vec<i64>,
+    remote_id: Vec<String>,
+    raw_sha256: Vec<String>,
+    size: Vec<i64>,
+}
+
+impl ProcessedRows {
+    fn push(&mut self, journal_id: i64, mail: &ParsedMail, filed: Filed, answer: Option<String>) {
+        self.id.push(journal_id);
+        self.kind.push(MessageKind::from(filed));
+        self.message_id.push(mail.message_id.clone());
+        self.fingerprint.push(mail.fingerprint.clone());
+        self.subject.push(mail.subject.clone());
+        self.from_addr.push(mail.from.as_ref().map(|a| a.email.clone()));
+        self.ticket_id.push(filed.ticket().map(|t| t as i64));
+        self.answer.push(answer);
+    }
+
+    /// Sets the answer of a row still to be sent; false if there is none.
+    fn set_answer(&mut self, journal_id: i64, answer: &str) -> bool {
+        match self.id.iter().rposition(|id| *id == journal_id) {
+            Some(i) => {
+                self.answer[i] = Some(answer.to_string());
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Boxes the arrays of one statement.
@@ -160,12 +202,16 @@ impl FilingRows {
         self.contacts.name.push(address.name.clone());
     }
 
-    /// What was decided about answering the mail (the last word counts).
+    /// What was decided about answering the mail (the last word counts):
+    /// on its journal row if that is still to be sent.
     pub(crate) fn answer(&mut self, journal_id: i64, answer: &str) {
-        self.answers.insert(journal_id, answer.to_string());
+        if !self.processed.set_answer(journal_id, answer) && !self.inserted.processed.set_answer(journal_id, answer) {
+            self.answers.insert(journal_id, answer.to_string());
+        }
     }
 
-    /// The journal row as processed; sends the rows once enough wait.
+    /// The journal row as processed (written now if `fresh`); sends the
+    /// rows once enough wait.
     pub(crate) fn processed(
         &mut self,
         tx: &mut PgTx<'_>,
@@ -173,16 +219,20 @@ impl FilingRows {
         journal_id: i64,
         mail: &ParsedMail,
         filed: Filed,
+        fresh: Option<FreshRow>,
     ) -> Result<()> {
-        let rows = &mut self.processed;
-        rows.id.push(journal_id);
-        rows.kind.push(MessageKind::from(filed));
-        rows.message_id.push(mail.message_id.clone());
-        rows.fingerprint.push(mail.fingerprint.clone());
-        rows.subject.push(mail.subject.clone());
-        rows.from_addr.push(mail.from.as_ref().map(|a| a.email.clone()));
-        rows.ticket_id.push(filed.ticket().map(|t| t as i64));
-        rows.answer.push(self.answers.remove(&journal_id));
+        let answer = self.answers.remove(&journal_id);
+        match fresh {
+            None => self.processed.push(journal_id, mail, filed, answer),
+            Some(row) => {
+                let rows = &mut self.inserted;
+                rows.processed.push(journal_id, mail, filed, answer);
+                rows.mailbox_id.push(row.mailbox_id);
+                rows.remote_id.push(row.remote_id);
+                rows.raw_sha256.push(row.raw_sha256);
+                rows.size.push(row.size);
+            }
+        }
         self.mails += 1;
         if self.mails >= MAX_MAILS || self.bytes >= MAX_BYTES {
             self.send(tx, at)?;
@@ -204,6 +254,35 @@ impl FilingRows {
             tx.defer(
                 "INSERT INTO tickets (created_at, updated_at, id, subject, requester, requester_name, requester_key)
                  SELECT $1, $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                params,
+                0,
+            )?;
+        }
+        // Before the entries, answers and outbox rows that refer to them.
+        let i = &mut self.inserted;
+        if !i.mailbox_id.is_empty() {
+            let mut params = vec![at()];
+            let p = &mut i.processed;
+            params.extend(arrays![
+                p.id,
+                i.mailbox_id,
+                i.remote_id,
+                i.raw_sha256,
+                i.size,
+                p.kind,
+                p.message_id,
+                p.fingerprint,
+                p.subject,
+                p.from_addr,
+                p.ticket_id,
+                p.answer
+            ]);
+            tx.defer(
+                "INSERT INTO messages (fetched_at, processed_at, state, attempts, id, mailbox_id, remote_id, raw_sha256,
+                 size, kind, message_id, fingerprint, subject, from_addr, ticket_id, answer)
+                 SELECT $1, $1, 'processed', 1, *
+                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+                             $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[])",
                 params,
                 0,
             )?;

@@ -1,6 +1,6 @@
 //! [`Store`] on PostgreSQL: mailboxes, the journal, tickets and the views.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use mailrobot_core::{Ledger, PendingMail};
 use tokio_postgres::Row;
@@ -9,7 +9,7 @@ use super::lease::check_fences;
 use super::ledger::{PgLedger, read_pending};
 use super::{BLOB_PIECE, BlobRows, PgStore, PgTx, now, put_blob_hashed, read_blob};
 use crate::model::*;
-use crate::{JournalState, Result, Store, StoreError, TicketStatus};
+use crate::{JournalState, ProcessingRules, Result, Store, StoreError, TicketStatus};
 
 const MAILBOX_COLUMNS: &str = "id, name, kind, enabled, config, sealed_secret IS NOT NULL, poll_seconds, \
      max_message_bytes, status, last_error, consecutive_failures, last_poll_at, next_poll_at, created_at, connection_id, \
@@ -60,6 +60,18 @@ pub(crate) fn ticket_from_row(r: &Row) -> Result<TicketSummary> {
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
     })
+}
+
+/// Which remote ids of `mails` the mailbox's journal has already.
+fn journaled_remote_ids(tx: &mut PgTx<'_>, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<HashSet<String>> {
+    let remote_ids: Vec<&str> = mails.iter().map(|m| m.remote_id.as_str()).collect();
+    tx.query(
+        "SELECT remote_id FROM messages WHERE mailbox_id = $1 AND remote_id = ANY($2)",
+        &[&mailbox_id, &remote_ids],
+    )?
+    .iter()
+    .map(|row| Ok(row.try_get(0)?))
+    .collect()
 }
 
 impl Store for PgStore {
@@ -265,23 +277,14 @@ impl Store for PgStore {
         })
     }
 
-    fn journal_new(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<Vec<(usize, i64)>> {
+    fn journal(&self, mailbox_id: i64, mails: &[IncomingMail<'_>]) -> Result<usize> {
         if mails.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         self.write_for_mailbox(&[mailbox_id], |tx| {
             let fetched_at = now();
-            let remote_ids: Vec<&str> = mails.iter().map(|m| m.remote_id.as_str()).collect();
-            let mut journaled: HashSet<String> = tx
-                .query(
-                    "SELECT remote_id FROM messages WHERE mailbox_id = $1 AND remote_id = ANY($2)",
-                    &[&mailbox_id, &remote_ids],
-                )?
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<std::result::Result<_, _>>()?;
             // Once per mailbox and remote id, also within one batch.
-            let new: Vec<usize> = (0..mails.len()).filter(|i| journaled.insert(mails[*i].remote_id.clone())).collect();
+            let new = crate::process::new_mails(mails, journaled_remote_ids(tx, mailbox_id, mails)?);
             let mut shas: Vec<Option<String>> = Vec::with_capacity(new.len());
             let mut blobs = BlobRows::default();
             for &i in &new {
@@ -297,15 +300,14 @@ impl Store for PgStore {
                 .iter()
                 .map(|i| if mails[*i].rejected.is_some() { JournalState::Failed } else { JournalState::Fetched })
                 .collect();
-            let rows = tx.query(
+            let inserted = tx.exec(
                 // A row another writer added meanwhile (a `run-once` beside
                 // the nodes, which takes no lease) is that writer's to file.
                 "INSERT INTO messages (mailbox_id, remote_id, raw_sha256, size, state, reason, fetched_at, processed_at)
                  SELECT $1, remote_id, sha, size, state, reason, $2, CASE WHEN state = 'failed' THEN $2 END
                  FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
                       AS u(remote_id, sha, size, state, reason)
-                 ON CONFLICT (mailbox_id, remote_id) DO NOTHING
-                 RETURNING remote_id, id",
+                 ON CONFLICT (mailbox_id, remote_id) DO NOTHING",
                 &[
                     &mailbox_id,
                     &fetched_at,
@@ -316,9 +318,79 @@ impl Store for PgStore {
                     &new.iter().map(|i| mails[*i].rejected.as_deref()).collect::<Vec<_>>(),
                 ],
             )?;
-            let ids: HashMap<String, i64> =
-                rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect::<Result<_>>()?;
-            Ok(new.into_iter().filter_map(|i| Some((i, *ids.get(&mails[i].remote_id)?))).collect())
+            Ok(inserted as usize)
+        })
+    }
+
+    fn journal_and_file(
+        &self,
+        mailbox_id: i64,
+        mails: &[IncomingMail<'_>],
+        parses: ParsesLater<'_>,
+        rules: &ProcessingRules,
+    ) -> Result<Vec<ProcessedMail>> {
+        if mails.is_empty() {
+            parses();
+            return Ok(Vec::new());
+        }
+        // The raw bytes first, while the parsing goes on, beside other
+        // nodes (no write lock). Not waited for on disk: the commit of the
+        // rows that refer to them flushes the log past them, and bytes no
+        // row refers to (a crash between) are taken again by the next
+        // fetch of the same mail.
+        let shas = self.write_for_mailbox(&[mailbox_id], |tx| {
+            tx.exec("SET LOCAL synchronous_commit = off", &[])?;
+            let mut blobs = BlobRows::default();
+            let mut shas = Vec::with_capacity(mails.len());
+            for mail in mails {
+                shas.push(match &mail.rejected {
+                    Some(_) => None,
+                    None if mail.raw.len() > BLOB_PIECE => Some(put_blob_hashed(tx, mail.raw, mail.raw_sha256())?),
+                    None => Some(blobs.add_hashed(tx, mail.raw, mail.raw_sha256())?),
+                });
+            }
+            blobs.send(tx)?;
+            Ok(shas)
+        })?;
+        let parses = parses();
+        // The rows under the write lock, as filing is: no other writer
+        // adds these remote ids between the check and the rows.
+        self.write(|tx| {
+            check_fences(&self.fences, tx, &[mailbox_id])?;
+            let new = crate::process::new_mails(mails, journaled_remote_ids(tx, mailbox_id, mails)?);
+            // Ids drawn for every new row: they are written only when filing
+            // records each outcome.
+            let mut ids: Vec<i64> = tx
+                .query(
+                    "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1::bigint)",
+                    &[&(new.len() as i64)],
+                )?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
+            ids.sort_unstable();
+            let mut ledger = PgLedger::new(tx, now());
+            let mut fresh = Vec::with_capacity(new.len());
+            for (i, journal_id) in new.into_iter().zip(ids) {
+                let mail = &mails[i];
+                match (&mail.rejected, &shas[i]) {
+                    (None, Some(sha)) => {
+                        let row = FreshRow {
+                            mailbox_id,
+                            remote_id: mail.remote_id.clone(),
+                            raw_sha256: sha.to_string(),
+                            size: mail.size as i64,
+                        };
+                        ledger.fresh.insert(journal_id, row);
+                        fresh.push((journal_id, mail));
+                    }
+                    (reason, _) => ledger.journal_rejected(journal_id, mailbox_id, mail, reason.as_deref())?,
+                }
+            }
+            let processed = crate::process::file_fresh(&mut ledger, mailbox_id, fresh, parses, rules)?;
+            crate::process::check_all_written(&ledger.fresh)?;
+            ledger.finish()?;
+            Ok(processed)
         })
     }
 
