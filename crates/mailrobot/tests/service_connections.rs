@@ -81,7 +81,15 @@ async fn sign_in(emu: &Emulator, authorize_url: &str, accept: bool) -> (u16, Str
 }
 
 fn authorize(robot: &Robot, connection: &str) -> String {
-    robot.run(&["connection", "authorize", connection]).lines().next().unwrap().trim().to_string()
+    let url = robot.run(&["connection", "authorize", connection]).lines().next().unwrap().trim().to_string();
+    // Without `--public-url` the redirect goes where `serve` said it
+    // listens (a port the kernel picked), never to the default one.
+    assert!(
+        !url.contains("127.0.0.1%3A8025%2F") && !url.contains("127.0.0.1:8025/"),
+        "the authorize URL {url} does not use the public URL serve recorded\n{}",
+        robot.serve_logs()
+    );
+    url
 }
 
 fn test_json(robot: &Robot, connection: &str) -> (bool, Value) {

@@ -43,7 +43,13 @@ pub async fn sign_in_as(
     }
     assert_eq!(response.status().as_u16(), 302, "the emulator redirects back to the robot");
     let location = response.headers()["location"].to_str().unwrap().to_string();
-    let back = http.get(&location).send().await.unwrap();
+    // The redirect URI comes from the robot (`connection authorize`): one
+    // that does not reach `serve` means it did not see serve's public URL.
+    let back = http
+        .get(&location)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the emulator's redirect to {location} reached no robot: {e}"));
     let status = back.status().as_u16();
     (status, back.text().await.unwrap(), location)
 }
