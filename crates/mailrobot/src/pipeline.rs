@@ -17,12 +17,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use mailrobot_core::{ParsedMail, parse_raw};
+use mailrobot_core::parse_raw;
 use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
-    IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, ProcessedMail, ProcessingRules, SettleTo, Store,
-    StoreError, raw_sha256,
+    IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, Parses, ProcessedMail, ProcessingRules, SettleTo,
+    Store, StoreError, raw_sha256,
 };
 use serde::Serialize;
 
@@ -556,12 +556,12 @@ impl Pipeline {
                         (mail, _) => mail,
                     })
                     .collect();
-                // The store may store the bytes while the parsing ends.
-                let remote_ids: Vec<String> = mails.iter().map(|m| m.remote_id.clone()).collect();
+                // The store may store the bytes while the parsing ends. A
+                // parse that never came makes each mail fail with why.
                 let parses = Box::new(move || {
                     runtime.block_on(parsing).unwrap_or_else(|e| {
-                        let reason = format!("not parsed: the parsing thread stopped ({e}); kept for a later retry");
-                        remote_ids.into_iter().map(|id| (id, Err(reason.clone()))).collect()
+                        tracing::error!(error = %e, "the parsing of a batch stopped");
+                        Parses::new()
                     })
                 });
                 s.journal_and_file(mailbox_id, &incoming, parses, &rules)
@@ -638,23 +638,20 @@ fn count_filed(report: &mut PollReport, mailbox_id: i64, started: std::time::Ins
     crate::metrics::record_processed(&label, done);
 }
 
-/// Parsed mails of a batch, by remote id.
-type Parsed = std::collections::HashMap<String, Result<ParsedMail, String>>;
-
 /// A batch on its way from the server lane to the database lane, its
 /// parsing already under way.
 struct FetchedBatch {
     mails: Arc<Vec<RemoteMail>>,
     /// Each mail's SHA-256 (`None` for a refused one).
     raw_sha256: Vec<Option<String>>,
-    parsing: tokio::task::JoinHandle<Parsed>,
+    parsing: tokio::task::JoinHandle<Parses>,
 }
 
 /// Parses the mails of a batch the journal will keep, keyed by remote id
 /// (a remote id twice in one fetch: the journal keeps the first).
-fn parse_batch(batch: &[RemoteMail], max: u64) -> Parsed {
+fn parse_batch(batch: &[RemoteMail], max: u64) -> Parses {
     let started = std::time::Instant::now();
-    let mut parsed = Parsed::new();
+    let mut parsed = Parses::new();
     for m in batch.iter().filter(|m| m.refused.is_none() && m.raw.len() as u64 <= max) {
         if !parsed.contains_key(&m.remote_id) {
             parsed.insert(m.remote_id.clone(), parse_raw(&m.raw));

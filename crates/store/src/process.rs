@@ -75,7 +75,9 @@ where
             journal_id,
             mailbox_id,
             remote_id: mail.remote_id.clone(),
-            parsed: parses.remove(&mail.remote_id).unwrap_or_else(|| Err("not parsed".to_string())),
+            parsed: parses.remove(&mail.remote_id).unwrap_or_else(|| {
+                Err("not parsed: the parsing of its batch stopped; kept for a later retry".to_string())
+            }),
         })
         .collect();
     let outcomes = file_batch(ledger, batch, &rules.tag, &rules.answer_limits)?;
