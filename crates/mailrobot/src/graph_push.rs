@@ -464,7 +464,6 @@ impl Watch<'_> {
             created_at: now,
             renewed_at: None,
         };
-        tracing::info!(mailbox = %self.mailbox.name, subscription = %subscription.id, expires_at = %subscription.expires_at, "Graph change notifications: subscribed");
         if let Err(err) = self.blocking(move |s| s.save_push_subscription(&record)).await {
             // Not stored, it would be found by no one: end it at Graph.
             if let Ok(subscriber) = self.subscriber().await {
@@ -472,6 +471,8 @@ impl Watch<'_> {
             }
             return Err(err);
         }
+        // Said once stored: a process started after this line takes it up.
+        tracing::info!(mailbox = %self.mailbox.name, subscription = %subscription.id, expires_at = %subscription.expires_at, "Graph change notifications: subscribed");
         self.activate(subscription.id, client_state, subscription.expires_at);
         self.arrived.notify_one();
         Ok(())

@@ -151,6 +151,11 @@ fn a_restart_takes_up_the_stored_subscription_and_renewal_comes_before_expiry() 
     let env = [("MAILROBOT_GRAPH_SUBSCRIPTION_SECONDS", "60")];
     let (mut serve, address) = robot.spawn_serve(&env);
     let sub = wait_for_subscription(&emu, &robot, None);
+    // Graph has it before the robot has stored it: killed in between, the
+    // next process would rightly make another.
+    let stored =
+        wait_until(Duration::from_secs(10), || robot.serve_logs().contains("Graph change notifications: subscribed"));
+    assert!(stored, "{}", robot.serve_logs());
     serve.kill().unwrap();
     serve.wait().unwrap();
 
