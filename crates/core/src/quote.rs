@@ -19,33 +19,53 @@ pub fn new_text(text: &str) -> Option<&str> {
     (!new.trim().is_empty()).then_some(new)
 }
 
-/// The lines of a text with their byte offsets, for look-ahead.
+/// The lines of a text with their byte offsets, for look-ahead. Each line
+/// is kept as written (without its line end) and trimmed: the checks below
+/// look at the trimmed line, which is worked out once per line, not once
+/// per check.
 struct Lines<'a> {
-    lines: Vec<(usize, &'a str)>,
+    lines: Vec<Line<'a>>,
+}
+
+struct Line<'a> {
+    at: usize,
+    text: &'a str,
+    trimmed: &'a str,
 }
 
 impl<'a> Lines<'a> {
     fn of(text: &'a str) -> Self {
         let mut lines = Vec::new();
         let mut at = 0;
-        for line in text.split_inclusive('\n') {
-            lines.push((at, line.trim_end_matches(['\r', '\n'])));
-            at += line.len();
+        // One scan for all line ends (a search per line cost more than
+        // the checks on it).
+        for end in memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1).chain(std::iter::once(text.len())) {
+            if end <= at {
+                continue; // the text ends with a line end: no line after it
+            }
+            let line = text[at..end].trim_end_matches(['\r', '\n']);
+            lines.push(Line { at, text: line, trimmed: line.trim() });
+            at = end;
         }
         Self { lines }
     }
 
     fn text(&self, i: usize) -> &'a str {
-        self.lines.get(i).map_or("", |l| l.1)
+        self.lines.get(i).map_or("", |l| l.text)
+    }
+
+    fn trimmed(&self, i: usize) -> &'a str {
+        self.lines.get(i).map_or("", |l| l.trimmed)
     }
 
     fn next_non_blank(&self, from: usize) -> Option<usize> {
-        (from..self.lines.len()).find(|&i| !self.text(i).trim().is_empty())
+        (from..self.lines.len()).find(|&i| !self.trimmed(i).is_empty())
     }
 }
 
-fn is_quoted(line: &str) -> bool {
-    line.trim_start().starts_with('>')
+/// Whether a trimmed line is quoted.
+fn is_quoted(trimmed: &str) -> bool {
+    trimmed.starts_with('>')
 }
 
 /// Where the history at the end of the text starts: a reply header
@@ -59,34 +79,34 @@ fn trailing_history(lines: &Lines<'_>) -> Option<usize> {
     // non-quoted signature separator aside).
     let mut tail_quote = n;
     for i in (0..n).rev() {
-        let line = lines.text(i);
+        let line = lines.trimmed(i);
         if is_quoted(line) {
             tail_quote = i;
-        } else if !line.trim().is_empty() {
+        } else if !line.is_empty() {
             break;
         }
     }
     for i in 0..n {
-        let line = lines.text(i);
-        if is_original_message_separator(line) || is_groupwise_header(line) {
-            return Some(lines.lines[i].0);
+        let (line, trimmed) = (lines.text(i), lines.trimmed(i));
+        if is_original_message_separator(trimmed) || is_groupwise_header(trimmed) {
+            return Some(lines.lines[i].at);
         }
-        if line.is_empty() || is_quoted(line) && i < tail_quote {
+        if line.is_empty() || is_quoted(trimmed) && i < tail_quote {
             continue;
         }
-        if is_rule(line) && lines.next_non_blank(i + 1).is_some_and(|j| j <= i + 2 && is_header_block(lines, j)) {
-            return Some(lines.lines[i].0);
+        if is_rule(trimmed) && lines.next_non_blank(i + 1).is_some_and(|j| j <= i + 2 && is_header_block(lines, j)) {
+            return Some(lines.lines[i].at);
         }
         if is_header_block(lines, i) {
-            return Some(lines.lines[i].0);
+            return Some(lines.lines[i].at);
         }
         if let Some(end) = attribution_end(lines, i)
             && lines.next_non_blank(end + 1).is_some_and(|j| j >= tail_quote && j < n)
         {
-            return Some(lines.lines[i].0);
+            return Some(lines.lines[i].at);
         }
         if i == tail_quote && i > 0 {
-            return Some(lines.lines[i].0);
+            return Some(lines.lines[i].at);
         }
     }
     None
@@ -100,18 +120,18 @@ fn leading_history_end(lines: &Lines<'_>) -> Option<usize> {
         Some(end) => lines.next_non_blank(end + 1)?,
         None => first,
     };
-    if !is_quoted(lines.text(quote_start)) {
+    if !is_quoted(lines.trimmed(quote_start)) {
         return None;
     }
     let mut i = quote_start;
-    while i < lines.lines.len() && (is_quoted(lines.text(i)) || lines.text(i).trim().is_empty()) {
+    while i < lines.lines.len() && (is_quoted(lines.trimmed(i)) || lines.trimmed(i).is_empty()) {
         i += 1;
     }
     // No interleaving: nothing quoted after the answer.
-    if i == lines.lines.len() || (i..lines.lines.len()).any(|j| is_quoted(lines.text(j))) {
+    if i == lines.lines.len() || (i..lines.lines.len()).any(|j| is_quoted(lines.trimmed(j))) {
         return None;
     }
-    Some(lines.lines[i].0)
+    Some(lines.lines[i].at)
 }
 
 fn starts_with_ignore_case(line: &str, prefix: &str) -> bool {
@@ -126,9 +146,8 @@ fn ends_with_ignore_case(line: &str, suffix: &str) -> bool {
         && line[line.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
-/// "-----Original Message-----" and its translations.
+/// "-----Original Message-----" and its translations (a trimmed line).
 fn is_original_message_separator(line: &str) -> bool {
-    let line = line.trim();
     if !line.starts_with("---") || !line.ends_with("---") {
         return false;
     }
@@ -150,22 +169,41 @@ fn is_original_message_separator(line: &str) -> bool {
     .contains(&words.as_str())
 }
 
-/// GroupWise: ">>> Name <addr> 26-3-2025 11:02 >>>".
+/// GroupWise: ">>> Name <addr> 26-3-2025 11:02 >>>" (a trimmed line).
 fn is_groupwise_header(line: &str) -> bool {
-    let line = line.trim();
     line.len() > 8 && line.starts_with(">>> ") && line.ends_with(" >>>")
 }
 
-/// Outlook Web's line of underscores above its header block.
+/// Outlook Web's line of underscores above its header block (a trimmed
+/// line).
 fn is_rule(line: &str) -> bool {
-    let line = line.trim();
     line.len() >= 10 && line.bytes().all(|b| b == b'_')
 }
 
-fn label(line: &str, labels: &[&str]) -> bool {
+/// Whether a trimmed line starts with one of `labels`, each at most
+/// `longest` bytes.
+fn label(line: &str, labels: &[&str], longest: usize) -> bool {
     // Plain text made from HTML marks the labels bold: "*From:* …".
-    let line = line.trim_start().trim_start_matches('*');
+    let line = line.trim_start_matches('*');
+    // Every label ends with a colon: a line without one that early is
+    // none of them (most lines; this spares comparing each label).
+    if !line.as_bytes().iter().take(longest).any(|&b| b == b':') {
+        return false;
+    }
     labels.iter().any(|l| starts_with_ignore_case(line, l))
+}
+
+/// The length in bytes of the longest of `labels`.
+const fn longest(labels: &[&str]) -> usize {
+    let mut i = 0;
+    let mut max = 0;
+    while i < labels.len() {
+        if labels[i].len() > max {
+            max = labels[i].len();
+        }
+        i += 1;
+    }
+    max
 }
 
 const FROM: &[&str] = &["From:", "Von:", "De:", "Van:", "Da:", "Från:", "Fra:", "Od:"];
@@ -193,14 +231,14 @@ const TO_OR_SUBJECT: &[&str] = &[
 /// Outlook's header block: "From: …" with "Sent: …" (or Date) and "To: …"
 /// or "Subject: …" in the lines right after.
 fn is_header_block(lines: &Lines<'_>, i: usize) -> bool {
-    if !label(lines.text(i), FROM) {
+    if !label(lines.trimmed(i), FROM, longest(FROM)) {
         return false;
     }
-    let next = (i + 1..(i + 6).min(lines.lines.len())).map(|j| lines.text(j));
+    let next = (i + 1..(i + 6).min(lines.lines.len())).map(|j| lines.trimmed(j));
     let (mut sent, mut to) = (false, false);
     for line in next {
-        sent |= label(line, SENT);
-        to |= label(line, TO_OR_SUBJECT);
+        sent |= label(line, SENT, longest(SENT));
+        to |= label(line, TO_OR_SUBJECT, longest(TO_OR_SUBJECT));
     }
     sent && to
 }
@@ -209,9 +247,13 @@ fn is_header_block(lines: &Lines<'_>, i: usize) -> bool {
 /// "Am … schrieb …:", "Le … a écrit :"…), which mail programs wrap over two
 /// lines when it is long.
 fn attribution_end(lines: &Lines<'_>, i: usize) -> Option<usize> {
-    let first = lines.text(i).trim();
+    let first = lines.trimmed(i);
     const OPENERS: &[&str] = &["On ", "Am ", "Le ", "El ", "Il ", "Op ", "Den ", "W dniu "];
-    if !OPENERS.iter().any(|o| starts_with_ignore_case(first, o)) {
+    // Each opener is a word of at most three letters and a space: most
+    // lines start with a longer word and need no comparison.
+    if !first.as_bytes().iter().take(4).any(|&b| b == b' ')
+        || !OPENERS.iter().any(|o| starts_with_ignore_case(first, o))
+    {
         return None;
     }
     let ends = |line: &str| {
@@ -227,8 +269,8 @@ fn attribution_end(lines: &Lines<'_>, i: usize) -> Option<usize> {
     if ends(first) {
         return Some(i);
     }
-    let second = lines.text(i + 1);
-    (!second.trim().is_empty() && !is_quoted(second) && ends(second)).then_some(i + 1)
+    let second = lines.trimmed(i + 1);
+    (!second.is_empty() && !is_quoted(second) && ends(lines.text(i + 1))).then_some(i + 1)
 }
 
 /// Where the quoted history of an HTML body starts: the byte offset of the
