@@ -364,6 +364,26 @@ mod tests {
         assert_eq!(new_text("Yes, please.\n\n> Shall we replace it?\n> Bob\n"), Some("Yes, please."));
     }
 
+    /// The quick checks before comparing labels and openers (a colon
+    /// within the longest label's length, a first word of at most three
+    /// letters) let through the longest and the non-ASCII ones.
+    #[test]
+    fn labels_and_openers_at_the_edges_of_the_quick_checks() {
+        let swedish =
+            "Tack!\n\nFrån: IT <it@example.se>\nSkickat: den 1 april 2025\nTill: Anna\nÄmne: Skrivare\n\nGammal text\n";
+        assert_eq!(new_text(swedish), Some("Tack!"));
+        let dutch = "Top.\n\nVan: IT\nVerzonden: maandag 31 maart 2025\nOnderwerp: Printer\n\nOude tekst\n";
+        assert_eq!(new_text(dutch), Some("Top."));
+        let bold = "Thanks\n\n*From:* IT Helpdesk\n*Sent:* Monday\n*To:* Ann\n\nold text\n";
+        assert_eq!(new_text(bold), Some("Thanks"));
+        let danish = "Ok.\n\nDen 1. apr. 2025 skrev Anna <anna@example.dk>:\n> gammel tekst\n";
+        assert_eq!(new_text(danish), Some("Ok."));
+        let polish = "W dniu 1.04.2025 Anna wrote:\n> stary tekst\n\nDziękuję.\n";
+        assert_eq!(new_text(polish), Some("Dziękuję."));
+        // A colon or a short first word alone is no marker.
+        assert_eq!(new_text("Note: the printer\nOn floor 2 it jams:\n> quoted\nanswer\n"), None);
+    }
+
     #[test]
     fn html_markers() {
         let gmail = r#"<div dir="ltr">Thanks, works.</div><br><div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Mon wrote:<br></div><blockquote class="gmail_quote">old</blockquote></div>"#;
