@@ -567,7 +567,10 @@ pub(crate) fn read_blob(tx: &mut PgTx<'_>, sha256: &str) -> Result<Option<Vec<u8
     };
     let size = row.try_get::<_, i64>(0)?.max(0) as usize;
     let mut data = Vec::with_capacity(size);
-    // Uncompressed (STORAGE EXTERNAL): substring reads only the pieces asked for.
+    // In pieces, so the node never holds a large blob twice. A value stored
+    // uncompressed (what LZ4 cannot shrink: most large attachments) is
+    // read piece by piece; a compressed one is decompressed by the server
+    // up to the end of each piece.
     while data.len() < size {
         let row = tx.query_one(
             "SELECT substring(data FROM $2::int FOR $3::int) FROM blobs WHERE sha256 = $1",
