@@ -330,8 +330,37 @@ fn mailrobot_run(bin: &Path, port: u16, user: &str) -> anyhow::Result<(Measured,
     Ok((measured, report[0]["report"].clone()))
 }
 
+/// This hour's speed of the machine, by a fixed piece of work whatever the
+/// build: SHA-256 of 64 MB on one core, best of three, in MB/s. The same
+/// build spent a third more or less CPU on the same mails from one hour to
+/// the next on these VMs (which expose no instruction counters): figures
+/// of different runs compare only with this beside them.
+fn machine_yardstick() -> f64 {
+    use sha2::Digest;
+    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        std::hint::black_box(sha2::Sha256::digest(&data));
+        best = best.max(data.len() as f64 / 1e6 / started.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Prints a run's results (JSON on stdout) with the machine's yardstick
+/// from before the run and after it.
+fn emit(mut results: Value, before: f64) -> anyhow::Result<()> {
+    let after = machine_yardstick();
+    eprintln!("== machine yardstick after: SHA-256 on one core {after:.0} MB/s (before: {before:.0})");
+    results["machine_sha256_mb_per_s"] = json!({"before": before, "after": after});
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let yardstick_before = machine_yardstick();
+    eprintln!("== machine yardstick: SHA-256 on one core {yardstick_before:.0} MB/s");
     ensure!(args.mailrobot.exists(), "{} not found: run `cargo build --release` first", args.mailrobot.display());
     if args.api_only {
         let mut results = json!({"nproc": std::thread::available_parallelism()?.get()});
@@ -343,7 +372,7 @@ fn main() -> anyhow::Result<()> {
             results["ingest_with_readers"] =
                 api::readers_run(&args.mailrobot, args.readers_mails, args.rounds, args.seed)?;
         }
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     if args.nodes_mails > 0 {
@@ -358,7 +387,7 @@ fn main() -> anyhow::Result<()> {
                 args.seed
             )?,
         });
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     if args.fair_big_mails > 0 {
@@ -366,7 +395,7 @@ fn main() -> anyhow::Result<()> {
             "nproc": std::thread::available_parallelism()?.get(),
             "fairness": mailboxes::fairness(&args.mailrobot, args.fair_big_mails)?,
         });
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     if args.many_mailboxes > 0 || args.many_graph_mailboxes > 0 {
@@ -378,7 +407,7 @@ fn main() -> anyhow::Result<()> {
         if args.many_graph_mailboxes > 0 {
             results["many_graph_mailboxes"] = mailboxes::graph_mailboxes(bin, args.many_graph_mailboxes, watch)?;
         }
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     if args.latency_mails > 0 {
@@ -386,7 +415,7 @@ fn main() -> anyhow::Result<()> {
             "nproc": std::thread::available_parallelism()?.get(),
             "latency": latency::latency(&args.mailrobot, args.latency_mails, args.latency_poll_seconds)?,
         });
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     if args.outbound_only {
@@ -395,7 +424,7 @@ fn main() -> anyhow::Result<()> {
             "nproc": std::thread::available_parallelism()?.get(),
             "outbound": outbound::outbound_run(&args.mailrobot, args.outbound_mails, args.rounds, args.seed)?,
         });
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        emit(results, yardstick_before)?;
         return Ok(());
     }
     let opts = GenOptions::default();
@@ -529,7 +558,7 @@ fn main() -> anyhow::Result<()> {
     if args.outbound_mails > 0 {
         results["outbound"] = outbound::outbound_run(&args.mailrobot, args.outbound_mails, args.rounds, args.seed)?;
     }
-    println!("{}", serde_json::to_string_pretty(&results)?);
+    emit(results, yardstick_before)?;
     Ok(())
 }
 
