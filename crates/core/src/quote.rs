@@ -231,14 +231,14 @@ const TO_OR_SUBJECT: &[&str] = &[
 /// Outlook's header block: "From: …" with "Sent: …" (or Date) and "To: …"
 /// or "Subject: …" in the lines right after.
 fn is_header_block(lines: &Lines<'_>, i: usize) -> bool {
-    if !label(lines.trimmed(i), FROM, longest(FROM)) {
+    if !label(lines.trimmed(i), FROM, const { longest(FROM) }) {
         return false;
     }
     let next = (i + 1..(i + 6).min(lines.lines.len())).map(|j| lines.trimmed(j));
     let (mut sent, mut to) = (false, false);
     for line in next {
-        sent |= label(line, SENT, longest(SENT));
-        to |= label(line, TO_OR_SUBJECT, longest(TO_OR_SUBJECT));
+        sent |= label(line, SENT, const { longest(SENT) });
+        to |= label(line, TO_OR_SUBJECT, const { longest(TO_OR_SUBJECT) });
     }
     sent && to
 }

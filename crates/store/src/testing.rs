@@ -47,6 +47,20 @@ impl Drop for TestDatabase {
     }
 }
 
+/// `len` bytes that look random (xorshift, always the same ones): what a
+/// packed attachment — an archive, a picture — is to a compressor.
+pub fn random_looking_bytes(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Runs each named test function on both backends: `name::sqlite` on a new
 /// SQLite file, `name::postgres` on a new PostgreSQL database. The functions
 /// take the store generically, e.g. `fn works<S: Store + AuthStore>(s: &S)`.

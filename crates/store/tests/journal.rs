@@ -460,15 +460,7 @@ fn postgres_stores_text_mails_compressed_and_packed_bytes_as_they_are() {
     let body: String = (0..400).map(|i| format!("Line {i} of a request about the printer on floor 2.\r\n")).collect();
     let text = mail("text@x", "Text", "", &body);
     // Packed bytes (an archive, a picture) look random to LZ4.
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let packed: Vec<u8> = (0..20_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let packed = testing::random_looking_bytes(20_000);
     s.journal(mb, &[IncomingMail::fetched("1", &text), IncomingMail::fetched("2", &packed)]).unwrap();
     let compression_is = |sha: &str, expected: &str| {
         pg_tools::execute_batch(

@@ -37,15 +37,7 @@ fn mail(id: &str, from: &str, subject: &str, extra: &str, body: &str) -> Vec<u8>
 /// A mail with a binary attachment of `size` bytes (base64, so the raw
 /// mail is larger still).
 fn mail_with_attachment(id: &str, size: usize) -> Vec<u8> {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<u8> = (0..size)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let data = mailrobot_store::testing::random_looking_bytes(size);
     let encoded = base64(&data);
     let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>();
     let body = format!(
