@@ -279,3 +279,47 @@ mailrobot_store::on_both_backends_opened!(
     a_pass_takes_only_free_leases_and_counts_for_no_share,
     leases_of_processes_gone_from_this_machine_are_freed_at_once,
 );
+
+/// On PostgreSQL a node registers and heartbeats while another node files
+/// mail: lease bookkeeping takes a lock of its own, not the one each
+/// filing holds (a node started beside a busy one used to wait seconds
+/// behind its queue of batches before it could take a share). SQLite has
+/// one writer by design, and nodes share only PostgreSQL.
+#[test]
+fn postgres_lease_bookkeeping_does_not_wait_for_the_filing_of_mail() {
+    use std::sync::mpsc;
+    use std::time::Instant;
+    let db = testing::TestDatabase::create();
+    let (filer, joiner) = (PgStore::connect(&db.url).unwrap(), PgStore::connect(&db.url).unwrap());
+    let ids = mailboxes(&filer, 3);
+    node(&filer, "a");
+    assert_eq!(held(&filer.heartbeat("a", TTL).unwrap()), ids);
+    let (filing, filing_started) = mpsc::channel();
+    let (joined, join_done) = mpsc::channel::<()>();
+    let filer_ref = &filer;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            filer_ref
+                .with_ledger_for(&[ids[0]], &mut |_ledger| {
+                    filing.send(()).unwrap();
+                    // The write lock is held until b has joined, or nearly as
+                    // long as the server lets a transaction idle (3 s).
+                    let _ = join_done.recv_timeout(Duration::from_millis(2_800));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        filing_started.recv().unwrap();
+        let started = Instant::now();
+        node(&joiner, "b");
+        let beat = joiner.heartbeat("b", TTL).unwrap();
+        let took = started.elapsed();
+        joined.send(()).unwrap();
+        assert!(took < Duration::from_millis(2_500), "b waited {took:?} for a's filing to end");
+        assert!(beat.held.is_empty(), "a's leases are live: {beat:?}");
+        assert!(beat.short_of_share, "b knows it is owed a share: {beat:?}");
+    });
+    // Once the filing is over, a gives up what is over its share.
+    let beat = filer.heartbeat("a", TTL).unwrap();
+    assert_eq!(beat.released.len(), 1, "{beat:?}");
+}

@@ -106,7 +106,7 @@ fn stopped(tx: &mut PgTx<'_>, node_id: &str, now: &str) -> Result<()> {
 
 impl LeaseStore for PgStore {
     fn register_node(&self, node: &NewNode) -> Result<()> {
-        self.write(|tx| {
+        self.write_leases(|tx| {
             let now = db_now(tx)?;
             tx.exec(
                 "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at, kind, pid_scope)
@@ -118,7 +118,7 @@ impl LeaseStore for PgStore {
     }
 
     fn heartbeat_keeping(&self, node_id: &str, ttl: Duration, busy: &[i64]) -> Result<Heartbeat> {
-        let (held, released, next_expiry_in, (short_of_share, kept_busy), announced) = self.write(|tx| {
+        let (held, released, next_expiry_in, (short_of_share, kept_busy), announced) = self.write_leases(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let live: Vec<LiveNode> = tx
@@ -134,6 +134,14 @@ impl LeaseStore for PgStore {
             let plan = plan_leases(node_id, &now, &live, &mailboxes, &leases, busy);
             let until = expiry(&now, ttl);
             let next_expiry_in = plan.others_expire_at.as_deref().and_then(|at| time_until(&now, at));
+            // The rows to change, locked in mailbox order as fenced writers
+            // lock theirs ([`check_fences`]): waiting for one of them cannot
+            // close a cycle with a writer of several mailboxes.
+            let changing: Vec<i64> = plan.renew.iter().chain(&plan.release).chain(&plan.acquire).copied().collect();
+            tx.query(
+                "SELECT 1 FROM mailbox_leases WHERE mailbox_id = ANY($1) ORDER BY mailbox_id FOR NO KEY UPDATE",
+                &[&changing],
+            )?;
             tx.exec(
                 "UPDATE mailbox_leases SET expires_at = $3 WHERE mailbox_id = ANY($1) AND node_id = $2",
                 &[&plan.renew, &node_id, &until],
@@ -166,7 +174,7 @@ impl LeaseStore for PgStore {
     }
 
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
-        self.write(|tx| {
+        self.write_leases(|tx| {
             let now = db_now(tx)?;
             let n = tx.exec(
                 "UPDATE mailbox_leases SET announced_at = $2, announced_event = COALESCE($3, announced_event)
@@ -178,7 +186,7 @@ impl LeaseStore for PgStore {
     }
 
     fn stop_node(&self, node_id: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_leases(|tx| {
             let now = db_now(tx)?;
             stopped(tx, node_id, &now)
         })?;
@@ -187,7 +195,7 @@ impl LeaseStore for PgStore {
     }
 
     fn take_free_leases(&self, node_id: &str, ttl: Duration) -> Result<PassLeases> {
-        let leases = self.write(|tx| {
+        let leases = self.write_leases(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             let plan = plan_pass(node_id, &now, &enabled_mailboxes(tx)?, &all_leases(tx)?);
@@ -199,7 +207,7 @@ impl LeaseStore for PgStore {
     }
 
     fn renew_leases(&self, node_id: &str, ttl: Duration) -> Result<Vec<Fence>> {
-        let held = self.write(|tx| {
+        let held = self.write_leases(|tx| {
             let now = db_now(tx)?;
             tx.exec("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1", &[&node_id, &now])?;
             tx.exec(
@@ -213,7 +221,7 @@ impl LeaseStore for PgStore {
     }
 
     fn free_leases_of_gone(&self, pid_scope: &str, is_running: &dyn Fn(i64) -> bool) -> Result<Vec<String>> {
-        self.write(|tx| {
+        self.write_leases(|tx| {
             let now = db_now(tx)?;
             let candidates =
                 tx.query("SELECT id, pid FROM nodes WHERE pid_scope = $1 AND stopped_at IS NULL", &[&pid_scope])?;

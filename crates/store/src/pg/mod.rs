@@ -11,7 +11,11 @@
 //! The writes one mailbox's lease holder alone makes (journal, settle
 //! records, poll records, sync state) are the exception
 //! ([`PgStore::write_for_mailbox`]): they lock their lease row instead, so
-//! nodes journal side by side while another files. Reads take no lock. A
+//! nodes journal side by side while another files. Lease bookkeeping
+//! (registering, heartbeats, taking and freeing leases) takes a lock of its
+//! own ([`LEASE_LOCK`]): it plans from every lease and must follow other
+//! bookkeeping, not the filing of mail, so a node joining a busy cluster
+//! is not queued behind every batch the others file. Reads take no lock. A
 //! node stopped mid-transaction (SIGSTOP) cannot hold a lock for ever: the
 //! session is ended after `idle_in_transaction_session_timeout`.
 
@@ -46,6 +50,10 @@ pub(crate) use crate::sqlite::now;
 
 /// The advisory lock key every write transaction takes ("mailrobt").
 const WRITE_LOCK: i64 = 0x6d61_696c_726f_6274;
+/// The advisory lock key lease bookkeeping takes ("maillea5"), instead of
+/// [`WRITE_LOCK`]: a takeover still waits for the writes fenced by the
+/// lease, which lock its row.
+const LEASE_LOCK: i64 = 0x6d61_696c_6c65_6135;
 /// The advisory lock key migrations take, so nodes starting together apply
 /// each migration once.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_6d69_6772;
@@ -238,6 +246,15 @@ impl PgStore {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
         self.transaction(|tx| {
             tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            f(tx)
+        })
+    }
+
+    /// Runs `f` in a write transaction holding [`LEASE_LOCK`] (not
+    /// [`WRITE_LOCK`]); commits when it returns `Ok`.
+    pub(crate) fn write_leases<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(|tx| {
+            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&LEASE_LOCK])?;
             f(tx)
         })
     }
