@@ -34,6 +34,19 @@ pub fn next_delay(poll_seconds: i64, consecutive_failures: i64) -> Duration {
 
 /// Polls one mailbox and records the outcome (status, error, next poll).
 pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<PollReport, PollError>, Duration) {
+    poll_and_record_on(pipeline, mailbox, None).await
+}
+
+/// [`poll_and_record`] for a node: the mailbox counts as busy (given up
+/// last when the node is over its share) only once its poll has a slot. One
+/// still waiting for a slot has done nothing a handover would waste, so a
+/// node that starts with more mailboxes than slots hands the waiting ones
+/// to the nodes that join.
+async fn poll_and_record_on(
+    pipeline: &Pipeline,
+    mailbox: &Mailbox,
+    node: Option<&Node>,
+) -> (Result<PollReport, PollError>, Duration) {
     // A server asked for quiet: nobody polls before then, whichever process.
     if let Some(wait) = mailbox.throttled_until.as_deref().and_then(until) {
         tracing::info!(mailbox = %mailbox.name, until = ?mailbox.throttled_until, "throttled by the server; not polling yet");
@@ -45,9 +58,11 @@ pub async fn poll_and_record(pipeline: &Pipeline, mailbox: &Mailbox) -> (Result<
         return (Ok(report), wait);
     }
     let permit = pipeline.poll_permits.clone().acquire_owned().await;
+    let busy = node.map(|node| node.busy(mailbox.id));
     tracing::debug!(mailbox = %mailbox.name, "poll started");
     let started = Instant::now();
     let result = pipeline.poll(mailbox).await;
+    drop(busy);
     drop(permit);
     // Fenced: another node holds the mailbox now; its polls record the
     // outcome (ours would be refused too). The loop ends at its next turn.
@@ -272,12 +287,10 @@ async fn mailbox_loop(
             }
         }
         announced = false;
-        let busy = node.busy(id);
         let (_, delay) = tokio::select! {
-            done = poll_and_record(&pipeline, &mailbox) => done,
+            done = poll_and_record_on(&pipeline, &mailbox, Some(&node)) => done,
             _ = stop.changed() => return,
         };
-        drop(busy);
         tokio::select! {
             _ = tokio::time::sleep(delay.min(RELOAD_EVERY * 5)) => {}
             _ = arrived.notified() => {

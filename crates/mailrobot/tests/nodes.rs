@@ -100,6 +100,43 @@ fn nodes_share_the_mailboxes_and_take_over_a_killed_nodes_share() {
     b_serve.wait().unwrap();
 }
 
+/// A node that started alone hands the mailboxes still waiting for a poll
+/// slot to a node that joins, at its next heartbeat: only a poll under way
+/// is kept (up to 10 s, so its download is not thrown away). Here every
+/// poll hangs on a server that never greets, and a node polls one mailbox
+/// at a time.
+#[test]
+fn mailboxes_waiting_for_a_poll_slot_are_handed_to_a_joining_node() {
+    // The kernel accepts connections into the backlog; nobody ever greets.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut robot = Robot::on_postgres();
+    robot.env.push(("MAILROBOT_MASTER_KEY".into(), MASTER_KEY.into()));
+    robot.env.push(("MAILROBOT_POLL_CONCURRENCY".into(), "1".into()));
+    for user in users(6) {
+        robot.add_imap(&user, port, &user, PASSWORD, &["--poll-seconds", &POLL_SECONDS.to_string()]);
+    }
+    let (a, b) = (robot.another_node(), robot.another_node());
+    let (mut a_serve, _) = a.spawn_serve(&[]);
+    let alone = wait_until(Duration::from_secs(20), || held_by_live_nodes(&robot) == [6]);
+    let (mut b_serve, _) = b.spawn_serve(&[]);
+    let joined = Instant::now();
+    let shared = wait_until(Duration::from_secs(20), || {
+        let mut held = held_by_live_nodes(&robot);
+        held.sort();
+        held == [3, 3]
+    });
+    let took = joined.elapsed();
+    let listed = robot.json(&["nodes", "list", "--json"]);
+    for serve in [&mut a_serve, &mut b_serve] {
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+    }
+    assert!(alone, "the first node took every mailbox: {listed:#}");
+    assert!(shared, "{listed:#}");
+    assert!(took < Duration::from_secs(7), "the joining node waited {took:?} for its share: {listed:#}");
+}
+
 /// `run-once` beside a running node leaves the node's mailboxes to it and
 /// says which node polls them; once that node is killed (on this machine),
 /// the next `run-once` frees its leases at once — no waiting out the TTL —
