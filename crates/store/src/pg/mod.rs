@@ -244,17 +244,20 @@ impl PgStore {
     /// Runs `f` in a write transaction holding [`WRITE_LOCK`]; commits when it
     /// returns `Ok`.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
-        self.transaction(|tx| {
-            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            f(tx)
-        })
+        self.transaction_holding(WRITE_LOCK, f)
     }
 
     /// Runs `f` in a write transaction holding [`LEASE_LOCK`] (not
     /// [`WRITE_LOCK`]); commits when it returns `Ok`.
     pub(crate) fn write_leases<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction_holding(LEASE_LOCK, f)
+    }
+
+    /// Runs `f` in a read-write transaction that first takes the
+    /// transaction-scoped advisory lock `key`.
+    fn transaction_holding<T>(&self, key: i64, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
         self.transaction(|tx| {
-            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&LEASE_LOCK])?;
+            tx.exec("SELECT pg_advisory_xact_lock($1)", &[&key])?;
             f(tx)
         })
     }
