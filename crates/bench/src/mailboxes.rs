@@ -53,7 +53,7 @@ fn sample(pid: u32) -> anyhow::Result<Sample> {
 
 /// Runs `add(i)` for every i below `n`, a few processes at a time (the
 /// first alone: it creates the database).
-fn add_all(n: usize, add: impl Fn(usize) -> anyhow::Result<()> + Sync) -> anyhow::Result<()> {
+pub(crate) fn add_all(n: usize, add: impl Fn(usize) -> anyhow::Result<()> + Sync) -> anyhow::Result<()> {
     add(0)?;
     let next = std::sync::atomic::AtomicUsize::new(1);
     std::thread::scope(|scope| {

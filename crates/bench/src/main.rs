@@ -6,6 +6,7 @@
 //! mails from the same Dovecot, django-helpdesk's `get_email`.
 
 mod api;
+mod backlog;
 mod latency;
 mod mailboxes;
 mod nodes;
@@ -113,6 +114,15 @@ struct Args {
     /// How many nodes share the database in the several-nodes runs.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Only a backlog in many mailboxes at once: this many IMAP mailboxes,
+    /// each with --backlog-mails mails of --backlog-kb KB, one `run-once`
+    /// (beside --baseline when given), --rounds times (0 skips).
+    #[arg(long, default_value_t = 0)]
+    backlog_mailboxes: usize,
+    #[arg(long, default_value_t = 100)]
+    backlog_mails: usize,
+    #[arg(long, default_value_t = 100)]
+    backlog_kb: usize,
 }
 
 const PASSWORD: &str = "bench-password";
@@ -385,6 +395,21 @@ fn main() -> anyhow::Result<()> {
                 args.nodes,
                 args.rounds,
                 args.seed
+            )?,
+        });
+        emit(results, yardstick_before)?;
+        return Ok(());
+    }
+    if args.backlog_mailboxes > 0 {
+        let results = json!({
+            "nproc": std::thread::available_parallelism()?.get(),
+            "backlog": backlog::backlog(
+                &args.mailrobot,
+                args.baseline.as_deref(),
+                args.backlog_mailboxes,
+                args.backlog_mails,
+                args.backlog_kb,
+                args.rounds
             )?,
         });
         emit(results, yardstick_before)?;

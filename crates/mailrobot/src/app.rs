@@ -204,6 +204,7 @@ impl App {
             limits: batch_limits()?,
             progress: self.progress.clone(),
             poll_permits: Arc::new(tokio::sync::Semaphore::new(poll_concurrency()?)),
+            mail_in_memory: crate::mail_in_memory::MailInMemory::from_env()?,
             graph_push: None,
         })
     }

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod demo_m365;
 pub mod graph_push;
 pub mod http;
+pub mod mail_in_memory;
 pub mod mailbox_config;
 pub mod metrics;
 pub mod node;

@@ -56,6 +56,13 @@ pub fn record_batch(label: &str, seconds: f64, mails: usize) {
     histogram!("mailrobot_batch_mails", "mailbox" => label.to_string()).record(mails as f64);
 }
 
+/// Fetched mail not yet filed across the node's polls, now and at most
+/// since start (see [`crate::mail_in_memory`]).
+pub fn record_mail_in_memory(bytes: u64, peak_bytes: u64) {
+    gauge!("mailrobot_mail_in_memory_bytes").set(bytes as f64);
+    gauge!("mailrobot_mail_in_memory_peak_bytes").set(peak_bytes as f64);
+}
+
 pub fn record_poll(label: &str, ok: bool, seconds: f64, consecutive_failures: i64, fetched: usize) {
     let outcome = if ok { "ok" } else { "error" };
     counter!("mailrobot_polls_total", "mailbox" => label.to_string(), "outcome" => outcome).increment(1);

@@ -161,6 +161,8 @@ pub struct Pipeline {
     /// in turn (the semaphore is first come, first served). A mailbox with
     /// a huge backlog holds one permit; the others keep theirs.
     pub poll_permits: Arc<tokio::sync::Semaphore>,
+    /// Fetched mail not yet filed, across every poll of this process.
+    pub mail_in_memory: Arc<crate::mail_in_memory::MailInMemory>,
     /// Graph change notifications, when this process serves the URL Graph
     /// posts them to (`serve`).
     pub graph_push: Option<Arc<crate::graph_push::GraphPush>>,
@@ -480,9 +482,11 @@ impl Pipeline {
                 },
             };
             // No slot: the database lane stopped (its error ends the poll).
-            let (Ok(slot), Some(ids)) = (slot, next_batch(&mut queue, limits)) else { break };
+            let (Ok(slot), Some((ids, expected_bytes))) = (slot, next_batch(&mut queue, limits)) else { break };
+            let mut in_memory = self.mail_in_memory.hold(expected_bytes).await;
             let batch = source.fetch(&ids).await?;
             let batch = Arc::new(requeue_deferred(batch, &mut queue)?);
+            in_memory.resize(batch.iter().map(|m| m.raw.len() as u64).sum());
             // Hashed here, not under the store's write lock: the database
             // lane's time is the pass's.
             let raw_sha256 = tokio::task::spawn_blocking({
@@ -497,7 +501,7 @@ impl Pipeline {
                 let batch = batch.clone();
                 move || parse_batch(&batch, max)
             });
-            slot.send(FetchedBatch { mails: batch, raw_sha256, parsing });
+            slot.send(FetchedBatch { mails: batch, raw_sha256, parsing, _in_memory: in_memory });
         }
         drop(to_database);
         // The database lane files what it was given, then stops.
@@ -542,7 +546,8 @@ impl Pipeline {
         batch: FetchedBatch,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
-        let FetchedBatch { mails, raw_sha256, parsing } = batch;
+        // The batch's share of the node's memory goes back once it is filed.
+        let FetchedBatch { mails, raw_sha256, parsing, _in_memory } = batch;
         let rules = self.rules.clone();
         let runtime = tokio::runtime::Handle::current();
         let started = std::time::Instant::now();
@@ -645,6 +650,7 @@ struct FetchedBatch {
     /// Each mail's SHA-256 (`None` for a refused one).
     raw_sha256: Vec<Option<String>>,
     parsing: tokio::task::JoinHandle<Parses>,
+    _in_memory: crate::mail_in_memory::Held,
 }
 
 /// Parses the mails of a batch the journal will keep, keyed by remote id
@@ -688,19 +694,24 @@ fn incoming_mail(m: &RemoteMail, max: u64) -> IncomingMail<'_> {
 }
 
 /// Takes the next batch off the queue: at most `max_mails` mails and
-/// `max_bytes` of announced size (a larger mail goes alone).
-fn next_batch(queue: &mut std::collections::VecDeque<Listing>, limits: BatchLimits) -> Option<Vec<String>> {
+/// `max_bytes` of announced size (a larger mail goes alone). Also returns
+/// the bytes the batch is expected to bring: the announced sizes, a guess
+/// for mails listed without one, at most what one fetch may hold.
+fn next_batch(queue: &mut std::collections::VecDeque<Listing>, limits: BatchLimits) -> Option<(Vec<String>, u64)> {
+    use crate::mail_in_memory::UNLISTED_MAIL_BYTES;
     let mut ids = Vec::new();
-    let mut bytes = 0u64;
+    let (mut bytes, mut unlisted) = (0u64, 0u64);
     while let Some(mail) = queue.front() {
         let size = mail.size.unwrap_or(0);
         if !ids.is_empty() && (ids.len() >= limits.max_mails || bytes + size > limits.max_bytes) {
             break;
         }
         bytes += size;
+        unlisted += u64::from(mail.size.is_none());
         ids.push(queue.pop_front().expect("front exists").remote_id);
     }
-    (!ids.is_empty()).then_some(ids)
+    let expected = bytes.max((bytes + unlisted * UNLISTED_MAIL_BYTES).min(limits.max_bytes));
+    (!ids.is_empty()).then_some((ids, expected))
 }
 
 /// Puts mails a fetch deferred back at the front of the queue (in their
@@ -744,13 +755,28 @@ mod tests {
     fn batches_respect_count_and_bytes_and_keep_big_mails_alone() {
         let limits = BatchLimits { max_mails: 3, max_bytes: 100 };
         let mut queue: std::collections::VecDeque<Listing> = listing(&[10, 10, 10, 10, 90, 20, 500, 1]).into();
-        let mut sizes: Vec<Vec<u64>> = Vec::new();
-        while let Some(ids) = next_batch(&mut queue, limits) {
+        let (mut sizes, mut expected_bytes): (Vec<Vec<u64>>, Vec<u64>) = (Vec::new(), Vec::new());
+        while let Some((ids, expected)) = next_batch(&mut queue, limits) {
             sizes.push(ids.iter().map(|id| [10, 10, 10, 10, 90, 20, 500, 1][id.parse::<usize>().unwrap()]).collect());
+            expected_bytes.push(expected);
         }
         let expected: Vec<Vec<u64>> = vec![vec![10, 10, 10], vec![10, 90], vec![20], vec![500], vec![1]];
         assert_eq!(sizes, expected);
+        assert_eq!(expected_bytes, [30, 100, 20, 500, 1], "a batch is expected to bring what was listed");
         assert!(next_batch(&mut std::collections::VecDeque::new(), limits).is_none());
+    }
+
+    #[test]
+    fn mails_listed_without_a_size_are_guessed_up_to_what_a_fetch_holds() {
+        use crate::mail_in_memory::UNLISTED_MAIL_BYTES;
+        let unlisted = |n: usize| (0..n).map(|i| Listing { remote_id: i.to_string(), size: None });
+        let limits = BatchLimits { max_mails: 1000, max_bytes: 32 << 20 };
+        let mut queue: std::collections::VecDeque<Listing> = unlisted(2).collect();
+        queue.push_back(Listing { remote_id: "sized".into(), size: Some(1000) });
+        assert_eq!(next_batch(&mut queue, limits).unwrap().1, 2 * UNLISTED_MAIL_BYTES + 1000);
+        let mut queue: std::collections::VecDeque<Listing> = unlisted(1000).collect();
+        let (ids, expected) = next_batch(&mut queue, limits).unwrap();
+        assert_eq!((ids.len(), expected), (1000, 32 << 20), "no more than one fetch may hold");
     }
 
     #[test]

@@ -355,3 +355,53 @@ fn the_grafana_dashboard_uses_only_recorded_metrics() {
     }
     assert!(checked >= 15, "{checked}");
 }
+
+/// Polls of many mailboxes with a backlog share one budget for fetched mail
+/// not yet filed (`MAILROBOT_MAIL_IN_MEMORY_MB`): below it, batches wait
+/// their turn instead of piling up in memory; every mail still gets filed.
+#[test]
+fn polls_share_a_node_wide_budget_for_mail_in_memory() {
+    const MAILBOXES: usize = 6;
+    const MAILS: usize = 30;
+    // Mailbox i's mails weigh (40 + 10 i) KB: its one batch (all 30) is
+    // 1.2–2.7 MB, each over a 1 MB budget, so one at a time may be held.
+    let line = format!("{}\r\n", "y".repeat(76));
+    let batch_bytes = |i: usize| -> u64 {
+        let body = line.repeat((40 + 10 * i) * 1024 / line.len());
+        (0..MAILS).map(|n| simple_mail(&format!("{i}-{n}@x"), "Backlog", "", &body).len() as u64).sum()
+    };
+    let peak_with = |budget_mb: Option<&str>| -> f64 {
+        let robot = Robot::new();
+        let mut folders = Vec::new();
+        for i in 0..MAILBOXES {
+            let folder = robot.dir.path().join(format!("drop-{i}"));
+            robot.add_drop_folder(&format!("drop-{i}"), &folder);
+            let body = line.repeat((40 + 10 * i) * 1024 / line.len());
+            for n in 0..MAILS {
+                let mail = simple_mail(&format!("{i}-{n}@x"), "Backlog", "", &body);
+                std::fs::write(folder.join(format!("inbox/{n}.eml")), mail).unwrap();
+            }
+            folders.push(folder);
+        }
+        let env: Vec<(&str, &str)> = budget_mb.map(|mb| ("MAILROBOT_MAIL_IN_MEMORY_MB", mb)).into_iter().collect();
+        let (child, address) = robot.spawn_serve(&env);
+        let all_filed =
+            || folders.iter().all(|f| std::fs::read_dir(f.join("processed")).map_or(0, |d| d.count()) == MAILS);
+        assert!(wait_until(Duration::from_secs(60), all_filed), "{}", robot.serve_logs());
+        assert_eq!(robot.tickets().len(), MAILBOXES * MAILS);
+        let (_, metrics) = http_get(&address, "/metrics").unwrap();
+        stop(child);
+        assert_eq!(metric(&metrics, "mailrobot_mail_in_memory_bytes"), Some(0.0), "all given back once filed");
+        metric(&metrics, "mailrobot_mail_in_memory_peak_bytes").unwrap_or_else(|| panic!("{metrics}"))
+    };
+    let largest_batch = batch_bytes(MAILBOXES - 1) as f64;
+    let bounded = peak_with(Some("1"));
+    assert!(bounded <= largest_batch, "peak {bounded} with a 1 MB budget; the largest batch is {largest_batch}");
+    // The check above can fail: without a tight budget the polls hold
+    // several batches at once.
+    let unbounded = peak_with(None);
+    assert!(
+        unbounded > largest_batch,
+        "peak {unbounded} with the default budget; the largest batch is {largest_batch}"
+    );
+}
