@@ -418,7 +418,8 @@ impl Pipeline {
         // journals and files each batch (one commit) once it is parsed.
         // Neither waits for the other's step unless it needs its result: a
         // batch is settled only once filed. At most two batches are in
-        // memory: the one being filed and the next.
+        // memory: the one being filed and the next; across polls, the
+        // node's budget (`mail_in_memory`) bounds them all.
         let limits = match source.max_batch() {
             Some(max) => BatchLimits { max_mails: max.clamp(1, self.limits.max_mails), ..self.limits },
             None => self.limits,

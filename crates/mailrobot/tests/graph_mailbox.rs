@@ -838,3 +838,43 @@ fn a_blocked_ews_is_a_mailbox_error_that_says_what_to_do() {
     robot.run(&["run-once"]);
     assert_eq!(robot.tickets().len(), 2);
 }
+
+/// Two processes that open a mailbox at the same moment (a poll and a
+/// connection test, or two nodes) both find its processed and error folders
+/// missing and both create them: Exchange refuses the second of each
+/// (ErrorFolderExists). That process takes the folder the other made
+/// instead of failing — through Graph and through EWS.
+#[test]
+fn two_processes_creating_the_same_folders_at_once_both_go_on() {
+    // Each request waits 300 ms: both processes look before either creates.
+    let emu = emulator_with_latency(300);
+    let robot = robot_with_tenant(&emu);
+    add_connection(&robot, "app", "graph", "application");
+    add_connection(&robot, "ews-app", "ews", "application");
+    add_graph_mailbox(&robot, "app", &[]);
+    let ews_folders = ["--processed-folder", "Done over EWS", "--error-folder", "Failed over EWS"];
+    add_ews_mailbox(&robot, "ews-shared", "ews-app", &ews_folders);
+    for (mailbox, made) in [("shared", ["Processed", "Failed"]), ("ews-shared", ["Done over EWS", "Failed over EWS"])] {
+        let tests: Vec<_> = (0..2)
+            .map(|_| {
+                robot
+                    .command(&["mailbox", "test", mailbox, "--json"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for test in tests {
+            let out = test.wait_with_output().unwrap();
+            let answer = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{mailbox}: {answer}{}", String::from_utf8_lossy(&out.stderr));
+            let probe: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(probe["ok"], true, "{mailbox}: {probe}");
+        }
+        let folders: Vec<String> = emu.folders(SHARED).unwrap().into_iter().map(|f| f.display_name).collect();
+        for name in made {
+            assert_eq!(folders.iter().filter(|f| f.eq_ignore_ascii_case(name)).count(), 1, "{folders:?}");
+        }
+    }
+}

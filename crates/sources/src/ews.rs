@@ -952,12 +952,12 @@ impl EwsSource {
             );
             return self.folder_id_from(&self.call(&body).await?, &format!("finding folder {name}"));
         }
-        let body = format!(
+        let find = format!(
             "<m:FindFolder Traversal=\"Shallow\"><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape>\
              <m:ParentFolderIds>{}</m:ParentFolderIds></m:FindFolder>",
             soap::distinguished("msgfolderroot", mailbox)
         );
-        let text = self.call(&body).await?;
+        let text = self.call(&find).await?;
         match self.folder_named(&text, name)? {
             Some(id) => Ok(id),
             None if create => {
@@ -967,7 +967,16 @@ impl EwsSource {
                     soap::escape(name)
                 );
                 tracing::info!(mailbox = %self.cfg.address, folder = name, "creating EWS folder");
-                self.folder_id_from(&self.call(&body).await?, &format!("creating folder {name}"))
+                match self
+                    .call(&body)
+                    .await
+                    .and_then(|text| self.folder_id_from(&text, &format!("creating folder {name}")))
+                {
+                    Ok(id) => Ok(id),
+                    // Another process made it since we looked
+                    // (ErrorFolderExists): its folder is ours.
+                    Err(refused) => self.folder_named(&self.call(&find).await?, name)?.ok_or(refused),
+                }
             }
             None => Err(SourceError::permanent(format!("mailbox {} has no folder {name:?}", self.cfg.address))),
         }

@@ -847,30 +847,26 @@ pub(crate) async fn resolve_folder(client: &GraphClient, name: &str, create: boo
     }
     let mut parent: Option<String> = None;
     for part in name.split('/').filter(|p| !p.is_empty()) {
-        let list_url = match &parent {
-            None => client.user_url("/mailFolders?$top=250&includeHiddenFolders=false"),
-            Some(id) => client.user_url(&format!("/mailFolders/{id}/childFolders?$top=250")),
-        };
-        let listing = client.json(reqwest::Method::GET, &list_url, None).await?;
-        let found = listing["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["displayName"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(part)))
-            .and_then(|f| f["id"].as_str().map(str::to_string));
-        let id = match found {
+        let id = match child_folder(client, parent.as_deref(), part).await? {
             Some(id) => id,
             None if create => {
                 let create_url = match &parent {
                     None => client.user_url("/mailFolders"),
                     Some(id) => client.user_url(&format!("/mailFolders/{id}/childFolders")),
                 };
-                let made = client.json(reqwest::Method::POST, &create_url, Some(&json!({"displayName": part}))).await?;
-                tracing::info!(folder = name, "created Graph mail folder");
-                made["id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| SourceError::transient("created folder without id"))?
+                match client.json(reqwest::Method::POST, &create_url, Some(&json!({"displayName": part}))).await {
+                    Ok(made) => {
+                        tracing::info!(folder = name, "created Graph mail folder");
+                        made["id"]
+                            .as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| SourceError::transient("created folder without id"))?
+                    }
+                    // Another process (a poll, a connection test, another
+                    // node) made it since we looked: Exchange refuses the
+                    // duplicate name. Its folder is ours.
+                    Err(refused) => child_folder(client, parent.as_deref(), part).await?.ok_or(refused)?,
+                }
             }
             None => {
                 return Err(SourceError::permanent(format!(
@@ -882,6 +878,22 @@ pub(crate) async fn resolve_folder(client: &GraphClient, name: &str, create: boo
         parent = Some(id);
     }
     parent.ok_or_else(|| SourceError::permanent("an empty folder name"))
+}
+
+/// The id of the folder called `name` (any case) at the mailbox root or
+/// under `parent`, if there is one.
+async fn child_folder(client: &GraphClient, parent: Option<&str>, name: &str) -> Result<Option<String>, SourceError> {
+    let list_url = match parent {
+        None => client.user_url("/mailFolders?$top=250&includeHiddenFolders=false"),
+        Some(id) => client.user_url(&format!("/mailFolders/{id}/childFolders?$top=250")),
+    };
+    let listing = client.json(reqwest::Method::GET, &list_url, None).await?;
+    Ok(listing["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["displayName"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(name)))
+        .and_then(|f| f["id"].as_str().map(str::to_string)))
 }
 
 #[async_trait::async_trait]
