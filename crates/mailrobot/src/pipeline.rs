@@ -22,7 +22,7 @@ use mailrobot_secrets::SecretBox;
 use mailrobot_sources::{BearerTokens, Listing, MailSource, Outcome, Refusal, RemoteMail, SourceError};
 use mailrobot_store::{
     IncomingMail, JournalState, Mailbox, MailboxKind, MessageKind, Parses, ProcessedMail, ProcessingRules, SettleTo,
-    Store, StoreError, raw_sha256,
+    Store, StoreError, blob_codec, raw_sha256,
 };
 use serde::Serialize;
 
@@ -488,11 +488,16 @@ impl Pipeline {
             let batch = source.fetch(&ids).await?;
             let batch = Arc::new(requeue_deferred(batch, &mut queue)?);
             in_memory.resize(batch.iter().map(|m| m.raw.len() as u64).sum());
-            // Hashed here, not under the store's write lock: the database
-            // lane's time is the pass's.
-            let raw_sha256 = tokio::task::spawn_blocking({
+            // Hashed (and compressed, for a store that keeps mail so) here,
+            // not under the store's write lock: the database lane's time is
+            // the pass's.
+            let pack = self.store.keeps_packed_mail();
+            let hashed = tokio::task::spawn_blocking({
                 let batch = batch.clone();
-                move || batch.iter().map(|m| m.refused.is_none().then(|| raw_sha256(&m.raw))).collect()
+                move || {
+                    let hash = |m: &RemoteMail| (raw_sha256(&m.raw), pack.then(|| blob_codec::pack(&m.raw)).flatten());
+                    batch.iter().map(|m| m.refused.is_none().then(|| hash(m))).collect()
+                }
             })
             .await?;
             crash::point("after-fetch");
@@ -502,7 +507,7 @@ impl Pipeline {
                 let batch = batch.clone();
                 move || parse_batch(&batch, max)
             });
-            slot.send(FetchedBatch { mails: batch, raw_sha256, parsing, _in_memory: in_memory });
+            slot.send(FetchedBatch { mails: batch, hashed, parsing, _in_memory: in_memory });
         }
         drop(to_database);
         // The database lane files what it was given, then stops.
@@ -548,7 +553,7 @@ impl Pipeline {
         report: &mut PollReport,
     ) -> Result<(), PollError> {
         // The batch's share of the node's memory goes back once it is filed.
-        let FetchedBatch { mails, raw_sha256, parsing, _in_memory } = batch;
+        let FetchedBatch { mails, hashed, parsing, _in_memory } = batch;
         let rules = self.rules.clone();
         let runtime = tokio::runtime::Handle::current();
         let started = std::time::Instant::now();
@@ -556,9 +561,9 @@ impl Pipeline {
             .blocking(move |s| {
                 let incoming: Vec<IncomingMail<'_>> = mails
                     .iter()
-                    .zip(raw_sha256)
-                    .map(|(m, sha)| match (incoming_mail(m, max), sha) {
-                        (mail, Some(sha)) if mail.rejected.is_none() => mail.hashed(sha),
+                    .zip(hashed)
+                    .map(|(m, hashed)| match (incoming_mail(m, max), hashed) {
+                        (mail, Some((sha, packed))) if mail.rejected.is_none() => mail.hashed(sha).packed(packed),
                         (mail, _) => mail,
                     })
                     .collect();
@@ -648,8 +653,9 @@ fn count_filed(report: &mut PollReport, mailbox_id: i64, started: std::time::Ins
 /// parsing already under way.
 struct FetchedBatch {
     mails: Arc<Vec<RemoteMail>>,
-    /// Each mail's SHA-256 (`None` for a refused one).
-    raw_sha256: Vec<Option<String>>,
+    /// Each mail's SHA-256 and, for a store that keeps mail compressed, its
+    /// compressed bytes when they are smaller (`None` for a refused mail).
+    hashed: Vec<Option<(String, Option<Vec<u8>>)>>,
     parsing: tokio::task::JoinHandle<Parses>,
     _in_memory: crate::mail_in_memory::Held,
 }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod blob_codec;
 pub mod directory;
 mod error;
 pub mod lease;
@@ -69,6 +70,13 @@ pub struct ProcessingRules {
 }
 
 pub trait Store: Send + Sync {
+    /// Whether this store keeps raw mails compressed when given them so
+    /// ([`IncomingMail::packed`]): SQLite does; PostgreSQL compresses on
+    /// the server.
+    fn keeps_packed_mail(&self) -> bool {
+        false
+    }
+
     // --- mailboxes ---
     fn add_mailbox(&self, new: &NewMailbox) -> Result<Mailbox>;
     fn mailboxes(&self) -> Result<Vec<Mailbox>>;

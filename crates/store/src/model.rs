@@ -116,20 +116,29 @@ pub struct IncomingMail<'a> {
     /// `raw`'s SHA-256 ([`raw_sha256`]) when the caller has it already:
     /// hashed off the store's write lock. The store hashes it otherwise.
     pub sha256: Option<String>,
+    /// `raw` compressed by [`crate::blob_codec::pack`], when the caller
+    /// compressed it (off the write lock): a store may keep these bytes
+    /// instead.
+    pub packed: Option<Vec<u8>>,
 }
 
 impl<'a> IncomingMail<'a> {
     pub fn fetched(remote_id: impl Into<String>, raw: &'a [u8]) -> Self {
-        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None, sha256: None }
+        Self { remote_id: remote_id.into(), raw, size: raw.len() as u64, rejected: None, sha256: None, packed: None }
     }
 
     pub fn rejected(remote_id: impl Into<String>, size: u64, reason: impl Into<String>) -> Self {
-        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()), sha256: None }
+        Self { remote_id: remote_id.into(), raw: &[], size, rejected: Some(reason.into()), sha256: None, packed: None }
     }
 
     /// With `raw`'s SHA-256, computed by [`raw_sha256`].
     pub fn hashed(self, sha256: String) -> Self {
         Self { sha256: Some(sha256), ..self }
+    }
+
+    /// With `raw` compressed by [`crate::blob_codec::pack`] (if it was).
+    pub fn packed(self, packed: Option<Vec<u8>>) -> Self {
+        Self { packed, ..self }
     }
 
     /// The SHA-256 the raw bytes are stored under.

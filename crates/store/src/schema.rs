@@ -439,6 +439,11 @@ ALTER TABLE nodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'serve';
 -- within one.
 ALTER TABLE nodes ADD COLUMN pid_scope TEXT;
 "#,
+    // 18: raw mails stored compressed (`blob_codec`): NULL, as they are;
+    // 'lz4', an LZ4 block with its size ahead. `size` stays the mail's own.
+    r#"
+ALTER TABLE blobs ADD COLUMN codec TEXT;
+"#,
 ];
 
 /// Migrations on PostgreSQL. Timestamps stay RFC 3339 text (UTC, with
@@ -795,6 +800,12 @@ BEGIN
 EXCEPTION WHEN feature_not_supported OR syntax_error THEN
     RAISE NOTICE 'LZ4 is not available: blobs stay uncompressed';
 END $$;
+"#,
+    // 7: the codec column of SQLite's 18. This backend writes NULL (the
+    // server compresses with TOAST); rows copied from SQLite by
+    // `migrate-store` keep theirs and are read through it.
+    r#"
+ALTER TABLE blobs ADD COLUMN codec TEXT;
 "#,
 ];
 

@@ -154,33 +154,44 @@ fn mailbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
 /// SQLite's incremental blob I/O, so SQLite never holds its own copy of a
 /// 30 MB mail in memory.
 pub(crate) fn put_blob(tx: &Transaction<'_>, data: &[u8]) -> Result<String> {
-    put_blob_hashed(tx, data, raw_sha256(data))
+    put_blob_hashed(tx, data, raw_sha256(data), None)
 }
 
-/// [`put_blob`] for bytes whose SHA-256 ([`raw_sha256`]) the caller has.
-pub(crate) fn put_blob_hashed(tx: &Transaction<'_>, data: &[u8], sha: String) -> Result<String> {
+/// [`put_blob`] for bytes whose SHA-256 ([`raw_sha256`]) the caller has,
+/// and perhaps their compressed form ([`crate::blob_codec::pack`]), which is
+/// stored instead.
+pub(crate) fn put_blob_hashed(tx: &Transaction<'_>, data: &[u8], sha: String, packed: Option<&[u8]>) -> Result<String> {
+    let (stored, codec) = match packed {
+        Some(packed) => (packed, Some(crate::blob_codec::LZ4)),
+        None => (data, None),
+    };
     let inserted = tx
-        .prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?1, ?2, zeroblob(?2))")?
-        .execute(params![sha, data.len() as i64])?;
-    if inserted == 1 && !data.is_empty() {
+        .prepare_cached("INSERT OR IGNORE INTO blobs (sha256, size, data, codec) VALUES (?1, ?2, zeroblob(?3), ?4)")?
+        .execute(params![sha, data.len() as i64, stored.len() as i64, codec])?;
+    if inserted == 1 && !stored.is_empty() {
         let rowid = tx.last_insert_rowid();
         let mut blob = tx.blob_open(MAIN_DB, c"blobs", c"data", rowid, false)?;
-        blob.write_all(data).map_err(|e| StoreError::Corrupt(format!("writing blob {sha}: {e}")))?;
+        blob.write_all(stored).map_err(|e| StoreError::Corrupt(format!("writing blob {sha}: {e}")))?;
     }
     Ok(sha)
 }
 
-/// Reads a stored blob into one exactly-sized buffer.
-pub(crate) fn read_blob(tx: &Transaction<'_>, rowid: i64, size: i64) -> Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(size.max(0) as usize);
+/// Reads a stored blob of `size` bytes (as stored with `codec`) into one
+/// exactly-sized buffer.
+pub(crate) fn read_blob(tx: &Transaction<'_>, rowid: i64, size: i64, codec: Option<&str>) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(if codec.is_none() { size.max(0) as usize } else { 0 });
     if size > 0 {
         let mut blob = tx.blob_open(MAIN_DB, c"blobs", c"data", rowid, true)?;
         blob.read_to_end(&mut data).map_err(|e| StoreError::Corrupt(format!("reading blob {rowid}: {e}")))?;
     }
-    Ok(data)
+    crate::blob_codec::unpack(codec, data, size)
 }
 
 impl Store for SqliteStore {
+    fn keeps_packed_mail(&self) -> bool {
+        true
+    }
+
     fn add_mailbox(&self, new: &NewMailbox) -> Result<Mailbox> {
         let id = self.write(|tx| {
             let exists: bool =
@@ -385,7 +396,10 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let (sha, state) = match &mail.rejected {
-                    None => (Some(put_blob_hashed(tx, mail.raw, mail.raw_sha256())?), JournalState::Fetched),
+                    None => (
+                        Some(put_blob_hashed(tx, mail.raw, mail.raw_sha256(), mail.packed.as_deref())?),
+                        JournalState::Fetched,
+                    ),
                     Some(_) => (None, JournalState::Failed),
                 };
                 tx.prepare_cached(
@@ -438,7 +452,7 @@ impl Store for SqliteStore {
                     .execute(params![journal_id, mailbox_id, mail.remote_id, mail.size as i64, reason, ledger.at])?;
                     continue;
                 }
-                let raw_sha256 = put_blob_hashed(tx, mail.raw, mail.raw_sha256())?;
+                let raw_sha256 = put_blob_hashed(tx, mail.raw, mail.raw_sha256(), mail.packed.as_deref())?;
                 let row =
                     FreshRow { mailbox_id, remote_id: mail.remote_id.clone(), raw_sha256, size: mail.size as i64 };
                 ledger.fresh.insert(journal_id, row);
@@ -634,13 +648,15 @@ impl Store for SqliteStore {
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.read();
         let tx = conn.transaction()?;
-        let Some((rowid, size)) = tx
-            .query_row("SELECT id, size FROM blobs WHERE sha256 = ?1", [sha256], |r| Ok((r.get(0)?, r.get(1)?)))
+        let Some((rowid, size, codec)) = tx
+            .query_row("SELECT id, size, codec FROM blobs WHERE sha256 = ?1", [sha256], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?))
+            })
             .optional()?
         else {
             return Ok(None);
         };
-        Ok(Some(read_blob(&tx, rowid, size)?))
+        Ok(Some(read_blob(&tx, rowid, size, codec.as_deref())?))
     }
 
     fn message_raw(&self, journal_id: i64) -> Result<Option<Vec<u8>>> {

@@ -24,7 +24,7 @@ pub(crate) fn read_pending(
     max_bytes: u64,
 ) -> Result<Vec<PendingMail>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size FROM messages m
+        "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size, b.codec FROM messages m
          LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
          WHERE m.state = 'fetched' AND (?1 IS NULL OR m.mailbox_id = ?1)
          ORDER BY m.id LIMIT ?2",
@@ -37,12 +37,13 @@ pub(crate) fn read_pending(
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<i64>>(3)?,
                 r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut pending = Vec::with_capacity(rows.len());
     let mut bytes = 0u64;
-    for (journal_id, mailbox_id, remote_id, blob_id, size) in rows {
+    for (journal_id, mailbox_id, remote_id, blob_id, size, codec) in rows {
         // Sizes are known before the blobs are read: stop before the budget.
         let size_bytes = size.unwrap_or(0).max(0) as u64;
         if !pending.is_empty() && bytes + size_bytes > max_bytes {
@@ -50,7 +51,7 @@ pub(crate) fn read_pending(
         }
         bytes += size_bytes;
         let raw = match blob_id {
-            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0))?,
+            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0), codec.as_deref())?,
             None => Vec::new(),
         };
         pending.push(PendingMail { journal_id, mailbox_id, remote_id, raw });

@@ -478,3 +478,34 @@ fn postgres_stores_text_mails_compressed_and_packed_bytes_as_they_are() {
     assert!(s.blob(&text_sha).unwrap().unwrap() == text);
     assert!(s.blob(&packed_sha).unwrap().unwrap() == packed);
 }
+
+/// SQLite keeps a mail the pipeline compressed ([`blob_codec::pack`]) as
+/// it was given, with its codec, and reads it back byte for byte: through
+/// the blob, the raw mail, and the journal's pending mails.
+#[test]
+fn sqlite_keeps_mails_compressed_when_given_them_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailrobot.db");
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.keeps_packed_mail());
+    let mb = mailbox(&s, "a");
+    let body: String = (0..400).map(|i| format!("Line {i} of a request about the printer on floor 2.\r\n")).collect();
+    let text = mail("text@x", "Text", "", &body);
+    let packed = blob_codec::pack(&text).expect("text compresses");
+    s.journal(mb, &[IncomingMail::fetched("1", &text).packed(Some(packed.clone()))]).unwrap();
+    let sha = raw_sha256(&text);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (codec, stored, size): (Option<String>, i64, i64) = conn
+        .query_row("SELECT codec, length(data), size FROM blobs WHERE sha256 = ?1", [&sha], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((codec.as_deref(), stored, size), (Some(blob_codec::LZ4), packed.len() as i64, text.len() as i64));
+    assert!(s.blob(&sha).unwrap().unwrap() == text);
+    let pending = s.pending_mails(Some(mb), 10, u64::MAX).unwrap();
+    assert!(pending[0].raw == text);
+    assert!(s.message_raw(pending[0].journal_id).unwrap().unwrap() == text);
+    let out = s.process_pending(None, 10, u64::MAX, &rules()).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(s.tickets().unwrap()[0].subject, "Text");
+}

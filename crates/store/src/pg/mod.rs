@@ -582,10 +582,15 @@ impl BlobRows {
 
 /// A stored blob's bytes, if it is there, read into one exactly-sized buffer.
 pub(crate) fn read_blob(tx: &mut PgTx<'_>, sha256: &str) -> Result<Option<Vec<u8>>> {
-    let Some(row) = tx.query_opt("SELECT size FROM blobs WHERE sha256 = $1", &[&sha256])? else {
+    let Some(row) = tx.query_opt("SELECT size, codec FROM blobs WHERE sha256 = $1", &[&sha256])? else {
         return Ok(None);
     };
     let size = row.try_get::<_, i64>(0)?.max(0) as usize;
+    // Compressed by a SQLite robot (rows `migrate-store` copied): small, whole.
+    if let Some(codec) = row.try_get::<_, Option<String>>(1)? {
+        let row = tx.query_one("SELECT data FROM blobs WHERE sha256 = $1", &[&sha256])?;
+        return crate::blob_codec::unpack(Some(&codec), row.try_get::<_, Vec<u8>>(0)?, size as i64).map(Some);
+    }
     let mut data = Vec::with_capacity(size);
     // In pieces, so the node never holds a large blob twice. A value stored
     // uncompressed (what LZ4 cannot shrink: most large attachments) is
