@@ -64,10 +64,8 @@ pub(crate) fn backlog(
                              "peak_rss_mb": rss_mb, "cpu_seconds": m.cpu_seconds}));
         }
     }
-    let median_of = |label: &str, field: &str| -> f64 {
-        let mut v: Vec<f64> = runs.iter().filter(|r| r["binary"] == label).filter_map(|r| r[field].as_f64()).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    let median_of = |label: &str, field: &str| {
+        crate::median(runs.iter().filter(|r| r["binary"] == label).filter_map(|r| r[field].as_f64()).collect())
     };
     let mut summary = json!({"mailboxes": mailboxes, "mails_each": mails_each, "mail_mb": total_mb, "runs": runs});
     for (label, _) in &binaries {

@@ -127,6 +127,13 @@ struct Args {
 
 const PASSWORD: &str = "bench-password";
 
+/// The median the bench reports everywhere: the middle value (the upper
+/// one of an even count), so a ratio of medians compares two real runs.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Wall time and peak RSS of one child process.
 struct Measured {
     seconds: f64,
@@ -623,12 +630,7 @@ fn baseline_run(
             rss[which].push(m.max_rss_kb as f64 / 1024.0);
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let ratio = median(&rates[1]) / median(&rates[0]);
+    let ratio = median(rates[1].clone()) / median(rates[0].clone());
     eprintln!("== candidate ÷ baseline, median mails/s: {ratio:.3}");
     Ok(json!({
         "baseline": baseline.display().to_string(),

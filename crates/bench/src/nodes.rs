@@ -20,7 +20,7 @@ use mailrobot_testkit::generate::{GenOptions, generate_corpus};
 use serde_json::{Value, json};
 
 use crate::api::Serving;
-use crate::{POSTGRES_ENV, database_for};
+use crate::{POSTGRES_ENV, database_for, median};
 
 /// The key every node opens the secrets with (a bench's own).
 const MASTER_KEY: &str = "b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7";
@@ -180,11 +180,6 @@ fn run(
     Ok(json!({"nodes": nodes, "start": format!("{start:?}").to_lowercase(), "seconds": seconds,
               "mails_per_second": rate, "machine_cpu_ms_per_mail": busy_ms_per_mail,
               "machine_idle_share": idle_share, "cpu_seconds_by_command": by_command, "nodes_list": held}))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// One node against `nodes` nodes, `rounds` times each, alternating, from a

@@ -27,7 +27,7 @@ use mailrobot_testkit::generate::{GenOptions, generate_corpus};
 use mailrobot_testkit::smtp_sink::SmtpSink;
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, robot};
+use crate::{PASSWORD, median, robot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Run {
@@ -185,11 +185,6 @@ fn one_run(bin: &Path, dovecot: &Dovecot, user: &str, mails: usize, run: Run) ->
         result["acknowledgements"] = json!(queued);
     }
     Ok(result)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 pub fn outbound_run(bin: &Path, mails: usize, rounds: usize, seed: u64) -> anyhow::Result<Value> {
