@@ -1,4 +1,4 @@
-//! Raw mails stored compressed.
+//! Raw mails and entry bodies stored compressed.
 //!
 //! Every byte SQLite stores is written into its WAL, flushed, and written
 //! again into the database file by the checkpoint; on a small machine those
@@ -8,6 +8,16 @@
 //! hashes its batch, so the database lane only writes fewer bytes. Large
 //! mails are stored as they are: they are streamed into the database and
 //! never sit whole in memory twice.
+//!
+//! The text and HTML bodies of ticket entries are the other half of the
+//! bytes written: SQLite keeps each body of 1 KB or more that compresses
+//! as a BLOB holding its [`pack`]ed UTF-8, and smaller ones as TEXT, in
+//! the same TEXT column (SQLite keeps a BLOB's storage class whatever the
+//! column's affinity). The storage class is the codec: TEXT as it is, BLOB
+//! LZ4. PostgreSQL compresses its own (TOAST) and holds text only;
+//! `migrate-store` unpacks bodies on the way ([`PACKED_TEXT_COLUMNS`]).
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
 
 use crate::{Result, StoreError};
 
@@ -41,6 +51,39 @@ pub(crate) fn unpack(codec: Option<&str>, stored: Vec<u8>, size: i64) -> Result<
     Ok(raw)
 }
 
+/// Columns SQLite may hold as packed text: (table, column).
+pub(crate) const PACKED_TEXT_COLUMNS: [(&str, &str); 3] =
+    [("ticket_entries", "text_body"), ("ticket_entries", "html_body"), ("ticket_entries", "new_text")];
+
+/// A body as SQLite stores it: packed when that saves a tenth, else as it is.
+pub(crate) fn pack_text(text: &str) -> ToSqlOutput<'_> {
+    match pack(text.as_bytes()) {
+        Some(packed) => ToSqlOutput::Owned(Value::Blob(packed)),
+        None => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+    }
+}
+
+/// The text of a packed body (a BLOB of a [`PACKED_TEXT_COLUMNS`] column).
+pub(crate) fn unpack_text(stored: &[u8]) -> std::result::Result<String, String> {
+    let bytes = lz4_flex::block::decompress_size_prepended(stored)
+        .map_err(|e| format!("a compressed body does not decompress: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("a compressed body is not UTF-8: {e}"))
+}
+
+/// A body read from SQLite, whichever way it was stored.
+pub(crate) struct StoredText(pub String);
+
+impl FromSql for StoredText {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Blob(stored) => unpack_text(stored)
+                .map(StoredText)
+                .map_err(|why| FromSqlError::Other(Box::new(StoreError::Corrupt(why)))),
+            other => String::column_result(other).map(StoredText),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +103,20 @@ mod tests {
         assert!(pack(&crate::testing::random_looking_bytes(64 * 1024)).is_none());
         assert!(pack(&vec![b'x'; PACK_AT_MOST + 1]).is_none(), "large mails are streamed, not compressed");
         assert!(pack(b"tiny").is_none());
+    }
+
+    #[test]
+    fn bodies_are_stored_packed_when_that_pays_and_read_back_either_way() {
+        let body = "Hello,\n\nthe VPN drops every ten minutes since Monday. Can you help?\n".repeat(40);
+        let stored = pack_text(&body);
+        let ToSqlOutput::Owned(Value::Blob(packed)) = &stored else { panic!("a 2.8 KB body is packed: {stored:?}") };
+        assert!(packed.len() < body.len() / 4);
+        let read = |v: ValueRef<'_>| StoredText::column_result(v).map(|t| t.0);
+        assert_eq!(read(ValueRef::Blob(packed)).unwrap(), body);
+        // Short bodies, and bodies stored before packing existed, are text.
+        assert!(matches!(pack_text("Thanks!"), ToSqlOutput::Borrowed(ValueRef::Text(b"Thanks!"))));
+        assert_eq!(read(ValueRef::Text(b"Thanks!")).unwrap(), "Thanks!");
+        assert!(read(ValueRef::Blob(&packed[..packed.len() / 2])).is_err(), "damaged: an error, not a panic");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
+use crate::blob_codec::{PACKED_TEXT_COLUMNS, unpack_text};
 use crate::lease::{LEASE_TTL, alive_since};
 use crate::schema::MIGRATIONS;
 use crate::{PgStore, Result, SqliteStore, StoreError, redacted_url};
@@ -217,6 +218,8 @@ struct Column {
     pg_type: Type,
     /// Filled from a sequence (an identity column).
     sequence: bool,
+    /// SQLite may hold its values packed ([`crate::blob_codec::PACKED_TEXT_COLUMNS`]).
+    packed_in_sqlite: bool,
 }
 
 /// How a column's values are converted and checksummed.
@@ -281,7 +284,8 @@ fn target_tables(tx: &tokio_postgres::Transaction<'_>) -> Result<BTreeMap<String
         };
         let entry =
             tables.entry(table.clone()).or_insert_with(|| Table { name: table, columns: Vec::new(), key: Vec::new() });
-        entry.columns.push(Column { name, kind, pg_type, sequence: row.try_get(3)? });
+        let packed_in_sqlite = PACKED_TEXT_COLUMNS.contains(&(entry.name.as_str(), name.as_str()));
+        entry.columns.push(Column { name, kind, pg_type, sequence: row.try_get(3)?, packed_in_sqlite });
     }
     let keys = wait(tx.query(
         "SELECT tc.table_name::text, k.column_name::text
@@ -675,21 +679,31 @@ fn copy_table(
     let mut rows = 0u64;
     let mut found = select.query([])?;
     while let Some(row) = found.next()? {
+        let refused = |column: &Column, why: String| {
+            let key: Vec<String> =
+                table.key.iter().map(|&k| format!("{} = {:?}", table.columns[k].name, row.get_ref(k).ok())).collect();
+            StoreError::Invalid(format!(
+                "table {}, row {}: column {} {why}; fix the row in SQLite, or remove it, and migrate again",
+                table.name,
+                key.join(", "),
+                column.name
+            ))
+        };
+        // Packed bodies go into PostgreSQL as the text they hold.
+        let mut unpacked = Vec::with_capacity(table.columns.len());
+        for (i, column) in table.columns.iter().enumerate() {
+            unpacked.push(match (column.packed_in_sqlite, row.get_ref(i)?) {
+                (true, ValueRef::Blob(stored)) => Some(unpack_text(stored).map_err(|why| refused(column, why))?),
+                _ => None,
+            });
+        }
         let mut values = Vec::with_capacity(table.columns.len());
         for (i, column) in table.columns.iter().enumerate() {
-            let value = Value::from_sqlite(row.get_ref(i)?, column).map_err(|why| {
-                let key: Vec<String> = table
-                    .key
-                    .iter()
-                    .map(|&k| format!("{} = {:?}", table.columns[k].name, row.get_ref(k).ok()))
-                    .collect();
-                StoreError::Invalid(format!(
-                    "table {}, row {}: column {} {why}; fix the row in SQLite, or remove it, and migrate again",
-                    table.name,
-                    key.join(", "),
-                    column.name
-                ))
-            })?;
+            let stored = match &unpacked[i] {
+                Some(text) => ValueRef::Text(text.as_bytes()),
+                None => row.get_ref(i)?,
+            };
+            let value = Value::from_sqlite(stored, column).map_err(|why| refused(column, why))?;
             value.hash(&mut hasher);
             values.push(value);
         }
@@ -756,7 +770,13 @@ mod tests {
     fn table(name: &str) -> Table {
         Table {
             name: name.into(),
-            columns: vec![Column { name: "id".into(), kind: Kind::Integer, pg_type: Type::INT8, sequence: true }],
+            columns: vec![Column {
+                name: "id".into(),
+                kind: Kind::Integer,
+                pg_type: Type::INT8,
+                sequence: true,
+                packed_in_sqlite: false,
+            }],
             key: vec![0],
         }
     }
@@ -795,7 +815,8 @@ mod tests {
 
     #[test]
     fn sqlite_values_take_the_postgres_column_type() {
-        let column = |kind, pg_type| Column { name: "c".into(), kind, pg_type, sequence: false };
+        let column =
+            |kind, pg_type| Column { name: "c".into(), kind, pg_type, sequence: false, packed_in_sqlite: false };
         let flag = column(Kind::Boolean, Type::BOOL);
         assert_eq!(Value::from_sqlite(ValueRef::Integer(1), &flag), Ok(Value::Boolean(true)));
         assert_eq!(Value::from_sqlite(ValueRef::Integer(0), &flag), Ok(Value::Boolean(false)));

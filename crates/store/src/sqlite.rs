@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use crate::blob_codec::StoredText;
 pub(crate) use crate::model::StatusChange;
 use crate::model::*;
 use crate::schema::MIGRATIONS;
@@ -589,9 +590,9 @@ impl Store for SqliteStore {
                         subject: r.get(6)?,
                         kind: r.get(7)?,
                         date: r.get(8)?,
-                        text_body: r.get(9)?,
-                        new_text: r.get(12)?,
-                        html_body: r.get(10)?,
+                        text_body: r.get::<_, StoredText>(9)?.0,
+                        new_text: r.get::<_, Option<StoredText>>(12)?.map(|t| t.0),
+                        html_body: r.get::<_, Option<StoredText>>(10)?.map(|t| t.0),
                         attachments: Vec::new(),
                         created_at: r.get(11)?,
                         answer: r.get(13)?,

@@ -11,6 +11,7 @@ use mailrobot_core::{
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use crate::blob_codec::pack_text;
 use crate::model::FreshRow;
 use crate::outbox::EventRecord;
 use crate::sqlite::{put_blob, read_blob};
@@ -213,10 +214,10 @@ impl Ledger for SqliteLedger<'_, '_> {
             mail.from.as_ref().and_then(|a| a.name.as_deref()),
             mail.subject,
             mail.date,
-            mail.text_body,
-            mail.html_body,
+            pack_text(&mail.text_body),
+            mail.html_body.as_deref().map(pack_text),
             self.at,
-            mail.new_text
+            mail.new_text.as_deref().map(pack_text)
         ])?;
         let entry_id = tx.last_insert_rowid();
         for (i, attachment) in mail.attachments.iter().enumerate() {

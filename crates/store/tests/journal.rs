@@ -481,9 +481,11 @@ fn postgres_stores_text_mails_compressed_and_packed_bytes_as_they_are() {
 
 /// SQLite keeps a mail the pipeline compressed ([`blob_codec::pack`]) as
 /// it was given, with its codec, and reads it back byte for byte: through
-/// the blob, the raw mail, and the journal's pending mails.
+/// the blob, the raw mail, and the journal's pending mails. The entry it
+/// files keeps its long body packed and a short one as text, and the
+/// ticket shows both as parsed.
 #[test]
-fn sqlite_keeps_mails_compressed_when_given_them_so() {
+fn sqlite_keeps_mails_and_entry_bodies_compressed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mailrobot.db");
     let s = SqliteStore::open(&path).unwrap();
@@ -505,7 +507,25 @@ fn sqlite_keeps_mails_compressed_when_given_them_so() {
     let pending = s.pending_mails(Some(mb), 10, u64::MAX).unwrap();
     assert!(pending[0].raw == text);
     assert!(s.message_raw(pending[0].journal_id).unwrap().unwrap() == text);
+    let short = mail("short@x", "Short", "", "Thanks, it works now.");
+    s.journal(mb, &[IncomingMail::fetched("2", &short)]).unwrap();
     let out = s.process_pending(None, 10, u64::MAX, &rules()).unwrap();
-    assert_eq!(out.len(), 1);
-    assert_eq!(s.tickets().unwrap()[0].subject, "Text");
+    assert_eq!(out.len(), 2);
+    let tickets = s.tickets().unwrap();
+    assert_eq!(tickets.iter().map(|t| t.subject.as_str()).collect::<Vec<_>>(), ["Text", "Short"]);
+
+    let stored: Vec<(String, i64)> = conn
+        .prepare("SELECT typeof(text_body), length(text_body) FROM ticket_entries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(stored[0].0, "blob", "the long body is packed: {stored:?}");
+    assert!((stored[0].1 as usize) < body.len() / 4, "{stored:?} for {} bytes", body.len());
+    assert_eq!(stored[1].0, "text", "a short body stays text: {stored:?}");
+    for (ticket, raw) in tickets.iter().zip([&text, &short]) {
+        let entry = &s.ticket(ticket.id).unwrap().unwrap().entries[0];
+        assert_eq!(entry.text_body, mailrobot_core::process::parse_raw(raw).unwrap().text_body);
+    }
 }

@@ -194,7 +194,9 @@ fn fill(s: &SqliteStore) -> Filled {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eml/new/winmail-dat-tnef.eml"),
     )
     .unwrap();
-    let printer = mail("1@x", "Ann <ann@example.com>", "Printer broken", "", "It is broken.");
+    // Long enough that SQLite keeps its body packed (blob_codec).
+    let printer_body = "It is broken. The tray jams at the second page, every time.\r\n".repeat(30);
+    let printer = mail("1@x", "Ann <ann@example.com>", "Printer broken", "", &printer_body);
     let reply = mail("2@x", "Ann <ann@example.com>", "Re: Printer broken", "In-Reply-To: <1@x>\r\n", "Still.");
     let big = mail_with_attachment("3@x", 4_600_000);
     assert!(big.len() > 6 << 20, "the raw mail is over 4 MiB too: {}", big.len());
@@ -294,6 +296,12 @@ fn everything_is_copied_and_reads_back_the_same() {
     let s = SqliteStore::open(&path).unwrap();
     let filled = fill(&s);
     let db = TestDatabase::create();
+
+    let packed_bodies: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM ticket_entries WHERE typeof(text_body) = 'blob'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(packed_bodies, 1, "the printer mail's body is packed in SQLite");
 
     let report = sqlite_to_postgres(&path, &db.url).unwrap();
     let p = PgStore::connect(&db.url).unwrap();
