@@ -584,11 +584,15 @@ impl Pipeline {
 
     /// Processes everything journaled but not yet processed for the mailbox
     /// (what a crash or a retry left), a batch (by count and by bytes) per
-    /// transaction.
+    /// transaction, each read within the node's memory budget: after a
+    /// crash, every poll starts with its leftovers at once.
     async fn process_leftovers(&self, mailbox_id: i64, report: &mut PollReport) -> Result<(), PollError> {
         loop {
             let rules = self.rules.clone();
             let (limit, max_bytes) = (self.limits.max_mails, self.limits.max_bytes);
+            let waiting = self.blocking(move |s| s.pending_batch_bytes(Some(mailbox_id), limit, max_bytes)).await?;
+            let Some(bytes) = waiting else { return Ok(()) };
+            let _in_memory = self.mail_in_memory.hold(bytes).await;
             let started = std::time::Instant::now();
             let done = self.blocking(move |s| s.process_pending(Some(mailbox_id), limit, max_bytes, &rules)).await?;
             // A batch cut short by bytes is not the last one; an empty one is.

@@ -356,6 +356,44 @@ fn the_grafana_dashboard_uses_only_recorded_metrics() {
     assert!(checked >= 15, "{checked}");
 }
 
+/// Mails processed again from the journal (after `messages retry`, or a
+/// crash) are read within the node's memory budget too: a serve with
+/// nothing to fetch holds exactly their bytes while it files them.
+#[test]
+fn mails_processed_again_from_the_journal_count_in_the_memory_budget() {
+    let robot = Robot::new();
+    let drop = robot.dir.path().join("drop");
+    let path = drop.to_str().unwrap();
+    robot.run(&["mailbox", "add", "--name", "desk", "--kind", "drop-folder", "--path", path, "--poll-seconds", "1"]);
+    // Not mails at all (no header): each fails, and is kept.
+    let broken: Vec<Vec<u8>> =
+        (0..4).map(|i| [b"\x00 not a mail ".as_slice(), &vec![b'a' + i; 300_000 + usize::from(i)]].concat()).collect();
+    for (i, bytes) in broken.iter().enumerate() {
+        std::fs::write(drop.join(format!("inbox/{i}.eml")), bytes).unwrap();
+    }
+    robot.run(&["run-once"]);
+    let states = |robot: &Robot| -> Vec<String> {
+        robot.messages().iter().map(|m| m["state"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(states(&robot), ["failed"; 4]);
+    robot.run(&["messages", "retry"]);
+    assert_eq!(states(&robot), ["fetched"; 4]);
+
+    let (child, address) = robot.spawn_serve(&[]);
+    let filed_again = || {
+        http_get(&address, "/metrics").is_some_and(|(_, m)| {
+            metric(&m, r#"mailrobot_mails_total{mailbox="1",state="failed",kind="none"}"#) == Some(4.0)
+        })
+    };
+    assert!(wait_until(Duration::from_secs(60), filed_again), "{}", robot.serve_logs());
+    let (_, metrics) = http_get(&address, "/metrics").unwrap();
+    stop(child);
+    assert_eq!(states(&robot), ["failed"; 4]);
+    assert_eq!(metric(&metrics, "mailrobot_mail_in_memory_bytes"), Some(0.0), "given back once filed");
+    let held: u64 = broken.iter().map(|b| b.len() as u64).sum();
+    assert_eq!(metric(&metrics, "mailrobot_mail_in_memory_peak_bytes"), Some(held as f64), "{metrics}");
+}
+
 /// Polls of many mailboxes with a backlog share one budget for fetched mail
 /// not yet filed (`MAILROBOT_MAIL_IN_MEMORY_MB`): below it, batches wait
 /// their turn instead of piling up in memory; every mail still gets filed.

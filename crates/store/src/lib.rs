@@ -117,6 +117,11 @@ pub trait Store: Send + Sync {
     /// would pass `max_bytes` (always at least one), so the memory a batch
     /// holds has a bound whatever the mails are.
     fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>>;
+    /// The bytes the next [`Store::pending_mails`] with the same arguments
+    /// would read (the mails' sizes as received), without reading them:
+    /// None when no mail waits. A node takes them from its memory budget
+    /// before reading.
+    fn pending_batch_bytes(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Option<u64>>;
     /// Runs `work` in one write transaction, committed when it returns `Ok`.
     /// The ticket rules ([`mailrobot_core::file_batch`]) run there.
     fn with_ledger(&self, work: &mut dyn FnMut(&mut dyn Ledger<Error = StoreError>) -> Result<()>) -> Result<()> {

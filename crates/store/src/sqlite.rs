@@ -19,7 +19,7 @@ pub(crate) use crate::model::StatusChange;
 use crate::model::*;
 use crate::schema::MIGRATIONS;
 use crate::sqlite_lease::check_fences;
-use crate::sqlite_ledger::{SqliteLedger, read_pending};
+use crate::sqlite_ledger::{SqliteLedger, pending_batch, read_pending};
 use crate::{JournalState, ProcessingRules, Result, Store, StoreError, TicketStatus};
 
 pub struct SqliteStore {
@@ -463,6 +463,11 @@ impl Store for SqliteStore {
             crate::process::check_all_written(&ledger.fresh)?;
             Ok(processed)
         })
+    }
+
+    fn pending_batch_bytes(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Option<u64>> {
+        let batch = pending_batch(&self.read(), mailbox_id, limit, max_bytes)?;
+        Ok((!batch.is_empty()).then(|| batch.iter().map(|row| row.size as u64).sum()))
     }
 
     fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>> {

@@ -24,40 +24,65 @@ pub(crate) fn read_pending(
     limit: usize,
     max_bytes: u64,
 ) -> Result<Vec<PendingMail>> {
-    let mut stmt = tx.prepare_cached(
+    pending_batch(tx, mailbox_id, limit, max_bytes)?
+        .into_iter()
+        .map(|row| {
+            let raw = match row.blob_id {
+                Some(blob_id) => read_blob(tx, blob_id, row.size, row.codec.as_deref())?,
+                None => Vec::new(),
+            };
+            Ok(PendingMail { journal_id: row.journal_id, mailbox_id: row.mailbox_id, remote_id: row.remote_id, raw })
+        })
+        .collect()
+}
+
+/// A pending mail's journal row and where its bytes are.
+pub(crate) struct PendingRow {
+    journal_id: i64,
+    mailbox_id: i64,
+    remote_id: String,
+    blob_id: Option<i64>,
+    /// Its size as received (0 when no bytes were stored).
+    pub(crate) size: i64,
+    codec: Option<String>,
+}
+
+/// The rows of the next batch of pending mails: in journal order, up to
+/// `limit`, stopping before the mail whose bytes would pass `max_bytes`
+/// (the first always comes). Sizes are known before any blob is read.
+pub(crate) fn pending_batch(
+    conn: &rusqlite::Connection,
+    mailbox_id: Option<i64>,
+    limit: usize,
+    max_bytes: u64,
+) -> Result<Vec<PendingRow>> {
+    let mut stmt = conn.prepare_cached(
         "SELECT m.id, m.mailbox_id, m.remote_id, b.id, b.size, b.codec FROM messages m
          LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
          WHERE m.state = 'fetched' AND (?1 IS NULL OR m.mailbox_id = ?1)
          ORDER BY m.id LIMIT ?2",
     )?;
-    let rows = stmt
-        .query_map(params![mailbox_id, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut pending = Vec::with_capacity(rows.len());
+    let rows = stmt.query_map(params![mailbox_id, limit as i64], |r| {
+        Ok(PendingRow {
+            journal_id: r.get(0)?,
+            mailbox_id: r.get(1)?,
+            remote_id: r.get(2)?,
+            blob_id: r.get(3)?,
+            size: r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0),
+            codec: r.get(5)?,
+        })
+    })?;
+    let mut batch = Vec::new();
     let mut bytes = 0u64;
-    for (journal_id, mailbox_id, remote_id, blob_id, size, codec) in rows {
-        // Sizes are known before the blobs are read: stop before the budget.
-        let size_bytes = size.unwrap_or(0).max(0) as u64;
-        if !pending.is_empty() && bytes + size_bytes > max_bytes {
+    for row in rows {
+        let row = row?;
+        if !batch.is_empty() && bytes + row.size as u64 > max_bytes {
             break;
         }
-        bytes += size_bytes;
-        let raw = match blob_id {
-            Some(blob_id) => read_blob(tx, blob_id, size.unwrap_or(0), codec.as_deref())?,
-            None => Vec::new(),
-        };
-        pending.push(PendingMail { journal_id, mailbox_id, remote_id, raw });
+        bytes += row.size as u64;
+        batch.push(row);
     }
-    Ok(pending)
+    Ok(batch)
 }
 
 /// One write transaction, as processing sees it.

@@ -225,15 +225,27 @@ fn a_processing_batch_stops_at_its_byte_budget<S: Store>(s: &S) {
         mails.iter().enumerate().map(|(i, m)| IncomingMail::fetched(format!("r{i}"), m)).collect();
     s.journal(mb, &incoming).unwrap();
     let size = mails[0].len() as u64;
+    assert!(mails.iter().all(|m| m.len() as u64 == size));
+    // What a batch will read is known before it is read (the memory budget).
+    let bytes = |max| s.pending_batch_bytes(Some(mb), 100, max).unwrap();
+    assert_eq!(bytes(2 * size + 10), Some(2 * size));
+    assert_eq!(s.pending_batch_bytes(Some(mb), 3, u64::MAX).unwrap(), Some(3 * size), "by count too");
     assert_eq!(s.process_pending(Some(mb), 100, 2 * size + 10, &rules()).unwrap().len(), 2);
+    assert_eq!(bytes(1), Some(size));
     assert_eq!(s.process_pending(Some(mb), 100, 1, &rules()).unwrap().len(), 1, "at least one");
+    assert_eq!(bytes(u64::MAX), Some(2 * size));
     assert_eq!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().len(), 2);
+    assert_eq!(bytes(u64::MAX), None, "nothing waits");
     assert!(s.process_pending(Some(mb), 100, u64::MAX, &rules()).unwrap().is_empty());
 
     // An empty mail first does not let the next one past the budget.
     let big = mail("big@x", "Big", "", &body);
     s.journal(mb, &[IncomingMail::fetched("empty", b""), IncomingMail::fetched("big", &big)]).unwrap();
+    let other = mailbox(s, "b");
+    assert_eq!(s.pending_batch_bytes(Some(other), 100, 10).unwrap(), None, "another mailbox's mails");
+    assert_eq!(bytes(10), Some(0));
     assert_eq!(s.process_pending(Some(mb), 100, 10, &rules()).unwrap().len(), 1);
+    assert_eq!(bytes(10), Some(big.len() as u64));
     assert_eq!(s.process_pending(Some(mb), 100, 10, &rules()).unwrap().len(), 1);
 }
 

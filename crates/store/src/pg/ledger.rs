@@ -16,6 +16,24 @@ use crate::model::{FreshRow, mailbox_policy, tags_from_json, tags_to_json};
 use crate::outbox::EventRecord;
 use crate::{IncomingMail, JournalState, Result, StoreError, TicketStatus, WebhookEvent};
 
+/// The next batch of pending mails as a subquery: up to `$2` mails in state
+/// `fetched` (of mailbox `$1`, or all) in journal order, stopping before the
+/// mail whose bytes would pass `$3` (the first always comes). The byte
+/// budget is kept in the query (a running sum of sizes), so mails past it
+/// are not read.
+macro_rules! pending_batch {
+    () => {
+        "(SELECT id, mailbox_id, remote_id, raw_sha256, size, data FROM (
+             SELECT m.id, m.mailbox_id, m.remote_id, m.raw_sha256, b.size, b.data,
+                    (SUM(COALESCE(b.size, 0)) OVER (ORDER BY m.id))::bigint - COALESCE(b.size, 0) AS before,
+                    ROW_NUMBER() OVER (ORDER BY m.id) AS n
+             FROM messages m LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
+             WHERE m.state = 'fetched' AND ($1::bigint IS NULL OR m.mailbox_id = $1)
+             ORDER BY m.id LIMIT $2) p
+         WHERE n = 1 OR before + COALESCE(size, 0) <= $3) batch"
+    };
+}
+
 /// Up to `limit` mails in state `fetched`, with their bytes, stopping before
 /// `max_bytes` (always at least one).
 pub(crate) fn read_pending(
@@ -24,18 +42,13 @@ pub(crate) fn read_pending(
     limit: usize,
     max_bytes: u64,
 ) -> Result<Vec<PendingMail>> {
-    // The byte budget is kept in the query (a running sum of sizes), so
-    // mails past it are not read; small mails come with their bytes.
+    // Small mails come with their bytes; larger ones are read in pieces.
     let rows = tx.query(
-        "SELECT id, mailbox_id, remote_id, raw_sha256, CASE WHEN size <= $4 THEN data END FROM (
-             SELECT m.id, m.mailbox_id, m.remote_id, m.raw_sha256, b.size, b.data,
-                    (SUM(COALESCE(b.size, 0)) OVER (ORDER BY m.id))::bigint - COALESCE(b.size, 0) AS before,
-                    ROW_NUMBER() OVER (ORDER BY m.id) AS n
-             FROM messages m LEFT JOIN blobs b ON b.sha256 = m.raw_sha256
-             WHERE m.state = 'fetched' AND ($1::bigint IS NULL OR m.mailbox_id = $1)
-             ORDER BY m.id LIMIT $2) p
-         WHERE n = 1 OR before + COALESCE(size, 0) <= $3
-         ORDER BY id",
+        concat!(
+            "SELECT id, mailbox_id, remote_id, raw_sha256, CASE WHEN size <= $4 THEN data END FROM ",
+            pending_batch!(),
+            " ORDER BY id"
+        ),
         &[&mailbox_id, &(limit as i64), &(max_bytes.min(i64::MAX as u64) as i64), &(BLOB_PIECE as i64)],
     )?;
     let mut pending = Vec::with_capacity(rows.len());
@@ -54,6 +67,22 @@ pub(crate) fn read_pending(
         });
     }
     Ok(pending)
+}
+
+/// The bytes [`read_pending`] with the same arguments would read; None
+/// when no mail waits.
+pub(crate) fn pending_batch_bytes(
+    tx: &mut PgTx<'_>,
+    mailbox_id: Option<i64>,
+    limit: usize,
+    max_bytes: u64,
+) -> Result<Option<u64>> {
+    let row = tx.query_one(
+        concat!("SELECT count(*), COALESCE(SUM(COALESCE(size, 0)), 0)::bigint FROM ", pending_batch!()),
+        &[&mailbox_id, &(limit as i64), &(max_bytes.min(i64::MAX as u64) as i64)],
+    )?;
+    let (mails, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok((mails > 0).then_some(bytes.max(0) as u64))
 }
 
 /// One write transaction, as processing sees it.

@@ -6,7 +6,7 @@ use mailrobot_core::{Ledger, PendingMail};
 use tokio_postgres::Row;
 
 use super::lease::check_fences;
-use super::ledger::{PgLedger, read_pending};
+use super::ledger::{PgLedger, pending_batch_bytes, read_pending};
 use super::{BLOB_PIECE, BlobRows, PgStore, PgTx, now, put_blob_hashed, read_blob};
 use crate::model::*;
 use crate::{JournalState, ProcessingRules, Result, Store, StoreError, TicketStatus};
@@ -392,6 +392,10 @@ impl Store for PgStore {
             ledger.finish()?;
             Ok(processed)
         })
+    }
+
+    fn pending_batch_bytes(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Option<u64>> {
+        self.read(|tx| pending_batch_bytes(tx, mailbox_id, limit, max_bytes))
     }
 
     fn pending_mails(&self, mailbox_id: Option<i64>, limit: usize, max_bytes: u64) -> Result<Vec<PendingMail>> {
