@@ -444,6 +444,14 @@ ALTER TABLE nodes ADD COLUMN pid_scope TEXT;
     r#"
 ALTER TABLE blobs ADD COLUMN codec TEXT;
 "#,
+    // 19: entry bodies (text_body, html_body, new_text) may be stored
+    // compressed: a BLOB in their TEXT column is an LZ4 block with its size
+    // ahead (`blob_codec::pack_text`). No table changes; the version moves so
+    // that an older mailrobot, which would read such a body as an error,
+    // refuses the file as newer than it knows.
+    r#"
+-- (no table changes)
+"#,
 ];
 
 /// Migrations on PostgreSQL. Timestamps stay RFC 3339 text (UTC, with
@@ -806,6 +814,14 @@ END $$;
     // `migrate-store` keep theirs and are read through it.
     r#"
 ALTER TABLE blobs ADD COLUMN codec TEXT;
+"#,
+    // 19: entry bodies (text_body, html_body, new_text) may be stored
+    // compressed: a BLOB in their TEXT column is an LZ4 block with its size
+    // ahead (`blob_codec::pack_text`). No table changes; the version moves so
+    // that an older mailrobot, which would read such a body as an error,
+    // refuses the file as newer than it knows.
+    r#"
+-- (no table changes)
 "#,
 ];
 
