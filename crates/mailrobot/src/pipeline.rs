@@ -417,7 +417,8 @@ impl Pipeline {
         // settles whatever the database lane has filed; the database lane
         // journals and files each batch (one commit) once it is parsed.
         // Neither waits for the other's step unless it needs its result: a
-        // batch is settled only once filed. At most two batches are in
+        // batch is settled only once filed, and the record that it was
+        // settled is written while the next batch is fetched. At most two batches are in
         // memory: the one being filed and the next; across polls, the
         // node's budget (`mail_in_memory`) bounds them all.
         let limits = match source.max_batch() {
@@ -464,10 +465,45 @@ impl Pipeline {
         max: u64,
         source: &mut dyn MailSource,
         report: &mut PollReport,
+        queue: std::collections::VecDeque<Listing>,
+        limits: BatchLimits,
+        to_database: tokio::sync::mpsc::Sender<FetchedBatch>,
+        filed_events: tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> Result<(), PollError> {
+        // Each batch's settle record is written while the next batch is
+        // fetched (it waits for the database lane's commit); every record is
+        // written before the lane ends, whatever ended it.
+        let mut recording = Recording::default();
+        let result = self
+            .server_lane_inner(
+                mailbox_id,
+                max,
+                source,
+                report,
+                queue,
+                limits,
+                to_database,
+                filed_events,
+                &mut recording,
+            )
+            .await;
+        let recorded = recording.finish().await;
+        result.and(recorded)
+    }
+
+    /// [`Pipeline::server_lane`]'s work; settle records are left to `recording`.
+    #[allow(clippy::too_many_arguments)]
+    async fn server_lane_inner(
+        &self,
+        mailbox_id: i64,
+        max: u64,
+        source: &mut dyn MailSource,
+        report: &mut PollReport,
         mut queue: std::collections::VecDeque<Listing>,
         limits: BatchLimits,
         to_database: tokio::sync::mpsc::Sender<FetchedBatch>,
         mut filed_events: tokio::sync::mpsc::UnboundedReceiver<()>,
+        recording: &mut Recording,
     ) -> Result<(), PollError> {
         loop {
             // A free slot means the database lane took the batch before.
@@ -476,7 +512,7 @@ impl Pipeline {
                 slot = to_database.reserve() => slot,
                 event = filed_events.recv() => match event {
                     Some(()) => {
-                        self.settle(mailbox_id, source, report).await?;
+                        self.settle_recorded(mailbox_id, source, report, recording).await?;
                         continue;
                     }
                     None => break,
@@ -512,7 +548,7 @@ impl Pipeline {
         drop(to_database);
         // The database lane files what it was given, then stops.
         while filed_events.recv().await.is_some() {
-            self.settle(mailbox_id, source, report).await?;
+            self.settle_recorded(mailbox_id, source, report, recording).await?;
         }
         Ok(())
     }
@@ -611,6 +647,23 @@ impl Pipeline {
         source: &mut dyn MailSource,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
+        let mut recording = Recording::default();
+        self.settle_recorded(mailbox_id, source, report, &mut recording).await?;
+        recording.finish().await
+    }
+
+    /// [`Pipeline::settle`], leaving the record to be written in the
+    /// background by `recording` (the server lane fetches meanwhile). The
+    /// record before is waited for first: the mails to settle are read
+    /// from the journal, and a mail must not be settled twice.
+    async fn settle_recorded(
+        &self,
+        mailbox_id: i64,
+        source: &mut dyn MailSource,
+        report: &mut PollReport,
+        recording: &mut Recording,
+    ) -> Result<(), PollError> {
+        recording.finish().await?;
         let pending = self.blocking(move |s| s.unsettled(mailbox_id)).await?;
         if pending.is_empty() {
             return Ok(());
@@ -629,9 +682,27 @@ impl Pipeline {
         crash::point("after-settle");
         let ids: Vec<i64> = pending.iter().map(|u| u.journal_id).collect();
         report.settled += ids.len();
-        self.blocking(move |s| s.mark_settled(&ids)).await?;
-        crash::point("after-mark-settled");
+        let store = self.store.clone();
+        recording.0 = Some(tokio::task::spawn_blocking(move || {
+            store.mark_settled(&ids)?;
+            crash::point("after-mark-settled");
+            Ok(())
+        }));
         Ok(())
+    }
+}
+
+/// A settle record being written in the background, if any.
+#[derive(Default)]
+struct Recording(Option<tokio::task::JoinHandle<Result<(), StoreError>>>);
+
+impl Recording {
+    /// Waits for the record being written, if any, and says how it went.
+    async fn finish(&mut self) -> Result<(), PollError> {
+        match self.0.take() {
+            Some(writing) => Ok(writing.await??),
+            None => Ok(()),
+        }
     }
 }
 
