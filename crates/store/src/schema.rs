@@ -815,14 +815,6 @@ END $$;
     r#"
 ALTER TABLE blobs ADD COLUMN codec TEXT;
 "#,
-    // 19: entry bodies (text_body, html_body, new_text) may be stored
-    // compressed: a BLOB in their TEXT column is an LZ4 block with its size
-    // ahead (`blob_codec::pack_text`). No table changes; the version moves so
-    // that an older mailrobot, which would read such a body as an error,
-    // refuses the file as newer than it knows.
-    r#"
--- (no table changes)
-"#,
 ];
 
 #[cfg(test)]
