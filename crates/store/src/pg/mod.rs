@@ -58,8 +58,9 @@ const LEASE_LOCK: i64 = 0x6d61_696c_6c65_6135;
 /// each migration once.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_6d69_6772;
 
-/// Connections per node: writers queue on [`WRITE_LOCK`] anyway; readers
-/// (UI, API, polls) get the rest.
+/// Connections per node, at most: one writer at a time holds or waits for
+/// [`WRITE_LOCK`] ([`PgStore::write`]); raw-mail writes beside it and
+/// readers (UI, API, polls) get the rest. Opened as needed.
 const POOL_SIZE: u32 = 12;
 
 /// The runtime that drives every session's socket, on a thread of its own.
@@ -161,6 +162,9 @@ pub struct PgStore {
     pool: r2d2::Pool<Manager>,
     /// The mailbox leases this process holds, when it takes leases.
     pub(crate) fences: crate::lease::Fences,
+    /// Held by the one thread of this process whose write transaction
+    /// takes (or waits for) [`WRITE_LOCK`]: see [`PgStore::write`].
+    writer: std::sync::Mutex<()>,
 }
 
 /// `url` with its password replaced by `***`: what logs and errors show.
@@ -207,7 +211,7 @@ impl PgStore {
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(Manager { config, tls });
         drop(first);
-        let store = Self { pool, fences: Default::default() };
+        let store = Self { pool, fences: Default::default(), writer: Default::default() };
         store.migrate()?;
         Ok(store)
     }
@@ -243,7 +247,14 @@ impl PgStore {
 
     /// Runs `f` in a write transaction holding [`WRITE_LOCK`]; commits when it
     /// returns `Ok`.
+    ///
+    /// The writers of one process queue here first, so at most one of its
+    /// sessions waits for the lock in the server: the others would only wait
+    /// behind it, each holding a session the process's reads and raw-mail
+    /// writes could use, and a busy node opened a dozen (a new session costs
+    /// the server its start-up and its own catalog and statement caches).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
+        let _turn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.transaction_holding(WRITE_LOCK, f)
     }
 
