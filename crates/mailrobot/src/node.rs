@@ -44,7 +44,17 @@ impl Drop for Busy<'_> {
 /// How often a node beats while it is short of its share, and in its first
 /// lease TTL: nodes started together spread the mailboxes within a second or
 /// two, not a few regular periods (the first to start takes them all).
-const QUICK_BEAT: Duration = Duration::from_millis(500);
+pub const QUICK_BEAT: Duration = Duration::from_millis(500);
+
+/// How long a node on a shared database waits after registering before it
+/// takes leases: nodes started together (a deployment, a restart of all)
+/// are then all registered when the first of them shares the mailboxes
+/// out, so each polls its share from the start. Without it the first node
+/// took every mailbox and started polling them all; the others got theirs
+/// only as its polls ended, and three nodes started cold were slower than
+/// one (0.92x). Kafka's consumer groups wait the same way before their
+/// first rebalance (`group.initial.rebalance.delay.ms`).
+pub const GATHER_FOR: Duration = QUICK_BEAT;
 
 /// The next heartbeat: the regular period; sooner when another node's lease
 /// runs out first (just after it does), so a dead node's mailboxes are taken
@@ -98,17 +108,24 @@ fn register(leases: &dyn LeaseStore, kind: NodeKind) -> anyhow::Result<String> {
 }
 
 impl Node {
-    /// Registers this process, turns fencing on for its writes and takes its
-    /// first leases.
+    /// Registers this process and turns fencing on for its writes; takes its
+    /// first leases at once when it is the only `serve` the database can
+    /// have, else at its first heartbeat, after [`GATHER_FOR`].
     pub fn start(leases: Arc<dyn LeaseStore>) -> anyhow::Result<Node> {
         let id = register(leases.as_ref(), NodeKind::Serve)?;
-        let beat = leases.heartbeat(&id, LEASE_TTL)?;
-        tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
+        let first_beat_in = if leases.shared_by_nodes() {
+            tracing::info!(node = %id, gathering_for = ?GATHER_FOR, "node started; takes its share of the mailboxes once the nodes starting with it have registered");
+            GATHER_FOR
+        } else {
+            let beat = leases.heartbeat(&id, LEASE_TTL)?;
+            tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
+            next_beat(&beat, true)
+        };
         Ok(Node {
             id,
             leases,
             started: std::time::Instant::now(),
-            next_beat_in: std::sync::Mutex::new(next_beat(&beat, true)),
+            next_beat_in: std::sync::Mutex::new(first_beat_in),
             changed: Default::default(),
             announced: Default::default(),
             busy: Default::default(),

@@ -264,6 +264,17 @@ impl MailboxOperations for RobotOperations {
 
     async fn poll_now(&self, name: &str) -> OpResult<String> {
         let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
+        if !self.holds_lease(mailbox.id).await {
+            // Another node polls it (or none yet): that node is asked to
+            // poll now, as when a Graph notification reaches the wrong node.
+            let id = mailbox.id;
+            let told = self.run(move |app| Ok(app.leases.announce_mail(id, None)?)).await?;
+            return Ok(if told {
+                "another node polls this mailbox; it was asked to poll it now".to_string()
+            } else {
+                "no node has taken this mailbox yet; the node that takes it polls it at once".to_string()
+            });
+        }
         let (result, _) = crate::scheduler::poll_and_record(&pipeline, &mailbox).await;
         let report = result.map_err(|e| e.to_string())?;
         Ok(format!(
@@ -274,6 +285,21 @@ impl MailboxOperations for RobotOperations {
 }
 
 impl RobotOperations {
+    /// Whether this process may poll `mailbox_id` now: always outside a
+    /// node (no leases); in a node, once it holds the lease, which a node
+    /// just started takes at its first heartbeat (waited for here).
+    async fn holds_lease(&self, mailbox_id: i64) -> bool {
+        let fences = || self.app.leases.fences();
+        let deadline = std::time::Instant::now() + crate::node::GATHER_FOR + 2 * crate::node::QUICK_BEAT;
+        while fences().is_enabled() && fences().get(mailbox_id).is_none() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     async fn mailbox_and_pipeline(&self, name: &str) -> OpResult<(Mailbox, crate::pipeline::Pipeline)> {
         let name = name.to_string();
         self.run(move |app| {

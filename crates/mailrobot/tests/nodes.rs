@@ -137,6 +137,78 @@ fn mailboxes_waiting_for_a_poll_slot_are_handed_to_a_joining_node() {
     assert!(took < Duration::from_secs(7), "the joining node waited {took:?} for its share: {listed:#}");
 }
 
+/// Nodes started together share the mailboxes out from their first poll: a
+/// node on a shared database takes no lease when it starts, only at its
+/// first heartbeat, by when the nodes starting with it have registered. So
+/// each takes its share once, and nothing is handed over (a handover gives
+/// the mailbox a new fencing token, and throws away a poll under way).
+/// Before, the first node took every mailbox and started polling them all.
+#[test]
+fn nodes_started_together_take_their_shares_at_their_first_heartbeat() {
+    use mailrobot_store::lease::LEASE_TTL;
+    use mailrobot_store::{LeaseStore, PgStore};
+    use std::sync::Arc;
+
+    let mut robot = Robot::on_postgres();
+    robot.env.push(("MAILROBOT_MASTER_KEY".into(), MASTER_KEY.into()));
+    // Never polled here: the nodes are started in this process, without
+    // their polling loops.
+    let port = free_port();
+    for user in users(6) {
+        robot.add_imap(&user, port, &user, PASSWORD, &["--poll-seconds", "60"]);
+    }
+    let url = robot.database_url().unwrap().to_string();
+    let stores: Vec<Arc<PgStore>> = (0..3).map(|_| Arc::new(PgStore::connect(&url).unwrap())).collect();
+    let nodes: Vec<mailrobot::node::Node> =
+        stores.iter().map(|store| mailrobot::node::Node::start(store.clone()).unwrap()).collect();
+    for node in &nodes {
+        assert_eq!(
+            node.held(),
+            Vec::<i64>::new(),
+            "{} took leases as it started, before the others registered",
+            node.id
+        );
+    }
+    // The first heartbeats, in the order the nodes started.
+    for (node, store) in nodes.iter().zip(&stores) {
+        store.heartbeat(&node.id, LEASE_TTL).unwrap();
+    }
+    let held: Vec<usize> = nodes.iter().map(|node| node.held().len()).collect();
+    assert_eq!(held, [2, 2, 2], "each node took its share at its first heartbeat");
+    let leases = stores[0].leases().unwrap();
+    assert_eq!(leases.len(), 6);
+    assert!(leases.iter().all(|lease| lease.token == 1), "every mailbox leased once, none handed over: {leases:?}");
+}
+
+/// "Poll now" (the API's, the UI's button) on a node that does not hold the
+/// mailbox asks the node that does, instead of failing on a write its fence
+/// refuses.
+#[test]
+fn poll_now_on_a_node_without_the_lease_asks_the_holder() {
+    let (_dc, robot) = cluster(2);
+    let writer = common::api::token(&robot, "ops", false);
+    let (a, b) = (robot.another_node(), robot.another_node());
+    let (mut a_serve, a_address) = a.spawn_serve(&[]);
+    let (mut b_serve, _) = b.spawn_serve(&[]);
+    let shared = wait_until(Duration::from_secs(30), || held_by_live_nodes(&robot) == [1, 1]);
+    let listed = nodes_list(&robot);
+    let held_by_b = listed
+        .iter()
+        .find(|n| n["alive"] == true && n["pid"].as_u64() == Some(u64::from(b_serve.id())))
+        .and_then(|n| n["mailboxes"][0].as_str())
+        .map(str::to_string);
+    let url = format!("http://{a_address}/api/v1/mailboxes/{}/poll", held_by_b.clone().unwrap_or_default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(common::api::call("POST", &url, Some(&writer), None));
+    for serve in [&mut a_serve, &mut b_serve] {
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+    }
+    assert!(shared && held_by_b.is_some(), "{listed:#?}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "another node polls this mailbox; it was asked to poll it now", "{body}");
+}
+
 /// `run-once` beside a running node leaves the node's mailboxes to it and
 /// says which node polls them; once that node is killed (on this machine),
 /// the next `run-once` frees its leases at once — no waiting out the TTL —

@@ -446,6 +446,9 @@ pub trait LeaseStore: Send + Sync {
     fn leases(&self) -> Result<Vec<LeaseRow>>;
     /// This process's fences.
     fn fences(&self) -> &Fences;
+    /// Whether `serve` processes elsewhere may share these mailboxes
+    /// (PostgreSQL); one SQLite file has one `serve`.
+    fn shared_by_nodes(&self) -> bool;
 }
 
 #[cfg(test)]

@@ -257,4 +257,8 @@ impl LeaseStore for SqliteStore {
     fn fences(&self) -> &Fences {
         &self.fences
     }
+
+    fn shared_by_nodes(&self) -> bool {
+        false
+    }
 }

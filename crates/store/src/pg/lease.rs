@@ -287,6 +287,10 @@ impl LeaseStore for PgStore {
     fn fences(&self) -> &Fences {
         &self.fences
     }
+
+    fn shared_by_nodes(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
