@@ -64,7 +64,7 @@ const MIGRATION_LOCK: i64 = 0x6d61_696c_6d69_6772;
 /// More only queue inside the server, and each new session costs it its
 /// start-up and caches of its own: with 12 a node, three nodes started on
 /// 10,000 waiting mails spent 9 % more of the machine's CPU per mail than
-/// with 4 (and one node alone no less).
+/// with 4 (one node alone about the same).
 const POOL_SIZE: u32 = 4;
 
 /// The runtime that drives every session's socket, on a thread of its own.
