@@ -323,3 +323,49 @@ fn postgres_lease_bookkeeping_does_not_wait_for_the_filing_of_mail() {
     let beat = filer.heartbeat("a", TTL).unwrap();
     assert_eq!(beat.released.len(), 1, "{beat:?}");
 }
+
+/// The writers of one process queue for the write lock in the process: one
+/// of its sessions holds the lock (or waits for it), and the others wait
+/// without a session instead of queueing inside the server, each with a
+/// session of its own.
+#[test]
+fn postgres_a_process_waits_for_the_write_lock_on_one_session() {
+    use std::sync::mpsc;
+    let db = testing::TestDatabase::create();
+    let store = PgStore::connect(&db.url).unwrap();
+    // Fails while any session of this database waits for an advisory lock.
+    let none_waiting = "DO $$ DECLARE waiting bigint; BEGIN
+        SELECT count(*) INTO waiting FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database();
+        IF waiting > 0 THEN RAISE EXCEPTION '% sessions wait for the write lock', waiting; END IF;
+    END $$";
+    let (holding, held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let store = &store;
+    let waited = std::thread::scope(|s| {
+        s.spawn(move || {
+            store
+                .with_ledger(&mut |_ledger| {
+                    holding.send(()).unwrap();
+                    let _ = released.recv_timeout(Duration::from_millis(2_500));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        held.recv().unwrap();
+        let others: Vec<_> = (0..3).map(|_| s.spawn(move || store.with_ledger(&mut |_ledger| Ok(())))).collect();
+        // Looked at ten times while the three wait for the one.
+        let waited: Vec<_> = (0..10)
+            .filter_map(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                pg_tools::execute_batch(&db.url, none_waiting).err()
+            })
+            .collect();
+        release.send(()).unwrap();
+        for other in others {
+            other.join().unwrap().unwrap();
+        }
+        waited
+    });
+    assert!(waited.is_empty(), "writers of one process waited in the server: {waited:?}");
+}
