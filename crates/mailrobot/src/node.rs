@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use mailrobot_store::lease::{HEARTBEAT_EVERY, LEASE_TTL, pid_scope};
-use mailrobot_store::{Heartbeat, LeaseStore, NewNode, NodeKind, PassLeases};
+use mailrobot_store::lease::{ALIVE_WITHIN, HEARTBEAT_EVERY, LEASE_TTL, pid_scope, time_until};
+use mailrobot_store::{Heartbeat, LeaseStore, NewNode, NodeKind, NodeView, PassLeases};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -55,6 +55,23 @@ pub const QUICK_BEAT: Duration = Duration::from_millis(500);
 /// one (0.92x). Kafka's consumer groups wait the same way before their
 /// first rebalance (`group.initial.rebalance.delay.ms`).
 pub const GATHER_FOR: Duration = QUICK_BEAT;
+
+/// When a node that just registered as `me` takes its first leases: when
+/// the gathering of the first node still gathering ends — the earliest of
+/// the live nodes that registered less than [`GATHER_FOR`] before it and
+/// have not beaten since (itself included). Nodes started a moment apart
+/// then share the mailboxes out at one moment, not each its own
+/// half-second later (the last would start polling last).
+fn gathering_ends_in(me: &NodeView, nodes: &[NodeView]) -> Duration {
+    let first_before_me = nodes
+        .iter()
+        .filter(|n| n.alive && n.last_heartbeat == n.started)
+        .filter_map(|n| time_until(&n.started, &me.started))
+        .filter(|before| *before < GATHER_FOR)
+        .max()
+        .unwrap_or_default();
+    GATHER_FOR - first_before_me
+}
 
 /// The next heartbeat: the regular period; sooner when another node's lease
 /// runs out first (just after it does), so a dead node's mailboxes are taken
@@ -114,8 +131,13 @@ impl Node {
     pub fn start(leases: Arc<dyn LeaseStore>) -> anyhow::Result<Node> {
         let id = register(leases.as_ref(), NodeKind::Serve)?;
         let first_beat_in = if leases.shared_by_nodes() {
-            tracing::info!(node = %id, gathering_for = ?GATHER_FOR, "node started; takes its share of the mailboxes once the nodes starting with it have registered");
-            GATHER_FOR
+            let nodes = leases.nodes(ALIVE_WITHIN)?;
+            let gathering_for = match nodes.iter().find(|n| n.node_id == id) {
+                Some(me) => gathering_ends_in(me, &nodes),
+                None => GATHER_FOR,
+            };
+            tracing::info!(node = %id, ?gathering_for, "node started; takes its share of the mailboxes once the nodes starting with it have registered");
+            gathering_for
         } else {
             let beat = leases.heartbeat(&id, LEASE_TTL)?;
             tracing::info!(node = %id, mailboxes = beat.held.len(), "node started");
@@ -261,5 +283,44 @@ impl Pass {
                 tracing::warn!(pass = %self.id, "could not give the pass's leases up; they run out within {:?}", LEASE_TTL)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, started: &str, last_heartbeat: &str, alive: bool) -> NodeView {
+        NodeView {
+            node_id: id.into(),
+            host: "h".into(),
+            pid: 1,
+            started: started.into(),
+            last_heartbeat: last_heartbeat.into(),
+            alive,
+            mailboxes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_starting_alone_gathers_for_the_whole_window() {
+        let me = node("c", "2026-12-05T00:00:00.300Z", "2026-12-05T00:00:00.300Z", true);
+        assert_eq!(gathering_ends_in(&me, std::slice::from_ref(&me)), GATHER_FOR);
+    }
+
+    #[test]
+    fn nodes_started_a_moment_apart_take_their_leases_together() {
+        let me = node("c", "2026-12-05T00:00:00.300Z", "2026-12-05T00:00:00.300Z", true);
+        let nodes = [
+            // Still gathering: c's first beat comes when a's does.
+            node("a", "2026-12-05T00:00:00.100Z", "2026-12-05T00:00:00.100Z", true),
+            node("b", "2026-12-05T00:00:00.200Z", "2026-12-05T00:00:00.200Z", true),
+            // Beating already (its gathering is over), gone, or too long ago.
+            node("d", "2026-12-05T00:00:00.000Z", "2026-12-05T00:00:00.250Z", true),
+            node("e", "2026-12-05T00:00:00.050Z", "2026-12-05T00:00:00.050Z", false),
+            node("f", "2026-12-04T23:59:59.000Z", "2026-12-04T23:59:59.000Z", true),
+            me.clone(),
+        ];
+        assert_eq!(gathering_ends_in(&me, &nodes), GATHER_FOR - Duration::from_millis(200));
     }
 }
