@@ -127,7 +127,7 @@ impl App {
             }
             Some(url) => {
                 tracing::debug!(database = %mailrobot_store::redacted_url(url), "opening PostgreSQL");
-                let pg = Arc::new(PgStore::connect(url)?);
+                let pg = Arc::new(PgStore::connect_with_sessions(url, database_sessions()?)?);
                 match check_master_key(pg.as_ref(), &secrets) {
                     Ok(()) => {}
                     Err(err) if key_check => return Err(err),
@@ -207,6 +207,23 @@ impl App {
             mail_in_memory: crate::mail_in_memory::MailInMemory::from_env()?,
             graph_push: None,
         })
+    }
+}
+
+/// `MAILROBOT_DATABASE_SESSIONS`: PostgreSQL sessions a process opens at
+/// most (default 4, at least 2).
+pub const DATABASE_SESSIONS_ENV: &str = "MAILROBOT_DATABASE_SESSIONS";
+
+fn database_sessions() -> anyhow::Result<u32> {
+    use mailrobot_store::{DEFAULT_PG_SESSIONS, MIN_PG_SESSIONS};
+    match std::env::var(DATABASE_SESSIONS_ENV) {
+        Ok(value) => value.parse().ok().filter(|n: &u32| *n >= MIN_PG_SESSIONS).with_context(|| {
+            format!(
+                "{DATABASE_SESSIONS_ENV} must be a number of sessions, at least {MIN_PG_SESSIONS} \
+                 (one for the node's writer, one for the rest), got {value:?}"
+            )
+        }),
+        Err(_) => Ok(DEFAULT_PG_SESSIONS),
     }
 }
 

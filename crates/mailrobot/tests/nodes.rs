@@ -260,6 +260,20 @@ fn a_node_with_another_master_key_is_refused() {
     assert!(!stderr.contains(&"d4".repeat(32)) && !stderr.contains(MASTER_KEY), "no key is shown: {stderr}");
 }
 
+/// `MAILROBOT_DATABASE_SESSIONS` sets the sessions a process opens at most
+/// (the store's `postgres_a_process_opens_at_most_the_sessions_it_is_given`
+/// shows the bound); fewer than two is refused with what is allowed.
+#[test]
+fn the_sessions_a_node_opens_are_set_by_the_environment() {
+    let robot = Robot::on_postgres();
+    let refused = robot.run_raw(&["mailbox", "list"], &[("MAILROBOT_DATABASE_SESSIONS", "1")]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("MAILROBOT_DATABASE_SESSIONS must be a number of sessions, at least 2"), "{stderr}");
+    let two = robot.run_raw(&["mailbox", "list"], &[("MAILROBOT_DATABASE_SESSIONS", "2")]);
+    assert!(two.status.success(), "{}", String::from_utf8_lossy(&two.stderr));
+}
+
 /// The chaos test: three nodes, thirty IMAP mailboxes, mail arriving
 /// throughout, nodes killed (SIGKILL) and paused (SIGSTOP/SIGCONT) at random
 /// moments. Every mail becomes exactly one ticket entry; no mailbox waits

@@ -45,7 +45,7 @@ pub use outbox::{
     AfterAttempt, Attempt, Delivery, DeliveryFilter, DeliveryView, EventRecord, MailView, OutboxStore, QueuedMail,
     Webhook,
 };
-pub use pg::{PgStore, redacted_url};
+pub use pg::{DEFAULT_SESSIONS as DEFAULT_PG_SESSIONS, MIN_SESSIONS as MIN_PG_SESSIONS, PgStore, redacted_url};
 pub use sealed::{Resealed, SealedRef, SealedStore, SealedValue};
 /// Blocking helpers for tools and tests that work beside a PostgreSQL store.
 pub mod pg_tools {

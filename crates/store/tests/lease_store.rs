@@ -369,3 +369,45 @@ fn postgres_a_process_waits_for_the_write_lock_on_one_session() {
     });
     assert!(waited.is_empty(), "writers of one process waited in the server: {waited:?}");
 }
+
+#[test]
+fn postgres_a_process_opens_at_most_the_sessions_it_is_given() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let db = testing::TestDatabase::create();
+    let store = PgStore::connect_with_sessions(&db.url, 2).unwrap();
+    // Fails while this database has more than two sessions of the robot's
+    // (the check's own session names no application).
+    let at_most_two = "DO $$ DECLARE sessions bigint; BEGIN
+        SELECT count(*) INTO sessions FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'mailrobot';
+        IF sessions > 2 THEN RAISE EXCEPTION '% sessions open', sessions; END IF;
+    END $$";
+    let (store, reading) = (&store, &AtomicBool::new(true));
+    let over = std::thread::scope(|s| {
+        // The writer holds one session while six readers want one each.
+        s.spawn(move || {
+            store
+                .with_ledger(&mut |_ledger| {
+                    std::thread::sleep(Duration::from_millis(600));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        for _ in 0..6 {
+            s.spawn(move || {
+                while reading.load(Ordering::Relaxed) {
+                    store.tickets().unwrap();
+                }
+            });
+        }
+        let over: Vec<_> = (0..10)
+            .filter_map(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                pg_tools::execute_batch(&db.url, at_most_two).err()
+            })
+            .collect();
+        reading.store(false, Ordering::Relaxed);
+        over
+    });
+    assert!(over.is_empty(), "the process opened more sessions than it was given: {over:?}");
+}

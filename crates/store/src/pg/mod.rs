@@ -58,14 +58,19 @@ const LEASE_LOCK: i64 = 0x6d61_696c_6c65_6135;
 /// each migration once.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_6d69_6772;
 
-/// Sessions per node, at most, opened as needed: one writer at a time holds
-/// or waits for [`WRITE_LOCK`] ([`PgStore::write`]); raw-mail writes beside
-/// it and readers (UI, API, polls) share the rest, each a few milliseconds.
-/// More only queue inside the server, and each new session costs it its
-/// start-up and caches of its own: with 12 a node, three nodes started on
-/// 10,000 waiting mails spent 9 % more of the machine's CPU per mail than
-/// with 4 (one node alone about the same).
-const POOL_SIZE: u32 = 4;
+/// Sessions per node, at most, opened as needed, unless the node is given
+/// another number ([`PgStore::connect_with_sessions`]): one writer at a time
+/// holds or waits for [`WRITE_LOCK`] ([`PgStore::write`]); raw-mail writes
+/// beside it and readers (UI, API, polls) share the rest, each a few
+/// milliseconds. More only queue inside the server, and each new session
+/// costs it its start-up and caches of its own: with 12 a node, three nodes
+/// started on 10,000 waiting mails spent 9 % more of the machine's CPU per
+/// mail than with 4 (one node alone about the same).
+pub const DEFAULT_SESSIONS: u32 = 4;
+
+/// The fewest sessions a node works with: the writer's and one for
+/// everything else.
+pub const MIN_SESSIONS: u32 = 2;
 
 /// The runtime that drives every session's socket, on a thread of its own.
 ///
@@ -195,8 +200,14 @@ pub(crate) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, MakeRustls
 impl PgStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`, with
     /// libpq's `sslmode` and `sslrootcert` if given) and brings the schema
-    /// up to date.
+    /// up to date; at most [`DEFAULT_SESSIONS`] sessions.
     pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_sessions(url, DEFAULT_SESSIONS)
+    }
+
+    /// [`PgStore::connect`], opening at most `sessions` sessions (at least
+    /// [`MIN_SESSIONS`]).
+    pub fn connect_with_sessions(url: &str, sessions: u32) -> Result<Self> {
         let open_err = |reason: String| StoreError::OpenDatabase { url: redacted_url(url), reason };
         let (mut config, tls) = parse_url(url)?;
         config.application_name("mailrobot");
@@ -209,7 +220,7 @@ impl PgStore {
         let first = r2d2::ManageConnection::connect(&Manager { config: config.clone(), tls: tls.clone() })
             .map_err(|e| open_err(e.to_string()))?;
         let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
+            .max_size(sessions.max(MIN_SESSIONS))
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(30))
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
