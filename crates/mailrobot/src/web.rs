@@ -9,7 +9,7 @@ use mailrobot_secrets::Secret;
 use mailrobot_store::{Connection, Mailbox, MailboxKind, ServiceScopes, Tenant, TenantUpdate};
 use mailrobot_web::ops::{
     ConnectionForm, ConnectionOperations, MailboxForm, MailboxOperations, MailboxSettingsForm, MailboxTest, OpResult,
-    Operations, ReplyFile, ServiceOperations, SmtpCheck, TenantForm, TicketOperations, WebhookOperations,
+    Operations, PollNow, ReplyFile, ServiceOperations, SmtpCheck, TenantForm, TicketOperations, WebhookOperations,
 };
 use mailrobot_web::{SignInThrottle, WebState, password};
 use serde_json::json;
@@ -262,42 +262,68 @@ impl MailboxOperations for RobotOperations {
         .await
     }
 
-    async fn poll_now(&self, name: &str) -> OpResult<String> {
+    async fn poll_now(&self, name: &str) -> OpResult<PollNow> {
         let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
-        if !self.holds_lease(mailbox.id).await {
-            // Another node polls it (or none yet): that node is asked to
-            // poll now, as when a Graph notification reaches the wrong node.
+        if !self.polls_here(&mailbox).await? {
+            // Another node polls it (or the next to take it will): that node
+            // is asked to poll now, as when a Graph notification reaches the
+            // wrong node.
             let id = mailbox.id;
             let told = self.run(move |app| Ok(app.leases.announce_mail(id, None)?)).await?;
-            return Ok(if told {
+            return Ok(PollNow::Asked(if told {
                 "another node polls this mailbox; it was asked to poll it now".to_string()
             } else {
-                "no node has taken this mailbox yet; the node that takes it polls it at once".to_string()
-            });
+                "no node holds this mailbox now; the next node to take it polls it at once".to_string()
+            }));
         }
         let (result, _) = crate::scheduler::poll_and_record(&pipeline, &mailbox).await;
         let report = result.map_err(|e| e.to_string())?;
-        Ok(format!(
+        Ok(PollNow::Polled(format!(
             "{} fetched, {} processed ({} new tickets), {} failed, {} duplicates",
             report.fetched, report.processed, report.tickets_created, report.failed, report.duplicates
-        ))
+        )))
     }
 }
 
 impl RobotOperations {
-    /// Whether this process may poll `mailbox_id` now: always outside a
-    /// node (no leases); in a node, once it holds the lease, which a node
-    /// just started takes at its first heartbeat (waited for here).
-    async fn holds_lease(&self, mailbox_id: i64) -> bool {
-        let fences = || self.app.leases.fences();
+    /// Whether this process polls `mailbox` itself: always outside a node
+    /// (no leases); in a node, when it holds the lease. A node just started
+    /// takes its share at its first heartbeat, and a mailbox no node holds
+    /// may come to this one at the next: both are waited for, briefly. A
+    /// disabled mailbox no node holds is refused (no node will take it).
+    async fn polls_here(&self, mailbox: &Mailbox) -> OpResult<bool> {
+        let fences = self.app.leases.fences();
+        if !fences.is_enabled() {
+            return Ok(true);
+        }
+        if !mailbox.enabled && fences.get(mailbox.id).is_none() {
+            return Err(format!(
+                "mailbox {} is disabled, and nodes poll only enabled mailboxes: enable it first",
+                mailbox.name
+            ));
+        }
         let deadline = std::time::Instant::now() + crate::node::GATHER_FOR + 2 * crate::node::QUICK_BEAT;
-        while fences().is_enabled() && fences().get(mailbox_id).is_none() {
-            if std::time::Instant::now() > deadline {
-                return false;
+        loop {
+            if fences.get(mailbox.id).is_some() {
+                return Ok(true);
+            }
+            if fences.is_known() {
+                let name = mailbox.name.clone();
+                let elsewhere = self
+                    .run(move |app| {
+                        let nodes = app.leases.nodes(mailrobot_store::lease::ALIVE_WITHIN)?;
+                        Ok(nodes.iter().any(|n| n.alive && n.mailboxes.contains(&name)))
+                    })
+                    .await?;
+                if elsewhere {
+                    return Ok(false);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        true
     }
 
     async fn mailbox_and_pipeline(&self, name: &str) -> OpResult<(Mailbox, crate::pipeline::Pipeline)> {

@@ -182,7 +182,7 @@ fn nodes_started_together_take_their_shares_at_their_first_heartbeat() {
 
 /// "Poll now" (the API's, the UI's button) on a node that does not hold the
 /// mailbox asks the node that does, instead of failing on a write its fence
-/// refuses.
+/// refuses; on a disabled mailbox, which no node takes, it says so.
 #[test]
 fn poll_now_on_a_node_without_the_lease_asks_the_holder() {
     let (_dc, robot) = cluster(2);
@@ -200,6 +200,8 @@ fn poll_now_on_a_node_without_the_lease_asks_the_holder() {
     let url = format!("http://{a_address}/api/v1/mailboxes/{}/poll", held_by_b.clone().unwrap_or_default());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = runtime.block_on(common::api::call("POST", &url, Some(&writer), None));
+    robot.run(&["mailbox", "disable", held_by_b.as_deref().unwrap_or_default()]);
+    let (_, disabled) = runtime.block_on(common::api::call("POST", &url, Some(&writer), None));
     for serve in [&mut a_serve, &mut b_serve] {
         serve.kill().unwrap();
         serve.wait().unwrap();
@@ -207,6 +209,9 @@ fn poll_now_on_a_node_without_the_lease_asks_the_holder() {
     assert!(shared && held_by_b.is_some(), "{listed:#?}");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "another node polls this mailbox; it was asked to poll it now", "{body}");
+    assert_eq!(disabled["ok"], false, "{disabled}");
+    let said = disabled["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("is disabled, and nodes poll only enabled mailboxes: enable it first"), "{disabled}");
 }
 
 /// `run-once` beside a running node leaves the node's mailboxes to it and

@@ -254,6 +254,12 @@ async fn mailboxes_are_added_disabled_enabled_and_deleted_after_a_confirmation()
     browser.click_button("Disable").await;
     assert!(browser.text().await.contains("Mailbox second disabled."));
     assert!(browser.text().await.contains("disabled"));
+    // No node polls a disabled mailbox, and Poll now says so.
+    browser.click_button("Poll now").await;
+    let text = browser.text().await;
+    let refused = "Poll failed: mailbox second is disabled, and nodes poll only enabled mailboxes: enable it first";
+    assert!(text.contains(refused), "{text}");
+    browser.screenshot("mailbox-disabled-poll").await;
     browser.click_button("Enable").await;
     assert!(browser.text().await.contains("Mailbox second enabled."));
     // Settings: a drop folder has no folders or password to edit; its pace it has.

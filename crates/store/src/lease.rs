@@ -325,6 +325,9 @@ pub(crate) fn alive_since(now: &str, ttl: Duration) -> String {
 #[derive(Debug, Default)]
 pub struct Fences {
     enabled: std::sync::atomic::AtomicBool,
+    /// Whether a heartbeat (or a pass taking its leases) has said what this
+    /// process holds: a node just started holds nothing until its first.
+    known: std::sync::atomic::AtomicBool,
     held: RwLock<HashMap<i64, Fence>>,
     /// Writes refused because a newer lease exists (or ours ran out).
     refused: AtomicU64,
@@ -344,6 +347,12 @@ impl Fences {
     pub fn set(&self, fences: Vec<Fence>) {
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
         *held = fences.into_iter().map(|f| (f.mailbox_id, f)).collect();
+        self.known.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether what this process holds is known yet (see [`Fences::set`]).
+    pub fn is_known(&self) -> bool {
+        self.known.load(Ordering::SeqCst)
     }
 
     /// Forgets one lease (the node found itself fenced, or gave it up).
@@ -422,7 +431,9 @@ pub trait LeaseStore: Send + Sync {
     /// new holder fetches it again).
     fn heartbeat_keeping(&self, node_id: &str, ttl: Duration, busy: &[i64]) -> Result<Heartbeat>;
     /// Tells whichever node holds the mailbox that new mail was announced
-    /// (it hears of it at its next heartbeat). False when no node holds it.
+    /// (it hears of it at its next heartbeat). False when no node holds it
+    /// now: the next node to take its lease hears of it with the lease (a
+    /// mailbox never leased is polled at once by its first holder anyway).
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool>;
     /// A node stopping: gives its leases up at once, so others take them
     /// without waiting for the TTL.

@@ -150,12 +150,15 @@ impl LeaseStore for SqliteStore {
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
         self.write(|tx| {
             let now = db_now(tx)?;
-            let n = tx.execute(
-                "UPDATE mailbox_leases SET announced_at = ?2, announced_event = COALESCE(?3, announced_event)
-                 WHERE mailbox_id = ?1 AND node_id IS NOT NULL AND expires_at > ?2",
-                params![mailbox_id, now, event],
-            )?;
-            Ok(n > 0)
+            let held = tx
+                .query_row(
+                    "UPDATE mailbox_leases SET announced_at = ?2, announced_event = COALESCE(?3, announced_event)
+                     WHERE mailbox_id = ?1 RETURNING node_id IS NOT NULL AND expires_at > ?2",
+                    params![mailbox_id, now, event],
+                    |row| row.get::<_, bool>(0),
+                )
+                .optional()?;
+            Ok(held.unwrap_or(false))
         })
     }
 

@@ -99,7 +99,8 @@ fn new_settings_start_the_sync_state_over<S: Store>(store: &S) {
 mailrobot_store::on_both_backends!(new_settings_start_the_sync_state_over);
 
 /// New mail announced to a node that does not hold the mailbox reaches the
-/// holder at its next heartbeat, once; with no holder there is no one to tell.
+/// holder at its next heartbeat, once; with no holder, the next node to take
+/// the mailbox hears of it with the lease.
 fn announced_mail_reaches_the_holder_at_its_next_heartbeat<S: Store + LeaseStore>(open: &dyn Fn() -> S) {
     let (a, b) = (open(), open());
     let ids = mailboxes(&a, 2);
@@ -117,6 +118,10 @@ fn announced_mail_reaches_the_holder_at_its_next_heartbeat<S: Store + LeaseStore
     assert!(a.heartbeat("a", TTL).unwrap().announced.is_empty(), "told once");
     a.stop_node("a").unwrap();
     assert!(!b.announce_mail(ids[0], None).unwrap(), "no node holds it");
+    node(&b, "b");
+    let beat = b.heartbeat("b", TTL).unwrap();
+    assert_eq!(held(&beat), ids);
+    assert_eq!(beat.announced, vec![Announcement { mailbox_id: ids[0], event: None }], "told with the lease");
 }
 
 mailrobot_store::on_both_backends_opened!(announced_mail_reaches_the_holder_at_its_next_heartbeat);

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::WebState;
 use crate::json::{ConnectionJson, MailboxJson, MessageJson, TenantJson, TicketDetailJson, TicketJson};
+use crate::ops::PollNow;
 use crate::session::token_sha256;
 
 /// Prefix of every API token, so one is recognised in a config or a leak scan.
@@ -485,7 +486,7 @@ pub(crate) async fn mailbox_poll(
 ) -> Result<Json<Outcome>, ApiError> {
     caller.may_write()?;
     let m = crate::api_admin::find_mailbox(&state, &name).await?;
-    Ok(Outcome::of(state.ops.poll_now(&m.name).await))
+    Ok(Outcome::of(state.ops.poll_now(&m.name).await.map(PollNow::said)))
 }
 
 #[derive(Debug, Deserialize)]

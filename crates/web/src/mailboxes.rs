@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mailrobot_store::{Mailbox, MailboxKind};
 use serde::Deserialize;
 
-use crate::ops::MailboxForm;
+use crate::ops::{MailboxForm, PollNow};
 use crate::pages::{Layout, csrf_refused, error_page, not_found, path_segment, render};
 use crate::session::SignedIn;
 use crate::{WebState, views};
@@ -413,7 +413,8 @@ pub async fn action(
             Err(reason) => (Some(format!("Could not load the folders: {reason}")), None),
         },
         "poll" => match state.ops.poll_now(&m.name).await {
-            Ok(said) => (None, Some(format!("Poll done: {said}"))),
+            Ok(PollNow::Polled(said)) => (None, Some(format!("Poll done: {said}"))),
+            Ok(PollNow::Asked(said)) => (None, Some(format!("Poll requested: {said}"))),
             Err(reason) => (Some(format!("Poll failed: {reason}")), None),
         },
         "enable" | "disable" => {

@@ -102,14 +102,33 @@ pub struct MailboxTest {
     pub folders: Vec<String>,
 }
 
+/// What "Poll now" did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollNow {
+    /// This process polled the mailbox: what the pass did, in words.
+    Polled(String),
+    /// Another node polls the mailbox (or the next to take it will) and was
+    /// asked to poll it now: who, in words.
+    Asked(String),
+}
+
+impl PollNow {
+    /// What it did, in words (the API's message).
+    pub fn said(self) -> String {
+        match self {
+            PollNow::Polled(said) | PollNow::Asked(said) => said,
+        }
+    }
+}
+
 /// The mailboxes' part of [`Operations`].
 #[async_trait::async_trait]
 pub trait MailboxOperations: Send + Sync {
     async fn add_mailbox(&self, form: MailboxForm) -> OpResult<mailrobot_store::Mailbox>;
     /// Connects, lists folders and counts what waits, changing nothing.
     async fn test_mailbox(&self, name: &str) -> OpResult<MailboxTest>;
-    /// One pass over the mailbox now: what it did, in words.
-    async fn poll_now(&self, name: &str) -> OpResult<String>;
+    /// One pass over the mailbox now, or the node that polls it asked to.
+    async fn poll_now(&self, name: &str) -> OpResult<PollNow>;
     /// Saves the settings the mailbox's page edits (as `mailbox set`).
     async fn update_mailbox(&self, name: &str, form: MailboxSettingsForm) -> OpResult<mailrobot_store::Mailbox>;
 }

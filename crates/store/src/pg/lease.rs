@@ -176,12 +176,15 @@ impl LeaseStore for PgStore {
     fn announce_mail(&self, mailbox_id: i64, event: Option<&str>) -> Result<bool> {
         self.write_leases(|tx| {
             let now = db_now(tx)?;
-            let n = tx.exec(
+            let held = tx.query_opt(
                 "UPDATE mailbox_leases SET announced_at = $2, announced_event = COALESCE($3, announced_event)
-                 WHERE mailbox_id = $1 AND node_id IS NOT NULL AND expires_at > $2",
+                 WHERE mailbox_id = $1 RETURNING node_id IS NOT NULL AND expires_at > $2",
                 &[&mailbox_id, &now, &event],
             )?;
-            Ok(n > 0)
+            Ok(match held {
+                Some(row) => row.try_get(0)?,
+                None => false,
+            })
         })
     }
 
