@@ -472,7 +472,7 @@ pub(crate) async fn mailbox_test(
         ("name" = String, Path, description = "The mailbox's name"),
     ),
     responses(
-        (status = 200, description = "What the pass did, in words", body = Outcome),
+        (status = 200, description = "What the pass did, in words; in a cluster, on a node that does not hold the mailbox, that the node holding it was asked to poll it (`ok` false on a disabled mailbox)", body = Outcome),
         (status = 401, description = "No API token, or an unknown or revoked one", body = ErrorJson),
         (status = 403, description = "A read-only token asked for a change", body = ErrorJson),
         (status = 404, description = "No such thing", body = ErrorJson),
