@@ -173,7 +173,44 @@ pub struct PgStore {
     pub(crate) fences: crate::lease::Fences,
     /// Held by the one thread of this process whose write transaction
     /// takes (or waits for) [`WRITE_LOCK`]: see [`PgStore::write`].
-    writer: std::sync::Mutex<()>,
+    writer: WriterTurn,
+}
+
+/// How long a writer waits for a lock: in the server (`lock_timeout`), and
+/// in the process for its turn ([`WriterTurn`]). Past it the write fails as
+/// the database being busy (transient: a poll tries again later).
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The turn of this process's writers: one at a time, each waiting at most
+/// [`LOCK_WAIT`], as it would for the lock in the server.
+#[derive(Debug, Default)]
+struct WriterTurn {
+    taken: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+/// A writer's turn, given back when dropped (also when its work panics).
+struct Turn<'a>(&'a WriterTurn);
+
+impl WriterTurn {
+    /// Waits for the turn, at most `within`; None if it did not come.
+    fn take(&self, within: Duration) -> Option<Turn<'_>> {
+        let deadline = std::time::Instant::now() + within;
+        let mut taken = self.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *taken {
+            let left = deadline.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero())?;
+            taken = self.freed.wait_timeout(taken, left).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+        }
+        *taken = true;
+        Some(Turn(self))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
 }
 
 /// `url` with its password replaced by `***`: what logs and errors show.
@@ -214,7 +251,8 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(10));
         // A node paused inside a transaction (SIGSTOP, a VM migration) loses
         // its session, and with it the write lock and any row lock it held.
-        config.options("-c idle_in_transaction_session_timeout=3000 -c lock_timeout=30000");
+        config
+            .options(format!("-c idle_in_transaction_session_timeout=3000 -c lock_timeout={}", LOCK_WAIT.as_millis()));
         // The first session is opened here, so a wrong URL or password is
         // told at once, not after the pool's retries.
         let first = r2d2::ManageConnection::connect(&Manager { config: config.clone(), tls: tls.clone() })
@@ -269,7 +307,13 @@ impl PgStore {
     /// writes could use, and a busy node opened a dozen (a new session costs
     /// the server its start-up and its own catalog and statement caches).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut PgTx<'_>) -> Result<T>) -> Result<T> {
-        let _turn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(_turn) = self.writer.take(LOCK_WAIT) else {
+            return Err(StoreError::Unavailable(format!(
+                "this node's writes waited over {} s for their turn: another of its writes holds or waits \
+                 for the write lock (a node or session of the database keeps it)",
+                LOCK_WAIT.as_secs()
+            )));
+        };
         self.transaction_holding(WRITE_LOCK, f)
     }
 
@@ -634,4 +678,27 @@ pub(crate) fn read_blob(tx: &mut PgTx<'_>, sha256: &str) -> Result<Option<Vec<u8
         data.extend_from_slice(piece);
     }
     Ok(Some(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer waits for the one before it, and gives up past its wait
+    /// instead of queueing for ever behind a write that does not end.
+    #[test]
+    fn a_writer_waits_its_turn_for_a_bounded_time() {
+        let turn = WriterTurn::default();
+        let first = turn.take(Duration::ZERO).expect("a free turn is taken at once");
+        let started = std::time::Instant::now();
+        assert!(turn.take(Duration::from_millis(150)).is_none(), "the turn is held");
+        assert!(started.elapsed() >= Duration::from_millis(150), "waited for it first");
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| turn.take(Duration::from_secs(10)).is_some());
+            std::thread::sleep(Duration::from_millis(50));
+            drop(first);
+            assert!(waiting.join().unwrap(), "the next writer gets the turn once it is given back");
+        });
+        assert!(turn.take(Duration::ZERO).is_some(), "and gives it back in turn");
+    }
 }
