@@ -264,6 +264,13 @@ impl MailboxOperations for RobotOperations {
 
     async fn poll_now(&self, name: &str) -> OpResult<PollNow> {
         let (mailbox, pipeline) = self.mailbox_and_pipeline(name).await?;
+        if !mailbox.enabled {
+            // No node takes it, and the one still holding it gives it up.
+            return Err(format!(
+                "mailbox {} is disabled, and nodes poll only enabled mailboxes: enable it first",
+                mailbox.name
+            ));
+        }
         if !self.polls_here(&mailbox).await? {
             // Another node polls it (or the next to take it will): that node
             // is asked to poll now, as when a Graph notification reaches the
@@ -289,18 +296,11 @@ impl RobotOperations {
     /// Whether this process polls `mailbox` itself: always outside a node
     /// (no leases); in a node, when it holds the lease. A node just started
     /// takes its share at its first heartbeat, and a mailbox no node holds
-    /// may come to this one at the next: both are waited for, briefly. A
-    /// disabled mailbox no node holds is refused (no node will take it).
+    /// may come to this one at the next: both are waited for, briefly.
     async fn polls_here(&self, mailbox: &Mailbox) -> OpResult<bool> {
         let fences = self.app.leases.fences();
         if !fences.is_enabled() {
             return Ok(true);
-        }
-        if !mailbox.enabled && fences.get(mailbox.id).is_none() {
-            return Err(format!(
-                "mailbox {} is disabled, and nodes poll only enabled mailboxes: enable it first",
-                mailbox.name
-            ));
         }
         let deadline = std::time::Instant::now() + crate::node::GATHER_FOR + 2 * crate::node::QUICK_BEAT;
         loop {
